@@ -1,0 +1,175 @@
+//! Typed errors, one enum per family of operations.
+//!
+//! Every error a caller can meet is a variant here: bad input, a peer that broke the shared layout,
+//! a limit reached, a timeout. No operation panics on bad input or on bytes read from shared memory.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Opening or creating a shared segment (a topic, a service, a queue) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The name is empty, too long, or holds characters other than `[A-Za-z0-9_-]`.
+    InvalidName(String),
+    /// `open` (without create) found no segment of that name.
+    NotFound(String),
+    /// `create` (exclusive) found a live segment of that name.
+    AlreadyExists(String),
+    /// The segment was written by another layout version of ringbus.
+    VersionMismatch {
+        /// The version this build understands.
+        expected: u32,
+        /// The version found in the segment header.
+        found: u32,
+    },
+    /// The segment holds another payload type or another kind of segment.
+    TypeMismatch {
+        /// What this handle asked for.
+        expected: String,
+        /// What the segment header says.
+        found: String,
+    },
+    /// The segment's bytes are not a valid ringbus segment (garbage, truncated, inconsistent).
+    Corrupt(String),
+    /// The operating system refused access (file modes, another user's directory).
+    PermissionDenied(String),
+    /// A builder option is out of range.
+    InvalidConfig(String),
+    /// The segment has no free publisher or subscriber entry.
+    NoFreeEntry {
+        /// "publisher" or "subscriber".
+        role: &'static str,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The segment does not fit where shared memory lives (for instance a small /dev/shm).
+    NoSpace(String),
+    /// Any other I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::InvalidName(n) => write!(
+                f,
+                "invalid name {n:?}: use 1 to {} characters from [A-Za-z0-9_-]",
+                crate::shm::MAX_NAME_LEN
+            ),
+            OpenError::NotFound(n) => write!(f, "no segment named {n:?}"),
+            OpenError::AlreadyExists(n) => write!(f, "a live segment named {n:?} already exists"),
+            OpenError::VersionMismatch { expected, found } => {
+                write!(f, "layout version mismatch: this build reads {expected}, segment has {found}")
+            }
+            OpenError::TypeMismatch { expected, found } => {
+                write!(f, "type mismatch: expected {expected}, segment holds {found}")
+            }
+            OpenError::Corrupt(why) => write!(f, "corrupt segment: {why}"),
+            OpenError::PermissionDenied(why) => write!(f, "permission denied: {why}"),
+            OpenError::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            OpenError::NoFreeEntry { role, max } => {
+                write!(f, "all {max} {role} entries of the segment are in use")
+            }
+            OpenError::NoSpace(why) => write!(f, "not enough shared memory: {why}"),
+            OpenError::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl OpenError {
+    /// Maps an I/O error met while handling the segment `what` to the matching typed error.
+    pub(crate) fn from_io(e: io::Error, what: &str) -> OpenError {
+        match e.kind() {
+            io::ErrorKind::NotFound => OpenError::NotFound(what.to_string()),
+            io::ErrorKind::AlreadyExists => OpenError::AlreadyExists(what.to_string()),
+            io::ErrorKind::PermissionDenied => OpenError::PermissionDenied(format!("{what}: {e}")),
+            _ if e.raw_os_error() == Some(28) => OpenError::NoSpace(format!("{what}: {e}")),
+            // ELOOP: the path is a symbolic link, which ringbus never follows.
+            _ if e.raw_os_error() == Some(40) => {
+                OpenError::PermissionDenied(format!("{what} is a symbolic link"))
+            }
+            _ => OpenError::Io(e),
+        }
+    }
+}
+
+/// Sending (or loaning a slot to send) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// `Block` policy: the slowest live subscriber did not make room within the timeout.
+    Timeout(Duration),
+    /// `Block` policy, non-blocking call: the ring is full.
+    Full,
+    /// The message is larger than the topic's maximum message size.
+    TooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The topic's maximum.
+        max: usize,
+    },
+    /// Every slot of the ring is held by subscribers (cannot happen with a valid configuration).
+    AllSlotsHeld,
+    /// rkyv serialisation failed (for instance the value does not fit the maximum size).
+    Serialize(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Timeout(d) => write!(f, "no room in the ring within {d:?}"),
+            SendError::Full => write!(f, "the ring is full"),
+            SendError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the maximum of {max}")
+            }
+            SendError::AllSlotsHeld => write!(f, "every slot is held by a subscriber"),
+            SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Receiving failed, or has something to report before the next message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// `try_receive`: nothing to read now.
+    Empty,
+    /// `receive_timeout`: nothing arrived within the timeout.
+    Timeout(Duration),
+    /// `DropOldest` policy: this many messages were overwritten before this subscriber read them.
+    /// The next call returns the oldest message still available.
+    Lagged(u64),
+    /// The subscriber already holds its maximum number of samples; drop one first.
+    TooManyHeld(usize),
+    /// A message failed validation (wrong length, invalid rkyv archive): it is skipped.
+    Invalid(String),
+}
+
+impl fmt::Display for ReceiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReceiveError::Empty => write!(f, "no message available"),
+            ReceiveError::Timeout(d) => write!(f, "no message within {d:?}"),
+            ReceiveError::Lagged(n) => write!(f, "subscriber lagged: {n} messages were missed"),
+            ReceiveError::TooManyHeld(n) => {
+                write!(f, "already holding the maximum of {n} samples; drop one first")
+            }
+            ReceiveError::Invalid(why) => write!(f, "invalid message skipped: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ReceiveError {}

@@ -1,0 +1,57 @@
+//! # ringbus
+//!
+//! Zero-copy messaging between threads and processes of one machine over lock-free rings in
+//! shared memory.
+//!
+//! - [`Node`]: a participant; [`Node::new`] for shared memory, [`Node::in_process`] for threads.
+//! - Publish/subscribe: [`TopicBuilder`] → [`Publisher`] / [`Subscriber`]. A publisher loans a
+//!   slot in shared memory and writes in place; a subscriber reads the [`Sample`] in place.
+//! - Payloads: any `bytemuck::Pod` type, variable-length bytes ([`Bytes`]), or rkyv archives
+//!   ([`Rkyv`]) validated before use.
+//!
+//! ```
+//! use ringbus::Node;
+//!
+//! let node = Node::in_process();
+//! let topic = node.topic::<[u32; 2]>("quickstart");
+//! let mut publisher = topic.publisher()?;
+//! let subscriber = topic.subscriber()?;
+//!
+//! let mut loan = publisher.loan()?; // a slot in shared memory
+//! *loan = [7, 8];                   // written in place
+//! loan.send();
+//!
+//! let sample = subscriber.receive()?; // read in place
+//! assert_eq!(*sample, [7, 8]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the layers, the byte layout of every segment, the memory-ordering
+//! argument of each ring and crash recovery.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod ring;
+#[cfg(not(loom))]
+pub mod shm;
+#[cfg(not(loom))]
+pub mod sync;
+#[cfg(not(loom))]
+mod node;
+#[cfg(not(loom))]
+mod topic;
+
+#[cfg(not(loom))]
+pub use error::{OpenError, ReceiveError, SendError};
+#[cfg(not(loom))]
+pub use node::Node;
+#[cfg(not(loom))]
+pub use shm::validate_name;
+#[cfg(not(loom))]
+pub use sync::ProcessId;
+#[cfg(not(loom))]
+pub use topic::{
+    Bytes, Loan, Payload, Policy, Publisher, Rkyv, Sample, Subscriber, TopicBuilder,
+    CHECK_INTERVAL, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE,
+};

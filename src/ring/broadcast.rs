@@ -1,0 +1,685 @@
+//! A single-writer broadcast ring with in-place reads and pinned slots.
+//!
+//! One writer publishes into `N` slots (a power of two); any number of readers (up to 64) read every
+//! slot in place. Positions are dense `u64`s: position `q` lives in slot `q % N`.
+//!
+//! # Cells
+//! - `stamp[slot]`: `pos << 2 | state`, state one of [`EMPTY`], [`WRITING`], [`COMMITTED`],
+//!   [`SKIPPED`]. Written only by the writer. It sits in the same cache line as the start of the
+//!   payload, so a small message costs one line transfer.
+//! - `seq[slot]`: the message number (dense over committed messages, not over skips).
+//! - `tail`: the next position the writer will fill. Read by readers only to resync or to join.
+//! - `cursor[r]`: the next position reader `r` will read. Written only by reader `r`.
+//! - `held[r][h]`: positions reader `r` is reading in place ("pins"), or [`NONE`].
+//! - `active`: bitmap of registered readers; `roster`: bumped on every join and leave.
+//!
+//! # Invariants
+//! 1. A slot is written only by the writer, and only between its `WRITING` and `COMMITTED` stamps.
+//!    A reader uses a slot's bytes only after it saw `COMMITTED(q)`, pinned `q`, and saw the stamp
+//!    still `COMMITTED(q)` after the pin.
+//! 2. The writer never writes a slot whose old position a reader has pinned: after storing
+//!    `WRITING(q)` it checks every active reader's pins for `q - N`; if pinned it stores
+//!    `SKIPPED(q)` (payload untouched) and moves on to `q + 1`.
+//! 3. A reader advances `cursor` only past positions it has read, skipped, or lost; it pins only
+//!    the position equal to its cursor. So once the writer has seen `cursor[r] > p` together with a
+//!    pin set that lacks `p`, reader `r` can never pin `p` again: the writer may cache that.
+//!
+//! # Memory ordering
+//! - Pinning is a store-buffer (Dekker) pattern: the reader stores `held = q` then loads the stamp;
+//!   the writer stores `WRITING(q + N)` then loads `held`. All four are SeqCst, so at least one side
+//!   sees the other: either the writer sees the pin (and skips), or the reader sees `WRITING` (and
+//!   gives the slot up before touching the payload).
+//! - `roster` and `active` are loaded SeqCst after the `WRITING` store, so a reader that joins after
+//!   the writer's check has its first pin fail as above; a cached snapshot is dropped when `roster`
+//!   moved.
+//! - `COMMITTED` is stored SeqCst: it releases the payload (Acquire on the reader's stamp load pairs
+//!   with it), and the topic layer then loads its sleepers word, a second Dekker pair against a
+//!   reader that announces sleep and rechecks the stamp.
+//! - `cursor` is stored SeqCst for the same reason against a writer that waits for room (`Block`).
+//! - Unpin stores `NONE` with Release: the reader's reads of the payload happen before the writer,
+//!   having loaded `NONE` with Acquire (SeqCst), reuses the slot.
+//!
+//! # Crashes
+//! A writer that dies leaves at most one slot at `WRITING`: it is never `COMMITTED`, so no reader
+//! reads it (no torn message). A new writer adopting the ring resumes at the first position that is
+//! not `COMMITTED`/`SKIPPED`. A reader that dies leaves pins and a cursor: whoever reclaims it clears
+//! them and bumps `roster`.
+
+use super::atomic::{AtomicU64, Ordering};
+
+/// Stamp state: never written.
+pub const EMPTY: u64 = 0;
+/// Stamp state: the writer owns the slot.
+pub const WRITING: u64 = 1;
+/// Stamp state: the message is complete and readable.
+pub const COMMITTED: u64 = 2;
+/// Stamp state: no message at this position (the slot was pinned or the loan abandoned).
+pub const SKIPPED: u64 = 3;
+/// No position (an empty pin).
+pub const NONE: u64 = u64::MAX;
+/// Most pins one reader may hold in one ring.
+pub const MAX_HELD: usize = 6;
+/// Most readers of one ring (one bit each in `active`).
+pub const MAX_READERS: usize = 64;
+
+/// Packs a stamp.
+#[inline]
+pub fn stamp(pos: u64, state: u64) -> u64 {
+    (pos << 2) | state
+}
+
+#[inline]
+fn stamp_pos(s: u64) -> u64 {
+    s >> 2
+}
+
+#[inline]
+fn stamp_state(s: u64) -> u64 {
+    s & 3
+}
+
+/// The atomic cells of one ring, wherever they live.
+pub trait Cells {
+    /// `N - 1`, where `N` (the slot count) is a power of two.
+    fn mask(&self) -> u64;
+    /// Stamp word of `slot`.
+    fn stamp(&self, slot: usize) -> &AtomicU64;
+    /// Message number word of `slot`.
+    fn seq(&self, slot: usize) -> &AtomicU64;
+    /// The writer's next position.
+    fn tail(&self) -> &AtomicU64;
+    /// The writer's committed message count (next message number).
+    fn msgs(&self) -> &AtomicU64;
+    /// Bitmap of registered readers.
+    fn active(&self) -> &AtomicU64;
+    /// Bumped on every join and leave.
+    fn roster(&self) -> &AtomicU64;
+    /// Next position of reader `r`.
+    fn cursor(&self, r: usize) -> &AtomicU64;
+    /// Pin `h` of reader `r`.
+    fn held(&self, r: usize, h: usize) -> &AtomicU64;
+    /// Pins per reader (≤ [`MAX_HELD`]).
+    fn max_held(&self) -> usize;
+}
+
+/// What the writer knows of one reader, from a past read of its cursor and pins.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    cursor: u64,
+    held: [u64; MAX_HELD],
+}
+
+const STALE: Snapshot = Snapshot {
+    cursor: 0,
+    held: [NONE; MAX_HELD],
+};
+
+/// Outcome of [`Writer::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The slot is the writer's to fill; commit or abandon it next.
+    Ready {
+        /// Position claimed.
+        pos: u64,
+        /// Slot index.
+        slot: usize,
+    },
+    /// `block` was asked and reader `reader` has not yet read the position this slot holds.
+    Blocked {
+        /// The lagging reader.
+        reader: usize,
+    },
+    /// Every slot is pinned (only possible if readers × pins ≥ slots).
+    AllPinned,
+}
+
+/// The writer's private state. One per ring, in one thread at a time.
+pub struct Writer {
+    next: u64,
+    msgs: u64,
+    roster: u64,
+    snaps: Box<[Snapshot]>,
+}
+
+impl Writer {
+    /// Takes over a ring: resumes after the last committed or skipped position, so a predecessor
+    /// that died between its stamp and its `tail` store is not overwritten.
+    pub fn adopt(c: &impl Cells, readers: usize) -> Writer {
+        // Acquire: pairs with the Release stores of the previous writer.
+        let mut next = c.tail().load(Ordering::Acquire);
+        // Relaxed: ordered after the Acquire load of tail, which the writer stores after msgs.
+        let mut msgs = c.msgs().load(Ordering::Relaxed);
+        loop {
+            let slot = (next & c.mask()) as usize;
+            let s = c.stamp(slot).load(Ordering::Acquire);
+            if stamp_pos(s) != next || !matches!(stamp_state(s), COMMITTED | SKIPPED) {
+                break;
+            }
+            if stamp_state(s) == COMMITTED {
+                msgs = c.seq(slot).load(Ordering::Relaxed).wrapping_add(1);
+            }
+            next += 1;
+        }
+        Writer {
+            next,
+            msgs,
+            roster: u64::MAX,
+            snaps: vec![STALE; readers.min(MAX_READERS)].into_boxed_slice(),
+        }
+    }
+
+    /// Next position to be claimed.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Messages committed so far (the next message number).
+    pub fn messages(&self) -> u64 {
+        self.msgs
+    }
+
+    /// Drops cached snapshots if readers joined or left since they were taken.
+    fn check_roster(&mut self, c: &impl Cells) -> u64 {
+        // SeqCst: part of the pin handshake (see module docs).
+        let roster = c.roster().load(Ordering::SeqCst);
+        if roster != self.roster {
+            self.roster = roster;
+            self.snaps.fill(STALE);
+        }
+        // SeqCst: as roster.
+        c.active().load(Ordering::SeqCst)
+    }
+
+    fn refresh(&mut self, c: &impl Cells, r: usize) -> &Snapshot {
+        let s = &mut self.snaps[r];
+        // SeqCst: the writer side of the pin handshake; also orders cursor before pins (a reader
+        // pins before it advances its cursor).
+        s.cursor = c.cursor(r).load(Ordering::SeqCst);
+        for h in 0..c.max_held().min(MAX_HELD) {
+            s.held[h] = c.held(r, h).load(Ordering::SeqCst);
+        }
+        s
+    }
+
+    /// The first active reader that has not read position `p`, refreshing snapshots as needed.
+    pub fn lagging_reader(&mut self, c: &impl Cells, p: u64) -> Option<usize> {
+        let mut active = self.check_roster(c);
+        while active != 0 {
+            let r = active.trailing_zeros() as usize;
+            active &= active - 1;
+            if r >= self.snaps.len() {
+                continue;
+            }
+            if self.snaps[r].cursor <= p && self.refresh(c, r).cursor <= p {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Whether some active reader pins position `p`. Must run after `WRITING` was stored.
+    fn pinned(&mut self, c: &impl Cells, p: u64) -> bool {
+        let mut active = self.check_roster(c);
+        while active != 0 {
+            let r = active.trailing_zeros() as usize;
+            active &= active - 1;
+            if r >= self.snaps.len() {
+                continue;
+            }
+            let s = &self.snaps[r];
+            // Invariant 3: a snapshot past `p` without `p` pinned stays true forever.
+            if s.cursor > p && !s.held.contains(&p) {
+                continue;
+            }
+            if self.refresh(c, r).held.contains(&p) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Claims the next slot. With `block`, returns [`Claim::Blocked`] instead of overwriting a
+    /// position an active reader has not read. Never overwrites a pinned position.
+    pub fn claim(&mut self, c: &impl Cells, block: bool) -> Claim {
+        let n = c.mask() + 1;
+        let mut skipped = 0;
+        loop {
+            let q = self.next;
+            let slot = (q & c.mask()) as usize;
+            if q >= n && block {
+                if let Some(reader) = self.lagging_reader(c, q - n) {
+                    return Claim::Blocked { reader };
+                }
+            }
+            // SeqCst: the writer side of the pin handshake (invariant 2).
+            c.stamp(slot).store(stamp(q, WRITING), Ordering::SeqCst);
+            if q >= n && self.pinned(c, q - n) {
+                // Release: readers that see SKIPPED(q) see nothing else of ours; the payload is
+                // untouched.
+                c.stamp(slot).store(stamp(q, SKIPPED), Ordering::Release);
+                self.next = q + 1;
+                c.tail().store(self.next, Ordering::Release);
+                skipped += 1;
+                if skipped >= n {
+                    return Claim::AllPinned;
+                }
+                continue;
+            }
+            return Claim::Ready { pos: q, slot };
+        }
+    }
+
+    /// Publishes the claimed slot as message number [`Writer::messages`].
+    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize) {
+        debug_assert_eq!(pos, self.next);
+        // Relaxed: published by the SeqCst (release) stamp store below.
+        c.seq(slot).store(self.msgs, Ordering::Relaxed);
+        // SeqCst: releases the payload and starts the sleepers handshake (module docs).
+        c.stamp(slot).store(stamp(pos, COMMITTED), Ordering::SeqCst);
+        self.msgs += 1;
+        self.next = pos + 1;
+        // Relaxed: read only by a later writer, after its Acquire load of tail (stored below).
+        c.msgs().store(self.msgs, Ordering::Relaxed);
+        // Release: a reader that resyncs from `tail` sees the stamps before it.
+        c.tail().store(self.next, Ordering::Release);
+    }
+
+    /// Gives the claimed slot up without a message.
+    pub fn abandon(&mut self, c: &impl Cells, pos: u64, slot: usize) {
+        debug_assert_eq!(pos, self.next);
+        // Release: as in `claim`'s skip.
+        c.stamp(slot).store(stamp(pos, SKIPPED), Ordering::Release);
+        self.next = pos + 1;
+        c.tail().store(self.next, Ordering::Release);
+    }
+}
+
+/// Outcome of [`Reader::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Nothing new.
+    Empty,
+    /// A message, pinned with pin index `h` until [`Reader::release`].
+    Message {
+        /// Its position.
+        pos: u64,
+        /// Its slot.
+        slot: usize,
+        /// Its message number.
+        seq: u64,
+        /// Messages lost since the previous one this reader got (overwritten before it read them).
+        missed: u64,
+    },
+}
+
+/// A reader's private state for one ring.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    next: u64,
+    expect: Option<u64>,
+}
+
+impl Reader {
+    /// A reader starting `history` positions before the writer's tail (clamped to what the ring
+    /// still holds). Its cursor cell must have been set to [`Reader::position`] before it joined.
+    pub fn new(c: &impl Cells, history: u64) -> Reader {
+        // Acquire: pairs with the writer's Release store of tail.
+        let tail = c.tail().load(Ordering::Acquire);
+        let keep = history.min(c.mask());
+        Reader {
+            next: tail.saturating_sub(keep),
+            expect: None,
+        }
+    }
+
+    /// Next position this reader will read.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn advance(&mut self, c: &impl Cells, r: usize, to: u64) {
+        self.next = to;
+        // SeqCst: a waiting writer's handshake (module docs).
+        c.cursor(r).store(to, Ordering::SeqCst);
+    }
+
+    /// Reads the next message, pinning it with pin index `h` (which must be free, i.e. `NONE`).
+    pub fn read(&mut self, c: &impl Cells, r: usize, h: usize) -> Read {
+        loop {
+            let q = self.next;
+            let slot = (q & c.mask()) as usize;
+            // Acquire: pairs with the writer's COMMITTED store; the payload is visible after it.
+            let s = c.stamp(slot).load(Ordering::Acquire);
+            let pos = stamp_pos(s);
+            if pos < q || (pos == q && matches!(stamp_state(s), EMPTY | WRITING)) {
+                return Read::Empty;
+            }
+            if pos == q && stamp_state(s) == SKIPPED {
+                self.advance(c, r, q + 1);
+                continue;
+            }
+            if pos == q {
+                // SeqCst, both: the reader side of the pin handshake (invariant 1).
+                c.held(r, h).store(q, Ordering::SeqCst);
+                if c.stamp(slot).load(Ordering::SeqCst) != s {
+                    // Release: nothing was read; ordering kept uniform with `release`.
+                    c.held(r, h).store(NONE, Ordering::Release);
+                    continue; // the writer lapped us: the next round resyncs
+                }
+                // Relaxed: written before the COMMITTED stamp we acquired, and stable while pinned.
+                let seq = c.seq(slot).load(Ordering::Relaxed);
+                let missed = match self.expect {
+                    Some(e) if seq > e => seq - e,
+                    _ => 0,
+                };
+                self.expect = Some(seq.wrapping_add(1));
+                self.advance(c, r, q + 1);
+                return Read::Message {
+                    pos: q,
+                    slot,
+                    seq,
+                    missed,
+                };
+            }
+            // pos > q: the writer lapped this reader. Jump to the oldest position still intact:
+            // the writer at `tail` may be overwriting `tail - N`, so `tail - N + 1`.
+            // Acquire: pairs with the writer's Release store of tail.
+            let tail = c.tail().load(Ordering::Acquire);
+            let oldest = tail.saturating_sub(c.mask());
+            self.advance(c, r, oldest.max(q + 1));
+        }
+    }
+
+    /// Unpins pin `h`.
+    pub fn release(c: &impl Cells, r: usize, h: usize) {
+        // Release: our reads of the payload happen before the writer reuses the slot.
+        c.held(r, h).store(NONE, Ordering::Release);
+    }
+}
+
+/// Cells on the heap, for tests and loom models.
+#[cfg(any(test, loom))]
+pub mod model {
+    use super::*;
+
+    /// A ring's cells as plain vectors.
+    pub struct VecCells {
+        /// slot count - 1
+        pub mask: u64,
+        /// stamps
+        pub stamps: Vec<AtomicU64>,
+        /// seqs
+        pub seqs: Vec<AtomicU64>,
+        /// tail
+        pub tail: AtomicU64,
+        /// msgs
+        pub msgs: AtomicU64,
+        /// active bitmap
+        pub active: AtomicU64,
+        /// roster
+        pub roster: AtomicU64,
+        /// cursors
+        pub cursors: Vec<AtomicU64>,
+        /// pins, reader-major
+        pub held: Vec<AtomicU64>,
+        /// pins per reader
+        pub max_held: usize,
+    }
+
+    impl VecCells {
+        /// A ring of `slots` slots and `readers` readers (all inactive).
+        pub fn new(slots: usize, readers: usize, max_held: usize) -> VecCells {
+            let v = |n: usize, x: u64| (0..n).map(|_| AtomicU64::new(x)).collect::<Vec<_>>();
+            VecCells {
+                mask: slots as u64 - 1,
+                stamps: v(slots, 0),
+                seqs: v(slots, 0),
+                tail: AtomicU64::new(0),
+                msgs: AtomicU64::new(0),
+                active: AtomicU64::new(0),
+                roster: AtomicU64::new(0),
+                cursors: v(readers, 0),
+                held: v(readers * max_held, NONE),
+                max_held,
+            }
+        }
+
+        /// Registers reader `r` (test helper: cursor, then active bit and roster).
+        pub fn join(&self, r: usize, history: u64) -> Reader {
+            let reader = Reader::new(self, history);
+            self.cursors[r].store(reader.position(), Ordering::SeqCst);
+            self.active.fetch_or(1 << r, Ordering::SeqCst);
+            self.roster.fetch_add(1, Ordering::SeqCst);
+            reader
+        }
+    }
+
+    impl Cells for VecCells {
+        fn mask(&self) -> u64 {
+            self.mask
+        }
+        fn stamp(&self, slot: usize) -> &AtomicU64 {
+            &self.stamps[slot]
+        }
+        fn seq(&self, slot: usize) -> &AtomicU64 {
+            &self.seqs[slot]
+        }
+        fn tail(&self) -> &AtomicU64 {
+            &self.tail
+        }
+        fn msgs(&self) -> &AtomicU64 {
+            &self.msgs
+        }
+        fn active(&self) -> &AtomicU64 {
+            &self.active
+        }
+        fn roster(&self) -> &AtomicU64 {
+            &self.roster
+        }
+        fn cursor(&self, r: usize) -> &AtomicU64 {
+            &self.cursors[r]
+        }
+        fn held(&self, r: usize, h: usize) -> &AtomicU64 {
+            &self.held[r * self.max_held + h]
+        }
+        fn max_held(&self) -> usize {
+            self.max_held
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::model::VecCells;
+    use super::*;
+
+    fn publish(w: &mut Writer, c: &VecCells, block: bool) -> Claim {
+        match w.claim(c, block) {
+            Claim::Ready { pos, slot } => {
+                w.commit(c, pos, slot);
+                Claim::Ready { pos, slot }
+            }
+            other => other,
+        }
+    }
+
+    fn read_one(rd: &mut Reader, c: &VecCells) -> Read {
+        let got = rd.read(c, 0, 0);
+        if matches!(got, Read::Message { .. }) {
+            Reader::release(c, 0, 0);
+        }
+        got
+    }
+
+    #[test]
+    fn in_order_then_empty() {
+        let c = VecCells::new(4, 1, 2);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        for _ in 0..3 {
+            publish(&mut w, &c, true);
+        }
+        for i in 0..3 {
+            assert!(matches!(read_one(&mut rd, &c), Read::Message { seq, missed: 0, .. } if seq == i));
+        }
+        assert_eq!(read_one(&mut rd, &c), Read::Empty);
+    }
+
+    #[test]
+    fn block_stops_at_slowest_reader() {
+        let c = VecCells::new(4, 1, 2);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        for _ in 0..4 {
+            assert!(matches!(publish(&mut w, &c, true), Claim::Ready { .. }));
+        }
+        assert_eq!(w.claim(&c, true), Claim::Blocked { reader: 0 });
+        assert!(matches!(read_one(&mut rd, &c), Read::Message { seq: 0, .. }));
+        assert!(matches!(publish(&mut w, &c, true), Claim::Ready { pos: 4, .. }));
+    }
+
+    #[test]
+    fn drop_oldest_counts_exactly() {
+        let c = VecCells::new(4, 1, 2);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        assert!(matches!(read_one(&mut rd, &c), Read::Empty));
+        publish(&mut w, &c, false);
+        assert!(matches!(read_one(&mut rd, &c), Read::Message { seq: 0, missed: 0, .. }));
+        for _ in 0..10 {
+            publish(&mut w, &c, false);
+        }
+        // Messages 1..=10 were sent; the ring keeps the newest 3 intact (7, 8, 9 are < tail - N + 1?)
+        match read_one(&mut rd, &c) {
+            Read::Message { seq, missed, .. } => {
+                assert_eq!(missed, seq - 1, "everything between 0 and seq was lost");
+                assert!(seq >= 7);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pinned_slot_is_skipped_not_overwritten() {
+        let c = VecCells::new(4, 1, 2);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        publish(&mut w, &c, false); // pos 0 -> slot 0
+        let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else { panic!() };
+        // Hold pin 0 on position 0; read positions 1..=3 with pin 1.
+        for _ in 1..4 {
+            publish(&mut w, &c, false);
+            assert!(matches!(rd.read(&c, 0, 1), Read::Message { missed: 0, .. }));
+            Reader::release(&c, 0, 1);
+        }
+        // pos 4 -> slot 0 is pinned: skipped, payload untouched; pos 5 -> slot 1.
+        let claim = w.claim(&c, false);
+        assert_eq!(claim, Claim::Ready { pos: 5, slot: 1 });
+        assert_eq!(c.stamps[0].load(Ordering::SeqCst), stamp(4, SKIPPED));
+        w.commit(&c, 5, 1);
+        Reader::release(&c, 0, 0);
+        // The reader passes over the skip and gets message 4 with nothing missed.
+        assert!(matches!(rd.read(&c, 0, 0), Read::Message { pos: 5, seq: 4, missed: 0, .. }));
+    }
+
+    #[test]
+    fn adoption_resumes_after_committed() {
+        let c = VecCells::new(4, 1, 2);
+        let mut w = Writer::adopt(&c, 1);
+        publish(&mut w, &c, false);
+        // Simulate a writer that died after committing position 1 but before storing tail.
+        let Claim::Ready { pos, slot } = w.claim(&c, false) else { panic!() };
+        c.seqs[slot].store(1, Ordering::SeqCst);
+        c.stamps[slot].store(stamp(pos, COMMITTED), Ordering::SeqCst);
+        let w2 = Writer::adopt(&c, 1);
+        assert_eq!(w2.next(), 2);
+        assert_eq!(w2.messages(), 2);
+    }
+
+    #[test]
+    fn late_reader_gets_history() {
+        let c = VecCells::new(8, 1, 2);
+        let mut w = Writer::adopt(&c, 1);
+        for _ in 0..20 {
+            publish(&mut w, &c, false);
+        }
+        let mut rd = c.join(0, 3);
+        let mut got = vec![];
+        while let Read::Message { seq, .. } = read_one(&mut rd, &c) {
+            got.push(seq);
+        }
+        assert_eq!(got, vec![17, 18, 19]);
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::model::VecCells;
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    /// The writer laps a reader that pins a slot: loom explores every interleaving and fails on a
+    /// data race if the writer ever writes a payload the reader is reading.
+    #[test]
+    fn pin_handshake_prevents_overwrite() {
+        loom::model(|| {
+            let c = Arc::new(VecCells::new(2, 1, 1));
+            let data: Arc<Vec<UnsafeCell<u64>>> = Arc::new((0..2).map(|_| UnsafeCell::new(0)).collect());
+            let mut rd = c.join(0, 0);
+            let (c2, d2) = (c.clone(), data.clone());
+            let writer = loom::thread::spawn(move || {
+                let mut w = Writer::adopt(&*c2, 1);
+                for i in 0..3u64 {
+                    if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
+                        d2[slot].with_mut(|p| unsafe { *p = i + 100 });
+                        w.commit(&*c2, pos, slot);
+                    }
+                }
+            });
+            for _ in 0..2 {
+                if let Read::Message { slot, seq, .. } = rd.read(&*c, 0, 0) {
+                    let v = data[slot].with(|p| unsafe { *p });
+                    assert_eq!(v, seq + 100, "read a payload that is not the message's");
+                    Reader::release(&*c, 0, 0);
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// Under `block`, a reader never loses a message.
+    #[test]
+    fn block_loses_nothing() {
+        loom::model(|| {
+            let c = Arc::new(VecCells::new(2, 1, 1));
+            let mut rd = c.join(0, 0);
+            let c2 = c.clone();
+            let writer = loom::thread::spawn(move || {
+                let mut w = Writer::adopt(&*c2, 1);
+                let mut sent = 0;
+                while sent < 3 {
+                    match w.claim(&*c2, true) {
+                        Claim::Ready { pos, slot } => {
+                            w.commit(&*c2, pos, slot);
+                            sent += 1;
+                        }
+                        _ => loom::thread::yield_now(),
+                    }
+                }
+            });
+            let mut expect = 0;
+            while expect < 3 {
+                match rd.read(&*c, 0, 0) {
+                    Read::Message { seq, missed, .. } => {
+                        assert_eq!((seq, missed), (expect, 0));
+                        Reader::release(&*c, 0, 0);
+                        expect += 1;
+                    }
+                    Read::Empty => loom::thread::yield_now(),
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+}

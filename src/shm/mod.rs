@@ -1,0 +1,18 @@
+//! The lowest layer: named shared-memory segments and the raw regions they map.
+//!
+//! All mapping and all raw-pointer access to shared bytes live in this module. Layers above see a
+//! [`Region`] that hands out atomics and bounds-checked raw pointers, never Rust references over bytes
+//! another process may be writing.
+
+mod header;
+mod name;
+mod region;
+mod root;
+mod segment;
+
+pub use header::{Header, TypeIdentity, HEADER_LEN, LAYOUT_VERSION, MAGIC};
+pub(crate) use header::CONFIG_WORDS;
+pub use name::{validate_name, MAX_NAME_LEN};
+pub use region::Region;
+pub use root::{Root, SegmentLock, ROOT_ENV};
+pub use segment::{Backing, Segment, SegmentGuard, SegmentSpec};

@@ -1,0 +1,229 @@
+//! Opening a segment by name, in shared memory or in-process, with crash-safe create/open/remove.
+//!
+//! Every create, open, join and leave runs under the segment's lock (an `flock` for shared memory,
+//! a mutex in-process). Under it, a segment is in one of three states:
+//! - missing: it is created (exclusively, 0600), initialised, and its header published last;
+//! - stale: empty, never published (its creator died while initialising), or with no live
+//!   participant (all died): it is removed and created anew;
+//! - live: its header and layout are validated against what the caller expects.
+//! A segment of garbage, of another version or of another type is a typed error and is left as is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use super::header::{Header, HEADER_LEN, MAGIC, STATE_READY};
+use super::region::Region;
+use super::root::{Root, SegmentLock};
+use crate::error::OpenError;
+
+/// What the kind of segment (topic, service, queue) tells the generic open logic.
+pub trait SegmentSpec {
+    /// Total length of a new segment.
+    fn len(&self) -> usize;
+    /// Writes the header (via [`Header::write`]) and initial structure of a new, zeroed segment.
+    fn init(&self, r: &Region) -> Result<(), OpenError>;
+    /// Validates an existing, published segment: kind, type, layout against the real length.
+    fn check(&self, r: &Region, h: &Header) -> Result<(), OpenError>;
+    /// Whether any participant registered in the segment is still alive.
+    fn has_live_participants(&self, r: &Region) -> bool;
+}
+
+/// Where segments live: files under a root directory, or the current process's memory.
+#[derive(Debug, Clone)]
+pub enum Backing {
+    /// Shared memory files under a root directory.
+    Shm(Root),
+    /// Process-local memory: shared between threads, invisible to other processes.
+    Local,
+}
+
+enum Place {
+    Shm { root: Root, file: String },
+    Local { key: String, entry: Arc<LocalEntry> },
+}
+
+struct LocalEntry {
+    region: Arc<Region>,
+    lock: Mutex<()>,
+}
+
+fn local_registry() -> &'static Mutex<HashMap<String, Arc<LocalEntry>>> {
+    static REG: OnceLock<Mutex<HashMap<String, Arc<LocalEntry>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+fn lock_registry() -> MutexGuard<'static, HashMap<String, Arc<LocalEntry>>> {
+    // A poisoned registry only means a panic elsewhere while it was held; the map is still valid.
+    local_registry().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An open segment: its mapped region and where it came from.
+pub struct Segment {
+    region: Arc<Region>,
+    place: Place,
+}
+
+/// Holds the segment lock; participants join and leave under it.
+pub enum SegmentGuard<'a> {
+    /// flock on the lock file.
+    Shm(#[allow(dead_code)] SegmentLock),
+    /// The in-process mutex.
+    Local(#[allow(dead_code)] MutexGuard<'a, ()>),
+}
+
+/// How a found segment was judged.
+enum Found {
+    Live(Arc<Region>),
+    Stale,
+}
+
+impl Segment {
+    /// Opens segment `file` (already a validated file name), creating it if missing or stale, and
+    /// runs `join` under the lock so the caller registers before anyone can judge the segment
+    /// unused.
+    pub fn open<S: SegmentSpec, T>(
+        backing: &Backing,
+        file: &str,
+        spec: &S,
+        join: impl FnOnce(&Region) -> Result<T, OpenError>,
+    ) -> Result<(Segment, T), OpenError> {
+        match backing {
+            Backing::Shm(root) => {
+                let _lock = root.lock(file)?;
+                let region = match Self::judge(root.open_segment(file)?, spec)? {
+                    Found::Live(r) => r,
+                    Found::Stale => {
+                        root.remove_segment(file)
+                            .map_err(|e| OpenError::from_io(e, file))?;
+                        Arc::new(Self::create(root.create_segment(file, spec.len())?, spec)?)
+                    }
+                };
+                let t = join(&region)?;
+                let seg = Segment {
+                    region,
+                    place: Place::Shm {
+                        root: root.clone(),
+                        file: file.to_string(),
+                    },
+                };
+                Ok((seg, t))
+            }
+            Backing::Local => {
+                let mut reg = lock_registry();
+                let existing = reg.get(file).cloned();
+                let entry = match existing {
+                    Some(e) if matches!(Self::judge(Some(e.region.clone()), spec)?, Found::Live(_)) => e,
+                    _ => {
+                        let region = Arc::new(Self::create(Region::heap(spec.len()), spec)?);
+                        let e = Arc::new(LocalEntry {
+                            region,
+                            lock: Mutex::new(()),
+                        });
+                        reg.insert(file.to_string(), e.clone());
+                        e
+                    }
+                };
+                let t = {
+                    let _g = entry.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    join(&entry.region)?
+                };
+                let seg = Segment {
+                    region: entry.region.clone(),
+                    place: Place::Local {
+                        key: file.to_string(),
+                        entry,
+                    },
+                };
+                Ok((seg, t))
+            }
+        }
+    }
+
+    fn create<S: SegmentSpec>(region: Region, spec: &S) -> Result<Region, OpenError> {
+        spec.init(&region)?;
+        Header::publish(&region);
+        Ok(region)
+    }
+
+    fn judge<S: SegmentSpec>(
+        found: Option<impl Into<Arc<Region>>>,
+        spec: &S,
+    ) -> Result<Found, OpenError> {
+        let Some(r) = found else {
+            return Ok(Found::Stale);
+        };
+        let r: Arc<Region> = r.into();
+        if r.is_empty() {
+            return Ok(Found::Stale);
+        }
+        if r.len() < HEADER_LEN {
+            return Err(OpenError::Corrupt(format!(
+                "segment of {} bytes is shorter than its header",
+                r.len()
+            )));
+        }
+        let magic = r.u64_at(0).load(std::sync::atomic::Ordering::Relaxed);
+        if magic == 0 && Header::state(&r) != STATE_READY {
+            // Zero-filled: the creator died before writing the header.
+            return Ok(Found::Stale);
+        }
+        if magic != MAGIC {
+            return Err(OpenError::Corrupt(format!("bad magic {magic:#018x}")));
+        }
+        let h = Header::read(&r)?;
+        if Header::state(&r) != STATE_READY {
+            // We hold the lock the creator held while initialising: it died half-way.
+            return Ok(Found::Stale);
+        }
+        spec.check(&r, &h)?;
+        if spec.has_live_participants(&r) {
+            Ok(Found::Live(r))
+        } else {
+            Ok(Found::Stale)
+        }
+    }
+
+    /// The mapped region.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Takes the segment lock.
+    pub fn lock(&self) -> Result<SegmentGuard<'_>, OpenError> {
+        match &self.place {
+            Place::Shm { root, file } => Ok(SegmentGuard::Shm(root.lock(file)?)),
+            Place::Local { entry, .. } => Ok(SegmentGuard::Local(
+                entry.lock.lock().unwrap_or_else(|e| e.into_inner()),
+            )),
+        }
+    }
+
+    /// Runs `leave` under the lock; if it reports the segment unused, removes the segment's name so
+    /// the next open creates it anew. The memory stays mapped until every handle is dropped.
+    pub fn leave(&self, leave: impl FnOnce(&Region) -> bool) {
+        match &self.place {
+            Place::Shm { root, file } => {
+                let Ok(_lock) = root.lock(file) else { return };
+                if leave(&self.region) {
+                    let _ = root.remove_segment(file);
+                }
+            }
+            Place::Local { key, entry } => {
+                let mut reg = lock_registry();
+                let unused = {
+                    let _g = entry.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    leave(&self.region)
+                };
+                if unused && reg.get(key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+                    reg.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether this segment is in shared memory (visible to other processes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.place, Place::Shm { .. })
+    }
+}
+

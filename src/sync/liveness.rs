@@ -1,0 +1,106 @@
+//! Process identity: a pid plus the process start time, so a reused pid is not mistaken for a live
+//! peer.
+
+use std::sync::OnceLock;
+
+/// A process as recorded in shared memory: pid and start time (clock ticks since boot, field 22 of
+/// `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// Start time in clock ticks after boot.
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// The calling process (read once, then cached).
+    pub fn current() -> ProcessId {
+        static CURRENT: OnceLock<ProcessId> = OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            ProcessId {
+                pid,
+                start: start_time(pid).unwrap_or(0),
+            }
+        })
+    }
+
+    /// Packs into one word for shared memory: pid in the high 32 bits, low 32 bits of the start time.
+    pub fn pack(self) -> u64 {
+        (u64::from(self.pid) << 32) | (self.start & 0xffff_ffff)
+    }
+
+    /// Inverse of [`ProcessId::pack`] (the start time keeps its low 32 bits).
+    pub fn unpack(w: u64) -> ProcessId {
+        ProcessId {
+            pid: (w >> 32) as u32,
+            start: w & 0xffff_ffff,
+        }
+    }
+
+    /// Whether this process is still running. The calling process is always alive; a pid of 0
+    /// (never a user process) is dead.
+    pub fn is_alive(self) -> bool {
+        if self.pid == 0 {
+            return false;
+        }
+        let me = ProcessId::current();
+        if self.pid == me.pid {
+            return self.start & 0xffff_ffff == me.start & 0xffff_ffff;
+        }
+        match start_time(self.pid) {
+            Some(s) => s & 0xffff_ffff == self.start & 0xffff_ffff,
+            None => false,
+        }
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot, `None` if there is no such process (or it is a
+/// zombie: a killed child its parent has not reaped yet is dead for ringbus).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // rest starts at field 3 (state).
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_round_trips() {
+        let me = ProcessId::current();
+        assert!(me.start > 0);
+        assert!(ProcessId::unpack(me.pack()).is_alive());
+    }
+
+    #[test]
+    fn exited_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId {
+            pid: child.id(),
+            start: 0,
+        };
+        child.wait().unwrap();
+        assert!(!id.is_alive());
+        assert!(!ProcessId::unpack(0).is_alive());
+    }
+
+    #[test]
+    fn live_child_with_wrong_start_time_is_dead() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let real = start_time(child.id()).unwrap();
+        assert!(ProcessId { pid: child.id(), start: real }.is_alive());
+        assert!(!ProcessId { pid: child.id(), start: real + 1 }.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

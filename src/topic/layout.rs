@@ -1,0 +1,376 @@
+//! The byte layout of a topic segment, every offset named.
+//!
+//! ```text
+//! 0                    segment header (256 B, see shm::header)
+//! 256                  control block (128 B)
+//!   +0   active        u64  bitmap of registered subscribers
+//!   +8   roster        u64  bumped on every subscriber join / leave / reclaim
+//!   +16  subs_waiting  u64  bitmap of subscribers asleep on `wake_seq`
+//!   +24  pubs_waiting  u64  bitmap of publishers asleep on `space_seq`
+//!   +32  wake_seq      u32  futex word subscribers sleep on
+//!   +36  space_seq     u32  futex word blocked publishers sleep on
+//! 384                  publisher table: P entries of 128 B
+//!   +0   state         u64  0 free, 1 active
+//!   +8   owner         u64  pid << 32 | low 32 bits of start time
+//!   +64  tail          u64  ring: next position
+//!   +72  msgs          u64  ring: messages committed
+//! ..                   subscriber table: S entries of 64 B
+//!   +0   state         u64  0 free, 1 active
+//!   +8   owner         u64  as above
+//! ..                   cursor matrix: S × P entries of 128 B, subscriber-major
+//!   +0   cursor        u64  next position of subscriber s in ring p
+//!   +8   held[H]       u64  positions s reads in place from ring p (u64::MAX = none)
+//! ..                   rings: P rings of N slots of `stride` bytes
+//!   +0   stamp         u64  position << 2 | state
+//!   +8   seq           u64  message number
+//!   +16  len           u64  payload length in bytes
+//!   +24  reserved      u64
+//!   +32  payload       max_message_size bytes, padded so stride is a multiple of 64
+//! ```
+//!
+//! Total: `384 + 128·P + 64·S + 128·S·P + P·N·stride` bytes, where
+//! `stride = round_up(32 + max_message_size, 64)`.
+
+use crate::error::OpenError;
+use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS};
+use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
+use std::sync::atomic::AtomicU64;
+
+/// Segment kind of a topic.
+pub const KIND_TOPIC: u32 = 1;
+
+pub(crate) const CTRL: usize = HEADER_LEN;
+pub(crate) const CTRL_ACTIVE: usize = CTRL;
+pub(crate) const CTRL_ROSTER: usize = CTRL + 8;
+pub(crate) const CTRL_SUBS_WAITING: usize = CTRL + 16;
+pub(crate) const CTRL_PUBS_WAITING: usize = CTRL + 24;
+pub(crate) const CTRL_WAKE_SEQ: usize = CTRL + 32;
+pub(crate) const CTRL_SPACE_SEQ: usize = CTRL + 36;
+const CTRL_LEN: usize = 128;
+const PUB_TABLE: usize = CTRL + CTRL_LEN;
+const PUB_ENTRY: usize = 128;
+pub(crate) const ENTRY_STATE: usize = 0;
+pub(crate) const ENTRY_OWNER: usize = 8;
+const PUB_TAIL: usize = 64;
+const PUB_MSGS: usize = 72;
+const SUB_ENTRY: usize = 64;
+const CURSOR_ENTRY: usize = 128;
+const CURSOR_HELD: usize = 8;
+/// Bytes of slot header before the payload.
+pub const SLOT_HEADER: usize = 32;
+pub(crate) const SLOT_STAMP: usize = 0;
+pub(crate) const SLOT_SEQ: usize = 8;
+pub(crate) const SLOT_LEN: usize = 16;
+/// Largest payload alignment a topic supports (the payload offset within a 64-aligned slot).
+pub const MAX_ALIGN: usize = SLOT_HEADER;
+/// Largest capacity (slots per ring).
+pub const MAX_CAPACITY: usize = 1 << 20;
+/// Largest message size.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+/// Entry state: unused.
+pub(crate) const FREE: u64 = 0;
+/// Entry state: registered.
+pub(crate) const ACTIVE: u64 = 1;
+
+/// Slow-subscriber policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The publisher waits (up to its send timeout) for the slowest live subscriber: no message is
+    /// lost.
+    Block,
+    /// The publisher never waits; a subscriber that falls a whole ring behind loses the oldest
+    /// messages and is told how many ([`crate::ReceiveError::Lagged`]).
+    DropOldest,
+}
+
+/// How payloads are encoded (stored in the segment header).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// A fixed-size `bytemuck::Pod` type.
+    Pod = 0,
+    /// Variable-length bytes.
+    Bytes = 1,
+    /// An rkyv archive.
+    Rkyv = 2,
+}
+
+/// Shape of a topic, as stored in its header's configuration words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub(crate) policy: Policy,
+    pub(crate) capacity: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_publishers: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) max_held: usize,
+    pub(crate) history: usize,
+    pub(crate) kind: PayloadKind,
+    // Derived.
+    pub(crate) stride: usize,
+    subs_table: usize,
+    matrix: usize,
+    rings: usize,
+    ring_len: usize,
+    pub(crate) len: usize,
+}
+
+fn invalid(msg: String) -> OpenError {
+    OpenError::InvalidConfig(msg)
+}
+
+impl TopicLayout {
+    /// Validates the parameters and computes the offsets.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        policy: Policy,
+        capacity: usize,
+        max_message_size: usize,
+        max_publishers: usize,
+        max_subscribers: usize,
+        max_held: usize,
+        history: usize,
+        kind: PayloadKind,
+    ) -> Result<TopicLayout, OpenError> {
+        if !capacity.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&capacity) {
+            return Err(invalid(format!(
+                "capacity {capacity} must be a power of two in 2..={MAX_CAPACITY}"
+            )));
+        }
+        if !(1..=MAX_MESSAGE_SIZE).contains(&max_message_size) {
+            return Err(invalid(format!(
+                "max message size {max_message_size} must be in 1..={MAX_MESSAGE_SIZE}"
+            )));
+        }
+        if !(1..=MAX_READERS).contains(&max_publishers) {
+            return Err(invalid(format!("max publishers {max_publishers} must be in 1..=64")));
+        }
+        if !(1..=MAX_READERS).contains(&max_subscribers) {
+            return Err(invalid(format!("max subscribers {max_subscribers} must be in 1..=64")));
+        }
+        if !(1..=MAX_HELD).contains(&max_held) {
+            return Err(invalid(format!("max held {max_held} must be in 1..={MAX_HELD}")));
+        }
+        if max_held * max_subscribers >= capacity {
+            return Err(invalid(format!(
+                "capacity {capacity} must exceed max subscribers × max held = {}",
+                max_held * max_subscribers
+            )));
+        }
+        if history >= capacity {
+            return Err(invalid(format!("history {history} must be below capacity {capacity}")));
+        }
+        let stride = (SLOT_HEADER + max_message_size).div_ceil(64) * 64;
+        let subs_table = PUB_TABLE + PUB_ENTRY * max_publishers;
+        let matrix = subs_table + SUB_ENTRY * max_subscribers;
+        let rings = (matrix + CURSOR_ENTRY * max_subscribers * max_publishers).div_ceil(128) * 128;
+        let ring_len = capacity
+            .checked_mul(stride)
+            .ok_or_else(|| invalid("ring size overflows".into()))?;
+        let len = ring_len
+            .checked_mul(max_publishers)
+            .and_then(|r| r.checked_add(rings))
+            .filter(|l| *l <= isize::MAX as usize / 2)
+            .ok_or_else(|| invalid("segment size overflows".into()))?;
+        Ok(TopicLayout {
+            policy,
+            capacity,
+            max_message_size,
+            max_publishers,
+            max_subscribers,
+            max_held,
+            history,
+            kind,
+            stride,
+            subs_table,
+            matrix,
+            rings,
+            ring_len,
+            len,
+        })
+    }
+
+    pub(crate) fn config_words(&self) -> [u64; CONFIG_WORDS] {
+        let mut w = [0u64; CONFIG_WORDS];
+        w[0] = match self.policy {
+            Policy::Block => 0,
+            Policy::DropOldest => 1,
+        };
+        w[1] = self.capacity as u64;
+        w[2] = self.max_message_size as u64;
+        w[3] = self.max_publishers as u64;
+        w[4] = self.max_subscribers as u64;
+        w[5] = self.max_held as u64;
+        w[6] = self.history as u64;
+        w[7] = self.kind as u64;
+        w
+    }
+
+    /// Rebuilds a layout from an (untrusted) header and checks it against the segment length.
+    pub(crate) fn from_header(h: &Header, region_len: usize) -> Result<TopicLayout, OpenError> {
+        let c = &h.config;
+        let corrupt = |e: OpenError| OpenError::Corrupt(format!("topic configuration: {e}"));
+        let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
+        let policy = match c[0] {
+            0 => Policy::Block,
+            1 => Policy::DropOldest,
+            p => return Err(OpenError::Corrupt(format!("unknown policy {p}"))),
+        };
+        let kind = match c[7] {
+            0 => PayloadKind::Pod,
+            1 => PayloadKind::Bytes,
+            2 => PayloadKind::Rkyv,
+            k => return Err(OpenError::Corrupt(format!("unknown payload kind {k}"))),
+        };
+        let l = TopicLayout::new(
+            policy,
+            small(c[1]),
+            small(c[2]),
+            small(c[3]),
+            small(c[4]),
+            small(c[5]),
+            small(c[6]),
+            kind,
+        )
+        .map_err(corrupt)?;
+        if l.len != region_len {
+            return Err(OpenError::Corrupt(format!(
+                "layout needs {} bytes, segment has {region_len}",
+                l.len
+            )));
+        }
+        Ok(l)
+    }
+
+    /// Header for a new segment carrying `ty`.
+    pub(crate) fn header(&self, ty: TypeIdentity) -> Header {
+        Header {
+            kind: KIND_TOPIC,
+            segment_len: self.len as u64,
+            ty,
+            config: self.config_words(),
+        }
+    }
+
+    pub(crate) fn pub_entry(&self, p: usize) -> usize {
+        debug_assert!(p < self.max_publishers);
+        PUB_TABLE + PUB_ENTRY * p
+    }
+
+    pub(crate) fn sub_entry(&self, s: usize) -> usize {
+        debug_assert!(s < self.max_subscribers);
+        self.subs_table + SUB_ENTRY * s
+    }
+
+    fn cursor_entry(&self, s: usize, p: usize) -> usize {
+        self.matrix + CURSOR_ENTRY * (s * self.max_publishers + p)
+    }
+
+    /// The atomic cells of ring `p` in `region`.
+    pub(crate) fn cells<'a>(&'a self, region: &'a Region, p: usize) -> RingCells<'a> {
+        RingCells {
+            region,
+            layout: self,
+            ring: p,
+            slot0: self.rings + self.ring_len * p,
+            pub_entry: self.pub_entry(p),
+        }
+    }
+}
+
+/// Ring `ring` of a topic segment, as [`Cells`].
+pub(crate) struct RingCells<'a> {
+    pub(crate) region: &'a Region,
+    layout: &'a TopicLayout,
+    ring: usize,
+    slot0: usize,
+    pub_entry: usize,
+}
+
+impl RingCells<'_> {
+    /// Offset of the payload of `slot`.
+    #[inline]
+    pub(crate) fn payload(&self, slot: usize) -> usize {
+        self.slot0 + self.layout.stride * slot + SLOT_HEADER
+    }
+
+    /// The length word of `slot`.
+    #[inline]
+    pub(crate) fn len_word(&self, slot: usize) -> &AtomicU64 {
+        self.region
+            .u64_at(self.slot0 + self.layout.stride * slot + SLOT_LEN)
+    }
+}
+
+impl Cells for RingCells<'_> {
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.layout.capacity as u64 - 1
+    }
+    #[inline]
+    fn stamp(&self, slot: usize) -> &AtomicU64 {
+        self.region
+            .u64_at(self.slot0 + self.layout.stride * slot + SLOT_STAMP)
+    }
+    #[inline]
+    fn seq(&self, slot: usize) -> &AtomicU64 {
+        self.region
+            .u64_at(self.slot0 + self.layout.stride * slot + SLOT_SEQ)
+    }
+    #[inline]
+    fn tail(&self) -> &AtomicU64 {
+        self.region.u64_at(self.pub_entry + PUB_TAIL)
+    }
+    #[inline]
+    fn msgs(&self) -> &AtomicU64 {
+        self.region.u64_at(self.pub_entry + PUB_MSGS)
+    }
+    #[inline]
+    fn active(&self) -> &AtomicU64 {
+        self.region.u64_at(CTRL_ACTIVE)
+    }
+    #[inline]
+    fn roster(&self) -> &AtomicU64 {
+        self.region.u64_at(CTRL_ROSTER)
+    }
+    #[inline]
+    fn cursor(&self, r: usize) -> &AtomicU64 {
+        self.region.u64_at(self.layout.cursor_entry(r, self.ring))
+    }
+    #[inline]
+    fn held(&self, r: usize, h: usize) -> &AtomicU64 {
+        debug_assert!(h < self.layout.max_held);
+        self.region
+            .u64_at(self.layout.cursor_entry(r, self.ring) + CURSOR_HELD + 8 * h)
+    }
+    #[inline]
+    fn max_held(&self) -> usize {
+        self.layout.max_held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_matches_layout() {
+        let l = TopicLayout::new(Policy::Block, 64, 100, 4, 8, 2, 0, PayloadKind::Bytes).unwrap();
+        assert_eq!(l.stride, 192);
+        let rings = (384 + 128 * 4 + 64 * 8 + 128 * 8 * 4usize).div_ceil(128) * 128;
+        assert_eq!(l.len, rings + 4 * 64 * 192);
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        let k = PayloadKind::Bytes;
+        assert!(TopicLayout::new(Policy::Block, 3, 8, 1, 1, 1, 0, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, 0, 1, 1, 1, 0, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, 8, 0, 1, 1, 0, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 65, 1, 0, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 4, 2, 0, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 1, 1, 8, k).is_err());
+        assert!(TopicLayout::new(Policy::Block, 8, usize::MAX, 1, 1, 1, 0, k).is_err());
+    }
+}

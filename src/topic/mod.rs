@@ -1,0 +1,193 @@
+//! Publish/subscribe topics: every subscriber sees every message, read in place.
+//!
+//! A topic segment holds one single-writer broadcast ring per publisher (see
+//! [`crate::ring::broadcast`]) and a cursor per (subscriber, ring). Publishers never contend with
+//! each other; a subscriber polls the rings of all publishers, so each publisher's messages arrive
+//! in the order they were sent, and messages of different publishers interleave.
+
+mod layout;
+mod payload;
+mod publisher;
+mod shared;
+mod subscriber;
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE};
+pub use payload::{Bytes, Payload, Rkyv};
+pub use publisher::{Loan, Publisher, CHECK_INTERVAL};
+pub use subscriber::{Sample, Subscriber};
+
+use crate::error::OpenError;
+use crate::shm::Backing;
+use layout::TopicLayout;
+use shared::{Joined, Role, TopicShared};
+
+/// Options for opening or creating a topic. Made by [`crate::Node::topic`],
+/// [`crate::Node::topic_bytes`] or [`crate::Node::topic_rkyv`].
+///
+/// The options shape a topic when it is created; a handle that opens an existing live topic uses
+/// the topic's own shape (its payload type must match, or opening fails with
+/// [`OpenError::TypeMismatch`]).
+///
+/// ```
+/// use ringbus::{Node, Policy};
+/// use std::time::Duration;
+///
+/// let node = Node::in_process();
+/// let topic = node
+///     .topic::<[u64; 4]>("doc-builder")
+///     .capacity(128)
+///     .max_subscribers(4)
+///     .history(16)
+///     .policy(Policy::DropOldest)
+///     .send_timeout(Duration::from_millis(50));
+/// let mut publisher = topic.publisher()?;
+/// publisher.send_copy(&[1, 2, 3, 4])?;
+/// let late = topic.subscriber()?; // joins after the send: history gives it the message
+/// assert_eq!(*late.try_receive()?, [1, 2, 3, 4]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TopicBuilder<P: Payload + ?Sized> {
+    backing: Backing,
+    name: String,
+    policy: Policy,
+    capacity: usize,
+    max_message_size: Option<usize>,
+    max_publishers: usize,
+    max_subscribers: usize,
+    max_held: usize,
+    history: usize,
+    send_timeout: Duration,
+    spin: Duration,
+    _p: PhantomData<fn(&P)>,
+}
+
+impl<P: Payload + ?Sized> TopicBuilder<P> {
+    pub(crate) fn new(backing: Backing, name: &str) -> Self {
+        TopicBuilder {
+            backing,
+            name: name.to_string(),
+            policy: Policy::Block,
+            capacity: 64,
+            max_message_size: None,
+            max_publishers: 4,
+            max_subscribers: 8,
+            max_held: 2,
+            history: 0,
+            send_timeout: Duration::from_secs(1),
+            spin: Duration::from_micros(20),
+            _p: PhantomData,
+        }
+    }
+
+    /// Slots per publisher ring: a power of two, 2 to 2^20 (default 64). Must exceed
+    /// `max_subscribers × max_held`.
+    pub fn capacity(mut self, slots: usize) -> Self {
+        self.capacity = slots;
+        self
+    }
+
+    /// Largest message in bytes, for byte and rkyv topics (default 4096). Ignored for `Pod` types,
+    /// whose size is fixed.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Publishers that may be registered at once (1 to 64, default 4).
+    pub fn max_publishers(mut self, n: usize) -> Self {
+        self.max_publishers = n;
+        self
+    }
+
+    /// Subscribers that may be registered at once (1 to 64, default 8).
+    pub fn max_subscribers(mut self, n: usize) -> Self {
+        self.max_subscribers = n;
+        self
+    }
+
+    /// Samples one subscriber may hold at once (1 to 6, default 2).
+    pub fn max_held(mut self, n: usize) -> Self {
+        self.max_held = n;
+        self
+    }
+
+    /// Recent messages of each publisher a late-joining subscriber receives (below capacity;
+    /// default 0).
+    pub fn history(mut self, n: usize) -> Self {
+        self.history = n;
+        self
+    }
+
+    /// Slow-subscriber policy (default [`Policy::Block`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a `Block` publisher waits for room before [`crate::SendError::Timeout`]
+    /// (default 1 s).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// How long `receive` spins before sleeping in the kernel (default 20 µs; zero sleeps at once).
+    pub fn spin_before_sleep(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    fn layout(&self) -> Result<TopicLayout, OpenError> {
+        let size = match P::fixed_size() {
+            Some(size) => size.max(1),
+            None => self.max_message_size.unwrap_or(4096),
+        };
+        let align = P::identity(size).align as usize;
+        if align > MAX_ALIGN {
+            return Err(OpenError::InvalidConfig(format!(
+                "payload alignment {align} exceeds the supported {MAX_ALIGN}"
+            )));
+        }
+        TopicLayout::new(
+            self.policy,
+            self.capacity,
+            size,
+            self.max_publishers,
+            self.max_subscribers,
+            self.max_held,
+            self.history,
+            P::kind(),
+        )
+    }
+
+    fn open(&self, role: Role) -> Result<(std::sync::Arc<TopicShared>, Joined), OpenError> {
+        let layout = self.layout()?;
+        let ty = P::identity(layout.max_message_size);
+        TopicShared::open(&self.backing, &self.name, &layout, &ty, role)
+    }
+
+    /// Opens (or creates) the topic and registers a publisher.
+    pub fn publisher(&self) -> Result<Publisher<P>, OpenError> {
+        match self.open(Role::Publisher)? {
+            (shared, Joined::Publisher(index, writer)) => {
+                Ok(Publisher::new(shared, index, writer, self.send_timeout))
+            }
+            _ => unreachable!("joined as publisher"),
+        }
+    }
+
+    /// Opens (or creates) the topic and registers a subscriber. It receives messages sent from now
+    /// on, plus up to `history` recent ones of each publisher.
+    pub fn subscriber(&self) -> Result<Subscriber<P>, OpenError> {
+        match self.open(Role::Subscriber)? {
+            (shared, Joined::Subscriber(index, readers)) => {
+                Ok(Subscriber::new(shared, index, readers, self.spin))
+            }
+            _ => unreachable!("joined as subscriber"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What a topic carries: `Pod` values, byte strings ([`Bytes`]), or validated rkyv archives
+//! ([`Rkyv`]). Each kind says how its bytes in a slot are checked and viewed.
+
+use std::marker::PhantomData;
+
+use super::layout::{PayloadKind, MAX_ALIGN};
+use crate::shm::TypeIdentity;
+
+/// Marker for topics of variable-length byte messages (up to the topic's maximum message size).
+#[derive(Debug, Clone, Copy)]
+pub enum Bytes {}
+
+/// Marker for topics of rkyv-archived `T`, validated (bytecheck) before a subscriber sees them.
+pub struct Rkyv<T>(PhantomData<fn() -> T>);
+
+/// A kind of message a topic can carry. Implemented for every `T: bytemuck::Pod` (with alignment
+/// at most 32), for [`Bytes`] and for [`Rkyv<T>`]; not meant to be implemented elsewhere.
+pub trait Payload: 'static {
+    /// What a received sample dereferences to.
+    type View: ?Sized;
+    #[doc(hidden)]
+    fn kind() -> PayloadKind;
+    #[doc(hidden)]
+    fn identity(max_message_size: usize) -> TypeIdentity;
+    /// Fixed size of every message, or `None` for variable-length payloads.
+    #[doc(hidden)]
+    fn fixed_size() -> Option<usize>;
+    /// Checks the `len` bytes at `ptr` (32-aligned, pinned, stable) and views them.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads of `len` bytes, aligned to 32, and not written while the
+    /// returned reference lives.
+    #[doc(hidden)]
+    unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a Self::View, String>;
+}
+
+impl<T: bytemuck::Pod> Payload for T {
+    type View = T;
+    fn kind() -> PayloadKind {
+        PayloadKind::Pod
+    }
+    fn identity(_: usize) -> TypeIdentity {
+        TypeIdentity {
+            name: std::any::type_name::<T>().to_string(),
+            size: std::mem::size_of::<T>() as u64,
+            align: std::mem::align_of::<T>() as u64,
+        }
+    }
+    fn fixed_size() -> Option<usize> {
+        Some(std::mem::size_of::<T>())
+    }
+    unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a T, String> {
+        if len != std::mem::size_of::<T>() {
+            return Err(format!(
+                "length {len} is not the size of {}",
+                std::any::type_name::<T>()
+            ));
+        }
+        debug_assert!(std::mem::align_of::<T>() <= MAX_ALIGN);
+        // SAFETY: the caller guarantees `len` readable, stable bytes at a 32-aligned `ptr`; T's
+        // alignment is at most 32 (checked when the topic was built); T is Pod, so any bytes are a
+        // valid T.
+        Ok(unsafe { &*(ptr as *const T) })
+    }
+}
+
+impl Payload for Bytes {
+    type View = [u8];
+    fn kind() -> PayloadKind {
+        PayloadKind::Bytes
+    }
+    fn identity(_: usize) -> TypeIdentity {
+        TypeIdentity {
+            name: "[u8]".into(),
+            size: 0,
+            align: 1,
+        }
+    }
+    fn fixed_size() -> Option<usize> {
+        None
+    }
+    unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], String> {
+        // SAFETY: the caller guarantees `len` readable, stable bytes at `ptr`.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+impl<T> Payload for Rkyv<T>
+where
+    T: rkyv::Archive + 'static,
+    T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
+        + rkyv::Portable,
+{
+    type View = T::Archived;
+    fn kind() -> PayloadKind {
+        PayloadKind::Rkyv
+    }
+    fn identity(_: usize) -> TypeIdentity {
+        TypeIdentity {
+            name: std::any::type_name::<T>().to_string(),
+            size: 0,
+            align: 16,
+        }
+    }
+    fn fixed_size() -> Option<usize> {
+        None
+    }
+    unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a T::Archived, String> {
+        // SAFETY: the caller guarantees `len` readable bytes at `ptr` that do not change while the
+        // view lives, so validating them once is enough.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+        rkyv::access::<T::Archived, rkyv::rancor::Error>(bytes).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,341 @@
+//! The sending side of a topic: one single-writer ring per publisher.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::{Policy, CTRL_PUBS_WAITING, CTRL_SPACE_SEQ, CTRL_SUBS_WAITING};
+use super::payload::{Bytes, Payload, Rkyv};
+use super::shared::TopicShared;
+use crate::error::SendError;
+use crate::ring::broadcast::{Claim, Writer};
+use crate::sync::futex;
+
+/// How long a blocked publisher spins before it sleeps in the kernel.
+const SPIN: Duration = Duration::from_micros(20);
+/// How often a blocked publisher checks that the subscriber it waits for is alive: the detection
+/// interval for a subscriber killed while a `Block` publisher waits on it.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Publishes messages of kind `P` on a topic. Created by [`crate::TopicBuilder::publisher`].
+///
+/// Each publisher owns one ring of the topic: its messages reach every subscriber in the order it
+/// sent them. A publisher is `Send` but used by one thread at a time (`&mut self`).
+pub struct Publisher<P: Payload + ?Sized> {
+    shared: Arc<TopicShared>,
+    index: usize,
+    writer: Writer,
+    timeout: Duration,
+    _p: PhantomData<fn(&P)>,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Publisher<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.shared.name)
+            .field("index", &self.index)
+            .field("sent", &self.writer.messages())
+            .finish()
+    }
+}
+
+impl<P: Payload + ?Sized> Publisher<P> {
+    pub(crate) fn new(
+        shared: Arc<TopicShared>,
+        index: usize,
+        writer: Writer,
+        timeout: Duration,
+    ) -> Self {
+        Publisher {
+            shared,
+            index,
+            writer,
+            timeout,
+            _p: PhantomData,
+        }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The largest message this topic carries, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.shared.layout.max_message_size
+    }
+
+    /// Messages this publisher's ring has carried (including those of earlier owners of the ring).
+    pub fn sent(&self) -> u64 {
+        self.writer.messages()
+    }
+
+    /// Claims the next slot. `wait`: under `Block`, wait up to the timeout for room; otherwise
+    /// return `Full` at once.
+    fn claim(&mut self, wait: bool) -> Result<(u64, usize), SendError> {
+        let layout = &self.shared.layout;
+        let region = self.shared.region();
+        let cells = layout.cells(region, self.index);
+        let block = layout.policy == Policy::Block;
+        let mut deadline: Option<Instant> = None;
+        let mut last_check: Option<Instant> = None;
+        loop {
+            let reader = match self.writer.claim(&cells, block) {
+                Claim::Ready { pos, slot } => return Ok((pos, slot)),
+                Claim::AllPinned => return Err(SendError::AllSlotsHeld),
+                Claim::Blocked { reader } => reader,
+            };
+            if !wait {
+                return Err(SendError::Full);
+            }
+            let now = Instant::now();
+            let dl = *deadline.get_or_insert(now + self.timeout);
+            if now >= dl {
+                return Err(SendError::Timeout(self.timeout));
+            }
+            if now + self.timeout < dl + SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            if last_check.is_none_or(|t| now >= t + CHECK_INTERVAL) {
+                last_check = Some(now);
+                if self.shared.reclaim_subscriber_if_dead(reader) {
+                    continue;
+                }
+            }
+            // Sleep until a subscriber advances (it wakes us if our bit is set), or the interval.
+            let space = region.u32_at(CTRL_SPACE_SEQ);
+            let waiting = region.u64_at(CTRL_PUBS_WAITING);
+            let bit = 1u64 << self.index;
+            // SeqCst, all three: the publisher half of the room handshake (ARCHITECTURE.md): a
+            // subscriber stores its cursor then loads `pubs_waiting`.
+            let seen = space.load(Ordering::SeqCst);
+            waiting.fetch_or(bit, Ordering::SeqCst);
+            let n = layout.capacity as u64;
+            let still = self.writer.lagging_reader(&cells, self.writer.next() - n);
+            if still.is_some() {
+                futex::wait(space, seen, (dl - now).min(CHECK_INTERVAL));
+            }
+            waiting.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    /// Publishes the claimed slot with `len` payload bytes.
+    #[inline]
+    fn commit(&mut self, pos: u64, slot: usize, len: usize) {
+        let region = self.shared.region();
+        let cells = self.shared.layout.cells(region, self.index);
+        // Relaxed: published by the commit's SeqCst stamp store.
+        cells.len_word(slot).store(len as u64, Ordering::Relaxed);
+        self.writer.commit(&cells, pos, slot);
+        // SeqCst: the publisher half of the sleep handshake (ring::broadcast docs).
+        if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::SeqCst) != 0 {
+            self.shared.wake_subscribers();
+        }
+    }
+
+    fn abandon(&mut self, pos: u64, slot: usize) {
+        let cells = self.shared.layout.cells(self.shared.region(), self.index);
+        self.writer.abandon(&cells, pos, slot);
+    }
+
+    fn loan_raw(&mut self, len: usize, wait: bool) -> Result<Loan<'_, P>, SendError> {
+        let max = self.shared.layout.max_message_size;
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let (pos, slot) = self.claim(wait)?;
+        let off = self.shared.layout.cells(self.shared.region(), self.index).payload(slot);
+        let ptr = self.shared.region().ptr(off, max);
+        Ok(Loan {
+            publisher: self,
+            pos,
+            slot,
+            ptr,
+            len,
+            sent: false,
+        })
+    }
+}
+
+/// A slot of shared memory loaned for writing in place. [`Loan::send`] publishes it; dropping it
+/// unsent gives the slot back (subscribers never see it).
+pub struct Loan<'a, P: Payload + ?Sized> {
+    publisher: &'a mut Publisher<P>,
+    pos: u64,
+    slot: usize,
+    ptr: *mut u8,
+    len: usize,
+    sent: bool,
+}
+
+impl<P: Payload + ?Sized> Loan<'_, P> {
+    /// Publishes the message to every subscriber.
+    #[inline]
+    pub fn send(mut self) {
+        self.sent = true;
+        let (pos, slot, len) = (self.pos, self.slot, self.len);
+        self.publisher.commit(pos, slot, len);
+    }
+
+    /// The loaned bytes (the payload area of the slot, `len` bytes).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the slot is ours between claim and commit (the ring's invariant 1: no reader
+        // reads it, and the publisher is its only writer); ptr is valid for max_message_size ≥ len
+        // bytes (bounds-checked by Region::ptr).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Loan<'_, P> {
+    fn drop(&mut self) {
+        if !self.sent {
+            let (pos, slot) = (self.pos, self.slot);
+            self.publisher.abandon(pos, slot);
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> Deref for Loan<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: as in `bytes_mut`; ptr is 32-aligned and T's alignment is at most 32 (checked
+        // when the topic was built); len == size_of::<T>(); any bytes are a valid Pod.
+        unsafe { &*(self.ptr as *const T) }
+    }
+}
+
+impl<T: bytemuck::Pod> DerefMut for Loan<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the slot is exclusively ours.
+        unsafe { &mut *(self.ptr as *mut T) }
+    }
+}
+
+impl Deref for Loan<'_, Bytes> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for Loan<'_, Bytes> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes_mut()
+    }
+}
+
+impl<T: bytemuck::Pod> Publisher<T> {
+    /// Loans a slot for one `T`, waiting for room under `Block` (up to the send timeout). Write
+    /// through the loan, then [`Loan::send`].
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic::<u64>("doc-pod-loan");
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// let mut loan = p.loan()?;
+    /// *loan = 42;
+    /// loan.send();
+    /// assert_eq!(*s.try_receive()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.loan_raw(std::mem::size_of::<T>(), true)
+    }
+
+    /// Like [`Publisher::loan`] but returns [`SendError::Full`] instead of waiting.
+    pub fn try_loan(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.loan_raw(std::mem::size_of::<T>(), false)
+    }
+
+    /// Copies `value` into a slot and sends it.
+    pub fn send_copy(&mut self, value: &T) -> Result<(), SendError> {
+        let mut loan = self.loan()?;
+        *loan = *value;
+        loan.send();
+        Ok(())
+    }
+}
+
+impl Publisher<Bytes> {
+    /// Loans a slot for `len` bytes (at most the topic's maximum message size).
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic_bytes("doc-bytes-loan").max_message_size(1024);
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// let mut loan = p.loan(5)?;
+    /// loan.copy_from_slice(b"hello");
+    /// loan.send();
+    /// assert_eq!(&*s.try_receive()?, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_, Bytes>, SendError> {
+        self.loan_raw(len, true)
+    }
+
+    /// Like [`Publisher::loan`] but returns [`SendError::Full`] instead of waiting.
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_, Bytes>, SendError> {
+        self.loan_raw(len, false)
+    }
+
+    /// Copies `bytes` into a slot and sends it.
+    pub fn send_copy(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.loan(bytes.len())?;
+        loan.copy_from_slice(bytes);
+        loan.send();
+        Ok(())
+    }
+}
+
+impl<T> Publisher<Rkyv<T>>
+where
+    Rkyv<T>: Payload,
+    T: for<'b, 'c> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::ser::writer::Buffer<'b>,
+            rkyv::ser::allocator::ArenaHandle<'c>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    /// Serialises `value` with rkyv directly into a slot and sends it. A value whose archive does
+    /// not fit the maximum message size is [`SendError::Serialize`].
+    ///
+    /// ```
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// struct Quote { symbol: String, price: u64 }
+    ///
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic_rkyv::<Quote>("doc-rkyv");
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// p.send(&Quote { symbol: "ACME".into(), price: 7 })?;
+    /// let q = s.try_receive()?;
+    /// assert_eq!(q.symbol.as_str(), "ACME");
+    /// assert_eq!(q.price, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&mut self, value: &T) -> Result<(), SendError> {
+        let max = self.max_message_size();
+        let mut loan = self.loan_raw(max, true)?;
+        let buf = rkyv::ser::writer::Buffer::from(loan.bytes_mut());
+        let written = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, buf)
+            .map_err(|e| SendError::Serialize(e.to_string()))?;
+        let len = written.len();
+        loan.len = len;
+        loan.send();
+        Ok(())
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Publisher<P> {
+    fn drop(&mut self) {
+        self.shared.leave_publisher(self.index);
+    }
+}

@@ -1,0 +1,297 @@
+//! The receiving side of a topic: reads every publisher's ring, in place.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::{CTRL_PUBS_WAITING, CTRL_SUBS_WAITING, CTRL_WAKE_SEQ};
+use super::payload::Payload;
+use super::shared::TopicShared;
+use crate::error::ReceiveError;
+use crate::ring::broadcast::{Read, Reader};
+use crate::sync::futex;
+
+/// Longest single sleep; the subscriber rechecks (and honours its deadline) at least this often.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+struct State {
+    readers: Vec<Reader>,
+    /// Per ring, a bitmask of pin indices in use.
+    pins: Vec<u8>,
+    held: usize,
+    next_ring: usize,
+    /// A message already pinned whose loss report was returned first.
+    pending: Option<Hit>,
+    missed: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Hit {
+    ring: usize,
+    pin: usize,
+    off: usize,
+    len: usize,
+}
+
+/// Receives messages of kind `P` from a topic. Created by [`crate::TopicBuilder::subscriber`].
+///
+/// Samples borrow the subscriber and read shared memory in place; up to the topic's `max_held`
+/// samples may be held at once. A subscriber is `Send`, not `Sync`.
+pub struct Subscriber<P: Payload + ?Sized> {
+    shared: Arc<TopicShared>,
+    index: usize,
+    state: RefCell<State>,
+    spin: Duration,
+    _p: PhantomData<fn() -> P>,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Subscriber<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("topic", &self.shared.name)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// A received message, read in place from shared memory. Dereferences to the message; dropping it
+/// lets the slot be reused.
+pub struct Sample<'a, P: Payload + ?Sized> {
+    sub: &'a Subscriber<P>,
+    hit: Hit,
+    view: &'a P::View,
+}
+
+impl<P: Payload + ?Sized> Deref for Sample<'_, P> {
+    type Target = P::View;
+    fn deref(&self) -> &P::View {
+        self.view
+    }
+}
+
+impl<P: Payload + ?Sized> Sample<'_, P> {
+    /// Length of the message in bytes.
+    pub fn len(&self) -> usize {
+        self.hit.len
+    }
+
+    /// Whether the message has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.hit.len == 0
+    }
+
+    /// Index of the publisher ring the message came from (messages of one ring arrive in order).
+    pub fn publisher_index(&self) -> usize {
+        self.hit.ring
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Sample<'_, P> {
+    fn drop(&mut self) {
+        self.sub.release(self.hit);
+    }
+}
+
+impl<P: Payload + ?Sized> Subscriber<P> {
+    pub(crate) fn new(
+        shared: Arc<TopicShared>,
+        index: usize,
+        readers: Vec<Reader>,
+        spin: Duration,
+    ) -> Self {
+        let rings = readers.len();
+        Subscriber {
+            shared,
+            index,
+            state: RefCell::new(State {
+                readers,
+                pins: vec![0; rings],
+                held: 0,
+                next_ring: 0,
+                pending: None,
+                missed: 0,
+            }),
+            spin,
+            _p: PhantomData,
+        }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Total messages this subscriber lost to `DropOldest` overwrites.
+    pub fn missed(&self) -> u64 {
+        self.state.borrow().missed
+    }
+
+    /// Sets how long `receive` spins before sleeping in the kernel (zero: sleep at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    fn release(&self, hit: Hit) {
+        let mut st = self.state.borrow_mut();
+        let cells = self.shared.layout.cells(self.shared.region(), hit.ring);
+        Reader::release(&cells, self.index, hit.pin);
+        st.pins[hit.ring] &= !(1 << hit.pin);
+        st.held -= 1;
+    }
+
+    /// One non-blocking attempt over every ring, starting after the last ring that delivered.
+    fn poll(&self) -> Result<Hit, ReceiveError> {
+        let layout = &self.shared.layout;
+        let region = self.shared.region();
+        let mut st = self.state.borrow_mut();
+        if let Some(hit) = st.pending.take() {
+            return Ok(hit);
+        }
+        if st.held >= layout.max_held {
+            return Err(ReceiveError::TooManyHeld(layout.max_held));
+        }
+        let rings = st.readers.len();
+        for i in 0..rings {
+            let ring = (st.next_ring + i) % rings;
+            let pin = (!st.pins[ring]).trailing_zeros() as usize;
+            let cells = layout.cells(region, ring);
+            let before = st.readers[ring].position();
+            let read = st.readers[ring].read(&cells, self.index, pin);
+            if st.readers[ring].position() != before
+                // SeqCst: the subscriber half of the room handshake (we just stored our cursor).
+                && region.u64_at(CTRL_PUBS_WAITING).load(Ordering::SeqCst) != 0
+            {
+                self.shared.wake_publishers();
+            }
+            let Read::Message { slot, missed, .. } = read else {
+                continue;
+            };
+            // Relaxed: written before the COMMITTED stamp the reader acquired; stable while pinned.
+            let len = cells.len_word(slot).load(Ordering::Relaxed);
+            let fixed = P::fixed_size();
+            if len > layout.max_message_size as u64 || fixed.is_some_and(|f| f as u64 != len) {
+                Reader::release(&cells, self.index, pin);
+                return Err(ReceiveError::Invalid(format!(
+                    "message length {len} (maximum {})",
+                    layout.max_message_size
+                )));
+            }
+            st.pins[ring] |= 1 << pin;
+            st.held += 1;
+            st.next_ring = (ring + 1) % rings;
+            let hit = Hit {
+                ring,
+                pin,
+                off: cells.payload(slot),
+                len: len as usize,
+            };
+            if missed > 0 {
+                st.missed += missed;
+                st.pending = Some(hit);
+                return Err(ReceiveError::Lagged(missed));
+            }
+            return Ok(hit);
+        }
+        Err(ReceiveError::Empty)
+    }
+
+    fn sample(&self, hit: Hit) -> Result<Sample<'_, P>, ReceiveError> {
+        let ptr = self.shared.region().ptr(hit.off, hit.len);
+        // SAFETY: the slot is pinned (ring invariant 2: the writer does not write it until we
+        // release it), ptr is in bounds for len bytes (Region::ptr) and 32-aligned (payload offset
+        // in a 64-aligned slot of a page-aligned region).
+        match unsafe { P::view(ptr, hit.len) } {
+            Ok(view) => Ok(Sample {
+                sub: self,
+                hit,
+                view,
+            }),
+            Err(why) => {
+                self.release(hit);
+                Err(ReceiveError::Invalid(why))
+            }
+        }
+    }
+
+    /// Returns the next message if one is ready, else [`ReceiveError::Empty`]. Never blocks.
+    ///
+    /// Under `DropOldest`, returns [`ReceiveError::Lagged`] once before the first message after a
+    /// loss.
+    #[inline]
+    pub fn try_receive(&self) -> Result<Sample<'_, P>, ReceiveError> {
+        let hit = self.poll()?;
+        self.sample(hit)
+    }
+
+    /// Waits for the next message: spins briefly, then sleeps in the kernel until a publisher
+    /// wakes it. An idle subscriber uses no CPU.
+    pub fn receive(&self) -> Result<Sample<'_, P>, ReceiveError> {
+        let hit = self.wait(None)?;
+        self.sample(hit)
+    }
+
+    /// Like [`Subscriber::receive`], but gives up with [`ReceiveError::Timeout`] after `timeout`.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_, P>, ReceiveError> {
+        let hit = self.wait(Some((Instant::now() + timeout, timeout)))?;
+        self.sample(hit)
+    }
+
+    fn wait(&self, deadline: Option<(Instant, Duration)>) -> Result<Hit, ReceiveError> {
+        match self.poll() {
+            Err(ReceiveError::Empty) => {}
+            other => return other,
+        }
+        let spin_until = Instant::now() + self.spin;
+        let region = self.shared.region();
+        let wake = region.u32_at(CTRL_WAKE_SEQ);
+        let waiting = region.u64_at(CTRL_SUBS_WAITING);
+        let bit = 1u64 << self.index;
+        loop {
+            let now = Instant::now();
+            if now < spin_until {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+                match self.poll() {
+                    Err(ReceiveError::Empty) => continue,
+                    other => return other,
+                }
+            }
+            let nap = match deadline {
+                Some((d, t)) if now >= d => return Err(ReceiveError::Timeout(t)),
+                Some((d, _)) => (d - now).min(MAX_SLEEP),
+                None => MAX_SLEEP,
+            };
+            // SeqCst, all: the subscriber half of the sleep handshake: announce, then recheck; a
+            // publisher commits, then loads `subs_waiting`.
+            let seen = wake.load(Ordering::SeqCst);
+            waiting.fetch_or(bit, Ordering::SeqCst);
+            let got = self.poll();
+            if matches!(got, Err(ReceiveError::Empty)) {
+                futex::wait(wake, seen, nap);
+            }
+            waiting.fetch_and(!bit, Ordering::SeqCst);
+            match got {
+                Err(ReceiveError::Empty) => match self.poll() {
+                    Err(ReceiveError::Empty) => continue,
+                    other => return other,
+                },
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Subscriber<P> {
+    fn drop(&mut self) {
+        // Samples borrow the subscriber, so none is alive here; a pending one is released.
+        let pending = self.state.get_mut().pending.take();
+        if let Some(hit) = pending {
+            self.release(hit);
+        }
+        self.shared.leave_subscriber(self.index);
+    }
+}
