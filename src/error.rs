@@ -61,10 +61,16 @@ impl fmt::Display for OpenError {
             OpenError::NotFound(n) => write!(f, "no segment named {n:?}"),
             OpenError::AlreadyExists(n) => write!(f, "a live segment named {n:?} already exists"),
             OpenError::VersionMismatch { expected, found } => {
-                write!(f, "layout version mismatch: this build reads {expected}, segment has {found}")
+                write!(
+                    f,
+                    "layout version mismatch: this build reads {expected}, segment has {found}"
+                )
             }
             OpenError::TypeMismatch { expected, found } => {
-                write!(f, "type mismatch: expected {expected}, segment holds {found}")
+                write!(
+                    f,
+                    "type mismatch: expected {expected}, segment holds {found}"
+                )
             }
             OpenError::Corrupt(why) => write!(f, "corrupt segment: {why}"),
             OpenError::PermissionDenied(why) => write!(f, "permission denied: {why}"),
@@ -165,7 +171,10 @@ impl fmt::Display for ReceiveError {
             ReceiveError::Timeout(d) => write!(f, "no message within {d:?}"),
             ReceiveError::Lagged(n) => write!(f, "subscriber lagged: {n} messages were missed"),
             ReceiveError::TooManyHeld(n) => {
-                write!(f, "already holding the maximum of {n} samples; drop one first")
+                write!(
+                    f,
+                    "already holding the maximum of {n} samples; drop one first"
+                )
             }
             ReceiveError::Invalid(why) => write!(f, "invalid message skipped: {why}"),
         }

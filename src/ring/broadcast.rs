@@ -316,7 +316,12 @@ pub enum Read {
 #[derive(Debug, Clone)]
 pub struct Reader {
     next: u64,
+    /// Message number of the next message, once one was read.
     expect: Option<u64>,
+    /// Where this reader started, and whether the writer lapped it since: before its first
+    /// message, losses are counted in positions (exact unless pinned slots were skipped there).
+    start: u64,
+    lapped: bool,
 }
 
 impl Reader {
@@ -326,9 +331,12 @@ impl Reader {
         // Acquire: pairs with the writer's Release store of tail.
         let tail = c.tail().load(Ordering::Acquire);
         let keep = history.min(c.mask());
+        let start = tail.saturating_sub(keep);
         Reader {
-            next: tail.saturating_sub(keep),
+            next: start,
             expect: None,
+            start,
+            lapped: false,
         }
     }
 
@@ -369,8 +377,9 @@ impl Reader {
                 // Relaxed: written before the COMMITTED stamp we acquired, and stable while pinned.
                 let seq = c.seq(slot).load(Ordering::Relaxed);
                 let missed = match self.expect {
-                    Some(e) if seq > e => seq - e,
-                    _ => 0,
+                    Some(e) => seq.saturating_sub(e),
+                    None if self.lapped => q - self.start,
+                    None => 0,
                 };
                 self.expect = Some(seq.wrapping_add(1));
                 self.advance(c, r, q + 1);
@@ -386,6 +395,7 @@ impl Reader {
             // Acquire: pairs with the writer's Release store of tail.
             let tail = c.tail().load(Ordering::Acquire);
             let oldest = tail.saturating_sub(c.mask());
+            self.lapped = true;
             self.advance(c, r, oldest.max(q + 1));
         }
     }
@@ -520,7 +530,9 @@ mod tests {
             publish(&mut w, &c, true);
         }
         for i in 0..3 {
-            assert!(matches!(read_one(&mut rd, &c), Read::Message { seq, missed: 0, .. } if seq == i));
+            assert!(
+                matches!(read_one(&mut rd, &c), Read::Message { seq, missed: 0, .. } if seq == i)
+            );
         }
         assert_eq!(read_one(&mut rd, &c), Read::Empty);
     }
@@ -534,8 +546,14 @@ mod tests {
             assert!(matches!(publish(&mut w, &c, true), Claim::Ready { .. }));
         }
         assert_eq!(w.claim(&c, true), Claim::Blocked { reader: 0 });
-        assert!(matches!(read_one(&mut rd, &c), Read::Message { seq: 0, .. }));
-        assert!(matches!(publish(&mut w, &c, true), Claim::Ready { pos: 4, .. }));
+        assert!(matches!(
+            read_one(&mut rd, &c),
+            Read::Message { seq: 0, .. }
+        ));
+        assert!(matches!(
+            publish(&mut w, &c, true),
+            Claim::Ready { pos: 4, .. }
+        ));
     }
 
     #[test]
@@ -545,7 +563,14 @@ mod tests {
         let mut w = Writer::adopt(&c, 1);
         assert!(matches!(read_one(&mut rd, &c), Read::Empty));
         publish(&mut w, &c, false);
-        assert!(matches!(read_one(&mut rd, &c), Read::Message { seq: 0, missed: 0, .. }));
+        assert!(matches!(
+            read_one(&mut rd, &c),
+            Read::Message {
+                seq: 0,
+                missed: 0,
+                ..
+            }
+        ));
         for _ in 0..10 {
             publish(&mut w, &c, false);
         }
@@ -565,7 +590,9 @@ mod tests {
         let mut rd = c.join(0, 0);
         let mut w = Writer::adopt(&c, 1);
         publish(&mut w, &c, false); // pos 0 -> slot 0
-        let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else { panic!() };
+        let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else {
+            panic!()
+        };
         // Hold pin 0 on position 0; read positions 1..=3 with pin 1.
         for _ in 1..4 {
             publish(&mut w, &c, false);
@@ -579,7 +606,15 @@ mod tests {
         w.commit(&c, 5, 1);
         Reader::release(&c, 0, 0);
         // The reader passes over the skip and gets message 4 with nothing missed.
-        assert!(matches!(rd.read(&c, 0, 0), Read::Message { pos: 5, seq: 4, missed: 0, .. }));
+        assert!(matches!(
+            rd.read(&c, 0, 0),
+            Read::Message {
+                pos: 5,
+                seq: 4,
+                missed: 0,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -588,7 +623,9 @@ mod tests {
         let mut w = Writer::adopt(&c, 1);
         publish(&mut w, &c, false);
         // Simulate a writer that died after committing position 1 but before storing tail.
-        let Claim::Ready { pos, slot } = w.claim(&c, false) else { panic!() };
+        let Claim::Ready { pos, slot } = w.claim(&c, false) else {
+            panic!()
+        };
         c.seqs[slot].store(1, Ordering::SeqCst);
         c.stamps[slot].store(stamp(pos, COMMITTED), Ordering::SeqCst);
         let w2 = Writer::adopt(&c, 1);
@@ -625,7 +662,8 @@ mod loom_tests {
     fn pin_handshake_prevents_overwrite() {
         loom::model(|| {
             let c = Arc::new(VecCells::new(2, 1, 1));
-            let data: Arc<Vec<UnsafeCell<u64>>> = Arc::new((0..2).map(|_| UnsafeCell::new(0)).collect());
+            let data: Arc<Vec<UnsafeCell<u64>>> =
+                Arc::new((0..2).map(|_| UnsafeCell::new(0)).collect());
             let mut rd = c.join(0, 0);
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {

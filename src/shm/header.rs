@@ -59,7 +59,11 @@ pub struct TypeIdentity {
 
 impl std::fmt::Display for TypeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (size {}, align {})", self.name, self.size, self.align)
+        write!(
+            f,
+            "{} (size {}, align {})",
+            self.name, self.size, self.align
+        )
     }
 }
 
@@ -91,7 +95,8 @@ impl Header {
             .store(HEADER_LEN as u32, Ordering::Relaxed);
         r.u64_at(OFF_SEGMENT_LEN)
             .store(self.segment_len, Ordering::Relaxed);
-        r.u64_at(OFF_TYPE_SIZE).store(self.ty.size, Ordering::Relaxed);
+        r.u64_at(OFF_TYPE_SIZE)
+            .store(self.ty.size, Ordering::Relaxed);
         r.u64_at(OFF_TYPE_ALIGN)
             .store(self.ty.align, Ordering::Relaxed);
         r.u64_at(OFF_NAME_LEN)
@@ -216,7 +221,8 @@ mod tests {
     fn garbage_is_an_error() {
         let r = Region::heap(4096);
         for i in 0..4096 / 8 {
-            r.u64_at(i * 8).store(0xdead_beef_1234_5678 ^ i as u64, Ordering::Relaxed);
+            r.u64_at(i * 8)
+                .store(0xdead_beef_1234_5678 ^ i as u64, Ordering::Relaxed);
         }
         assert!(matches!(Header::read(&r), Err(OpenError::Corrupt(_))));
     }

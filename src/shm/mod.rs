@@ -10,8 +10,8 @@ mod region;
 mod root;
 mod segment;
 
-pub use header::{Header, TypeIdentity, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 pub(crate) use header::CONFIG_WORDS;
+pub use header::{Header, TypeIdentity, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub use root::{Root, SegmentLock, ROOT_ENV};

@@ -143,7 +143,8 @@ impl Root {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| OpenError::from_io(e.into(), &what))?;
-        let reserve = rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64);
+        let reserve =
+            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64);
         if let Err(e) = reserve {
             let _ = std::fs::remove_file(&path);
             return Err(match e {

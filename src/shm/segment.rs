@@ -22,9 +22,13 @@ pub trait SegmentSpec {
     fn len(&self) -> usize;
     /// Writes the header (via [`Header::write`]) and initial structure of a new, zeroed segment.
     fn init(&self, r: &Region) -> Result<(), OpenError>;
-    /// Validates an existing, published segment: kind, type, layout against the real length.
-    fn check(&self, r: &Region, h: &Header) -> Result<(), OpenError>;
-    /// Whether any participant registered in the segment is still alive.
+    /// Validates an existing, published segment's kind and layout against its real length
+    /// (a [`OpenError::Corrupt`] if they are inconsistent).
+    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError>;
+    /// Checks that a live segment carries what the caller expects ([`OpenError::TypeMismatch`]).
+    fn check_type(&self, h: &Header) -> Result<(), OpenError>;
+    /// Whether any participant registered in the segment (whose layout passed `check_layout`) is
+    /// still alive.
     fn has_live_participants(&self, r: &Region) -> bool;
 }
 
@@ -112,7 +116,11 @@ impl Segment {
                 let mut reg = lock_registry();
                 let existing = reg.get(file).cloned();
                 let entry = match existing {
-                    Some(e) if matches!(Self::judge(Some(e.region.clone()), spec)?, Found::Live(_)) => e,
+                    Some(e)
+                        if matches!(Self::judge(Some(e.region.clone()), spec)?, Found::Live(_)) =>
+                    {
+                        e
+                    }
                     _ => {
                         let region = Arc::new(Self::create(Region::heap(spec.len()), spec)?);
                         let e = Arc::new(LocalEntry {
@@ -175,12 +183,13 @@ impl Segment {
             // We hold the lock the creator held while initialising: it died half-way.
             return Ok(Found::Stale);
         }
-        spec.check(&r, &h)?;
-        if spec.has_live_participants(&r) {
-            Ok(Found::Live(r))
-        } else {
-            Ok(Found::Stale)
+        spec.check_layout(&r, &h)?;
+        if !spec.has_live_participants(&r) {
+            // Every participant died: whatever it carried, it is reclaimed.
+            return Ok(Found::Stale);
         }
+        spec.check_type(&h)?;
+        Ok(Found::Live(r))
     }
 
     /// The mapped region.
@@ -226,4 +235,3 @@ impl Segment {
         matches!(self.place, Place::Shm { .. })
     }
 }
-

@@ -96,10 +96,21 @@ mod tests {
 
     #[test]
     fn live_child_with_wrong_start_time_is_dead() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let real = start_time(child.id()).unwrap();
-        assert!(ProcessId { pid: child.id(), start: real }.is_alive());
-        assert!(!ProcessId { pid: child.id(), start: real + 1 }.is_alive());
+        assert!(ProcessId {
+            pid: child.id(),
+            start: real
+        }
+        .is_alive());
+        assert!(!ProcessId {
+            pid: child.id(),
+            start: real + 1
+        }
+        .is_alive());
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -144,13 +144,19 @@ impl TopicLayout {
             )));
         }
         if !(1..=MAX_READERS).contains(&max_publishers) {
-            return Err(invalid(format!("max publishers {max_publishers} must be in 1..=64")));
+            return Err(invalid(format!(
+                "max publishers {max_publishers} must be in 1..=64"
+            )));
         }
         if !(1..=MAX_READERS).contains(&max_subscribers) {
-            return Err(invalid(format!("max subscribers {max_subscribers} must be in 1..=64")));
+            return Err(invalid(format!(
+                "max subscribers {max_subscribers} must be in 1..=64"
+            )));
         }
         if !(1..=MAX_HELD).contains(&max_held) {
-            return Err(invalid(format!("max held {max_held} must be in 1..={MAX_HELD}")));
+            return Err(invalid(format!(
+                "max held {max_held} must be in 1..={MAX_HELD}"
+            )));
         }
         if max_held * max_subscribers >= capacity {
             return Err(invalid(format!(
@@ -159,7 +165,9 @@ impl TopicLayout {
             )));
         }
         if history >= capacity {
-            return Err(invalid(format!("history {history} must be below capacity {capacity}")));
+            return Err(invalid(format!(
+                "history {history} must be below capacity {capacity}"
+            )));
         }
         let stride = (SLOT_HEADER + max_message_size).div_ceil(64) * 64;
         let subs_table = PUB_TABLE + PUB_ENTRY * max_publishers;

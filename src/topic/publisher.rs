@@ -147,7 +147,11 @@ impl<P: Payload + ?Sized> Publisher<P> {
             return Err(SendError::TooLarge { len, max });
         }
         let (pos, slot) = self.claim(wait)?;
-        let off = self.shared.layout.cells(self.shared.region(), self.index).payload(slot);
+        let off = self
+            .shared
+            .layout
+            .cells(self.shared.region(), self.index)
+            .payload(slot);
         let ptr = self.shared.region().ptr(off, max);
         Ok(Loan {
             publisher: self,

@@ -44,15 +44,19 @@ impl SegmentSpec for Spec<'_> {
         Ok(())
     }
 
-    fn check(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
+    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
         if h.kind != KIND_TOPIC {
-            return Err(OpenError::TypeMismatch {
-                expected: "a topic".into(),
-                found: format!("segment kind {}", h.kind),
-            });
+            return Err(OpenError::Corrupt(format!(
+                "a topic file holds segment kind {}",
+                h.kind
+            )));
         }
-        let found = TopicLayout::from_header(h, r.len())?;
-        if h.ty != *self.ty || found.kind != self.layout.kind {
+        TopicLayout::from_header(h, r.len()).map(|_| ())
+    }
+
+    fn check_type(&self, h: &Header) -> Result<(), OpenError> {
+        let kind = h.config[7];
+        if h.ty != *self.ty || kind != self.layout.kind as u64 {
             return Err(OpenError::TypeMismatch {
                 expected: self.ty.to_string(),
                 found: h.ty.to_string(),
@@ -64,7 +68,9 @@ impl SegmentSpec for Spec<'_> {
     fn has_live_participants(&self, r: &Region) -> bool {
         // The layout is the one found in the header (checked equal in length by `check`).
         let Ok(h) = Header::read(r) else { return false };
-        let Ok(l) = TopicLayout::from_header(&h, r.len()) else { return false };
+        let Ok(l) = TopicLayout::from_header(&h, r.len()) else {
+            return false;
+        };
         let live = |off: usize| {
             // Acquire: pairs with the Release store of ACTIVE after the owner was written.
             r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == ACTIVE
@@ -147,7 +153,9 @@ impl TopicShared {
         if entry_alive(r, self.layout.sub_entry(s)) {
             return false;
         }
-        let Ok(_guard) = self.seg.lock() else { return false };
+        let Ok(_guard) = self.seg.lock() else {
+            return false;
+        };
         let off = self.layout.sub_entry(s);
         // Recheck under the lock: someone else may have reclaimed it, or a new owner joined.
         if r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == ACTIVE && !entry_alive(r, off) {

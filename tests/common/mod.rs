@@ -1,0 +1,135 @@
+//! Helpers for tests that run roles in child processes: the test binary re-runs itself with
+//! `RINGBUS_TEST_CHILD=<role>` and runs only the `child_entry` test, which dispatches on the role.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// Environment variable naming the role a child runs.
+pub const CHILD_ENV: &str = "RINGBUS_TEST_CHILD";
+
+/// A fresh, private root directory for one test.
+pub fn test_root(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringbus-test-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A running child role, with line-based stdin/stdout to the parent.
+pub struct ChildRole {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChildRole {
+    /// Spawns this test binary as `role` with `args` (passed as env `RINGBUS_TEST_ARGS`).
+    pub fn spawn(role: &str, root: &PathBuf, args: &str) -> ChildRole {
+        Self::spawn_with(role, root, args, |_| {})
+    }
+
+    /// As `spawn`, letting the caller adjust the command (e.g. drop privileges).
+    pub fn spawn_with(
+        role: &str,
+        root: &PathBuf,
+        args: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> ChildRole {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, role)
+            .env("RINGBUS_TEST_ARGS", args)
+            .env("RINGBUS_ROOT", root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn child");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        ChildRole {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Reads lines until one starts with `prefix`; returns its remainder. Panics on EOF (the child
+    /// died), so a test fails instead of hanging.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "child exited before printing {prefix:?}");
+            // libtest may print "test child_entry ... " before our line: look for the marker.
+            let tagged = format!("@@{prefix}");
+            if let Some(at) = line.find(&tagged) {
+                return line[at + tagged.len()..].trim().to_string();
+            }
+        }
+    }
+
+    /// Sends one line to the child.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (the child's cue to finish) and waits; returns whether it succeeded.
+    pub fn finish(mut self) -> bool {
+        drop(self.stdin.take());
+        self.child.wait().unwrap().success()
+    }
+
+    /// SIGKILLs the child and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// In a child: the role's argument string.
+pub fn child_args() -> String {
+    std::env::var("RINGBUS_TEST_ARGS").unwrap_or_default()
+}
+
+/// In a child: prints a line for the parent.
+pub fn tell(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "@@{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// In a child: blocks until the parent closes stdin (or sends a line).
+pub fn wait_parent() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim().to_string()),
+    }
+}
+
+/// A checksum for test payloads (FNV-1a, 64 bit).
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// A small deterministic PRNG (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
