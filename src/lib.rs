@@ -31,16 +31,21 @@
 
 #![warn(missing_docs)]
 
+#[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
+mod node;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod shm;
 #[cfg(not(loom))]
 pub mod sync;
 #[cfg(not(loom))]
-mod node;
-#[cfg(not(loom))]
 mod topic;
+// The `ringbus bench` harness (used by the `ringbus` binary); not part of the library API.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod bench;
 
 #[cfg(not(loom))]
 pub use error::{OpenError, ReceiveError, SendError};

@@ -25,19 +25,24 @@
 //!    pin set that lacks `p`, reader `r` can never pin `p` again: the writer may cache that.
 //!
 //! # Memory ordering
-//! - Pinning is a store-buffer (Dekker) pattern: the reader stores `held = q` then loads the stamp;
-//!   the writer stores `WRITING(q + N)` then loads `held`. All four are SeqCst, so at least one side
-//!   sees the other: either the writer sees the pin (and skips), or the reader sees `WRITING` (and
-//!   gives the slot up before touching the payload).
-//! - `roster` and `active` are loaded SeqCst after the `WRITING` store, so a reader that joins after
-//!   the writer's check has its first pin fail as above; a cached snapshot is dropped when `roster`
-//!   moved.
-//! - `COMMITTED` is stored SeqCst: it releases the payload (Acquire on the reader's stamp load pairs
-//!   with it), and the topic layer then loads its sleepers word, a second Dekker pair against a
-//!   reader that announces sleep and rechecks the stamp.
-//! - `cursor` is stored SeqCst for the same reason against a writer that waits for room (`Block`).
+//! - Pinning is a store-buffer (Dekker) pattern, closed by one `fence(SeqCst)` on each side: the
+//!   reader stores `held = q` (and its cursor), fences, reloads the stamp; the writer stores
+//!   `WRITING(q + N)`, fences, loads `held`. The fences are totally ordered, so one side sees the
+//!   other's store: either the writer sees the pin (and skips), or the reader sees `WRITING` (and
+//!   gives the slot up before touching the payload). (Fences rather than SeqCst accesses: the same
+//!   cost on x86, and loom checks fences exactly while it weakens SeqCst accesses to AcqRel.)
+//! - `roster` and `active` are loaded after the writer's fence, so a reader that joined (bumping
+//!   `roster` before its first pin's fence) either is seen, or has its first pin fail as above; a
+//!   cached snapshot is dropped when `roster` moved.
+//! - `COMMITTED` is stored with Release: it publishes the payload to a reader's Acquire load of
+//!   the stamp. The topic layer then fences and loads its sleepers word: a second Dekker pair
+//!   against a reader that announces sleep, fences and rechecks the stamp.
+//! - A cursor store is not fenced on its own: the reader's next fence (its next pin, or the topic
+//!   layer's fence when it finds nothing) orders it before the reader's check of the writers'
+//!   "waiting for room" word. A writer that announced it waits and fenced either sees the cursor,
+//!   or is seen (and woken) at that next fence; it also rechecks on a timeout.
 //! - Unpin stores `NONE` with Release: the reader's reads of the payload happen before the writer,
-//!   having loaded `NONE` with Acquire (SeqCst), reuses the slot.
+//!   having loaded `NONE` with Acquire, reuses the slot.
 //!
 //! # Crashes
 //! A writer that dies leaves at most one slot at `WRITING`: it is never `COMMITTED`, so no reader
@@ -45,7 +50,7 @@
 //! not `COMMITTED`/`SKIPPED`. A reader that dies leaves pins and a cursor: whoever reclaims it clears
 //! them and bumps `roster`.
 
-use super::atomic::{AtomicU64, Ordering};
+use super::atomic::{fence, AtomicU64, Ordering};
 
 /// Stamp state: never written.
 pub const EMPTY: u64 = 0;
@@ -180,23 +185,24 @@ impl Writer {
 
     /// Drops cached snapshots if readers joined or left since they were taken.
     fn check_roster(&mut self, c: &impl Cells) -> u64 {
-        // SeqCst: part of the pin handshake (see module docs).
-        let roster = c.roster().load(Ordering::SeqCst);
+        // Acquire: after the writer's fence (pin handshake); pairs with the joiner's bump.
+        let roster = c.roster().load(Ordering::Acquire);
         if roster != self.roster {
             self.roster = roster;
             self.snaps.fill(STALE);
         }
-        // SeqCst: as roster.
-        c.active().load(Ordering::SeqCst)
+        // Acquire: as roster.
+        c.active().load(Ordering::Acquire)
     }
 
     fn refresh(&mut self, c: &impl Cells, r: usize) -> &Snapshot {
         let s = &mut self.snaps[r];
-        // SeqCst: the writer side of the pin handshake; also orders cursor before pins (a reader
-        // pins before it advances its cursor).
-        s.cursor = c.cursor(r).load(Ordering::SeqCst);
+        // Acquire: pairs with the reader's Release cursor store, which follows its pin store, so
+        // the pins read below are at least as new as the cursor (invariant 3).
+        s.cursor = c.cursor(r).load(Ordering::Acquire);
         for h in 0..c.max_held().min(MAX_HELD) {
-            s.held[h] = c.held(r, h).load(Ordering::SeqCst);
+            // Acquire: pairs with the reader's Release unpin; its payload reads are done.
+            s.held[h] = c.held(r, h).load(Ordering::Acquire);
         }
         s
     }
@@ -251,8 +257,12 @@ impl Writer {
                     return Claim::Blocked { reader };
                 }
             }
-            // SeqCst: the writer side of the pin handshake (invariant 2).
-            c.stamp(slot).store(stamp(q, WRITING), Ordering::SeqCst);
+            // Relaxed + fence: the writer side of the pin handshake (invariant 2). In the first
+            // lap no reader can hold the slot, so no fence is needed.
+            c.stamp(slot).store(stamp(q, WRITING), Ordering::Relaxed);
+            if q >= n {
+                fence(Ordering::SeqCst);
+            }
             if q >= n && self.pinned(c, q - n) {
                 // Release: readers that see SKIPPED(q) see nothing else of ours; the payload is
                 // untouched.
@@ -274,8 +284,8 @@ impl Writer {
         debug_assert_eq!(pos, self.next);
         // Relaxed: published by the SeqCst (release) stamp store below.
         c.seq(slot).store(self.msgs, Ordering::Relaxed);
-        // SeqCst: releases the payload and starts the sleepers handshake (module docs).
-        c.stamp(slot).store(stamp(pos, COMMITTED), Ordering::SeqCst);
+        // Release: publishes the payload and seq to readers' Acquire stamp loads.
+        c.stamp(slot).store(stamp(pos, COMMITTED), Ordering::Release);
         self.msgs += 1;
         self.next = pos + 1;
         // Relaxed: read only by a later writer, after its Acquire load of tail (stored below).
@@ -347,8 +357,9 @@ impl Reader {
 
     fn advance(&mut self, c: &impl Cells, r: usize, to: u64) {
         self.next = to;
-        // SeqCst: a waiting writer's handshake (module docs).
-        c.cursor(r).store(to, Ordering::SeqCst);
+        // Release: after the pin stores (invariant 3). A writer waiting for room is told by the
+        // topic layer after this reader's next fence (module docs).
+        c.cursor(r).store(to, Ordering::Release);
     }
 
     /// Reads the next message, pinning it with pin index `h` (which must be free, i.e. `NONE`).
@@ -367,12 +378,16 @@ impl Reader {
                 continue;
             }
             if pos == q {
-                // SeqCst, both: the reader side of the pin handshake (invariant 1).
-                c.held(r, h).store(q, Ordering::SeqCst);
-                if c.stamp(slot).load(Ordering::SeqCst) != s {
-                    // Release: nothing was read; ordering kept uniform with `release`.
+                // The reader side of the pin handshake (invariant 1): pin, fence, recheck. The
+                // fence also orders this reader's earlier cursor stores before its later loads
+                // (the topic layer's room handshake relies on it).
+                c.held(r, h).store(q, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                if c.stamp(slot).load(Ordering::Acquire) != s {
+                    // Release: nothing was read; kept uniform with `release`.
                     c.held(r, h).store(NONE, Ordering::Release);
-                    continue; // the writer lapped us: the next round resyncs
+                    // The writer took the slot back: the next round resyncs.
+                    continue;
                 }
                 // Relaxed: written before the COMMITTED stamp we acquired, and stable while pinned.
                 let seq = c.seq(slot).load(Ordering::Relaxed);
@@ -658,29 +673,38 @@ mod loom_tests {
 
     /// The writer laps a reader that pins a slot: loom explores every interleaving and fails on a
     /// data race if the writer ever writes a payload the reader is reading.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        // Bounded preemptions keep the search to seconds; the handshakes need at most two.
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
     #[test]
     fn pin_handshake_prevents_overwrite() {
-        loom::model(|| {
+        model(|| {
             let c = Arc::new(VecCells::new(2, 1, 1));
             let data: Arc<Vec<UnsafeCell<u64>>> =
                 Arc::new((0..2).map(|_| UnsafeCell::new(0)).collect());
             let mut rd = c.join(0, 0);
+            // Message 0 is committed before the race starts; the writer then laps its slot.
+            let mut w = Writer::adopt(&*c, 1);
+            let Claim::Ready { pos, slot } = w.claim(&*c, false) else { panic!() };
+            data[slot].with_mut(|p| unsafe { *p = 100 });
+            w.commit(&*c, pos, slot);
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {
-                let mut w = Writer::adopt(&*c2, 1);
-                for i in 0..3u64 {
+                for i in 1..3u64 {
                     if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
                         d2[slot].with_mut(|p| unsafe { *p = i + 100 });
                         w.commit(&*c2, pos, slot);
                     }
                 }
             });
-            for _ in 0..2 {
-                if let Read::Message { slot, seq, .. } = rd.read(&*c, 0, 0) {
-                    let v = data[slot].with(|p| unsafe { *p });
-                    assert_eq!(v, seq + 100, "read a payload that is not the message's");
-                    Reader::release(&*c, 0, 0);
-                }
+            if let Read::Message { slot, seq, .. } = rd.read(&*c, 0, 0) {
+                let v = data[slot].with(|p| unsafe { *p });
+                assert_eq!(v, seq + 100, "read a payload that is not the message's");
+                Reader::release(&*c, 0, 0);
             }
             writer.join().unwrap();
         });
@@ -689,7 +713,7 @@ mod loom_tests {
     /// Under `block`, a reader never loses a message.
     #[test]
     fn block_loses_nothing() {
-        loom::model(|| {
+        model(|| {
             let c = Arc::new(VecCells::new(2, 1, 1));
             let mut rd = c.join(0, 0);
             let c2 = c.clone();

@@ -1,8 +1,9 @@
 //! The root directory that holds a user's segments, and the files in it.
 //!
 //! Layout on disk: `<root>/<prefix>_<name>` is the segment, `<root>/<prefix>_<name>.lock` an empty
-//! file whose `flock` serialises create / open / remove of that segment. Lock files are never
-//! removed: removing one while another process waits on it would let two processes hold "the" lock.
+//! file whose `flock` serialises create / open / remove of that segment. The last participant to
+//! leave removes both, holding the lock; a process that was waiting on the removed lock file sees,
+//! once it holds the lock, that the path no longer names its file, and retries on a fresh one.
 
 use std::fs::{DirBuilder, File};
 use std::io;
@@ -81,22 +82,38 @@ impl Root {
     pub fn lock(&self, file: &str) -> Result<SegmentLock, OpenError> {
         let path = self.dir.join(format!("{file}.lock"));
         let what = path.display().to_string();
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| OpenError::from_io(e.into(), &what))?;
         loop {
-            match rustix::fs::flock(&fd, FlockOperation::LockExclusive) {
-                Ok(()) => break,
-                Err(rustix::io::Errno::INTR) => continue,
+            let fd = rustix::fs::open(
+                &path,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| OpenError::from_io(e.into(), &what))?;
+            loop {
+                match rustix::fs::flock(&fd, FlockOperation::LockExclusive) {
+                    Ok(()) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+                }
+            }
+            // The holder before us may have removed the lock file: then our lock is on an orphan
+            // inode that nobody else will lock, and we must start again on the current file.
+            let ours = rustix::fs::fstat(&fd).map_err(|e| OpenError::from_io(e.into(), &what))?;
+            match rustix::fs::lstat(&path) {
+                Ok(now) if now.st_ino == ours.st_ino && now.st_dev == ours.st_dev => {
+                    return Ok(SegmentLock {
+                        _file: File::from(fd),
+                    })
+                }
+                Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(OpenError::from_io(e.into(), &what)),
             }
         }
-        Ok(SegmentLock {
-            _file: File::from(fd),
-        })
+    }
+
+    /// Removes the lock file of segment `file`. Call only while holding that lock.
+    pub fn remove_lock(&self, file: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{file}.lock")));
     }
 
     /// Opens and maps an existing segment. `Ok(None)` if there is none.

@@ -6,6 +6,7 @@
 //! - stale: empty, never published (its creator died while initialising), or with no live
 //!   participant (all died): it is removed and created anew;
 //! - live: its header and layout are validated against what the caller expects.
+//!
 //! A segment of garbage, of another version or of another type is a typed error and is left as is.
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use crate::error::OpenError;
 /// What the kind of segment (topic, service, queue) tells the generic open logic.
 pub trait SegmentSpec {
     /// Total length of a new segment.
-    fn len(&self) -> usize;
+    fn segment_len(&self) -> usize;
     /// Writes the header (via [`Header::write`]) and initial structure of a new, zeroed segment.
     fn init(&self, r: &Region) -> Result<(), OpenError>;
     /// Validates an existing, published segment's kind and layout against its real length
@@ -99,7 +100,7 @@ impl Segment {
                     Found::Stale => {
                         root.remove_segment(file)
                             .map_err(|e| OpenError::from_io(e, file))?;
-                        Arc::new(Self::create(root.create_segment(file, spec.len())?, spec)?)
+                        Arc::new(Self::create(root.create_segment(file, spec.segment_len())?, spec)?)
                     }
                 };
                 let t = join(&region)?;
@@ -122,7 +123,7 @@ impl Segment {
                         e
                     }
                     _ => {
-                        let region = Arc::new(Self::create(Region::heap(spec.len()), spec)?);
+                        let region = Arc::new(Self::create(Region::heap(spec.segment_len()), spec)?);
                         let e = Arc::new(LocalEntry {
                             region,
                             lock: Mutex::new(()),
@@ -215,6 +216,8 @@ impl Segment {
                 let Ok(_lock) = root.lock(file) else { return };
                 if leave(&self.region) {
                     let _ = root.remove_segment(file);
+                    // Under the lock: waiters on this lock file notice it was removed and retry.
+                    root.remove_lock(file);
                 }
             }
             Place::Local { key, entry } => {

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let block = layout.policy == Policy::Block;
         let mut deadline: Option<Instant> = None;
         let mut last_check: Option<Instant> = None;
+        let mut backoff = Duration::from_micros(100);
         loop {
             let reader = match self.writer.claim(&cells, block) {
                 Claim::Ready { pos, slot } => return Ok((pos, slot)),
@@ -99,26 +100,30 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 std::hint::spin_loop();
                 continue;
             }
-            if last_check.is_none_or(|t| now >= t + CHECK_INTERVAL) {
+            if last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
                 last_check = Some(now);
                 if self.shared.reclaim_subscriber_if_dead(reader) {
                     continue;
                 }
             }
-            // Sleep until a subscriber advances (it wakes us if our bit is set), or the interval.
+            // Sleep until a subscriber advances (it wakes us if our bit is set at its next fence),
+            // or a backoff that grows to the check interval.
             let space = region.u32_at(CTRL_SPACE_SEQ);
             let waiting = region.u64_at(CTRL_PUBS_WAITING);
             let bit = 1u64 << self.index;
-            // SeqCst, all three: the publisher half of the room handshake (ARCHITECTURE.md): a
-            // subscriber stores its cursor then loads `pubs_waiting`.
-            let seen = space.load(Ordering::SeqCst);
-            waiting.fetch_or(bit, Ordering::SeqCst);
+            // The publisher half of the room handshake: announce, fence, recheck the cursors.
+            // Acquire: a later futex value means a wake we must not sleep through.
+            let seen = space.load(Ordering::Acquire);
+            waiting.fetch_or(bit, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
             let n = layout.capacity as u64;
             let still = self.writer.lagging_reader(&cells, self.writer.next() - n);
             if still.is_some() {
-                futex::wait(space, seen, (dl - now).min(CHECK_INTERVAL));
+                futex::wait(space, seen, (dl - now).min(backoff));
+                backoff = (backoff * 2).min(CHECK_INTERVAL);
             }
-            waiting.fetch_and(!bit, Ordering::SeqCst);
+            // Relaxed: a hint for subscribers; a stale bit costs one spare wake.
+            waiting.fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
@@ -130,8 +135,10 @@ impl<P: Payload + ?Sized> Publisher<P> {
         // Relaxed: published by the commit's SeqCst stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
         self.writer.commit(&cells, pos, slot);
-        // SeqCst: the publisher half of the sleep handshake (ring::broadcast docs).
-        if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::SeqCst) != 0 {
+        // The publisher half of the sleep handshake: commit, fence, load the sleepers (Relaxed:
+        // ordered by the fence). A subscriber announces, fences, rechecks the stamp.
+        fence(Ordering::SeqCst);
+        if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
             self.shared.wake_subscribers();
         }
     }

@@ -26,7 +26,7 @@ struct Spec<'a> {
 }
 
 impl SegmentSpec for Spec<'_> {
-    fn len(&self) -> usize {
+    fn segment_len(&self) -> usize {
         self.layout.len
     }
 

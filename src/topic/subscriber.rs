@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ struct State {
     /// A message already pinned whose loss report was returned first.
     pending: Option<Hit>,
     missed: u64,
+    /// A cursor moved since this subscriber last fenced and checked for waiting publishers.
+    unfenced: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -113,6 +115,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 next_ring: 0,
                 pending: None,
                 missed: 0,
+                unfenced: false,
             }),
             spin,
             _p: PhantomData,
@@ -160,15 +163,15 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             let cells = layout.cells(region, ring);
             let before = st.readers[ring].position();
             let read = st.readers[ring].read(&cells, self.index, pin);
-            if st.readers[ring].position() != before
-                // SeqCst: the subscriber half of the room handshake (we just stored our cursor).
-                && region.u64_at(CTRL_PUBS_WAITING).load(Ordering::SeqCst) != 0
-            {
-                self.shared.wake_publishers();
-            }
+            st.unfenced |= st.readers[ring].position() != before;
             let Read::Message { slot, missed, .. } = read else {
                 continue;
             };
+            // Relaxed: after the reader's pin fence, which follows our earlier cursor stores: the
+            // subscriber half of the room handshake (publisher.rs).
+            if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
+                self.shared.wake_publishers();
+            }
             // Relaxed: written before the COMMITTED stamp the reader acquired; stable while pinned.
             let len = cells.len_word(slot).load(Ordering::Relaxed);
             let fixed = P::fixed_size();
@@ -194,6 +197,15 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 return Err(ReceiveError::Lagged(missed));
             }
             return Ok(hit);
+        }
+        if st.unfenced {
+            // Nothing to read: order our last cursor stores before the check (room handshake).
+            st.unfenced = false;
+            fence(Ordering::SeqCst);
+            // Relaxed: ordered by the fence.
+            if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
+                self.shared.wake_publishers();
+            }
         }
         Err(ReceiveError::Empty)
     }
@@ -265,15 +277,18 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
             };
-            // SeqCst, all: the subscriber half of the sleep handshake: announce, then recheck; a
-            // publisher commits, then loads `subs_waiting`.
-            let seen = wake.load(Ordering::SeqCst);
-            waiting.fetch_or(bit, Ordering::SeqCst);
+            // The subscriber half of the sleep handshake: read the futex word, announce, fence,
+            // recheck; a publisher commits, fences, then loads `subs_waiting`.
+            // Acquire: a later value means a wake we must not sleep through (futex compares it).
+            let seen = wake.load(Ordering::Acquire);
+            waiting.fetch_or(bit, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
             let got = self.poll();
             if matches!(got, Err(ReceiveError::Empty)) {
                 futex::wait(wake, seen, nap);
             }
-            waiting.fetch_and(!bit, Ordering::SeqCst);
+            // Relaxed: only a hint for publishers; a stale bit costs one spare wake.
+            waiting.fetch_and(!bit, Ordering::Relaxed);
             match got {
                 Err(ReceiveError::Empty) => match self.poll() {
                     Err(ReceiveError::Empty) => continue,

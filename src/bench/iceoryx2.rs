@@ -1,0 +1,300 @@
+//! `iceoryx2` (cargo feature `peers`): publish-subscribe over iceoryx2's IPC service.
+//!
+//! Latency uses two services (`...-ping`, `...-pong`) configured as iceoryx2's own
+//! publish-subscribe benchmark does for minimal latency: history 0, subscriber buffer 1,
+//! safe overflow on, publisher `initial_max_slice_len` = payload size, busy-polling
+//! `receive()`. Each message is a `[u8]` slice of the payload size from
+//! `loan_slice_uninit`; the sender writes only the header word unless `--touch`.
+//!
+//! Streaming uses one service with a subscriber buffer of [`super::STREAM_CAPACITY`],
+//! no overflow, and `RetryUntilDelivered` back-pressure (bounded by a handler).
+
+use std::fmt::Debug;
+
+use hdrhistogram::Histogram;
+use iceoryx2::port::publisher::Publisher;
+use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::port::{BackpressureAction, BackpressureInfo};
+use iceoryx2::prelude::*;
+use iceoryx2::sample_mut::SampleMut;
+use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
+
+use super::transport::{
+    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+};
+use super::util::{
+    check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, BoxError, Result,
+    StreamTimer, MSG_TIMEOUT,
+};
+use super::STREAM_CAPACITY;
+
+type Svc = ipc::Service;
+type Factory = PortFactory<Svc, [u8], ()>;
+
+/// The `iceoryx2` transport.
+pub struct Iceoryx2;
+
+impl Transport for Iceoryx2 {
+    fn name(&self) -> &'static str {
+        "iceoryx2"
+    }
+
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern == Pattern::PubSub
+    }
+
+    fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
+        Ok(Box::new(IceEnd::new(setup, Role::Ping)?))
+    }
+
+    fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
+        Ok(Box::new(IceEnd::new(setup, Role::Pong)?))
+    }
+}
+
+fn ice<E: Debug>(what: &'static str) -> impl FnOnce(E) -> BoxError {
+    move |e| err(format!("iceoryx2 {what}: {e:?}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ping,
+    Pong,
+}
+
+struct IceEnd {
+    mode: Mode,
+    payload: usize,
+    /// Absent for the receiving end of a stream.
+    publisher: Option<Publisher<Svc, [u8], ()>>,
+    /// Absent for the sending end of a stream.
+    subscriber: Option<Subscriber<Svc, [u8], ()>>,
+    /// Last sequence number sent (ping) or received (pong), over all rounds.
+    seq: u64,
+    // Declared last: ports drop before their services and the node.
+    _services: Vec<Factory>,
+    _node: Node<Svc>,
+}
+
+fn open_service(node: &Node<Svc>, name: &str, mode: Mode) -> Result<Factory> {
+    let name = ServiceName::new(name).map_err(ice("service name"))?;
+    let builder = node
+        .service_builder(&name)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(1)
+        .history_size(0);
+    let builder = match mode {
+        Mode::Latency => builder
+            .subscriber_max_buffer_size(1)
+            .enable_safe_overflow(true),
+        Mode::Stream => builder
+            .subscriber_max_buffer_size(STREAM_CAPACITY)
+            .enable_safe_overflow(false),
+    };
+    builder.open_or_create().map_err(ice("open_or_create"))
+}
+
+impl IceEnd {
+    fn new(setup: &Setup, role: Role) -> Result<Self> {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new()
+            .signal_handling_mode(SignalHandlingMode::Disabled)
+            .create::<Svc>()
+            .map_err(ice("node"))?;
+        let base = setup.resource_name("iceoryx2");
+        let mut services = Vec::new();
+        let (publisher, subscriber) = match setup.mode {
+            Mode::Latency => {
+                let ping = open_service(&node, &format!("{base}-ping"), Mode::Latency)?;
+                let pong = open_service(&node, &format!("{base}-pong"), Mode::Latency)?;
+                let (tx, rx) = match role {
+                    Role::Ping => (&ping, &pong),
+                    Role::Pong => (&pong, &ping),
+                };
+                let publisher = tx
+                    .publisher_builder()
+                    .initial_max_slice_len(setup.payload)
+                    .create()
+                    .map_err(ice("publisher"))?;
+                let subscriber = rx
+                    .subscriber_builder()
+                    .create()
+                    .map_err(ice("subscriber"))?;
+                services.push(ping);
+                services.push(pong);
+                (Some(publisher), Some(subscriber))
+            }
+            Mode::Stream => {
+                let svc = open_service(&node, &format!("{base}-stream"), Mode::Stream)?;
+                let ends = match role {
+                    Role::Ping => {
+                        let publisher = svc
+                            .publisher_builder()
+                            .initial_max_slice_len(setup.payload)
+                            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                            .set_backpressure_handler(|info: &BackpressureInfo| {
+                                if info.elapsed_time > MSG_TIMEOUT {
+                                    BackpressureAction::DiscardDataAndFail
+                                } else {
+                                    BackpressureAction::Retry
+                                }
+                            })
+                            .create()
+                            .map_err(ice("publisher"))?;
+                        (Some(publisher), None)
+                    }
+                    Role::Pong => {
+                        let subscriber = svc
+                            .subscriber_builder()
+                            .buffer_size(STREAM_CAPACITY)
+                            .create()
+                            .map_err(ice("subscriber"))?;
+                        (None, Some(subscriber))
+                    }
+                };
+                services.push(svc);
+                ends
+            }
+        };
+        Ok(Self {
+            mode: setup.mode,
+            payload: setup.payload,
+            publisher,
+            subscriber,
+            seq: 0,
+            _services: services,
+            _node: node,
+        })
+    }
+
+    fn check_mode(&self, mode: Mode) -> Result<()> {
+        if self.mode == mode {
+            Ok(())
+        } else {
+            Err(wrong_mode("iceoryx2", self.mode))
+        }
+    }
+
+    fn publisher(&self) -> Result<&Publisher<Svc, [u8], ()>> {
+        self.publisher
+            .as_ref()
+            .ok_or_else(|| err("iceoryx2: this end has no publisher"))
+    }
+
+    fn subscriber(&self) -> Result<&Subscriber<Svc, [u8], ()>> {
+        self.subscriber
+            .as_ref()
+            .ok_or_else(|| err("iceoryx2: this end has no subscriber"))
+    }
+}
+
+/// Loans a sample of `len` bytes.
+#[inline(always)]
+fn loan(publisher: &Publisher<Svc, [u8], ()>, len: usize) -> Result<SampleMut<Svc, [u8], ()>> {
+    let sample = publisher.loan_slice_uninit(len).map_err(ice("loan"))?;
+    // SAFETY: the sample is a chunk of iceoryx2's data segment, a shared-memory mapping
+    // that the OS zero-fills when it is created and that only ever holds bytes written by
+    // earlier senders, so every byte is an initialised `u8` (which has no invalid values).
+    // Initialising the whole slice would defeat the point of the benchmark (only the
+    // header word is written); iceoryx2's own benchmark does the same.
+    Ok(unsafe { sample.assume_init() })
+}
+
+/// Fills a loaned sample as a sender and sends it.
+#[inline(always)]
+fn fill_and_send(mut sample: SampleMut<Svc, [u8], ()>, seq: u64, touch: bool) -> Result<()> {
+    fill_payload(sample.payload_mut(), seq, touch);
+    sample.send().map_err(ice("send"))?;
+    Ok(())
+}
+
+impl PingEnd for IceEnd {
+    fn latency_round(
+        &mut self,
+        count: u64,
+        warmup: u64,
+        touch: bool,
+        hist: &mut Histogram<u64>,
+    ) -> Result<()> {
+        self.check_mode(Mode::Latency)?;
+        let publisher = self.publisher()?;
+        let subscriber = self.subscriber()?;
+        let mut checksum = 0;
+        // Like iceoryx2's own benchmark, the next sample is loaned while the pong works.
+        let mut next = Some(loan(publisher, self.payload)?);
+        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+            let sample = next
+                .take()
+                .ok_or_else(|| err("iceoryx2: no loaned sample"))?;
+            fill_and_send(sample, seq, touch)?;
+            next = Some(loan(publisher, self.payload)?);
+            let reply = spin_until("iceoryx2 pong", || {
+                subscriber.receive().map_err(ice("receive"))
+            })?;
+            check_seq(consume_payload(reply.payload(), touch, &mut checksum), seq)
+        })?;
+        std::hint::black_box(checksum);
+        self.seq += count;
+        Ok(())
+    }
+
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+        self.check_mode(Mode::Stream)?;
+        let publisher = self.publisher()?;
+        let first = self.seq + 1;
+        for seq in first..first + count {
+            fill_and_send(loan(publisher, self.payload)?, seq, touch)?;
+        }
+        self.seq += count;
+        Ok(())
+    }
+}
+
+impl PongEnd for IceEnd {
+    fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
+        self.check_mode(Mode::Latency)?;
+        let publisher = self.publisher()?;
+        let subscriber = self.subscriber()?;
+        let mut checksum = 0;
+        let first = self.seq + 1;
+        for expected in first..first + count {
+            // Loaned before waiting, as iceoryx2's own benchmark does.
+            let sample = loan(publisher, self.payload)?;
+            let request = spin_until("iceoryx2 ping", || {
+                subscriber.receive().map_err(ice("receive"))
+            })?;
+            let seq = consume_payload(request.payload(), touch, &mut checksum);
+            drop(request);
+            check_seq(seq, expected)?;
+            fill_and_send(sample, seq, touch)?;
+        }
+        self.seq += count;
+        Ok(checksum)
+    }
+
+    fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
+        self.check_mode(Mode::Stream)?;
+        let subscriber = self.subscriber()?;
+        let mut checksum = 0;
+        let mut timer = StreamTimer::default();
+        let first = self.seq + 1;
+        for i in 0..count {
+            let sample = spin_until("iceoryx2 stream", || {
+                subscriber.receive().map_err(ice("receive"))
+            })?;
+            check_seq(
+                consume_payload(sample.payload(), touch, &mut checksum),
+                first + i,
+            )?;
+            drop(sample);
+            timer.received(i);
+        }
+        self.seq += count;
+        Ok(StreamOutcome {
+            count,
+            elapsed_ns: timer.finish(),
+            checksum,
+        })
+    }
+}

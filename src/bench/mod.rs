@@ -1,0 +1,586 @@
+//! `ringbus bench`: same-run latency and throughput comparison of ringbus against
+//! reference transports between two processes.
+//!
+//! The parent process is "ping"; it spawns one long-lived child (`bench-peer`, see
+//! [`peer`]) that is "pong" for every transport. For each payload size, short latency
+//! rounds of all transports alternate (floor, A, B, …, floor, A, B, …) because the
+//! machine may switch between latency regimes; each round trip is recorded in an HDR
+//! histogram. Then streaming rounds measure one-directional throughput.
+//!
+//! Adding a pattern (`rpc`, `queue`): extend [`transport::Pattern`], let transports say
+//! what they support via [`transport::Transport::supports`], and implement the new
+//! exchange in their ends; the child protocol, orchestration and reports are shared.
+
+pub mod crossbeam;
+pub mod floor;
+#[cfg(feature = "peers")]
+pub mod iceoryx2;
+pub mod peer;
+pub mod report;
+pub mod ringbus;
+pub mod stats;
+pub mod transport;
+pub mod uds;
+pub mod util;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use stats::{LatencyRecord, Row};
+use transport::{Mode, Pattern, PingEnd, Placement, Setup, Transport};
+use util::{allowed_cpus, err, pin_current_thread, Result, HEADER_BYTES};
+
+pub use peer::peer_main;
+
+/// Ring / channel capacity used by every streaming transport.
+pub const STREAM_CAPACITY: usize = 8;
+
+const DEFAULT_SIZES: &[usize] = &[8, 64, 1024, 65536, 1_048_576];
+const DEFAULT_ROUNDS: usize = 10;
+const DEFAULT_MSGS: u64 = 3000;
+
+const USAGE: &str = "\
+usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
+                     [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
+
+  pubsub        pattern to measure (the only one so far)
+  --json        print exactly one JSON object on stdout
+  --touch       also measure rows where the sender writes and the receiver reads every
+                payload byte (transport name suffix \"+touch\")
+  --rounds N    latency rounds per payload size (default 10; streaming uses min(N, 3))
+  --msgs N      round trips per latency round for payloads up to 4 KiB (default 3000;
+                scaled down for larger payloads); streaming rounds send 10x as many
+  --sizes L     payload sizes in bytes, each at least 8
+  --transports L  floor,uds,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all;
+                floor is always measured: it is the reference for the ratio)
+  --no-pin      do not pin ping and pong to separate CPUs
+
+Latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over all
+rounds; \"x floor\" is the median over rounds of the round's p50 divided by the floor's
+p50 in the same round cycle; msgs/s is the median over streaming rounds.";
+
+/// Parsed `bench` options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Pattern under test.
+    pub pattern: Pattern,
+    /// JSON output instead of the table.
+    pub json: bool,
+    /// Also measure touch rows.
+    pub touch: bool,
+    /// Latency rounds per size.
+    pub rounds: usize,
+    /// Round trips per latency round (small payloads).
+    pub msgs: u64,
+    /// Payload sizes.
+    pub sizes: Vec<usize>,
+    /// Selected transport names (None: all).
+    pub transports: Option<Vec<String>>,
+    /// Pin ping and pong to separate CPUs.
+    pub pin: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pattern: Pattern::PubSub,
+            json: false,
+            touch: false,
+            rounds: DEFAULT_ROUNDS,
+            msgs: DEFAULT_MSGS,
+            sizes: DEFAULT_SIZES.to_vec(),
+            transports: None,
+            pin: true,
+        }
+    }
+}
+
+/// What the command line asked for.
+enum Parsed {
+    Run(Options),
+    Help,
+}
+
+fn parse_options(args: &[String]) -> Result<Parsed> {
+    let mut opts = Options::default();
+    let mut it = args.iter();
+    let mut pattern_seen = false;
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--json" => opts.json = true,
+            "--touch" => opts.touch = true,
+            "--no-pin" => opts.pin = false,
+            "--rounds" => opts.rounds = positive(&value(arg)?, arg)?,
+            "--msgs" => opts.msgs = positive(&value(arg)?, arg)? as u64,
+            "--sizes" => {
+                opts.sizes = value(arg)?
+                    .split(',')
+                    .map(|s| positive(s.trim(), arg))
+                    .collect::<Result<_>>()?;
+                if let Some(&s) = opts.sizes.iter().find(|&&s| s < HEADER_BYTES) {
+                    return Err(err(format!(
+                        "payload size {s} is smaller than the {HEADER_BYTES}-byte header"
+                    )));
+                }
+            }
+            "--transports" => {
+                let names: Vec<String> = value(arg)?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = names
+                    .iter()
+                    .find(|n| !transport::KNOWN_TRANSPORTS.contains(&n.as_str()))
+                {
+                    return Err(err(format!("unknown transport `{bad}`")));
+                }
+                opts.transports = Some(names);
+            }
+            s if !s.starts_with('-') && !pattern_seen => {
+                opts.pattern = Pattern::parse(s)?;
+                pattern_seen = true;
+            }
+            s => return Err(err(format!("unexpected argument `{s}`"))),
+        }
+    }
+    Ok(Parsed::Run(opts))
+}
+
+fn positive(s: &str, flag: &str) -> Result<usize> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(err(format!(
+            "{flag}: expected a positive integer, got `{s}`"
+        ))),
+    }
+}
+
+/// Entry point of the `bench` subcommand (`args` follow the word `bench`).
+pub fn bench_main(args: &[String]) -> ExitCode {
+    let opts = match parse_options(args) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ringbus bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let t0 = Instant::now();
+    match run(&opts) {
+        Ok(rows) => {
+            if opts.json {
+                println!("{}", report::json(opts.pattern, &rows));
+            } else {
+                let note = format!(
+                    "{} latency rounds per size; took {:.1} s",
+                    opts.rounds,
+                    t0.elapsed().as_secs_f64()
+                );
+                print!("{}", report::table(opts.pattern, &rows, &note));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringbus bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Round trips per latency round for a payload size.
+fn latency_count(msgs: u64, payload: usize) -> u64 {
+    if payload <= 4096 {
+        msgs
+    } else {
+        (msgs * 4096 / payload as u64).max(50)
+    }
+}
+
+/// Unrecorded round trips at the start of each latency round.
+fn warmup_count(count: u64) -> u64 {
+    (count / 10).min(100)
+}
+
+/// Messages per streaming round for a payload size.
+fn stream_count(msgs: u64, payload: usize) -> u64 {
+    (msgs * 10 * 1024 / payload.max(1024) as u64).max(64)
+}
+
+/// One measured row in the making: a transport, touched or not.
+struct Variant<'a> {
+    transport: &'a dyn Transport,
+    touch: bool,
+}
+
+impl Variant<'_> {
+    fn label(&self) -> String {
+        if self.touch {
+            format!("{}+touch", self.transport.name())
+        } else {
+            self.transport.name().to_string()
+        }
+    }
+}
+
+/// Everything that stays fixed over the run.
+struct Ctx<'a> {
+    opts: &'a Options,
+    key: String,
+    dir: std::path::PathBuf,
+    /// CPU for the in-process streaming receiver thread.
+    local_receiver_cpu: Option<usize>,
+    /// Notes already printed (a failing set-up is reported once, not once per size).
+    noted: RefCell<HashSet<String>>,
+}
+
+impl Ctx<'_> {
+    fn setup(&self, mode: Mode, payload: usize) -> Setup {
+        Setup {
+            pattern: self.opts.pattern,
+            mode,
+            payload,
+            key: self.key.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+fn note(msg: &str) {
+    eprintln!("ringbus bench: note: {msg}");
+}
+
+impl Ctx<'_> {
+    /// Reports that `name` could not be set up (once per distinct reason).
+    fn omitted(&self, name: &str, setup: &Setup, reason: &str) {
+        let msg = format!("{name} omitted ({} rounds): {reason}", setup.mode);
+        if self.noted.borrow_mut().insert(msg.clone()) {
+            note(&format!("{msg} [first at {} B]", setup.payload));
+        }
+    }
+}
+
+fn run(opts: &Options) -> Result<Vec<Row>> {
+    let all = transport::registry();
+    let wanted = |name: &str| {
+        name == "floor"
+            || opts
+                .transports
+                .as_ref()
+                .map_or(true, |list| list.iter().any(|n| n == name))
+    };
+    if wanted("iceoryx2") && !all.iter().any(|t| t.name() == "iceoryx2") {
+        note("iceoryx2 omitted: built without the `peers` feature");
+    }
+    let selected: Vec<&dyn Transport> = all
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| wanted(t.name()))
+        .collect();
+
+    let cpus = allowed_cpus();
+    let (ping_cpu, pong_cpu) = match (opts.pin, cpus.as_slice()) {
+        (true, [a, b, ..]) => (Some(*a), Some(*b)),
+        (true, _) => {
+            note("fewer than 2 CPUs available: not pinning (spinning transports will suffer)");
+            (None, None)
+        }
+        (false, _) => (None, None),
+    };
+    if let Some(cpu) = ping_cpu {
+        pin_current_thread(cpu)?;
+    }
+    let ctx = Ctx {
+        opts,
+        key: format!("{}{}", peer::KEY_PREFIX, std::process::id()),
+        dir: peer::run_dir()?,
+        local_receiver_cpu: pong_cpu,
+        noted: RefCell::new(HashSet::new()),
+    };
+    peer::remove_stale(&ctx.dir);
+    let mut peer = peer::Peer::spawn(&ctx.key, &ctx.dir, pong_cpu)?;
+    let mut rows = Vec::new();
+    for &payload in &opts.sizes {
+        let t0 = Instant::now();
+        rows.extend(bench_size(&ctx, &mut peer, &selected, payload)?);
+        peer.reset()?;
+        eprintln!(
+            "ringbus bench: {payload} B done in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    peer.quit()?;
+    Ok(rows)
+}
+
+/// Parent ends of one mode, per transport name, created lazily.
+#[derive(Default)]
+struct Ends {
+    ends: HashMap<&'static str, Box<dyn PingEnd>>,
+    failed: HashSet<&'static str>,
+}
+
+fn bench_size(
+    ctx: &Ctx<'_>,
+    peer: &mut peer::Peer,
+    selected: &[&dyn Transport],
+    payload: usize,
+) -> Result<Vec<Row>> {
+    let opts = ctx.opts;
+    let variants = |mode: Mode| -> Vec<Variant<'_>> {
+        let supported = || {
+            selected
+                .iter()
+                .copied()
+                .filter(move |t| t.supports(opts.pattern, mode))
+        };
+        let mut v: Vec<Variant<'_>> = supported()
+            .map(|transport| Variant {
+                transport,
+                touch: false,
+            })
+            .collect();
+        if opts.touch {
+            v.extend(
+                supported()
+                    .filter(|t| t.name() != "floor")
+                    .map(|transport| Variant {
+                        transport,
+                        touch: true,
+                    }),
+            );
+        }
+        v
+    };
+
+    // Latency: rounds of all variants in turn.
+    let lat_variants: Vec<Variant<'_>> = variants(Mode::Latency)
+        .into_iter()
+        .filter(|v| v.transport.placement() == Placement::CrossProcess)
+        .collect();
+    let lat_setup = ctx.setup(Mode::Latency, payload);
+    let count = latency_count(opts.msgs, payload);
+    let warmup = warmup_count(count);
+    let mut lat_ends = Ends::default();
+    let mut records: Vec<LatencyRecord> = lat_variants
+        .iter()
+        .map(|_| LatencyRecord::new(opts.rounds))
+        .collect();
+    for round in 0..opts.rounds {
+        for (v, record) in lat_variants.iter().zip(&mut records) {
+            if lat_ends.failed.contains(v.transport.name()) {
+                continue;
+            }
+            let mut hist = stats::new_histogram();
+            let ran = run_round(
+                ctx,
+                peer,
+                &mut lat_ends,
+                v,
+                &lat_setup,
+                count + warmup,
+                |end, peer| {
+                    end.latency_round(count + warmup, warmup, v.touch, &mut hist)?;
+                    peer.finish_run()?;
+                    Ok(())
+                },
+            )?;
+            if ran.is_some() {
+                record.add_round(round, &hist);
+            }
+        }
+    }
+    drop(lat_ends);
+
+    // Streaming: a few rounds of all variants in turn.
+    let stream_variants = variants(Mode::Stream);
+    let stream_setup = ctx.setup(Mode::Stream, payload);
+    let scount = stream_count(opts.msgs, payload);
+    let mut stream_ends = Ends::default();
+    let mut rates: Vec<Vec<f64>> = stream_variants.iter().map(|_| Vec::new()).collect();
+    for _ in 0..opts.rounds.min(3) {
+        for (v, rate) in stream_variants.iter().zip(&mut rates) {
+            if stream_ends.failed.contains(v.transport.name()) {
+                continue;
+            }
+            let outcome = if v.transport.placement() == Placement::InProcess {
+                Some(v.transport.local_stream(
+                    &stream_setup,
+                    scount,
+                    v.touch,
+                    ctx.local_receiver_cpu,
+                )?)
+            } else {
+                run_round(
+                    ctx,
+                    peer,
+                    &mut stream_ends,
+                    v,
+                    &stream_setup,
+                    scount,
+                    |end, peer| {
+                        end.stream_send(scount, v.touch)?;
+                        peer.finish_run()
+                    },
+                )?
+            };
+            if let Some(r) = outcome.and_then(|o| o.msgs_per_s()) {
+                rate.push(r);
+            }
+        }
+    }
+    drop(stream_ends);
+
+    // Rows: latency variants (with their streaming rate), then streaming-only ones.
+    let floor = lat_variants
+        .iter()
+        .position(|v| v.transport.name() == "floor" && !v.touch)
+        .map(|i| &records[i]);
+    let rate_of = |label: &str| {
+        stream_variants
+            .iter()
+            .position(|v| v.label() == label)
+            .and_then(|i| stats::median(rates[i].clone()))
+    };
+    let mut rows = Vec::new();
+    for (v, record) in lat_variants.iter().zip(&records) {
+        let Some(latency) = record.summary() else {
+            continue;
+        };
+        rows.push(Row {
+            transport: v.label(),
+            payload_bytes: payload,
+            touch: v.touch,
+            latency: Some(latency),
+            msgs_per_s: rate_of(&v.label()),
+            ratio_p50_to_floor: floor.and_then(|f| record.ratio_to(f)),
+        });
+    }
+    for (v, rate) in stream_variants.iter().zip(&rates) {
+        if rate.is_empty() || lat_variants.iter().any(|l| l.label() == v.label()) {
+            continue;
+        }
+        rows.push(Row {
+            transport: v.label(),
+            payload_bytes: payload,
+            touch: v.touch,
+            latency: None,
+            msgs_per_s: stats::median(rate.clone()),
+            ratio_p50_to_floor: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// One cross-process round: make sure both ends exist, start the child, run `body` on
+/// the parent's end. Returns `Ok(None)` (and marks the transport failed for this size)
+/// when either end cannot be set up; errors during the round itself are fatal.
+fn run_round<T>(
+    ctx: &Ctx<'_>,
+    peer: &mut peer::Peer,
+    ends: &mut Ends,
+    v: &Variant<'_>,
+    setup: &Setup,
+    child_count: u64,
+    body: impl FnOnce(&mut dyn PingEnd, &mut peer::Peer) -> Result<T>,
+) -> Result<Option<T>> {
+    let name = v.transport.name();
+    if !ends.ends.contains_key(name) {
+        match v.transport.ping(setup) {
+            Ok(end) => {
+                ends.ends.insert(name, end);
+            }
+            Err(e) => {
+                ctx.omitted(name, setup, &e.to_string());
+                ends.failed.insert(name);
+                return Ok(None);
+            }
+        }
+    }
+    let run = peer::RunCommand {
+        pattern: setup.pattern,
+        mode: setup.mode,
+        transport: name.to_string(),
+        payload: setup.payload,
+        count: child_count,
+        touch: v.touch,
+    };
+    if let Err(e) = peer.start_run(&run)? {
+        ctx.omitted(name, setup, &format!("bench-peer: {e}"));
+        ends.ends.remove(name);
+        ends.failed.insert(name);
+        return Ok(None);
+    }
+    let end = ends.ends.get_mut(name).expect("created above");
+    body(&mut **end, peer).map(Some).map_err(|e| {
+        err(format!(
+            "{} {} B {} round failed: {e}",
+            v.label(),
+            setup.payload,
+            setup.mode
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse_options(&args)? {
+            Parsed::Run(opts) => Ok(opts),
+            Parsed::Help => Err(err("help")),
+        }
+    }
+
+    #[test]
+    fn parses_flags() {
+        let o = parse(&[
+            "pubsub",
+            "--json",
+            "--touch",
+            "--rounds",
+            "3",
+            "--msgs",
+            "10",
+            "--sizes",
+            "8,64",
+            "--transports",
+            "uds,ringbus",
+        ])
+        .unwrap();
+        assert!(o.json && o.touch);
+        assert_eq!((o.rounds, o.msgs), (3, 10));
+        assert_eq!(o.sizes, vec![8, 64]);
+        assert_eq!(o.transports.unwrap(), vec!["uds", "ringbus"]);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse(&["--sizes", "4"]).is_err());
+        assert!(parse(&["--transports", "nope"]).is_err());
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["rpc"]).is_err());
+        assert!(parse(&["pubsub", "extra"]).is_err());
+    }
+
+    #[test]
+    fn counts_shrink_for_big_payloads() {
+        assert_eq!(latency_count(3000, 64), 3000);
+        assert_eq!(latency_count(3000, 1 << 20), 50);
+        assert!(stream_count(3000, 1 << 20) >= 64);
+        assert_eq!(warmup_count(3000), 100);
+    }
+}

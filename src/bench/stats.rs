@@ -1,0 +1,155 @@
+//! Statistics: round-trip histograms, per-round medians, ratios to the floor, and the
+//! result rows the reports print.
+
+use hdrhistogram::Histogram;
+
+/// Largest recordable round trip: 60 s in ns (larger values saturate).
+const MAX_RECORDABLE_NS: u64 = 60_000_000_000;
+
+/// A histogram of round-trip times in ns with 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_RECORDABLE_NS, 3).expect("constant bounds are valid")
+}
+
+/// All round trips of one row (transport, touch) for one payload size.
+pub struct LatencyRecord {
+    /// Every recorded round trip over all rounds.
+    pub total: Histogram<u64>,
+    /// Median round trip of each round, indexed by round (None: round not run).
+    pub round_p50: Vec<Option<u64>>,
+}
+
+impl LatencyRecord {
+    /// An empty record for `rounds` rounds.
+    pub fn new(rounds: usize) -> Self {
+        Self {
+            total: new_histogram(),
+            round_p50: vec![None; rounds],
+        }
+    }
+
+    /// Adds the round trips of round `round`.
+    pub fn add_round(&mut self, round: usize, hist: &Histogram<u64>) {
+        if hist.is_empty() {
+            return;
+        }
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.total.add(hist);
+        self.round_p50[round] = Some(hist.value_at_quantile(0.5));
+    }
+
+    /// One-way latency summary (round trip / 2), if anything was recorded.
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.total.is_empty() {
+            return None;
+        }
+        let one_way = |rtt: u64| rtt.div_ceil(2);
+        Some(LatencySummary {
+            p50_ns: one_way(self.total.value_at_quantile(0.5)),
+            p99_ns: one_way(self.total.value_at_quantile(0.99)),
+            p999_ns: one_way(self.total.value_at_quantile(0.999)),
+            max_ns: one_way(self.total.max()),
+            samples: self.total.len(),
+        })
+    }
+
+    /// Median over rounds of (this row's round p50 / the floor's p50 in the same round).
+    pub fn ratio_to(&self, floor: &LatencyRecord) -> Option<f64> {
+        let ratios = self
+            .round_p50
+            .iter()
+            .zip(&floor.round_p50)
+            .filter_map(|(mine, base)| match (mine, base) {
+                (Some(m), Some(b)) if *b > 0 => Some(*m as f64 / *b as f64),
+                _ => None,
+            })
+            .collect();
+        median(ratios)
+    }
+}
+
+/// One-way latency percentiles in ns.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+    /// Number of round trips behind the numbers.
+    pub samples: u64,
+}
+
+/// Median of `values` (mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Transport name, with "+touch" appended for touch rows.
+    pub transport: String,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// Whether sender and receiver touched every byte.
+    pub touch: bool,
+    /// One-way latency (None for streaming-only transports).
+    pub latency: Option<LatencySummary>,
+    /// Median over streaming rounds of messages per second.
+    pub msgs_per_s: Option<f64>,
+    /// Median over rounds of round p50 / floor round p50.
+    pub ratio_p50_to_floor: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn ratio_uses_same_round_and_skips_missing() {
+        let mut floor = LatencyRecord::new(3);
+        let mut other = LatencyRecord::new(3);
+        for (round, (f, o)) in [(100, 400), (500, 1000), (100, 300)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut hf = new_histogram();
+            hf.record(f).unwrap();
+            floor.add_round(round, &hf);
+            if round != 2 {
+                let mut ho = new_histogram();
+                ho.record(o).unwrap();
+                other.add_round(round, &ho);
+            }
+        }
+        // Rounds 0 and 1 only: ratios 4.0 and 2.0.
+        let ratio = other.ratio_to(&floor).unwrap();
+        assert!((ratio - 3.0).abs() < 0.01, "{ratio}");
+        let s = other.summary().unwrap();
+        assert_eq!(s.samples, 2);
+        assert!(
+            s.p50_ns >= 200 && s.p50_ns <= 201,
+            "one-way is half the round trip"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! The transport abstraction shared by all benchmark patterns.
+//!
+//! A [`Transport`] creates a [`PingEnd`] in the parent ("ping") process and a
+//! [`PongEnd`] in the child ("pong") process for one [`Setup`] (pattern, mode, payload
+//! size). Both ends stay alive for all rounds of that payload size, so set-up cost is
+//! paid once. Hot loops live inside the ends (statically dispatched); only one virtual
+//! call is made per round.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use hdrhistogram::Histogram;
+
+use super::util::{err, Result};
+
+/// Messaging pattern under test. Only `pubsub` exists today; `rpc` and `queue` are
+/// expected to reuse the same transports, child protocol and statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    /// One publisher, one subscriber per direction.
+    PubSub,
+}
+
+impl Pattern {
+    /// Name used on the command line, in the child protocol and in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::PubSub => "pubsub",
+        }
+    }
+
+    /// Parses a pattern name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "pubsub" => Ok(Pattern::PubSub),
+            "rpc" | "queue" => Err(err(format!("pattern `{s}` is not implemented yet"))),
+            _ => Err(err(format!("unknown pattern `{s}`"))),
+        }
+    }
+}
+
+/// What one round measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Ping-pong: every message is answered before the next is sent.
+    Latency,
+    /// One-directional: the sender sends as fast as it can, the receiver counts.
+    Stream,
+}
+
+impl Mode {
+    /// Name used in the child protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Latency => "latency",
+            Mode::Stream => "stream",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "latency" => Ok(Mode::Latency),
+            "stream" => Ok(Mode::Stream),
+            _ => Err(err(format!("unknown mode `{s}`"))),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a transport's two ends run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Ping in the parent, pong in the child process.
+    CrossProcess,
+    /// Both ends are threads of the parent (streaming only), e.g. `crossbeam`.
+    InProcess,
+}
+
+/// Everything both ends need to find each other for one payload size.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// Pattern under test.
+    pub pattern: Pattern,
+    /// Latency or streaming.
+    pub mode: Mode,
+    /// Payload size in bytes (at least the 8-byte header word).
+    pub payload: usize,
+    /// Unique prefix for names of shared resources (contains the parent's pid).
+    pub key: String,
+    /// Directory for files and sockets (`$RINGBUS_ROOT`, else `/dev/shm`, else temp).
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    /// A name unique to this run, transport, mode and payload size.
+    pub fn resource_name(&self, transport: &str) -> String {
+        format!(
+            "{}-{}-{}-{}-{}",
+            self.key,
+            self.pattern.as_str(),
+            transport,
+            self.mode,
+            self.payload
+        )
+    }
+
+    /// A path in [`Setup::dir`] for [`Setup::resource_name`] plus a suffix.
+    pub fn resource_path(&self, transport: &str, suffix: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}{}", self.resource_name(transport), suffix))
+    }
+}
+
+/// Result of one streaming round, measured at the receiver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamOutcome {
+    /// Messages received.
+    pub count: u64,
+    /// Nanoseconds from the first to the last received message.
+    pub elapsed_ns: u64,
+    /// Sum of touched bytes (keeps the reads alive; not compared).
+    pub checksum: u64,
+}
+
+impl StreamOutcome {
+    /// Messages per second over the measured interval (`count - 1` gaps).
+    pub fn msgs_per_s(&self) -> Option<f64> {
+        (self.count > 1 && self.elapsed_ns > 0)
+            .then(|| (self.count - 1) as f64 * 1e9 / self.elapsed_ns as f64)
+    }
+}
+
+/// A transport measured by the harness (reference peer or the library itself).
+pub trait Transport: Send + Sync {
+    /// Name in the command line, child protocol and output.
+    fn name(&self) -> &'static str;
+
+    /// Whether this transport takes part in `mode` rounds of `pattern`.
+    fn supports(&self, pattern: Pattern, mode: Mode) -> bool;
+
+    /// Where the two ends run.
+    fn placement(&self) -> Placement {
+        Placement::CrossProcess
+    }
+
+    /// Creates the parent's end. Called before the child is asked to create its end, so
+    /// this side creates shared resources (files, listeners, services).
+    fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>>;
+
+    /// Creates the child's end; the parent's end already exists.
+    fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>>;
+
+    /// Runs one whole streaming round inside the parent (for [`Placement::InProcess`]).
+    /// `receiver_cpu` is where the receiving thread should be pinned, if anywhere.
+    fn local_stream(
+        &self,
+        _setup: &Setup,
+        _count: u64,
+        _touch: bool,
+        _receiver_cpu: Option<usize>,
+    ) -> Result<StreamOutcome> {
+        Err(err(format!("{} has no in-process stream", self.name())))
+    }
+}
+
+/// The parent's end of a transport.
+pub trait PingEnd {
+    /// Runs `count` round trips (the peer serves exactly `count`) and records the
+    /// round-trip time in ns of all but the first `warmup` into `hist`.
+    fn latency_round(
+        &mut self,
+        count: u64,
+        warmup: u64,
+        touch: bool,
+        hist: &mut Histogram<u64>,
+    ) -> Result<()>;
+
+    /// Sends `count` messages as fast as the transport accepts them.
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()>;
+}
+
+/// The child's end of a transport.
+pub trait PongEnd {
+    /// Answers exactly `count` messages; returns a checksum of touched bytes.
+    fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64>;
+
+    /// Receives exactly `count` messages and times them.
+    fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome>;
+}
+
+/// Error for an end asked to do what its mode does not cover.
+pub fn wrong_mode(transport: &str, mode: Mode) -> super::util::BoxError {
+    err(format!("{transport}: end was set up for {mode} rounds"))
+}
+
+/// All transports known to this build, in report order. `floor` comes first: it is the
+/// reference for `ratio_p50_to_floor`.
+pub fn registry() -> Vec<Box<dyn Transport>> {
+    let mut all: Vec<Box<dyn Transport>> =
+        vec![Box::new(super::floor::Floor), Box::new(super::uds::Uds)];
+    #[cfg(feature = "peers")]
+    all.push(Box::new(super::iceoryx2::Iceoryx2));
+    all.push(Box::new(super::ringbus::Ringbus { blocking: false }));
+    all.push(Box::new(super::ringbus::Ringbus { blocking: true }));
+    all.push(Box::new(super::crossbeam::Crossbeam));
+    all
+}
+
+/// Names accepted by `--transports`, including ones this build may lack.
+pub const KNOWN_TRANSPORTS: &[&str] = &[
+    "floor",
+    "uds",
+    "iceoryx2",
+    "ringbus",
+    "ringbus-blocking",
+    "crossbeam",
+];

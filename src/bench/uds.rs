@@ -1,0 +1,206 @@
+//! `uds`: a Unix domain stream socket between the two processes.
+//!
+//! The parent listens on a path in the run directory, the child connects. Every message
+//! is the whole payload (`write_all` / `read_exact`, blocking reads with a timeout).
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::transport::{
+    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+};
+use super::util::{
+    check_seq, consume_payload, err, fill_payload, timed_round_trips, Result, StreamTimer,
+    MSG_TIMEOUT,
+};
+
+/// The `uds` transport.
+pub struct Uds;
+
+impl Transport for Uds {
+    fn name(&self) -> &'static str {
+        "uds"
+    }
+
+    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
+        true
+    }
+
+    fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
+        let path = setup.resource_path("uds", ".sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| err(format!("cannot bind {}: {e}", path.display())))?;
+        Ok(Box::new(UdsPing {
+            listener,
+            path,
+            conn: None,
+            end: UdsEnd::new(setup),
+        }))
+    }
+
+    fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
+        let path = setup.resource_path("uds", ".sock");
+        let stream = UnixStream::connect(&path)
+            .map_err(|e| err(format!("cannot connect to {}: {e}", path.display())))?;
+        configure(&stream)?;
+        Ok(Box::new(UdsPong {
+            stream,
+            end: UdsEnd::new(setup),
+        }))
+    }
+}
+
+fn configure(stream: &UnixStream) -> Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(MSG_TIMEOUT))?;
+    stream.set_write_timeout(Some(MSG_TIMEOUT))?;
+    Ok(())
+}
+
+/// Buffers and counters common to both ends.
+struct UdsEnd {
+    mode: Mode,
+    send_buf: Vec<u8>,
+    recv_buf: Vec<u8>,
+    /// Last sequence number sent (ping) or received (pong), over all rounds.
+    seq: u64,
+}
+
+impl UdsEnd {
+    fn new(setup: &Setup) -> Self {
+        Self {
+            mode: setup.mode,
+            send_buf: vec![0; setup.payload],
+            recv_buf: vec![0; setup.payload],
+            seq: 0,
+        }
+    }
+
+    fn check_mode(&self, mode: Mode) -> Result<()> {
+        if self.mode == mode {
+            Ok(())
+        } else {
+            Err(wrong_mode("uds", self.mode))
+        }
+    }
+}
+
+struct UdsPing {
+    listener: UnixListener,
+    path: PathBuf,
+    conn: Option<UnixStream>,
+    end: UdsEnd,
+}
+
+impl UdsPing {
+    /// The connection from the child; it connected before answering "ready", so the
+    /// accept does not wait long, but it is bounded anyway.
+    fn conn(&mut self) -> Result<&mut UnixStream> {
+        if self.conn.is_none() {
+            self.listener.set_nonblocking(true)?;
+            let t0 = Instant::now();
+            let stream = loop {
+                match self.listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && t0.elapsed() < MSG_TIMEOUT => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => return Err(err(format!("uds accept: {e}"))),
+                }
+            };
+            configure(&stream)?;
+            self.conn = Some(stream);
+        }
+        Ok(self.conn.as_mut().expect("connection was just set"))
+    }
+}
+
+impl Drop for UdsPing {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl PingEnd for UdsPing {
+    fn latency_round(
+        &mut self,
+        count: u64,
+        warmup: u64,
+        touch: bool,
+        hist: &mut Histogram<u64>,
+    ) -> Result<()> {
+        self.end.check_mode(Mode::Latency)?;
+        self.conn()?;
+        let Self { conn, end, .. } = self;
+        let stream = conn.as_mut().expect("connected above");
+        let mut checksum = 0;
+        timed_round_trips(end.seq + 1, count, warmup, hist, |seq| {
+            fill_payload(&mut end.send_buf, seq, touch);
+            stream.write_all(&end.send_buf)?;
+            stream.read_exact(&mut end.recv_buf)?;
+            check_seq(consume_payload(&end.recv_buf, touch, &mut checksum), seq)
+        })?;
+        end.seq += count;
+        std::hint::black_box(checksum);
+        Ok(())
+    }
+
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+        self.end.check_mode(Mode::Stream)?;
+        self.conn()?;
+        let Self { conn, end, .. } = self;
+        let stream = conn.as_mut().expect("connected above");
+        for _ in 0..count {
+            end.seq += 1;
+            fill_payload(&mut end.send_buf, end.seq, touch);
+            stream.write_all(&end.send_buf)?;
+        }
+        Ok(())
+    }
+}
+
+struct UdsPong {
+    stream: UnixStream,
+    end: UdsEnd,
+}
+
+impl PongEnd for UdsPong {
+    fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
+        self.end.check_mode(Mode::Latency)?;
+        let end = &mut self.end;
+        let mut checksum = 0;
+        for _ in 0..count {
+            self.stream.read_exact(&mut end.recv_buf)?;
+            let seq = consume_payload(&end.recv_buf, touch, &mut checksum);
+            check_seq(seq, end.seq + 1)?;
+            end.seq = seq;
+            fill_payload(&mut end.send_buf, seq, touch);
+            self.stream.write_all(&end.send_buf)?;
+        }
+        Ok(checksum)
+    }
+
+    fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
+        self.end.check_mode(Mode::Stream)?;
+        let end = &mut self.end;
+        let mut checksum = 0;
+        let mut timer = StreamTimer::default();
+        for i in 0..count {
+            self.stream.read_exact(&mut end.recv_buf)?;
+            let seq = consume_payload(&end.recv_buf, touch, &mut checksum);
+            check_seq(seq, end.seq + 1)?;
+            end.seq = seq;
+            timer.received(i);
+        }
+        Ok(StreamOutcome {
+            count,
+            elapsed_ns: timer.finish(),
+            checksum,
+        })
+    }
+}

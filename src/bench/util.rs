@@ -1,0 +1,231 @@
+//! Helpers shared by the harness and its transports: errors, bounded spinning,
+//! CPU pinning, payload header access and the shared-memory file used by `floor`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use memmap2::{MmapOptions, MmapRaw};
+
+/// Error type of the harness: every failure is reported as text and aborts the run
+/// (or drops one transport when it happens during setup).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with [`BoxError`].
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// Longest time one side waits for a single message (or connection) before giving up.
+pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size of the header word the sender writes into every payload (a sequence number).
+pub const HEADER_BYTES: usize = 8;
+
+/// Builds a [`BoxError`] from text.
+pub fn err(msg: impl Into<String>) -> BoxError {
+    msg.into().into()
+}
+
+/// Spins on `poll` until it yields a value. The clock is read only every 4096 polls,
+/// so the fast path is a tight loop; fails after [`MSG_TIMEOUT`] without a value.
+#[inline(always)]
+pub fn spin_until<T>(what: &str, mut poll: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let mut spins: u32 = 0;
+    let mut started: Option<Instant> = None;
+    loop {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            let t0 = *started.get_or_insert_with(Instant::now);
+            if t0.elapsed() > MSG_TIMEOUT {
+                return Err(err(format!(
+                    "timed out after {MSG_TIMEOUT:?} waiting for {what}"
+                )));
+            }
+        }
+    }
+}
+
+/// Runs `count` timed round trips with sequence numbers `first_seq..first_seq+count`
+/// and records the round-trip time in ns of all but the first `warmup` into `hist`.
+#[inline(always)]
+pub fn timed_round_trips(
+    first_seq: u64,
+    count: u64,
+    warmup: u64,
+    hist: &mut Histogram<u64>,
+    mut round_trip: impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
+    for i in 0..count {
+        let t0 = Instant::now();
+        round_trip(first_seq + i)?;
+        let rtt = t0.elapsed();
+        if i >= warmup {
+            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    Ok(())
+}
+
+/// Times a streaming receiver from its first to its last message. Only two clock reads
+/// per round, so the per-message cost of the transport is not inflated.
+#[derive(Default)]
+pub struct StreamTimer {
+    first: Option<Instant>,
+}
+
+impl StreamTimer {
+    /// Call right after receiving message number `index` (0-based).
+    #[inline(always)]
+    pub fn received(&mut self, index: u64) {
+        if index == 0 {
+            self.first = Some(Instant::now());
+        }
+    }
+
+    /// Call right after the last message: nanoseconds since the first one.
+    pub fn finish(&self) -> u64 {
+        self.first.map_or(0, |t| {
+            u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+}
+
+/// Writes the header word (`seq`) into the first [`HEADER_BYTES`] of `buf`.
+#[inline(always)]
+pub fn write_header(buf: &mut [u8], seq: u64) {
+    buf[..HEADER_BYTES].copy_from_slice(&seq.to_ne_bytes());
+}
+
+/// Reads the header word from the first [`HEADER_BYTES`] of `buf`.
+#[inline(always)]
+pub fn read_header(buf: &[u8]) -> u64 {
+    let mut word = [0u8; HEADER_BYTES];
+    word.copy_from_slice(&buf[..HEADER_BYTES]);
+    u64::from_ne_bytes(word)
+}
+
+/// Fills the payload as the sender of a message: only the header word, or (touch mode)
+/// every byte followed by the header word.
+#[inline(always)]
+pub fn fill_payload(buf: &mut [u8], seq: u64, touch: bool) {
+    if touch {
+        buf.fill(seq as u8);
+    }
+    write_header(buf, seq);
+}
+
+/// Reads the payload as the receiver of a message: returns the header word and, in touch
+/// mode, adds the sum of every byte to `checksum`.
+#[inline(always)]
+pub fn consume_payload(buf: &[u8], touch: bool, checksum: &mut u64) -> u64 {
+    if touch {
+        let sum: u64 = buf.iter().map(|&b| u64::from(b)).sum();
+        *checksum = checksum.wrapping_add(std::hint::black_box(sum));
+    }
+    read_header(buf)
+}
+
+/// Fails unless `got` is the expected sequence number.
+#[inline(always)]
+pub fn check_seq(got: u64, expected: u64) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "sequence mismatch: got {got}, expected {expected}"
+        )))
+    }
+}
+
+/// CPUs the calling thread may run on, in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| err(format!("cannot pin thread to cpu {cpu}: {e}")))
+}
+
+/// A small file mapped shared into both processes (used by `floor`).
+///
+/// The creating side removes the file when dropped.
+pub struct ShmFile {
+    map: MmapRaw,
+    owned_path: Option<PathBuf>,
+}
+
+impl ShmFile {
+    /// Creates (truncating any stale file) and maps a zero-filled file of `len` bytes.
+    pub fn create(path: &Path, len: usize) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+        file.set_len(len as u64)?;
+        let map = Self::map(&file, len)?;
+        Ok(Self {
+            map,
+            owned_path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Maps an existing file created by the peer.
+    pub fn open(path: &Path, len: usize) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+        let actual = file.metadata()?.len();
+        if actual < len as u64 {
+            return Err(err(format!("{} is too short", path.display())));
+        }
+        let map = Self::map(&file, len)?;
+        Ok(Self {
+            map,
+            owned_path: None,
+        })
+    }
+
+    fn map(file: &File, len: usize) -> Result<MmapRaw> {
+        Ok(MmapOptions::new().len(len).map_raw(file)?)
+    }
+
+    /// The 8-byte aligned word at byte offset `off`, viewed as an atomic.
+    pub fn word(&self, off: usize) -> &AtomicU64 {
+        assert!(
+            off % 8 == 0 && off + 8 <= self.map.len(),
+            "bad word offset {off}"
+        );
+        // SAFETY: the mapping is page aligned and `off` is a multiple of 8 inside it (checked
+        // above), so the pointer is valid and aligned for an AtomicU64. The mapping lives as
+        // long as `self`, which bounds the returned lifetime. The memory is shared with the
+        // peer process, which also accesses these words only through atomics, and AtomicU64
+        // has the same layout as u64 with no invalid bit patterns.
+        unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for ShmFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.owned_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
