@@ -144,6 +144,8 @@ pub struct Writer {
     msgs: u64,
     roster: u64,
     snaps: Box<[Snapshot]>,
+    /// A slot already claimed (stamped `WRITING`, pins checked) by the last commit.
+    claimed: Option<(u64, usize)>,
 }
 
 impl Writer {
@@ -170,6 +172,7 @@ impl Writer {
             msgs,
             roster: u64::MAX,
             snaps: vec![STALE; readers.min(MAX_READERS)].into_boxed_slice(),
+            claimed: None,
         }
     }
 
@@ -247,6 +250,9 @@ impl Writer {
     /// Claims the next slot. With `block`, returns [`Claim::Blocked`] instead of overwriting a
     /// position an active reader has not read. Never overwrites a pinned position.
     pub fn claim(&mut self, c: &impl Cells, block: bool) -> Claim {
+        if let Some((pos, slot)) = self.claimed.take() {
+            return Claim::Ready { pos, slot };
+        }
         let n = c.mask() + 1;
         let mut skipped = 0;
         loop {
@@ -279,8 +285,13 @@ impl Writer {
         }
     }
 
-    /// Publishes the claimed slot as message number [`Writer::messages`].
-    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize) {
+    /// Publishes the claimed slot as message number [`Writer::messages`], then claims the next
+    /// slot ahead of time if it is free (under `block`: if every reader has read what it holds).
+    ///
+    /// Ends with a `fence(SeqCst)` that serves both the pre-claim's pin handshake and the caller's
+    /// sleepers handshake: after `commit` returns, a load of the sleepers word is ordered after
+    /// the `COMMITTED` store.
+    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize, block: bool) {
         debug_assert_eq!(pos, self.next);
         // Relaxed: published by the SeqCst (release) stamp store below.
         c.seq(slot).store(self.msgs, Ordering::Relaxed);
@@ -292,6 +303,33 @@ impl Writer {
         c.msgs().store(self.msgs, Ordering::Relaxed);
         // Release: a reader that resyncs from `tail` sees the stamps before it.
         c.tail().store(self.next, Ordering::Release);
+        // Pre-claim the next slot, so that the next send needs no fence of its own.
+        let n = c.mask() + 1;
+        let q = self.next;
+        let next_slot = (q & c.mask()) as usize;
+        let free = q < n || !block || self.lagging_reader(c, q - n).is_none();
+        if free {
+            // Relaxed: ordered by the fence below (pin handshake, as in `claim`).
+            c.stamp(next_slot).store(stamp(q, WRITING), Ordering::Relaxed);
+        }
+        fence(Ordering::SeqCst);
+        if free {
+            if q >= n && self.pinned(c, q - n) {
+                // Release: as in `claim`'s skip. The next claim starts afresh after it.
+                c.stamp(next_slot).store(stamp(q, SKIPPED), Ordering::Release);
+                self.next = q + 1;
+                c.tail().store(self.next, Ordering::Release);
+            } else {
+                self.claimed = Some((q, next_slot));
+            }
+        }
+    }
+
+    /// Gives a pre-claimed slot up (the writer is going away): readers see a skip.
+    pub fn release_claim(&mut self, c: &impl Cells) {
+        if let Some((pos, slot)) = self.claimed.take() {
+            self.abandon(c, pos, slot);
+        }
     }
 
     /// Gives the claimed slot up without a message.
@@ -521,7 +559,7 @@ mod tests {
     fn publish(w: &mut Writer, c: &VecCells, block: bool) -> Claim {
         match w.claim(c, block) {
             Claim::Ready { pos, slot } => {
-                w.commit(c, pos, slot);
+                w.commit(c, pos, slot, block);
                 Claim::Ready { pos, slot }
             }
             other => other,
@@ -618,7 +656,7 @@ mod tests {
         let claim = w.claim(&c, false);
         assert_eq!(claim, Claim::Ready { pos: 5, slot: 1 });
         assert_eq!(c.stamps[0].load(Ordering::SeqCst), stamp(4, SKIPPED));
-        w.commit(&c, 5, 1);
+        w.commit(&c, 5, 1, false);
         Reader::release(&c, 0, 0);
         // The reader passes over the skip and gets message 4 with nothing missed.
         assert!(matches!(
@@ -691,13 +729,13 @@ mod loom_tests {
             let mut w = Writer::adopt(&*c, 1);
             let Claim::Ready { pos, slot } = w.claim(&*c, false) else { panic!() };
             data[slot].with_mut(|p| unsafe { *p = 100 });
-            w.commit(&*c, pos, slot);
+            w.commit(&*c, pos, slot, false);
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {
                 for i in 1..3u64 {
                     if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
                         d2[slot].with_mut(|p| unsafe { *p = i + 100 });
-                        w.commit(&*c2, pos, slot);
+                        w.commit(&*c2, pos, slot, false);
                     }
                 }
             });
@@ -723,7 +761,7 @@ mod loom_tests {
                 while sent < 3 {
                     match w.claim(&*c2, true) {
                         Claim::Ready { pos, slot } => {
-                            w.commit(&*c2, pos, slot);
+                            w.commit(&*c2, pos, slot, true);
                             sent += 1;
                         }
                         _ => loom::thread::yield_now(),

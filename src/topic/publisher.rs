@@ -134,10 +134,11 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let cells = self.shared.layout.cells(region, self.index);
         // Relaxed: published by the commit's SeqCst stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
-        self.writer.commit(&cells, pos, slot);
-        // The publisher half of the sleep handshake: commit, fence, load the sleepers (Relaxed:
-        // ordered by the fence). A subscriber announces, fences, rechecks the stamp.
-        fence(Ordering::SeqCst);
+        let block = self.shared.layout.policy == Policy::Block;
+        self.writer.commit(&cells, pos, slot, block);
+        // The publisher half of the sleep handshake: commit, fence (the last step of
+        // `Writer::commit`), load the sleepers (Relaxed: ordered by that fence). A subscriber
+        // announces, fences, rechecks the stamp.
         if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
             self.shared.wake_subscribers();
         }
@@ -347,6 +348,8 @@ where
 
 impl<P: Payload + ?Sized> Drop for Publisher<P> {
     fn drop(&mut self) {
+        let cells = self.shared.layout.cells(self.shared.region(), self.index);
+        self.writer.release_claim(&cells);
         self.shared.leave_publisher(self.index);
     }
 }
