@@ -415,10 +415,7 @@ fn stale_segment_of_a_killed_process_is_reclaimed() {
     p.send_copy(&[1, 2, 3]).unwrap();
     assert_eq!(*s.try_receive().unwrap(), [1, 2, 3]);
     drop((p, s));
-    assert!(
-        !root.join("topic_stale.lock").exists(),
-        "its lock file too"
-    );
+    assert!(!root.join("topic_stale.lock").exists(), "its lock file too");
     assert!(
         !root.join("topic_stale").exists(),
         "removed when the last participant left"

@@ -286,37 +286,42 @@ impl Writer {
     }
 
     /// Publishes the claimed slot as message number [`Writer::messages`], then claims the next
-    /// slot ahead of time if it is free (under `block`: if every reader has read what it holds).
+    /// slot ahead of time if every reader has read what it holds.
     ///
     /// Ends with a `fence(SeqCst)` that serves both the pre-claim's pin handshake and the caller's
     /// sleepers handshake: after `commit` returns, a load of the sleepers word is ordered after
     /// the `COMMITTED` store.
-    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize, block: bool) {
+    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize) {
         debug_assert_eq!(pos, self.next);
         // Relaxed: published by the SeqCst (release) stamp store below.
         c.seq(slot).store(self.msgs, Ordering::Relaxed);
         // Release: publishes the payload and seq to readers' Acquire stamp loads.
-        c.stamp(slot).store(stamp(pos, COMMITTED), Ordering::Release);
+        c.stamp(slot)
+            .store(stamp(pos, COMMITTED), Ordering::Release);
         self.msgs += 1;
         self.next = pos + 1;
         // Relaxed: read only by a later writer, after its Acquire load of tail (stored below).
         c.msgs().store(self.msgs, Ordering::Relaxed);
         // Release: a reader that resyncs from `tail` sees the stamps before it.
         c.tail().store(self.next, Ordering::Release);
-        // Pre-claim the next slot, so that the next send needs no fence of its own.
+        // Pre-claim the next slot, so that the next send needs no fence of its own; only if every
+        // reader has read what it holds, so an early claim never costs a reader a message (even
+        // when the policy would let the writer overwrite it).
         let n = c.mask() + 1;
         let q = self.next;
         let next_slot = (q & c.mask()) as usize;
-        let free = q < n || !block || self.lagging_reader(c, q - n).is_none();
+        let free = q < n || self.lagging_reader(c, q - n).is_none();
         if free {
             // Relaxed: ordered by the fence below (pin handshake, as in `claim`).
-            c.stamp(next_slot).store(stamp(q, WRITING), Ordering::Relaxed);
+            c.stamp(next_slot)
+                .store(stamp(q, WRITING), Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
         if free {
             if q >= n && self.pinned(c, q - n) {
                 // Release: as in `claim`'s skip. The next claim starts afresh after it.
-                c.stamp(next_slot).store(stamp(q, SKIPPED), Ordering::Release);
+                c.stamp(next_slot)
+                    .store(stamp(q, SKIPPED), Ordering::Release);
                 self.next = q + 1;
                 c.tail().store(self.next, Ordering::Release);
             } else {
@@ -559,7 +564,7 @@ mod tests {
     fn publish(w: &mut Writer, c: &VecCells, block: bool) -> Claim {
         match w.claim(c, block) {
             Claim::Ready { pos, slot } => {
-                w.commit(c, pos, slot, block);
+                w.commit(c, pos, slot);
                 Claim::Ready { pos, slot }
             }
             other => other,
@@ -656,7 +661,7 @@ mod tests {
         let claim = w.claim(&c, false);
         assert_eq!(claim, Claim::Ready { pos: 5, slot: 1 });
         assert_eq!(c.stamps[0].load(Ordering::SeqCst), stamp(4, SKIPPED));
-        w.commit(&c, 5, 1, false);
+        w.commit(&c, 5, 1);
         Reader::release(&c, 0, 0);
         // The reader passes over the skip and gets message 4 with nothing missed.
         assert!(matches!(
@@ -727,15 +732,17 @@ mod loom_tests {
             let mut rd = c.join(0, 0);
             // Message 0 is committed before the race starts; the writer then laps its slot.
             let mut w = Writer::adopt(&*c, 1);
-            let Claim::Ready { pos, slot } = w.claim(&*c, false) else { panic!() };
+            let Claim::Ready { pos, slot } = w.claim(&*c, false) else {
+                panic!()
+            };
             data[slot].with_mut(|p| unsafe { *p = 100 });
-            w.commit(&*c, pos, slot, false);
+            w.commit(&*c, pos, slot);
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {
                 for i in 1..3u64 {
                     if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
                         d2[slot].with_mut(|p| unsafe { *p = i + 100 });
-                        w.commit(&*c2, pos, slot, false);
+                        w.commit(&*c2, pos, slot);
                     }
                 }
             });
@@ -761,7 +768,7 @@ mod loom_tests {
                 while sent < 3 {
                     match w.claim(&*c2, true) {
                         Claim::Ready { pos, slot } => {
-                            w.commit(&*c2, pos, slot, true);
+                            w.commit(&*c2, pos, slot);
                             sent += 1;
                         }
                         _ => loom::thread::yield_now(),

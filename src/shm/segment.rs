@@ -100,7 +100,10 @@ impl Segment {
                     Found::Stale => {
                         root.remove_segment(file)
                             .map_err(|e| OpenError::from_io(e, file))?;
-                        Arc::new(Self::create(root.create_segment(file, spec.segment_len())?, spec)?)
+                        Arc::new(Self::create(
+                            root.create_segment(file, spec.segment_len())?,
+                            spec,
+                        )?)
                     }
                 };
                 let t = join(&region)?;
@@ -123,7 +126,8 @@ impl Segment {
                         e
                     }
                     _ => {
-                        let region = Arc::new(Self::create(Region::heap(spec.segment_len()), spec)?);
+                        let region =
+                            Arc::new(Self::create(Region::heap(spec.segment_len()), spec)?);
                         let e = Arc::new(LocalEntry {
                             region,
                             lock: Mutex::new(()),

@@ -158,12 +158,6 @@ impl TopicLayout {
                 "max held {max_held} must be in 1..={MAX_HELD}"
             )));
         }
-        if max_held * max_subscribers >= capacity {
-            return Err(invalid(format!(
-                "capacity {capacity} must exceed max subscribers × max held = {}",
-                max_held * max_subscribers
-            )));
-        }
         if history >= capacity {
             return Err(invalid(format!(
                 "history {history} must be below capacity {capacity}"
@@ -377,7 +371,6 @@ mod tests {
         assert!(TopicLayout::new(Policy::Block, 8, 0, 1, 1, 1, 0, k).is_err());
         assert!(TopicLayout::new(Policy::Block, 8, 8, 0, 1, 1, 0, k).is_err());
         assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 65, 1, 0, k).is_err());
-        assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 4, 2, 0, k).is_err());
         assert!(TopicLayout::new(Policy::Block, 8, 8, 1, 1, 1, 8, k).is_err());
         assert!(TopicLayout::new(Policy::Block, 8, usize::MAX, 1, 1, 1, 0, k).is_err());
     }

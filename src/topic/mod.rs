@@ -83,8 +83,10 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
         }
     }
 
-    /// Slots per publisher ring: a power of two, 2 to 2^20 (default 64). Must exceed
-    /// `max_subscribers × max_held`.
+    /// Slots per publisher ring: a power of two, 2 to 2^20 (default 64). Subscribers may pin up
+    /// to `max_subscribers × max_held` slots; a publisher skips pinned slots, and if every slot
+    /// is pinned its send fails with [`crate::SendError::AllSlotsHeld`], so keep the capacity
+    /// above that product.
     pub fn capacity(mut self, slots: usize) -> Self {
         self.capacity = slots;
         self

@@ -134,8 +134,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let cells = self.shared.layout.cells(region, self.index);
         // Relaxed: published by the commit's SeqCst stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
-        let block = self.shared.layout.policy == Policy::Block;
-        self.writer.commit(&cells, pos, slot, block);
+        self.writer.commit(&cells, pos, slot);
         // The publisher half of the sleep handshake: commit, fence (the last step of
         // `Writer::commit`), load the sleepers (Relaxed: ordered by that fence). A subscriber
         // announces, fences, rechecks the stamp.

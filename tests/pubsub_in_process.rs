@@ -1,0 +1,135 @@
+//! Behaviour at the limits, in one process (in-process backing and shared memory alike).
+
+use std::time::Duration;
+
+use ringbus::{Node, OpenError, Policy, ReceiveError, SendError};
+
+fn nodes(test: &str) -> Vec<Node> {
+    let root = std::env::temp_dir().join(format!("ringbus-test-{}-{test}", std::process::id()));
+    vec![Node::in_process(), Node::with_root(root).unwrap()]
+}
+
+#[test]
+fn holding_more_than_allowed_is_an_error_and_release_frees_it() {
+    for node in nodes("held") {
+        let t = node.topic::<u32>("held").capacity(8).max_held(2);
+        let mut p = t.publisher().unwrap();
+        let s = t.subscriber().unwrap();
+        for i in 0..3 {
+            p.send_copy(&i).unwrap();
+        }
+        let a = s.try_receive().unwrap();
+        let b = s.try_receive().unwrap();
+        assert_eq!(s.try_receive().err(), Some(ReceiveError::TooManyHeld(2)));
+        assert_eq!((*a, *b), (0, 1));
+        drop(a);
+        assert_eq!(*s.try_receive().unwrap(), 2);
+        drop(b);
+    }
+}
+
+#[test]
+fn held_samples_are_never_overwritten_and_all_pinned_is_an_error() {
+    for node in nodes("pinned") {
+        let t = node
+            .topic::<u64>("pinned")
+            .capacity(2)
+            .max_held(2)
+            .max_subscribers(1)
+            .policy(Policy::DropOldest);
+        let mut p = t.publisher().unwrap();
+        let s = t.subscriber().unwrap();
+        p.send_copy(&10).unwrap();
+        p.send_copy(&11).unwrap();
+        let a = s.try_receive().unwrap();
+        let b = s.try_receive().unwrap();
+        // Both slots are held: the publisher must not overwrite them.
+        assert_eq!(p.send_copy(&12), Err(SendError::AllSlotsHeld));
+        assert_eq!((*a, *b), (10, 11), "held samples unchanged");
+        drop((a, b));
+        p.send_copy(&13).unwrap();
+        assert_eq!(*s.try_receive().unwrap(), 13);
+    }
+}
+
+#[test]
+fn block_full_timeout_and_drop_oldest_never_waits() {
+    for node in nodes("full") {
+        let t = node
+            .topic::<u8>("full")
+            .capacity(4)
+            .send_timeout(Duration::from_millis(20));
+        let mut p = t.publisher().unwrap();
+        let _s = t.subscriber().unwrap();
+        for i in 0..4 {
+            p.send_copy(&i).unwrap();
+        }
+        assert_eq!(p.try_loan().err(), Some(SendError::Full));
+        assert_eq!(
+            p.send_copy(&9),
+            Err(SendError::Timeout(Duration::from_millis(20)))
+        );
+
+        let t = node
+            .topic::<u8>("lossy")
+            .capacity(4)
+            .policy(Policy::DropOldest);
+        let mut p = t.publisher().unwrap();
+        let s = t.subscriber().unwrap();
+        for i in 0..100 {
+            p.send_copy(&i).unwrap();
+        }
+        assert!(matches!(s.try_receive().err(), Some(ReceiveError::Lagged(n)) if n > 90));
+        assert!(*s.try_receive().unwrap() > 90);
+    }
+}
+
+#[test]
+fn oversized_dropped_loans_timeouts_and_bad_options() {
+    for node in nodes("limits") {
+        let t = node.topic_bytes("limits").max_message_size(16);
+        let mut p = t.publisher().unwrap();
+        let s = t.subscriber().unwrap();
+        assert_eq!(
+            p.loan(17).err(),
+            Some(SendError::TooLarge { len: 17, max: 16 })
+        );
+        drop(p.loan(3).unwrap()); // dropped unsent: never delivered
+        p.send_copy(b"kept").unwrap();
+        assert_eq!(&*s.try_receive().unwrap(), b"kept");
+        assert_eq!(
+            s.receive_timeout(Duration::from_millis(5)).err(),
+            Some(ReceiveError::Timeout(Duration::from_millis(5)))
+        );
+        for bad in [
+            node.topic::<u8>("bad").capacity(3),
+            node.topic::<u8>("bad").max_held(7),
+        ] {
+            assert!(matches!(bad.publisher(), Err(OpenError::InvalidConfig(_))));
+        }
+        let full = node.topic::<u8>("few").max_subscribers(1);
+        let _one = full.subscriber().unwrap();
+        assert!(matches!(
+            full.subscriber(),
+            Err(OpenError::NoFreeEntry { .. })
+        ));
+    }
+}
+
+#[test]
+fn blocking_receive_is_woken_by_a_publisher_thread() {
+    for node in nodes("wake") {
+        let t = node.topic::<u64>("wake").spin_before_sleep(Duration::ZERO);
+        let s = t.subscriber().unwrap();
+        let mut p = t.publisher().unwrap();
+        let sender = std::thread::spawn(move || {
+            for i in 0..1000 {
+                p.send_copy(&i).unwrap();
+            }
+        });
+        for i in 0..1000 {
+            assert_eq!(*s.receive().unwrap(), i);
+        }
+        sender.join().unwrap();
+    }
+}
