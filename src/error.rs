@@ -46,6 +46,9 @@ pub enum OpenError {
     },
     /// The segment does not fit where shared memory lives (for instance a small /dev/shm).
     NoSpace(String),
+    /// The segment's lock stayed taken (a participant stopped while holding it) for the whole
+    /// wait ([`crate::LOCK_WAIT`]).
+    Busy(String),
     /// Any other I/O error.
     Io(io::Error),
 }
@@ -79,6 +82,7 @@ impl fmt::Display for OpenError {
                 write!(f, "all {max} {role} entries of the segment are in use")
             }
             OpenError::NoSpace(why) => write!(f, "not enough shared memory: {why}"),
+            OpenError::Busy(what) => write!(f, "segment lock {what} stayed busy"),
             OpenError::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

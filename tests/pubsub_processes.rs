@@ -355,6 +355,11 @@ fn corrupt_garbage_and_truncated_segments_are_errors() {
         garbage,
         "left untouched"
     );
+    // A creator that died after writing the magic but before publishing: stale, reclaimed.
+    let mut half = vec![0u8; 4096];
+    half[..8].copy_from_slice(b"RINGBUS\0");
+    std::fs::write(root.join("topic_half"), &half).unwrap();
+    assert!(node.topic::<u64>("half").publisher().is_ok());
     std::fs::write(root.join("topic_short"), [7u8; 100]).unwrap();
     assert!(matches!(
         node.topic::<u64>("short").publisher(),

@@ -17,12 +17,14 @@
 //! 1. A slot is written only by the writer, and only between its `WRITING` and `COMMITTED` stamps.
 //!    A reader uses a slot's bytes only after it saw `COMMITTED(q)`, pinned `q`, and saw the stamp
 //!    still `COMMITTED(q)` after the pin.
-//! 2. The writer never writes a slot whose old position a reader has pinned: after storing
-//!    `WRITING(q)` it checks every active reader's pins for `q - N`; if pinned it stores
+//! 2. The writer never writes a slot whose payload a reader has pinned: after storing `WRITING(q)`
+//!    it checks every active reader's pins for any position of slot `q % N` (`q - N`, or an older
+//!    one whose payload is still there because later laps skipped the slot); if pinned it stores
 //!    `SKIPPED(q)` (payload untouched) and moves on to `q + 1`.
 //! 3. A reader advances `cursor` only past positions it has read, skipped, or lost; it pins only
-//!    the position equal to its cursor. So once the writer has seen `cursor[r] > p` together with a
-//!    pin set that lacks `p`, reader `r` can never pin `p` again: the writer may cache that.
+//!    the position equal to its cursor. So once the writer has seen `cursor[r] > q - N` together
+//!    with a pin set that has no position of slot `q % N`, reader `r` cannot pin that slot's
+//!    payload while the writer holds it: the writer may cache that.
 //!
 //! # Memory ordering
 //! - Pinning is a store-buffer (Dekker) pattern, closed by one `fence(SeqCst)` on each side: the
@@ -66,6 +68,8 @@ pub const NONE: u64 = u64::MAX;
 pub const MAX_HELD: usize = 6;
 /// Most readers of one ring (one bit each in `active`).
 pub const MAX_READERS: usize = 64;
+/// Largest position a stamp can hold (62 bits), less a margin; a larger `tail` is corrupt.
+pub const MAX_POSITION: u64 = (1 << 61) - 1;
 
 /// Packs a stamp.
 #[inline]
@@ -154,15 +158,22 @@ impl Writer {
     pub fn adopt(c: &impl Cells, readers: usize) -> Writer {
         // Acquire: pairs with the Release stores of the previous writer.
         let mut next = c.tail().load(Ordering::Acquire);
+        if next > MAX_POSITION {
+            // Only a corrupt segment gets here; start over rather than overflow stamps.
+            next = 0;
+        }
         // Relaxed: ordered after the Acquire load of tail, which the writer stores after msgs.
         let mut msgs = c.msgs().load(Ordering::Relaxed);
-        loop {
+        // At most one lap: a dead writer leaves at most a few finished slots past `tail`.
+        for _ in 0..=c.mask() {
             let slot = (next & c.mask()) as usize;
             let s = c.stamp(slot).load(Ordering::Acquire);
             if stamp_pos(s) != next || !matches!(stamp_state(s), COMMITTED | SKIPPED) {
                 break;
             }
             if stamp_state(s) == COMMITTED {
+                // Relaxed: the dead writer's seq store preceded its Release stamp store, which
+                // we loaded with Acquire.
                 msgs = c.seq(slot).load(Ordering::Relaxed).wrapping_add(1);
             }
             next += 1;
@@ -179,6 +190,11 @@ impl Writer {
     /// Next position to be claimed.
     pub fn next(&self) -> u64 {
         self.next
+    }
+
+    /// Whether the next slot is already claimed (the last commit found it free).
+    pub fn has_claim(&self) -> bool {
+        self.claimed.is_some()
     }
 
     /// Messages committed so far (the next message number).
@@ -226,8 +242,13 @@ impl Writer {
         None
     }
 
-    /// Whether some active reader pins position `p`. Must run after `WRITING` was stored.
+    /// Whether some active reader pins the payload in the slot of position `p`: position `p`
+    /// itself, or an older position of the same slot whose payload is still there because later
+    /// laps skipped the slot. Must run after `WRITING` was stored and fenced.
     fn pinned(&mut self, c: &impl Cells, p: u64) -> bool {
+        let mask = c.mask();
+        let in_slot =
+            |held: &[u64; MAX_HELD]| held.iter().any(|&h| h != NONE && h & mask == p & mask);
         let mut active = self.check_roster(c);
         while active != 0 {
             let r = active.trailing_zeros() as usize;
@@ -236,11 +257,12 @@ impl Writer {
                 continue;
             }
             let s = &self.snaps[r];
-            // Invariant 3: a snapshot past `p` without `p` pinned stays true forever.
-            if s.cursor > p && !s.held.contains(&p) {
+            // Invariant 3: a snapshot past `p` without a pin in this slot stays true while we
+            // hold the slot (the only newer position of it is the one we are writing).
+            if s.cursor > p && !in_slot(&s.held) {
                 continue;
             }
-            if self.refresh(c, r).held.contains(&p) {
+            if in_slot(&self.refresh(c, r).held) {
                 return true;
             }
         }
@@ -382,7 +404,7 @@ impl Reader {
     /// still holds). Its cursor cell must have been set to [`Reader::position`] before it joined.
     pub fn new(c: &impl Cells, history: u64) -> Reader {
         // Acquire: pairs with the writer's Release store of tail.
-        let tail = c.tail().load(Ordering::Acquire);
+        let tail = c.tail().load(Ordering::Acquire).min(MAX_POSITION);
         let keep = history.min(c.mask());
         let start = tail.saturating_sub(keep);
         Reader {
@@ -407,7 +429,9 @@ impl Reader {
 
     /// Reads the next message, pinning it with pin index `h` (which must be free, i.e. `NONE`).
     pub fn read(&mut self, c: &impl Cells, r: usize, h: usize) -> Read {
-        loop {
+        // Bounded: a sane ring needs at most one pass over skipped slots plus a resync; corrupt
+        // stamps must not keep a non-blocking call busy.
+        for _ in 0..2 * (c.mask() + 2) {
             let q = self.next;
             let slot = (q & c.mask()) as usize;
             // Acquire: pairs with the writer's COMMITTED store; the payload is visible after it.
@@ -452,10 +476,11 @@ impl Reader {
             // the writer at `tail` may be overwriting `tail - N`, so `tail - N + 1`.
             // Acquire: pairs with the writer's Release store of tail.
             let tail = c.tail().load(Ordering::Acquire);
-            let oldest = tail.saturating_sub(c.mask());
+            let oldest = tail.max(pos).min(MAX_POSITION).saturating_sub(c.mask());
             self.lapped = true;
-            self.advance(c, r, oldest.max(q + 1));
+            self.advance(c, r, oldest.max(q.saturating_add(1)));
         }
+        Read::Empty
     }
 
     /// Unpins pin `h`.
@@ -676,6 +701,40 @@ mod tests {
     }
 
     #[test]
+    fn pinned_slot_survives_many_laps() {
+        let c = VecCells::new(4, 1, 2);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        publish(&mut w, &c, false);
+        let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else {
+            panic!()
+        };
+        // Many laps while position 0 stays pinned (DropOldest and Block alike, reading with pin 1).
+        for block in [false, true] {
+            for _ in 0..20 {
+                assert!(
+                    matches!(publish(&mut w, &c, block), Claim::Ready { slot, .. } if slot != 0)
+                );
+                while let Read::Message { slot, .. } = rd.read(&c, 0, 1) {
+                    assert_ne!(slot, 0);
+                    Reader::release(&c, 0, 1);
+                }
+            }
+        }
+        let s0 = c.stamps[0].load(Ordering::SeqCst);
+        assert_eq!(s0 & 3, SKIPPED, "slot 0 was only ever skipped");
+        Reader::release(&c, 0, 0);
+        // Released: the writer uses slot 0 again.
+        let mut used0 = false;
+        for _ in 0..8 {
+            if let Claim::Ready { slot, .. } = publish(&mut w, &c, false) {
+                used0 |= slot == 0;
+            }
+        }
+        assert!(used0);
+    }
+
+    #[test]
     fn adoption_resumes_after_committed() {
         let c = VecCells::new(4, 1, 2);
         let mut w = Writer::adopt(&c, 1);
@@ -735,18 +794,21 @@ mod loom_tests {
             let Claim::Ready { pos, slot } = w.claim(&*c, false) else {
                 panic!()
             };
+            // SAFETY: no other thread exists yet.
             data[slot].with_mut(|p| unsafe { *p = 100 });
             w.commit(&*c, pos, slot);
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {
                 for i in 1..3u64 {
                     if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
+                        // SAFETY: loom checks that no reader accesses the cell concurrently.
                         d2[slot].with_mut(|p| unsafe { *p = i + 100 });
                         w.commit(&*c2, pos, slot);
                     }
                 }
             });
             if let Read::Message { slot, seq, .. } = rd.read(&*c, 0, 0) {
+                // SAFETY: loom fails the model if the writer accesses the cell concurrently.
                 let v = data[slot].with(|p| unsafe { *p });
                 assert_eq!(v, seq + 100, "read a payload that is not the message's");
                 Reader::release(&*c, 0, 0);

@@ -9,6 +9,7 @@ use std::fs::{DirBuilder, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use memmap2::MmapOptions;
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -78,8 +79,12 @@ impl Root {
         self.dir.join(file)
     }
 
-    /// Takes the exclusive lock that guards create / open / remove of segment `file`.
-    pub fn lock(&self, file: &str) -> Result<SegmentLock, OpenError> {
+    /// Takes the exclusive lock that guards create / open / remove of segment `file`, waiting at
+    /// most `wait` (zero: one attempt). A holder that is stopped (not dead: the kernel releases a
+    /// dead one's lock) makes this fail with [`OpenError::Busy`] instead of hanging.
+    pub fn lock(&self, file: &str, wait: Duration) -> Result<SegmentLock, OpenError> {
+        let deadline = Instant::now().checked_add(wait);
+        let mut nap = Duration::from_micros(50);
         let path = self.dir.join(format!("{file}.lock"));
         let what = path.display().to_string();
         loop {
@@ -90,9 +95,17 @@ impl Root {
             )
             .map_err(|e| OpenError::from_io(e.into(), &what))?;
             loop {
-                match rustix::fs::flock(&fd, FlockOperation::LockExclusive) {
+                match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
                     Ok(()) => break,
                     Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(OpenError::Busy(what));
+                        }
+                        // Lock holders keep it for a few system calls; polling costs little.
+                        std::thread::sleep(nap);
+                        nap = (nap * 2).min(Duration::from_millis(5));
+                    }
                     Err(e) => return Err(OpenError::from_io(e.into(), &what)),
                 }
             }

@@ -11,6 +11,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// How long open, join and leave wait for a segment's lock before [`OpenError::Busy`].
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 use super::header::{Header, HEADER_LEN, MAGIC, STATE_READY};
 use super::region::Region;
@@ -94,7 +98,7 @@ impl Segment {
     ) -> Result<(Segment, T), OpenError> {
         match backing {
             Backing::Shm(root) => {
-                let _lock = root.lock(file)?;
+                let _lock = root.lock(file, LOCK_WAIT)?;
                 let region = match Self::judge(root.open_segment(file)?, spec)? {
                     Found::Live(r) => r,
                     Found::Stale => {
@@ -175,19 +179,18 @@ impl Segment {
                 r.len()
             )));
         }
+        let ready = Header::state(&r) == STATE_READY;
+        // Relaxed: ordered after the Acquire load of `state` above.
         let magic = r.u64_at(0).load(std::sync::atomic::Ordering::Relaxed);
-        if magic == 0 && Header::state(&r) != STATE_READY {
-            // Zero-filled: the creator died before writing the header.
+        if !ready && (magic == 0 || magic == MAGIC) {
+            // Zero-filled or half-written by a creator that died before publishing: we hold the
+            // lock it held while initialising.
             return Ok(Found::Stale);
         }
         if magic != MAGIC {
             return Err(OpenError::Corrupt(format!("bad magic {magic:#018x}")));
         }
         let h = Header::read(&r)?;
-        if Header::state(&r) != STATE_READY {
-            // We hold the lock the creator held while initialising: it died half-way.
-            return Ok(Found::Stale);
-        }
         spec.check_layout(&r, &h)?;
         if !spec.has_live_participants(&r) {
             // Every participant died: whatever it carried, it is reclaimed.
@@ -202,13 +205,19 @@ impl Segment {
         &self.region
     }
 
-    /// Takes the segment lock.
-    pub fn lock(&self) -> Result<SegmentGuard<'_>, OpenError> {
+    /// Takes the segment lock if it is free now (for housekeeping on hot paths: never waits).
+    pub fn try_lock(&self) -> Option<SegmentGuard<'_>> {
         match &self.place {
-            Place::Shm { root, file } => Ok(SegmentGuard::Shm(root.lock(file)?)),
-            Place::Local { entry, .. } => Ok(SegmentGuard::Local(
-                entry.lock.lock().unwrap_or_else(|e| e.into_inner()),
-            )),
+            Place::Shm { root, file } => {
+                root.lock(file, Duration::ZERO).ok().map(SegmentGuard::Shm)
+            }
+            Place::Local { entry, .. } => match entry.lock.try_lock() {
+                Ok(g) => Some(SegmentGuard::Local(g)),
+                Err(std::sync::TryLockError::Poisoned(e)) => {
+                    Some(SegmentGuard::Local(e.into_inner()))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            },
         }
     }
 
@@ -217,7 +226,11 @@ impl Segment {
     pub fn leave(&self, leave: impl FnOnce(&Region) -> bool) {
         match &self.place {
             Place::Shm { root, file } => {
-                let Ok(_lock) = root.lock(file) else { return };
+                // If the lock stays busy, the entry stays registered to this live process until
+                // it exits (then it is reclaimed as dead).
+                let Ok(_lock) = root.lock(file, LOCK_WAIT) else {
+                    return;
+                };
                 if leave(&self.region) {
                     let _ = root.remove_segment(file);
                     // Under the lock: waiters on this lock file notice it was removed and retry.

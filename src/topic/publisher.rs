@@ -15,6 +15,9 @@ use crate::sync::futex;
 
 /// How long a blocked publisher spins before it sleeps in the kernel.
 const SPIN: Duration = Duration::from_micros(20);
+/// A publisher whose pre-claim keeps failing looks for dead participants once per this many
+/// commits.
+const HOUSEKEEPING_EVERY: u32 = 4096;
 /// How often a blocked publisher checks that the subscriber it waits for is alive: the detection
 /// interval for a subscriber killed while a `Block` publisher waits on it.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
@@ -28,6 +31,10 @@ pub struct Publisher<P: Payload + ?Sized> {
     index: usize,
     writer: Writer,
     timeout: Duration,
+    /// Commits after which a lagging reader prevented the pre-claim (housekeeping counter).
+    lagged_commits: u32,
+    /// Last liveness check made from the non-blocking path.
+    last_check: Option<Instant>,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -53,6 +60,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             index,
             writer,
             timeout,
+            lagged_commits: 0,
+            last_check: None,
             _p: PhantomData,
         }
     }
@@ -79,7 +88,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let region = self.shared.region();
         let cells = layout.cells(region, self.index);
         let block = layout.policy == Policy::Block;
-        let mut deadline: Option<Instant> = None;
+        // (start of waiting, deadline if representable)
+        let mut deadline: Option<(Instant, Option<Instant>)> = None;
         let mut last_check: Option<Instant> = None;
         let mut backoff = Duration::from_micros(100);
         loop {
@@ -89,14 +99,22 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 Claim::Blocked { reader } => reader,
             };
             if !wait {
+                // A subscriber that died keeps the ring full: check it now and then.
+                let now = Instant::now();
+                if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
+                    self.last_check = Some(now);
+                    if self.shared.reclaim_subscriber_if_dead(reader) {
+                        continue;
+                    }
+                }
                 return Err(SendError::Full);
             }
             let now = Instant::now();
-            let dl = *deadline.get_or_insert(now + self.timeout);
-            if now >= dl {
+            let (start, dl) = *deadline.get_or_insert((now, now.checked_add(self.timeout)));
+            if dl.is_some_and(|dl| now >= dl) {
                 return Err(SendError::Timeout(self.timeout));
             }
-            if now + self.timeout < dl + SPIN {
+            if now < start + SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -119,7 +137,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             let n = layout.capacity as u64;
             let still = self.writer.lagging_reader(&cells, self.writer.next() - n);
             if still.is_some() {
-                futex::wait(space, seen, (dl - now).min(backoff));
+                let left = dl.map_or(backoff, |dl| dl - now);
+                futex::wait(space, seen, left.min(backoff));
                 backoff = (backoff * 2).min(CHECK_INTERVAL);
             }
             // Relaxed: a hint for subscribers; a stale bit costs one spare wake.
@@ -135,6 +154,14 @@ impl<P: Payload + ?Sized> Publisher<P> {
         // Relaxed: published by the commit's SeqCst stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
         self.writer.commit(&cells, pos, slot);
+        if !self.writer.has_claim() {
+            // A reader lags a whole ring behind (or pins the next slot). Under DropOldest nothing
+            // else would notice if it died: look for dead participants now and then.
+            self.lagged_commits = self.lagged_commits.wrapping_add(1);
+            if self.lagged_commits % HOUSEKEEPING_EVERY == 0 {
+                self.shared.reclaim_dead();
+            }
+        }
         // The publisher half of the sleep handshake: commit, fence (the last step of
         // `Writer::commit`), load the sleepers (Relaxed: ordered by that fence). A subscriber
         // announces, fences, rechecks the stamp.

@@ -73,6 +73,7 @@ impl SegmentSpec for Spec<'_> {
         };
         let live = |off: usize| {
             // Acquire: pairs with the Release store of ACTIVE after the owner was written.
+            // Acquire/Relaxed: as in `any_live` and `entry_alive` below.
             r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == ACTIVE
                 && ProcessId::unpack(r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)).is_alive()
         };
@@ -153,7 +154,7 @@ impl TopicShared {
         if entry_alive(r, self.layout.sub_entry(s)) {
             return false;
         }
-        let Ok(_guard) = self.seg.lock() else {
+        let Some(_guard) = self.seg.try_lock() else {
             return false;
         };
         let off = self.layout.sub_entry(s);
@@ -163,6 +164,15 @@ impl TopicShared {
             true
         } else {
             false
+        }
+    }
+
+    /// Frees the entries of dead publishers and subscribers, if the lock is free now. Housekeeping
+    /// for the hot paths, which call it rarely (rate-limited by their callers).
+    #[cold]
+    pub(crate) fn reclaim_dead(&self) {
+        if let Some(_guard) = self.seg.try_lock() {
+            reclaim_dead(self.region(), &self.layout);
         }
     }
 
@@ -204,12 +214,14 @@ fn any_live(r: &Region, l: &TopicLayout) -> bool {
 fn reclaim_dead(r: &Region, l: &TopicLayout) {
     for p in 0..l.max_publishers {
         let off = l.pub_entry(p);
+        // Acquire: pairs with the Release store of the entry's state (under the lock anyway).
         if r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) != FREE && !entry_alive(r, off) {
             free_publisher(r, l, p);
         }
     }
     for s in 0..l.max_subscribers {
         let off = l.sub_entry(s);
+        // Acquire: as above.
         if r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) != FREE && !entry_alive(r, off) {
             free_subscriber(r, l, s);
         }
@@ -225,6 +237,7 @@ fn claim_entry(r: &Region, off: usize) {
 
 fn find_free(r: &Region, offs: impl Iterator<Item = (usize, usize)>) -> Option<usize> {
     offs.into_iter()
+        // Acquire: pairs with the Release store of FREE when an entry is left.
         .find(|(_, off)| r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE)
         .map(|(i, _)| i)
 }
@@ -289,6 +302,7 @@ fn free_subscriber(r: &Region, l: &TopicLayout, s: usize) {
         }
     }
     r.u64_at(CTRL_ROSTER).fetch_add(1, Ordering::SeqCst);
+    // Release: the cleared pins and bits above are visible to whoever claims the entry next.
     r.u64_at(l.sub_entry(s) + ENTRY_STATE)
         .store(FREE, Ordering::Release);
     // A publisher blocked on this subscriber must re-evaluate now.

@@ -28,6 +28,8 @@ struct State {
     missed: u64,
     /// A cursor moved since this subscriber last fenced and checked for waiting publishers.
     unfenced: bool,
+    /// Wakes sent to waiting publishers (housekeeping counter: a dead publisher's bit stays set).
+    wakes: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -116,6 +118,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 pending: None,
                 missed: 0,
                 unfenced: false,
+                wakes: 0,
             }),
             spin,
             _p: PhantomData,
@@ -145,6 +148,16 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         st.held -= 1;
     }
 
+    #[cold]
+    fn wake_publishers(&self, st: &mut State) {
+        self.shared.wake_publishers();
+        st.wakes = st.wakes.wrapping_add(1);
+        if st.wakes % 1024 == 0 {
+            // A publisher that died asleep leaves its bit set: every read would pay a wake.
+            self.shared.reclaim_dead();
+        }
+    }
+
     /// One non-blocking attempt over every ring, starting after the last ring that delivered.
     fn poll(&self) -> Result<Hit, ReceiveError> {
         let layout = &self.shared.layout;
@@ -170,13 +183,14 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             // Relaxed: after the reader's pin fence, which follows our earlier cursor stores: the
             // subscriber half of the room handshake (publisher.rs).
             if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
-                self.shared.wake_publishers();
+                self.wake_publishers(&mut st);
             }
             // Relaxed: written before the COMMITTED stamp the reader acquired; stable while pinned.
             let len = cells.len_word(slot).load(Ordering::Relaxed);
             let fixed = P::fixed_size();
             if len > layout.max_message_size as u64 || fixed.is_some_and(|f| f as u64 != len) {
                 Reader::release(&cells, self.index, pin);
+                st.missed += missed;
                 return Err(ReceiveError::Invalid(format!(
                     "message length {len} (maximum {})",
                     layout.max_message_size
@@ -204,7 +218,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             fence(Ordering::SeqCst);
             // Relaxed: ordered by the fence.
             if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
-                self.shared.wake_publishers();
+                self.wake_publishers(&mut st);
             }
         }
         Err(ReceiveError::Empty)
@@ -247,7 +261,9 @@ impl<P: Payload + ?Sized> Subscriber<P> {
 
     /// Like [`Subscriber::receive`], but gives up with [`ReceiveError::Timeout`] after `timeout`.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_, P>, ReceiveError> {
-        let hit = self.wait(Some((Instant::now() + timeout, timeout)))?;
+        // A deadline beyond what Instant can hold is no deadline.
+        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+        let hit = self.wait(deadline)?;
         self.sample(hit)
     }
 
