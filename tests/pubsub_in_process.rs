@@ -120,8 +120,15 @@ fn oversized_dropped_loans_timeouts_and_bad_options() {
 fn blocking_receive_is_woken_by_a_publisher_thread() {
     for node in nodes("wake") {
         let t = node.topic::<u64>("wake").spin_before_sleep(Duration::ZERO);
+        // Two subscribers asleep on the same futex word: every publish must wake both.
         let s = t.subscriber().unwrap();
+        let s2 = t.subscriber().unwrap();
         let mut p = t.publisher().unwrap();
+        let other = std::thread::spawn(move || {
+            for i in 0..1000 {
+                assert_eq!(*s2.receive().unwrap(), i);
+            }
+        });
         let sender = std::thread::spawn(move || {
             for i in 0..1000 {
                 p.send_copy(&i).unwrap();
@@ -131,5 +138,6 @@ fn blocking_receive_is_woken_by_a_publisher_thread() {
             assert_eq!(*s.receive().unwrap(), i);
         }
         sender.join().unwrap();
+        other.join().unwrap();
     }
 }

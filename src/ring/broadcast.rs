@@ -310,10 +310,10 @@ impl Writer {
     /// Publishes the claimed slot as message number [`Writer::messages`], then claims the next
     /// slot ahead of time if every reader has read what it holds.
     ///
-    /// Ends with a `fence(SeqCst)` that serves both the pre-claim's pin handshake and the caller's
-    /// sleepers handshake: after `commit` returns, a load of the sleepers word is ordered after
-    /// the `COMMITTED` store.
-    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize) {
+    /// One `fence(SeqCst)` serves both the pre-claim's pin handshake and the caller's sleepers
+    /// handshake: `after_fence` runs right after it (before the pre-claim's pin check, so a wake-up
+    /// it issues is not delayed by it), and may load the sleepers word with Relaxed.
+    pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize, after_fence: impl FnOnce()) {
         debug_assert_eq!(pos, self.next);
         // Relaxed: published by the SeqCst (release) stamp store below.
         c.seq(slot).store(self.msgs, Ordering::Relaxed);
@@ -339,6 +339,7 @@ impl Writer {
                 .store(stamp(q, WRITING), Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
+        after_fence();
         if free {
             if q >= n && self.pinned(c, q - n) {
                 // Release: as in `claim`'s skip. The next claim starts afresh after it.
@@ -589,7 +590,7 @@ mod tests {
     fn publish(w: &mut Writer, c: &VecCells, block: bool) -> Claim {
         match w.claim(c, block) {
             Claim::Ready { pos, slot } => {
-                w.commit(c, pos, slot);
+                w.commit(c, pos, slot, || {});
                 Claim::Ready { pos, slot }
             }
             other => other,
@@ -686,7 +687,7 @@ mod tests {
         let claim = w.claim(&c, false);
         assert_eq!(claim, Claim::Ready { pos: 5, slot: 1 });
         assert_eq!(c.stamps[0].load(Ordering::SeqCst), stamp(4, SKIPPED));
-        w.commit(&c, 5, 1);
+        w.commit(&c, 5, 1, || {});
         Reader::release(&c, 0, 0);
         // The reader passes over the skip and gets message 4 with nothing missed.
         assert!(matches!(
@@ -796,14 +797,14 @@ mod loom_tests {
             };
             // SAFETY: no other thread exists yet.
             data[slot].with_mut(|p| unsafe { *p = 100 });
-            w.commit(&*c, pos, slot);
+            w.commit(&*c, pos, slot, || {});
             let (c2, d2) = (c.clone(), data.clone());
             let writer = loom::thread::spawn(move || {
                 for i in 1..3u64 {
                     if let Claim::Ready { pos, slot } = w.claim(&*c2, false) {
                         // SAFETY: loom checks that no reader accesses the cell concurrently.
                         d2[slot].with_mut(|p| unsafe { *p = i + 100 });
-                        w.commit(&*c2, pos, slot);
+                        w.commit(&*c2, pos, slot, || {});
                     }
                 }
             });
@@ -830,7 +831,7 @@ mod loom_tests {
                 while sent < 3 {
                     match w.claim(&*c2, true) {
                         Claim::Ready { pos, slot } => {
-                            w.commit(&*c2, pos, slot);
+                            w.commit(&*c2, pos, slot, || {});
                             sent += 1;
                         }
                         _ => loom::thread::yield_now(),

@@ -22,7 +22,12 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Wakes every waiter on `word`.
 pub fn wake_all(word: &AtomicU32) {
-    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+    wake(word, i32::MAX as u32);
+}
+
+/// Wakes at most `n` waiters on `word`.
+pub fn wake(word: &AtomicU32, n: u32) {
+    let _ = futex::wake(word, futex::Flags::empty(), n);
 }
 
 #[cfg(test)]

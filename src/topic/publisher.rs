@@ -153,7 +153,15 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let cells = self.shared.layout.cells(region, self.index);
         // Relaxed: published by the commit's SeqCst stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
-        self.writer.commit(&cells, pos, slot);
+        // The publisher half of the sleep handshake: commit, fence (inside `Writer::commit`), load
+        // the sleepers (Relaxed: ordered by that fence) and wake them before anything else. A
+        // subscriber announces, fences, rechecks the stamp.
+        let shared = &self.shared;
+        self.writer.commit(&cells, pos, slot, || {
+            if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
+                shared.wake_subscribers();
+            }
+        });
         if !self.writer.has_claim() {
             // A reader lags a whole ring behind (or pins the next slot). Under DropOldest nothing
             // else would notice if it died: look for dead participants now and then.
@@ -161,12 +169,6 @@ impl<P: Payload + ?Sized> Publisher<P> {
             if self.lagged_commits % HOUSEKEEPING_EVERY == 0 {
                 self.shared.reclaim_dead();
             }
-        }
-        // The publisher half of the sleep handshake: commit, fence (the last step of
-        // `Writer::commit`), load the sleepers (Relaxed: ordered by that fence). A subscriber
-        // announces, fences, rechecks the stamp.
-        if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_subscribers();
         }
     }
 

@@ -176,13 +176,18 @@ impl TopicShared {
         }
     }
 
-    /// Wakes every sleeping subscriber (after a commit, if `subs_waiting` was non-zero).
+    /// Wakes every sleeping subscriber (after a commit, if `subs_waiting` was non-zero). Clears
+    /// their bits for them, so a woken subscriber has nothing to write before it reads.
     #[cold]
     pub(crate) fn wake_subscribers(&self) {
         let r = self.region();
+        // SeqCst: a subscriber that set its bit after this swap sees the bumped `wake_seq` (its
+        // futex wait returns at once) or is seen by the next commit.
+        let sleepers = r.u64_at(CTRL_SUBS_WAITING).swap(0, Ordering::SeqCst);
         // SeqCst: a subscriber that read the old value before sleeping gets EAGAIN or the wake.
         r.u32_at(CTRL_WAKE_SEQ).fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(r.u32_at(CTRL_WAKE_SEQ));
+        // Each sleeper set its own bit: waking that many is enough (the kernel stops early).
+        futex::wake(r.u32_at(CTRL_WAKE_SEQ), sleepers.count_ones().max(1));
     }
 
     /// Wakes every publisher blocked for room.
