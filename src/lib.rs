@@ -52,7 +52,7 @@ pub use error::{OpenError, ReceiveError, SendError};
 #[cfg(not(loom))]
 pub use node::Node;
 #[cfg(not(loom))]
-pub use shm::{validate_name, LOCK_WAIT};
+pub use shm::{validate_name, OpenMode, LOCK_WAIT};
 #[cfg(not(loom))]
 pub use sync::ProcessId;
 #[cfg(not(loom))]

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
-use ringbus::{Bytes, Node, OpenError, Policy, ReceiveError, SendError, TopicBuilder};
+use ringbus::{Bytes, Node, OpenError, OpenMode, Policy, ReceiveError, SendError, TopicBuilder};
 
 const MAX: usize = 4096;
 const HDR: usize = 32;
@@ -314,9 +314,18 @@ fn type_mismatch_is_an_error() {
         node.topic_bytes("types").publisher(),
         Err(OpenError::TypeMismatch { .. })
     ));
-    let s = node.topic::<u64>("types").subscriber();
+    assert!(matches!(
+        node.topic::<u64>("types").open_mode(OpenMode::CreateNew).publisher(),
+        Err(OpenError::AlreadyExists(_))
+    ));
+    let s = node.topic::<u64>("types").open_mode(OpenMode::OpenExisting).subscriber();
     assert!(s.is_ok(), "the right type opens");
+    drop(s);
     assert!(c.finish());
+    assert!(matches!(
+        node.topic::<u64>("types").open_mode(OpenMode::OpenExisting).subscriber(),
+        Err(OpenError::NotFound(_))
+    ));
 }
 
 #[test]

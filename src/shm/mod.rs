@@ -15,4 +15,4 @@ pub use header::{Header, TypeIdentity, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub use root::{Root, SegmentLock, ROOT_ENV};
-pub use segment::{Backing, Segment, SegmentGuard, SegmentSpec, LOCK_WAIT};
+pub use segment::{Backing, OpenMode, Segment, SegmentGuard, SegmentSpec, LOCK_WAIT};

@@ -86,20 +86,45 @@ enum Found {
     Stale,
 }
 
+/// Whether opening may create, or must find, a live segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Join a live segment, or create it (default).
+    #[default]
+    OpenOrCreate,
+    /// Join a live segment; [`OpenError::NotFound`] if there is none (a dead one counts as none).
+    OpenExisting,
+    /// Create the segment; [`OpenError::AlreadyExists`] if a live one exists.
+    CreateNew,
+}
+
+impl OpenMode {
+    fn check(self, live: bool, name: &str) -> Result<(), OpenError> {
+        match (self, live) {
+            (OpenMode::OpenExisting, false) => Err(OpenError::NotFound(name.to_string())),
+            (OpenMode::CreateNew, true) => Err(OpenError::AlreadyExists(name.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Segment {
-    /// Opens segment `file` (already a validated file name), creating it if missing or stale, and
-    /// runs `join` under the lock so the caller registers before anyone can judge the segment
-    /// unused.
+    /// Opens segment `file` (already a validated file name) as `mode` allows, creating it if
+    /// missing or stale, and runs `join` under the lock so the caller registers before anyone can
+    /// judge the segment unused.
     pub fn open<S: SegmentSpec, T>(
         backing: &Backing,
         file: &str,
+        mode: OpenMode,
         spec: &S,
         join: impl FnOnce(&Region) -> Result<T, OpenError>,
     ) -> Result<(Segment, T), OpenError> {
         match backing {
             Backing::Shm(root) => {
                 let _lock = root.lock(file, LOCK_WAIT)?;
-                let region = match Self::judge(root.open_segment(file)?, spec)? {
+                let found = Self::judge(root.open_segment(file)?, spec, mode)?;
+                mode.check(matches!(found, Found::Live(_)), file)?;
+                let region = match found {
                     Found::Live(r) => r,
                     Found::Stale => {
                         root.remove_segment(file)
@@ -122,14 +147,17 @@ impl Segment {
             }
             Backing::Local => {
                 let mut reg = lock_registry();
-                let existing = reg.get(file).cloned();
+                let existing = match reg.get(file).cloned() {
+                    Some(e) => match Self::judge(Some(e.region.clone()), spec, mode)? {
+                        Found::Live(_) => Some(e),
+                        Found::Stale => None,
+                    },
+                    None => None,
+                };
+                mode.check(existing.is_some(), file)?;
                 let entry = match existing {
-                    Some(e)
-                        if matches!(Self::judge(Some(e.region.clone()), spec)?, Found::Live(_)) =>
-                    {
-                        e
-                    }
-                    _ => {
+                    Some(e) => e,
+                    None => {
                         let region =
                             Arc::new(Self::create(Region::heap(spec.segment_len()), spec)?);
                         let e = Arc::new(LocalEntry {
@@ -165,6 +193,7 @@ impl Segment {
     fn judge<S: SegmentSpec>(
         found: Option<impl Into<Arc<Region>>>,
         spec: &S,
+        mode: OpenMode,
     ) -> Result<Found, OpenError> {
         let Some(r) = found else {
             return Ok(Found::Stale);
@@ -196,7 +225,9 @@ impl Segment {
             // Every participant died: whatever it carried, it is reclaimed.
             return Ok(Found::Stale);
         }
-        spec.check_type(&h)?;
+        if mode != OpenMode::CreateNew {
+            spec.check_type(&h)?;
+        }
         Ok(Found::Live(r))
     }
 

@@ -20,7 +20,7 @@ pub use publisher::{Loan, Publisher, CHECK_INTERVAL};
 pub use subscriber::{Sample, Subscriber};
 
 use crate::error::OpenError;
-use crate::shm::Backing;
+use crate::shm::{Backing, OpenMode};
 use layout::TopicLayout;
 use shared::{Joined, Role, TopicShared};
 
@@ -62,6 +62,7 @@ pub struct TopicBuilder<P: Payload + ?Sized> {
     history: usize,
     send_timeout: Duration,
     spin: Duration,
+    mode: OpenMode,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -79,6 +80,7 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
             history: 0,
             send_timeout: Duration::from_secs(1),
             spin: Duration::from_micros(20),
+            mode: OpenMode::OpenOrCreate,
             _p: PhantomData,
         }
     }
@@ -143,6 +145,25 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
         self
     }
 
+    /// Whether handles may create the topic ([`OpenMode::OpenOrCreate`], the default), must find
+    /// a live one ([`OpenMode::OpenExisting`]: else [`OpenError::NotFound`]) or must create it
+    /// ([`OpenMode::CreateNew`]: else [`OpenError::AlreadyExists`]).
+    ///
+    /// ```
+    /// use ringbus::{Node, OpenError, OpenMode};
+    /// let node = Node::in_process();
+    /// let missing = node.topic::<u8>("doc-mode").open_mode(OpenMode::OpenExisting).subscriber();
+    /// assert!(matches!(missing, Err(OpenError::NotFound(_))));
+    /// let _first = node.topic::<u8>("doc-mode").open_mode(OpenMode::CreateNew).publisher()?;
+    /// let again = node.topic::<u8>("doc-mode").open_mode(OpenMode::CreateNew).publisher();
+    /// assert!(matches!(again, Err(OpenError::AlreadyExists(_))));
+    /// # Ok::<(), OpenError>(())
+    /// ```
+    pub fn open_mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     fn layout(&self) -> Result<TopicLayout, OpenError> {
         let size = match P::fixed_size() {
             Some(size) => size.max(1),
@@ -169,7 +190,7 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     fn open(&self, role: Role) -> Result<(std::sync::Arc<TopicShared>, Joined), OpenError> {
         let layout = self.layout()?;
         let ty = P::identity(layout.max_message_size);
-        TopicShared::open(&self.backing, &self.name, &layout, &ty, role)
+        TopicShared::open(&self.backing, &self.name, &layout, &ty, role, self.mode)
     }
 
     /// Opens (or creates) the topic and registers a publisher.

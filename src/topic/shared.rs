@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::layout::*;
 use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, Reader, Writer, NONE};
-use crate::shm::{Backing, Header, Region, Segment, SegmentSpec, TypeIdentity};
+use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::{futex, ProcessId};
 
 /// One mapped topic segment and its validated layout.
@@ -103,11 +103,12 @@ impl TopicShared {
         wanted: &TopicLayout,
         ty: &TypeIdentity,
         role: Role,
+        mode: OpenMode,
     ) -> Result<(Arc<TopicShared>, Joined), OpenError> {
         crate::shm::validate_name(name)?;
         let file = format!("topic_{name}");
         let spec = Spec { layout: wanted, ty };
-        let (seg, (layout, joined)) = Segment::open(backing, &file, &spec, |r| {
+        let (seg, (layout, joined)) = Segment::open(backing, &file, mode, &spec, |r| {
             let h = Header::read(r)?;
             let layout = TopicLayout::from_header(&h, r.len())?;
             reclaim_dead(r, &layout);
