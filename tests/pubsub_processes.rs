@@ -315,15 +315,22 @@ fn type_mismatch_is_an_error() {
         Err(OpenError::TypeMismatch { .. })
     ));
     assert!(matches!(
-        node.topic::<u64>("types").open_mode(OpenMode::CreateNew).publisher(),
+        node.topic::<u64>("types")
+            .open_mode(OpenMode::CreateNew)
+            .publisher(),
         Err(OpenError::AlreadyExists(_))
     ));
-    let s = node.topic::<u64>("types").open_mode(OpenMode::OpenExisting).subscriber();
+    let s = node
+        .topic::<u64>("types")
+        .open_mode(OpenMode::OpenExisting)
+        .subscriber();
     assert!(s.is_ok(), "the right type opens");
     drop(s);
     assert!(c.finish());
     assert!(matches!(
-        node.topic::<u64>("types").open_mode(OpenMode::OpenExisting).subscriber(),
+        node.topic::<u64>("types")
+            .open_mode(OpenMode::OpenExisting)
+            .subscriber(),
         Err(OpenError::NotFound(_))
     ));
 }

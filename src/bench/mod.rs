@@ -13,6 +13,7 @@
 
 pub mod crossbeam;
 pub mod floor;
+pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
@@ -53,8 +54,9 @@ usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
   --msgs N      round trips per latency round for payloads up to 4 KiB (default 3000;
                 scaled down for larger payloads); streaming rounds send 10x as many
   --sizes L     payload sizes in bytes, each at least 8
-  --transports L  floor,uds,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all;
-                floor is always measured: it is the reference for the ratio)
+  --transports L  floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default
+                all; floor is always measured: it is the reference for the ratio; futex is
+                a raw futex ping-pong, the kernel-wake floor, latency only)
   --no-pin      do not pin ping and pong to separate CPUs
 
 Latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over all
@@ -558,13 +560,13 @@ mod tests {
             "--sizes",
             "8,64",
             "--transports",
-            "uds,ringbus",
+            "uds,futex,ringbus",
         ])
         .unwrap();
         assert!(o.json && o.touch);
         assert_eq!((o.rounds, o.msgs), (3, 10));
         assert_eq!(o.sizes, vec![8, 64]);
-        assert_eq!(o.transports.unwrap(), vec!["uds", "ringbus"]);
+        assert_eq!(o.transports.unwrap(), vec!["uds", "futex", "ringbus"]);
     }
 
     #[test]

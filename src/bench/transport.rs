@@ -202,8 +202,11 @@ pub fn wrong_mode(transport: &str, mode: Mode) -> super::util::BoxError {
 /// All transports known to this build, in report order. `floor` comes first: it is the
 /// reference for `ratio_p50_to_floor`.
 pub fn registry() -> Vec<Box<dyn Transport>> {
-    let mut all: Vec<Box<dyn Transport>> =
-        vec![Box::new(super::floor::Floor), Box::new(super::uds::Uds)];
+    let mut all: Vec<Box<dyn Transport>> = vec![
+        Box::new(super::floor::Floor),
+        Box::new(super::uds::Uds),
+        Box::new(super::futex::Futex),
+    ];
     #[cfg(feature = "peers")]
     all.push(Box::new(super::iceoryx2::Iceoryx2));
     all.push(Box::new(super::ringbus::Ringbus { blocking: false }));
@@ -216,6 +219,7 @@ pub fn registry() -> Vec<Box<dyn Transport>> {
 pub const KNOWN_TRANSPORTS: &[&str] = &[
     "floor",
     "uds",
+    "futex",
     "iceoryx2",
     "ringbus",
     "ringbus-blocking",

@@ -1,9 +1,9 @@
 //! Helpers shared by the harness and its transports: errors, bounded spinning,
-//! CPU pinning, payload header access and the shared-memory file used by `floor`.
+//! CPU pinning, payload header access and the shared-memory file used by `floor` and `futex`.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -159,7 +159,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
         .map_err(|e| err(format!("cannot pin thread to cpu {cpu}: {e}")))
 }
 
-/// A small file mapped shared into both processes (used by `floor`).
+/// A small file mapped shared into both processes (used by `floor` and `futex`).
 ///
 /// The creating side removes the file when dropped.
 pub struct ShmFile {
@@ -209,16 +209,31 @@ impl ShmFile {
 
     /// The 8-byte aligned word at byte offset `off`, viewed as an atomic.
     pub fn word(&self, off: usize) -> &AtomicU64 {
+        let ptr = self.word_ptr(off, 8);
+        // SAFETY: `word_ptr` checked that `ptr` is inside the mapping and 8-byte aligned (the
+        // mapping is page aligned), so it is valid and aligned for an AtomicU64. The mapping
+        // lives as long as `self`, which bounds the returned lifetime. The memory is shared
+        // with the peer process, which also accesses these words only through atomics, and
+        // AtomicU64 has the same layout as u64 with no invalid bit patterns.
+        unsafe { &*ptr.cast::<AtomicU64>() }
+    }
+
+    /// The 4-byte aligned word at byte offset `off`, viewed as an atomic (a futex word).
+    pub fn word32(&self, off: usize) -> &AtomicU32 {
+        let ptr = self.word_ptr(off, 4);
+        // SAFETY: as in `word`, with a 4-byte aligned word and AtomicU32 (same layout as u32,
+        // no invalid bit patterns); the peer accesses it only through atomics and futex calls.
+        unsafe { &*ptr.cast::<AtomicU32>() }
+    }
+
+    /// Pointer to the `size`-byte word at `off`; panics unless it is aligned to `size` and
+    /// lies inside the mapping.
+    fn word_ptr(&self, off: usize, size: usize) -> *mut u8 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.map.len(),
-            "bad word offset {off}"
+            off % size == 0 && off + size <= self.map.len(),
+            "bad {size}-byte word offset {off}"
         );
-        // SAFETY: the mapping is page aligned and `off` is a multiple of 8 inside it (checked
-        // above), so the pointer is valid and aligned for an AtomicU64. The mapping lives as
-        // long as `self`, which bounds the returned lifetime. The memory is shared with the
-        // peer process, which also accesses these words only through atomics, and AtomicU64
-        // has the same layout as u64 with no invalid bit patterns.
-        unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU64>() }
+        self.map.as_mut_ptr().wrapping_add(off)
     }
 }
 
