@@ -86,7 +86,8 @@ impl Header {
     pub fn write(&self, r: &Region) -> Result<(), OpenError> {
         let name = self.ty.name.as_bytes();
         let name = &name[..name.len().min(NAME_CAP)];
-        // Relaxed: nobody reads these until `publish` stores `state` with Release.
+        // Relaxed, every store in this function: nobody reads these until `publish` stores
+        // `state` with Release.
         r.u64_at(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
         r.u32_at(OFF_VERSION)
             .store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -135,7 +136,8 @@ impl Header {
         }
         // Acquire on state first, so that a ready segment's fields below are visible.
         let _ = Self::state(r);
-        // Relaxed below: ordered after the Acquire load above, and validated one by one.
+        // Relaxed, every load below in this function: ordered after the Acquire load above, and
+        // validated one by one.
         let magic = r.u64_at(OFF_MAGIC).load(Ordering::Relaxed);
         if magic != MAGIC {
             return Err(OpenError::Corrupt(format!("bad magic {magic:#018x}")));

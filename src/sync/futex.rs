@@ -48,10 +48,12 @@ mod tests {
         let w = Arc::new(AtomicU32::new(0));
         let w2 = w.clone();
         let t = std::thread::spawn(move || {
+            // Acquire/Release: the flag hands over nothing but itself; kept paired for clarity.
             while w2.load(Ordering::Acquire) == 0 {
                 wait(&w2, 0, Duration::from_secs(3600));
             }
         });
+        // Release: pairs with the waiter's Acquire load.
         w.store(1, Ordering::Release);
         wake_all(&w);
         t.join().unwrap();
