@@ -3,8 +3,9 @@
 //!
 //! The parent process is "ping"; it spawns one long-lived child (`bench-peer`, see
 //! [`peer`]) that is "pong" for every transport. For each payload size, short latency
-//! rounds of all transports alternate (floor, A, B, …, floor, A, B, …) because the
-//! machine may switch between latency regimes; each round trip is recorded in an HDR
+//! rounds of all transports alternate (floor, A, B, C, floor, B, C, A, …: the floor opens
+//! each cycle, the others rotate) because the machine may switch between latency regimes
+//! and a round is shifted by what ran before it; each round trip is recorded in an HDR
 //! histogram. Then streaming rounds measure one-directional throughput.
 //!
 //! Adding a pattern (`rpc`, `queue`): extend [`transport::Pattern`], let transports say
@@ -380,7 +381,16 @@ fn bench_size(
         .map(|_| LatencyRecord::new(opts.rounds))
         .collect();
     for round in 0..opts.rounds {
-        for (v, record) in lat_variants.iter().zip(&mut records) {
+        // The floor opens every cycle (it is the reference of the cycle's ratios); the others
+        // rotate by one place per cycle, so no transport always follows the same one (what ran
+        // just before, spinning or sleeping, shifts the next round's latency on this VM).
+        let others = lat_variants.len().saturating_sub(1).max(1);
+        let order = (0..lat_variants.len()).map(|i| match i {
+            0 => 0,
+            i => 1 + (i - 1 + round) % others,
+        });
+        for i in order {
+            let (v, record) = (&lat_variants[i], &mut records[i]);
             if lat_ends.failed.contains(v.transport.name()) {
                 continue;
             }
