@@ -120,7 +120,9 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     }
 
     /// Recent messages of each publisher a late-joining subscriber receives (below capacity;
-    /// default 0).
+    /// default 0). Best effort at the moment of joining: a publisher that is overwriting the
+    /// oldest of them while the subscriber joins may take it first (the subscriber then starts
+    /// with the next one, and no loss is reported for messages sent before it joined).
     pub fn history(mut self, n: usize) -> Self {
         self.history = n;
         self
