@@ -122,7 +122,7 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     /// Recent messages of each publisher a late-joining subscriber receives (below capacity;
     /// default 0). Best effort at the moment of joining: a publisher that is overwriting the
     /// oldest of them while the subscriber joins may take it first (the subscriber then starts
-    /// with the next one, and no loss is reported for messages sent before it joined).
+    /// with the next one, after a [`crate::ReceiveError::Lagged`] that counts what it missed).
     pub fn history(mut self, n: usize) -> Self {
         self.history = n;
         self
