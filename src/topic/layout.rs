@@ -9,6 +9,7 @@
 //!   +24  pubs_waiting  u64  bitmap of publishers asleep on `space_seq`
 //!   +32  wake_seq      u32  futex word subscribers sleep on
 //!   +36  space_seq     u32  futex word blocked publishers sleep on
+//!   +40  rings_used    u64  bitmap of rings a publisher ever joined (subscribers poll only these)
 //! 384                  publisher table: P entries of 128 B
 //!   +0   state         u64  0 free, 1 active
 //!   +8   owner         u64  pid << 32 | low 32 bits of start time
@@ -46,6 +47,7 @@ pub(crate) const CTRL_SUBS_WAITING: usize = CTRL + 16;
 pub(crate) const CTRL_PUBS_WAITING: usize = CTRL + 24;
 pub(crate) const CTRL_WAKE_SEQ: usize = CTRL + 32;
 pub(crate) const CTRL_SPACE_SEQ: usize = CTRL + 36;
+pub(crate) const CTRL_RINGS_USED: usize = CTRL + 40;
 const CTRL_LEN: usize = 128;
 const PUB_TABLE: usize = CTRL + CTRL_LEN;
 const PUB_ENTRY: usize = 128;

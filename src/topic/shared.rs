@@ -257,6 +257,10 @@ fn join_publisher(r: &Region, l: &TopicLayout) -> Result<Joined, OpenError> {
     )?;
     claim_entry(r, l.pub_entry(p));
     let writer = Writer::adopt(&l.cells(r, p), l.max_subscribers);
+    // Release: subscribers that see the bit (Acquire) poll this ring from now on; set before the
+    // first commit. Never cleared: a later publisher of this entry continues the ring.
+    r.u64_at(CTRL_RINGS_USED)
+        .fetch_or(1u64 << p, Ordering::Release);
     Ok(Joined::Publisher(p, writer))
 }
 

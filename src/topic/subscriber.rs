@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::layout::{CTRL_PUBS_WAITING, CTRL_SUBS_WAITING, CTRL_WAKE_SEQ};
+use super::layout::{CTRL_PUBS_WAITING, CTRL_RINGS_USED, CTRL_SUBS_WAITING, CTRL_WAKE_SEQ};
 use super::payload::Payload;
 use super::shared::TopicShared;
 use crate::error::ReceiveError;
@@ -170,8 +170,17 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             return Err(ReceiveError::TooManyHeld(layout.max_held));
         }
         let rings = st.readers.len();
-        for i in 0..rings {
-            let ring = (st.next_ring + i) % rings;
+        // Acquire: pairs with the Release bit set when a publisher joins; unused rings are skipped.
+        let used = region.u64_at(CTRL_RINGS_USED).load(Ordering::Acquire);
+        let mut ring = st.next_ring;
+        for _ in 0..rings {
+            let this = ring;
+            // Round-robin without a division on the hot path.
+            ring = if ring + 1 == rings { 0 } else { ring + 1 };
+            if used & (1u64 << this) == 0 {
+                continue;
+            }
+            let ring = this;
             let pin = (!st.pins[ring]).trailing_zeros() as usize;
             let cells = layout.cells(region, ring);
             let before = st.readers[ring].position();
@@ -198,7 +207,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             }
             st.pins[ring] |= 1 << pin;
             st.held += 1;
-            st.next_ring = (ring + 1) % rings;
+            st.next_ring = if ring + 1 == rings { 0 } else { ring + 1 };
             let hit = Hit {
                 ring,
                 pin,
