@@ -141,3 +141,27 @@ fn blocking_receive_is_woken_by_a_publisher_thread() {
         other.join().unwrap();
     }
 }
+
+#[test]
+fn wake_system_calls_only_when_a_subscriber_sleeps() {
+    for node in nodes("syscalls") {
+        let t = node.topic::<u64>("syscalls").capacity(64);
+        let mut p = t.publisher().unwrap();
+        let s = t.subscriber().unwrap();
+        // The subscriber never sleeps (try_receive): no wake-up call at all.
+        for i in 0..10_000 {
+            p.send_copy(&i).unwrap();
+            assert_eq!(*s.try_receive().unwrap(), i);
+        }
+        assert_eq!(p.wake_calls(), 0);
+        // A subscriber asleep in receive() is woken by a system call.
+        let sleeper = std::thread::spawn(move || *s.receive().unwrap());
+        // Wait (without sleeping blindly) until its bit says it is asleep, then send.
+        while !p.has_sleeping_subscriber() {
+            std::thread::yield_now();
+        }
+        p.send_copy(&7).unwrap();
+        assert_eq!(sleeper.join().unwrap(), 7);
+        assert_eq!(p.wake_calls(), 1);
+    }
+}

@@ -35,6 +35,8 @@ pub struct Publisher<P: Payload + ?Sized> {
     lagged_commits: u32,
     /// Last liveness check made from the non-blocking path.
     last_check: Option<Instant>,
+    /// Wake-up system calls made for sleeping subscribers.
+    wakes: u64,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -62,6 +64,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
             timeout,
             lagged_commits: 0,
             last_check: None,
+            wakes: 0,
             _p: PhantomData,
         }
     }
@@ -79,6 +82,23 @@ impl<P: Payload + ?Sized> Publisher<P> {
     /// Messages this publisher's ring has carried (including those of earlier owners of the ring).
     pub fn sent(&self) -> u64 {
         self.writer.messages()
+    }
+
+    /// Wake-up system calls this publisher made: one per send that found a subscriber asleep,
+    /// none while every subscriber is awake (spinning or busy).
+    pub fn wake_calls(&self) -> u64 {
+        self.wakes
+    }
+
+    /// Whether some subscriber of the topic has announced that it sleeps in the kernel waiting
+    /// for a message (a hint: it may be about to wake or to sleep).
+    pub fn has_sleeping_subscriber(&self) -> bool {
+        // Relaxed: a hint read by the caller, ordered by nothing.
+        self.shared
+            .region()
+            .u64_at(CTRL_SUBS_WAITING)
+            .load(Ordering::Relaxed)
+            != 0
     }
 
     /// Claims the next slot. `wait`: under `Block`, wait up to the timeout for room; otherwise
@@ -156,10 +176,11 @@ impl<P: Payload + ?Sized> Publisher<P> {
         // The publisher half of the sleep handshake: commit, fence (inside `Writer::commit`), load
         // the sleepers (Relaxed: ordered by that fence) and wake them before anything else. A
         // subscriber announces, fences, rechecks the stamp.
-        let shared = &self.shared;
+        let (shared, wakes) = (&self.shared, &mut self.wakes);
         self.writer.commit(&cells, pos, slot, || {
             if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
                 shared.wake_subscribers();
+                *wakes += 1;
             }
         });
         if !self.writer.has_claim() {
