@@ -60,3 +60,8 @@ pub use topic::{
     Bytes, Loan, Payload, Policy, Publisher, Rkyv, Sample, Subscriber, TopicBuilder,
     CHECK_INTERVAL, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -4,7 +4,7 @@
 //!
 //! * Latency: ping stores sequence number `n` into the ping word, pong spins until it
 //!   sees `n` and stores `n` into the pong word; ping spins until it sees `n`. Both
-//!   words share one cache line (see [`PONG_OFF`]). No payload is copied; the spin
+//!   words share one cache line (see `PONG_OFF`). No payload is copied; the spin
 //!   loops use no pause instruction.
 //! * Stream: a single-producer single-consumer ring of [`super::STREAM_CAPACITY`] header
 //!   words (head and tail counters on their own 128-byte blocks, indices cached locally).

@@ -2,7 +2,7 @@
 //!
 //! A 4 KiB file in the run directory is mapped by both processes (as for `floor`). It
 //! holds two 32-bit futex words on separate 128-byte blocks: the ping word at
-//! [`PING_OFF`] and the pong word at [`PONG_OFF`].
+//! `PING_OFF` and the pong word at `PONG_OFF`.
 //!
 //! * Latency: ping stores sequence number `n` (truncated to 32 bits) into the ping word
 //!   and calls `FUTEX_WAKE(ping word, 1)`, then waits until the pong word holds `n`; pong

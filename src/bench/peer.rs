@@ -19,7 +19,7 @@
 //! Nothing waits forever: the parent waits for every reply with a timeout and kills the
 //! child on any failure (also when the `Peer` is dropped without `quit`); the child exits
 //! on stdin EOF, gets SIGKILL when the parent dies (`PR_SET_PDEATHSIG`), and every spin or
-//! read inside a round gives up after [`MSG_TIMEOUT`].
+//! read inside a round gives up after `util::MSG_TIMEOUT`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -126,7 +126,7 @@ impl Header {
     }
 
     /// Reads and validates the header of `r`. Checks magic, version, header length, the recorded
-    /// length against the real one, and the type name. Does not check `state`: see [`Header::state`].
+    /// length against the real one, and the type name. Does not check `state` (the caller does).
     pub fn read(r: &Region) -> Result<Header, OpenError> {
         if r.len() < HEADER_LEN {
             return Err(OpenError::Corrupt(format!(

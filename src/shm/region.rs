@@ -19,7 +19,7 @@ enum Backing {
     Heap(Layout),
 }
 
-/// A mapped or allocated block of bytes, at least [`REGION_ALIGN`]-aligned.
+/// A mapped or allocated block of bytes, at least `REGION_ALIGN` (a page) aligned.
 pub struct Region {
     base: NonNull<u8>,
     len: usize,
