@@ -333,6 +333,11 @@ fn type_mismatch_is_an_error() {
             .subscriber(),
         Err(OpenError::NotFound(_))
     ));
+    assert!(!root.join("topic_types").exists());
+    assert!(
+        !root.join("topic_types.lock").exists(),
+        "a probe leaves no lock file"
+    );
 }
 
 #[test]

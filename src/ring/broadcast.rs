@@ -315,12 +315,13 @@ impl Writer {
     /// it issues is not delayed by it), and may load the sleepers word with Relaxed.
     pub fn commit(&mut self, c: &impl Cells, pos: u64, slot: usize, after_fence: impl FnOnce()) {
         debug_assert_eq!(pos, self.next);
-        // Relaxed: published by the SeqCst (release) stamp store below.
+        // Relaxed: published by the Release stamp store below.
         c.seq(slot).store(self.msgs, Ordering::Relaxed);
         // Release: publishes the payload and seq to readers' Acquire stamp loads.
         c.stamp(slot)
             .store(stamp(pos, COMMITTED), Ordering::Release);
-        self.msgs += 1;
+        // Wrapping: `msgs` may come from a corrupt segment; it must not panic.
+        self.msgs = self.msgs.wrapping_add(1);
         self.next = pos + 1;
         // Relaxed: read only by a later writer, after its Acquire load of tail (stored below).
         c.msgs().store(self.msgs, Ordering::Relaxed);

@@ -7,7 +7,8 @@
 //!   participant (all died): it is removed and created anew;
 //! - live: its header and layout are validated against what the caller expects.
 //!
-//! A segment of garbage, of another version or of another type is a typed error and is left as is.
+//! A live segment of another type, and a segment of garbage or of another version, is a typed
+//! error and is left as is (a stale one is replaced whatever it carried).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -122,8 +123,16 @@ impl Segment {
         match backing {
             Backing::Shm(root) => {
                 let _lock = root.lock(file, LOCK_WAIT)?;
-                let found = Self::judge(root.open_segment(file)?, spec, mode)?;
-                mode.check(matches!(found, Found::Live(_)), file)?;
+                let existing = root.open_segment(file)?;
+                let missing = existing.is_none();
+                let found = Self::judge(existing, spec, mode)?;
+                if let Err(e) = mode.check(matches!(found, Found::Live(_)), file) {
+                    if missing {
+                        // Nothing to guard: do not leave a lock file behind for a probe.
+                        root.remove_lock(file);
+                    }
+                    return Err(e);
+                }
                 let region = match found {
                     Found::Live(r) => r,
                     Found::Stale => {
@@ -254,12 +263,14 @@ impl Segment {
 
     /// Runs `leave` under the lock; if it reports the segment unused, removes the segment's name so
     /// the next open creates it anew. The memory stays mapped until every handle is dropped.
-    pub fn leave(&self, leave: impl FnOnce(&Region) -> bool) {
+    ///
+    /// If the lock stays busy for [`LOCK_WAIT`], runs `abandon` instead (without the lock): it
+    /// must mark the caller's entry so that the next reclaim treats it as dead.
+    pub fn leave(&self, leave: impl FnOnce(&Region) -> bool, abandon: impl FnOnce(&Region)) {
         match &self.place {
             Place::Shm { root, file } => {
-                // If the lock stays busy, the entry stays registered to this live process until
-                // it exits (then it is reclaimed as dead).
                 let Ok(_lock) = root.lock(file, LOCK_WAIT) else {
+                    abandon(&self.region);
                     return;
                 };
                 if leave(&self.region) {

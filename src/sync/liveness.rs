@@ -21,7 +21,7 @@ impl ProcessId {
             let pid = std::process::id();
             ProcessId {
                 pid,
-                start: start_time(pid).unwrap_or(0),
+                start: start_time(pid).ok().flatten().unwrap_or(0),
             }
         })
     }
@@ -50,25 +50,39 @@ impl ProcessId {
             return self.start & 0xffff_ffff == me.start & 0xffff_ffff;
         }
         match start_time(self.pid) {
-            Some(s) => s & 0xffff_ffff == self.start & 0xffff_ffff,
-            None => false,
+            Ok(Some(s)) => s & 0xffff_ffff == self.start & 0xffff_ffff,
+            Ok(None) => false,
+            // Cannot tell (out of file descriptors, /proc unreadable…): alive. Judging a live
+            // peer dead would let others reclaim its pins while it reads.
+            Err(()) => true,
         }
     }
 }
 
-/// Start time of `pid` in clock ticks since boot, `None` if there is no such process (or it is a
-/// zombie: a killed child its parent has not reaped yet is dead for ringbus).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// Start time of `pid` in clock ticks since boot: `Ok(None)` if there is no such process (or it
+/// is a zombie: a killed child its parent has not reaped yet is dead for ringbus), `Err(())` if
+/// it cannot be told.
+fn start_time(pid: u32) -> Result<Option<u64>, ()> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => {
+            return Ok(None)
+        }
+        Err(_) => return Err(()),
+    };
     // The command name (field 2) is in parentheses and may hold spaces: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let rest = &stat[stat.rfind(')').ok_or(())? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     // rest starts at field 3 (state).
-    let state = fields.next()?;
+    let state = fields.next().ok_or(())?;
     if state == "Z" || state == "X" {
-        return None;
+        return Ok(None);
     }
-    fields.nth(22 - 4)?.parse().ok()
+    fields
+        .nth(22 - 4)
+        .and_then(|f| f.parse().ok())
+        .map(Some)
+        .ok_or(())
 }
 
 #[cfg(test)]
@@ -100,7 +114,7 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        let real = start_time(child.id()).unwrap();
+        let real = start_time(child.id()).unwrap().unwrap();
         assert!(ProcessId {
             pid: child.id(),
             start: real

@@ -110,7 +110,6 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let block = layout.policy == Policy::Block;
         // (start of waiting, deadline if representable)
         let mut deadline: Option<(Instant, Option<Instant>)> = None;
-        let mut last_check: Option<Instant> = None;
         let mut backoff = Duration::from_micros(100);
         loop {
             let reader = match self.writer.claim(&cells, block) {
@@ -132,14 +131,21 @@ impl<P: Payload + ?Sized> Publisher<P> {
             let now = Instant::now();
             let (start, dl) = *deadline.get_or_insert((now, now.checked_add(self.timeout)));
             if dl.is_some_and(|dl| now >= dl) {
+                // Even with a very short timeout, a dead subscriber must not block for good.
+                if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
+                    self.last_check = Some(now);
+                    if self.shared.reclaim_subscriber_if_dead(reader) {
+                        continue;
+                    }
+                }
                 return Err(SendError::Timeout(self.timeout));
             }
             if now < start + SPIN {
                 std::hint::spin_loop();
                 continue;
             }
-            if last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
-                last_check = Some(now);
+            if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
+                self.last_check = Some(now);
                 if self.shared.reclaim_subscriber_if_dead(reader) {
                     continue;
                 }
@@ -171,7 +177,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
     fn commit(&mut self, pos: u64, slot: usize, len: usize) {
         let region = self.shared.region();
         let cells = self.shared.layout.cells(region, self.index);
-        // Relaxed: published by the commit's SeqCst stamp store.
+        // Relaxed: published by the commit's Release stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
         // The publisher half of the sleep handshake: commit, fence (inside `Writer::commit`), load
         // the sleepers (Relaxed: ordered by that fence) and wake them before anything else. A

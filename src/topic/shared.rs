@@ -134,18 +134,26 @@ impl TopicShared {
 
     /// Removes publisher `p`; removes the segment's name if nobody live is left.
     pub(crate) fn leave_publisher(&self, p: usize) {
-        self.seg.leave(|r| {
-            free_publisher(r, &self.layout, p);
-            !any_live(r, &self.layout)
-        });
+        let off = self.layout.pub_entry(p);
+        self.seg.leave(
+            |r| {
+                free_publisher(r, &self.layout, p);
+                !any_live(r, &self.layout)
+            },
+            |r| abandon_entry(r, off),
+        );
     }
 
     /// Removes subscriber `s`; removes the segment's name if nobody live is left.
     pub(crate) fn leave_subscriber(&self, s: usize) {
-        self.seg.leave(|r| {
-            free_subscriber(r, &self.layout, s);
-            !any_live(r, &self.layout)
-        });
+        let off = self.layout.sub_entry(s);
+        self.seg.leave(
+            |r| {
+                free_subscriber(r, &self.layout, s);
+                !any_live(r, &self.layout)
+            },
+            |r| abandon_entry(r, off),
+        );
     }
 
     /// If subscriber `s` is registered to a dead process, reclaims it (under the lock). Returns
@@ -177,18 +185,15 @@ impl TopicShared {
         }
     }
 
-    /// Wakes every sleeping subscriber (after a commit, if `subs_waiting` was non-zero). Clears
-    /// their bits for them, so a woken subscriber has nothing to write before it reads.
+    /// Wakes every sleeping subscriber (after a commit, if `subs_waiting` was non-zero). Each
+    /// subscriber clears its own bit when it wakes, so a publisher that is delayed between its
+    /// check and its wake cannot hide a sleeper from the next publisher.
     #[cold]
     pub(crate) fn wake_subscribers(&self) {
         let r = self.region();
-        // SeqCst: a subscriber that set its bit after this swap sees the bumped `wake_seq` (its
-        // futex wait returns at once) or is seen by the next commit.
-        let sleepers = r.u64_at(CTRL_SUBS_WAITING).swap(0, Ordering::SeqCst);
         // SeqCst: a subscriber that read the old value before sleeping gets EAGAIN or the wake.
         r.u32_at(CTRL_WAKE_SEQ).fetch_add(1, Ordering::SeqCst);
-        // Each sleeper set its own bit: waking that many is enough (the kernel stops early).
-        futex::wake(r.u32_at(CTRL_WAKE_SEQ), sleepers.count_ones().max(1));
+        futex::wake_all(r.u32_at(CTRL_WAKE_SEQ));
     }
 
     /// Wakes every publisher blocked for room.
@@ -199,6 +204,13 @@ impl TopicShared {
         r.u32_at(CTRL_SPACE_SEQ).fetch_add(1, Ordering::SeqCst);
         futex::wake_all(r.u32_at(CTRL_SPACE_SEQ));
     }
+}
+
+/// Leaving without the lock (it stayed busy): an owner of pid 0 is dead to everyone, so the next
+/// reclaim frees the entry as if this process had died.
+fn abandon_entry(r: &Region, off: usize) {
+    // Release: the entry's last state (pins, cursor) is published with it.
+    r.u64_at(off + ENTRY_OWNER).store(0, Ordering::Release);
 }
 
 fn entry_alive(r: &Region, off: usize) -> bool {

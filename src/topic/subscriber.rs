@@ -311,12 +311,9 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             let got = self.poll();
             if matches!(got, Err(ReceiveError::Empty)) {
                 futex::wait(wake, seen, nap);
-                // The waking publisher cleared our bit; after a timeout it stays set and costs
-                // the next commit one spare wake, which clears it.
-            } else {
-                // Relaxed: only a hint for publishers.
-                waiting.fetch_and(!bit, Ordering::Relaxed);
             }
+            // Relaxed: only a hint for publishers; a stale bit costs one spare wake.
+            waiting.fetch_and(!bit, Ordering::Relaxed);
             match got {
                 Err(ReceiveError::Empty) => match self.poll() {
                     Err(ReceiveError::Empty) => continue,
