@@ -2,11 +2,15 @@
 //! reference transports between two processes.
 //!
 //! The parent process is "ping"; it spawns one long-lived child (`bench-peer`, see
-//! [`peer`]) that is "pong" for every transport. For each payload size, short latency
-//! rounds of all transports alternate (floor, A, B, C, floor, B, C, A, …: the floor opens
-//! each cycle, the others rotate) because the machine may switch between latency regimes
-//! and a round is shifted by what ran before it; each round trip is recorded in an HDR
-//! histogram. Then streaming rounds measure one-directional throughput.
+//! [`peer`]) that is "pong" for every transport. Latency is measured in short rounds,
+//! cycle after cycle; each cycle visits every payload size in turn and, for each size,
+//! runs the floor first and then the other transports in an order rotated by one place
+//! per cycle (floor, A, B, C for 8 B, floor, A, B, C for 64 B, …; next cycle floor, B, C,
+//! A, …). The machine may switch between latency regimes every few seconds, and a round
+//! is shifted by what ran before it, so every row gets rounds spread over the whole
+//! phase, close in time to the rows of other sizes. The ends of all sizes stay alive
+//! through the latency phase; each round trip is recorded in an HDR histogram. Then
+//! streaming rounds measure one-directional throughput, size by size.
 //!
 //! Adding a pattern (`rpc`, `queue`): extend [`transport::Pattern`], let transports say
 //! what they support via [`transport::Transport::supports`], and implement the new
@@ -26,6 +30,7 @@ pub mod uds;
 pub mod util;
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -40,8 +45,13 @@ pub use peer::peer_main;
 pub const STREAM_CAPACITY: usize = 8;
 
 const DEFAULT_SIZES: &[usize] = &[8, 64, 1024, 65536, 1_048_576];
-const DEFAULT_ROUNDS: usize = 10;
-const DEFAULT_MSGS: u64 = 3000;
+const DEFAULT_ROUNDS: usize = 80;
+const DEFAULT_MSGS: u64 = 500;
+/// Messages per streaming round (payloads up to 1 KiB) per latency round trip: 60 x 500
+/// keeps the default streaming rounds at 30000 messages.
+const STREAM_FACTOR: u64 = 60;
+/// Streaming rounds per payload size (fewer if `--rounds` is smaller).
+const STREAM_ROUNDS: usize = 3;
 
 const USAGE: &str = "\
 usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
@@ -51,9 +61,11 @@ usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
   --json        print exactly one JSON object on stdout
   --touch       also measure rows where the sender writes and the receiver reads every
                 payload byte (transport name suffix \"+touch\")
-  --rounds N    latency rounds per payload size (default 10; streaming uses min(N, 3))
-  --msgs N      round trips per latency round for payloads up to 4 KiB (default 3000;
-                scaled down for larger payloads); streaming rounds send 10x as many
+  --rounds N    latency cycles, i.e. rounds per payload size and transport (default 80;
+                each cycle runs all sizes; streaming uses min(N, 3) rounds per size)
+  --msgs N      round trips per latency round for payloads up to 4 KiB (default 500;
+                scaled down for larger payloads, to at least 50), preceded by 10% more
+                (at most 100) unrecorded warm-up ones; streaming rounds send 60x as many
   --sizes L     payload sizes in bytes, each at least 8
   --transports L  floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default
                 all; floor is always measured: it is the reference for the ratio; futex is
@@ -62,7 +74,7 @@ usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
 
 Latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over all
 rounds; \"x floor\" is the median over rounds of the round's p50 divided by the floor's
-p50 in the same round cycle; msgs/s is the median over streaming rounds.";
+p50 of the same size in the same cycle; msgs/s is the median over streaming rounds.";
 
 /// Parsed `bench` options.
 #[derive(Clone, Debug)]
@@ -218,7 +230,7 @@ fn warmup_count(count: u64) -> u64 {
 
 /// Messages per streaming round for a payload size.
 fn stream_count(msgs: u64, payload: usize) -> u64 {
-    (msgs * 10 * 1024 / payload.max(1024) as u64).max(64)
+    (msgs * STREAM_FACTOR * 1024 / payload.max(1024) as u64).max(64)
 }
 
 /// One measured row in the making: a transport, touched or not.
@@ -313,148 +325,209 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
     };
     peer::remove_stale(&ctx.dir);
     let mut peer = peer::Peer::spawn(&ctx.key, &ctx.dir, pong_cpu)?;
-    let mut rows = Vec::new();
-    for &payload in &opts.sizes {
-        let t0 = Instant::now();
-        rows.extend(bench_size(&ctx, &mut peer, &selected, payload)?);
-        peer.reset()?;
-        eprintln!(
-            "ringbus bench: {payload} B done in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
-    }
-    peer.quit()?;
-    Ok(rows)
-}
 
-/// Parent ends of one mode, per transport name, created lazily.
-#[derive(Default)]
-struct Ends {
-    ends: HashMap<&'static str, Box<dyn PingEnd>>,
-    failed: HashSet<&'static str>,
-}
-
-fn bench_size(
-    ctx: &Ctx<'_>,
-    peer: &mut peer::Peer,
-    selected: &[&dyn Transport],
-    payload: usize,
-) -> Result<Vec<Row>> {
-    let opts = ctx.opts;
-    let variants = |mode: Mode| -> Vec<Variant<'_>> {
-        let supported = || {
-            selected
-                .iter()
-                .copied()
-                .filter(move |t| t.supports(opts.pattern, mode))
-        };
-        let mut v: Vec<Variant<'_>> = supported()
-            .map(|transport| Variant {
-                transport,
-                touch: false,
-            })
-            .collect();
-        if opts.touch {
-            v.extend(
-                supported()
-                    .filter(|t| t.name() != "floor")
-                    .map(|transport| Variant {
-                        transport,
-                        touch: true,
-                    }),
-            );
-        }
-        v
-    };
-
-    // Latency: rounds of all variants in turn.
-    let lat_variants: Vec<Variant<'_>> = variants(Mode::Latency)
+    // Latency: all sizes interleaved, so every size is measured in every cycle.
+    let lat_variants: Vec<Variant<'_>> = variants(opts, &selected, Mode::Latency)
         .into_iter()
         .filter(|v| v.transport.placement() == Placement::CrossProcess)
         .collect();
-    let lat_setup = ctx.setup(Mode::Latency, payload);
-    let count = latency_count(opts.msgs, payload);
-    let warmup = warmup_count(count);
-    let mut lat_ends = Ends::default();
-    let mut records: Vec<LatencyRecord> = lat_variants
-        .iter()
-        .map(|_| LatencyRecord::new(opts.rounds))
+    let t0 = Instant::now();
+    let records = latency_phase(&ctx, &mut peer, &lat_variants)?;
+    peer.reset()?;
+    eprintln!(
+        "ringbus bench: latency ({} cycles over {} sizes) done in {:.1} s",
+        opts.rounds,
+        opts.sizes.len(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Streaming: size by size (only rates of the same size are compared).
+    let stream_variants = variants(opts, &selected, Mode::Stream);
+    let t0 = Instant::now();
+    let mut rates = Vec::with_capacity(opts.sizes.len());
+    for &payload in &opts.sizes {
+        rates.push(stream_size(&ctx, &mut peer, &stream_variants, payload)?);
+        peer.reset()?;
+    }
+    eprintln!(
+        "ringbus bench: streaming done in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    peer.quit()?;
+
+    let mut rows = Vec::new();
+    for ((&payload, records), rates) in opts.sizes.iter().zip(&records).zip(&rates) {
+        rows.extend(size_rows(
+            payload,
+            &lat_variants,
+            records,
+            &stream_variants,
+            rates,
+        ));
+    }
+    Ok(rows)
+}
+
+/// The variants (rows) measured in `mode` rounds: each supporting transport, then the
+/// touch variants (not for the floor) when `--touch` is on.
+fn variants<'a>(opts: &Options, selected: &[&'a dyn Transport], mode: Mode) -> Vec<Variant<'a>> {
+    let supported = || {
+        selected
+            .iter()
+            .copied()
+            .filter(move |t| t.supports(opts.pattern, mode))
+    };
+    let mut v: Vec<Variant<'a>> = supported()
+        .map(|transport| Variant {
+            transport,
+            touch: false,
+        })
         .collect();
-    for round in 0..opts.rounds {
-        // The floor opens every cycle (it is the reference of the cycle's ratios); the others
-        // rotate by one place per cycle, so no transport always follows the same one (what ran
-        // just before, spinning or sleeping, shifts the next round's latency on this VM).
-        let others = lat_variants.len().saturating_sub(1).max(1);
-        let order = (0..lat_variants.len()).map(|i| match i {
-            0 => 0,
-            i => 1 + (i - 1 + round) % others,
-        });
-        for i in order {
-            let (v, record) = (&lat_variants[i], &mut records[i]);
-            if lat_ends.failed.contains(v.transport.name()) {
-                continue;
-            }
-            let mut hist = stats::new_histogram();
-            let ran = run_round(
-                ctx,
-                peer,
-                &mut lat_ends,
-                v,
-                &lat_setup,
-                count + warmup,
-                |end, peer| {
-                    end.latency_round(count + warmup, warmup, v.touch, &mut hist)?;
-                    peer.finish_run()?;
-                    Ok(())
-                },
-            )?;
-            if ran.is_some() {
-                record.add_round(round, &hist);
+    if opts.touch {
+        v.extend(
+            supported()
+                .filter(|t| t.name() != "floor")
+                .map(|transport| Variant {
+                    transport,
+                    touch: true,
+                }),
+        );
+    }
+    v
+}
+
+/// Parent ends of one mode, per (transport name, payload size), created lazily.
+#[derive(Default)]
+struct Ends {
+    ends: HashMap<(&'static str, usize), Box<dyn PingEnd>>,
+    failed: HashSet<(&'static str, usize)>,
+}
+
+impl Ends {
+    fn failed(&self, v: &Variant<'_>, payload: usize) -> bool {
+        self.failed.contains(&(v.transport.name(), payload))
+    }
+}
+
+/// Order of the variants in latency cycle `cycle` of `n` variants: the floor (index 0)
+/// opens the cycle, the others follow rotated by one place per cycle.
+fn cycle_order(n: usize, cycle: usize) -> impl Iterator<Item = usize> {
+    let others = n.saturating_sub(1).max(1);
+    (0..n).map(move |i| match i {
+        0 => 0,
+        i => 1 + (i - 1 + cycle) % others,
+    })
+}
+
+/// All latency rounds: `opts.rounds` cycles; each cycle runs every payload size in turn,
+/// and for each size the floor first, then the others in [`cycle_order`]. The ends of all
+/// sizes stay alive (in both processes) until the phase ends. Returns one record per
+/// (size, variant), indexed like `opts.sizes` and `lat_variants`.
+fn latency_phase(
+    ctx: &Ctx<'_>,
+    peer: &mut peer::Peer,
+    lat_variants: &[Variant<'_>],
+) -> Result<Vec<Vec<LatencyRecord>>> {
+    let opts = ctx.opts;
+    let setups: Vec<Setup> = opts
+        .sizes
+        .iter()
+        .map(|&payload| ctx.setup(Mode::Latency, payload))
+        .collect();
+    let mut ends = Ends::default();
+    let mut records: Vec<Vec<LatencyRecord>> = opts
+        .sizes
+        .iter()
+        .map(|_| {
+            lat_variants
+                .iter()
+                .map(|_| LatencyRecord::new(opts.rounds))
+                .collect()
+        })
+        .collect();
+    for cycle in 0..opts.rounds {
+        // Every size in every cycle: rows of different sizes are measured close in time,
+        // so a switch of the machine's latency mode hits all sizes alike. Within a size
+        // the floor comes first (it is the reference of the cycle's ratios); the others
+        // rotate by one place per cycle, so no transport always follows the same one
+        // (what ran just before, spinning or sleeping, shifts the next round on this VM).
+        for (setup, size_records) in setups.iter().zip(&mut records) {
+            let count = latency_count(opts.msgs, setup.payload);
+            let warmup = warmup_count(count);
+            for i in cycle_order(lat_variants.len(), cycle) {
+                let (v, record) = (&lat_variants[i], &mut size_records[i]);
+                if ends.failed(v, setup.payload) {
+                    continue;
+                }
+                let mut hist = stats::new_histogram();
+                let ran = run_round(
+                    ctx,
+                    peer,
+                    &mut ends,
+                    v,
+                    setup,
+                    count + warmup,
+                    |end, peer| {
+                        end.latency_round(count + warmup, warmup, v.touch, &mut hist)?;
+                        peer.finish_run()?;
+                        Ok(())
+                    },
+                )?;
+                if ran.is_some() {
+                    record.add_round(cycle, &hist);
+                }
             }
         }
     }
-    drop(lat_ends);
+    Ok(records)
+}
 
-    // Streaming: a few rounds of all variants in turn.
-    let stream_variants = variants(Mode::Stream);
-    let stream_setup = ctx.setup(Mode::Stream, payload);
+/// A few streaming rounds of all variants in turn for one payload size; returns the
+/// msgs/s of each round, per variant.
+fn stream_size(
+    ctx: &Ctx<'_>,
+    peer: &mut peer::Peer,
+    stream_variants: &[Variant<'_>],
+    payload: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let opts = ctx.opts;
+    let setup = ctx.setup(Mode::Stream, payload);
     let scount = stream_count(opts.msgs, payload);
-    let mut stream_ends = Ends::default();
+    let mut ends = Ends::default();
     let mut rates: Vec<Vec<f64>> = stream_variants.iter().map(|_| Vec::new()).collect();
-    for _ in 0..opts.rounds.min(3) {
+    for _ in 0..opts.rounds.min(STREAM_ROUNDS) {
         for (v, rate) in stream_variants.iter().zip(&mut rates) {
-            if stream_ends.failed.contains(v.transport.name()) {
+            if ends.failed(v, payload) {
                 continue;
             }
             let outcome = if v.transport.placement() == Placement::InProcess {
-                Some(v.transport.local_stream(
-                    &stream_setup,
-                    scount,
-                    v.touch,
-                    ctx.local_receiver_cpu,
-                )?)
+                Some(
+                    v.transport
+                        .local_stream(&setup, scount, v.touch, ctx.local_receiver_cpu)?,
+                )
             } else {
-                run_round(
-                    ctx,
-                    peer,
-                    &mut stream_ends,
-                    v,
-                    &stream_setup,
-                    scount,
-                    |end, peer| {
-                        end.stream_send(scount, v.touch)?;
-                        peer.finish_run()
-                    },
-                )?
+                run_round(ctx, peer, &mut ends, v, &setup, scount, |end, peer| {
+                    end.stream_send(scount, v.touch)?;
+                    peer.finish_run()
+                })?
             };
             if let Some(r) = outcome.and_then(|o| o.msgs_per_s()) {
                 rate.push(r);
             }
         }
     }
-    drop(stream_ends);
+    Ok(rates)
+}
 
-    // Rows: latency variants (with their streaming rate), then streaming-only ones.
+/// The rows of one payload size: latency variants (with their streaming rate), then
+/// streaming-only ones.
+fn size_rows(
+    payload: usize,
+    lat_variants: &[Variant<'_>],
+    records: &[LatencyRecord],
+    stream_variants: &[Variant<'_>],
+    rates: &[Vec<f64>],
+) -> Vec<Row> {
     let floor = lat_variants
         .iter()
         .position(|v| v.transport.name() == "floor" && !v.touch)
@@ -466,7 +539,7 @@ fn bench_size(
             .and_then(|i| stats::median(rates[i].clone()))
     };
     let mut rows = Vec::new();
-    for (v, record) in lat_variants.iter().zip(&records) {
+    for (v, record) in lat_variants.iter().zip(records) {
         let Some(latency) = record.summary() else {
             continue;
         };
@@ -479,7 +552,7 @@ fn bench_size(
             ratio_p50_to_floor: floor.and_then(|f| record.ratio_to(f)),
         });
     }
-    for (v, rate) in stream_variants.iter().zip(&rates) {
+    for (v, rate) in stream_variants.iter().zip(rates) {
         if rate.is_empty() || lat_variants.iter().any(|l| l.label() == v.label()) {
             continue;
         }
@@ -492,7 +565,7 @@ fn bench_size(
             ratio_p50_to_floor: None,
         });
     }
-    Ok(rows)
+    rows
 }
 
 /// One cross-process round: make sure both ends exist, start the child, run `body` on
@@ -508,14 +581,15 @@ fn run_round<T>(
     body: impl FnOnce(&mut dyn PingEnd, &mut peer::Peer) -> Result<T>,
 ) -> Result<Option<T>> {
     let name = v.transport.name();
-    if !ends.ends.contains_key(name) {
+    let key = (name, setup.payload);
+    if let Entry::Vacant(slot) = ends.ends.entry(key) {
         match v.transport.ping(setup) {
             Ok(end) => {
-                ends.ends.insert(name, end);
+                slot.insert(end);
             }
             Err(e) => {
                 ctx.omitted(name, setup, &e.to_string());
-                ends.failed.insert(name);
+                ends.failed.insert(key);
                 return Ok(None);
             }
         }
@@ -530,11 +604,11 @@ fn run_round<T>(
     };
     if let Err(e) = peer.start_run(&run)? {
         ctx.omitted(name, setup, &format!("bench-peer: {e}"));
-        ends.ends.remove(name);
-        ends.failed.insert(name);
+        ends.ends.remove(&key);
+        ends.failed.insert(key);
         return Ok(None);
     }
-    let end = ends.ends.get_mut(name).expect("created above");
+    let end = ends.ends.get_mut(&key).expect("created above");
     body(&mut **end, peer).map(Some).map_err(|e| {
         err(format!(
             "{} {} B {} round failed: {e}",
@@ -586,6 +660,41 @@ mod tests {
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["rpc"]).is_err());
         assert!(parse(&["pubsub", "extra"]).is_err());
+    }
+
+    #[test]
+    fn cycles_open_with_floor_and_rotate() {
+        let orders: Vec<Vec<usize>> = (0..4).map(|c| cycle_order(4, c).collect()).collect();
+        assert_eq!(
+            orders,
+            vec![
+                vec![0, 1, 2, 3],
+                vec![0, 2, 3, 1],
+                vec![0, 3, 1, 2],
+                vec![0, 1, 2, 3]
+            ]
+        );
+        assert_eq!(cycle_order(1, 7).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(cycle_order(2, 7).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn resources_differ_per_size() {
+        let setup = |payload| Setup {
+            pattern: Pattern::PubSub,
+            mode: Mode::Latency,
+            payload,
+            key: "rb-bench-1".into(),
+            dir: "/tmp".into(),
+        };
+        assert_ne!(
+            setup(64).resource_path("uds", ".sock"),
+            setup(1024).resource_path("uds", ".sock")
+        );
+        assert_ne!(
+            setup(64).resource_name("ringbus"),
+            setup(1024).resource_name("ringbus")
+        );
     }
 
     #[test]

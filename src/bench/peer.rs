@@ -8,10 +8,12 @@
 //! ```text
 //! child  -> "@rb hello <pid>"                         once, after start-up
 //! parent -> "run <pattern> <mode> <transport> <payload> <count> <touch 0|1>"
-//! child  -> "@rb ready"                               its end exists (created or reused)
+//! child  -> "@rb ready"                               its end for (transport, payload,
+//!                                                     mode) exists (created or reused)
 //!           ... serves exactly <count> messages ...
 //! child  -> "@rb done <count> <elapsed_ns> <checksum>"
 //! parent -> "reset"        child drops all its ends  -> "@rb ok"
+//!                          (after the latency phase and after each streaming size)
 //! parent -> "quit" (or stdin EOF)                    child exits
 //! child  -> "@rb error <text>"                       instead of ready / done / ok
 //! ```
@@ -216,7 +218,7 @@ impl Peer {
         })
     }
 
-    /// Makes the child drop every end (before the next payload size).
+    /// Makes the child drop every end (after the latency phase, after each streaming size).
     pub fn reset(&mut self) -> Result<()> {
         self.send("reset")?;
         self.expect("ok", SETUP_TIMEOUT)?
@@ -326,7 +328,9 @@ fn serve(args: &[String]) -> Result<()> {
         pin_current_thread(cpu)?;
     }
     let transports = registry();
-    let mut ends: HashMap<(String, Mode), Box<dyn PongEnd>> = HashMap::new();
+    // Keyed by (transport, payload, mode): during the latency phase the ends of all sizes
+    // are alive at once (sizes are interleaved); each has its own shared resources.
+    let mut ends: HashMap<(String, usize, Mode), Box<dyn PongEnd>> = HashMap::new();
     say(&format!("hello {}", std::process::id()));
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -340,7 +344,7 @@ fn serve(args: &[String]) -> Result<()> {
                         continue;
                     }
                 };
-                let key = (run.transport.clone(), run.mode);
+                let key = (run.transport.clone(), run.payload, run.mode);
                 if !ends.contains_key(&key) {
                     match create_end(&transports, &args, &run) {
                         Ok(end) => {

@@ -2,9 +2,9 @@
 //!
 //! A [`Transport`] creates a [`PingEnd`] in the parent ("ping") process and a
 //! [`PongEnd`] in the child ("pong") process for one [`Setup`] (pattern, mode, payload
-//! size). Both ends stay alive for all rounds of that payload size, so set-up cost is
-//! paid once. Hot loops live inside the ends (statically dispatched); only one virtual
-//! call is made per round.
+//! size). Both ends stay alive for all rounds of that setup (latency ends of all sizes
+//! through the whole interleaved latency phase), so set-up cost is paid once. Hot loops
+//! live inside the ends (statically dispatched); only one virtual call is made per round.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -98,7 +98,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A name unique to this run, transport, mode and payload size.
+    /// A name unique to this run, transport, mode and payload size (the latency ends of
+    /// all sizes are alive at the same time, so each needs its own resources).
     pub fn resource_name(&self, transport: &str) -> String {
         format!(
             "{}-{}-{}-{}-{}",
