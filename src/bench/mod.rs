@@ -47,11 +47,12 @@ pub const STREAM_CAPACITY: usize = 8;
 const DEFAULT_SIZES: &[usize] = &[8, 64, 1024, 65536, 1_048_576];
 const DEFAULT_ROUNDS: usize = 80;
 const DEFAULT_MSGS: u64 = 500;
-/// Messages per streaming round (payloads up to 1 KiB) per latency round trip: 60 x 500
-/// keeps the default streaming rounds at 30000 messages.
-const STREAM_FACTOR: u64 = 60;
-/// Streaming rounds per payload size (fewer if `--rounds` is smaller).
-const STREAM_ROUNDS: usize = 3;
+/// Messages per streaming round (payloads up to 1 KiB) per latency round trip: 200 x 500
+/// makes the default streaming rounds 100,000 messages (a few ms for shared memory, long enough
+/// that a round is not one scheduler hiccup).
+const STREAM_FACTOR: u64 = 200;
+/// Streaming rounds per payload size (fewer if `--rounds` is smaller); msgs/s is their median.
+const STREAM_ROUNDS: usize = 7;
 
 const USAGE: &str = "\
 usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
@@ -62,10 +63,10 @@ usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
   --touch       also measure rows where the sender writes and the receiver reads every
                 payload byte (transport name suffix \"+touch\")
   --rounds N    latency cycles, i.e. rounds per payload size and transport (default 80;
-                each cycle runs all sizes; streaming uses min(N, 3) rounds per size)
+                each cycle runs all sizes; streaming uses min(N, 7) rounds per size)
   --msgs N      round trips per latency round for payloads up to 4 KiB (default 500;
                 scaled down for larger payloads, to at least 50), preceded by 10% more
-                (at most 100) unrecorded warm-up ones; streaming rounds send 60x as many
+                (at most 100) unrecorded warm-up ones; streaming rounds send 200x as many
   --sizes L     payload sizes in bytes, each at least 8
   --transports L  floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default
                 all; floor is always measured: it is the reference for the ratio; futex is
