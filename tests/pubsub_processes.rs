@@ -423,7 +423,8 @@ fn segments_are_owner_only_and_other_users_are_refused() {
     }
     // Let other users traverse the directory, so only the files' own modes keep them out.
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let mut c = ChildRole::spawn_with("intruder", &root, "topic=perms", |cmd| {
+    let exe = exe_for_other_users("perms");
+    let mut c = ChildRole::spawn_exe(&exe, "intruder", &root, "topic=perms", |cmd| {
         cmd.uid(65534).gid(65534);
     });
     assert_eq!(c.expect("result"), "PermissionDenied");

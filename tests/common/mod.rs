@@ -37,7 +37,18 @@ impl ChildRole {
         args: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> ChildRole {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        Self::spawn_exe(&std::env::current_exe().unwrap(), role, root, args, adjust)
+    }
+
+    /// As `spawn_with`, running the test binary found at `exe`.
+    pub fn spawn_exe(
+        exe: &std::path::Path,
+        role: &str,
+        root: &PathBuf,
+        args: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> ChildRole {
+        let mut cmd = Command::new(exe);
         cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, role)
             .env("RINGBUS_TEST_ARGS", args)
@@ -132,4 +143,18 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
+
+/// A copy of this test binary that any user can run (the build directory may sit in a private
+/// home directory), for children that drop privileges.
+pub fn exe_for_other_users(test: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ringbus-exe-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
 }
