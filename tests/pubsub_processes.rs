@@ -429,6 +429,7 @@ fn segments_are_owner_only_and_other_users_are_refused() {
     });
     assert_eq!(c.expect("result"), "PermissionDenied");
     assert!(c.finish());
+    let _ = std::fs::remove_dir_all(exe.parent().unwrap());
 }
 
 #[test]
