@@ -153,6 +153,23 @@ fn receive<'s>(
     }
 }
 
+/// Loans a slot of `payload` bytes, writes the header word (every byte with `touch`), sends.
+#[inline(always)]
+fn send(
+    publisher: &mut Publisher<Bytes>,
+    name: &str,
+    payload: usize,
+    seq: u64,
+    touch: bool,
+) -> Result<()> {
+    let mut loan = publisher
+        .loan(payload)
+        .map_err(|e| err(format!("{name} loan: {e}")))?;
+    fill_payload(&mut loan, seq, touch);
+    loan.send();
+    Ok(())
+}
+
 fn missing(name: &str, what: &str) -> super::util::BoxError {
     err(format!("{name}: this end has no {what}"))
 }
@@ -167,21 +184,17 @@ impl PingEnd for RbEnd {
     ) -> Result<()> {
         self.check_mode(Mode::Latency)?;
         let (name, payload, blocking) = (self.name, self.payload, self.blocking);
-        let publisher = self
-            .publisher
-            .as_mut()
-            .ok_or_else(|| missing(name, "publisher"))?;
-        let subscriber = self
-            .subscriber
-            .as_ref()
-            .ok_or_else(|| missing(name, "subscriber"))?;
+        let (publisher, subscriber) = (
+            self.publisher
+                .as_mut()
+                .ok_or_else(|| missing(name, "publisher"))?,
+            self.subscriber
+                .as_ref()
+                .ok_or_else(|| missing(name, "subscriber"))?,
+        );
         let mut checksum = 0;
         timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
-            let mut loan = publisher
-                .loan(payload)
-                .map_err(|e| err(format!("{name} loan: {e}")))?;
-            fill_payload(&mut loan, seq, touch);
-            loan.send();
+            send(publisher, name, payload, seq, touch)?;
             let reply = receive(subscriber, blocking, "ringbus pong")?;
             check_seq(consume_payload(&reply, touch, &mut checksum), seq)
         })?;
@@ -199,11 +212,7 @@ impl PingEnd for RbEnd {
             .ok_or_else(|| missing(name, "publisher"))?;
         let first = self.seq + 1;
         for seq in first..first + count {
-            let mut loan = publisher
-                .loan(payload)
-                .map_err(|e| err(format!("{name} loan: {e}")))?;
-            fill_payload(&mut loan, seq, touch);
-            loan.send();
+            send(publisher, name, payload, seq, touch)?;
         }
         self.seq += count;
         Ok(())
@@ -214,14 +223,14 @@ impl PongEnd for RbEnd {
     fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
         self.check_mode(Mode::Latency)?;
         let (name, payload, blocking) = (self.name, self.payload, self.blocking);
-        let publisher = self
-            .publisher
-            .as_mut()
-            .ok_or_else(|| missing(name, "publisher"))?;
-        let subscriber = self
-            .subscriber
-            .as_ref()
-            .ok_or_else(|| missing(name, "subscriber"))?;
+        let (publisher, subscriber) = (
+            self.publisher
+                .as_mut()
+                .ok_or_else(|| missing(name, "publisher"))?,
+            self.subscriber
+                .as_ref()
+                .ok_or_else(|| missing(name, "subscriber"))?,
+        );
         let mut checksum = 0;
         let first = self.seq + 1;
         for expected in first..first + count {
