@@ -8,11 +8,26 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Whether this thread's allocations count (the test harness's own threads allocate too).
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn count_this_thread() {
+    COUNTED.with(|c| c.set(true));
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(|c| c.get()).unwrap_or(false)
+}
+
 // SAFETY: forwards to the system allocator; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Relaxed: a plain event counter.
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if counted() {
+            // Relaxed: a plain event counter.
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
@@ -21,8 +36,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Relaxed: a plain event counter.
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if counted() {
+            // Relaxed: a plain event counter.
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -30,6 +47,25 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The counter is shared by the counted threads: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the file's lock and counts this thread's allocations until dropped.
+struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        // Stop counting before the lock is released: the harness allocates when the test ends.
+        COUNTED.with(|c| c.set(false));
+    }
+}
+
+fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    count_this_thread();
+    Serial(guard)
+}
 
 fn cycles(node: ringbus::Node, name: &str) {
     let topic = node.topic::<[u64; 8]>(name).capacity(32);
@@ -65,7 +101,120 @@ fn cycles(node: ringbus::Node, name: &str) {
 
 #[test]
 fn no_allocation_per_message() {
+    let _serial = serial();
     let root = std::env::temp_dir().join(format!("ringbus-test-{}-noalloc", std::process::id()));
     cycles(ringbus::Node::with_root(root).unwrap(), "noalloc");
     cycles(ringbus::Node::in_process(), "noalloc");
+}
+
+fn calls(node: ringbus::Node, name: &str) {
+    let svc = node.service::<[u64; 8], u64>(name).max_in_flight(4);
+    let server = svc.server().unwrap();
+    let client = svc.client().unwrap();
+    let bytes = node
+        .service::<ringbus::Bytes, ringbus::Bytes>(&format!("{name}-bytes"))
+        .max_request_size(256)
+        .max_response_size(64);
+    let server_b = bytes.server().unwrap();
+    let client_b = bytes.client().unwrap();
+    let run = |n: u64| {
+        for i in 0..n {
+            let mut loan = client.loan().unwrap();
+            loan[0] = i;
+            let pending = loan.send();
+            let req = server.try_receive().unwrap();
+            let mut out = req.loan().unwrap();
+            *out = i + 1;
+            out.send();
+            assert_eq!(*pending.wait().unwrap(), i + 1);
+            let pending = client_b.send(&[i as u8; 64]).unwrap();
+            let req = server_b.try_receive().unwrap();
+            let first = req[0];
+            req.respond(&[first; 8]).unwrap();
+            assert_eq!(pending.wait().unwrap()[0], i as u8);
+        }
+    };
+    run(1000);
+    // Relaxed: single-threaded test reads of a counter.
+    let before = ALLOCS.load(Ordering::Relaxed);
+    run(10_000);
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations on the call path"
+    );
+}
+
+#[test]
+fn no_allocation_per_call() {
+    let _serial = serial();
+    let root =
+        std::env::temp_dir().join(format!("ringbus-test-{}-noalloc-rpc", std::process::id()));
+    calls(ringbus::Node::with_root(root).unwrap(), "noalloc-rpc");
+    calls(ringbus::Node::in_process(), "noalloc-rpc");
+}
+
+/// A million calls that time out (a server thread answers whatever it takes, mostly too late):
+/// no allocation, and afterwards every call slot is back.
+#[test]
+fn a_million_timed_out_calls_leak_nothing() {
+    use ringbus::CallError;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let _serial = serial();
+    let root = std::env::temp_dir().join(format!("ringbus-test-{}-timeouts", std::process::id()));
+    let node = ringbus::Node::with_root(root).unwrap();
+    let svc = node.service::<u64, u64>("timeouts").max_in_flight(16);
+    let server = svc.server().unwrap();
+    let client = svc.client().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let answered = std::thread::spawn(move || {
+        count_this_thread();
+        let mut n = 0u64;
+        while !flag.load(Ordering::SeqCst) {
+            if let Ok(req) = server.receive_timeout(Duration::from_millis(10)) {
+                let v = *req;
+                req.respond(&v).unwrap();
+                n += 1;
+            }
+        }
+        n
+    });
+    let (mut ok, mut timeouts, mut busy) = (0u64, 0u64, 0u64);
+    // Relaxed: a counter read.
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for i in 0..1_000_000u64 {
+        match client.call_timeout(&i, Duration::ZERO) {
+            Ok(r) => {
+                assert_eq!(*r, i);
+                ok += 1;
+            }
+            Err(CallError::Timeout(_)) => timeouts += 1,
+            Err(CallError::Busy { .. }) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(ok + timeouts + busy, 1_000_000);
+    assert!(timeouts > 0);
+    // The server answers every call it took; the client discards those answers and frees the
+    // slots (bounded wait: the server thread is running).
+    let mut rounds = 0;
+    while client.collect() != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+        rounds += 1;
+        assert!(rounds < 10_000, "call slots never came back");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let served = answered.join().unwrap();
+    assert_eq!(allocs, 0, "allocations while calling");
+    assert_eq!(client.in_flight(), 0);
+    assert_eq!(
+        served,
+        ok + client.discarded(),
+        "every answer was read or discarded"
+    );
 }

@@ -61,15 +61,38 @@ impl ProcessId {
 
 /// Start time of `pid` in clock ticks since boot: `Ok(None)` if there is no such process (or it
 /// is a zombie: a killed child its parent has not reaped yet is dead for ringbus), `Err(())` if
-/// it cannot be told.
+/// it cannot be told. Allocates nothing (it runs on waiting paths of allocation-free callers).
 fn start_time(pid: u32) -> Result<Option<u64>, ()> {
-    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => {
-            return Ok(None)
-        }
+    use std::io::Write;
+    let mut path = [0u8; 32];
+    let mut w = &mut path[..];
+    write!(w, "/proc/{pid}/stat\0").map_err(|_| ())?;
+    let path = std::ffi::CStr::from_bytes_until_nul(&path).map_err(|_| ())?;
+    let fd = match rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::SRCH => return Ok(None),
         Err(_) => return Err(()),
     };
+    // A stat line is well under 1 KiB (the command name is at most 16 bytes).
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    loop {
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::SRCH) => return Ok(None),
+            Err(_) => return Err(()),
+        }
+        if len == buf.len() {
+            return Err(());
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..len]).map_err(|_| ())?;
     // The command name (field 2) is in parentheses and may hold spaces: parse after the last ')'.
     let rest = &stat[stat.rfind(')').ok_or(())? + 1..];
     let mut fields = rest.split_ascii_whitespace();

@@ -89,6 +89,11 @@ impl ChildRole {
         stdin.flush().unwrap();
     }
 
+    /// Closes stdin (the child's cue to finish) without waiting.
+    pub fn close(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Closes stdin (the child's cue to finish) and waits; returns whether it succeeded.
     pub fn finish(mut self) -> bool {
         drop(self.stdin.take());
