@@ -56,6 +56,15 @@ fn ice<E: Debug>(what: &'static str) -> impl FnOnce(E) -> BoxError {
     move |e| err(format!("iceoryx2 {what}: {e:?}"))
 }
 
+/// A node for one end: errors-only logging, no signal handlers of its own.
+fn node() -> Result<Node<Svc>> {
+    set_log_level(LogLevel::Error);
+    NodeBuilder::new()
+        .signal_handling_mode(SignalHandlingMode::Disabled)
+        .create::<Svc>()
+        .map_err(ice("node"))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     Ping,
@@ -97,11 +106,7 @@ fn open_service(node: &Node<Svc>, name: &str, mode: Mode) -> Result<Factory> {
 
 impl IceEnd {
     fn new(setup: &Setup, role: Role) -> Result<Self> {
-        set_log_level(LogLevel::Error);
-        let node = NodeBuilder::new()
-            .signal_handling_mode(SignalHandlingMode::Disabled)
-            .create::<Svc>()
-            .map_err(ice("node"))?;
+        let node = node()?;
         let base = setup.resource_name("iceoryx2");
         let mut services = Vec::new();
         let (publisher, subscriber) = match setup.mode {
@@ -239,7 +244,7 @@ impl PingEnd for IceEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
         let publisher = self.publisher()?;
         let first = self.seq + 1;
@@ -247,7 +252,7 @@ impl PingEnd for IceEnd {
             fill_and_send(loan(publisher, self.payload)?, seq, touch)?;
         }
         self.seq += count;
-        Ok(())
+        Ok(None)
     }
 }
 

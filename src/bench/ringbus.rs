@@ -203,7 +203,7 @@ impl PingEnd for RbEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
         let (name, payload) = (self.name, self.payload);
         let publisher = self
@@ -215,7 +215,7 @@ impl PingEnd for RbEnd {
             send(publisher, name, payload, seq, touch)?;
         }
         self.seq += count;
-        Ok(())
+        Ok(None)
     }
 }
 
