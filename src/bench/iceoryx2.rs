@@ -1,4 +1,5 @@
-//! `iceoryx2` (cargo feature `peers`): publish-subscribe over iceoryx2's IPC service.
+//! `iceoryx2` (cargo feature `peers`): publish-subscribe over iceoryx2's IPC service,
+//! and (`bench rpc`) its request-response pattern, see [`rpc`].
 //!
 //! Latency uses two services (`...-ping`, `...-pong`) configured as iceoryx2's own
 //! publish-subscribe benchmark does for minimal latency: history 0, subscriber buffer 1,
@@ -28,6 +29,8 @@ use super::util::{
 };
 use super::STREAM_CAPACITY;
 
+mod rpc;
+
 type Svc = ipc::Service;
 type Factory = PortFactory<Svc, [u8], ()>;
 
@@ -39,16 +42,22 @@ impl Transport for Iceoryx2 {
         "iceoryx2"
     }
 
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern == Pattern::PubSub
+    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
+        true
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
-        Ok(Box::new(IceEnd::new(setup, Role::Ping)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Ping)?),
+            Pattern::Rpc => Box::new(rpc::RpcPing::new(setup)?),
+        })
     }
 
     fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
-        Ok(Box::new(IceEnd::new(setup, Role::Pong)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Pong)?),
+            Pattern::Rpc => Box::new(rpc::RpcPong::new(setup)?),
+        })
     }
 }
 
