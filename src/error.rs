@@ -133,6 +133,8 @@ pub enum SendError {
     AllSlotsHeld,
     /// rkyv serialisation failed (for instance the value does not fit the maximum size).
     Serialize(String),
+    /// Service response: the client that made the call has left or died.
+    Disconnected,
 }
 
 impl fmt::Display for SendError {
@@ -145,6 +147,7 @@ impl fmt::Display for SendError {
             }
             SendError::AllSlotsHeld => write!(f, "every slot is held by a subscriber"),
             SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
+            SendError::Disconnected => write!(f, "the caller has left or died"),
         }
     }
 }
@@ -186,3 +189,71 @@ impl fmt::Display for ReceiveError {
 }
 
 impl std::error::Error for ReceiveError {}
+
+/// A call to a service failed. Every outcome of a call that is not a response is one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No response within the timeout. The call is abandoned: a response that arrives later is
+    /// discarded, and the call's slot is reused once the server is done with it.
+    Timeout(Duration),
+    /// No live server serves the service.
+    NoServer,
+    /// The server that took the call died before it finished answering.
+    Disconnected,
+    /// Every call slot of this client is in use (see `ServiceBuilder::max_in_flight`); wait for a
+    /// response or drop a pending call first.
+    Busy {
+        /// The client's in-flight limit.
+        max_in_flight: usize,
+    },
+    /// The request is larger than the service's maximum request size.
+    TooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The service's maximum.
+        max: usize,
+    },
+    /// rkyv serialisation of the request failed.
+    Serialize(String),
+    /// The server dropped the request without answering, or could not read it.
+    Aborted,
+    /// A response failed validation (wrong length, invalid rkyv archive); it was skipped.
+    Invalid(String),
+    /// The call has already delivered its response, or its stream has ended.
+    Finished,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Timeout(d) => write!(f, "no response within {d:?}"),
+            CallError::NoServer => write!(f, "no live server serves the service"),
+            CallError::Disconnected => write!(f, "the server handling the call died"),
+            CallError::Busy { max_in_flight } => {
+                write!(f, "all {max_in_flight} call slots of the client are in use")
+            }
+            CallError::TooLarge { len, max } => {
+                write!(f, "request of {len} bytes exceeds the maximum of {max}")
+            }
+            CallError::Serialize(e) => write!(f, "serialisation failed: {e}"),
+            CallError::Aborted => write!(f, "the server dropped the request without answering"),
+            CallError::Invalid(why) => write!(f, "invalid response skipped: {why}"),
+            CallError::Finished => write!(f, "the call has no more responses"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<SendError> for CallError {
+    fn from(e: SendError) -> CallError {
+        match e {
+            SendError::TooLarge { len, max } => CallError::TooLarge { len, max },
+            SendError::Serialize(s) => CallError::Serialize(s),
+            SendError::Timeout(d) => CallError::Timeout(d),
+            SendError::Disconnected => CallError::Disconnected,
+            other => CallError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -6,6 +6,9 @@
 //! - [`Node`]: a participant; [`Node::new`] for shared memory, [`Node::in_process`] for threads.
 //! - Publish/subscribe: [`TopicBuilder`] → [`Publisher`] / [`Subscriber`]. A publisher loans a
 //!   slot in shared memory and writes in place; a subscriber reads the [`Sample`] in place.
+//! - Request/response: [`ServiceBuilder`] → [`Server`] / [`Client`]. A client sends a request
+//!   (in place) and waits for its [`Response`] within a timeout, or keeps many [`Pending`] calls
+//!   in flight; each call is answered by exactly one server, with one response or a stream.
 //! - Payloads: any `bytemuck::Pod` type, variable-length bytes ([`Bytes`]), or rkyv archives
 //!   ([`Rkyv`]) validated before use.
 //!
@@ -37,6 +40,8 @@ pub mod error;
 mod node;
 pub mod ring;
 #[cfg(not(loom))]
+mod service;
+#[cfg(not(loom))]
 pub mod shm;
 #[cfg(not(loom))]
 pub mod sync;
@@ -48,9 +53,14 @@ mod topic;
 pub mod bench;
 
 #[cfg(not(loom))]
-pub use error::{OpenError, ReceiveError, SendError};
+pub use error::{CallError, OpenError, ReceiveError, SendError};
 #[cfg(not(loom))]
 pub use node::Node;
+#[cfg(not(loom))]
+pub use service::{
+    Client, Pending, Request, RequestLoan, Response, ResponseLoan, ResponseStream, Server,
+    ServiceBuilder, MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_SERVICE_MESSAGE, MAX_STREAM_DEPTH,
+};
 #[cfg(not(loom))]
 pub use shm::{validate_name, OpenMode, LOCK_WAIT};
 #[cfg(not(loom))]

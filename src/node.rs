@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::OpenError;
+use crate::service::ServiceBuilder;
 use crate::shm::{Backing, Root};
 use crate::sync::ProcessId;
 use crate::topic::{Bytes, Payload, Rkyv, TopicBuilder};
@@ -70,6 +71,15 @@ impl Node {
     /// A topic of variable-length byte messages.
     pub fn topic_bytes(&self, name: &str) -> TopicBuilder<Bytes> {
         self.builder(name)
+    }
+
+    /// A request/response service: requests of kind `Q`, responses of kind `R` (each a `Pod`
+    /// type, [`Bytes`] or [`Rkyv<T>`]).
+    pub fn service<Q: Payload + ?Sized, R: Payload + ?Sized>(
+        &self,
+        name: &str,
+    ) -> ServiceBuilder<Q, R> {
+        ServiceBuilder::new(self.backing.clone(), name)
     }
 
     /// A topic of rkyv-archived `T`, validated before a subscriber sees them.

@@ -4,6 +4,7 @@
 //! [`Region`] that hands out atomics and bounds-checked raw pointers, never Rust references over bytes
 //! another process may be writing.
 
+pub(crate) mod entry;
 mod header;
 mod name;
 mod region;

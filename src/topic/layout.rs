@@ -51,8 +51,6 @@ pub(crate) const CTRL_RINGS_USED: usize = CTRL + 40;
 const CTRL_LEN: usize = 128;
 const PUB_TABLE: usize = CTRL + CTRL_LEN;
 const PUB_ENTRY: usize = 128;
-pub(crate) const ENTRY_STATE: usize = 0;
-pub(crate) const ENTRY_OWNER: usize = 8;
 const PUB_TAIL: usize = 64;
 const PUB_MSGS: usize = 72;
 const SUB_ENTRY: usize = 64;
@@ -69,11 +67,6 @@ pub const MAX_ALIGN: usize = SLOT_HEADER;
 pub const MAX_CAPACITY: usize = 1 << 20;
 /// Largest message size.
 pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
-
-/// Entry state: unused.
-pub(crate) const FREE: u64 = 0;
-/// Entry state: registered.
-pub(crate) const ACTIVE: u64 = 1;
 
 /// Slow-subscriber policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

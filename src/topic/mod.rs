@@ -14,6 +14,7 @@ mod subscriber;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+pub(crate) use layout::PayloadKind;
 pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE};
 pub use payload::{Bytes, Payload, Rkyv};
 pub use publisher::{Loan, Publisher, CHECK_INTERVAL};

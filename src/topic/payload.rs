@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 
 use super::layout::{PayloadKind, MAX_ALIGN};
+use crate::error::SendError;
 use crate::shm::TypeIdentity;
 
 /// Marker for topics of variable-length byte messages (up to the topic's maximum message size).
@@ -18,6 +19,9 @@ pub struct Rkyv<T>(PhantomData<fn() -> T>);
 pub trait Payload: 'static {
     /// What a received sample dereferences to.
     type View: ?Sized;
+    /// What a sender passes to be copied or serialised in (`T` for `Pod` and `Rkyv<T>`, `[u8]`
+    /// for [`Bytes`]).
+    type Input: ?Sized;
     #[doc(hidden)]
     fn kind() -> PayloadKind;
     #[doc(hidden)]
@@ -32,10 +36,15 @@ pub trait Payload: 'static {
     /// returned reference lives.
     #[doc(hidden)]
     unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a Self::View, String>;
+    /// Writes `input` into `buf` (a loaned slot's payload area, 32-aligned) and returns the
+    /// number of bytes written.
+    #[doc(hidden)]
+    fn encode(input: &Self::Input, buf: &mut [u8]) -> Result<usize, SendError>;
 }
 
 impl<T: bytemuck::Pod> Payload for T {
     type View = T;
+    type Input = T;
     fn kind() -> PayloadKind {
         PayloadKind::Pod
     }
@@ -62,10 +71,22 @@ impl<T: bytemuck::Pod> Payload for T {
         // valid T.
         Ok(unsafe { &*(ptr as *const T) })
     }
+    fn encode(input: &T, buf: &mut [u8]) -> Result<usize, SendError> {
+        let bytes = bytemuck::bytes_of(input);
+        let max = buf.len();
+        buf.get_mut(..bytes.len())
+            .ok_or(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            })?
+            .copy_from_slice(bytes);
+        Ok(bytes.len())
+    }
 }
 
 impl Payload for Bytes {
     type View = [u8];
+    type Input = [u8];
     fn kind() -> PayloadKind {
         PayloadKind::Bytes
     }
@@ -83,6 +104,16 @@ impl Payload for Bytes {
         // SAFETY: the caller guarantees `len` readable, stable bytes at `ptr`.
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
+    fn encode(input: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
+        let max = buf.len();
+        buf.get_mut(..input.len())
+            .ok_or(SendError::TooLarge {
+                len: input.len(),
+                max,
+            })?
+            .copy_from_slice(input);
+        Ok(input.len())
+    }
 }
 
 impl<T> Payload for Rkyv<T>
@@ -90,8 +121,16 @@ where
     T: rkyv::Archive + 'static,
     T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
         + rkyv::Portable,
+    T: for<'b, 'c> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::ser::writer::Buffer<'b>,
+            rkyv::ser::allocator::ArenaHandle<'c>,
+            rkyv::rancor::Error,
+        >,
+    >,
 {
     type View = T::Archived;
+    type Input = T;
     fn kind() -> PayloadKind {
         PayloadKind::Rkyv
     }
@@ -110,5 +149,11 @@ where
         // view lives, so validating them once is enough.
         let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
         rkyv::access::<T::Archived, rkyv::rancor::Error>(bytes).map_err(|e| e.to_string())
+    }
+    fn encode(input: &T, buf: &mut [u8]) -> Result<usize, SendError> {
+        let buf = rkyv::ser::writer::Buffer::from(buf);
+        let written = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(input, buf)
+            .map_err(|e| SendError::Serialize(e.to_string()))?;
+        Ok(written.len())
     }
 }

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use super::layout::*;
 use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, Reader, Writer, NONE};
+use crate::shm::entry::{
+    abandon_entry, claim_entry, entry_alive, find_free, ACTIVE, ENTRY_OWNER, ENTRY_STATE, FREE,
+};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::{futex, ProcessId};
 
@@ -206,19 +209,6 @@ impl TopicShared {
     }
 }
 
-/// Leaving without the lock (it stayed busy): an owner of pid 0 is dead to everyone, so the next
-/// reclaim frees the entry as if this process had died.
-fn abandon_entry(r: &Region, off: usize) {
-    // Release: the entry's last state (pins, cursor) is published with it.
-    r.u64_at(off + ENTRY_OWNER).store(0, Ordering::Release);
-}
-
-fn entry_alive(r: &Region, off: usize) -> bool {
-    // Relaxed: the owner word is read to judge liveness only; it is stable while the entry is
-    // ACTIVE (written under the lock before the state).
-    ProcessId::unpack(r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)).is_alive()
-}
-
 fn any_live(r: &Region, l: &TopicLayout) -> bool {
     let live = |off: usize| {
         // Acquire: pairs with the Release store of ACTIVE.
@@ -244,20 +234,6 @@ fn reclaim_dead(r: &Region, l: &TopicLayout) {
             free_subscriber(r, l, s);
         }
     }
-}
-
-fn claim_entry(r: &Region, off: usize) {
-    // Relaxed: published by the Release store of ACTIVE below; all under the lock.
-    r.u64_at(off + ENTRY_OWNER)
-        .store(ProcessId::current().pack(), Ordering::Relaxed);
-    r.u64_at(off + ENTRY_STATE).store(ACTIVE, Ordering::Release);
-}
-
-fn find_free(r: &Region, offs: impl Iterator<Item = (usize, usize)>) -> Option<usize> {
-    offs.into_iter()
-        // Acquire: pairs with the Release store of FREE when an entry is left.
-        .find(|(_, off)| r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE)
-        .map(|(i, _)| i)
 }
 
 fn join_publisher(r: &Region, l: &TopicLayout) -> Result<Joined, OpenError> {

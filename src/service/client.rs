@@ -1,0 +1,898 @@
+//! The calling side of a service: one call ring per client, one call slot per call in flight.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::*;
+use super::shared::{cancel_posted, ServiceShared};
+use crate::error::CallError;
+use crate::sync::{futex, ProcessId};
+use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
+
+/// Longest single sleep of a waiting client: it rechecks the call's server at least this often.
+const MAX_NAP: Duration = CHECK_INTERVAL;
+
+/// Calls a service: sends requests of kind `Q`, receives responses of kind `R`. Created by
+/// [`crate::ServiceBuilder::client`].
+///
+/// A client owns `max_in_flight` call slots in shared memory and uses them in turn: call `n`
+/// goes to slot `n % max_in_flight`. [`Client::send`] returns a [`Pending`] call, so one client
+/// can keep many calls in flight; [`Client::call`] sends and waits. Responses are read in place
+/// ([`Response`]) and reach only this client. A client is `Send` but not `Sync`: one thread
+/// calls through it at a time.
+///
+/// ```
+/// use ringbus::Node;
+///
+/// let node = Node::in_process();
+/// let svc = node.service::<u64, u64>("doc-client");
+/// let server = svc.server()?;
+/// let client = svc.client()?;
+/// let pending = client.send(&20)?;          // the request is in shared memory now
+/// let request = server.try_receive()?;      // (normally in another process or thread)
+/// let doubled = *request * 2;
+/// request.respond(&doubled)?;
+/// assert_eq!(*pending.wait()?, 40);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Client<Q: Payload + ?Sized, R: Payload + ?Sized> {
+    core: ClientCore,
+    _p: PhantomData<fn(&Q, &R)>,
+}
+
+/// What a client needs whatever its types.
+pub(crate) struct ClientCore {
+    shared: Arc<ServiceShared>,
+    index: usize,
+    timeout: Duration,
+    spin: Duration,
+    wait_for_server: bool,
+    st: RefCell<State>,
+}
+
+struct State {
+    /// Position of the next call.
+    next: u64,
+    slots: Box<[Slot]>,
+    /// Last liveness check made from a non-waiting path (Busy).
+    last_check: Option<Instant>,
+    /// Responses that arrived for abandoned calls and were dropped unread.
+    discarded: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    phase: Phase,
+    /// Position of the slot's current (or last) call.
+    pos: u64,
+    /// Response items consumed from this slot, ever (mirrors the shared `consumed` word).
+    consumed: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// No call: the slot may take the next one.
+    Free,
+    /// A call the user holds (a loan, a pending call or a response). `ended`: its last response
+    /// has been read.
+    Active { ended: bool },
+    /// A call given up on (timeout, dropped) that a live server still holds: its responses are
+    /// discarded until the last one, then the slot is free.
+    Abandoned,
+}
+
+/// A response item found in a slot.
+#[derive(Clone, Copy)]
+struct Item {
+    off: usize,
+    len: usize,
+    flags: u64,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Client<Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.core.shared.name)
+            .field("index", &self.core.index)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
+    pub(crate) fn new(
+        shared: Arc<ServiceShared>,
+        index: usize,
+        timeout: Duration,
+        spin: Duration,
+        wait_for_server: bool,
+    ) -> Self {
+        let core = ClientCore::adopt(shared, index, timeout, spin, wait_for_server);
+        Client {
+            core,
+            _p: PhantomData,
+        }
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.core.shared.name
+    }
+
+    /// The largest request the service accepts, in bytes.
+    pub fn max_request_size(&self) -> usize {
+        self.core.shared.layout.max_request
+    }
+
+    /// How many calls this client may have in flight (its call slots).
+    pub fn max_in_flight(&self) -> usize {
+        self.core.shared.layout.in_flight
+    }
+
+    /// Call slots in use now: calls held by the caller (loans, pending calls, responses) and
+    /// abandoned calls a server still holds.
+    pub fn in_flight(&self) -> usize {
+        let st = self.core.st.borrow();
+        st.slots.iter().filter(|s| s.phase != Phase::Free).count()
+    }
+
+    /// Responses that arrived after their call was abandoned (timed out or dropped) and were
+    /// discarded.
+    pub fn discarded(&self) -> u64 {
+        self.core.st.borrow().discarded
+    }
+
+    /// Reclaims the slots of abandoned calls whose responses have arrived (or whose server died)
+    /// without sending anything. Returns the number of slots still in use.
+    pub fn collect(&self) -> usize {
+        for slot in 0..self.core.shared.layout.in_flight {
+            self.core.collect_slot(slot, true);
+        }
+        self.in_flight()
+    }
+
+    fn loan_raw(&self, len: usize) -> Result<RequestLoan<'_, Q, R>, CallError> {
+        let (slot, pos) = self.core.reserve(len)?;
+        let ring = self.core.shared.ring(self.core.index);
+        let ptr = self
+            .core
+            .shared
+            .region()
+            .ptr(ring.request(slot), self.core.shared.layout.max_request);
+        Ok(RequestLoan {
+            core: &self.core,
+            slot,
+            pos,
+            ptr,
+            len,
+            sent: false,
+            _p: PhantomData,
+        })
+    }
+
+    /// Copies (or serialises) `request` into the next call slot and sends it; returns the pending
+    /// call. Fails at once with [`CallError::NoServer`] if no server is registered (unless the
+    /// service was built with `wait_for_server`), [`CallError::Busy`] if the slot is still in
+    /// use, [`CallError::TooLarge`] or [`CallError::Serialize`] if the request does not fit.
+    pub fn send(&self, request: &Q::Input) -> Result<Pending<'_, R>, CallError> {
+        let max = self.core.shared.layout.max_request;
+        let mut loan = self.loan_raw(Q::fixed_size().unwrap_or(0))?;
+        // SAFETY: the slot is reserved by this client and not posted: no server reads it (a
+        // server reads a slot only after its POSTED state, stored later by `post`); ptr is valid
+        // for max_request bytes (Region::ptr bounds-checks).
+        let buf = unsafe { std::slice::from_raw_parts_mut(loan.ptr, max) };
+        loan.len = Q::encode(request, buf)?;
+        Ok(loan.send())
+    }
+
+    /// Sends `request` and waits for its response, up to the service's timeout.
+    pub fn call(&self, request: &Q::Input) -> Result<Response<'_, R>, CallError> {
+        self.send(request)?.wait()
+    }
+
+    /// Like [`Client::call`] with an explicit timeout.
+    pub fn call_timeout(
+        &self,
+        request: &Q::Input,
+        timeout: Duration,
+    ) -> Result<Response<'_, R>, CallError> {
+        self.send(request)?.wait_timeout(timeout)
+    }
+}
+
+impl<T: bytemuck::Pod, R: Payload + ?Sized> Client<T, R> {
+    /// Loans the next call slot for one `T`, written in place; [`RequestLoan::send`] posts it.
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let svc = node.service::<[u64; 2], u64>("doc-client-loan");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let mut loan = client.loan()?;
+    /// *loan = [3, 4];
+    /// let pending = loan.send();
+    /// let req = server.try_receive()?;
+    /// let sum = req[0] + req[1];
+    /// req.respond(&sum)?;
+    /// assert_eq!(*pending.wait()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan(&self) -> Result<RequestLoan<'_, T, R>, CallError> {
+        self.loan_raw(std::mem::size_of::<T>())
+    }
+}
+
+impl<R: Payload + ?Sized> Client<Bytes, R> {
+    /// Loans the next call slot for a request of `len` bytes, written in place.
+    pub fn loan(&self, len: usize) -> Result<RequestLoan<'_, Bytes, R>, CallError> {
+        self.loan_raw(len)
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Client<Q, R> {
+    fn drop(&mut self) {
+        // Loans, pending calls and responses borrow the client: none is alive here. Calls a
+        // server still holds are left to it; the next client of this entry adopts the slots.
+        self.core.shared.leave_client(self.core.index);
+    }
+}
+
+impl ClientCore {
+    /// Takes over client entry `index`'s ring as the previous owner (if any) left it: posted calls
+    /// are cancelled, published responses drained, calls a live server still holds abandoned.
+    fn adopt(
+        shared: Arc<ServiceShared>,
+        index: usize,
+        timeout: Duration,
+        spin: Duration,
+        wait_for_server: bool,
+    ) -> ClientCore {
+        let f = shared.layout.in_flight;
+        let ring = shared.ring(index);
+        let mut next = 0u64;
+        let mut slots = Vec::with_capacity(f);
+        for slot in 0..f {
+            // Acquire: pairs with the Release stores of the earlier owner and servers.
+            let (pos, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+            if kind != UNUSED {
+                next = next.max(pos.saturating_add(1).min(MAX_POSITION));
+            }
+            // Relaxed: written by this entry's earlier owner, ordered by the entry's lock.
+            let consumed = ring.consumed(slot).load(Ordering::Relaxed);
+            let phase = if kind == UNUSED {
+                Phase::Free
+            } else {
+                Phase::Abandoned
+            };
+            slots.push(Slot {
+                phase,
+                pos,
+                consumed,
+            });
+        }
+        let core = ClientCore {
+            shared,
+            index,
+            timeout,
+            spin,
+            wait_for_server,
+            st: RefCell::new(State {
+                next,
+                slots: slots.into_boxed_slice(),
+                last_check: None,
+                discarded: 0,
+            }),
+        };
+        for slot in 0..f {
+            core.collect_slot(slot, true);
+        }
+        core
+    }
+
+    /// Reserves the next call slot for a request of `len` bytes.
+    fn reserve(&self, len: usize) -> Result<(usize, u64), CallError> {
+        let layout = &self.shared.layout;
+        if len > layout.max_request {
+            return Err(CallError::TooLarge {
+                len,
+                max: layout.max_request,
+            });
+        }
+        let (slot, pos) = {
+            let st = self.st.borrow();
+            ((st.next & (layout.in_flight as u64 - 1)) as usize, st.next)
+        };
+        if pos > MAX_POSITION {
+            return Err(CallError::Busy {
+                max_in_flight: layout.in_flight,
+            });
+        }
+        if self.st.borrow().slots[slot].phase != Phase::Free {
+            let check = {
+                let mut st = self.st.borrow_mut();
+                let now = Instant::now();
+                let due = st.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL);
+                if due {
+                    st.last_check = Some(now);
+                }
+                due
+            };
+            self.collect_slot(slot, check);
+            if self.st.borrow().slots[slot].phase != Phase::Free {
+                return Err(CallError::Busy {
+                    max_in_flight: layout.in_flight,
+                });
+            }
+        }
+        // Relaxed: a hint; a server that dies unnoticed is caught by the waiting call's checks.
+        if self
+            .shared
+            .region()
+            .u64_at(CTRL_SERVERS)
+            .load(Ordering::Relaxed)
+            == 0
+        {
+            self.wait_for_a_server()?;
+        }
+        let mut st = self.st.borrow_mut();
+        st.next = pos + 1;
+        st.slots[slot].phase = Phase::Active { ended: false };
+        st.slots[slot].pos = pos;
+        Ok((slot, pos))
+    }
+
+    #[cold]
+    fn wait_for_a_server(&self) -> Result<(), CallError> {
+        if !self.wait_for_server {
+            return Err(CallError::NoServer);
+        }
+        let deadline = Instant::now().checked_add(self.timeout);
+        let servers = self.shared.region().u64_at(CTRL_SERVERS);
+        let mut nap = Duration::from_micros(50);
+        // Relaxed: polled; a server's join is published with SeqCst under the lock.
+        while servers.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(CallError::NoServer);
+            }
+            std::thread::sleep(deadline.map_or(nap, |d| nap.min(d - now)));
+            nap = (nap * 2).min(MAX_NAP);
+        }
+        Ok(())
+    }
+
+    /// Publishes the request in `slot` (written through a loan) to the servers.
+    #[inline]
+    fn post(&self, slot: usize, pos: u64, len: usize) {
+        let ring = self.shared.ring(self.index);
+        // Relaxed: published by the Release store of POSTED below.
+        ring.len(slot).store(len as u64, Ordering::Relaxed);
+        ring.taker(slot).store(0, Ordering::Relaxed);
+        ring.state(slot)
+            .store(call_state(pos, 0, POSTED), Ordering::Release);
+        // The client half of the server sleep handshake: post, fence, load the sleepers. A
+        // server announces itself, fences, then polls.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        if self
+            .shared
+            .region()
+            .u64_at(CTRL_SERVERS_WAITING)
+            .load(Ordering::Relaxed)
+            != 0
+        {
+            self.shared.wake_server();
+        }
+    }
+
+    /// A loan dropped unsent: its position must still pass, so servers see it cancelled.
+    fn unpost(&self, slot: usize, pos: u64) {
+        let ring = self.shared.ring(self.index);
+        // Release: servers that see the CANCELLED word move past the position.
+        ring.state(slot)
+            .store(call_state(pos, 0, CANCELLED), Ordering::Release);
+        self.st.borrow_mut().slots[slot].phase = Phase::Free;
+    }
+
+    /// The next published response item of `slot`'s call, if any. Items of earlier calls left by
+    /// a crash are skipped; an item whose length is out of range is an error.
+    #[inline]
+    fn poll_item(&self, slot: usize) -> Option<Item> {
+        let ring = self.shared.ring(self.index);
+        let mut st = self.st.borrow_mut();
+        let s = &mut st.slots[slot];
+        for _ in 0..=self.shared.layout.depth {
+            let n = s.consumed;
+            // Acquire: pairs with the server's Release stamp store; the item's words and payload
+            // are complete.
+            if ring.item_stamp(slot, n).load(Ordering::Acquire) != n.wrapping_add(1) {
+                return None;
+            }
+            // Relaxed: ordered by the stamp's Acquire.
+            let call = ring.item_call(slot, n).load(Ordering::Relaxed);
+            let len = ring.item_len(slot, n).load(Ordering::Relaxed);
+            let flags = ring.item_flags(slot, n).load(Ordering::Relaxed);
+            if call != s.pos {
+                // A stale item (an earlier call of this slot, left by a crash): skip it.
+                s.consumed = n + 1;
+                // Release: the server that writes this slot next starts after it.
+                ring.consumed(slot).store(n + 1, Ordering::Release);
+                continue;
+            }
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= self.shared.layout.max_response)
+                .unwrap_or(usize::MAX);
+            return Some(Item {
+                off: ring.item_payload(slot, n),
+                len,
+                flags,
+            });
+        }
+        None
+    }
+
+    /// Marks the item at the head of `slot` read.
+    #[inline]
+    fn consume(&self, slot: usize, last: bool) {
+        let ring = self.shared.ring(self.index);
+        let mut st = self.st.borrow_mut();
+        let s = &mut st.slots[slot];
+        s.consumed += 1;
+        // Release: the server reuses the item only after seeing this (stream back-pressure), and
+        // the next call's server starts writing here.
+        ring.consumed(slot).store(s.consumed, Ordering::Release);
+        if last {
+            if let Phase::Active { ended } = &mut s.phase {
+                *ended = true;
+            }
+        }
+    }
+
+    /// The caller is done with `slot`'s call: free the slot if the call ended or can be
+    /// cancelled, else abandon it to its server.
+    fn finish(&self, slot: usize) {
+        let phase = self.st.borrow().slots[slot].phase;
+        match phase {
+            Phase::Free | Phase::Abandoned => {}
+            Phase::Active { ended: true } => self.st.borrow_mut().slots[slot].phase = Phase::Free,
+            Phase::Active { ended: false } => {
+                if cancel_posted(&self.shared.ring(self.index), slot) {
+                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                } else {
+                    self.st.borrow_mut().slots[slot].phase = Phase::Abandoned;
+                    self.collect_slot(slot, false);
+                }
+            }
+        }
+    }
+
+    /// Whether `slot` still holds the caller's call at `pos` (not failed, freed or reused).
+    fn is_current(&self, slot: usize, pos: u64) -> bool {
+        let s = self.st.borrow().slots[slot];
+        s.pos == pos && matches!(s.phase, Phase::Active { .. })
+    }
+
+    /// Whether the last item consumed from `slot` ended the call at `pos`.
+    fn ended_before(&self, slot: usize, pos: u64) -> bool {
+        let ring = self.shared.ring(self.index);
+        let n = self.st.borrow().slots[slot].consumed;
+        let Some(last) = n.checked_sub(1) else {
+            return false;
+        };
+        // Acquire/Relaxed: as in `poll_item`; no server writes this item before a new post.
+        ring.item_stamp(slot, last).load(Ordering::Acquire) == n
+            && ring.item_call(slot, last).load(Ordering::Relaxed) == pos
+            && ring.item_flags(slot, last).load(Ordering::Relaxed) & END != 0
+    }
+
+    /// For an abandoned slot: discards the responses that arrived; frees the slot once the call
+    /// has ended, or (with `check`) its server is gone.
+    fn collect_slot(&self, slot: usize, check: bool) {
+        if self.st.borrow().slots[slot].phase != Phase::Abandoned {
+            return;
+        }
+        while let Some(item) = self.poll_item(slot) {
+            let end = item.flags & END != 0;
+            self.consume(slot, end);
+            self.st.borrow_mut().discarded += 1;
+            if end {
+                self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                return;
+            }
+        }
+        let pos = self.st.borrow().slots[slot].pos;
+        if self.ended_before(slot, pos)
+            || cancel_posted(&self.shared.ring(self.index), slot)
+            || (check && self.taker_gone(slot, pos))
+        {
+            self.drain_dead(slot);
+            self.st.borrow_mut().slots[slot].phase = Phase::Free;
+        }
+    }
+
+    /// Whether the server that took `slot`'s call (at `pos`) is gone (or the slot holds another
+    /// call: something else rewrote it). Reads `/proc`: slow paths only.
+    #[cold]
+    fn taker_gone(&self, slot: usize, pos: u64) -> bool {
+        let ring = self.shared.ring(self.index);
+        // Acquire: pairs with the server's AcqRel take.
+        let (p, server, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+        if p != pos || kind != TAKEN {
+            return kind != POSTED || p != pos;
+        }
+        // Relaxed: written right after the take; 0 if not yet (then the entry tells).
+        let taker = ring.taker(slot).load(Ordering::Relaxed);
+        let alive = if taker != 0 {
+            ProcessId::unpack(taker).is_alive()
+        } else {
+            self.shared.server_live(server)
+        };
+        !alive
+    }
+
+    /// Consumes what a dead server published for `slot`'s call (it will publish nothing more).
+    fn drain_dead(&self, slot: usize) {
+        while let Some(item) = self.poll_item(slot) {
+            self.consume(slot, item.flags & END != 0);
+        }
+    }
+
+    /// Checks, for a waiting call, that someone can still answer it.
+    #[cold]
+    fn check_call(&self, slot: usize, pos: u64) -> Result<(), CallError> {
+        let ring = self.shared.ring(self.index);
+        // Acquire: as in `taker_gone`.
+        let (p, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+        if p != pos {
+            return Err(CallError::Aborted);
+        }
+        match kind {
+            POSTED => {
+                if self.wait_for_server || self.shared.any_live_server() {
+                    return Ok(());
+                }
+                self.shared.reclaim_dead();
+                if cancel_posted(&ring, slot) {
+                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                    return Err(CallError::NoServer);
+                }
+                Ok(())
+            }
+            TAKEN => {
+                if self.taker_gone(slot, pos) {
+                    self.drain_dead(slot);
+                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                    return Err(CallError::Disconnected);
+                }
+                Ok(())
+            }
+            _ => {
+                self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                Err(CallError::Aborted)
+            }
+        }
+    }
+
+    /// Waits for the next response item of `slot`'s call until `deadline`.
+    fn wait_item(
+        &self,
+        slot: usize,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<Item, CallError> {
+        if let Some(item) = self.poll_item(slot) {
+            return Ok(item);
+        }
+        let start = Instant::now();
+        let spin_until = start + self.spin;
+        let pos = self.st.borrow().slots[slot].pos;
+        let mut last_check = start;
+        let mut spins = 0u32;
+        loop {
+            if let Some(item) = self.poll_item(slot) {
+                return Ok(item);
+            }
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(CallError::Timeout(timeout));
+            }
+            if now >= last_check + CHECK_INTERVAL {
+                last_check = now;
+                self.check_call(slot, pos)?;
+            }
+            if now < spin_until {
+                continue;
+            }
+            let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
+            // The client half of the response sleep handshake: read the futex word, announce,
+            // fence, recheck; a server publishes, fences, then loads `waiting`.
+            let ring = self.shared.ring(self.index);
+            // Acquire: a later value means a wake we must not sleep through.
+            let seen = ring.wake().load(Ordering::Acquire);
+            // Relaxed: ordered by the fence.
+            ring.waiting().store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let got = self.poll_item(slot);
+            if got.is_none() {
+                futex::wait(ring.wake(), seen, nap);
+            }
+            // Relaxed: a hint for servers; a stale flag costs one spare wake.
+            ring.waiting().store(0, Ordering::Relaxed);
+            if let Some(item) = got {
+                return Ok(item);
+            }
+        }
+    }
+
+    /// Turns the head item of `slot` into a response (or the end of the call).
+    fn deliver<'a, R: Payload + ?Sized>(
+        &'a self,
+        slot: usize,
+        item: Item,
+        owns_call: bool,
+    ) -> Result<Option<Response<'a, R>>, CallError> {
+        let last = item.flags & END != 0;
+        if item.flags & ABORTED != 0 {
+            self.consume(slot, last);
+            return Err(CallError::Aborted);
+        }
+        if item.flags & DATA == 0 {
+            self.consume(slot, last);
+            return Ok(None);
+        }
+        if item.len == usize::MAX || R::fixed_size().is_some_and(|f| f != item.len) {
+            self.consume(slot, last);
+            return Err(CallError::Invalid(format!(
+                "response length out of range (maximum {})",
+                self.shared.layout.max_response
+            )));
+        }
+        let ptr = self.shared.region().ptr(item.off, item.len);
+        // SAFETY: the item is published (stamp acquired) and stays unwritten until this client
+        // stores a larger `consumed` (the server writes item n + depth only after that); ptr is
+        // in bounds for len bytes (Region::ptr) and 32-aligned (item payload in a 64-aligned
+        // item of a page-aligned region).
+        match unsafe { R::view(ptr, item.len) } {
+            Ok(view) => Ok(Some(Response {
+                core: self,
+                slot,
+                view,
+                last,
+                owns_call,
+            })),
+            Err(why) => {
+                self.consume(slot, last);
+                Err(CallError::Invalid(why))
+            }
+        }
+    }
+
+    fn ended(&self, slot: usize) -> bool {
+        self.st.borrow().slots[slot].phase == Phase::Active { ended: true }
+    }
+}
+
+/// A call slot loaned for writing a request in place. [`RequestLoan::send`] posts it; dropping it
+/// unsent gives the slot back.
+pub struct RequestLoan<'c, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    core: &'c ClientCore,
+    slot: usize,
+    pos: u64,
+    ptr: *mut u8,
+    len: usize,
+    sent: bool,
+    _p: PhantomData<fn(&Q, &R)>,
+}
+
+impl<'c, Q: Payload + ?Sized, R: Payload + ?Sized> RequestLoan<'c, Q, R> {
+    /// Posts the request; returns the pending call.
+    #[inline]
+    pub fn send(mut self) -> Pending<'c, R> {
+        self.sent = true;
+        self.core.post(self.slot, self.pos, self.len);
+        Pending {
+            core: self.core,
+            slot: self.slot,
+            pos: self.pos,
+            done: false,
+            _r: PhantomData,
+        }
+    }
+
+    /// Posts the request and waits for the response (the service's timeout).
+    pub fn call(self) -> Result<Response<'c, R>, CallError> {
+        self.send().wait()
+    }
+
+    /// The loaned bytes (`len` bytes of the slot's request area).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the slot is reserved by this client and not posted, so no server reads it;
+        // ptr is valid for max_request ≥ len bytes (Region::ptr bounds-checks).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for RequestLoan<'_, Q, R> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.core.unpost(self.slot, self.pos);
+        }
+    }
+}
+
+impl<T: bytemuck::Pod, R: Payload + ?Sized> Deref for RequestLoan<'_, T, R> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: as in `bytes_mut`; ptr is 32-aligned, T's alignment is at most 32 (checked by
+        // the builder), len == size_of::<T>() and any bytes are a valid Pod.
+        unsafe { &*(self.ptr as *const T) }
+    }
+}
+
+impl<T: bytemuck::Pod, R: Payload + ?Sized> DerefMut for RequestLoan<'_, T, R> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the slot is exclusively ours until posted.
+        unsafe { &mut *(self.ptr as *mut T) }
+    }
+}
+
+impl<R: Payload + ?Sized> Deref for RequestLoan<'_, Bytes, R> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<R: Payload + ?Sized> DerefMut for RequestLoan<'_, Bytes, R> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes_mut()
+    }
+}
+
+/// A call in flight. [`Pending::wait`] returns its response; [`Pending::next_response`] reads a stream of
+/// responses one by one. Dropping it abandons the call: its slot is reused once the server is done
+/// (late responses are discarded).
+pub struct Pending<'c, R: Payload + ?Sized> {
+    core: &'c ClientCore,
+    slot: usize,
+    pos: u64,
+    done: bool,
+    _r: PhantomData<fn() -> Box<R>>,
+}
+
+impl<R: Payload + ?Sized> std::fmt::Debug for Pending<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("slot", &self.slot)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<'c, R: Payload + ?Sized> Pending<'c, R> {
+    /// Waits for the response, up to the service's timeout (counted from this call). On
+    /// [`CallError::Timeout`] the call is abandoned. For a streamed answer, returns the first
+    /// item and discards the rest.
+    pub fn wait(self) -> Result<Response<'c, R>, CallError> {
+        let timeout = self.core.timeout;
+        self.wait_timeout(timeout)
+    }
+
+    /// Like [`Pending::wait`] with an explicit timeout.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Response<'c, R>, CallError> {
+        if self.done || !self.core.is_current(self.slot, self.pos) {
+            return Err(CallError::Finished);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let item = self.core.wait_item(self.slot, deadline, timeout)?;
+        self.take(item)
+    }
+
+    /// Returns the response if it has arrived, `None` if not yet. Never blocks.
+    pub fn try_wait(&mut self) -> Result<Option<Response<'c, R>>, CallError> {
+        if self.done || !self.core.is_current(self.slot, self.pos) {
+            return Err(CallError::Finished);
+        }
+        match self.core.poll_item(self.slot) {
+            Some(item) => self.take(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn take(&mut self, item: Item) -> Result<Response<'c, R>, CallError> {
+        let slot = self.slot;
+        match self.core.deliver(slot, item, true) {
+            Ok(Some(r)) => {
+                // The response now owns the call (freed when it drops).
+                self.done = true;
+                Ok(r)
+            }
+            Ok(None) => Err(CallError::Finished),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next response of a streamed answer, waiting up to the service's timeout; `None` once
+    /// the server has ended the stream. A plain (unary) answer is a stream of one.
+    pub fn next_response(&mut self) -> Result<Option<Response<'_, R>>, CallError> {
+        let timeout = self.core.timeout;
+        self.next_response_timeout(timeout)
+    }
+
+    /// Like [`Pending::next_response`] with an explicit timeout. A timeout here does not abandon the call.
+    pub fn next_response_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Response<'_, R>>, CallError> {
+        if self.done || !self.core.is_current(self.slot, self.pos) {
+            return Err(CallError::Finished);
+        }
+        if self.core.ended(self.slot) {
+            return Ok(None);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let item = self.core.wait_item(self.slot, deadline, timeout)?;
+        self.core.deliver(self.slot, item, false)
+    }
+}
+
+impl<R: Payload + ?Sized> Drop for Pending<'_, R> {
+    fn drop(&mut self) {
+        if !self.done && self.core.is_current(self.slot, self.pos) {
+            self.core.finish(self.slot);
+        }
+    }
+}
+
+/// A response, read in place in shared memory. Dereferences to the response (`T`, `[u8]`, or
+/// the archived type of an rkyv service).
+pub struct Response<'a, R: Payload + ?Sized> {
+    core: &'a ClientCore,
+    slot: usize,
+    view: &'a R::View,
+    last: bool,
+    owns_call: bool,
+}
+
+impl<R: Payload + ?Sized> Response<'_, R> {
+    /// Whether this is the last response of its call.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+}
+
+impl<R: Payload + ?Sized> Deref for Response<'_, R> {
+    type Target = R::View;
+    fn deref(&self) -> &R::View {
+        self.view
+    }
+}
+
+impl<R: Payload + ?Sized> std::fmt::Debug for Response<'_, R>
+where
+    R::View: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.view, f)
+    }
+}
+
+impl<R: Payload + ?Sized> Drop for Response<'_, R> {
+    fn drop(&mut self) {
+        self.core.consume(self.slot, self.last);
+        if self.owns_call {
+            self.core.finish(self.slot);
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The byte layout of a service segment, every offset named.
+//!
+//! ```text
+//! 0                    segment header (256 B, see shm::header)
+//! 256                  control block (128 B)
+//!   +0   servers          u64  bitmap of registered servers
+//!   +8   clients          u64  bitmap of registered clients (servers poll their call rings)
+//!   +16  servers_waiting  u64  bitmap of servers asleep on `request_seq`
+//!   +24  request_seq      u32  futex word servers sleep on
+//! 384                  server table: S entries of 64 B
+//!   +0   state         u64  0 free, 1 active
+//!   +8   owner         u64  pid << 32 | low 32 bits of start time
+//! ..                   client table: C entries of 128 B
+//!   +0   state         u64  0 free, 1 active
+//!   +8   owner         u64  as above
+//!   +16  waiting       u64  1 while the client sleeps on `wake`
+//!   +24  wake          u32  futex word the client sleeps on
+//!   +64  head          u64  next call position servers look at (servers advance it by CAS)
+//! ..                   call rings, 128-aligned: C rings of F call slots of `call_stride` bytes
+//!   request part (`req_stride` = round_up(32 + max_request_size, 64) bytes):
+//!   +0   state         u64  position << 8 | server << 2 | kind (UNUSED, POSTED, TAKEN, CANCELLED)
+//!   +8   taker         u64  owner word of the server that took the call (0 until written)
+//!   +16  len           u64  request length
+//!   +24  consumed      u64  responses the client has consumed from this slot, ever
+//!   +32  request       max_request_size bytes
+//!   then K response items of `item_stride` = round_up(32 + max_response_size, 64) bytes:
+//!   +0   stamp         u64  item number + 1 (0: never written)
+//!   +8   call          u64  position of the call the item answers
+//!   +16  len           u64  payload length
+//!   +24  flags         u64  DATA | END | ABORTED
+//!   +32  payload       max_response_size bytes
+//! ```
+//!
+//! Total: `round_up(384 + 64·S + 128·C, 128) + C·F·(req_stride + K·item_stride)` bytes.
+
+use crate::error::OpenError;
+use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
+use crate::topic::PayloadKind;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Segment kind of a service.
+pub const KIND_SERVICE: u32 = 2;
+
+pub(crate) const CTRL_SERVERS: usize = HEADER_LEN;
+pub(crate) const CTRL_CLIENTS: usize = HEADER_LEN + 8;
+pub(crate) const CTRL_SERVERS_WAITING: usize = HEADER_LEN + 16;
+pub(crate) const CTRL_REQUEST_SEQ: usize = HEADER_LEN + 24;
+const SERVER_TABLE: usize = HEADER_LEN + 128;
+const SERVER_ENTRY: usize = 64;
+const CLIENT_ENTRY: usize = 128;
+use crate::shm::entry::ENTRY_OWNER;
+const CLIENT_WAITING: usize = 16;
+const CLIENT_WAKE: usize = 24;
+const CLIENT_HEAD: usize = 64;
+/// Bytes of call-slot header before the request, and of item header before a response.
+pub const CALL_HEADER: usize = 32;
+const CALL_STATE: usize = 0;
+const CALL_TAKER: usize = 8;
+const CALL_LEN: usize = 16;
+const CALL_CONSUMED: usize = 24;
+const ITEM_STAMP: usize = 0;
+const ITEM_CALL: usize = 8;
+const ITEM_LEN: usize = 16;
+const ITEM_FLAGS: usize = 24;
+
+/// Largest in-flight limit per client (call slots).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Largest number of clients or servers of one service.
+pub const MAX_PARTICIPANTS: usize = 64;
+/// Largest request or response size.
+pub const MAX_SERVICE_MESSAGE: usize = 1 << 30;
+/// Largest stream depth (response items per call slot).
+pub const MAX_STREAM_DEPTH: usize = 64;
+
+/// Call-slot kinds (low 2 bits of the state word).
+pub(crate) const UNUSED: u64 = 0;
+pub(crate) const POSTED: u64 = 1;
+pub(crate) const TAKEN: u64 = 2;
+pub(crate) const CANCELLED: u64 = 3;
+
+/// Item flags.
+pub(crate) const DATA: u64 = 1;
+pub(crate) const END: u64 = 2;
+pub(crate) const ABORTED: u64 = 4;
+
+/// Largest call position: positions live in the state word above 8 bits.
+pub(crate) const MAX_POSITION: u64 = (1 << 56) - 1;
+
+/// A call-slot state word.
+#[inline]
+pub(crate) fn call_state(pos: u64, server: usize, kind: u64) -> u64 {
+    debug_assert!(pos <= MAX_POSITION && server < MAX_PARTICIPANTS && kind < 4);
+    pos << 8 | (server as u64) << 2 | kind
+}
+
+/// Splits a state word into (position, server, kind). Any word decodes to values in range.
+#[inline]
+pub(crate) fn split_state(w: u64) -> (u64, usize, u64) {
+    (w >> 8, ((w >> 2) & 63) as usize, w & 3)
+}
+
+/// Shape of a service, as stored in its header's configuration words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceLayout {
+    pub(crate) max_clients: usize,
+    pub(crate) max_servers: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) max_request: usize,
+    pub(crate) max_response: usize,
+    pub(crate) depth: usize,
+    pub(crate) kinds: (PayloadKind, PayloadKind),
+    // Derived.
+    client_table: usize,
+    calls: usize,
+    req_stride: usize,
+    item_stride: usize,
+    call_stride: usize,
+    pub(crate) len: usize,
+}
+
+fn invalid(msg: String) -> OpenError {
+    OpenError::InvalidConfig(msg)
+}
+
+fn kind_code(k: PayloadKind) -> u64 {
+    k as u64
+}
+
+fn kind_of(c: u64) -> Option<PayloadKind> {
+    match c {
+        0 => Some(PayloadKind::Pod),
+        1 => Some(PayloadKind::Bytes),
+        2 => Some(PayloadKind::Rkyv),
+        _ => None,
+    }
+}
+
+impl ServiceLayout {
+    /// Validates the parameters and computes the offsets.
+    pub(crate) fn new(
+        max_clients: usize,
+        max_servers: usize,
+        in_flight: usize,
+        max_request: usize,
+        max_response: usize,
+        depth: usize,
+        kinds: (PayloadKind, PayloadKind),
+    ) -> Result<ServiceLayout, OpenError> {
+        if !(1..=MAX_PARTICIPANTS).contains(&max_clients) {
+            return Err(invalid(format!(
+                "max clients {max_clients} must be in 1..={MAX_PARTICIPANTS}"
+            )));
+        }
+        if !(1..=MAX_PARTICIPANTS).contains(&max_servers) {
+            return Err(invalid(format!(
+                "max servers {max_servers} must be in 1..={MAX_PARTICIPANTS}"
+            )));
+        }
+        if !in_flight.is_power_of_two() || in_flight > MAX_IN_FLIGHT {
+            return Err(invalid(format!(
+                "max in flight {in_flight} must be a power of two in 1..={MAX_IN_FLIGHT}"
+            )));
+        }
+        if !depth.is_power_of_two() || depth > MAX_STREAM_DEPTH {
+            return Err(invalid(format!(
+                "stream depth {depth} must be a power of two in 1..={MAX_STREAM_DEPTH}"
+            )));
+        }
+        for (what, n) in [("request", max_request), ("response", max_response)] {
+            if !(1..=MAX_SERVICE_MESSAGE).contains(&n) {
+                return Err(invalid(format!(
+                    "max {what} size {n} must be in 1..={MAX_SERVICE_MESSAGE}"
+                )));
+            }
+        }
+        let req_stride = (CALL_HEADER + max_request).div_ceil(64) * 64;
+        let item_stride = (CALL_HEADER + max_response).div_ceil(64) * 64;
+        let client_table = SERVER_TABLE + SERVER_ENTRY * max_servers;
+        let calls = (client_table + CLIENT_ENTRY * max_clients).div_ceil(128) * 128;
+        let too_big = || invalid("service size overflows".into());
+        let call_stride = item_stride
+            .checked_mul(depth)
+            .and_then(|i| i.checked_add(req_stride))
+            .ok_or_else(too_big)?;
+        let len = call_stride
+            .checked_mul(in_flight * max_clients)
+            .and_then(|c| c.checked_add(calls))
+            .filter(|l| *l <= isize::MAX as usize / 2)
+            .ok_or_else(too_big)?;
+        Ok(ServiceLayout {
+            max_clients,
+            max_servers,
+            in_flight,
+            max_request,
+            max_response,
+            depth,
+            kinds,
+            client_table,
+            calls,
+            req_stride,
+            item_stride,
+            call_stride,
+            len,
+        })
+    }
+
+    /// Configuration words; `types` is the response type's identity check word (see
+    /// [`ServiceLayout::header`]).
+    fn config_words(&self, response_ty: u64) -> [u64; CONFIG_WORDS] {
+        let mut w = [0u64; CONFIG_WORDS];
+        w[0] = self.max_clients as u64;
+        w[1] = self.max_servers as u64;
+        w[2] = self.in_flight as u64;
+        w[3] = self.max_request as u64;
+        w[4] = self.max_response as u64;
+        w[5] = self.depth as u64;
+        w[6] = self.config_kinds();
+        w[7] = response_ty;
+        w
+    }
+
+    /// Configuration word 6: request and response payload kinds.
+    pub(crate) fn config_kinds(&self) -> u64 {
+        kind_code(self.kinds.0) | kind_code(self.kinds.1) << 8
+    }
+
+    /// Rebuilds a layout from an (untrusted) header and checks it against the segment length.
+    pub(crate) fn from_header(h: &Header, region_len: usize) -> Result<ServiceLayout, OpenError> {
+        let c = &h.config;
+        let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
+        let (Some(req), Some(resp)) = (kind_of(c[6] & 0xff), kind_of(c[6] >> 8)) else {
+            return Err(OpenError::Corrupt(format!(
+                "unknown payload kinds {}",
+                c[6]
+            )));
+        };
+        let l = ServiceLayout::new(
+            small(c[0]),
+            small(c[1]),
+            small(c[2]),
+            small(c[3]),
+            small(c[4]),
+            small(c[5]),
+            (req, resp),
+        )
+        .map_err(|e| OpenError::Corrupt(format!("service configuration: {e}")))?;
+        if l.len != region_len {
+            return Err(OpenError::Corrupt(format!(
+                "layout needs {} bytes, segment has {region_len}",
+                l.len
+            )));
+        }
+        Ok(l)
+    }
+
+    /// Header for a new segment. The header's type is the request type; the response type is
+    /// folded into configuration word 7 (a hash of its identity).
+    pub(crate) fn header(&self, request: TypeIdentity, response_ty: u64) -> Header {
+        Header {
+            kind: KIND_SERVICE,
+            segment_len: self.len as u64,
+            ty: request,
+            config: self.config_words(response_ty),
+        }
+    }
+
+    pub(crate) fn server_entry(&self, s: usize) -> usize {
+        debug_assert!(s < self.max_servers);
+        SERVER_TABLE + SERVER_ENTRY * s
+    }
+
+    pub(crate) fn client_entry(&self, c: usize) -> usize {
+        debug_assert!(c < self.max_clients);
+        self.client_table + CLIENT_ENTRY * c
+    }
+
+    /// The cells of client `c`'s call ring.
+    pub(crate) fn ring<'a>(&'a self, region: &'a Region, c: usize) -> CallRing<'a> {
+        CallRing {
+            region,
+            layout: self,
+            entry: self.client_entry(c),
+            base: self.calls + self.call_stride * self.in_flight * c,
+        }
+    }
+}
+
+/// Identity word of a response type: FNV-1a over its name, size and alignment.
+pub(crate) fn type_word(ty: &TypeIdentity) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = ty
+        .name
+        .bytes()
+        .chain(ty.size.to_le_bytes())
+        .chain(ty.align.to_le_bytes());
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// One client's call ring inside a mapped service: typed access to its words.
+pub(crate) struct CallRing<'a> {
+    pub(crate) region: &'a Region,
+    pub(crate) layout: &'a ServiceLayout,
+    entry: usize,
+    base: usize,
+}
+
+impl<'a> CallRing<'a> {
+    #[inline]
+    pub(crate) fn mask(&self) -> u64 {
+        self.layout.in_flight as u64 - 1
+    }
+    #[inline]
+    fn slot(&self, slot: usize) -> usize {
+        debug_assert!(slot < self.layout.in_flight);
+        self.base + self.layout.call_stride * slot
+    }
+    #[inline]
+    fn item(&self, slot: usize, n: u64) -> usize {
+        let i = (n & (self.layout.depth as u64 - 1)) as usize;
+        self.slot(slot) + self.layout.req_stride + self.layout.item_stride * i
+    }
+    #[inline]
+    pub(crate) fn head(&self) -> &'a AtomicU64 {
+        self.region.u64_at(self.entry + CLIENT_HEAD)
+    }
+    #[inline]
+    pub(crate) fn waiting(&self) -> &'a AtomicU64 {
+        self.region.u64_at(self.entry + CLIENT_WAITING)
+    }
+    #[inline]
+    pub(crate) fn wake(&self) -> &'a AtomicU32 {
+        self.region.u32_at(self.entry + CLIENT_WAKE)
+    }
+    #[inline]
+    pub(crate) fn owner(&self) -> &'a AtomicU64 {
+        self.region.u64_at(self.entry + ENTRY_OWNER)
+    }
+    #[inline]
+    pub(crate) fn state(&self, slot: usize) -> &'a AtomicU64 {
+        self.region.u64_at(self.slot(slot) + CALL_STATE)
+    }
+    #[inline]
+    pub(crate) fn taker(&self, slot: usize) -> &'a AtomicU64 {
+        self.region.u64_at(self.slot(slot) + CALL_TAKER)
+    }
+    #[inline]
+    pub(crate) fn len(&self, slot: usize) -> &'a AtomicU64 {
+        self.region.u64_at(self.slot(slot) + CALL_LEN)
+    }
+    #[inline]
+    pub(crate) fn consumed(&self, slot: usize) -> &'a AtomicU64 {
+        self.region.u64_at(self.slot(slot) + CALL_CONSUMED)
+    }
+    /// Offset of the request payload of `slot`.
+    #[inline]
+    pub(crate) fn request(&self, slot: usize) -> usize {
+        self.slot(slot) + CALL_HEADER
+    }
+    #[inline]
+    pub(crate) fn item_stamp(&self, slot: usize, n: u64) -> &'a AtomicU64 {
+        self.region.u64_at(self.item(slot, n) + ITEM_STAMP)
+    }
+    #[inline]
+    pub(crate) fn item_call(&self, slot: usize, n: u64) -> &'a AtomicU64 {
+        self.region.u64_at(self.item(slot, n) + ITEM_CALL)
+    }
+    #[inline]
+    pub(crate) fn item_len(&self, slot: usize, n: u64) -> &'a AtomicU64 {
+        self.region.u64_at(self.item(slot, n) + ITEM_LEN)
+    }
+    #[inline]
+    pub(crate) fn item_flags(&self, slot: usize, n: u64) -> &'a AtomicU64 {
+        self.region.u64_at(self.item(slot, n) + ITEM_FLAGS)
+    }
+    /// Offset of the payload of item `n` of `slot`.
+    #[inline]
+    pub(crate) fn item_payload(&self, slot: usize, n: u64) -> usize {
+        self.item(slot, n) + CALL_HEADER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: (PayloadKind, PayloadKind) = (PayloadKind::Bytes, PayloadKind::Pod);
+
+    #[test]
+    fn formula_matches_layout() {
+        let l = ServiceLayout::new(8, 4, 16, 100, 8, 2, K).unwrap();
+        let calls = (384 + 64 * 4 + 128 * 8usize).div_ceil(128) * 128;
+        assert_eq!(l.len, calls + 8 * 16 * (192 + 2 * 64));
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        assert!(ServiceLayout::new(0, 1, 1, 8, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 65, 1, 8, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 1, 3, 8, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 1, 2048, 8, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 1, 1, 0, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 1, 1, 8, 8, 3, K).is_err());
+        assert!(ServiceLayout::new(64, 1, 1024, 1 << 30, 8, 1, K).is_err());
+    }
+
+    #[test]
+    fn state_words_round_trip() {
+        let w = call_state(MAX_POSITION, 63, CANCELLED);
+        assert_eq!(split_state(w), (MAX_POSITION, 63, CANCELLED));
+        assert_eq!(split_state(call_state(5, 2, TAKEN)), (5, 2, TAKEN));
+    }
+}

@@ -1,0 +1,581 @@
+//! The answering side of a service: servers take calls from every client's call ring.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::*;
+use super::shared::ServiceShared;
+use crate::error::{ReceiveError, SendError};
+use crate::sync::{futex, ProcessId};
+use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
+
+/// Longest single sleep of an idle server.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Serves a service: receives requests of kind `Q`, answers each with one response of kind `R`
+/// or a stream of them. Created by [`crate::ServiceBuilder::server`].
+///
+/// Several servers (in one or many processes) may serve one service: each call is taken by
+/// exactly one of them. A server may hold many requests at once and answer them in any order.
+/// It is `Send` but not `Sync`.
+///
+/// ```
+/// use ringbus::Node;
+///
+/// let node = Node::in_process();
+/// let svc = node.service::<u32, u32>("doc-server");
+/// let server = svc.server()?;
+/// let client = svc.client()?;
+/// let a = client.send(&1)?;
+/// let b = client.send(&2)?;
+/// let first = server.try_receive()?;
+/// let second = server.try_receive()?;
+/// second.respond(&20)?; // answers may go in any order
+/// first.respond(&10)?;
+/// assert_eq!(*a.wait()?, 10);
+/// assert_eq!(*b.wait()?, 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<Q: Payload + ?Sized, R: Payload + ?Sized> {
+    core: ServerCore,
+    _p: PhantomData<fn(&Q, &R)>,
+}
+
+pub(crate) struct ServerCore {
+    shared: Arc<ServiceShared>,
+    index: usize,
+    owner: u64,
+    spin: Duration,
+    timeout: Duration,
+    next_client: Cell<usize>,
+    wakes: Cell<u64>,
+}
+
+/// A call this server took.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    client: usize,
+    slot: usize,
+    pos: u64,
+    len: usize,
+    /// Next response item number.
+    n: u64,
+    /// Owner word of the client entry when the call was taken.
+    client_owner: u64,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Server<Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("service", &self.core.shared.name)
+            .field("index", &self.core.index)
+            .finish()
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
+    pub(crate) fn new(
+        shared: Arc<ServiceShared>,
+        index: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Server {
+            core: ServerCore {
+                shared,
+                index,
+                owner: ProcessId::current().pack(),
+                spin,
+                timeout,
+                next_client: Cell::new(0),
+                wakes: Cell::new(0),
+            },
+            _p: PhantomData,
+        }
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.core.shared.name
+    }
+
+    /// The largest response the service carries, in bytes.
+    pub fn max_response_size(&self) -> usize {
+        self.core.shared.layout.max_response
+    }
+
+    /// Wake-up system calls this server made for sleeping clients.
+    pub fn wake_calls(&self) -> u64 {
+        self.core.wakes.get()
+    }
+
+    /// Takes the next request if one is waiting, else [`ReceiveError::Empty`]. Never blocks.
+    #[inline]
+    pub fn try_receive(&self) -> Result<Request<'_, Q, R>, ReceiveError> {
+        match self.core.poll() {
+            Some(claim) => self.request(claim),
+            None => Err(ReceiveError::Empty),
+        }
+    }
+
+    /// Waits for the next request: spins briefly, then sleeps in the kernel until a client posts
+    /// one. An idle server uses no CPU.
+    pub fn receive(&self) -> Result<Request<'_, Q, R>, ReceiveError> {
+        let claim = self.core.wait(None)?;
+        self.request(claim)
+    }
+
+    /// Like [`Server::receive`], but gives up with [`ReceiveError::Timeout`] after `timeout`.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Request<'_, Q, R>, ReceiveError> {
+        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+        let claim = self.core.wait(deadline)?;
+        self.request(claim)
+    }
+
+    fn request(&self, claim: Claim) -> Result<Request<'_, Q, R>, ReceiveError> {
+        let core = &self.core;
+        let layout = &core.shared.layout;
+        let view =
+            if claim.len > layout.max_request || Q::fixed_size().is_some_and(|f| f != claim.len) {
+                Err(format!(
+                    "request length {} (maximum {})",
+                    claim.len, layout.max_request
+                ))
+            } else {
+                let ring = core.shared.ring(claim.client);
+                let ptr = core
+                    .shared
+                    .region()
+                    .ptr(ring.request(claim.slot), claim.len);
+                // SAFETY: the call is TAKEN by this server: its client writes the slot's request
+                // area only after the call ends (this server's END item) or this server dies; ptr is
+                // in bounds for len bytes (Region::ptr) and 32-aligned (request area in a 64-aligned
+                // call slot of a page-aligned region).
+                unsafe { Q::view(ptr, claim.len) }
+            };
+        match view {
+            Ok(view) => Ok(Request {
+                core,
+                claim,
+                view,
+                answered: false,
+                streaming: false,
+                _p: PhantomData,
+            }),
+            Err(why) => {
+                // Tell the caller at once rather than let it time out.
+                let mut claim = claim;
+                let _ = core.publish(&mut claim, ABORTED | END, |_| Ok(0));
+                Err(ReceiveError::Invalid(why))
+            }
+        }
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Server<Q, R> {
+    fn drop(&mut self) {
+        // Requests borrow the server: none is alive here.
+        self.core.shared.leave_server(self.core.index);
+    }
+}
+
+impl ServerCore {
+    /// One pass over the call rings of the registered clients, from the one after the last that
+    /// delivered.
+    #[inline]
+    fn poll(&self) -> Option<Claim> {
+        let region = self.shared.region();
+        // Acquire: pairs with the SeqCst bit set when a client joins.
+        let clients = region.u64_at(CTRL_CLIENTS).load(Ordering::Acquire);
+        if clients == 0 {
+            return None;
+        }
+        let n = self.shared.layout.max_clients;
+        let mut c = self.next_client.get();
+        for _ in 0..n {
+            if c >= n {
+                c = 0;
+            }
+            if clients & (1u64 << c) != 0 {
+                if let Some(claim) = self.take_from(c) {
+                    self.next_client.set(c + 1);
+                    return Some(claim);
+                }
+            }
+            c += 1;
+        }
+        None
+    }
+
+    /// Takes the call at the head of client `c`'s ring, if one is posted.
+    #[inline]
+    fn take_from(&self, c: usize) -> Option<Claim> {
+        let ring = self.shared.ring(c);
+        let mask = ring.mask();
+        // Bounded: a ring whose words are garbage costs at most this many steps per poll.
+        for _ in 0..=self.shared.layout.in_flight {
+            // Acquire: pairs with other servers' head CAS (nothing is published through it; the
+            // state word carries the request).
+            let h = ring.head().load(Ordering::Acquire);
+            let slot = (h & mask) as usize;
+            let state = ring.state(slot);
+            // Acquire: pairs with the client's Release store of POSTED: the request, its length
+            // and the slot's `consumed` word are visible.
+            let w = state.load(Ordering::Acquire);
+            let (p, _, kind) = split_state(w);
+            if kind == UNUSED || p < h {
+                return None;
+            }
+            if p > h || kind != POSTED {
+                // Taken, cancelled or already reused: the head is behind; help it on.
+                // AcqRel/Relaxed: a failed CAS means someone else moved it.
+                let _ = ring
+                    .head()
+                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            // AcqRel: the take races with other servers and the client's cancel on this word.
+            if state
+                .compare_exchange(
+                    w,
+                    call_state(h, self.index, TAKEN),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            // Relaxed: a hint for the client's liveness check, which falls back to our entry.
+            ring.taker(slot).store(self.owner, Ordering::Relaxed);
+            // AcqRel/Relaxed: as above.
+            let _ = ring
+                .head()
+                .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+            // Relaxed: ordered by the Acquire load of POSTED above.
+            let len = ring.len(slot).load(Ordering::Relaxed);
+            let n = ring.consumed(slot).load(Ordering::Relaxed);
+            // Relaxed: compared later to tell whether the client is still the same process.
+            let client_owner = ring.owner().load(Ordering::Relaxed);
+            return Some(Claim {
+                client: c,
+                slot,
+                pos: h,
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                n,
+                client_owner,
+            });
+        }
+        None
+    }
+
+    fn wait(&self, deadline: Option<(Instant, Duration)>) -> Result<Claim, ReceiveError> {
+        if let Some(claim) = self.poll() {
+            return Ok(claim);
+        }
+        let spin_until = Instant::now() + self.spin;
+        let region = self.shared.region();
+        let seq = region.u32_at(CTRL_REQUEST_SEQ);
+        let waiting = region.u64_at(CTRL_SERVERS_WAITING);
+        let bit = 1u64 << self.index;
+        let mut spins = 0u32;
+        loop {
+            if let Some(claim) = self.poll() {
+                return Ok(claim);
+            }
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
+                continue;
+            }
+            let now = Instant::now();
+            if now < spin_until {
+                continue;
+            }
+            let nap = match deadline {
+                Some((d, t)) if now >= d => return Err(ReceiveError::Timeout(t)),
+                Some((d, _)) => (d - now).min(MAX_SLEEP),
+                None => MAX_SLEEP,
+            };
+            // The server half of the sleep handshake: read the futex word, announce, fence,
+            // poll; a client posts, fences, then loads `servers_waiting`.
+            // Acquire: a later value means a wake we must not sleep through.
+            let seen = seq.load(Ordering::Acquire);
+            waiting.fetch_or(bit, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let got = self.poll();
+            if got.is_none() {
+                futex::wait(seq, seen, nap);
+            }
+            // Relaxed: a hint for clients; a stale bit costs one spare wake.
+            waiting.fetch_and(!bit, Ordering::Relaxed);
+            if let Some(claim) = got {
+                return Ok(claim);
+            }
+        }
+    }
+
+    /// Waits until item `claim.n` may be written (the client has consumed item n − depth).
+    fn wait_room(&self, claim: &Claim) -> Result<(), SendError> {
+        let ring = self.shared.ring(claim.client);
+        let depth = self.shared.layout.depth as u64;
+        // Acquire: pairs with the client's Release store of `consumed`: it has finished reading
+        // the item we are about to overwrite.
+        let room = || {
+            claim
+                .n
+                .wrapping_sub(ring.consumed(claim.slot).load(Ordering::Acquire))
+                < depth
+        };
+        if room() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let deadline = start.checked_add(self.timeout);
+        let mut last_check = start;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            if room() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= last_check + CHECK_INTERVAL {
+                last_check = now;
+                if !self
+                    .shared
+                    .client_still_there(claim.client, claim.client_owner)
+                {
+                    return Err(SendError::Disconnected);
+                }
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(SendError::Timeout(self.timeout));
+            }
+            if now < start + self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Publishes response item `claim.n` with `flags`, its payload written by `write` into the
+    /// item's payload area (returning the length).
+    #[inline]
+    fn publish(
+        &self,
+        claim: &mut Claim,
+        flags: u64,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
+    ) -> Result<(), SendError> {
+        self.wait_room(claim)?;
+        let ring = self.shared.ring(claim.client);
+        let max = self.shared.layout.max_response;
+        let ptr = self
+            .shared
+            .region()
+            .ptr(ring.item_payload(claim.slot, claim.n), max);
+        // SAFETY: item n is ours to write: the client has consumed item n − depth (wait_room) and
+        // reads item n only after its stamp says n + 1, stored below; ptr is valid for max bytes.
+        let len = write(unsafe { std::slice::from_raw_parts_mut(ptr, max) })?;
+        self.commit(claim, flags, len);
+        Ok(())
+    }
+
+    /// Stamps item `claim.n` (its payload written) and wakes the client if it sleeps.
+    #[inline]
+    fn commit(&self, claim: &mut Claim, flags: u64, len: usize) {
+        let ring = self.shared.ring(claim.client);
+        let (slot, n) = (claim.slot, claim.n);
+        // Relaxed: published by the Release stamp store.
+        ring.item_call(slot, n).store(claim.pos, Ordering::Relaxed);
+        ring.item_len(slot, n).store(len as u64, Ordering::Relaxed);
+        ring.item_flags(slot, n).store(flags, Ordering::Relaxed);
+        ring.item_stamp(slot, n).store(n + 1, Ordering::Release);
+        claim.n = n + 1;
+        // The server half of the response sleep handshake: publish, fence, load `waiting`.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        if ring.waiting().load(Ordering::Relaxed) != 0 {
+            self.shared.wake_client(claim.client);
+            self.wakes.set(self.wakes.get() + 1);
+        }
+    }
+}
+
+/// A request taken by a server, read in place. Dereferences to the request. Answer it with
+/// [`Request::respond`], a loan ([`Request::loan`]) or a stream ([`Request::stream`]); dropping
+/// it unanswered tells the caller [`crate::CallError::Aborted`].
+pub struct Request<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    core: &'s ServerCore,
+    claim: Claim,
+    view: &'s Q::View,
+    answered: bool,
+    streaming: bool,
+    _p: PhantomData<fn(&R)>,
+}
+
+impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
+    /// Index of the calling client's entry in the service (stable while the client lives).
+    pub fn client(&self) -> usize {
+        self.claim.client
+    }
+
+    /// Answers with one response, copied (or serialised) into the caller's response slot.
+    pub fn respond(mut self, response: &R::Input) -> Result<(), SendError> {
+        // On error nothing was published: dropping `self` then aborts the call.
+        self.core
+            .publish(&mut self.claim, DATA | END, |buf| R::encode(response, buf))?;
+        self.answered = true;
+        Ok(())
+    }
+
+    /// Answers with a stream of responses: [`ResponseStream::send`] each, then
+    /// [`ResponseStream::end`] (dropping the stream ends it too).
+    pub fn stream(mut self) -> ResponseStream<'s, Q, R> {
+        self.streaming = true;
+        ResponseStream { request: self }
+    }
+
+    fn loan_raw(self, len: usize) -> Result<ResponseLoan<'s, Q, R>, SendError> {
+        let max = self.core.shared.layout.max_response;
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        self.core.wait_room(&self.claim)?;
+        let ring = self.core.shared.ring(self.claim.client);
+        let ptr = self
+            .core
+            .shared
+            .region()
+            .ptr(ring.item_payload(self.claim.slot, self.claim.n), max);
+        Ok(ResponseLoan {
+            request: self,
+            ptr,
+            len,
+        })
+    }
+}
+
+impl<'s, Q: Payload + ?Sized, T: bytemuck::Pod> Request<'s, Q, T> {
+    /// Loans the caller's response slot for one `T`, written in place; [`ResponseLoan::send`]
+    /// answers.
+    pub fn loan(self) -> Result<ResponseLoan<'s, Q, T>, SendError> {
+        self.loan_raw(std::mem::size_of::<T>())
+    }
+}
+
+impl<'s, Q: Payload + ?Sized> Request<'s, Q, Bytes> {
+    /// Loans the caller's response slot for `len` bytes, written in place.
+    pub fn loan(self, len: usize) -> Result<ResponseLoan<'s, Q, Bytes>, SendError> {
+        self.loan_raw(len)
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Deref for Request<'_, Q, R> {
+    type Target = Q::View;
+    fn deref(&self) -> &Q::View {
+        self.view
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Request<'_, Q, R> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let flags = if self.streaming { END } else { ABORTED | END };
+            // An error here means the caller is gone or stuck: nothing left to tell it.
+            let _ = self.core.publish(&mut self.claim, flags, |_| Ok(0));
+        }
+    }
+}
+
+/// A response slot loaned for writing in place. [`ResponseLoan::send`] answers the request;
+/// dropping it unsent aborts the call.
+pub struct ResponseLoan<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    request: Request<'s, Q, R>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseLoan<'_, Q, R> {
+    /// Publishes the response to the caller.
+    #[inline]
+    pub fn send(mut self) {
+        let req = &mut self.request;
+        req.core.commit(&mut req.claim, DATA | END, self.len);
+        req.answered = true;
+    }
+
+    /// The loaned bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the item is ours to write (room was waited for in `loan_raw`; the client reads
+        // it only after our stamp); ptr is valid for max_response ≥ len bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<Q: Payload + ?Sized, T: bytemuck::Pod> Deref for ResponseLoan<'_, Q, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: as in `bytes_mut`; ptr is 32-aligned, T's alignment at most 32 (checked by the
+        // builder), len == size_of::<T>() and any bytes are a valid Pod.
+        unsafe { &*(self.ptr as *const T) }
+    }
+}
+
+impl<Q: Payload + ?Sized, T: bytemuck::Pod> DerefMut for ResponseLoan<'_, Q, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the item is exclusively ours.
+        unsafe { &mut *(self.ptr as *mut T) }
+    }
+}
+
+impl<Q: Payload + ?Sized> Deref for ResponseLoan<'_, Q, Bytes> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<Q: Payload + ?Sized> DerefMut for ResponseLoan<'_, Q, Bytes> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes_mut()
+    }
+}
+
+/// A stream of responses to one request (like gRPC server streaming). The caller reads them in
+/// order with [`crate::Pending::next_response`]; a full stream waits for the caller (up to the service's
+/// timeout) before sending more.
+pub struct ResponseStream<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    request: Request<'s, Q, R>,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseStream<'_, Q, R> {
+    /// The request being answered.
+    pub fn request(&self) -> &Q::View {
+        &self.request
+    }
+
+    /// Sends one response of the stream. [`SendError::Disconnected`] if the caller has gone,
+    /// [`SendError::Timeout`] if it does not read for the service's timeout.
+    pub fn send(&mut self, response: &R::Input) -> Result<(), SendError> {
+        let req = &mut self.request;
+        req.core
+            .publish(&mut req.claim, DATA, |buf| R::encode(response, buf))
+    }
+
+    /// Ends the stream: the caller's [`crate::Pending::next_response`] returns `None` after the responses
+    /// sent so far.
+    pub fn end(mut self) -> Result<(), SendError> {
+        let req = &mut self.request;
+        req.core.publish(&mut req.claim, END, |_| Ok(0))?;
+        req.answered = true;
+        Ok(())
+    }
+}
