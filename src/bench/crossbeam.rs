@@ -1,5 +1,5 @@
 //! `crossbeam`: streaming throughput of a bounded `crossbeam-channel` between two threads
-//! of the parent process (an in-process reference; no latency rows).
+//! of the parent process (an in-process reference; no latency rows; `pubsub` only).
 //!
 //! Payloads up to 1 KiB travel by value as `[u8; N]`; larger ones as `Box<[u8]>` that
 //! the receiver hands back through a second channel, so no allocation happens per
@@ -26,8 +26,8 @@ impl Transport for Crossbeam {
         "crossbeam"
     }
 
-    fn supports(&self, _pattern: Pattern, mode: Mode) -> bool {
-        mode == Mode::Stream
+    fn supports(&self, pattern: Pattern, mode: Mode) -> bool {
+        pattern == Pattern::PubSub && mode == Mode::Stream
     }
 
     fn placement(&self) -> Placement {

@@ -2,13 +2,18 @@
 //!
 //! A 4 KiB file in the run directory is mapped by both processes.
 //!
-//! * Latency: ping stores sequence number `n` into the ping word, pong spins until it
-//!   sees `n` and stores `n` into the pong word; ping spins until it sees `n`. Both
-//!   words share one cache line (see `PONG_OFF`). No payload is copied; the spin
-//!   loops use no pause instruction.
-//! * Stream: a single-producer single-consumer ring of [`super::STREAM_CAPACITY`] header
-//!   words (head and tail counters on their own 128-byte blocks, indices cached locally).
-//!   No payload is copied either.
+//! * Latency (`pubsub` and `rpc`): ping stores sequence number `n` into the ping word,
+//!   pong spins until it sees `n` and stores `n` into the pong word; ping spins until it
+//!   sees `n`. Both words share one cache line (see `PONG_OFF`). No payload is copied
+//!   (the request "carries" its payload only in name, as with `--touch` off elsewhere);
+//!   the spin loops use no pause instruction. For `rpc` this is already the round trip
+//!   of a request and its 8-byte response (the echoed sequence number).
+//! * Stream, `pubsub`: a single-producer single-consumer ring of
+//!   [`super::STREAM_CAPACITY`] header words (head and tail counters on their own
+//!   128-byte blocks, indices cached locally). No payload is copied either.
+//! * Stream, `rpc` (pipelined calls): two such rings of [`RPC_WINDOW`] words, requests
+//!   (ping to pong) and responses (pong to ping, the echoed sequence number); the client
+//!   keeps up to [`RPC_WINDOW`] calls in flight.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -16,9 +21,11 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use hdrhistogram::Histogram;
 
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
 };
-use super::util::{check_seq, spin_until, timed_round_trips, Result, ShmFile, StreamTimer};
+use super::util::{
+    check_seq, pipelined_calls, spin_until, timed_round_trips, Result, ShmFile, StreamTimer,
+};
 use super::STREAM_CAPACITY;
 
 /// Length of the shared file.
@@ -29,11 +36,37 @@ const PING_OFF: usize = 0;
 /// ping word. Measured interleaved on the 2-vCPU VM, one shared line gave a 10-25 %
 /// lower round trip than two words 128 bytes apart.
 const PONG_OFF: usize = 8;
-/// Stream ring: producer counter, consumer counter, slots.
-const HEAD_OFF: usize = 0;
-const TAIL_OFF: usize = 128;
-const SLOTS_OFF: usize = 256;
-const CAP: u64 = STREAM_CAPACITY as u64;
+
+/// Where a ring lives in the file: producer counter, consumer counter, slots.
+#[derive(Clone, Copy)]
+struct RingLayout {
+    head: usize,
+    tail: usize,
+    slots: usize,
+    cap: u64,
+}
+
+/// The `pubsub` stream ring.
+const STREAM_RING: RingLayout = RingLayout {
+    head: 0,
+    tail: 128,
+    slots: 256,
+    cap: STREAM_CAPACITY as u64,
+};
+/// The `rpc` request ring (client to server).
+const REQUEST_RING: RingLayout = RingLayout {
+    head: 0,
+    tail: 128,
+    slots: 256,
+    cap: RPC_WINDOW as u64,
+};
+/// The `rpc` response ring (server to client), after the request ring's slots.
+const RESPONSE_RING: RingLayout = RingLayout {
+    head: 1024,
+    tail: 1152,
+    slots: 1280,
+    cap: RPC_WINDOW as u64,
+};
 
 /// The `floor` transport.
 pub struct Floor;
@@ -49,12 +82,89 @@ impl Transport for Floor {
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
         let shm = ShmFile::create(&setup.resource_path("floor", ""), FILE_LEN)?;
-        Ok(Box::new(FloorEnd::new(shm, setup.mode)))
+        Ok(Box::new(FloorEnd::new(shm, setup)))
     }
 
     fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
         let shm = ShmFile::open(&setup.resource_path("floor", ""), FILE_LEN)?;
-        Ok(Box::new(FloorEnd::new(shm, setup.mode)))
+        Ok(Box::new(FloorEnd::new(shm, setup)))
+    }
+}
+
+/// One side's private counters of a ring.
+#[derive(Default)]
+struct RingState {
+    /// This side's own counter (head for the sender, tail for the receiver).
+    own: u64,
+    /// Last seen value of the other side's counter.
+    other_cache: u64,
+}
+
+/// A ring as seen by one side during a round.
+struct Ring<'a> {
+    shm: &'a ShmFile,
+    layout: RingLayout,
+    head: &'a AtomicU64,
+    tail: &'a AtomicU64,
+    state: &'a mut RingState,
+}
+
+impl<'a> Ring<'a> {
+    fn new(shm: &'a ShmFile, layout: RingLayout, state: &'a mut RingState) -> Self {
+        Self {
+            shm,
+            layout,
+            head: shm.word(layout.head),
+            tail: shm.word(layout.tail),
+            state,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, index: u64) -> &AtomicU64 {
+        self.shm
+            .word(self.layout.slots + 8 * (index % self.layout.cap) as usize)
+    }
+
+    /// Sender side: waits for space, then publishes `value`.
+    #[inline(always)]
+    fn push(&mut self, value: u64) -> Result<()> {
+        let cap = self.layout.cap;
+        if self.state.own - self.state.other_cache >= cap {
+            let (own, tail) = (self.state.own, self.tail);
+            self.state.other_cache = spin_until("floor ring space", || {
+                // Acquire: the receiver's Release store of tail follows its read of
+                // the slot, so the slot may be overwritten after this load.
+                let t = tail.load(Acquire);
+                Ok((own - t < cap).then_some(t))
+            })?;
+        }
+        // Relaxed: the slot is published by the Release store of head below.
+        self.slot(self.state.own).store(value, Relaxed);
+        self.state.own += 1;
+        // Release: makes the slot store visible before the new head.
+        self.head.store(self.state.own, Release);
+        Ok(())
+    }
+
+    /// Receiver side: waits for a value and takes it.
+    #[inline(always)]
+    fn pop(&mut self, what: &str) -> Result<u64> {
+        if self.state.other_cache == self.state.own {
+            let (own, head) = (self.state.own, self.head);
+            self.state.other_cache = spin_until(what, || {
+                // Acquire: pairs with the sender's Release store of head, making the
+                // slot contents visible.
+                let h = head.load(Acquire);
+                Ok((h != own).then_some(h))
+            })?;
+        }
+        // Relaxed: ordered after the Acquire load of head above.
+        let got = self.slot(self.state.own).load(Relaxed);
+        self.state.own += 1;
+        // Release: the slot read above happens before the sender may reuse the slot.
+        self.tail.store(self.state.own, Release);
+        Ok(got)
     }
 }
 
@@ -62,28 +172,26 @@ impl Transport for Floor {
 /// belongs to its role.
 struct FloorEnd {
     shm: ShmFile,
+    pattern: Pattern,
     mode: Mode,
     /// Last sequence number sent (ping) or received (pong), over all rounds.
     seq: u64,
-    /// Stream ring: this side's own counter (head for the sender, tail for the receiver).
-    own: u64,
-    /// Stream ring: last seen value of the other side's counter.
-    other_cache: u64,
+    /// Stream ring (`pubsub`) or request ring (`rpc`).
+    ring: RingState,
+    /// Response ring (`rpc` only).
+    responses: RingState,
 }
 
 impl FloorEnd {
-    fn new(shm: ShmFile, mode: Mode) -> Self {
+    fn new(shm: ShmFile, setup: &Setup) -> Self {
         Self {
             shm,
-            mode,
+            pattern: setup.pattern,
+            mode: setup.mode,
             seq: 0,
-            own: 0,
-            other_cache: 0,
+            ring: RingState::default(),
+            responses: RingState::default(),
         }
-    }
-
-    fn slot(&self, index: u64) -> &AtomicU64 {
-        self.shm.word(SLOTS_OFF + 8 * (index % CAP) as usize)
     }
 }
 
@@ -112,30 +220,34 @@ impl PingEnd for FloorEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, _touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, _touch: bool) -> Result<Option<StreamOutcome>> {
         if self.mode != Mode::Stream {
             return Err(wrong_mode("floor", self.mode));
         }
-        let head = self.shm.word(HEAD_OFF);
-        let tail = self.shm.word(TAIL_OFF);
-        for _ in 0..count {
-            if self.own - self.other_cache >= CAP {
-                let own = self.own;
-                self.other_cache = spin_until("floor ring space", || {
-                    // Acquire: the receiver's Release store of tail follows its read of
-                    // the slot, so the slot may be overwritten after this load.
-                    let t = tail.load(Acquire);
-                    Ok((own - t < CAP).then_some(t))
-                })?;
+        let first = self.seq + 1;
+        let outcome = match self.pattern {
+            Pattern::PubSub => {
+                let mut ring = Ring::new(&self.shm, STREAM_RING, &mut self.ring);
+                for seq in first..first + count {
+                    ring.push(seq)?;
+                }
+                None
             }
-            self.seq += 1;
-            // Relaxed: the slot is published by the Release store of head below.
-            self.slot(self.own).store(self.seq, Relaxed);
-            self.own += 1;
-            // Release: makes the slot store visible before the new head.
-            head.store(self.own, Release);
-        }
-        Ok(())
+            Pattern::Rpc => {
+                // Two closures use the two rings: each gets its own view.
+                let mut requests = Ring::new(&self.shm, REQUEST_RING, &mut self.ring);
+                let mut responses = Ring::new(&self.shm, RESPONSE_RING, &mut self.responses);
+                Some(pipelined_calls(
+                    first,
+                    count,
+                    RPC_WINDOW,
+                    |seq| requests.push(seq),
+                    |(), seq| check_seq(responses.pop("floor response")?, seq),
+                )?)
+            }
+        };
+        self.seq += count;
+        Ok(outcome)
     }
 }
 
@@ -162,31 +274,32 @@ impl PongEnd for FloorEnd {
         if self.mode != Mode::Stream {
             return Err(wrong_mode("floor", self.mode));
         }
-        let head = self.shm.word(HEAD_OFF);
-        let tail = self.shm.word(TAIL_OFF);
-        let mut timer = StreamTimer::default();
-        for i in 0..count {
-            if self.other_cache == self.own {
-                let own = self.own;
-                self.other_cache = spin_until("floor ring message", || {
-                    // Acquire: pairs with the sender's Release store of head, making the
-                    // slot contents visible.
-                    let h = head.load(Acquire);
-                    Ok((h != own).then_some(h))
-                })?;
+        let first = self.seq + 1;
+        let elapsed_ns = match self.pattern {
+            Pattern::PubSub => {
+                let mut ring = Ring::new(&self.shm, STREAM_RING, &mut self.ring);
+                let mut timer = StreamTimer::default();
+                for i in 0..count {
+                    check_seq(ring.pop("floor ring message")?, first + i)?;
+                    timer.received(i);
+                }
+                timer.finish()
             }
-            // Relaxed: ordered after the Acquire load of head above.
-            let got = self.slot(self.own).load(Relaxed);
-            check_seq(got, self.seq + 1)?;
-            self.seq = got;
-            self.own += 1;
-            // Release: the slot read above happens before the sender may reuse the slot.
-            tail.store(self.own, Release);
-            timer.received(i);
-        }
+            Pattern::Rpc => {
+                let mut requests = Ring::new(&self.shm, REQUEST_RING, &mut self.ring);
+                let mut responses = Ring::new(&self.shm, RESPONSE_RING, &mut self.responses);
+                for expected in first..first + count {
+                    let seq = requests.pop("floor request")?;
+                    check_seq(seq, expected)?;
+                    responses.push(seq)?;
+                }
+                0
+            }
+        };
+        self.seq += count;
         Ok(StreamOutcome {
             count,
-            elapsed_ns: timer.finish(),
+            elapsed_ns,
             checksum: 0,
         })
     }

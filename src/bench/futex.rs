@@ -13,6 +13,10 @@
 //!   `FUTEX_PRIVATE_FLAG`), like ringbus's. No payload is copied: only the sequence word
 //!   moves, whatever the payload size.
 //! * Stream: not supported (the transport is a latency reference only).
+//!
+//! The same exchange serves `pubsub` and `rpc`: it is a round trip either way (for `rpc`
+//! the request's payload lives only in name, as for `floor`; the response is the echoed
+//! sequence number).
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Release};
@@ -142,7 +146,7 @@ impl PingEnd for FutexEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, _count: u64, _touch: bool) -> Result<()> {
+    fn stream_send(&mut self, _count: u64, _touch: bool) -> Result<Option<StreamOutcome>> {
         Err(no_stream())
     }
 }

@@ -1,4 +1,5 @@
-//! `iceoryx2` (cargo feature `peers`): publish-subscribe over iceoryx2's IPC service.
+//! `iceoryx2` (cargo feature `peers`): publish-subscribe over iceoryx2's IPC service,
+//! and (`bench rpc`) its request-response pattern, see [`rpc`].
 //!
 //! Latency uses two services (`...-ping`, `...-pong`) configured as iceoryx2's own
 //! publish-subscribe benchmark does for minimal latency: history 0, subscriber buffer 1,
@@ -28,6 +29,8 @@ use super::util::{
 };
 use super::STREAM_CAPACITY;
 
+mod rpc;
+
 type Svc = ipc::Service;
 type Factory = PortFactory<Svc, [u8], ()>;
 
@@ -39,21 +42,36 @@ impl Transport for Iceoryx2 {
         "iceoryx2"
     }
 
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern == Pattern::PubSub
+    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
+        true
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
-        Ok(Box::new(IceEnd::new(setup, Role::Ping)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Ping)?),
+            Pattern::Rpc => Box::new(rpc::RpcPing::new(setup)?),
+        })
     }
 
     fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
-        Ok(Box::new(IceEnd::new(setup, Role::Pong)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Pong)?),
+            Pattern::Rpc => Box::new(rpc::RpcPong::new(setup)?),
+        })
     }
 }
 
 fn ice<E: Debug>(what: &'static str) -> impl FnOnce(E) -> BoxError {
     move |e| err(format!("iceoryx2 {what}: {e:?}"))
+}
+
+/// A node for one end: errors-only logging, no signal handlers of its own.
+fn node() -> Result<Node<Svc>> {
+    set_log_level(LogLevel::Error);
+    NodeBuilder::new()
+        .signal_handling_mode(SignalHandlingMode::Disabled)
+        .create::<Svc>()
+        .map_err(ice("node"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,11 +115,7 @@ fn open_service(node: &Node<Svc>, name: &str, mode: Mode) -> Result<Factory> {
 
 impl IceEnd {
     fn new(setup: &Setup, role: Role) -> Result<Self> {
-        set_log_level(LogLevel::Error);
-        let node = NodeBuilder::new()
-            .signal_handling_mode(SignalHandlingMode::Disabled)
-            .create::<Svc>()
-            .map_err(ice("node"))?;
+        let node = node()?;
         let base = setup.resource_name("iceoryx2");
         let mut services = Vec::new();
         let (publisher, subscriber) = match setup.mode {
@@ -239,7 +253,7 @@ impl PingEnd for IceEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
         let publisher = self.publisher()?;
         let first = self.seq + 1;
@@ -247,7 +261,7 @@ impl PingEnd for IceEnd {
             fill_and_send(loan(publisher, self.payload)?, seq, touch)?;
         }
         self.seq += count;
-        Ok(())
+        Ok(None)
     }
 }
 

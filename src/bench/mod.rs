@@ -10,11 +10,23 @@
 //! is shifted by what ran before it, so every row gets rounds spread over the whole
 //! phase, close in time to the rows of other sizes. The ends of all sizes stay alive
 //! through the latency phase; each round trip is recorded in an HDR histogram. Then
-//! streaming rounds measure one-directional throughput, size by size.
+//! streaming rounds measure throughput, size by size.
 //!
-//! Adding a pattern (`rpc`, `queue`): extend [`transport::Pattern`], let transports say
-//! what they support via [`transport::Transport::supports`], and implement the new
-//! exchange in their ends; the child protocol, orchestration and reports are shared.
+//! Patterns ([`transport::Pattern`]):
+//!
+//! * `pubsub`: ping publishes the payload, pong publishes it back. Latency is reported
+//!   one-way (round trip / 2). Streaming is one-directional: ping sends, pong counts
+//!   msgs/s.
+//! * `rpc`: ping is the client, pong the server; a request carries the payload, the
+//!   response 8 bytes (the request's sequence number, checked by the client). Latency is
+//!   the full round trip (not halved). Streaming means pipelined calls: the client keeps
+//!   [`transport::RPC_WINDOW`] calls in flight and counts calls/s itself (the
+//!   [`transport::PingEnd::stream_send`] outcome), the server just answers. Each row also
+//!   gets `pipelined_x_rtt` = calls/s x its own round-trip p50.
+//!
+//! Adding a pattern (`queue`): extend [`transport::Pattern`], let transports say what
+//! they support via [`transport::Transport::supports`], and implement the new exchange in
+//! their ends; the child protocol, orchestration and reports are shared.
 
 pub mod crossbeam;
 pub mod floor;
@@ -55,10 +67,12 @@ const STREAM_FACTOR: u64 = 200;
 const STREAM_ROUNDS: usize = 7;
 
 const USAGE: &str = "\
-usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
+usage: ringbus bench [pubsub|rpc] [--json] [--touch] [--rounds N] [--msgs N]
                      [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
 
-  pubsub        pattern to measure (the only one so far)
+  pubsub        publish-subscribe (default): ping publishes, pong publishes it back
+  rpc           request/response: ping is the client, pong the server; request of the
+                payload size, 8-byte response (the request's sequence number)
   --json        print exactly one JSON object on stdout
   --touch       also measure rows where the sender writes and the receiver reads every
                 payload byte (transport name suffix \"+touch\")
@@ -70,12 +84,17 @@ usage: ringbus bench [pubsub] [--json] [--touch] [--rounds N] [--msgs N]
   --sizes L     payload sizes in bytes, each at least 8
   --transports L  floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default
                 all; floor is always measured: it is the reference for the ratio; futex is
-                a raw futex ping-pong, the kernel-wake floor, latency only)
+                a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
+                in-process pubsub streaming only)
   --no-pin      do not pin ping and pong to separate CPUs
 
-Latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over all
-rounds; \"x floor\" is the median over rounds of the round's p50 divided by the floor's
-p50 of the same size in the same cycle; msgs/s is the median over streaming rounds.";
+pubsub: latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over
+all rounds; msgs/s is the median over streaming rounds (counted by the receiver).
+rpc: latency numbers are full round trips (request out, response back) in ns; calls/s
+is the median over pipelined rounds (16 calls in flight, counted by the client);
+\"x rtt\" (JSON pipelined_x_rtt) is calls/s x round-trip p50.
+Both: \"x floor\" is the median over rounds of the round's p50 divided by the floor's
+p50 of the same size in the same cycle.";
 
 /// Parsed `bench` options.
 #[derive(Clone, Debug)]
@@ -359,6 +378,7 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for ((&payload, records), rates) in opts.sizes.iter().zip(&records).zip(&rates) {
         rows.extend(size_rows(
+            opts.pattern,
             payload,
             &lat_variants,
             records,
@@ -484,7 +504,8 @@ fn latency_phase(
 }
 
 /// A few streaming rounds of all variants in turn for one payload size; returns the
-/// msgs/s of each round, per variant.
+/// msgs/s (`pubsub`, counted by the receiver) or pipelined calls/s (`rpc`, counted by the
+/// client, i.e. this process) of each round, per variant.
 fn stream_size(
     ctx: &Ctx<'_>,
     peer: &mut peer::Peer,
@@ -508,8 +529,12 @@ fn stream_size(
                 )
             } else {
                 run_round(ctx, peer, &mut ends, v, &setup, scount, |end, peer| {
-                    end.stream_send(scount, v.touch)?;
-                    peer.finish_run()
+                    let sent = end.stream_send(scount, v.touch)?;
+                    let served = peer.finish_run()?;
+                    match opts.pattern {
+                        Pattern::PubSub => Ok(served),
+                        Pattern::Rpc => sent.ok_or_else(|| err("the client end measured no calls")),
+                    }
                 })?
             };
             if let Some(r) = outcome.and_then(|o| o.msgs_per_s()) {
@@ -523,6 +548,7 @@ fn stream_size(
 /// The rows of one payload size: latency variants (with their streaming rate), then
 /// streaming-only ones.
 fn size_rows(
+    pattern: Pattern,
     payload: usize,
     lat_variants: &[Variant<'_>],
     records: &[LatencyRecord],
@@ -541,16 +567,22 @@ fn size_rows(
     };
     let mut rows = Vec::new();
     for (v, record) in lat_variants.iter().zip(records) {
-        let Some(latency) = record.summary() else {
+        let Some(latency) = record.summary(pattern.latency_kind()) else {
             continue;
         };
+        let msgs_per_s = rate_of(&v.label());
         rows.push(Row {
             transport: v.label(),
             payload_bytes: payload,
             touch: v.touch,
             latency: Some(latency),
-            msgs_per_s: rate_of(&v.label()),
+            msgs_per_s,
             ratio_p50_to_floor: floor.and_then(|f| record.ratio_to(f)),
+            // Latency is the round trip for rpc (not halved).
+            pipelined_x_rtt: match pattern {
+                Pattern::Rpc => stats::pipelined_x_rtt(msgs_per_s, Some(latency.p50_ns)),
+                Pattern::PubSub => None,
+            },
         });
     }
     for (v, rate) in stream_variants.iter().zip(rates) {
@@ -564,6 +596,7 @@ fn size_rows(
             latency: None,
             msgs_per_s: stats::median(rate.clone()),
             ratio_p50_to_floor: None,
+            pipelined_x_rtt: None,
         });
     }
     rows
@@ -659,8 +692,49 @@ mod tests {
         assert!(parse(&["--sizes", "4"]).is_err());
         assert!(parse(&["--transports", "nope"]).is_err());
         assert!(parse(&["--rounds", "0"]).is_err());
-        assert!(parse(&["rpc"]).is_err());
+        assert!(parse(&["queue"]).is_err());
+        assert!(parse(&["nope"]).is_err());
         assert!(parse(&["pubsub", "extra"]).is_err());
+        assert!(parse(&["rpc", "pubsub"]).is_err());
+    }
+
+    #[test]
+    fn parses_rpc_pattern() {
+        assert_eq!(parse(&[]).unwrap().pattern, Pattern::PubSub);
+        let o = parse(&["rpc", "--json", "--rounds", "10"]).unwrap();
+        assert_eq!(o.pattern, Pattern::Rpc);
+        assert!(o.json);
+        assert_eq!(o.rounds, 10);
+        // The pattern may follow the flags.
+        assert_eq!(parse(&["--no-pin", "rpc"]).unwrap().pattern, Pattern::Rpc);
+        assert_eq!(Pattern::parse("rpc").unwrap().as_str(), "rpc");
+        assert_eq!(
+            Pattern::Rpc.latency_kind(),
+            transport::LatencyKind::RoundTrip
+        );
+        assert_eq!(Pattern::PubSub.latency_kind().as_str(), "one_way");
+        assert_eq!(Pattern::Rpc.reply_bytes(65536), HEADER_BYTES);
+        assert_eq!(Pattern::PubSub.reply_bytes(65536), 65536);
+    }
+
+    #[test]
+    fn rpc_takes_no_in_process_transport() {
+        let opts = parse(&["rpc"]).unwrap();
+        let all = transport::registry();
+        let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
+        let stream: Vec<String> = variants(&opts, &selected, Mode::Stream)
+            .iter()
+            .map(Variant::label)
+            .collect();
+        assert!(stream.iter().any(|n| n == "floor"));
+        assert!(stream.iter().any(|n| n == "uds"));
+        assert!(!stream.iter().any(|n| n == "crossbeam" || n == "futex"));
+        let latency: Vec<String> = variants(&opts, &selected, Mode::Latency)
+            .iter()
+            .map(Variant::label)
+            .collect();
+        assert_eq!(latency.first().map(String::as_str), Some("floor"));
+        assert!(latency.iter().any(|n| n == "futex"));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! child  -> "@rb ready"                               its end for (transport, payload,
 //!                                                     mode) exists (created or reused)
 //!           ... serves exactly <count> messages ...
-//! child  -> "@rb done <count> <elapsed_ns> <checksum>"
+//! child  -> "@rb done <count> <elapsed_ns> <checksum>"   (elapsed_ns is 0 where the
+//!                                                     child does not measure: latency
+//!                                                     rounds, rpc pipelined rounds)
 //! parent -> "reset"        child drops all its ends  -> "@rb ok"
 //!                          (after the latency phase and after each streaming size)
 //! parent -> "quit" (or stdin EOF)                    child exits

@@ -3,17 +3,22 @@
 use std::fmt::Write as _;
 
 use super::stats::Row;
-use super::transport::Pattern;
+use super::transport::{LatencyKind, Pattern, RPC_WINDOW};
 
 /// Renders the JSON object:
-/// `{"pattern":"pubsub","results":[{"transport":..,"payload_bytes":..,"touch":..,
-/// "p50_ns":..,"p99_ns":..,"p999_ns":..,"max_ns":..,"samples":..,"msgs_per_s":..,
-/// "ratio_p50_to_floor":..},..]}`. Latencies are one-way (round trip / 2) in ns;
-/// missing values are `null`.
+/// `{"pattern":"pubsub","latency":"one_way","results":[{"transport":..,
+/// "payload_bytes":..,"touch":..,"p50_ns":..,"p99_ns":..,"p999_ns":..,"max_ns":..,
+/// "samples":..,"msgs_per_s":..,"ratio_p50_to_floor":..},..]}`; missing values are
+/// `null`. `"latency"` says what the `*_ns` figures are: `"one_way"` (round trip / 2,
+/// `pubsub`) or `"round_trip"` (`rpc`). For `rpc`, `msgs_per_s` holds pipelined calls per
+/// second (measured at the client) and every result also has `"pipelined_x_rtt"`
+/// (calls/s x round-trip p50 in s).
 pub fn json(pattern: Pattern, rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str("{\"pattern\":");
     push_json_str(&mut out, pattern.as_str());
+    out.push_str(",\"latency\":");
+    push_json_str(&mut out, pattern.latency_kind().as_str());
     out.push_str(",\"results\":[");
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
@@ -25,7 +30,7 @@ pub fn json(pattern: Pattern, rows: &[Row]) -> String {
         let _ = write!(
             out,
             ",\"payload_bytes\":{},\"touch\":{},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\
-             \"max_ns\":{},\"samples\":{},\"msgs_per_s\":{},\"ratio_p50_to_floor\":{}}}",
+             \"max_ns\":{},\"samples\":{},\"msgs_per_s\":{},\"ratio_p50_to_floor\":{}",
             row.payload_bytes,
             row.touch,
             opt_int(lat.map(|l| l.p50_ns)),
@@ -36,6 +41,14 @@ pub fn json(pattern: Pattern, rows: &[Row]) -> String {
             opt_float(row.msgs_per_s, 0),
             opt_float(row.ratio_p50_to_floor, 3),
         );
+        if pattern == Pattern::Rpc {
+            let _ = write!(
+                out,
+                ",\"pipelined_x_rtt\":{}",
+                opt_float(row.pipelined_x_rtt, 2)
+            );
+        }
+        out.push('}');
     }
     out.push_str("]}");
     out
@@ -70,16 +83,39 @@ fn push_json_str(out: &mut String, s: &str) {
 /// Renders the human-readable table.
 pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
     let mut out = String::new();
+    let rpc = pattern == Pattern::Rpc;
+    let what = match pattern.latency_kind() {
+        LatencyKind::OneWay => "one-way latency = round trip / 2",
+        LatencyKind::RoundTrip => "round-trip latency (request + 8-byte response)",
+    };
     let _ = writeln!(
         out,
-        "ringbus bench {}: one-way latency = round trip / 2, in ns; {header_note}",
+        "ringbus bench {}: {what}, in ns; {header_note}",
         pattern.as_str()
     );
-    let _ = writeln!(
+    if rpc {
+        let _ = writeln!(
+            out,
+            "calls/s: pipelined, {RPC_WINDOW} in flight, at the client; \
+             x rtt = calls/s x round-trip p50"
+        );
+    }
+    let _ = write!(
         out,
         "{:<22} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>13}",
-        "transport", "bytes", "p50", "p99", "p99.9", "max", "x floor", "msgs/s"
+        "transport",
+        "bytes",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "x floor",
+        if rpc { "calls/s" } else { "msgs/s" }
     );
+    if rpc {
+        let _ = write!(out, " {:>6}", "x rtt");
+    }
+    out.push('\n');
     let mut last_size = None;
     for row in rows {
         if last_size.is_some() && last_size != Some(row.payload_bytes) {
@@ -88,7 +124,7 @@ pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
         last_size = Some(row.payload_bytes);
         let lat = row.latency.as_ref();
         let cell = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<22} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>13}",
             row.transport,
@@ -102,6 +138,15 @@ pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
             row.msgs_per_s
                 .map_or_else(|| "-".to_string(), |m| format!("{m:.0}")),
         );
+        if rpc {
+            let _ = write!(
+                out,
+                " {:>6}",
+                row.pipelined_x_rtt
+                    .map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
+            );
+        }
+        out.push('\n');
     }
     out
 }
@@ -127,6 +172,7 @@ mod tests {
                 }),
                 msgs_per_s: Some(1e6),
                 ratio_p50_to_floor: Some(1.0),
+                pipelined_x_rtt: None,
             },
             Row {
                 transport: "crossbeam\"x".into(),
@@ -135,15 +181,53 @@ mod tests {
                 latency: None,
                 msgs_per_s: None,
                 ratio_p50_to_floor: None,
+                pipelined_x_rtt: None,
             },
         ];
         let out = json(Pattern::PubSub, &rows);
-        assert!(out.starts_with("{\"pattern\":\"pubsub\",\"results\":[{\"transport\":\"floor\""));
+        assert!(out.starts_with(
+            "{\"pattern\":\"pubsub\",\"latency\":\"one_way\",\"results\":[{\"transport\":\"floor\""
+        ));
         assert!(out.contains("\"p50_ns\":60,\"p99_ns\":70,\"p999_ns\":80,\"max_ns\":90"));
         assert!(out.contains("\"msgs_per_s\":1000000,\"ratio_p50_to_floor\":1.000}"));
         assert!(out.contains("\"transport\":\"crossbeam\\\"x\""));
         assert!(out.contains("\"p50_ns\":null"));
         assert!(out.ends_with("]}"));
         assert!(!out.contains('\n'));
+        assert!(!out.contains("pipelined_x_rtt"));
+    }
+
+    #[test]
+    fn rpc_json_and_table_say_round_trip() {
+        let rows = vec![Row {
+            transport: "ringbus".into(),
+            payload_bytes: 64,
+            touch: false,
+            latency: Some(LatencySummary {
+                p50_ns: 1000,
+                p99_ns: 2000,
+                p999_ns: 3000,
+                max_ns: 4000,
+                samples: 10,
+            }),
+            msgs_per_s: Some(4e6),
+            ratio_p50_to_floor: Some(1.5),
+            pipelined_x_rtt: Some(4.0),
+        }];
+        let out = json(Pattern::Rpc, &rows);
+        assert!(out.starts_with("{\"pattern\":\"rpc\",\"latency\":\"round_trip\",\"results\":["));
+        assert!(out.contains("\"p50_ns\":1000,"));
+        assert!(out.contains(
+            "\"msgs_per_s\":4000000,\"ratio_p50_to_floor\":1.500,\"pipelined_x_rtt\":4.00}"
+        ));
+        assert!(out.ends_with("]}"));
+        let t = table(Pattern::Rpc, &rows, "note");
+        assert!(t.contains("round-trip latency"));
+        assert!(t.contains("calls/s") && t.contains("x rtt"));
+        assert!(t
+            .lines()
+            .any(|l| l.starts_with("ringbus") && l.ends_with("4.00")));
+        let t = table(Pattern::PubSub, &rows, "note");
+        assert!(t.contains("one-way latency") && t.contains("msgs/s") && !t.contains("x rtt"));
     }
 }

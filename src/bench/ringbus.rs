@@ -1,4 +1,5 @@
-//! `ringbus` and `ringbus-blocking`: the library under test, as byte topics.
+//! `ringbus` and `ringbus-blocking`: the library under test, as byte topics (`pubsub`)
+//! or as a request/response service (`rpc`, see [`rpc`]).
 //!
 //! Latency uses two topics (`...-ping`, `...-pong`), streaming one (`...-stream`), each
 //! with one publisher, one subscriber, policy `Block`, capacity
@@ -27,6 +28,8 @@ use super::util::{
 use super::STREAM_CAPACITY;
 use crate::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
 
+mod rpc;
+
 /// The library's topic transport: spinning `try_receive` loop, or blocking `receive`
 /// with zero spin time.
 pub struct Ringbus {
@@ -34,25 +37,37 @@ pub struct Ringbus {
     pub blocking: bool,
 }
 
-impl Transport for Ringbus {
-    fn name(&self) -> &'static str {
+impl Ringbus {
+    fn name_of(&self) -> &'static str {
         if self.blocking {
             "ringbus-blocking"
         } else {
             "ringbus"
         }
     }
+}
 
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern == Pattern::PubSub
+impl Transport for Ringbus {
+    fn name(&self) -> &'static str {
+        self.name_of()
+    }
+
+    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
+        true
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
-        Ok(Box::new(RbEnd::new(self, setup, Role::Ping)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(RbEnd::new(self, setup, Role::Ping)?),
+            Pattern::Rpc => Box::new(rpc::RpcPing::new(self, setup)?),
+        })
     }
 
     fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
-        Ok(Box::new(RbEnd::new(self, setup, Role::Pong)?))
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(RbEnd::new(self, setup, Role::Pong)?),
+            Pattern::Rpc => Box::new(rpc::RpcPong::new(self, setup)?),
+        })
     }
 }
 
@@ -203,7 +218,7 @@ impl PingEnd for RbEnd {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
         let (name, payload) = (self.name, self.payload);
         let publisher = self
@@ -215,7 +230,7 @@ impl PingEnd for RbEnd {
             send(publisher, name, payload, seq, touch)?;
         }
         self.seq += count;
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -3,6 +3,8 @@
 
 use hdrhistogram::Histogram;
 
+use super::transport::LatencyKind;
+
 /// Largest recordable round trip: 60 s in ns (larger values saturate).
 const MAX_RECORDABLE_NS: u64 = 60_000_000_000;
 
@@ -38,17 +40,21 @@ impl LatencyRecord {
         self.round_p50[round] = Some(hist.value_at_quantile(0.5));
     }
 
-    /// One-way latency summary (round trip / 2), if anything was recorded.
-    pub fn summary(&self) -> Option<LatencySummary> {
+    /// Latency summary, if anything was recorded: one-way (round trip / 2, `pubsub`) or
+    /// the full round trip (`rpc`), as `kind` says.
+    pub fn summary(&self, kind: LatencyKind) -> Option<LatencySummary> {
         if self.total.is_empty() {
             return None;
         }
-        let one_way = |rtt: u64| rtt.div_ceil(2);
+        let scale = |rtt: u64| match kind {
+            LatencyKind::OneWay => rtt.div_ceil(2),
+            LatencyKind::RoundTrip => rtt,
+        };
         Some(LatencySummary {
-            p50_ns: one_way(self.total.value_at_quantile(0.5)),
-            p99_ns: one_way(self.total.value_at_quantile(0.99)),
-            p999_ns: one_way(self.total.value_at_quantile(0.999)),
-            max_ns: one_way(self.total.max()),
+            p50_ns: scale(self.total.value_at_quantile(0.5)),
+            p99_ns: scale(self.total.value_at_quantile(0.99)),
+            p999_ns: scale(self.total.value_at_quantile(0.999)),
+            max_ns: scale(self.total.max()),
             samples: self.total.len(),
         })
     }
@@ -68,7 +74,8 @@ impl LatencyRecord {
     }
 }
 
-/// One-way latency percentiles in ns.
+/// Latency percentiles in ns: one-way for `pubsub`, round trip for `rpc` (see
+/// [`LatencyKind`]).
 #[derive(Clone, Copy, Debug)]
 pub struct LatencySummary {
     /// Median.
@@ -106,12 +113,25 @@ pub struct Row {
     pub payload_bytes: usize,
     /// Whether sender and receiver touched every byte.
     pub touch: bool,
-    /// One-way latency (None for streaming-only transports).
+    /// Latency: one-way for `pubsub`, round trip for `rpc` (None for streaming-only
+    /// transports).
     pub latency: Option<LatencySummary>,
-    /// Median over streaming rounds of messages per second.
+    /// Median over streaming rounds of messages per second (`pubsub`) or pipelined calls
+    /// per second (`rpc`).
     pub msgs_per_s: Option<f64>,
     /// Median over rounds of round p50 / floor round p50.
     pub ratio_p50_to_floor: Option<f64>,
+    /// `rpc` only: pipelined calls/s x round-trip p50 in seconds, i.e. how many calls
+    /// pipelining keeps in flight on average (1 = no gain over call-after-call).
+    pub pipelined_x_rtt: Option<f64>,
+}
+
+/// Pipelined calls/s times the round-trip p50 (ns) in seconds.
+pub fn pipelined_x_rtt(calls_per_s: Option<f64>, rtt_p50_ns: Option<u64>) -> Option<f64> {
+    match (calls_per_s, rtt_p50_ns) {
+        (Some(rate), Some(rtt)) if rtt > 0 => Some(rate * rtt as f64 * 1e-9),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -145,11 +165,26 @@ mod tests {
         // Rounds 0 and 1 only: ratios 4.0 and 2.0.
         let ratio = other.ratio_to(&floor).unwrap();
         assert!((ratio - 3.0).abs() < 0.01, "{ratio}");
-        let s = other.summary().unwrap();
+        let s = other.summary(LatencyKind::OneWay).unwrap();
         assert_eq!(s.samples, 2);
         assert!(
             s.p50_ns >= 200 && s.p50_ns <= 201,
             "one-way is half the round trip"
         );
+        let rt = other.summary(LatencyKind::RoundTrip).unwrap();
+        assert!(
+            rt.p50_ns >= 400 && rt.p50_ns <= 401,
+            "round trip is not halved"
+        );
+        assert_eq!(rt.samples, 2);
+    }
+
+    #[test]
+    fn pipelined_x_rtt_multiplies_rate_by_round_trip() {
+        let x = pipelined_x_rtt(Some(2_000_000.0), Some(1500)).unwrap();
+        assert!((x - 3.0).abs() < 1e-9, "{x}");
+        assert_eq!(pipelined_x_rtt(None, Some(1500)), None);
+        assert_eq!(pipelined_x_rtt(Some(1.0), None), None);
+        assert_eq!(pipelined_x_rtt(Some(1.0), Some(0)), None);
     }
 }

@@ -11,21 +11,31 @@ use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
 
-use super::util::{err, Result};
+use super::util::{err, Result, HEADER_BYTES};
 
-/// Messaging pattern under test. Only `pubsub` exists today; `rpc` and `queue` are
-/// expected to reuse the same transports, child protocol and statistics.
+/// Messaging pattern under test: `pubsub` and `rpc`; `queue` is expected to reuse the
+/// same transports, child protocol and statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pattern {
-    /// One publisher, one subscriber per direction.
+    /// One publisher, one subscriber per direction. Latency is reported one-way (round
+    /// trip / 2); streaming counts messages at the receiver (pong).
     PubSub,
+    /// Request/response: ping is the client, pong the server. A request carries the
+    /// payload, the response 8 bytes (the request's sequence number, checked by the
+    /// client). Latency is the full round trip; streaming means pipelined calls with
+    /// [`RPC_WINDOW`] in flight, counted at the client (ping).
+    Rpc,
 }
+
+/// Calls a client keeps in flight in `rpc` streaming (pipelined) rounds.
+pub const RPC_WINDOW: usize = 16;
 
 impl Pattern {
     /// Name used on the command line, in the child protocol and in the JSON output.
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::PubSub => "pubsub",
+            Pattern::Rpc => "rpc",
         }
     }
 
@@ -33,8 +43,45 @@ impl Pattern {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "pubsub" => Ok(Pattern::PubSub),
-            "rpc" | "queue" => Err(err(format!("pattern `{s}` is not implemented yet"))),
+            "rpc" => Ok(Pattern::Rpc),
+            "queue" => Err(err(format!("pattern `{s}` is not implemented yet"))),
             _ => Err(err(format!("unknown pattern `{s}`"))),
+        }
+    }
+
+    /// What the reported latency figures are.
+    pub fn latency_kind(self) -> LatencyKind {
+        match self {
+            Pattern::PubSub => LatencyKind::OneWay,
+            Pattern::Rpc => LatencyKind::RoundTrip,
+        }
+    }
+
+    /// Bytes of the message pong sends back for a `payload`-byte message from ping: the
+    /// same size for `pubsub`, the 8-byte response for `rpc`.
+    pub fn reply_bytes(self, payload: usize) -> usize {
+        match self {
+            Pattern::PubSub => payload,
+            Pattern::Rpc => HEADER_BYTES,
+        }
+    }
+}
+
+/// Whether latency figures are one-way (round trip / 2) or full round trips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyKind {
+    /// Round trip / 2 (`pubsub`).
+    OneWay,
+    /// The whole round trip (`rpc`: request out, response back).
+    RoundTrip,
+}
+
+impl LatencyKind {
+    /// Name in the JSON output (`"latency"` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatencyKind::OneWay => "one_way",
+            LatencyKind::RoundTrip => "round_trip",
         }
     }
 }
@@ -44,7 +91,9 @@ impl Pattern {
 pub enum Mode {
     /// Ping-pong: every message is answered before the next is sent.
     Latency,
-    /// One-directional: the sender sends as fast as it can, the receiver counts.
+    /// Throughput. `pubsub`: one-directional, the sender (ping) sends as fast as it can,
+    /// the receiver (pong) counts. `rpc`: pipelined calls, the client (ping) keeps
+    /// [`RPC_WINDOW`] calls in flight and counts the responses; the server just answers.
     Stream,
 }
 
@@ -118,19 +167,21 @@ impl Setup {
     }
 }
 
-/// Result of one streaming round, measured at the receiver.
+/// Result of one streaming round, measured where the messages arrive: at the receiver
+/// (pong) for `pubsub`, at the client (ping, counting responses) for `rpc`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamOutcome {
-    /// Messages received.
+    /// Messages (responses for `rpc`) received.
     pub count: u64,
-    /// Nanoseconds from the first to the last received message.
+    /// Nanoseconds from the first to the last received message (0 when not measured
+    /// on this side, e.g. an `rpc` server).
     pub elapsed_ns: u64,
     /// Sum of touched bytes (keeps the reads alive; not compared).
     pub checksum: u64,
 }
 
 impl StreamOutcome {
-    /// Messages per second over the measured interval (`count - 1` gaps).
+    /// Messages (or calls) per second over the measured interval (`count - 1` gaps).
     pub fn msgs_per_s(&self) -> Option<f64> {
         (self.count > 1 && self.elapsed_ns > 0)
             .then(|| (self.count - 1) as f64 * 1e9 / self.elapsed_ns as f64)
@@ -182,16 +233,21 @@ pub trait PingEnd {
         hist: &mut Histogram<u64>,
     ) -> Result<()>;
 
-    /// Sends `count` messages as fast as the transport accepts them.
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()>;
+    /// `pubsub`: sends `count` messages as fast as the transport accepts them and returns
+    /// `None` (the receiver measures). `rpc`: makes `count` pipelined calls with
+    /// [`RPC_WINDOW`] in flight, checks every response and returns `Some` timing of the
+    /// responses (the client measures).
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>>;
 }
 
 /// The child's end of a transport.
 pub trait PongEnd {
-    /// Answers exactly `count` messages; returns a checksum of touched bytes.
+    /// Answers exactly `count` messages (`rpc`: requests, with the 8-byte response);
+    /// returns a checksum of touched bytes.
     fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64>;
 
-    /// Receives exactly `count` messages and times them.
+    /// `pubsub`: receives exactly `count` messages and times them. `rpc`: answers exactly
+    /// `count` pipelined requests (the outcome's `elapsed_ns` is 0: the client measures).
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome>;
 }
 

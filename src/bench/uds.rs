@@ -2,6 +2,12 @@
 //!
 //! The parent listens on a path in the run directory, the child connects. Every message
 //! is the whole payload (`write_all` / `read_exact`, blocking reads with a timeout).
+//!
+//! `rpc`: the client (ping) writes a request of the payload size, the server (pong) reads
+//! exactly that many bytes and writes the 8-byte response (the request's sequence
+//! number). Pipelined rounds keep [`RPC_WINDOW`] requests outstanding on the socket
+//! (responses are 8 bytes, so the server never blocks writing them while the client is
+//! still writing requests).
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -11,11 +17,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
 };
 use super::util::{
-    check_seq, consume_payload, err, fill_payload, timed_round_trips, Result, StreamTimer,
-    MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_round_trips, Result,
+    StreamTimer, MSG_TIMEOUT,
 };
 
 /// The `uds` transport.
@@ -39,7 +45,11 @@ impl Transport for Uds {
             listener,
             path,
             conn: None,
-            end: UdsEnd::new(setup),
+            end: UdsEnd::new(
+                setup,
+                setup.payload,
+                setup.pattern.reply_bytes(setup.payload),
+            ),
         }))
     }
 
@@ -50,7 +60,11 @@ impl Transport for Uds {
         configure(&stream)?;
         Ok(Box::new(UdsPong {
             stream,
-            end: UdsEnd::new(setup),
+            end: UdsEnd::new(
+                setup,
+                setup.pattern.reply_bytes(setup.payload),
+                setup.payload,
+            ),
         }))
     }
 }
@@ -64,19 +78,23 @@ fn configure(stream: &UnixStream) -> Result<()> {
 
 /// Buffers and counters common to both ends.
 struct UdsEnd {
+    pattern: Pattern,
     mode: Mode,
+    /// What this end writes: the payload, or (`rpc` server) the 8-byte response.
     send_buf: Vec<u8>,
+    /// What this end reads: the payload, or (`rpc` client) the 8-byte response.
     recv_buf: Vec<u8>,
     /// Last sequence number sent (ping) or received (pong), over all rounds.
     seq: u64,
 }
 
 impl UdsEnd {
-    fn new(setup: &Setup) -> Self {
+    fn new(setup: &Setup, send_bytes: usize, recv_bytes: usize) -> Self {
         Self {
+            pattern: setup.pattern,
             mode: setup.mode,
-            send_buf: vec![0; setup.payload],
-            recv_buf: vec![0; setup.payload],
+            send_buf: vec![0; send_bytes],
+            recv_buf: vec![0; recv_bytes],
             seq: 0,
         }
     }
@@ -150,17 +168,42 @@ impl PingEnd for UdsPing {
         Ok(())
     }
 
-    fn stream_send(&mut self, count: u64, touch: bool) -> Result<()> {
+    fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.end.check_mode(Mode::Stream)?;
         self.conn()?;
         let Self { conn, end, .. } = self;
         let stream = conn.as_mut().expect("connected above");
+        if end.pattern == Pattern::Rpc {
+            // Both closures use the socket: `&UnixStream` reads and writes.
+            let stream = &*stream;
+            let (send_buf, recv_buf) = (&mut end.send_buf, &mut end.recv_buf);
+            let mut checksum = 0;
+            let outcome = pipelined_calls(
+                end.seq + 1,
+                count,
+                RPC_WINDOW,
+                |seq| {
+                    fill_payload(send_buf, seq, touch);
+                    let mut sock = stream;
+                    sock.write_all(send_buf)?;
+                    Ok(())
+                },
+                |(), seq| {
+                    let mut sock = stream;
+                    sock.read_exact(recv_buf)?;
+                    check_seq(consume_payload(recv_buf, touch, &mut checksum), seq)
+                },
+            )?;
+            end.seq += count;
+            std::hint::black_box(checksum);
+            return Ok(Some(outcome));
+        }
         for _ in 0..count {
             end.seq += 1;
             fill_payload(&mut end.send_buf, end.seq, touch);
             stream.write_all(&end.send_buf)?;
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -169,9 +212,10 @@ struct UdsPong {
     end: UdsEnd,
 }
 
-impl PongEnd for UdsPong {
-    fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
-        self.end.check_mode(Mode::Latency)?;
+impl UdsPong {
+    /// Answers `count` messages: echoes each one's sequence number in a message of the
+    /// reply size (the payload for `pubsub`, 8 bytes for `rpc`).
+    fn answer(&mut self, count: u64, touch: bool) -> Result<u64> {
         let end = &mut self.end;
         let mut checksum = 0;
         for _ in 0..count {
@@ -184,9 +228,25 @@ impl PongEnd for UdsPong {
         }
         Ok(checksum)
     }
+}
+
+impl PongEnd for UdsPong {
+    fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
+        self.end.check_mode(Mode::Latency)?;
+        self.answer(count, touch)
+    }
 
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
         self.end.check_mode(Mode::Stream)?;
+        if self.end.pattern == Pattern::Rpc {
+            // Pipelined requests: answer each as it comes (the client measures).
+            let checksum = self.answer(count, touch)?;
+            return Ok(StreamOutcome {
+                count,
+                elapsed_ns: 0,
+                checksum,
+            });
+        }
         let end = &mut self.end;
         let mut checksum = 0;
         let mut timer = StreamTimer::default();

@@ -1,6 +1,8 @@
-//! Helpers shared by the harness and its transports: errors, bounded spinning,
-//! CPU pinning, payload header access and the shared-memory file used by `floor` and `futex`.
+//! Helpers shared by the harness and its transports: errors, bounded spinning, the
+//! timed round-trip and pipelined-call loops, CPU pinning, payload header access and the
+//! shared-memory file used by `floor` and `futex`.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use memmap2::{MmapOptions, MmapRaw};
+
+use super::transport::StreamOutcome;
 
 /// Error type of the harness: every failure is reported as text and aborts the run
 /// (or drops one transport when it happens during setup).
@@ -68,6 +72,45 @@ pub fn timed_round_trips(
         }
     }
     Ok(())
+}
+
+/// Makes `count` pipelined calls with sequence numbers `first_seq..first_seq+count`,
+/// keeping up to `window` in flight: `send(seq)` issues a call and returns its handle,
+/// `wait(handle, seq)` waits for that call's response and checks it. Responses are
+/// awaited in the order the calls were made (every transport answers in order). Returns
+/// the calls timed from the first to the last response, as a [`StreamOutcome`].
+#[inline(always)]
+pub fn pipelined_calls<H>(
+    first_seq: u64,
+    count: u64,
+    window: usize,
+    mut send: impl FnMut(u64) -> Result<H>,
+    mut wait: impl FnMut(H, u64) -> Result<()>,
+) -> Result<StreamOutcome> {
+    let mut in_flight: VecDeque<(H, u64)> = VecDeque::with_capacity(window);
+    let end = first_seq + count;
+    let mut next = first_seq;
+    let mut timer = StreamTimer::default();
+    while next < end && in_flight.len() < window {
+        in_flight.push_back((send(next)?, next));
+        next += 1;
+    }
+    for i in 0..count {
+        let (handle, seq) = in_flight
+            .pop_front()
+            .ok_or_else(|| err("pipelined calls: no call in flight"))?;
+        wait(handle, seq)?;
+        timer.received(i);
+        if next < end {
+            in_flight.push_back((send(next)?, next));
+            next += 1;
+        }
+    }
+    Ok(StreamOutcome {
+        count,
+        elapsed_ns: timer.finish(),
+        checksum: 0,
+    })
 }
 
 /// Times a streaming receiver from its first to its last message. Only two clock reads
@@ -242,5 +285,42 @@ impl Drop for ShmFile {
         if let Some(path) = &self.owned_path {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_calls_keep_the_window_and_answer_in_order() {
+        use std::cell::Cell;
+        let outstanding = Cell::new(0usize);
+        let max_outstanding = Cell::new(0usize);
+        let mut waited = Vec::new();
+        let outcome = pipelined_calls(
+            5,
+            40,
+            16,
+            |seq| {
+                outstanding.set(outstanding.get() + 1);
+                max_outstanding.set(max_outstanding.get().max(outstanding.get()));
+                Ok(seq * 10)
+            },
+            |handle, seq| {
+                outstanding.set(outstanding.get() - 1);
+                assert_eq!(handle, seq * 10);
+                waited.push(seq);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.count, 40);
+        assert_eq!(waited, (5..45).collect::<Vec<u64>>());
+        assert_eq!((outstanding.get(), max_outstanding.get()), (0, 16));
+        // Fewer calls than the window; a wrong response fails the round.
+        let outcome = pipelined_calls(1, 3, 16, Ok, check_seq).unwrap();
+        assert_eq!(outcome.count, 3);
+        assert!(pipelined_calls(1, 3, 16, |s| Ok(s + 1), check_seq).is_err());
     }
 }
