@@ -222,6 +222,9 @@ pub enum CallError {
     Invalid(String),
     /// The call has already delivered its response, or its stream has ended.
     Finished,
+    /// A request loan of this client is still out: send or drop it before the next call (calls
+    /// are taken in the order they were loaned).
+    LoanOutstanding,
 }
 
 impl fmt::Display for CallError {
@@ -240,6 +243,9 @@ impl fmt::Display for CallError {
             CallError::Aborted => write!(f, "the server dropped the request without answering"),
             CallError::Invalid(why) => write!(f, "invalid response skipped: {why}"),
             CallError::Finished => write!(f, "the call has no more responses"),
+            CallError::LoanOutstanding => {
+                write!(f, "a request loan is still out: send or drop it first")
+            }
         }
     }
 }

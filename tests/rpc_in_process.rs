@@ -303,3 +303,42 @@ fn blocking_call_across_threads() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn a_loan_out_holds_back_later_calls() {
+    for node in nodes("loan-order") {
+        let svc = node.service::<u32, u32>("order");
+        let server = svc.server().unwrap();
+        let client = svc.client().unwrap();
+        let loan = client.loan().unwrap();
+        assert_eq!(client.send(&1).err(), Some(CallError::LoanOutstanding));
+        drop(loan);
+        let p = client.send(&2).unwrap();
+        let req = server.try_receive().unwrap();
+        assert_eq!(*req, 2);
+        req.respond(&3).unwrap();
+        assert_eq!(*p.wait().unwrap(), 3);
+    }
+}
+
+#[test]
+fn an_abandoned_stream_stops_its_server_and_frees_the_slot() {
+    for node in nodes("abandon-stream") {
+        // A long timeout: the server must stop because the caller left, not because it waited.
+        let svc = node
+            .service::<u32, u32>("abandon")
+            .stream_depth(1)
+            .timeout(Duration::from_secs(60));
+        let server = svc.server().unwrap();
+        let client = svc.client().unwrap();
+        let mut p = client.send(&0).unwrap();
+        let mut stream = server.try_receive().unwrap().stream();
+        stream.send(&1).unwrap();
+        assert_eq!(*p.next_response().unwrap().unwrap(), 1);
+        drop(p);
+        stream.send(&2).unwrap(); // fits: the caller consumed item 1
+        assert_eq!(stream.send(&3).err(), Some(SendError::Disconnected));
+        drop(stream);
+        assert_eq!(client.collect(), 0);
+    }
+}

@@ -1,12 +1,13 @@
 //! The calling side of a service: one call ring per client, one call slot per call in flight.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::layout::CallRing;
 use super::layout::*;
 use super::shared::{cancel_posted, ServiceShared};
 use crate::error::CallError;
@@ -46,22 +47,22 @@ pub struct Client<Q: Payload + ?Sized, R: Payload + ?Sized> {
 
 /// What a client needs whatever its types.
 pub(crate) struct ClientCore {
+    /// This client's call ring (points into `shared`'s mapping, which it never outlives).
+    ring: CallRing,
     shared: Arc<ServiceShared>,
     index: usize,
     timeout: Duration,
     spin: Duration,
     wait_for_server: bool,
-    st: RefCell<State>,
-}
-
-struct State {
     /// Position of the next call.
-    next: u64,
-    slots: Box<[Slot]>,
+    next: Cell<u64>,
+    /// A request loan is out (its position is reserved but not posted).
+    loaned: Cell<bool>,
+    slots: Box<[Cell<Slot>]>,
     /// Last liveness check made from a non-waiting path (Busy).
-    last_check: Option<Instant>,
+    last_check: Cell<Option<Instant>>,
     /// Responses that arrived for abandoned calls and were dropped unread.
-    discarded: u64,
+    discarded: Cell<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -88,7 +89,8 @@ enum Phase {
 /// A response item found in a slot.
 #[derive(Clone, Copy)]
 struct Item {
-    off: usize,
+    /// The payload (in bounds for the service's maximum response size).
+    ptr: *mut u8,
     len: usize,
     flags: u64,
 }
@@ -136,14 +138,17 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
     /// Call slots in use now: calls held by the caller (loans, pending calls, responses) and
     /// abandoned calls a server still holds.
     pub fn in_flight(&self) -> usize {
-        let st = self.core.st.borrow();
-        st.slots.iter().filter(|s| s.phase != Phase::Free).count()
+        let slots = &self.core.slots;
+        slots
+            .iter()
+            .filter(|s| s.get().phase != Phase::Free)
+            .count()
     }
 
     /// Responses that arrived after their call was abandoned (timed out or dropped) and were
     /// discarded.
     pub fn discarded(&self) -> u64 {
-        self.core.st.borrow().discarded
+        self.core.discarded.get()
     }
 
     /// Reclaims the slots of abandoned calls whose responses have arrived (or whose server died)
@@ -157,12 +162,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
 
     fn loan_raw(&self, len: usize) -> Result<RequestLoan<'_, Q, R>, CallError> {
         let (slot, pos) = self.core.reserve(len)?;
-        let ring = self.core.shared.ring(self.core.index);
-        let ptr = self
-            .core
-            .shared
-            .region()
-            .ptr(ring.request(slot), self.core.shared.layout.max_request);
+        let ptr = self.core.ring.request(slot);
         Ok(RequestLoan {
             core: &self.core,
             slot,
@@ -262,7 +262,7 @@ impl ClientCore {
                 next = next.max(pos.saturating_add(1).min(MAX_POSITION));
             }
             // Relaxed: written by this entry's earlier owner, ordered by the entry's lock.
-            let consumed = ring.consumed(slot).load(Ordering::Relaxed);
+            let consumed = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
             let phase = if kind == UNUSED {
                 Phase::Free
             } else {
@@ -275,22 +275,39 @@ impl ClientCore {
             });
         }
         let core = ClientCore {
+            ring,
             shared,
             index,
             timeout,
             spin,
             wait_for_server,
-            st: RefCell::new(State {
-                next,
-                slots: slots.into_boxed_slice(),
-                last_check: None,
-                discarded: 0,
-            }),
+            next: Cell::new(next),
+            loaned: Cell::new(false),
+            slots: slots.into_iter().map(Cell::new).collect(),
+            last_check: Cell::new(None),
+            discarded: Cell::new(0),
         };
         for slot in 0..f {
             core.collect_slot(slot, true);
         }
         core
+    }
+
+    #[inline]
+    fn slot(&self, slot: usize) -> Slot {
+        self.slots[slot].get()
+    }
+
+    #[inline]
+    fn set_phase(&self, slot: usize, phase: Phase) {
+        self.update(slot, |s| s.phase = phase);
+    }
+
+    #[inline]
+    fn update(&self, slot: usize, f: impl FnOnce(&mut Slot)) {
+        let mut s = self.slots[slot].get();
+        f(&mut s);
+        self.slots[slot].set(s);
     }
 
     /// Reserves the next call slot for a request of `len` bytes.
@@ -302,27 +319,28 @@ impl ClientCore {
                 max: layout.max_request,
             });
         }
-        let (slot, pos) = {
-            let st = self.st.borrow();
-            ((st.next & (layout.in_flight as u64 - 1)) as usize, st.next)
-        };
+        if self.loaned.get() {
+            // Servers take calls in position order: a later call must not pass the loan's.
+            return Err(CallError::LoanOutstanding);
+        }
+        let pos = self.next.get();
+        let slot = (pos & (layout.in_flight as u64 - 1)) as usize;
         if pos > MAX_POSITION {
             return Err(CallError::Busy {
                 max_in_flight: layout.in_flight,
             });
         }
-        if self.st.borrow().slots[slot].phase != Phase::Free {
-            let check = {
-                let mut st = self.st.borrow_mut();
-                let now = Instant::now();
-                let due = st.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL);
-                if due {
-                    st.last_check = Some(now);
-                }
-                due
-            };
+        if self.slot(slot).phase != Phase::Free {
+            let now = Instant::now();
+            let check = self
+                .last_check
+                .get()
+                .map_or(true, |t| now >= t + CHECK_INTERVAL);
+            if check {
+                self.last_check.set(Some(now));
+            }
             self.collect_slot(slot, check);
-            if self.st.borrow().slots[slot].phase != Phase::Free {
+            if self.slot(slot).phase != Phase::Free {
                 return Err(CallError::Busy {
                     max_in_flight: layout.in_flight,
                 });
@@ -338,10 +356,12 @@ impl ClientCore {
         {
             self.wait_for_a_server()?;
         }
-        let mut st = self.st.borrow_mut();
-        st.next = pos + 1;
-        st.slots[slot].phase = Phase::Active { ended: false };
-        st.slots[slot].pos = pos;
+        self.next.set(pos + 1);
+        self.loaned.set(true);
+        self.update(slot, |s| {
+            s.phase = Phase::Active { ended: false };
+            s.pos = pos;
+        });
         Ok((slot, pos))
     }
 
@@ -368,10 +388,14 @@ impl ClientCore {
     /// Publishes the request in `slot` (written through a loan) to the servers.
     #[inline]
     fn post(&self, slot: usize, pos: u64, len: usize) {
-        let ring = self.shared.ring(self.index);
-        // Relaxed: published by the Release store of POSTED below.
+        self.loaned.set(false);
+        let ring = &self.ring;
+        // Relaxed: published by the Release store of POSTED below. `consumed` loses the previous
+        // call's ENDED / ABANDONED bits.
         ring.len(slot).store(len as u64, Ordering::Relaxed);
         ring.taker(slot).store(0, Ordering::Relaxed);
+        ring.consumed(slot)
+            .store(self.slot(slot).consumed, Ordering::Relaxed);
         ring.state(slot)
             .store(call_state(pos, 0, POSTED), Ordering::Release);
         // The client half of the server sleep handshake: post, fence, load the sleepers. A
@@ -391,25 +415,26 @@ impl ClientCore {
 
     /// A loan dropped unsent: its position must still pass, so servers see it cancelled.
     fn unpost(&self, slot: usize, pos: u64) {
-        let ring = self.shared.ring(self.index);
+        self.loaned.set(false);
+        let ring = &self.ring;
         // Release: servers that see the CANCELLED word move past the position.
         ring.state(slot)
             .store(call_state(pos, 0, CANCELLED), Ordering::Release);
-        self.st.borrow_mut().slots[slot].phase = Phase::Free;
+        self.set_phase(slot, Phase::Free);
     }
 
     /// The next published response item of `slot`'s call, if any. Items of earlier calls left by
     /// a crash are skipped; an item whose length is out of range is an error.
     #[inline]
     fn poll_item(&self, slot: usize) -> Option<Item> {
-        let ring = self.shared.ring(self.index);
-        let mut st = self.st.borrow_mut();
-        let s = &mut st.slots[slot];
+        let ring = &self.ring;
+        let s = self.slot(slot);
+        let mut n = s.consumed;
         for _ in 0..=self.shared.layout.depth {
-            let n = s.consumed;
             // Acquire: pairs with the server's Release stamp store; the item's words and payload
             // are complete.
-            if ring.item_stamp(slot, n).load(Ordering::Acquire) != n.wrapping_add(1) {
+            let stamp = ring.item_stamp(slot, n).load(Ordering::Acquire);
+            if stamp == 0 || stamp != n.wrapping_add(1) {
                 return None;
             }
             // Relaxed: ordered by the stamp's Acquire.
@@ -418,9 +443,9 @@ impl ClientCore {
             let flags = ring.item_flags(slot, n).load(Ordering::Relaxed);
             if call != s.pos {
                 // A stale item (an earlier call of this slot, left by a crash): skip it.
-                s.consumed = n + 1;
-                // Release: the server that writes this slot next starts after it.
-                ring.consumed(slot).store(n + 1, Ordering::Release);
+                n = n.wrapping_add(1) & CONSUMED_COUNT;
+                self.update(slot, |s| s.consumed = n);
+                self.store_consumed(slot, false);
                 continue;
             }
             let len = usize::try_from(len)
@@ -428,7 +453,7 @@ impl ClientCore {
                 .filter(|l| *l <= self.shared.layout.max_response)
                 .unwrap_or(usize::MAX);
             return Some(Item {
-                off: ring.item_payload(slot, n),
+                ptr: ring.item_payload(slot, n),
                 len,
                 flags,
             });
@@ -439,32 +464,48 @@ impl ClientCore {
     /// Marks the item at the head of `slot` read.
     #[inline]
     fn consume(&self, slot: usize, last: bool) {
-        let ring = self.shared.ring(self.index);
-        let mut st = self.st.borrow_mut();
-        let s = &mut st.slots[slot];
-        s.consumed += 1;
-        // Release: the server reuses the item only after seeing this (stream back-pressure), and
-        // the next call's server starts writing here.
-        ring.consumed(slot).store(s.consumed, Ordering::Release);
+        let mut s = self.slot(slot);
+        s.consumed = s.consumed.wrapping_add(1) & CONSUMED_COUNT;
         if last {
             if let Phase::Active { ended } = &mut s.phase {
                 *ended = true;
             }
         }
+        self.slots[slot].set(s);
+        self.store_consumed(slot, last);
+    }
+
+    /// Publishes `slot`'s consumed count, with ENDED if the last item read ended the call and
+    /// ABANDONED while the caller has given up on it.
+    #[inline]
+    fn store_consumed(&self, slot: usize, ended: bool) {
+        let s = self.slot(slot);
+        let mut w = s.consumed;
+        if ended {
+            w |= CONSUMED_ENDED;
+        }
+        if s.phase == Phase::Abandoned {
+            w |= CONSUMED_ABANDONED;
+        }
+        // Release: the server reuses the item only after seeing this (stream back-pressure), the
+        // next call's server starts writing here, and an adopting client trusts ENDED.
+        self.ring.consumed(slot).store(w, Ordering::Release);
     }
 
     /// The caller is done with `slot`'s call: free the slot if the call ended or can be
     /// cancelled, else abandon it to its server.
     fn finish(&self, slot: usize) {
-        let phase = self.st.borrow().slots[slot].phase;
+        let phase = self.slot(slot).phase;
         match phase {
             Phase::Free | Phase::Abandoned => {}
-            Phase::Active { ended: true } => self.st.borrow_mut().slots[slot].phase = Phase::Free,
+            Phase::Active { ended: true } => self.set_phase(slot, Phase::Free),
             Phase::Active { ended: false } => {
-                if cancel_posted(&self.shared.ring(self.index), slot) {
-                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                if cancel_posted(&self.ring, slot) {
+                    self.set_phase(slot, Phase::Free);
                 } else {
-                    self.st.borrow_mut().slots[slot].phase = Phase::Abandoned;
+                    self.set_phase(slot, Phase::Abandoned);
+                    // Tell a streaming server to stop rather than wait for room.
+                    self.store_consumed(slot, false);
                     self.collect_slot(slot, false);
                 }
             }
@@ -473,45 +514,40 @@ impl ClientCore {
 
     /// Whether `slot` still holds the caller's call at `pos` (not failed, freed or reused).
     fn is_current(&self, slot: usize, pos: u64) -> bool {
-        let s = self.st.borrow().slots[slot];
+        let s = self.slot(slot);
         s.pos == pos && matches!(s.phase, Phase::Active { .. })
     }
 
-    /// Whether the last item consumed from `slot` ended the call at `pos`.
-    fn ended_before(&self, slot: usize, pos: u64) -> bool {
-        let ring = self.shared.ring(self.index);
-        let n = self.st.borrow().slots[slot].consumed;
-        let Some(last) = n.checked_sub(1) else {
-            return false;
-        };
-        // Acquire/Relaxed: as in `poll_item`; no server writes this item before a new post.
-        ring.item_stamp(slot, last).load(Ordering::Acquire) == n
-            && ring.item_call(slot, last).load(Ordering::Relaxed) == pos
-            && ring.item_flags(slot, last).load(Ordering::Relaxed) & END != 0
+    /// Whether the last item consumed from `slot` ended its call (the ENDED bit the consumer
+    /// stored with it: durable across a crash of the consuming process).
+    fn ended_before(&self, slot: usize) -> bool {
+        // Relaxed: written by this entry's (earlier) owner; ordered by the entry's lock or by
+        // program order.
+        self.ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_ENDED != 0
     }
 
     /// For an abandoned slot: discards the responses that arrived; frees the slot once the call
     /// has ended, or (with `check`) its server is gone.
     fn collect_slot(&self, slot: usize, check: bool) {
-        if self.st.borrow().slots[slot].phase != Phase::Abandoned {
+        if self.slot(slot).phase != Phase::Abandoned {
             return;
         }
         while let Some(item) = self.poll_item(slot) {
             let end = item.flags & END != 0;
             self.consume(slot, end);
-            self.st.borrow_mut().discarded += 1;
+            self.discarded.set(self.discarded.get() + 1);
             if end {
-                self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                self.set_phase(slot, Phase::Free);
                 return;
             }
         }
-        let pos = self.st.borrow().slots[slot].pos;
-        if self.ended_before(slot, pos)
-            || cancel_posted(&self.shared.ring(self.index), slot)
+        let pos = self.slot(slot).pos;
+        if self.ended_before(slot)
+            || cancel_posted(&self.ring, slot)
             || (check && self.taker_gone(slot, pos))
         {
             self.drain_dead(slot);
-            self.st.borrow_mut().slots[slot].phase = Phase::Free;
+            self.set_phase(slot, Phase::Free);
         }
     }
 
@@ -519,7 +555,7 @@ impl ClientCore {
     /// call: something else rewrote it). Reads `/proc`: slow paths only.
     #[cold]
     fn taker_gone(&self, slot: usize, pos: u64) -> bool {
-        let ring = self.shared.ring(self.index);
+        let ring = &self.ring;
         // Acquire: pairs with the server's AcqRel take.
         let (p, server, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
         if p != pos || kind != TAKEN {
@@ -545,7 +581,7 @@ impl ClientCore {
     /// Checks, for a waiting call, that someone can still answer it.
     #[cold]
     fn check_call(&self, slot: usize, pos: u64) -> Result<(), CallError> {
-        let ring = self.shared.ring(self.index);
+        let ring = &self.ring;
         // Acquire: as in `taker_gone`.
         let (p, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
         if p != pos {
@@ -557,8 +593,8 @@ impl ClientCore {
                     return Ok(());
                 }
                 self.shared.reclaim_dead();
-                if cancel_posted(&ring, slot) {
-                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                if cancel_posted(ring, slot) {
+                    self.set_phase(slot, Phase::Free);
                     return Err(CallError::NoServer);
                 }
                 Ok(())
@@ -566,31 +602,36 @@ impl ClientCore {
             TAKEN => {
                 if self.taker_gone(slot, pos) {
                     self.drain_dead(slot);
-                    self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                    self.set_phase(slot, Phase::Free);
                     return Err(CallError::Disconnected);
                 }
                 Ok(())
             }
             _ => {
-                self.st.borrow_mut().slots[slot].phase = Phase::Free;
+                // Released by its server (it gave up) or rewritten: nothing more will come.
+                self.drain_dead(slot);
+                self.set_phase(slot, Phase::Free);
                 Err(CallError::Aborted)
             }
         }
     }
 
-    /// Waits for the next response item of `slot`'s call until `deadline`.
-    fn wait_item(
-        &self,
-        slot: usize,
-        deadline: Option<Instant>,
-        timeout: Duration,
-    ) -> Result<Item, CallError> {
-        if let Some(item) = self.poll_item(slot) {
-            return Ok(item);
+    /// Waits up to `timeout` for the next response item of `slot`'s call. Reads the clock only if
+    /// the item is not there yet.
+    #[inline]
+    fn wait_item(&self, slot: usize, timeout: Duration) -> Result<Item, CallError> {
+        match self.poll_item(slot) {
+            Some(item) => Ok(item),
+            None => self.wait_item_slow(slot, timeout),
         }
+    }
+
+    #[inline(never)]
+    fn wait_item_slow(&self, slot: usize, timeout: Duration) -> Result<Item, CallError> {
         let start = Instant::now();
+        let deadline = start.checked_add(timeout);
         let spin_until = start + self.spin;
-        let pos = self.st.borrow().slots[slot].pos;
+        let pos = self.slot(slot).pos;
         let mut last_check = start;
         let mut spins = 0u32;
         loop {
@@ -616,7 +657,7 @@ impl ClientCore {
             let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
             // The client half of the response sleep handshake: read the futex word, announce,
             // fence, recheck; a server publishes, fences, then loads `waiting`.
-            let ring = self.shared.ring(self.index);
+            let ring = &self.ring;
             // Acquire: a later value means a wake we must not sleep through.
             let seen = ring.wake().load(Ordering::Acquire);
             // Relaxed: ordered by the fence.
@@ -657,10 +698,10 @@ impl ClientCore {
                 self.shared.layout.max_response
             )));
         }
-        let ptr = self.shared.region().ptr(item.off, item.len);
+        let ptr = item.ptr;
         // SAFETY: the item is published (stamp acquired) and stays unwritten until this client
         // stores a larger `consumed` (the server writes item n + depth only after that); ptr is
-        // in bounds for len bytes (Region::ptr) and 32-aligned (item payload in a 64-aligned
+        // in bounds for len ≤ max_response bytes (CallRing) and 32-aligned (item payload in a 64-aligned
         // item of a page-aligned region).
         match unsafe { R::view(ptr, item.len) } {
             Ok(view) => Ok(Some(Response {
@@ -678,7 +719,7 @@ impl ClientCore {
     }
 
     fn ended(&self, slot: usize) -> bool {
-        self.st.borrow().slots[slot].phase == Phase::Active { ended: true }
+        self.slot(slot).phase == Phase::Active { ended: true }
     }
 }
 
@@ -794,8 +835,7 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
         if self.done || !self.core.is_current(self.slot, self.pos) {
             return Err(CallError::Finished);
         }
-        let deadline = Instant::now().checked_add(timeout);
-        let item = self.core.wait_item(self.slot, deadline, timeout)?;
+        let item = self.core.wait_item(self.slot, timeout)?;
         self.take(item)
     }
 
@@ -841,8 +881,7 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
         if self.core.ended(self.slot) {
             return Ok(None);
         }
-        let deadline = Instant::now().checked_add(timeout);
-        let item = self.core.wait_item(self.slot, deadline, timeout)?;
+        let item = self.core.wait_item(self.slot, timeout)?;
         self.core.deliver(self.slot, item, false)
     }
 }

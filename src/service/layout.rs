@@ -21,7 +21,8 @@
 //!   +0   state         u64  position << 8 | server << 2 | kind (UNUSED, POSTED, TAKEN, CANCELLED)
 //!   +8   taker         u64  owner word of the server that took the call (0 until written)
 //!   +16  len           u64  request length
-//!   +24  consumed      u64  responses the client has consumed from this slot, ever
+//!   +24  consumed      u64  responses consumed from this slot, ever (bits 0..62), ENDED (63),
+//!                             ABANDONED (62)
 //!   +32  request       max_request_size bytes
 //!   then K response items of `item_stride` = round_up(32 + max_response_size, 64) bytes:
 //!   +0   stamp         u64  item number + 1 (0: never written)
@@ -82,6 +83,14 @@ pub(crate) const CANCELLED: u64 = 3;
 pub(crate) const DATA: u64 = 1;
 pub(crate) const END: u64 = 2;
 pub(crate) const ABORTED: u64 = 4;
+
+/// Bits of a slot's `consumed` word above the item count, written by the client.
+/// The last item consumed ended the slot's current call (durable for an adopting client).
+pub(crate) const CONSUMED_ENDED: u64 = 1 << 63;
+/// The client gave up on the slot's current call: a streaming server stops at once.
+pub(crate) const CONSUMED_ABANDONED: u64 = 1 << 62;
+/// The item count part of a `consumed` word.
+pub(crate) const CONSUMED_COUNT: u64 = (1 << 62) - 1;
 
 /// Largest call position: positions live in the state word above 8 bits.
 pub(crate) const MAX_POSITION: u64 = (1 << 56) - 1;
@@ -275,12 +284,19 @@ impl ServiceLayout {
     }
 
     /// The cells of client `c`'s call ring.
-    pub(crate) fn ring<'a>(&'a self, region: &'a Region, c: usize) -> CallRing<'a> {
+    #[inline]
+    pub(crate) fn ring(&self, region: &Region, c: usize) -> CallRing {
+        let c = c.min(self.max_clients - 1);
+        let ring_len = self.call_stride * self.in_flight;
         CallRing {
-            region,
-            layout: self,
-            entry: self.client_entry(c),
-            base: self.calls + self.call_stride * self.in_flight * c,
+            call_stride: self.call_stride,
+            req_stride: self.req_stride,
+            item_stride: self.item_stride,
+            // Bounds-checked once here; every access below stays inside these spans.
+            entry: region.ptr(self.client_entry(c), CLIENT_ENTRY),
+            base: region.ptr(self.calls + ring_len * c, ring_len),
+            slot_mask: self.in_flight - 1,
+            item_mask: self.depth as u64 - 1,
         }
     }
 }
@@ -301,85 +317,123 @@ pub(crate) fn type_word(ty: &TypeIdentity) -> u64 {
 }
 
 /// One client's call ring inside a mapped service: typed access to its words.
-pub(crate) struct CallRing<'a> {
-    pub(crate) region: &'a Region,
-    pub(crate) layout: &'a ServiceLayout,
-    entry: usize,
-    base: usize,
+///
+/// Built with its two spans bounds-checked (the client entry and the ring's call slots); slot and
+/// item indices are masked, so every access stays inside them whatever the caller passes. It
+/// holds raw pointers into a mapped region: it must live beside (never outlive) the `Arc` that
+/// keeps that region mapped, as in `ClientCore` and `ServerCore`.
+pub(crate) struct CallRing {
+    call_stride: usize,
+    req_stride: usize,
+    item_stride: usize,
+    entry: *mut u8,
+    base: *mut u8,
+    slot_mask: usize,
+    item_mask: u64,
 }
 
-impl<'a> CallRing<'a> {
+// SAFETY: the pointers address atomics and payload bytes of a shared mapping, which any thread
+// may access through atomics and the ring protocol; the owner keeps the mapping alive.
+unsafe impl Send for CallRing {}
+
+impl CallRing {
     #[inline]
     pub(crate) fn mask(&self) -> u64 {
-        self.layout.in_flight as u64 - 1
+        self.slot_mask as u64
     }
+
+    /// Byte offset of `slot` within the ring.
     #[inline]
     fn slot(&self, slot: usize) -> usize {
-        debug_assert!(slot < self.layout.in_flight);
-        self.base + self.layout.call_stride * slot
+        self.call_stride * (slot & self.slot_mask)
     }
+
+    /// Byte offset of item `n` of `slot` within the ring.
     #[inline]
     fn item(&self, slot: usize, n: u64) -> usize {
-        let i = (n & (self.layout.depth as u64 - 1)) as usize;
-        self.slot(slot) + self.layout.req_stride + self.layout.item_stride * i
+        self.slot(slot) + self.req_stride + self.item_stride * (n & self.item_mask) as usize
+    }
+
+    #[inline]
+    fn word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.call_stride * (self.slot_mask + 1));
+        // SAFETY: `off` is a slot or item offset (index masked into the ring) plus a header
+        // offset below CALL_HEADER, so it lies inside the ring span checked in `ring`; it is
+        // 8-aligned (strides are multiples of 64, the span starts 128-aligned in a page-aligned
+        // region). AtomicU64 accepts any bits; the the region outlives the ring (see the type's docs).
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+    }
+
+    #[inline]
+    fn entry_word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= CLIENT_ENTRY);
+        // SAFETY: `off` is one of the entry's named offsets (< CLIENT_ENTRY), inside the entry
+        // span checked in `ring`, 8-aligned (entries are 128-aligned).
+        unsafe { &*(self.entry.add(off) as *const AtomicU64) }
+    }
+
+    #[inline]
+    pub(crate) fn head(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_HEAD)
     }
     #[inline]
-    pub(crate) fn head(&self) -> &'a AtomicU64 {
-        self.region.u64_at(self.entry + CLIENT_HEAD)
+    pub(crate) fn waiting(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_WAITING)
     }
     #[inline]
-    pub(crate) fn waiting(&self) -> &'a AtomicU64 {
-        self.region.u64_at(self.entry + CLIENT_WAITING)
+    pub(crate) fn wake(&self) -> &AtomicU32 {
+        // SAFETY: CLIENT_WAKE is a 4-aligned offset inside the checked entry span.
+        unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) }
     }
     #[inline]
-    pub(crate) fn wake(&self) -> &'a AtomicU32 {
-        self.region.u32_at(self.entry + CLIENT_WAKE)
+    pub(crate) fn owner(&self) -> &AtomicU64 {
+        self.entry_word(ENTRY_OWNER)
     }
     #[inline]
-    pub(crate) fn owner(&self) -> &'a AtomicU64 {
-        self.region.u64_at(self.entry + ENTRY_OWNER)
+    pub(crate) fn state(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_STATE)
     }
     #[inline]
-    pub(crate) fn state(&self, slot: usize) -> &'a AtomicU64 {
-        self.region.u64_at(self.slot(slot) + CALL_STATE)
+    pub(crate) fn taker(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_TAKER)
     }
     #[inline]
-    pub(crate) fn taker(&self, slot: usize) -> &'a AtomicU64 {
-        self.region.u64_at(self.slot(slot) + CALL_TAKER)
+    pub(crate) fn len(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_LEN)
     }
     #[inline]
-    pub(crate) fn len(&self, slot: usize) -> &'a AtomicU64 {
-        self.region.u64_at(self.slot(slot) + CALL_LEN)
+    pub(crate) fn consumed(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_CONSUMED)
+    }
+    /// The request area of `slot`: `max_request_size` bytes, 32-aligned.
+    #[inline]
+    pub(crate) fn request(&self, slot: usize) -> *mut u8 {
+        // SAFETY: the slot's request area lies inside the ring span checked in `ring` (slot
+        // masked; CALL_HEADER + max_request ≤ req_stride ≤ call_stride).
+        unsafe { self.base.add(self.slot(slot) + CALL_HEADER) }
     }
     #[inline]
-    pub(crate) fn consumed(&self, slot: usize) -> &'a AtomicU64 {
-        self.region.u64_at(self.slot(slot) + CALL_CONSUMED)
-    }
-    /// Offset of the request payload of `slot`.
-    #[inline]
-    pub(crate) fn request(&self, slot: usize) -> usize {
-        self.slot(slot) + CALL_HEADER
+    pub(crate) fn item_stamp(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_STAMP)
     }
     #[inline]
-    pub(crate) fn item_stamp(&self, slot: usize, n: u64) -> &'a AtomicU64 {
-        self.region.u64_at(self.item(slot, n) + ITEM_STAMP)
+    pub(crate) fn item_call(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_CALL)
     }
     #[inline]
-    pub(crate) fn item_call(&self, slot: usize, n: u64) -> &'a AtomicU64 {
-        self.region.u64_at(self.item(slot, n) + ITEM_CALL)
+    pub(crate) fn item_len(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_LEN)
     }
     #[inline]
-    pub(crate) fn item_len(&self, slot: usize, n: u64) -> &'a AtomicU64 {
-        self.region.u64_at(self.item(slot, n) + ITEM_LEN)
+    pub(crate) fn item_flags(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_FLAGS)
     }
+    /// The payload area of item `n` of `slot`: `max_response_size` bytes, 32-aligned.
     #[inline]
-    pub(crate) fn item_flags(&self, slot: usize, n: u64) -> &'a AtomicU64 {
-        self.region.u64_at(self.item(slot, n) + ITEM_FLAGS)
-    }
-    /// Offset of the payload of item `n` of `slot`.
-    #[inline]
-    pub(crate) fn item_payload(&self, slot: usize, n: u64) -> usize {
-        self.item(slot, n) + CALL_HEADER
+    pub(crate) fn item_payload(&self, slot: usize, n: u64) -> *mut u8 {
+        // SAFETY: the item lies inside the ring span checked in `ring` (indices masked;
+        // CALL_HEADER + max_response ≤ item_stride).
+        unsafe { self.base.add(self.item(slot, n) + CALL_HEADER) }
     }
 }
 
@@ -404,7 +458,7 @@ mod tests {
         assert!(ServiceLayout::new(1, 1, 2048, 8, 8, 1, K).is_err());
         assert!(ServiceLayout::new(1, 1, 1, 0, 8, 1, K).is_err());
         assert!(ServiceLayout::new(1, 1, 1, 8, 8, 3, K).is_err());
-        assert!(ServiceLayout::new(64, 1, 1024, 1 << 30, 8, 1, K).is_err());
+        assert!(ServiceLayout::new(1, 1, 1, 8, 8, 128, K).is_err());
     }
 
     #[test]

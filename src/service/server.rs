@@ -7,6 +7,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::layout::CallRing;
 use super::layout::*;
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
@@ -46,6 +47,8 @@ pub struct Server<Q: Payload + ?Sized, R: Payload + ?Sized> {
 }
 
 pub(crate) struct ServerCore {
+    /// Every client entry's call ring (pointing into `shared`'s mapping, never outliving it).
+    rings: Box<[CallRing]>,
     shared: Arc<ServiceShared>,
     index: usize,
     owner: u64,
@@ -86,6 +89,9 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     ) -> Self {
         Server {
             core: ServerCore {
+                rings: (0..shared.layout.max_clients)
+                    .map(|c| shared.ring(c))
+                    .collect(),
                 shared,
                 index,
                 owner: ProcessId::current().pack(),
@@ -131,8 +137,13 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
 
     /// Like [`Server::receive`], but gives up with [`ReceiveError::Timeout`] after `timeout`.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Request<'_, Q, R>, ReceiveError> {
-        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
-        let claim = self.core.wait(deadline)?;
+        let claim = match self.core.poll() {
+            Some(claim) => claim,
+            None => {
+                let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+                self.core.wait(deadline)?
+            }
+        };
         self.request(claim)
     }
 
@@ -146,22 +157,19 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                     claim.len, layout.max_request
                 ))
             } else {
-                let ring = core.shared.ring(claim.client);
-                let ptr = core
-                    .shared
-                    .region()
-                    .ptr(ring.request(claim.slot), claim.len);
+                let ring = &core.rings[claim.client];
+                let ptr = ring.request(claim.slot);
                 // SAFETY: the call is TAKEN by this server: its client writes the slot's request
-                // area only after the call ends (this server's END item) or this server dies; ptr is
-                // in bounds for len bytes (Region::ptr) and 32-aligned (request area in a 64-aligned
-                // call slot of a page-aligned region).
+                // area only after the call ends (this server's END item) or this server dies; ptr
+                // is valid for len ≤ max_request bytes (CallRing::request) and 32-aligned (request
+                // area in a 64-aligned call slot of a page-aligned region).
                 unsafe { Q::view(ptr, claim.len) }
             };
         match view {
             Ok(view) => Ok(Request {
                 core,
                 claim,
-                view,
+                view: view as *const Q::View,
                 answered: false,
                 streaming: false,
                 _p: PhantomData,
@@ -214,7 +222,7 @@ impl ServerCore {
     /// Takes the call at the head of client `c`'s ring, if one is posted.
     #[inline]
     fn take_from(&self, c: usize) -> Option<Claim> {
-        let ring = self.shared.ring(c);
+        let ring = &self.rings[c];
         let mask = ring.mask();
         // Bounded: a ring whose words are garbage costs at most this many steps per poll.
         for _ in 0..=self.shared.layout.in_flight {
@@ -223,31 +231,25 @@ impl ServerCore {
             let h = ring.head().load(Ordering::Acquire);
             let slot = (h & mask) as usize;
             let state = ring.state(slot);
-            // Acquire: pairs with the client's Release store of POSTED: the request, its length
-            // and the slot's `consumed` word are visible.
-            let w = state.load(Ordering::Acquire);
-            let (p, _, kind) = split_state(w);
-            if kind == UNUSED || p < h {
-                return None;
-            }
-            if p > h || kind != POSTED {
+            // Take the call by CAS straight away, guessing it is posted: one exclusive fetch of
+            // the line instead of a shared fetch and an upgrade. AcqRel: the take races with
+            // other servers and the client's cancel on this word; its Acquire pairs with the
+            // client's Release store of POSTED (request, length and `consumed` visible).
+            let posted = call_state(h, 0, POSTED);
+            let taken = call_state(h, self.index, TAKEN);
+            if let Err(w) =
+                state.compare_exchange(posted, taken, Ordering::AcqRel, Ordering::Acquire)
+            {
+                let (p, _, kind) = split_state(w);
+                if kind == UNUSED || p < h || (p == h && kind == POSTED) {
+                    // Nothing posted at the head yet (or a word we cannot use).
+                    return None;
+                }
                 // Taken, cancelled or already reused: the head is behind; help it on.
                 // AcqRel/Relaxed: a failed CAS means someone else moved it.
                 let _ = ring
                     .head()
                     .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
-                continue;
-            }
-            // AcqRel: the take races with other servers and the client's cancel on this word.
-            if state
-                .compare_exchange(
-                    w,
-                    call_state(h, self.index, TAKEN),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
                 continue;
             }
             // Relaxed: a hint for the client's liveness check, which falls back to our entry.
@@ -258,7 +260,7 @@ impl ServerCore {
                 .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
             // Relaxed: ordered by the Acquire load of POSTED above.
             let len = ring.len(slot).load(Ordering::Relaxed);
-            let n = ring.consumed(slot).load(Ordering::Relaxed);
+            let n = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
             // Relaxed: compared later to tell whether the client is still the same process.
             let client_owner = ring.owner().load(Ordering::Relaxed);
             return Some(Claim {
@@ -321,17 +323,22 @@ impl ServerCore {
 
     /// Waits until item `claim.n` may be written (the client has consumed item n − depth).
     fn wait_room(&self, claim: &Claim) -> Result<(), SendError> {
-        let ring = self.shared.ring(claim.client);
+        let ring = &self.rings[claim.client];
         let depth = self.shared.layout.depth as u64;
-        // Acquire: pairs with the client's Release store of `consumed`: it has finished reading
-        // the item we are about to overwrite.
         let room = || {
-            claim
-                .n
-                .wrapping_sub(ring.consumed(claim.slot).load(Ordering::Acquire))
-                < depth
+            // Acquire: pairs with the client's Release store of `consumed`: it has finished
+            // reading the item we are about to overwrite.
+            let w = ring.consumed(claim.slot).load(Ordering::Acquire);
+            if claim.n.wrapping_sub(w & CONSUMED_COUNT) < depth {
+                Ok(true)
+            } else if w & CONSUMED_ABANDONED != 0 {
+                // The caller gave up on this stream: stop instead of waiting for room.
+                Err(SendError::Disconnected)
+            } else {
+                Ok(false)
+            }
         };
-        if room() {
+        if room()? {
             return Ok(());
         }
         let start = Instant::now();
@@ -339,7 +346,7 @@ impl ServerCore {
         let mut last_check = start;
         let mut nap = Duration::from_micros(20);
         loop {
-            if room() {
+            if room()? {
                 return Ok(());
             }
             let now = Instant::now();
@@ -374,30 +381,43 @@ impl ServerCore {
         write: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
     ) -> Result<(), SendError> {
         self.wait_room(claim)?;
-        let ring = self.shared.ring(claim.client);
+        let ring = &self.rings[claim.client];
         let max = self.shared.layout.max_response;
-        let ptr = self
-            .shared
-            .region()
-            .ptr(ring.item_payload(claim.slot, claim.n), max);
+        let ptr = ring.item_payload(claim.slot, claim.n);
         // SAFETY: item n is ours to write: the client has consumed item n − depth (wait_room) and
-        // reads item n only after its stamp says n + 1, stored below; ptr is valid for max bytes.
+        // reads item n only after its stamp says n + 1, stored below; ptr is valid for max bytes
+        // (CallRing::item_payload).
         let len = write(unsafe { std::slice::from_raw_parts_mut(ptr, max) })?;
         self.commit(claim, flags, len);
         Ok(())
     }
 
+    /// Gives up a call without END: marks it CANCELLED (no server writes to it any more), which
+    /// the client treats like a gone server.
+    #[cold]
+    fn release(&self, claim: &Claim) {
+        let state = self.rings[claim.client].state(claim.slot);
+        let _ = state.compare_exchange(
+            call_state(claim.pos, self.index, TAKEN),
+            call_state(claim.pos, self.index, CANCELLED),
+            // Release: our last item writes come before; Relaxed on failure: not ours any more.
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Stamps item `claim.n` (its payload written) and wakes the client if it sleeps.
     #[inline]
     fn commit(&self, claim: &mut Claim, flags: u64, len: usize) {
-        let ring = self.shared.ring(claim.client);
+        let ring = &self.rings[claim.client];
         let (slot, n) = (claim.slot, claim.n);
         // Relaxed: published by the Release stamp store.
         ring.item_call(slot, n).store(claim.pos, Ordering::Relaxed);
         ring.item_len(slot, n).store(len as u64, Ordering::Relaxed);
         ring.item_flags(slot, n).store(flags, Ordering::Relaxed);
-        ring.item_stamp(slot, n).store(n + 1, Ordering::Release);
-        claim.n = n + 1;
+        ring.item_stamp(slot, n)
+            .store(n.wrapping_add(1), Ordering::Release);
+        claim.n = n.wrapping_add(1);
         // The server half of the response sleep handshake: publish, fence, load `waiting`.
         fence(Ordering::SeqCst);
         // Relaxed: ordered by the fence.
@@ -414,7 +434,8 @@ impl ServerCore {
 pub struct Request<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     core: &'s ServerCore,
     claim: Claim,
-    view: &'s Q::View,
+    /// The request in place (valid for 's: see `Deref`).
+    view: *const Q::View,
     answered: bool,
     streaming: bool,
     _p: PhantomData<fn(&R)>,
@@ -448,12 +469,8 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
             return Err(SendError::TooLarge { len, max });
         }
         self.core.wait_room(&self.claim)?;
-        let ring = self.core.shared.ring(self.claim.client);
-        let ptr = self
-            .core
-            .shared
-            .region()
-            .ptr(ring.item_payload(self.claim.slot, self.claim.n), max);
+        let ring = &self.core.rings[self.claim.client];
+        let ptr = ring.item_payload(self.claim.slot, self.claim.n);
         Ok(ResponseLoan {
             request: self,
             ptr,
@@ -480,7 +497,10 @@ impl<'s, Q: Payload + ?Sized> Request<'s, Q, Bytes> {
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> Deref for Request<'_, Q, R> {
     type Target = Q::View;
     fn deref(&self) -> &Q::View {
-        self.view
+        // SAFETY: `view` was made in `Server::request` from the request area of a call this
+        // server holds TAKEN; the client does not write that area before the call ends, which
+        // takes `self` by value (so no reference from here outlives it).
+        unsafe { &*self.view }
     }
 }
 
@@ -488,8 +508,15 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Request<'_, Q, R> {
     fn drop(&mut self) {
         if !self.answered {
             let flags = if self.streaming { END } else { ABORTED | END };
-            // An error here means the caller is gone or stuck: nothing left to tell it.
-            let _ = self.core.publish(&mut self.claim, flags, |_| Ok(0));
+            if self
+                .core
+                .publish(&mut self.claim, flags, |_| Ok(0))
+                .is_err()
+            {
+                // The caller is gone or stuck: give the call up so its slot is not held for
+                // this server's lifetime.
+                self.core.release(&self.claim);
+            }
         }
     }
 }

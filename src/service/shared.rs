@@ -9,6 +9,7 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::shm::entry::{
     abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
+    ENTRY_OWNER,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::futex;
@@ -128,7 +129,7 @@ impl ServiceShared {
         self.seg.region()
     }
 
-    pub(crate) fn ring(&self, c: usize) -> CallRing<'_> {
+    pub(crate) fn ring(&self, c: usize) -> CallRing {
         self.layout.ring(self.region(), c)
     }
 
@@ -242,6 +243,22 @@ fn join_server(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 }
 
 fn free_server(r: &Region, l: &ServiceLayout, s: usize) {
+    // A server killed between its take and its `taker` store left taker 0: name the dead owner
+    // there, so the call's client does not mistake the entry's next owner for its server.
+    // Relaxed: under the lock; the dead server stores nothing more, a leaving one has no take
+    // in progress.
+    let owner = r
+        .u64_at(l.server_entry(s) + ENTRY_OWNER)
+        .load(Ordering::Relaxed);
+    for c in 0..l.max_clients {
+        let ring = l.ring(r, c);
+        for slot in 0..l.in_flight {
+            let (_, server, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+            if kind == TAKEN && server == s && ring.taker(slot).load(Ordering::Relaxed) == 0 {
+                ring.taker(slot).store(owner, Ordering::Relaxed);
+            }
+        }
+    }
     // SeqCst: ordinary bookkeeping under the lock. Calls this server took stay TAKEN: their
     // clients see the taker dead (or gone) and fail them.
     r.u64_at(CTRL_SERVERS)
@@ -281,7 +298,7 @@ fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
 
 /// Cancels the call in `slot` if no server has taken it; returns whether the slot holds no live
 /// call afterwards (cancelled now or before, or never used).
-pub(crate) fn cancel_posted(ring: &CallRing<'_>, slot: usize) -> bool {
+pub(crate) fn cancel_posted(ring: &CallRing, slot: usize) -> bool {
     let state = ring.state(slot);
     // Acquire: pairs with the server's AcqRel CAS, so a TAKEN seen here comes with its taker.
     let w = state.load(Ordering::Acquire);

@@ -50,6 +50,9 @@ impl ProcessId {
             return self.start & 0xffff_ffff == me.start & 0xffff_ffff;
         }
         match start_time(self.pid) {
+            // A recorded start of 0 means its owner could not read its own start time: judge by
+            // the pid alone rather than call a live process dead.
+            Ok(Some(_)) if self.start == 0 => true,
             Ok(Some(s)) => s & 0xffff_ffff == self.start & 0xffff_ffff,
             Ok(None) => false,
             // Cannot tell (out of file descriptors, /proc unreadable…): alive. Judging a live
