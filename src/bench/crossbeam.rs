@@ -80,6 +80,7 @@ fn receive_all<T: AsRef<[u8]>>(
         timer.received(i);
     }
     Ok(StreamOutcome {
+        rtt_p50_ns: None,
         count,
         elapsed_ns: timer.finish(),
         checksum,

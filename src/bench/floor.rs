@@ -298,6 +298,7 @@ impl PongEnd for FloorEnd {
         };
         self.seq += count;
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns,
             checksum: 0,

@@ -306,6 +306,7 @@ impl PongEnd for IceEnd {
         }
         self.seq += count;
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns: timer.finish(),
             checksum,

@@ -22,7 +22,7 @@
 //!   the full round trip (not halved). Streaming means pipelined calls: the client keeps
 //!   [`transport::RPC_WINDOW`] calls in flight and counts calls/s itself (the
 //!   [`transport::PingEnd::stream_send`] outcome), the server just answers. Each row also
-//!   gets `pipelined_x_rtt` = calls/s x its own round-trip p50.
+//!   gets `pipelined_x_rtt` = calls/s x the round-trip p50 measured in the same round.
 //!
 //! Adding a pattern (`queue`): extend [`transport::Pattern`], let transports say what
 //! they support via [`transport::Transport::supports`], and implement the new exchange in
@@ -92,7 +92,8 @@ pubsub: latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max
 all rounds; msgs/s is the median over streaming rounds (counted by the receiver).
 rpc: latency numbers are full round trips (request out, response back) in ns; calls/s
 is the median over pipelined rounds (16 calls in flight, counted by the client);
-\"x rtt\" (JSON pipelined_x_rtt) is calls/s x round-trip p50.
+\"x rtt\" (JSON pipelined_x_rtt) is the median over streaming rounds of calls/s x the round-trip
+p50 of call-after-call calls made in the same round just before the pipelined ones.
 Both: \"x floor\" is the median over rounds of the round's p50 divided by the floor's
 p50 of the same size in the same cycle.";
 
@@ -511,12 +512,14 @@ fn stream_size(
     peer: &mut peer::Peer,
     stream_variants: &[Variant<'_>],
     payload: usize,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<Vec<Vec<RoundRate>>> {
     let opts = ctx.opts;
     let setup = ctx.setup(Mode::Stream, payload);
     let scount = stream_count(opts.msgs, payload);
     let mut ends = Ends::default();
-    let mut rates: Vec<Vec<f64>> = stream_variants.iter().map(|_| Vec::new()).collect();
+    // Per variant and round: the rate, and (rpc) the rate x the same round's round-trip p50.
+    let mut rates: Vec<Vec<RoundRate>> =
+        stream_variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..opts.rounds.min(STREAM_ROUNDS) {
         for (v, rate) in stream_variants.iter().zip(&mut rates) {
             if ends.failed(v, payload) {
@@ -537,13 +540,18 @@ fn stream_size(
                     }
                 })?
             };
-            if let Some(r) = outcome.and_then(|o| o.msgs_per_s()) {
-                rate.push(r);
+            if let Some(o) = outcome {
+                if let Some(r) = o.msgs_per_s() {
+                    rate.push((r, stats::pipelined_x_rtt(Some(r), o.rtt_p50_ns)));
+                }
             }
         }
     }
     Ok(rates)
 }
+
+/// One streaming round's rate, and (rpc) the rate times that round's own round-trip p50.
+type RoundRate = (f64, Option<f64>);
 
 /// The rows of one payload size: latency variants (with their streaming rate), then
 /// streaming-only ones.
@@ -553,17 +561,23 @@ fn size_rows(
     lat_variants: &[Variant<'_>],
     records: &[LatencyRecord],
     stream_variants: &[Variant<'_>],
-    rates: &[Vec<f64>],
+    rates: &[Vec<RoundRate>],
 ) -> Vec<Row> {
     let floor = lat_variants
         .iter()
         .position(|v| v.transport.name() == "floor" && !v.touch)
         .map(|i| &records[i]);
-    let rate_of = |label: &str| {
+    let rounds_of = |label: &str| {
         stream_variants
             .iter()
             .position(|v| v.label() == label)
-            .and_then(|i| stats::median(rates[i].clone()))
+            .map(|i| &rates[i])
+    };
+    let rate_of =
+        |label: &str| rounds_of(label).and_then(|r| stats::median(r.iter().map(|x| x.0).collect()));
+    // Median over rounds of (calls/s x that round's own round-trip p50).
+    let paired_of = |label: &str| {
+        rounds_of(label).and_then(|r| stats::median(r.iter().filter_map(|x| x.1).collect()))
     };
     let mut rows = Vec::new();
     for (v, record) in lat_variants.iter().zip(records) {
@@ -580,7 +594,8 @@ fn size_rows(
             ratio_p50_to_floor: floor.and_then(|f| record.ratio_to(f)),
             // Latency is the round trip for rpc (not halved).
             pipelined_x_rtt: match pattern {
-                Pattern::Rpc => stats::pipelined_x_rtt(msgs_per_s, Some(latency.p50_ns)),
+                Pattern::Rpc => paired_of(&v.label())
+                    .or_else(|| stats::pipelined_x_rtt(msgs_per_s, Some(latency.p50_ns))),
                 Pattern::PubSub => None,
             },
         });
@@ -594,7 +609,7 @@ fn size_rows(
             payload_bytes: payload,
             touch: v.touch,
             latency: None,
-            msgs_per_s: stats::median(rate.clone()),
+            msgs_per_s: stats::median(rate.iter().map(|x| x.0).collect()),
             ratio_p50_to_floor: None,
             pipelined_x_rtt: None,
         });

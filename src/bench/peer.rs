@@ -214,6 +214,7 @@ impl Peer {
                 .parse()?)
         };
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count: field(0)?,
             elapsed_ns: field(1)?,
             checksum: field(2)?,
@@ -364,6 +365,7 @@ fn serve(args: &[String]) -> Result<()> {
                     Mode::Latency => {
                         end.latency_serve(run.count, run.touch)
                             .map(|checksum| StreamOutcome {
+                                rtt_p50_ns: None,
                                 count: run.count,
                                 elapsed_ns: 0,
                                 checksum,

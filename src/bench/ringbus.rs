@@ -282,6 +282,7 @@ impl PongEnd for RbEnd {
         }
         self.seq += count;
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns: timer.finish(),
             checksum,

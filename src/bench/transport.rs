@@ -178,6 +178,9 @@ pub struct StreamOutcome {
     pub elapsed_ns: u64,
     /// Sum of touched bytes (keeps the reads alive; not compared).
     pub checksum: u64,
+    /// `rpc`: round-trip p50 (ns) of call-after-call calls made in the same round just before
+    /// the pipelined ones, so the two are compared in the same machine state.
+    pub rtt_p50_ns: Option<u64>,
 }
 
 impl StreamOutcome {

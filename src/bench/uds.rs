@@ -242,6 +242,7 @@ impl PongEnd for UdsPong {
             // Pipelined requests: answer each as it comes (the client measures).
             let checksum = self.answer(count, touch)?;
             return Ok(StreamOutcome {
+                rtt_p50_ns: None,
                 count,
                 elapsed_ns: 0,
                 checksum,
@@ -258,6 +259,7 @@ impl PongEnd for UdsPong {
             timer.received(i);
         }
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns: timer.finish(),
             checksum,

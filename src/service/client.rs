@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,11 @@ use super::layout::CallRing;
 use super::layout::*;
 use super::shared::{cancel_posted, ServiceShared};
 use crate::error::CallError;
-use crate::sync::{futex, ProcessId};
+use crate::sync::{barrier, futex, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
+
+/// Polls a waiting client or server makes before it first reads the clock (about a microsecond).
+pub(crate) const FIRST_POLLS: u32 = 256;
 
 /// Longest single sleep of a waiting client: it rechecks the call's server at least this often.
 const MAX_NAP: Duration = CHECK_INTERVAL;
@@ -393,15 +396,14 @@ impl ClientCore {
         // Relaxed: published by the Release store of POSTED below. `consumed` loses the previous
         // call's ENDED / ABANDONED bits.
         ring.len(slot).store(len as u64, Ordering::Relaxed);
-        ring.taker(slot).store(0, Ordering::Relaxed);
         ring.consumed(slot)
             .store(self.slot(slot).consumed, Ordering::Relaxed);
         ring.state(slot)
             .store(call_state(pos, 0, POSTED), Ordering::Release);
-        // The client half of the server sleep handshake: post, fence, load the sleepers. A
-        // server announces itself, fences, then polls.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence.
+        // The client half of the server sleep handshake: post, barrier, load the sleepers. A
+        // server announces itself, runs the heavy barrier, then polls (sync::barrier).
+        barrier::light();
+        // Relaxed: ordered by the barrier pair.
         if self
             .shared
             .region()
@@ -500,7 +502,7 @@ impl ClientCore {
             Phase::Free | Phase::Abandoned => {}
             Phase::Active { ended: true } => self.set_phase(slot, Phase::Free),
             Phase::Active { ended: false } => {
-                if cancel_posted(&self.ring, slot) {
+                if cancel_posted(&self.shared, &self.ring, slot) {
                     self.set_phase(slot, Phase::Free);
                 } else {
                     self.set_phase(slot, Phase::Abandoned);
@@ -543,7 +545,7 @@ impl ClientCore {
         }
         let pos = self.slot(slot).pos;
         if self.ended_before(slot)
-            || cancel_posted(&self.ring, slot)
+            || cancel_posted(&self.shared, &self.ring, slot)
             || (check && self.taker_gone(slot, pos))
         {
             self.drain_dead(slot);
@@ -555,20 +557,22 @@ impl ClientCore {
     /// call: something else rewrote it). Reads `/proc`: slow paths only.
     #[cold]
     fn taker_gone(&self, slot: usize, pos: u64) -> bool {
-        let ring = &self.ring;
-        // Acquire: pairs with the server's AcqRel take.
-        let (p, server, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
-        if p != pos || kind != TAKEN {
-            return kind != POSTED || p != pos;
+        match self.ring.status(slot) {
+            Status::Taken { pos: p, server } if p == pos => {
+                // Relaxed: written with the claim; 0 only if the server died in between (then
+                // its entry tells, until `free_server` names the dead owner here).
+                let taker = self.ring.taker(slot).load(Ordering::Relaxed);
+                let alive = if taker != 0 {
+                    ProcessId::unpack(taker).is_alive()
+                } else {
+                    self.shared.server_live(server)
+                };
+                !alive
+            }
+            Status::Posted { pos: p } => p != pos,
+            // Cancelled, released, or the slot holds another call: nothing more will come.
+            _ => true,
         }
-        // Relaxed: written right after the take; 0 if not yet (then the entry tells).
-        let taker = ring.taker(slot).load(Ordering::Relaxed);
-        let alive = if taker != 0 {
-            ProcessId::unpack(taker).is_alive()
-        } else {
-            self.shared.server_live(server)
-        };
-        !alive
     }
 
     /// Consumes what a dead server published for `slot`'s call (it will publish nothing more).
@@ -582,24 +586,21 @@ impl ClientCore {
     #[cold]
     fn check_call(&self, slot: usize, pos: u64) -> Result<(), CallError> {
         let ring = &self.ring;
-        // Acquire: as in `taker_gone`.
-        let (p, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
-        if p != pos {
-            return Err(CallError::Aborted);
-        }
-        match kind {
-            POSTED => {
+        match ring.status(slot) {
+            Status::Posted { pos: p } if p == pos => {
                 if self.wait_for_server || self.shared.any_live_server() {
+                    // A dead server may still hold the ring's claim lock: free it.
+                    self.reclaim_dead_lock_holder();
                     return Ok(());
                 }
                 self.shared.reclaim_dead();
-                if cancel_posted(ring, slot) {
+                if cancel_posted(&self.shared, ring, slot) {
                     self.set_phase(slot, Phase::Free);
                     return Err(CallError::NoServer);
                 }
                 Ok(())
             }
-            TAKEN => {
+            Status::Taken { pos: p, .. } if p == pos => {
                 if self.taker_gone(slot, pos) {
                     self.drain_dead(slot);
                     self.set_phase(slot, Phase::Free);
@@ -616,6 +617,18 @@ impl ClientCore {
         }
     }
 
+    /// If a dead server holds this client's claim lock, frees it (under the segment lock).
+    #[cold]
+    fn reclaim_dead_lock_holder(&self) {
+        // Relaxed: a hint; the reclaim runs under the segment lock.
+        let holder = self.ring.lock().load(Ordering::Relaxed);
+        if (1..=MAX_PARTICIPANTS as u64).contains(&holder)
+            && !self.shared.server_live(holder as usize - 1)
+        {
+            self.shared.reclaim_dead();
+        }
+    }
+
     /// Waits up to `timeout` for the next response item of `slot`'s call. Reads the clock only if
     /// the item is not there yet.
     #[inline]
@@ -628,6 +641,14 @@ impl ClientCore {
 
     #[inline(never)]
     fn wait_item_slow(&self, slot: usize, timeout: Duration) -> Result<Item, CallError> {
+        // A round trip is a few hundred nanoseconds: poll a while before the first clock read,
+        // which would delay noticing an answer that arrives meanwhile.
+        for _ in 0..FIRST_POLLS {
+            std::hint::spin_loop();
+            if let Some(item) = self.poll_item(slot) {
+                return Ok(item);
+            }
+        }
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
         let spin_until = start + self.spin;
@@ -656,13 +677,13 @@ impl ClientCore {
             }
             let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
             // The client half of the response sleep handshake: read the futex word, announce,
-            // fence, recheck; a server publishes, fences, then loads `waiting`.
+            // barrier, recheck; a server publishes, barriers, then loads `waiting`.
             let ring = &self.ring;
             // Acquire: a later value means a wake we must not sleep through.
             let seen = ring.wake().load(Ordering::Acquire);
-            // Relaxed: ordered by the fence.
+            // Relaxed: ordered by the barrier.
             ring.waiting().store(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            let nap = barrier::heavy(nap);
             let got = self.poll_item(slot);
             if got.is_none() {
                 futex::wait(ring.wake(), seen, nap);

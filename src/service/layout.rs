@@ -15,11 +15,17 @@
 //!   +8   owner         u64  as above
 //!   +16  waiting       u64  1 while the client sleeps on `wake`
 //!   +24  wake          u32  futex word the client sleeps on
-//!   +64  head          u64  next call position servers look at (servers advance it by CAS)
-//! ..                   call rings, 128-aligned: C rings of F call slots of `call_stride` bytes
-//!   request part (`req_stride` = round_up(32 + max_request_size, 64) bytes):
-//!   +0   state         u64  position << 8 | server << 2 | kind (UNUSED, POSTED, TAKEN, CANCELLED)
-//!   +8   taker         u64  owner word of the server that took the call (0 until written)
+//!   +64  head          u64  next call position no server has looked at (moved under `lock`)
+//!   +72  lock          u64  claim lock: 0 free, s + 1 held by server s, CLIENT_LOCK by the client
+//! ..                   call rings, 128-aligned: C rings, each `claims_len` bytes of claims then
+//!                      F call slots of `call_stride` bytes
+//!   claims (`claims_len` = round_up(16·F, 64) bytes), written by servers under `lock`:
+//!   +16·i  claim       u64  position << 8 | server << 2 | kind (TAKEN, or CANCELLED: released)
+//!   +16·i+8 taker      u64  owner word of the server that took slot i's call
+//!   request part of a call slot (`req_stride` = round_up(32 + max_request_size, 64) bytes),
+//!   written by the client:
+//!   +0   state         u64  position << 8 | kind (UNUSED, POSTED, CANCELLED)
+//!   +8   reserved      u64
 //!   +16  len           u64  request length
 //!   +24  consumed      u64  responses consumed from this slot, ever (bits 0..62), ENDED (63),
 //!                             ABANDONED (62)
@@ -32,12 +38,13 @@
 //!   +32  payload       max_response_size bytes
 //! ```
 //!
-//! Total: `round_up(384 + 64·S + 128·C, 128) + C·F·(req_stride + K·item_stride)` bytes.
+//! Total: `round_up(384 + 64·S + 128·C, 128) + C·(claims_len + F·(req_stride + K·item_stride))`
+//! bytes.
 
 use crate::error::OpenError;
 use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
 use crate::topic::PayloadKind;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Segment kind of a service.
 pub const KIND_SERVICE: u32 = 2;
@@ -53,10 +60,15 @@ use crate::shm::entry::ENTRY_OWNER;
 const CLIENT_WAITING: usize = 16;
 const CLIENT_WAKE: usize = 24;
 const CLIENT_HEAD: usize = 64;
+const CLIENT_LOCK_WORD: usize = 72;
+/// `lock` value while the client itself holds its ring's claim lock (to cancel calls).
+pub(crate) const CLIENT_LOCK: u64 = 1 << 32;
 /// Bytes of call-slot header before the request, and of item header before a response.
 pub const CALL_HEADER: usize = 32;
 const CALL_STATE: usize = 0;
-const CALL_TAKER: usize = 8;
+const CLAIM_ENTRY: usize = 16;
+const CLAIM_WORD: usize = 0;
+const CLAIM_TAKER: usize = 8;
 const CALL_LEN: usize = 16;
 const CALL_CONSUMED: usize = 24;
 const ITEM_STAMP: usize = 0;
@@ -124,6 +136,8 @@ pub(crate) struct ServiceLayout {
     req_stride: usize,
     item_stride: usize,
     call_stride: usize,
+    claims_len: usize,
+    ring_len: usize,
     pub(crate) len: usize,
 }
 
@@ -191,8 +205,13 @@ impl ServiceLayout {
             .checked_mul(depth)
             .and_then(|i| i.checked_add(req_stride))
             .ok_or_else(too_big)?;
-        let len = call_stride
-            .checked_mul(in_flight * max_clients)
+        let claims_len = (CLAIM_ENTRY * in_flight).div_ceil(64) * 64;
+        let ring_len = call_stride
+            .checked_mul(in_flight)
+            .and_then(|r| r.checked_add(claims_len))
+            .ok_or_else(too_big)?;
+        let len = ring_len
+            .checked_mul(max_clients)
             .and_then(|c| c.checked_add(calls))
             .filter(|l| *l <= isize::MAX as usize / 2)
             .ok_or_else(too_big)?;
@@ -209,6 +228,8 @@ impl ServiceLayout {
             req_stride,
             item_stride,
             call_stride,
+            claims_len,
+            ring_len,
             len,
         })
     }
@@ -287,8 +308,9 @@ impl ServiceLayout {
     #[inline]
     pub(crate) fn ring(&self, region: &Region, c: usize) -> CallRing {
         let c = c.min(self.max_clients - 1);
-        let ring_len = self.call_stride * self.in_flight;
+        let ring_len = self.ring_len;
         CallRing {
+            claims_len: self.claims_len,
             call_stride: self.call_stride,
             req_stride: self.req_stride,
             item_stride: self.item_stride,
@@ -299,6 +321,21 @@ impl ServiceLayout {
             item_mask: self.depth as u64 - 1,
         }
     }
+}
+
+/// Where a call slot's (current or last) call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Never used.
+    Unused,
+    /// Posted, no server has taken it.
+    Posted { pos: u64 },
+    /// Cancelled by its client before any server took it.
+    Cancelled { pos: u64 },
+    /// Taken by `server`, which may still write its responses.
+    Taken { pos: u64, server: usize },
+    /// Given up by its server: nothing more will be written for it.
+    Released { pos: u64 },
 }
 
 /// Identity word of a response type: FNV-1a over its name, size and alignment.
@@ -323,6 +360,7 @@ pub(crate) fn type_word(ty: &TypeIdentity) -> u64 {
 /// holds raw pointers into a mapped region: it must live beside (never outlive) the `Arc` that
 /// keeps that region mapped, as in `ClientCore` and `ServerCore`.
 pub(crate) struct CallRing {
+    claims_len: usize,
     call_stride: usize,
     req_stride: usize,
     item_stride: usize,
@@ -345,7 +383,13 @@ impl CallRing {
     /// Byte offset of `slot` within the ring.
     #[inline]
     fn slot(&self, slot: usize) -> usize {
-        self.call_stride * (slot & self.slot_mask)
+        self.claims_len + self.call_stride * (slot & self.slot_mask)
+    }
+
+    /// Byte offset of `slot`'s claim entry within the ring.
+    #[inline]
+    fn claim_entry(&self, slot: usize) -> usize {
+        CLAIM_ENTRY * (slot & self.slot_mask)
     }
 
     /// Byte offset of item `n` of `slot` within the ring.
@@ -356,9 +400,12 @@ impl CallRing {
 
     #[inline]
     fn word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.call_stride * (self.slot_mask + 1));
-        // SAFETY: `off` is a slot or item offset (index masked into the ring) plus a header
-        // offset below CALL_HEADER, so it lies inside the ring span checked in `ring`; it is
+        debug_assert!(
+            off % 8 == 0 && off + 8 <= self.claims_len + self.call_stride * (self.slot_mask + 1)
+        );
+        // SAFETY: `off` is a claim, slot or item offset (index masked into the ring) plus a
+        // header offset below its entry size, so it lies inside the ring span checked in `ring`;
+        // it is
         // 8-aligned (strides are multiples of 64, the span starts 128-aligned in a page-aligned
         // region). AtomicU64 accepts any bits; the the region outlives the ring (see the type's docs).
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
@@ -377,6 +424,10 @@ impl CallRing {
         self.entry_word(CLIENT_HEAD)
     }
     #[inline]
+    pub(crate) fn lock(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_LOCK_WORD)
+    }
+    #[inline]
     pub(crate) fn waiting(&self) -> &AtomicU64 {
         self.entry_word(CLIENT_WAITING)
     }
@@ -393,9 +444,30 @@ impl CallRing {
     pub(crate) fn state(&self, slot: usize) -> &AtomicU64 {
         self.word(self.slot(slot) + CALL_STATE)
     }
+    /// The claim word of `slot` (servers write it under the claim lock).
+    #[inline]
+    pub(crate) fn claim(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.claim_entry(slot) + CLAIM_WORD)
+    }
     #[inline]
     pub(crate) fn taker(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_TAKER)
+        self.word(self.claim_entry(slot) + CLAIM_TAKER)
+    }
+
+    /// Where `slot`'s call stands, from its state word (client) and claim word (servers).
+    #[inline]
+    pub(crate) fn status(&self, slot: usize) -> Status {
+        // Acquire, both: pair with the Release stores of POSTED / CANCELLED (client) and with
+        // the claim lock's Release (servers).
+        let (pos, _, kind) = split_state(self.state(slot).load(Ordering::Acquire));
+        let (cpos, server, ckind) = split_state(self.claim(slot).load(Ordering::Acquire));
+        match kind {
+            UNUSED => Status::Unused,
+            _ if cpos == pos && ckind == TAKEN => Status::Taken { pos, server },
+            _ if cpos == pos && ckind == CANCELLED => Status::Released { pos },
+            POSTED => Status::Posted { pos },
+            _ => Status::Cancelled { pos },
+        }
     }
     #[inline]
     pub(crate) fn len(&self, slot: usize) -> &AtomicU64 {
@@ -447,7 +519,7 @@ mod tests {
     fn formula_matches_layout() {
         let l = ServiceLayout::new(8, 4, 16, 100, 8, 2, K).unwrap();
         let calls = (384 + 64 * 4 + 128 * 8usize).div_ceil(128) * 128;
-        assert_eq!(l.len, calls + 8 * 16 * (192 + 2 * 64));
+        assert_eq!(l.len, calls + 8 * (16 * 16 + 16 * (192 + 2 * 64)));
     }
 
     #[test]

@@ -3,15 +3,16 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::layout::CallRing;
 use super::layout::*;
+use super::client::FIRST_POLLS;
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
-use crate::sync::{futex, ProcessId};
+use crate::sync::{barrier, futex, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
 /// Longest single sleep of an idle server.
@@ -56,7 +57,17 @@ pub(crate) struct ServerCore {
     timeout: Duration,
     next_client: Cell<usize>,
     wakes: Cell<u64>,
+    /// Calls taken in the last batch and not handed out yet (a ring buffer of BATCH).
+    queue: [Cell<Option<Claim>>; BATCH],
+    queue_head: Cell<usize>,
+    queue_len: Cell<usize>,
+    /// Times a client's claim lock was found held (to look for a dead holder now and then).
+    lock_busy: Cell<u32>,
 }
+
+/// Most calls a server takes from one client's ring at once. Taking several posted calls under
+/// one lock costs one atomic read-modify-write for all of them.
+const BATCH: usize = 8;
 
 /// A call this server took.
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +110,10 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 timeout,
                 next_client: Cell::new(0),
                 wakes: Cell::new(0),
+                queue: Default::default(),
+                queue_head: Cell::new(0),
+                queue_len: Cell::new(0),
+                lock_busy: Cell::new(0),
             },
             _p: PhantomData,
         }
@@ -137,7 +152,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
 
     /// Like [`Server::receive`], but gives up with [`ReceiveError::Timeout`] after `timeout`.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Request<'_, Q, R>, ReceiveError> {
-        let claim = match self.core.poll() {
+        let claim = match self.core.poll_a_while() {
             Some(claim) => claim,
             None => {
                 let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
@@ -186,7 +201,17 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Server<Q, R> {
     fn drop(&mut self) {
-        // Requests borrow the server: none is alive here.
+        // Requests borrow the server: none is alive here. Calls taken but not handed out are
+        // aborted, so their callers need not wait for a timeout.
+        while let Some(mut claim) = self.core.dequeue() {
+            if self
+                .core
+                .publish(&mut claim, ABORTED | END, |_| Ok(0))
+                .is_err()
+            {
+                self.core.release(&claim);
+            }
+        }
         self.core.shared.leave_server(self.core.index);
     }
 }
@@ -196,6 +221,9 @@ impl ServerCore {
     /// delivered.
     #[inline]
     fn poll(&self) -> Option<Claim> {
+        if let Some(claim) = self.dequeue() {
+            return Some(claim);
+        }
         let region = self.shared.region();
         // Acquire: pairs with the SeqCst bit set when a client joins.
         let clients = region.u64_at(CTRL_CLIENTS).load(Ordering::Acquire);
@@ -208,75 +236,136 @@ impl ServerCore {
             if c >= n {
                 c = 0;
             }
-            if clients & (1u64 << c) != 0 {
-                if let Some(claim) = self.take_from(c) {
-                    self.next_client.set(c + 1);
-                    return Some(claim);
-                }
+            if clients & (1u64 << c) != 0 && self.take_from(c) {
+                self.next_client.set(c + 1);
+                return self.dequeue();
             }
             c += 1;
         }
         None
     }
 
-    /// Takes the call at the head of client `c`'s ring, if one is posted.
     #[inline]
-    fn take_from(&self, c: usize) -> Option<Claim> {
+    fn dequeue(&self) -> Option<Claim> {
+        let len = self.queue_len.get();
+        if len == 0 {
+            return None;
+        }
+        let head = self.queue_head.get();
+        self.queue_head.set((head + 1) % BATCH);
+        self.queue_len.set(len - 1);
+        self.queue[head].take()
+    }
+
+    /// Takes the posted calls at the head of client `c`'s ring (up to BATCH) into the queue;
+    /// returns whether it took any.
+    #[inline]
+    fn take_from(&self, c: usize) -> bool {
         let ring = &self.rings[c];
-        let mask = ring.mask();
-        // Bounded: a ring whose words are garbage costs at most this many steps per poll.
-        for _ in 0..=self.shared.layout.in_flight {
-            // Acquire: pairs with other servers' head CAS (nothing is published through it; the
-            // state word carries the request).
-            let h = ring.head().load(Ordering::Acquire);
-            let slot = (h & mask) as usize;
-            let state = ring.state(slot);
-            // Take the call by CAS straight away, guessing it is posted: one exclusive fetch of
-            // the line instead of a shared fetch and an upgrade. AcqRel: the take races with
-            // other servers and the client's cancel on this word; its Acquire pairs with the
-            // client's Release store of POSTED (request, length and `consumed` visible).
-            let posted = call_state(h, 0, POSTED);
-            let taken = call_state(h, self.index, TAKEN);
-            if let Err(w) =
-                state.compare_exchange(posted, taken, Ordering::AcqRel, Ordering::Acquire)
-            {
-                let (p, _, kind) = split_state(w);
-                if kind == UNUSED || p < h || (p == h && kind == POSTED) {
-                    // Nothing posted at the head yet (or a word we cannot use).
-                    return None;
-                }
-                // Taken, cancelled or already reused: the head is behind; help it on.
-                // AcqRel/Relaxed: a failed CAS means someone else moved it.
-                let _ = ring
-                    .head()
-                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
-                continue;
+        // A look without the lock first, so idle polling writes nothing.
+        // Acquire: the head is moved under the lock; a stale value only means a spare look.
+        let h = ring.head().load(Ordering::Acquire);
+        // Acquire: pairs with the client's Release store of POSTED.
+        let (p, _, kind) = split_state(ring.state(h as usize).load(Ordering::Acquire));
+        if p < h || (p == h && kind == UNUSED) {
+            return false;
+        }
+        let lock = ring.lock();
+        let me = self.index as u64 + 1;
+        // Relaxed look, then Acquire CAS: pairs with the last holder's Release store of 0, so
+        // its head and TAKEN stores are visible.
+        if lock.load(Ordering::Relaxed) != 0
+            || lock
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            self.lock_busy(ring);
+            return false;
+        }
+        // Under the claim lock: only we move the head or turn POSTED into TAKEN.
+        let mut h = ring.head().load(Ordering::Relaxed);
+        let room = BATCH - self.queue_len.get();
+        let mut taken = 0;
+        // Bounded: garbage words cost at most a ring's worth of steps.
+        for _ in 0..self.shared.layout.in_flight {
+            if taken == room {
+                break;
             }
-            // Relaxed: a hint for the client's liveness check, which falls back to our entry.
-            ring.taker(slot).store(self.owner, Ordering::Relaxed);
-            // AcqRel/Relaxed: as above.
-            let _ = ring
-                .head()
-                .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
-            // Relaxed: ordered by the Acquire load of POSTED above.
-            let len = ring.len(slot).load(Ordering::Relaxed);
-            let n = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
-            // Relaxed: compared later to tell whether the client is still the same process.
-            let client_owner = ring.owner().load(Ordering::Relaxed);
-            return Some(Claim {
-                client: c,
-                slot,
-                pos: h,
-                len: usize::try_from(len).unwrap_or(usize::MAX),
-                n,
-                client_owner,
-            });
+            let slot = (h & ring.mask()) as usize;
+            match ring.status(slot) {
+                Status::Posted { pos } if pos == h => {
+                    // Relaxed: published by the Release store of the lock; the client reads it
+                    // under the lock or only to judge liveness.
+                    ring.claim(slot)
+                        .store(call_state(h, self.index, TAKEN), Ordering::Relaxed);
+                    ring.taker(slot).store(self.owner, Ordering::Relaxed);
+                    // Relaxed: ordered by the Acquire load of POSTED in `status`.
+                    let len = ring.len(slot).load(Ordering::Relaxed);
+                    let n = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
+                    let client_owner = ring.owner().load(Ordering::Relaxed);
+                    let at = (self.queue_head.get() + self.queue_len.get()) % BATCH;
+                    self.queue[at].set(Some(Claim {
+                        client: c,
+                        slot,
+                        pos: h,
+                        len: usize::try_from(len).unwrap_or(usize::MAX),
+                        n,
+                        client_owner,
+                    }));
+                    self.queue_len.set(self.queue_len.get() + 1);
+                    taken += 1;
+                }
+                Status::Unused => break, // not posted yet
+                Status::Posted { pos }
+                | Status::Cancelled { pos }
+                | Status::Taken { pos, .. }
+                | Status::Released { pos }
+                    if pos < h =>
+                {
+                    break; // not posted yet
+                }
+                _ => {}
+            }
+            // Else taken, cancelled or reused (a holder died before moving the head): skip.
+            h += 1;
+        }
+        // Relaxed: published by the Release store of the lock.
+        ring.head().store(h, Ordering::Relaxed);
+        lock.store(0, Ordering::Release);
+        taken > 0
+    }
+
+    /// A client's claim lock was busy: now and then, look whether its holder died.
+    #[cold]
+    fn lock_busy(&self, ring: &CallRing) {
+        let n = self.lock_busy.get().wrapping_add(1);
+        self.lock_busy.set(n);
+        if n % 4096 != 0 {
+            return;
+        }
+        // Relaxed: a hint; reclaiming works under the segment lock.
+        let holder = ring.lock().load(Ordering::Relaxed);
+        if (1..=MAX_PARTICIPANTS as u64).contains(&holder)
+            && !self.shared.server_live(holder as usize - 1)
+        {
+            self.shared.reclaim_dead();
+        }
+    }
+
+    /// Polls up to FIRST_POLLS times, without reading the clock.
+    #[inline]
+    fn poll_a_while(&self) -> Option<Claim> {
+        for _ in 0..FIRST_POLLS {
+            if let Some(claim) = self.poll() {
+                return Some(claim);
+            }
+            std::hint::spin_loop();
         }
         None
     }
 
     fn wait(&self, deadline: Option<(Instant, Duration)>) -> Result<Claim, ReceiveError> {
-        if let Some(claim) = self.poll() {
+        if let Some(claim) = self.poll_a_while() {
             return Ok(claim);
         }
         let spin_until = Instant::now() + self.spin;
@@ -303,12 +392,12 @@ impl ServerCore {
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
             };
-            // The server half of the sleep handshake: read the futex word, announce, fence,
-            // poll; a client posts, fences, then loads `servers_waiting`.
+            // The server half of the sleep handshake: read the futex word, announce, barrier,
+            // poll; a client posts, barriers, then loads `servers_waiting`.
             // Acquire: a later value means a wake we must not sleep through.
             let seen = seq.load(Ordering::Acquire);
             waiting.fetch_or(bit, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            let nap = barrier::heavy(nap);
             let got = self.poll();
             if got.is_none() {
                 futex::wait(seq, seen, nap);
@@ -396,8 +485,8 @@ impl ServerCore {
     /// the client treats like a gone server.
     #[cold]
     fn release(&self, claim: &Claim) {
-        let state = self.rings[claim.client].state(claim.slot);
-        let _ = state.compare_exchange(
+        let claim_word = self.rings[claim.client].claim(claim.slot);
+        let _ = claim_word.compare_exchange(
             call_state(claim.pos, self.index, TAKEN),
             call_state(claim.pos, self.index, CANCELLED),
             // Release: our last item writes come before; Relaxed on failure: not ours any more.
@@ -418,9 +507,10 @@ impl ServerCore {
         ring.item_stamp(slot, n)
             .store(n.wrapping_add(1), Ordering::Release);
         claim.n = n.wrapping_add(1);
-        // The server half of the response sleep handshake: publish, fence, load `waiting`.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence.
+        // The server half of the response sleep handshake: publish, barrier, load `waiting`
+        // (the client announces, then runs the heavy barrier: sync::barrier).
+        barrier::light();
+        // Relaxed: ordered by the barrier pair.
         if ring.waiting().load(Ordering::Relaxed) != 0 {
             self.shared.wake_client(claim.client);
             self.wakes.set(self.wakes.get() + 1);

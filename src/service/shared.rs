@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::layout::*;
 use crate::error::OpenError;
@@ -252,8 +253,13 @@ fn free_server(r: &Region, l: &ServiceLayout, s: usize) {
         .load(Ordering::Relaxed);
     for c in 0..l.max_clients {
         let ring = l.ring(r, c);
+        // A lock the server held when it died (or while leaving: it holds none then) is freed.
+        // AcqRel: as a lock release.
+        let _ = ring
+            .lock()
+            .compare_exchange(s as u64 + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
         for slot in 0..l.in_flight {
-            let (_, server, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+            let (_, server, kind) = split_state(ring.claim(slot).load(Ordering::Acquire));
             if kind == TAKEN && server == s && ring.taker(slot).load(Ordering::Relaxed) == 0 {
                 ring.taker(slot).store(owner, Ordering::Relaxed);
             }
@@ -287,9 +293,30 @@ fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 
 fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
     let ring = l.ring(r, c);
-    for slot in 0..l.in_flight {
-        cancel_posted(&ring, slot);
+    // Under the segment lock. The client is gone or leaving, so a CLIENT_LOCK holder is dead;
+    // a server holder finishes within a few stores (a dead one is freed first by
+    // `reclaim_dead`, which resets its locks).
+    let lock = ring.lock();
+    let mut spins = 0u32;
+    loop {
+        // Acquire: pairs with the holder's Release store of 0.
+        let holder = lock.load(Ordering::Acquire);
+        if holder == 0 || holder == CLIENT_LOCK || spins > 1_000_000 {
+            break;
+        }
+        spins += 1;
+        std::hint::spin_loop();
     }
+    // Relaxed: we own the ring's lock now (no live holder), published by the Release below.
+    lock.store(CLIENT_LOCK, Ordering::Relaxed);
+    for slot in 0..l.in_flight {
+        if let Status::Posted { pos } = ring.status(slot) {
+            // Release: servers that see CANCELLED skip the position.
+            ring.state(slot)
+                .store(call_state(pos, 0, CANCELLED), Ordering::Release);
+        }
+    }
+    lock.store(0, Ordering::Release);
     // SeqCst: bookkeeping under the lock; servers stop polling this ring.
     r.u64_at(CTRL_CLIENTS)
         .fetch_and(!(1 << c), Ordering::SeqCst);
@@ -297,24 +324,75 @@ fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
 }
 
 /// Cancels the call in `slot` if no server has taken it; returns whether the slot holds no live
-/// call afterwards (cancelled now or before, or never used).
-pub(crate) fn cancel_posted(ring: &CallRing, slot: usize) -> bool {
-    let state = ring.state(slot);
-    // Acquire: pairs with the server's AcqRel CAS, so a TAKEN seen here comes with its taker.
-    let w = state.load(Ordering::Acquire);
-    let (pos, _, kind) = split_state(w);
-    match kind {
-        POSTED => state
-            .compare_exchange(
-                w,
-                call_state(pos, 0, CANCELLED),
-                // AcqRel: the cancel and a server's take are one race on this word; the loser
-                // sees the winner's word.
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok(),
-        TAKEN => false,
+/// call afterwards (cancelled now or before, or never used). Takes the ring's claim lock, so no
+/// server can take the call meanwhile; if the lock cannot be had (a server holds it for long),
+/// answers false: the caller then treats the call as taken.
+pub(crate) fn cancel_posted(shared: &ServiceShared, ring: &CallRing, slot: usize) -> bool {
+    with_claim_lock(shared, ring, || match ring.status(slot) {
+        Status::Posted { pos } => {
+            // Release: servers that see CANCELLED skip the position.
+            ring.state(slot)
+                .store(call_state(pos, 0, CANCELLED), Ordering::Release);
+            true
+        }
+        Status::Taken { .. } => false,
         _ => true,
+    })
+    .unwrap_or(false)
+}
+
+/// How long a client waits for its ring's claim lock before giving up (servers hold it for a few
+/// loads and stores; only a preempted or dead holder keeps it longer).
+const CLAIM_LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs `f` holding `ring`'s claim lock as its client. A lock left by a dead server (or by a
+/// dead earlier owner of the client entry) is taken over.
+pub(crate) fn with_claim_lock<T>(
+    shared: &ServiceShared,
+    ring: &CallRing,
+    f: impl FnOnce() -> T,
+) -> Option<T> {
+    let lock = ring.lock();
+    let mut start: Option<std::time::Instant> = None;
+    let mut spins = 0u32;
+    loop {
+        // Acquire: pairs with the holder's Release store of 0.
+        match lock.compare_exchange(0, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                let r = f();
+                // Release: our stores under the lock are visible to the next holder.
+                lock.store(0, Ordering::Release);
+                return Some(r);
+            }
+            Err(holder) => {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let dead = match holder {
+                    CLIENT_LOCK => true, // not us: a dead earlier owner of this entry
+                    s if (1..=MAX_PARTICIPANTS as u64).contains(&s) => {
+                        !shared.server_live(s as usize - 1)
+                    }
+                    _ => true, // garbage
+                };
+                // Acquire: as above; a failed takeover means the holder changed: look again.
+                if dead
+                    && lock
+                        .compare_exchange(holder, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let r = f();
+                    lock.store(0, Ordering::Release);
+                    return Some(r);
+                }
+                let now = std::time::Instant::now();
+                if now >= *start.get_or_insert(now) + CLAIM_LOCK_WAIT {
+                    return None;
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 }

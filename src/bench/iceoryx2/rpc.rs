@@ -253,6 +253,7 @@ impl PongEnd for RpcPong {
         }
         let checksum = self.answer(count, touch)?;
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns: 0,
             checksum,

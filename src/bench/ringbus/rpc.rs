@@ -204,6 +204,7 @@ impl PongEnd for RpcPong {
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
         let checksum = self.answer(Mode::Stream, count, touch)?;
         Ok(StreamOutcome {
+            rtt_p50_ns: None,
             count,
             elapsed_ns: 0,
             checksum,
