@@ -152,6 +152,19 @@ fn child_entry() {
             tell(&format!("ok {ok}"));
             wait_parent();
         }
+        "busy-client" => {
+            // Pipelines calls until killed.
+            let client = service(&node, &name).client().unwrap();
+            let mut rng = Rng(get("id") + 3);
+            tell("ready");
+            let mut pending = std::collections::VecDeque::new();
+            for seq in 0.. {
+                pending.push_back(client.send(&request(1, seq, &mut rng)).unwrap());
+                if pending.len() == 8 {
+                    pending.pop_front().unwrap().wait().unwrap();
+                }
+            }
+        }
         "doomed-client" => {
             // Sends `calls` calls and is killed with them in flight.
             let client = service(&node, &name).client().unwrap();
@@ -361,6 +374,90 @@ fn type_mismatch_and_oversized_requests_are_errors() {
             max: MAX_REQUEST
         })
     );
+    drop(client);
+    assert!(server.finish());
+}
+
+#[test]
+fn servers_killed_at_random_moments_never_leave_a_call_hanging() {
+    let root = test_root("rpc-random-kill");
+    let node = Node::with_root(&root).unwrap();
+    let client = service(&node, "rk").client().unwrap();
+    let mut rng = Rng(99);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for round in 0..6 {
+        let server = spawn_server("echo-server", &root, "service=rk");
+        // Kill after a random number of pipelined calls (0..3000), mid-stream.
+        let kill_after = rng.next() % 3000;
+        let mut pending = std::collections::VecDeque::new();
+        let mut server = Some(server);
+        for seq in 0..4000u64 {
+            if seq == kill_after {
+                server.take().unwrap().kill();
+            }
+            let req = request(round, seq, &mut rng);
+            match client.send(&req) {
+                Ok(p) => pending.push_back((p, seq)),
+                // After the kill: the dead server was noticed (NoServer), or its calls still
+                // hold the slots (Busy) until they fail.
+                Err(CallError::Busy { .. } | CallError::NoServer) => {}
+                Err(e) => panic!("send: {e}"),
+            }
+            while pending.len() >= 8 {
+                let (p, s) = pending.pop_front().unwrap();
+                match p.wait() {
+                    Ok(r) => {
+                        assert_eq!((word(&r, 0), word(&r, 1)), (round, s));
+                        ok += 1;
+                    }
+                    // The 30 s timeout would show up as Timeout: every call ends promptly.
+                    Err(CallError::Disconnected | CallError::NoServer | CallError::Aborted) => {
+                        failed += 1
+                    }
+                    Err(e) => panic!("call {s} of round {round}: {e}"),
+                }
+            }
+            if server.is_none() && seq > kill_after + 16 {
+                break;
+            }
+        }
+        for (p, _) in pending {
+            assert!(!matches!(p.wait(), Err(CallError::Timeout(_))));
+        }
+        if let Some(s) = server {
+            s.kill();
+        }
+    }
+    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+    // Every slot comes back once the dead servers are noticed.
+    let server = spawn_server("echo-server", &root, "service=rk");
+    let req = request(7, 7, &mut rng);
+    assert_eq!(word(&client.call(&req).unwrap(), 1), 7);
+    assert_eq!(client.collect(), 0);
+    drop(client);
+    assert!(server.finish());
+}
+
+#[test]
+fn clients_killed_at_random_moments_leave_their_entry_reusable() {
+    let root = test_root("rpc-client-random-kill");
+    let server = spawn_server("echo-server", &root, "service=crk");
+    let node = Node::with_root(&root).unwrap();
+    let mut rng = Rng(5);
+    for id in 0..5 {
+        let mut c = ChildRole::spawn("busy-client", &root, &format!("service=crk id={id}"));
+        c.expect("ready");
+        std::thread::sleep(Duration::from_micros(rng.next() % 20_000));
+        c.kill();
+    }
+    // Entries are taken lowest first: this client takes over the dead ones' entry 0 (reclaimed
+    // at its join), and all its slots work.
+    let client = service(&node, "crk").client().unwrap();
+    for seq in 0..100 {
+        let req = request(2, seq, &mut rng);
+        assert_eq!(word(&client.call(&req).unwrap(), 1), seq);
+    }
+    assert_eq!(client.collect(), 0);
     drop(client);
     assert!(server.finish());
 }

@@ -518,8 +518,7 @@ fn stream_size(
     let scount = stream_count(opts.msgs, payload);
     let mut ends = Ends::default();
     // Per variant and round: the rate, and (rpc) the rate x the same round's round-trip p50.
-    let mut rates: Vec<Vec<RoundRate>> =
-        stream_variants.iter().map(|_| Vec::new()).collect();
+    let mut rates: Vec<Vec<RoundRate>> = stream_variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..opts.rounds.min(STREAM_ROUNDS) {
         for (v, rate) in stream_variants.iter().zip(&mut rates) {
             if ends.failed(v, payload) {

@@ -643,7 +643,9 @@ impl ClientCore {
     fn wait_item_slow(&self, slot: usize, timeout: Duration) -> Result<Item, CallError> {
         // A round trip is a few hundred nanoseconds: poll a while before the first clock read,
         // which would delay noticing an answer that arrives meanwhile.
-        for _ in 0..FIRST_POLLS {
+        // (Not when told to sleep at once: spin_before_sleep(ZERO).)
+        let polls = if self.spin.is_zero() { 0 } else { FIRST_POLLS };
+        for _ in 0..polls {
             std::hint::spin_loop();
             if let Some(item) = self.poll_item(slot) {
                 return Ok(item);

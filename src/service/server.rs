@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::client::FIRST_POLLS;
 use super::layout::CallRing;
 use super::layout::*;
-use super::client::FIRST_POLLS;
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
 use crate::sync::{barrier, futex, ProcessId};
@@ -352,10 +352,11 @@ impl ServerCore {
         }
     }
 
-    /// Polls up to FIRST_POLLS times, without reading the clock.
+    /// Polls up to FIRST_POLLS times (once if told to sleep at once), without reading the clock.
     #[inline]
     fn poll_a_while(&self) -> Option<Claim> {
-        for _ in 0..FIRST_POLLS {
+        let polls = if self.spin.is_zero() { 1 } else { FIRST_POLLS };
+        for _ in 0..polls {
             if let Some(claim) = self.poll() {
                 return Some(claim);
             }
