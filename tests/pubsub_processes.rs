@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
@@ -29,13 +28,6 @@ fn topic(
         .max_subscribers(2)
         .max_held(1)
         .send_timeout(Duration::from_secs(30))
-}
-
-fn parse(args: &str) -> HashMap<String, String> {
-    args.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// Writes a test message: id, seq, payload length, checksum of the payload, then the payload.
@@ -67,7 +59,7 @@ fn check(msg: &[u8]) -> (u64, u64) {
     (word(0), word(8))
 }
 
-fn policy_of(a: &HashMap<String, String>) -> Policy {
+fn policy_of(a: &std::collections::HashMap<String, String>) -> Policy {
     match a.get("policy").map(String::as_str) {
         Some("drop") => Policy::DropOldest,
         _ => Policy::Block,
@@ -80,7 +72,7 @@ fn child_entry() {
     let Ok(role) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let a = parse(&child_args());
+    let a = parse_args(&child_args());
     let get = |k: &str| a.get(k).map(|v| v.parse::<u64>().unwrap()).unwrap_or(0);
     let name = a.get("topic").cloned().unwrap_or_default();
     match role.as_str() {

@@ -5,6 +5,16 @@ use std::time::Duration;
 
 use ringbus::{Bytes, CallError, Node, OpenError, ReceiveError, Rkyv, SendError};
 
+/// One call of `v`, answered with `v + 1` by `server`.
+fn call_plus_one(client: &ringbus::Client<u64, u64>, server: &ringbus::Server<u64, u64>, v: u64) {
+    let p = client.send(&v).unwrap();
+    let req = server.try_receive().unwrap();
+    assert_eq!(*req, v);
+    let answer = *req + 1;
+    req.respond(&answer).unwrap();
+    assert_eq!(*p.wait().unwrap(), v + 1);
+}
+
 fn nodes(test: &str) -> Vec<Node> {
     let root = std::env::temp_dir().join(format!("ringbus-rpc-{}-{test}", std::process::id()));
     vec![Node::in_process(), Node::with_root(root).unwrap()]
@@ -102,11 +112,7 @@ fn timeout_abandons_the_call_and_the_late_response_is_discarded() {
         assert_eq!(client.collect(), 0);
         assert_eq!(client.discarded(), 1);
         // The slot is reused and the next call gets its own answer.
-        let p = client.send(&9).unwrap();
-        let req = server.try_receive().unwrap();
-        let v = *req + 1;
-        req.respond(&v).unwrap();
-        assert_eq!(*p.wait().unwrap(), 10);
+        call_plus_one(&client, &server, 9);
     }
 }
 
@@ -124,11 +130,7 @@ fn a_call_nobody_took_is_cancelled_by_its_timeout() {
             "an untaken call is cancelled, not abandoned"
         );
         assert_eq!(server.try_receive().err(), Some(ReceiveError::Empty));
-        let p = client.send(&2).unwrap();
-        let req = server.try_receive().unwrap();
-        assert_eq!(*req, 2);
-        req.respond(&3).unwrap();
-        assert_eq!(*p.wait().unwrap(), 3);
+        call_plus_one(&client, &server, 2);
     }
 }
 
@@ -307,17 +309,13 @@ fn blocking_call_across_threads() {
 #[test]
 fn a_loan_out_holds_back_later_calls() {
     for node in nodes("loan-order") {
-        let svc = node.service::<u32, u32>("order");
+        let svc = node.service::<u64, u64>("order");
         let server = svc.server().unwrap();
         let client = svc.client().unwrap();
         let loan = client.loan().unwrap();
         assert_eq!(client.send(&1).err(), Some(CallError::LoanOutstanding));
         drop(loan);
-        let p = client.send(&2).unwrap();
-        let req = server.try_receive().unwrap();
-        assert_eq!(*req, 2);
-        req.respond(&3).unwrap();
-        assert_eq!(*p.wait().unwrap(), 3);
+        call_plus_one(&client, &server, 2);
     }
 }
 

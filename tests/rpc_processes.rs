@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +24,6 @@ fn service(node: &Node, name: &str) -> ServiceBuilder<Bytes, Bytes> {
         .max_in_flight(8)
         .stream_depth(2)
         .timeout(Duration::from_secs(30))
-}
-
-fn parse(args: &str) -> HashMap<String, String> {
-    args.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn word(b: &[u8], i: usize) -> u64 {
@@ -73,7 +65,7 @@ fn child_entry() {
     let Ok(role) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let a = parse(&child_args());
+    let a = parse_args(&child_args());
     let get = |k: &str| a.get(k).map(|v| v.parse::<u64>().unwrap()).unwrap_or(0);
     let name = a.get("service").cloned().unwrap_or_default();
     let node = Node::new().unwrap();

@@ -20,9 +20,7 @@ use iceoryx2::prelude::*;
 use iceoryx2::sample_mut::SampleMut;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
-use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
-};
+use super::transport::{Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport};
 use super::util::{
     check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, BoxError, Result,
     StreamTimer, MSG_TIMEOUT,
@@ -183,11 +181,7 @@ impl IceEnd {
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
-        if self.mode == mode {
-            Ok(())
-        } else {
-            Err(wrong_mode("iceoryx2", self.mode))
-        }
+        super::transport::check_mode("iceoryx2", self.mode, mode)
     }
 
     fn publisher(&self) -> Result<&Publisher<Svc, [u8], ()>> {

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
-};
+use super::transport::{Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport};
 use super::util::{
     check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, Result,
     StreamTimer, MSG_TIMEOUT,
@@ -140,11 +138,7 @@ impl RbEnd {
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
-        if self.mode == mode {
-            Ok(())
-        } else {
-            Err(wrong_mode(self.name, self.mode))
-        }
+        super::transport::check_mode(self.name, self.mode, mode)
     }
 }
 

@@ -259,6 +259,15 @@ pub fn wrong_mode(transport: &str, mode: Mode) -> super::util::BoxError {
     err(format!("{transport}: end was set up for {mode} rounds"))
 }
 
+/// `Ok` if an end set up for `have` rounds is asked for `want` rounds, else [`wrong_mode`].
+pub fn check_mode(transport: &str, have: Mode, want: Mode) -> super::util::Result<()> {
+    if have == want {
+        Ok(())
+    } else {
+        Err(wrong_mode(transport, have))
+    }
+}
+
 /// All transports known to this build, in report order. `floor` comes first: it is the
 /// reference for `ratio_p50_to_floor`.
 pub fn registry() -> Vec<Box<dyn Transport>> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
+    Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
 };
 use super::util::{
     check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_round_trips, Result,
@@ -100,11 +100,7 @@ impl UdsEnd {
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
-        if self.mode == mode {
-            Ok(())
-        } else {
-            Err(wrong_mode("uds", self.mode))
-        }
+        super::transport::check_mode("uds", self.mode, mode)
     }
 }
 

@@ -107,6 +107,14 @@ impl ChildRole {
     }
 }
 
+/// Parses `key=value` words.
+pub fn parse_args(args: &str) -> std::collections::HashMap<String, String> {
+    args.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// In a child: the role's argument string.
 pub fn child_args() -> String {
     std::env::var("RINGBUS_TEST_ARGS").unwrap_or_default()

@@ -124,11 +124,7 @@ impl RpcPing {
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
-        if self.mode == mode {
-            Ok(())
-        } else {
-            Err(wrong_mode("iceoryx2", self.mode))
-        }
+        super::super::transport::check_mode("iceoryx2", self.mode, mode)
     }
 }
 

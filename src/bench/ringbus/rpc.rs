@@ -93,11 +93,7 @@ impl RpcPing {
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
-        if self.mode == mode {
-            Ok(())
-        } else {
-            Err(wrong_mode(self.name, self.mode))
-        }
+        super::super::transport::check_mode(self.name, self.mode, mode)
     }
 }
 
