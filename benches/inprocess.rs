@@ -2,7 +2,8 @@
 //! bounded channel, for a 64-byte message. Run: `cargo bench --bench inprocess`.
 //!
 //! The cross-process latency figures come from the harness (`cargo run --release -- bench`);
-//! this bench isolates the instructions of the hot path, without any cache-line transfer.
+//! this bench isolates the instructions of the hot path, without any cache-line transfer. The
+//! `call_64B` group does the same for one request/response call.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
@@ -55,6 +56,27 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     drop((p2, s2));
+
+    // One whole call (send, take, respond, read the response) in one thread: the instructions
+    // of the call path of both sides, without any cache-line transfer.
+    let mut g = c.benchmark_group("call_64B");
+    let svc = shm.service::<Msg, u64>("bench-call").max_in_flight(16);
+    let server = svc.server().unwrap();
+    let client = svc.client().unwrap();
+    g.bench_function("ringbus_shm", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let mut loan = client.loan().unwrap();
+            loan[0] = i;
+            let pending = loan.send();
+            let req = server.try_receive().unwrap();
+            let answer = req[0] + 1;
+            req.respond(&answer).unwrap();
+            i = black_box(*pending.wait().unwrap());
+        })
+    });
+    g.finish();
+    drop((client, server));
     let _ = std::fs::remove_dir_all(root);
 }
 
