@@ -340,3 +340,43 @@ fn an_abandoned_stream_stops_its_server_and_frees_the_slot() {
         assert_eq!(client.collect(), 0);
     }
 }
+
+#[test]
+fn busy_can_wait_for_an_abandoned_call_to_end() {
+    for node in nodes("busy-wait") {
+        let svc = node
+            .service::<u64, u64>("busy-wait")
+            .max_in_flight(1)
+            .timeout(Duration::from_secs(30))
+            .wait_when_busy(true);
+        let server = svc.server().unwrap();
+        let client = svc.client().unwrap();
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let answering = std::thread::spawn(move || {
+            let req = server.receive().unwrap();
+            taken_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            let v = *req + 1;
+            req.respond(&v).unwrap();
+            server
+        });
+        let p = client.send(&1).unwrap();
+        taken_rx.recv().unwrap();
+        // Abandoned while the server holds it: the only slot stays in use.
+        assert!(matches!(
+            p.wait_timeout(Duration::ZERO),
+            Err(CallError::Timeout(_))
+        ));
+        go_tx.send(()).unwrap();
+        // Waits for the late answer (discarded) instead of failing with Busy, then sends in
+        // the freed slot.
+        let p = client.send(&3).unwrap();
+        let server = answering.join().unwrap();
+        let req = server.try_receive().unwrap();
+        let v = *req + 1;
+        req.respond(&v).unwrap();
+        assert_eq!(*p.wait().unwrap(), 4);
+        assert_eq!(client.discarded(), 1);
+    }
+}

@@ -48,6 +48,15 @@ pub struct Client<Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&Q, &R)>,
 }
 
+/// A client's own options (see `ServiceBuilder`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) spin: Duration,
+    pub(crate) wait_for_server: bool,
+    pub(crate) wait_when_busy: bool,
+}
+
 /// What a client needs whatever its types.
 pub(crate) struct ClientCore {
     /// This client's call ring (points into `shared`'s mapping, which it never outlives).
@@ -57,6 +66,8 @@ pub(crate) struct ClientCore {
     timeout: Duration,
     spin: Duration,
     wait_for_server: bool,
+    /// Whether `send` waits for a call slot held by an abandoned call.
+    wait_when_busy: bool,
     /// Position of the next call.
     next: Cell<u64>,
     /// A request loan is out (its position is reserved but not posted).
@@ -109,14 +120,8 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Client<Q, R> 
 }
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
-    pub(crate) fn new(
-        shared: Arc<ServiceShared>,
-        index: usize,
-        timeout: Duration,
-        spin: Duration,
-        wait_for_server: bool,
-    ) -> Self {
-        let core = ClientCore::adopt(shared, index, timeout, spin, wait_for_server);
+    pub(crate) fn new(shared: Arc<ServiceShared>, index: usize, options: ClientOptions) -> Self {
+        let core = ClientCore::adopt(shared, index, options);
         Client {
             core,
             _p: PhantomData,
@@ -247,13 +252,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Client<Q, R> {
 impl ClientCore {
     /// Takes over client entry `index`'s ring as the previous owner (if any) left it: posted calls
     /// are cancelled, published responses drained, calls a live server still holds abandoned.
-    fn adopt(
-        shared: Arc<ServiceShared>,
-        index: usize,
-        timeout: Duration,
-        spin: Duration,
-        wait_for_server: bool,
-    ) -> ClientCore {
+    fn adopt(shared: Arc<ServiceShared>, index: usize, options: ClientOptions) -> ClientCore {
         let f = shared.layout.in_flight;
         let ring = shared.ring(index);
         let mut next = 0u64;
@@ -281,9 +280,10 @@ impl ClientCore {
             ring,
             shared,
             index,
-            timeout,
-            spin,
-            wait_for_server,
+            timeout: options.timeout,
+            spin: options.spin,
+            wait_for_server: options.wait_for_server,
+            wait_when_busy: options.wait_when_busy,
             next: Cell::new(next),
             loaned: Cell::new(false),
             slots: slots.into_iter().map(Cell::new).collect(),
@@ -343,6 +343,9 @@ impl ClientCore {
                 self.last_check.set(Some(now));
             }
             self.collect_slot(slot, check);
+            if self.slot(slot).phase == Phase::Abandoned && self.wait_when_busy {
+                self.wait_for_slot(slot);
+            }
             if self.slot(slot).phase != Phase::Free {
                 return Err(CallError::Busy {
                     max_in_flight: layout.in_flight,
@@ -366,6 +369,41 @@ impl ClientCore {
             s.pos = pos;
         });
         Ok((slot, pos))
+    }
+
+    /// Waits, up to the timeout, for the abandoned call in `slot` to end (its late answer, or
+    /// its server's death). A call the caller still holds cannot end while it waits: not here.
+    #[cold]
+    fn wait_for_slot(&self, slot: usize) {
+        let deadline = Instant::now().checked_add(self.timeout);
+        let mut last_check = Instant::now();
+        while self.slot(slot).phase == Phase::Abandoned {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return;
+            }
+            let check = now >= last_check + CHECK_INTERVAL;
+            if check {
+                last_check = now;
+            }
+            self.collect_slot(slot, check);
+            if self.slot(slot).phase != Phase::Abandoned {
+                return;
+            }
+            // Sleep until a server publishes to this client (the response sleep handshake).
+            let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
+            // Acquire: a later value means a wake we must not sleep through.
+            let seen = self.ring.wake().load(Ordering::Acquire);
+            // Relaxed: ordered by the barrier.
+            self.ring.waiting().store(1, Ordering::Relaxed);
+            let nap = barrier::heavy(nap);
+            self.collect_slot(slot, false);
+            if self.slot(slot).phase == Phase::Abandoned {
+                futex::wait(self.ring.wake(), seen, nap);
+            }
+            // Relaxed: a hint for servers.
+            self.ring.waiting().store(0, Ordering::Relaxed);
+        }
     }
 
     #[cold]

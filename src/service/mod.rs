@@ -14,6 +14,7 @@ mod shared;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use client::ClientOptions;
 pub use client::{Client, Pending, RequestLoan, Response};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_SERVICE_MESSAGE, MAX_STREAM_DEPTH};
 pub use server::{Request, ResponseLoan, ResponseStream, Server};
@@ -28,8 +29,8 @@ use shared::{Role, ServiceShared, Types};
 ///
 /// The options shape a service when it is created; a handle that opens an existing live service
 /// uses the service's own shape (its request and response types must match, or opening fails
-/// with [`OpenError::TypeMismatch`]). `timeout`, `spin_before_sleep` and `wait_for_server` are
-/// per handle.
+/// with [`OpenError::TypeMismatch`]). `timeout`, `spin_before_sleep`, `wait_for_server` and
+/// `wait_when_busy` are per handle.
 ///
 /// ```
 /// use ringbus::Node;
@@ -63,6 +64,7 @@ pub struct ServiceBuilder<Q: Payload + ?Sized, R: Payload + ?Sized> {
     timeout: Duration,
     spin: Duration,
     wait_for_server: bool,
+    wait_when_busy: bool,
     mode: OpenMode,
     _p: PhantomData<fn(&Q, &R)>,
 }
@@ -81,6 +83,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
             timeout: Duration::from_secs(1),
             spin: Duration::from_micros(20),
             wait_for_server: false,
+            wait_when_busy: false,
             mode: OpenMode::OpenOrCreate,
             _p: PhantomData,
         }
@@ -147,6 +150,15 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
         self
     }
 
+    /// With `true`, a send whose call slot is still held by an abandoned call (one that timed out
+    /// while a server works on it) waits, up to the timeout, for that call to end, instead of
+    /// failing at once with [`crate::CallError::Busy`] (default false). A slot held by a call the
+    /// caller itself still holds (a `Pending` or a `Response`) fails at once either way.
+    pub fn wait_when_busy(mut self, wait: bool) -> Self {
+        self.wait_when_busy = wait;
+        self
+    }
+
     /// Whether handles may create the service (default), must find a live one, or must create
     /// it (see [`OpenMode`]).
     pub fn open_mode(mut self, mode: OpenMode) -> Self {
@@ -197,12 +209,12 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
     /// one that died first discards what the dead one left in flight.
     pub fn client(&self) -> Result<Client<Q, R>, OpenError> {
         let (shared, index) = self.open(Role::Client)?;
-        Ok(Client::new(
-            shared,
-            index,
-            self.timeout,
-            self.spin,
-            self.wait_for_server,
-        ))
+        let options = ClientOptions {
+            timeout: self.timeout,
+            spin: self.spin,
+            wait_for_server: self.wait_for_server,
+            wait_when_busy: self.wait_when_busy,
+        };
+        Ok(Client::new(shared, index, options))
     }
 }
