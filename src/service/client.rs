@@ -433,10 +433,11 @@ impl ClientCore {
         let ring = &self.ring;
         // Relaxed: published by the Release store of POSTED below. `consumed` loses the previous
         // call's ENDED / ABANDONED bits.
-        ring.len(slot).store(len as u64, Ordering::Relaxed);
-        ring.consumed(slot)
+        let at = ring.at(slot);
+        at.len().store(len as u64, Ordering::Relaxed);
+        at.consumed()
             .store(self.slot(slot).consumed, Ordering::Relaxed);
-        ring.state(slot)
+        at.state()
             .store(call_state(pos, 0, POSTED), Ordering::Release);
         // The client half of the server sleep handshake: post, barrier, load the sleepers. A
         // server announces itself, runs the heavy barrier, then polls (sync::barrier).
@@ -473,14 +474,15 @@ impl ClientCore {
         for _ in 0..=self.shared.layout.depth {
             // Acquire: pairs with the server's Release stamp store; the item's words and payload
             // are complete.
-            let stamp = ring.item_stamp(slot, n).load(Ordering::Acquire);
+            let item = ring.item_ref(slot, n);
+            let stamp = item.stamp().load(Ordering::Acquire);
             if stamp == 0 || stamp != n.wrapping_add(1) {
                 return None;
             }
             // Relaxed: ordered by the stamp's Acquire.
-            let call = ring.item_call(slot, n).load(Ordering::Relaxed);
-            let len = ring.item_len(slot, n).load(Ordering::Relaxed);
-            let flags = ring.item_flags(slot, n).load(Ordering::Relaxed);
+            let call = item.call().load(Ordering::Relaxed);
+            let len = item.len().load(Ordering::Relaxed);
+            let flags = item.flags().load(Ordering::Relaxed);
             if call != s.pos {
                 // A stale item (an earlier call of this slot, left by a crash): skip it.
                 n = n.wrapping_add(1) & CONSUMED_COUNT;
@@ -493,7 +495,7 @@ impl ClientCore {
                 .filter(|l| *l <= self.shared.layout.max_response)
                 .unwrap_or(usize::MAX);
             return Some(Item {
-                ptr: ring.item_payload(slot, n),
+                ptr: item.payload(),
                 len,
                 flags,
             });
@@ -683,8 +685,9 @@ impl ClientCore {
         // which would delay noticing an answer that arrives meanwhile.
         // (Not when told to sleep at once: spin_before_sleep(ZERO).)
         let polls = if self.spin.is_zero() { 0 } else { FIRST_POLLS };
+        // No pause instruction between these polls: it costs about 20 ns here, a tenth of a
+        // round trip (measured: `ringbus bench rpc`).
         for _ in 0..polls {
-            std::hint::spin_loop();
             if let Some(item) = self.poll_item(slot) {
                 return Ok(item);
             }

@@ -323,6 +323,71 @@ impl ServiceLayout {
     }
 }
 
+/// A call slot's request-part words (see `CallRing::at`).
+pub(crate) struct SlotRef<'a> {
+    /// Start of the slot (64-aligned, inside a checked ring span; CALL_HEADER + max_request
+    /// bytes follow it).
+    base: *mut u8,
+    _ring: std::marker::PhantomData<&'a CallRing>,
+}
+
+/// A response item's words (see `CallRing::item_ref`).
+pub(crate) struct ItemRef<'a> {
+    /// Start of the item (64-aligned, inside a checked ring span; CALL_HEADER + max_response
+    /// bytes follow it).
+    base: *mut u8,
+    _ring: std::marker::PhantomData<&'a CallRing>,
+}
+
+/// The 8-aligned word at `base + off`, off < CALL_HEADER.
+#[inline]
+fn header_word<'a>(base: *mut u8, off: usize) -> &'a AtomicU64 {
+    debug_assert!(off < CALL_HEADER && off % 8 == 0);
+    // SAFETY: `base` starts a 64-aligned slot or item inside a ring span checked when its
+    // `CallRing` was made (which outlives 'a); `off` is one of the named header offsets.
+    unsafe { &*(base.add(off) as *const AtomicU64) }
+}
+
+impl<'a> SlotRef<'a> {
+    #[inline]
+    pub(crate) fn state(&self) -> &'a AtomicU64 {
+        header_word(self.base, CALL_STATE)
+    }
+    #[inline]
+    pub(crate) fn consumed(&self) -> &'a AtomicU64 {
+        header_word(self.base, CALL_CONSUMED)
+    }
+    #[inline]
+    pub(crate) fn len(&self) -> &'a AtomicU64 {
+        header_word(self.base, CALL_LEN)
+    }
+}
+
+impl<'a> ItemRef<'a> {
+    #[inline]
+    pub(crate) fn stamp(&self) -> &'a AtomicU64 {
+        header_word(self.base, ITEM_STAMP)
+    }
+    #[inline]
+    pub(crate) fn call(&self) -> &'a AtomicU64 {
+        header_word(self.base, ITEM_CALL)
+    }
+    #[inline]
+    pub(crate) fn len(&self) -> &'a AtomicU64 {
+        header_word(self.base, ITEM_LEN)
+    }
+    #[inline]
+    pub(crate) fn flags(&self) -> &'a AtomicU64 {
+        header_word(self.base, ITEM_FLAGS)
+    }
+    /// The payload area: max_response bytes, 32-aligned.
+    #[inline]
+    pub(crate) fn payload(&self) -> *mut u8 {
+        // SAFETY: CALL_HEADER + max_response ≤ item_stride: inside the item.
+        unsafe { self.base.add(CALL_HEADER) }
+    }
+}
+
 /// Where a call slot's (current or last) call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -444,6 +509,26 @@ impl CallRing {
     pub(crate) fn state(&self, slot: usize) -> &AtomicU64 {
         self.word(self.slot(slot) + CALL_STATE)
     }
+    /// The words of `slot`'s request part, its offset computed once.
+    #[inline]
+    pub(crate) fn at(&self, slot: usize) -> SlotRef<'_> {
+        // SAFETY: the slot offset (index masked) lies inside the ring span checked in `ring`.
+        SlotRef {
+            base: unsafe { self.base.add(self.slot(slot)) },
+            _ring: std::marker::PhantomData,
+        }
+    }
+
+    /// The words of item `n` of `slot`, its offset computed once.
+    #[inline]
+    pub(crate) fn item_ref(&self, slot: usize, n: u64) -> ItemRef<'_> {
+        // SAFETY: the item offset (indices masked) lies inside the ring span checked in `ring`.
+        ItemRef {
+            base: unsafe { self.base.add(self.item(slot, n)) },
+            _ring: std::marker::PhantomData,
+        }
+    }
+
     /// The claim word of `slot` (servers write it under the claim lock).
     #[inline]
     pub(crate) fn claim(&self, slot: usize) -> &AtomicU64 {
@@ -470,10 +555,6 @@ impl CallRing {
         }
     }
     #[inline]
-    pub(crate) fn len(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_LEN)
-    }
-    #[inline]
     pub(crate) fn consumed(&self, slot: usize) -> &AtomicU64 {
         self.word(self.slot(slot) + CALL_CONSUMED)
     }
@@ -483,29 +564,6 @@ impl CallRing {
         // SAFETY: the slot's request area lies inside the ring span checked in `ring` (slot
         // masked; CALL_HEADER + max_request ≤ req_stride ≤ call_stride).
         unsafe { self.base.add(self.slot(slot) + CALL_HEADER) }
-    }
-    #[inline]
-    pub(crate) fn item_stamp(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_STAMP)
-    }
-    #[inline]
-    pub(crate) fn item_call(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_CALL)
-    }
-    #[inline]
-    pub(crate) fn item_len(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_LEN)
-    }
-    #[inline]
-    pub(crate) fn item_flags(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_FLAGS)
-    }
-    /// The payload area of item `n` of `slot`: `max_response_size` bytes, 32-aligned.
-    #[inline]
-    pub(crate) fn item_payload(&self, slot: usize, n: u64) -> *mut u8 {
-        // SAFETY: the item lies inside the ring span checked in `ring` (indices masked;
-        // CALL_HEADER + max_response ≤ item_stride).
-        unsafe { self.base.add(self.item(slot, n) + CALL_HEADER) }
     }
 }
 

@@ -162,6 +162,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
         self.request(claim)
     }
 
+    #[inline]
     fn request(&self, claim: Claim) -> Result<Request<'_, Q, R>, ReceiveError> {
         let core = &self.core;
         let layout = &core.shared.layout;
@@ -300,8 +301,9 @@ impl ServerCore {
                         .store(call_state(h, self.index, TAKEN), Ordering::Relaxed);
                     ring.taker(slot).store(self.owner, Ordering::Relaxed);
                     // Relaxed: ordered by the Acquire load of POSTED in `status`.
-                    let len = ring.len(slot).load(Ordering::Relaxed);
-                    let n = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
+                    let at = ring.at(slot);
+                    let len = at.len().load(Ordering::Relaxed);
+                    let n = at.consumed().load(Ordering::Relaxed) & CONSUMED_COUNT;
                     let client_owner = ring.owner().load(Ordering::Relaxed);
                     let at = (self.queue_head.get() + self.queue_len.get()) % BATCH;
                     self.queue[at].set(Some(Claim {
@@ -356,11 +358,11 @@ impl ServerCore {
     #[inline]
     fn poll_a_while(&self) -> Option<Claim> {
         let polls = if self.spin.is_zero() { 1 } else { FIRST_POLLS };
+        // No pause between these polls (see the client's first polls).
         for _ in 0..polls {
             if let Some(claim) = self.poll() {
                 return Some(claim);
             }
-            std::hint::spin_loop();
         }
         None
     }
@@ -412,7 +414,22 @@ impl ServerCore {
     }
 
     /// Waits until item `claim.n` may be written (the client has consumed item n − depth).
+    #[inline]
     fn wait_room(&self, claim: &Claim) -> Result<(), SendError> {
+        // Acquire: pairs with the client's Release store of `consumed`: it has finished reading
+        // the item we are about to overwrite.
+        let w = self.rings[claim.client]
+            .at(claim.slot)
+            .consumed()
+            .load(Ordering::Acquire);
+        if claim.n.wrapping_sub(w & CONSUMED_COUNT) < self.shared.layout.depth as u64 {
+            return Ok(());
+        }
+        self.wait_room_slow(claim)
+    }
+
+    #[cold]
+    fn wait_room_slow(&self, claim: &Claim) -> Result<(), SendError> {
         let ring = &self.rings[claim.client];
         let depth = self.shared.layout.depth as u64;
         let room = || {
@@ -473,7 +490,7 @@ impl ServerCore {
         self.wait_room(claim)?;
         let ring = &self.rings[claim.client];
         let max = self.shared.layout.max_response;
-        let ptr = ring.item_payload(claim.slot, claim.n);
+        let ptr = ring.item_ref(claim.slot, claim.n).payload();
         // SAFETY: item n is ours to write: the client has consumed item n − depth (wait_room) and
         // reads item n only after its stamp says n + 1, stored below; ptr is valid for max bytes
         // (CallRing::item_payload).
@@ -502,11 +519,11 @@ impl ServerCore {
         let ring = &self.rings[claim.client];
         let (slot, n) = (claim.slot, claim.n);
         // Relaxed: published by the Release stamp store.
-        ring.item_call(slot, n).store(claim.pos, Ordering::Relaxed);
-        ring.item_len(slot, n).store(len as u64, Ordering::Relaxed);
-        ring.item_flags(slot, n).store(flags, Ordering::Relaxed);
-        ring.item_stamp(slot, n)
-            .store(n.wrapping_add(1), Ordering::Release);
+        let item = ring.item_ref(slot, n);
+        item.call().store(claim.pos, Ordering::Relaxed);
+        item.len().store(len as u64, Ordering::Relaxed);
+        item.flags().store(flags, Ordering::Relaxed);
+        item.stamp().store(n.wrapping_add(1), Ordering::Release);
         claim.n = n.wrapping_add(1);
         // The server half of the response sleep handshake: publish, barrier, load `waiting`
         // (the client announces, then runs the heavy barrier: sync::barrier).
@@ -539,6 +556,7 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
     }
 
     /// Answers with one response, copied (or serialised) into the caller's response slot.
+    #[inline]
     pub fn respond(mut self, response: &R::Input) -> Result<(), SendError> {
         // On error nothing was published: dropping `self` then aborts the call.
         self.core
@@ -561,7 +579,7 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
         }
         self.core.wait_room(&self.claim)?;
         let ring = &self.core.rings[self.claim.client];
-        let ptr = ring.item_payload(self.claim.slot, self.claim.n);
+        let ptr = ring.item_ref(self.claim.slot, self.claim.n).payload();
         Ok(ResponseLoan {
             request: self,
             ptr,
