@@ -334,8 +334,8 @@ fn an_abandoned_stream_stops_its_server_and_frees_the_slot() {
         stream.send(&1).unwrap();
         assert_eq!(*p.next_response().unwrap().unwrap(), 1);
         drop(p);
-        stream.send(&2).unwrap(); // fits: the caller consumed item 1
-        assert_eq!(stream.send(&3).err(), Some(SendError::Disconnected));
+        // There is room (the caller read item 1), but the caller has left.
+        assert_eq!(stream.send(&2).err(), Some(SendError::Disconnected));
         drop(stream);
         assert_eq!(client.collect(), 0);
     }
@@ -378,5 +378,30 @@ fn busy_can_wait_for_an_abandoned_call_to_end() {
         req.respond(&v).unwrap();
         assert_eq!(*p.wait().unwrap(), 4);
         assert_eq!(client.discarded(), 1);
+    }
+}
+
+#[test]
+fn a_dropped_server_gives_back_the_calls_it_had_not_handed_out() {
+    for node in nodes("give-back") {
+        let svc = node.service::<u64, u64>("give-back").max_in_flight(4);
+        let client = svc.client().unwrap();
+        let first = svc.server().unwrap();
+        let pending: Vec<_> = (0..4u64).map(|i| client.send(&i).unwrap()).collect();
+        // The only server takes the posted calls in one batch and hands out the first.
+        let req = first.try_receive().unwrap();
+        let v = *req + 10;
+        req.respond(&v).unwrap();
+        drop(first);
+        // The other three were given back, not aborted: the next server answers them.
+        let second = svc.server().unwrap();
+        for _ in 0..3 {
+            let req = second.try_receive().unwrap();
+            let v = *req + 10;
+            req.respond(&v).unwrap();
+        }
+        for (i, p) in pending.into_iter().enumerate() {
+            assert_eq!(*p.wait().unwrap(), i as u64 + 10);
+        }
     }
 }

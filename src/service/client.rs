@@ -432,7 +432,7 @@ impl ClientCore {
         self.loaned.set(false);
         let ring = &self.ring;
         // Relaxed: published by the Release store of POSTED below. `consumed` loses the previous
-        // call's ENDED / ABANDONED bits.
+        // call's ABANDONED bit.
         let at = ring.at(slot);
         at.len().store(len as u64, Ordering::Relaxed);
         at.consumed()
@@ -517,21 +517,24 @@ impl ClientCore {
         self.store_consumed(slot, last);
     }
 
-    /// Publishes `slot`'s consumed count, with ENDED if the last item read ended the call and
-    /// ABANDONED while the caller has given up on it.
+    /// Publishes `slot`'s consumed count, with ABANDONED while the caller has given up on its
+    /// call; `ended`: the item read ended the call (recorded in the slot's `ended` word first).
     #[inline]
     fn store_consumed(&self, slot: usize, ended: bool) {
         let s = self.slot(slot);
-        let mut w = s.consumed;
+        let at = self.ring.at(slot);
         if ended {
-            w |= CONSUMED_ENDED;
+            // Relaxed: published with `consumed` below (Release); an adopting client reads both
+            // after the entry's lock.
+            at.ended().store(s.pos.wrapping_add(1), Ordering::Relaxed);
         }
+        let mut w = s.consumed;
         if s.phase == Phase::Abandoned {
             w |= CONSUMED_ABANDONED;
         }
-        // Release: the server reuses the item only after seeing this (stream back-pressure), the
-        // next call's server starts writing here, and an adopting client trusts ENDED.
-        self.ring.consumed(slot).store(w, Ordering::Release);
+        // Release: the server reuses the item only after seeing this (stream back-pressure), and
+        // the next call's server starts writing here.
+        at.consumed().store(w, Ordering::Release);
     }
 
     /// The caller is done with `slot`'s call: free the slot if the call ended or can be
@@ -560,12 +563,12 @@ impl ClientCore {
         s.pos == pos && matches!(s.phase, Phase::Active { .. })
     }
 
-    /// Whether the last item consumed from `slot` ended its call (the ENDED bit the consumer
-    /// stored with it: durable across a crash of the consuming process).
+    /// Whether the END of `slot`'s current call was read (by this client or by a crashed earlier
+    /// owner of the entry): the slot's `ended` word names the call.
     fn ended_before(&self, slot: usize) -> bool {
         // Relaxed: written by this entry's (earlier) owner; ordered by the entry's lock or by
         // program order.
-        self.ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_ENDED != 0
+        self.ring.at(slot).ended().load(Ordering::Relaxed) == self.slot(slot).pos.wrapping_add(1)
     }
 
     /// For an abandoned slot: discards the responses that arrived; frees the slot once the call

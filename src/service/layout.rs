@@ -25,10 +25,9 @@
 //!   request part of a call slot (`req_stride` = round_up(32 + max_request_size, 64) bytes),
 //!   written by the client:
 //!   +0   state         u64  position << 8 | kind (UNUSED, POSTED, CANCELLED)
-//!   +8   reserved      u64
+//!   +8   ended         u64  position + 1 of the last call of this slot whose END was read
 //!   +16  len           u64  request length
-//!   +24  consumed      u64  responses consumed from this slot, ever (bits 0..62), ENDED (63),
-//!                             ABANDONED (62)
+//!   +24  consumed      u64  responses consumed from this slot, ever (bits 0..61), ABANDONED (62)
 //!   +32  request       max_request_size bytes
 //!   then K response items of `item_stride` = round_up(32 + max_response_size, 64) bytes:
 //!   +0   stamp         u64  item number + 1 (0: never written)
@@ -66,6 +65,7 @@ pub(crate) const CLIENT_LOCK: u64 = 1 << 32;
 /// Bytes of call-slot header before the request, and of item header before a response.
 pub const CALL_HEADER: usize = 32;
 const CALL_STATE: usize = 0;
+const CALL_ENDED: usize = 8;
 const CLAIM_ENTRY: usize = 16;
 const CLAIM_WORD: usize = 0;
 const CLAIM_TAKER: usize = 8;
@@ -96,10 +96,8 @@ pub(crate) const DATA: u64 = 1;
 pub(crate) const END: u64 = 2;
 pub(crate) const ABORTED: u64 = 4;
 
-/// Bits of a slot's `consumed` word above the item count, written by the client.
-/// The last item consumed ended the slot's current call (durable for an adopting client).
-pub(crate) const CONSUMED_ENDED: u64 = 1 << 63;
-/// The client gave up on the slot's current call: a streaming server stops at once.
+/// Bit of a slot's `consumed` word above the item count, written by the client:
+/// the client gave up on the slot's current call: a streaming server stops at once.
 pub(crate) const CONSUMED_ABANDONED: u64 = 1 << 62;
 /// The item count part of a `consumed` word.
 pub(crate) const CONSUMED_COUNT: u64 = (1 << 62) - 1;
@@ -360,6 +358,12 @@ impl<'a> SlotRef<'a> {
     #[inline]
     pub(crate) fn len(&self) -> &'a AtomicU64 {
         header_word(self.base, CALL_LEN)
+    }
+    /// Position + 1 of the slot's last call whose END the client read (durable across a crash
+    /// of the client, unlike anything it keeps in its own memory).
+    #[inline]
+    pub(crate) fn ended(&self) -> &'a AtomicU64 {
+        header_word(self.base, CALL_ENDED)
     }
 }
 

@@ -63,6 +63,22 @@ pub(crate) struct ServerCore {
     queue_len: Cell<usize>,
     /// Times a client's claim lock was found held (to look for a dead holder now and then).
     lock_busy: Cell<u32>,
+    /// A poll found a posted call behind a busy claim lock: retry rather than sleep.
+    busy: Cell<bool>,
+}
+
+/// The lowest call position at or after `from` still held by a slot of `ring` (every position
+/// from `from` up to it has passed: its slot holds a later call). `from` if there is none.
+fn lowest_position_from(ring: &CallRing, from: u64) -> u64 {
+    let slots = ring.mask() as usize + 1;
+    (0..slots)
+        .filter_map(|slot| {
+            // Acquire: as in `take_from`.
+            let (pos, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
+            (kind != UNUSED && pos >= from).then_some(pos)
+        })
+        .min()
+        .unwrap_or(from)
 }
 
 /// Most calls a server takes from one client's ring at once. Taking several posted calls under
@@ -114,6 +130,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 queue_head: Cell::new(0),
                 queue_len: Cell::new(0),
                 lock_busy: Cell::new(0),
+                busy: Cell::new(false),
             },
             _p: PhantomData,
         }
@@ -193,7 +210,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
             Err(why) => {
                 // Tell the caller at once rather than let it time out.
                 let mut claim = claim;
-                let _ = core.publish(&mut claim, ABORTED | END, |_| Ok(0));
+                let _ = core.publish(&mut claim, ABORTED | END, false, |_| Ok(0));
                 Err(ReceiveError::Invalid(why))
             }
         }
@@ -202,17 +219,9 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Server<Q, R> {
     fn drop(&mut self) {
-        // Requests borrow the server: none is alive here. Calls taken but not handed out are
-        // aborted, so their callers need not wait for a timeout.
-        while let Some(mut claim) = self.core.dequeue() {
-            if self
-                .core
-                .publish(&mut claim, ABORTED | END, |_| Ok(0))
-                .is_err()
-            {
-                self.core.release(&claim);
-            }
-        }
+        // Requests borrow the server: none is alive here. Calls taken but not handed out go
+        // back to the other servers.
+        self.core.give_back();
         self.core.shared.leave_server(self.core.index);
     }
 }
@@ -273,21 +282,34 @@ impl ServerCore {
         }
         let lock = ring.lock();
         let me = self.index as u64 + 1;
-        // Relaxed look, then Acquire CAS: pairs with the last holder's Release store of 0, so
-        // its head and TAKEN stores are visible.
+        // Relaxed look, then Acquire CAS: pairs with the last holder's Release, so its head and
+        // claim stores are visible.
         if lock.load(Ordering::Relaxed) != 0
             || lock
                 .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
+            self.busy.set(true);
             self.lock_busy(ring);
             return false;
         }
-        // Under the claim lock: only we move the head or turn POSTED into TAKEN.
+        // Under the claim lock: only we move the head or claim posted calls.
         let mut h = ring.head().load(Ordering::Relaxed);
-        let room = BATCH - self.queue_len.get();
+        // With other servers registered, take one call at a time: calls queued here could not
+        // be served by an idle peer meanwhile.
+        // Relaxed: a hint for the batch size only.
+        let servers = self
+            .shared
+            .region()
+            .u64_at(CTRL_SERVERS)
+            .load(Ordering::Relaxed);
+        let room = if servers.count_ones() > 1 {
+            1
+        } else {
+            BATCH - self.queue_len.get()
+        };
         let mut taken = 0;
-        // Bounded: garbage words cost at most a ring's worth of steps.
+        // Bounded: each step moves the head on or stops; garbage words cost at most this many.
         for _ in 0..self.shared.layout.in_flight {
             if taken == room {
                 break;
@@ -295,11 +317,11 @@ impl ServerCore {
             let slot = (h & ring.mask()) as usize;
             match ring.status(slot) {
                 Status::Posted { pos } if pos == h => {
-                    // Relaxed: published by the Release store of the lock; the client reads it
-                    // under the lock or only to judge liveness.
-                    ring.claim(slot)
-                        .store(call_state(h, self.index, TAKEN), Ordering::Relaxed);
+                    // Relaxed: `taker` before `claim`, whose Release store publishes it: a
+                    // client that sees our claim sees our owner word.
                     ring.taker(slot).store(self.owner, Ordering::Relaxed);
+                    ring.claim(slot)
+                        .store(call_state(h, self.index, TAKEN), Ordering::Release);
                     // Relaxed: ordered by the Acquire load of POSTED in `status`.
                     let at = ring.at(slot);
                     let len = at.len().load(Ordering::Relaxed);
@@ -316,25 +338,89 @@ impl ServerCore {
                     }));
                     self.queue_len.set(self.queue_len.get() + 1);
                     taken += 1;
+                    h += 1;
                 }
                 Status::Unused => break, // not posted yet
                 Status::Posted { pos }
                 | Status::Cancelled { pos }
                 | Status::Taken { pos, .. }
-                | Status::Released { pos }
-                    if pos < h =>
-                {
-                    break; // not posted yet
+                | Status::Released { pos } => {
+                    if pos < h {
+                        break; // not posted yet
+                    }
+                    if pos == h {
+                        h += 1; // cancelled, or taken by a holder that died before moving on
+                    } else {
+                        // The slot was reused: every position from the head up to the lowest
+                        // one still in the ring has passed. Jump there.
+                        h = lowest_position_from(ring, h);
+                    }
                 }
-                _ => {}
             }
-            // Else taken, cancelled or reused (a holder died before moving the head): skip.
-            h += 1;
         }
-        // Relaxed: published by the Release store of the lock.
+        // Relaxed: published by the Release of the lock.
         ring.head().store(h, Ordering::Relaxed);
-        lock.store(0, Ordering::Release);
+        // Release: our head and claims are visible to the next holder.
+        let _ = lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
         taken > 0
+    }
+
+    /// Gives back the calls taken but not handed out (a dropped server): they become posted
+    /// again for the other servers. Falls back to aborting them if the claim lock stays busy.
+    fn give_back(&self) {
+        let Some(first) = self.queue[self.queue_head.get()].get() else {
+            return;
+        };
+        let ring = &self.rings[first.client];
+        let lock = ring.lock();
+        let me = self.index as u64 + 1;
+        let mut got = false;
+        for _ in 0..1000 {
+            // Acquire: as in `take_from`.
+            if lock
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                got = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        while let Some(mut claim) = self.dequeue() {
+            if got && claim.client == first.client {
+                // Relaxed: under the lock; published by its Release.
+                let head = ring.head().load(Ordering::Relaxed);
+                ring.head().store(head.min(claim.pos), Ordering::Relaxed);
+                // Release: the claim word no longer says TAKEN: the call is posted again.
+                let _ = ring.claim(claim.slot).compare_exchange(
+                    call_state(claim.pos, self.index, TAKEN),
+                    call_state(claim.pos, self.index, UNUSED),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            } else if self
+                .publish(&mut claim, ABORTED | END, false, |_| Ok(0))
+                .is_err()
+            {
+                self.release(&claim);
+            }
+        }
+        if got {
+            // Release: as in `take_from`.
+            let _ = lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+            // A sleeping server takes them now rather than at its next timeout.
+            // Relaxed: a hint.
+            if self
+                .shared
+                .region()
+                .u64_at(CTRL_SERVERS_WAITING)
+                .load(Ordering::Relaxed)
+                & !(1u64 << self.index)
+                != 0
+            {
+                self.shared.wake_server();
+            }
+        }
     }
 
     /// A client's claim lock was busy: now and then, look whether its holder died.
@@ -398,11 +484,17 @@ impl ServerCore {
             // The server half of the sleep handshake: read the futex word, announce, barrier,
             // poll; a client posts, barriers, then loads `servers_waiting`.
             // Acquire: a later value means a wake we must not sleep through.
+            if self.busy.replace(false) {
+                // A posted call sits behind a claim lock held for a moment: no wake will come
+                // for it, so do not sleep; let the holder run.
+                std::thread::yield_now();
+                continue;
+            }
             let seen = seq.load(Ordering::Acquire);
             waiting.fetch_or(bit, Ordering::Relaxed);
             let nap = barrier::heavy(nap);
             let got = self.poll();
-            if got.is_none() {
+            if got.is_none() && !self.busy.get() {
                 futex::wait(seq, seen, nap);
             }
             // Relaxed: a hint for clients; a stale bit costs one spare wake.
@@ -413,15 +505,19 @@ impl ServerCore {
         }
     }
 
-    /// Waits until item `claim.n` may be written (the client has consumed item n − depth).
+    /// Waits until item `claim.n` may be written (the client has consumed item n − depth). For
+    /// a stream (`stream`), a caller that gave up stops it at once.
     #[inline]
-    fn wait_room(&self, claim: &Claim) -> Result<(), SendError> {
+    fn wait_room(&self, claim: &Claim, stream: bool) -> Result<(), SendError> {
         // Acquire: pairs with the client's Release store of `consumed`: it has finished reading
         // the item we are about to overwrite.
         let w = self.rings[claim.client]
             .at(claim.slot)
             .consumed()
             .load(Ordering::Acquire);
+        if stream && w & CONSUMED_ABANDONED != 0 {
+            return Err(SendError::Disconnected);
+        }
         if claim.n.wrapping_sub(w & CONSUMED_COUNT) < self.shared.layout.depth as u64 {
             return Ok(());
         }
@@ -485,9 +581,10 @@ impl ServerCore {
         &self,
         claim: &mut Claim,
         flags: u64,
+        stream: bool,
         write: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
     ) -> Result<(), SendError> {
-        self.wait_room(claim)?;
+        self.wait_room(claim, stream)?;
         let ring = &self.rings[claim.client];
         let max = self.shared.layout.max_response;
         let ptr = ring.item_ref(claim.slot, claim.n).payload();
@@ -560,7 +657,9 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
     pub fn respond(mut self, response: &R::Input) -> Result<(), SendError> {
         // On error nothing was published: dropping `self` then aborts the call.
         self.core
-            .publish(&mut self.claim, DATA | END, |buf| R::encode(response, buf))?;
+            .publish(&mut self.claim, DATA | END, false, |buf| {
+                R::encode(response, buf)
+            })?;
         self.answered = true;
         Ok(())
     }
@@ -577,7 +676,7 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        self.core.wait_room(&self.claim)?;
+        self.core.wait_room(&self.claim, false)?;
         let ring = &self.core.rings[self.claim.client];
         let ptr = ring.item_ref(self.claim.slot, self.claim.n).payload();
         Ok(ResponseLoan {
@@ -619,7 +718,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Request<'_, Q, R> {
             let flags = if self.streaming { END } else { ABORTED | END };
             if self
                 .core
-                .publish(&mut self.claim, flags, |_| Ok(0))
+                .publish(&mut self.claim, flags, self.streaming, |_| Ok(0))
                 .is_err()
             {
                 // The caller is gone or stuck: give the call up so its slot is not held for
@@ -703,14 +802,14 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseStream<'_, Q, R> {
     pub fn send(&mut self, response: &R::Input) -> Result<(), SendError> {
         let req = &mut self.request;
         req.core
-            .publish(&mut req.claim, DATA, |buf| R::encode(response, buf))
+            .publish(&mut req.claim, DATA, true, |buf| R::encode(response, buf))
     }
 
     /// Ends the stream: the caller's [`crate::Pending::next_response`] returns `None` after the responses
     /// sent so far.
     pub fn end(mut self) -> Result<(), SendError> {
         let req = &mut self.request;
-        req.core.publish(&mut req.claim, END, |_| Ok(0))?;
+        req.core.publish(&mut req.claim, END, true, |_| Ok(0))?;
         req.answered = true;
         Ok(())
     }

@@ -10,7 +10,6 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::shm::entry::{
     abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
-    ENTRY_OWNER,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::futex;
@@ -244,29 +243,18 @@ fn join_server(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 }
 
 fn free_server(r: &Region, l: &ServiceLayout, s: usize) {
-    // A server killed between its take and its `taker` store left taker 0: name the dead owner
-    // there, so the call's client does not mistake the entry's next owner for its server.
-    // Relaxed: under the lock; the dead server stores nothing more, a leaving one has no take
-    // in progress.
-    let owner = r
-        .u64_at(l.server_entry(s) + ENTRY_OWNER)
-        .load(Ordering::Relaxed);
+    // Locks the server held when it died are released (a leaving server holds none). The
+    // calls it took name it in `taker` (stored before their claim).
     for c in 0..l.max_clients {
-        let ring = l.ring(r, c);
-        // A lock the server held when it died (or while leaving: it holds none then) is freed.
-        // AcqRel: as a lock release.
-        let _ = ring
-            .lock()
-            .compare_exchange(s as u64 + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
-        for slot in 0..l.in_flight {
-            let (_, server, kind) = split_state(ring.claim(slot).load(Ordering::Acquire));
-            if kind == TAKEN && server == s && ring.taker(slot).load(Ordering::Relaxed) == 0 {
-                ring.taker(slot).store(owner, Ordering::Relaxed);
-            }
-        }
+        // AcqRel: as a lock release; only under the segment lock, so entry s cannot have a new
+        // owner holding the same lock value yet.
+        let _ = l.ring(r, c).lock().compare_exchange(
+            s as u64 + 1,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
-    // SeqCst: ordinary bookkeeping under the lock. Calls this server took stay TAKEN: their
-    // clients see the taker dead (or gone) and fail them.
     r.u64_at(CTRL_SERVERS)
         .fetch_and(!(1 << s), Ordering::SeqCst);
     r.u64_at(CTRL_SERVERS_WAITING)
@@ -293,34 +281,52 @@ fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 
 fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
     let ring = l.ring(r, c);
-    // Under the segment lock. The client is gone or leaving, so a CLIENT_LOCK holder is dead;
-    // a server holder finishes within a few stores (a dead one is freed first by
-    // `reclaim_dead`, which resets its locks).
-    let lock = ring.lock();
-    let mut spins = 0u32;
-    loop {
-        // Acquire: pairs with the holder's Release store of 0.
-        let holder = lock.load(Ordering::Acquire);
-        if holder == 0 || holder == CLIENT_LOCK || spins > 1_000_000 {
-            break;
+    // Under the segment lock. The client is gone or leaving, so a CLIENT_LOCK holder is its own
+    // stale lock; a dead server holder is freed here; a live one is waited for a moment, and if
+    // it keeps the lock the posted calls are left to the next owner of the entry to cancel.
+    if let Some(lock) = acquire_for_free(r, l, &ring) {
+        for slot in 0..l.in_flight {
+            if let Status::Posted { pos } = ring.status(slot) {
+                // Release: servers that see CANCELLED skip the position.
+                ring.at(slot)
+                    .state()
+                    .store(call_state(pos, 0, CANCELLED), Ordering::Release);
+            }
         }
-        spins += 1;
-        std::hint::spin_loop();
+        // Release: as a lock release.
+        let _ = lock.compare_exchange(CLIENT_LOCK, 0, Ordering::Release, Ordering::Relaxed);
     }
-    // Relaxed: we own the ring's lock now (no live holder), published by the Release below.
-    lock.store(CLIENT_LOCK, Ordering::Relaxed);
-    for slot in 0..l.in_flight {
-        if let Status::Posted { pos } = ring.status(slot) {
-            // Release: servers that see CANCELLED skip the position.
-            ring.state(slot)
-                .store(call_state(pos, 0, CANCELLED), Ordering::Release);
-        }
-    }
-    lock.store(0, Ordering::Release);
     // SeqCst: bookkeeping under the lock; servers stop polling this ring.
     r.u64_at(CTRL_CLIENTS)
         .fetch_and(!(1 << c), Ordering::SeqCst);
     free_entry(r, l.client_entry(c));
+}
+
+/// Takes `ring`'s claim lock for `free_client` (under the segment lock); `None` if a live
+/// server keeps it.
+fn acquire_for_free<'r>(
+    r: &Region,
+    l: &ServiceLayout,
+    ring: &'r CallRing,
+) -> Option<&'r std::sync::atomic::AtomicU64> {
+    let lock = ring.lock();
+    for _ in 0..1000 {
+        // Acquire: pairs with the holder's Release.
+        match lock.compare_exchange(0, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return Some(lock),
+            Err(CLIENT_LOCK) => return Some(lock), // the leaving client's own, left by a crash
+            Err(holder) if (1..=l.max_servers as u64).contains(&holder) => {
+                let s = holder as usize - 1;
+                if !entry_live(r, l.server_entry(s)) {
+                    free_server(r, l, s);
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Err(_) => return None, // garbage: leave it
+        }
+    }
+    None
 }
 
 /// Cancels the call in `slot` if no server has taken it; returns whether the slot holds no live
@@ -361,7 +367,7 @@ pub(crate) fn with_claim_lock<T>(
             Ok(_) => {
                 let r = f();
                 // Release: our stores under the lock are visible to the next holder.
-                lock.store(0, Ordering::Release);
+                let _ = lock.compare_exchange(CLIENT_LOCK, 0, Ordering::Release, Ordering::Relaxed);
                 return Some(r);
             }
             Err(holder) => {
@@ -370,22 +376,27 @@ pub(crate) fn with_claim_lock<T>(
                     std::hint::spin_loop();
                     continue;
                 }
-                let dead = match holder {
-                    CLIENT_LOCK => true, // not us: a dead earlier owner of this entry
-                    s if (1..=MAX_PARTICIPANTS as u64).contains(&s) => {
-                        !shared.server_live(s as usize - 1)
+                match holder {
+                    // Not us (we hold no lock while calling this): the stale lock of a dead
+                    // earlier owner of this client entry. Nobody else uses this value.
+                    CLIENT_LOCK => {
+                        let r = f();
+                        let _ = lock.compare_exchange(
+                            CLIENT_LOCK,
+                            0,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
+                        return Some(r);
                     }
-                    _ => true, // garbage
-                };
-                // Acquire: as above; a failed takeover means the holder changed: look again.
-                if dead
-                    && lock
-                        .compare_exchange(holder, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    let r = f();
-                    lock.store(0, Ordering::Release);
-                    return Some(r);
+                    // A dead server's lock is released by reclaiming its entry (under the segment
+                    // lock, where no new server can take the same index meanwhile).
+                    s if (1..=MAX_PARTICIPANTS as u64).contains(&s)
+                        && !shared.server_live(s as usize - 1) =>
+                    {
+                        shared.reclaim_dead();
+                    }
+                    _ => {}
                 }
                 let now = std::time::Instant::now();
                 if now >= *start.get_or_insert(now) + CLAIM_LOCK_WAIT {
