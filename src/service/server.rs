@@ -360,8 +360,10 @@ impl ServerCore {
         }
         // Relaxed: published by the Release of the lock.
         ring.head().store(h, Ordering::Relaxed);
-        // Release: our head and claims are visible to the next holder.
-        let _ = lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+        // Release: our head and claims are visible to the next holder. A plain store: while we
+        // live, nobody else changes a lock we hold (others only release the locks of dead
+        // servers, under the segment lock).
+        lock.store(0, Ordering::Release);
         taken > 0
     }
 
