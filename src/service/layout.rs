@@ -52,6 +52,7 @@ pub(crate) const CTRL_SERVERS: usize = HEADER_LEN;
 pub(crate) const CTRL_CLIENTS: usize = HEADER_LEN + 8;
 pub(crate) const CTRL_SERVERS_WAITING: usize = HEADER_LEN + 16;
 pub(crate) const CTRL_REQUEST_SEQ: usize = HEADER_LEN + 24;
+const CTRL_LEN: usize = 128;
 const SERVER_TABLE: usize = HEADER_LEN + 128;
 const SERVER_ENTRY: usize = 64;
 const CLIENT_ENTRY: usize = 128;
@@ -313,6 +314,7 @@ impl ServiceLayout {
             req_stride: self.req_stride,
             item_stride: self.item_stride,
             // Bounds-checked once here; every access below stays inside these spans.
+            ctrl: region.ptr(HEADER_LEN, CTRL_LEN),
             entry: region.ptr(self.client_entry(c), CLIENT_ENTRY),
             base: region.ptr(self.calls + ring_len * c, ring_len),
             slot_mask: self.in_flight - 1,
@@ -433,6 +435,7 @@ pub(crate) struct CallRing {
     call_stride: usize,
     req_stride: usize,
     item_stride: usize,
+    ctrl: *mut u8,
     entry: *mut u8,
     base: *mut u8,
     slot_mask: usize,
@@ -492,6 +495,30 @@ impl CallRing {
     pub(crate) fn head(&self) -> &AtomicU64 {
         self.entry_word(CLIENT_HEAD)
     }
+    /// A word of the control block (offset `off` from `HEADER_LEN`).
+    #[inline]
+    fn ctrl_word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= CTRL_LEN);
+        // SAFETY: `off` is a named control offset inside the control span checked in `ring`,
+        // 8-aligned (the block starts at HEADER_LEN = 256).
+        unsafe { &*(self.ctrl.add(off) as *const AtomicU64) }
+    }
+    /// The control block's bitmap of registered servers.
+    #[inline]
+    pub(crate) fn servers(&self) -> &AtomicU64 {
+        self.ctrl_word(CTRL_SERVERS - HEADER_LEN)
+    }
+    /// The control block's bitmap of registered clients.
+    #[inline]
+    pub(crate) fn clients(&self) -> &AtomicU64 {
+        self.ctrl_word(CTRL_CLIENTS - HEADER_LEN)
+    }
+    /// The control block's bitmap of sleeping servers.
+    #[inline]
+    pub(crate) fn servers_waiting(&self) -> &AtomicU64 {
+        self.ctrl_word(CTRL_SERVERS_WAITING - HEADER_LEN)
+    }
+
     #[inline]
     pub(crate) fn lock(&self) -> &AtomicU64 {
         self.entry_word(CLIENT_LOCK_WORD)
