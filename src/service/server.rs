@@ -47,6 +47,9 @@ pub struct Server<Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&Q, &R)>,
 }
 
+/// Aligned to 128 bytes (and padded to a multiple of it): the fields it writes on every call
+/// share no cache line with a neighbour's data (see `ClientCore`).
+#[repr(align(128))]
 pub(crate) struct ServerCore {
     /// Every client entry's call ring (pointing into `shared`'s mapping, never outliving it).
     rings: Box<[CallRing]>,
