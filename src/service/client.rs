@@ -71,6 +71,10 @@ pub(crate) struct ClientCore {
     wait_for_server: bool,
     /// Whether `send` waits for a call slot held by an abandoned call.
     wait_when_busy: bool,
+    /// `sync::barrier::asymmetric()`, read once.
+    asym: bool,
+    /// `max_in_flight - 1`.
+    mask: u64,
     /// Position of the next call.
     next: Cell<u64>,
     /// A request loan is out (its position is reserved but not posted).
@@ -82,9 +86,14 @@ pub(crate) struct ClientCore {
     discarded: Cell<u64>,
 }
 
-/// A slot's state, alone on its 64-byte line (see `ClientCore`).
+/// A slot's state, alone on its 64-byte line (see `ClientCore`), one cell per field so the
+/// hot paths read and write only what they need.
 #[repr(align(64))]
-struct SlotCell(Cell<Slot>);
+struct SlotCell {
+    phase: Cell<Phase>,
+    pos: Cell<u64>,
+    consumed: Cell<u64>,
+}
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -156,7 +165,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
         let slots = &self.core.slots;
         slots
             .iter()
-            .filter(|s| s.0.get().phase != Phase::Free)
+            .filter(|s| s.phase.get() != Phase::Free)
             .count()
     }
 
@@ -291,9 +300,18 @@ impl ClientCore {
             spin: options.spin,
             wait_for_server: options.wait_for_server,
             wait_when_busy: options.wait_when_busy,
+            asym: barrier::asymmetric(),
+            mask: f as u64 - 1,
             next: Cell::new(next),
             loaned: Cell::new(false),
-            slots: slots.into_iter().map(|s| SlotCell(Cell::new(s))).collect(),
+            slots: slots
+                .into_iter()
+                .map(|s| SlotCell {
+                    phase: Cell::new(s.phase),
+                    pos: Cell::new(s.pos),
+                    consumed: Cell::new(s.consumed),
+                })
+                .collect(),
             last_check: Cell::new(None),
             discarded: Cell::new(0),
         };
@@ -303,22 +321,38 @@ impl ClientCore {
         core
     }
 
+    /// The cells of `slot` (any index: masked into the slot array).
+    #[inline(always)]
+    fn cell(&self, slot: usize) -> &SlotCell {
+        let i = slot & (self.slots.len() - 1);
+        // SAFETY: `slots` holds max_in_flight entries, a power of two ≥ 1 (checked by the
+        // layout), so `i` is in bounds.
+        unsafe { self.slots.get_unchecked(i) }
+    }
+
     #[inline]
     fn slot(&self, slot: usize) -> Slot {
-        self.slots[slot & (self.slots.len() - 1)].0.get()
+        let c = self.cell(slot);
+        Slot {
+            phase: c.phase.get(),
+            pos: c.pos.get(),
+            consumed: c.consumed.get(),
+        }
     }
 
     #[inline]
     fn set_phase(&self, slot: usize, phase: Phase) {
-        self.update(slot, |s| s.phase = phase);
+        self.cell(slot).phase.set(phase);
     }
 
     #[inline]
     fn update(&self, slot: usize, f: impl FnOnce(&mut Slot)) {
-        let cell = &self.slots[slot & (self.slots.len() - 1)].0;
-        let mut s = cell.get();
+        let mut s = self.slot(slot);
         f(&mut s);
-        cell.set(s);
+        let c = self.cell(slot);
+        c.phase.set(s.phase);
+        c.pos.set(s.pos);
+        c.consumed.set(s.consumed);
     }
 
     /// Reserves the next call slot for a request of `len` bytes.
@@ -335,7 +369,7 @@ impl ClientCore {
             return Err(CallError::LoanOutstanding);
         }
         let pos = self.next.get();
-        let slot = (pos & (layout.in_flight as u64 - 1)) as usize;
+        let slot = (pos & self.mask) as usize;
         if pos > MAX_POSITION {
             return Err(CallError::Busy {
                 max_in_flight: layout.in_flight,
@@ -438,12 +472,12 @@ impl ClientCore {
         let at = ring.at(slot);
         at.len().store(len as u64, Ordering::Relaxed);
         at.consumed()
-            .store(self.slot(slot).consumed, Ordering::Relaxed);
+            .store(self.cell(slot).consumed.get(), Ordering::Relaxed);
         at.state()
             .store(call_state(pos, 0, POSTED), Ordering::Release);
         // The client half of the server sleep handshake: post, barrier, load the sleepers. A
         // server announces itself, runs the heavy barrier, then polls (sync::barrier).
-        barrier::light();
+        barrier::light_as(self.asym);
         // Relaxed: ordered by the barrier pair.
         if self.ring.servers_waiting().load(Ordering::Relaxed) != 0 {
             self.shared.wake_server();
@@ -502,14 +536,14 @@ impl ClientCore {
     /// Marks the item at the head of `slot` read.
     #[inline]
     fn consume(&self, slot: usize, last: bool) {
-        let mut s = self.slot(slot);
-        s.consumed = s.consumed.wrapping_add(1) & CONSUMED_COUNT;
+        let c = self.cell(slot);
+        c.consumed
+            .set(c.consumed.get().wrapping_add(1) & CONSUMED_COUNT);
         if last {
-            if let Phase::Active { ended } = &mut s.phase {
-                *ended = true;
+            if let Phase::Active { .. } = c.phase.get() {
+                c.phase.set(Phase::Active { ended: true });
             }
         }
-        self.slots[slot & (self.slots.len() - 1)].0.set(s);
         self.store_consumed(slot, last);
     }
 
@@ -517,15 +551,16 @@ impl ClientCore {
     /// call; `ended`: the item read ended the call (recorded in the slot's `ended` word first).
     #[inline]
     fn store_consumed(&self, slot: usize, ended: bool) {
-        let s = self.slot(slot);
+        let c = self.cell(slot);
         let at = self.ring.at(slot);
         if ended {
             // Relaxed: published with `consumed` below (Release); an adopting client reads both
             // after the entry's lock.
-            at.ended().store(s.pos.wrapping_add(1), Ordering::Relaxed);
+            at.ended()
+                .store(c.pos.get().wrapping_add(1), Ordering::Relaxed);
         }
-        let mut w = s.consumed;
-        if s.phase == Phase::Abandoned {
+        let mut w = c.consumed.get();
+        if c.phase.get() == Phase::Abandoned {
             w |= CONSUMED_ABANDONED;
         }
         // Release: the server reuses the item only after seeing this (stream back-pressure), and
@@ -555,8 +590,8 @@ impl ClientCore {
 
     /// Whether `slot` still holds the caller's call at `pos` (not failed, freed or reused).
     fn is_current(&self, slot: usize, pos: u64) -> bool {
-        let s = self.slot(slot);
-        s.pos == pos && matches!(s.phase, Phase::Active { .. })
+        let c = self.cell(slot);
+        c.pos.get() == pos && matches!(c.phase.get(), Phase::Active { .. })
     }
 
     /// Whether the END of `slot`'s current call was read (by this client or by a crashed earlier
@@ -790,7 +825,7 @@ impl ClientCore {
     }
 
     fn ended(&self, slot: usize) -> bool {
-        self.slot(slot).phase == Phase::Active { ended: true }
+        self.cell(slot).phase.get() == Phase::Active { ended: true }
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct ServerCore {
     lock_busy: Cell<u32>,
     /// A poll found a posted call behind a busy claim lock: retry rather than sleep.
     busy: Cell<bool>,
+    /// `sync::barrier::asymmetric()`, read once.
+    asym: bool,
 }
 
 /// The lowest call position at or after `from` still held by a slot of `ring` (every position
@@ -136,6 +138,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 queue_len: Cell::new(0),
                 lock_busy: Cell::new(0),
                 busy: Cell::new(false),
+                asym: barrier::asymmetric(),
             },
             _p: PhantomData,
         }
@@ -653,7 +656,7 @@ impl ServerCore {
         claim.n = n.wrapping_add(1);
         // The server half of the response sleep handshake: publish, barrier, load `waiting`
         // (the client announces, then runs the heavy barrier: sync::barrier).
-        barrier::light();
+        barrier::light_as(self.asym);
         // Relaxed: ordered by the barrier pair.
         if ring.waiting().load(Ordering::Relaxed) != 0 {
             self.shared.wake_client(claim.client);

@@ -38,7 +38,13 @@ pub fn asymmetric() -> bool {
 /// The sender's barrier, between publishing and loading the peer's sleep flag.
 #[inline]
 pub fn light() {
-    if asymmetric() {
+    light_as(asymmetric());
+}
+
+/// [`light`] for a caller that read [`asymmetric`] once before (its answer never changes).
+#[inline(always)]
+pub fn light_as(asymmetric: bool) {
+    if asymmetric {
         compiler_fence(Ordering::SeqCst);
     } else {
         fence(Ordering::SeqCst);
