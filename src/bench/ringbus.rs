@@ -1,5 +1,5 @@
 //! `ringbus` and `ringbus-blocking`: the library under test, as byte topics (`pubsub`)
-//! or as a request/response service (`rpc`, see [`rpc`]).
+//! or as a request/response service (`rpc`, see the `rpc` submodule).
 //!
 //! Latency uses two topics (`...-ping`, `...-pong`), streaming one (`...-stream`), each
 //! with one publisher, one subscriber, policy `Block`, capacity
