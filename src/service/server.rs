@@ -86,6 +86,9 @@ fn lowest_position_from(ring: &CallRing, from: u64) -> u64 {
         .unwrap_or(from)
 }
 
+/// Rounds a waiting server retries (yielding) instead of sleeping while a claim lock is held.
+const BUSY_ROUNDS: u32 = 1000;
+
 /// Most calls a server takes from one client's ring at once. Taking several posted calls under
 /// one lock costs one atomic read-modify-write for all of them.
 const BATCH: usize = 8;
@@ -296,8 +299,7 @@ impl ServerCore {
                 .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
-            self.busy.set(true);
-            self.lock_busy(ring);
+            self.lock_busy(ring, c);
             return false;
         }
         // Under the claim lock: only we move the head or claim posted calls.
@@ -431,17 +433,27 @@ impl ServerCore {
 
     /// A client's claim lock was busy: now and then, look whether its holder died.
     #[cold]
-    fn lock_busy(&self, ring: &CallRing) {
-        let n = self.lock_busy.get().wrapping_add(1);
-        self.lock_busy.set(n);
-        if n % 4096 != 0 {
-            return;
-        }
+    fn lock_busy(&self, ring: &CallRing, c: usize) {
         // Relaxed: a hint; reclaiming works under the segment lock.
         let holder = ring.lock().load(Ordering::Relaxed);
-        if (1..=MAX_PARTICIPANTS as u64).contains(&holder)
-            && !self.shared.server_live(holder as usize - 1)
-        {
+        let server = (1..=MAX_PARTICIPANTS as u64).contains(&holder);
+        if !server && holder != CLIENT_LOCK {
+            return; // garbage: nothing to wait for (the call fails or times out)
+        }
+        // A plausible holder: retry soon rather than sleep (see `wait`).
+        self.busy.set(true);
+        let n = self.lock_busy.get().wrapping_add(1);
+        self.lock_busy.set(n);
+        if n % 256 != 1 {
+            return;
+        }
+        // Now and then (the first time, then every 256th), look whether the holder died.
+        let dead = if server {
+            !self.shared.server_live(holder as usize - 1)
+        } else {
+            !self.shared.client_live(c)
+        };
+        if dead {
             self.shared.reclaim_dead();
         }
     }
@@ -469,7 +481,8 @@ impl ServerCore {
         // Acquire/Relaxed: a hint of where to look; `poll` decides.
         let h = ring.head().load(Ordering::Relaxed);
         let state = ring.at((h & ring.mask()) as usize).state();
-        let posted = call_state(h, 0, POSTED);
+        // Built by hand: `h` comes from shared memory and may exceed what `call_state` accepts.
+        let posted = h << 8 | POSTED;
         for i in 1..FIRST_POLLS {
             // Acquire: as in `take_from`, which loads it again.
             if state.load(Ordering::Acquire) == posted || i % 16 == 0 {
@@ -491,6 +504,7 @@ impl ServerCore {
         let waiting = region.u64_at(CTRL_SERVERS_WAITING);
         let bit = 1u64 << self.index;
         let mut spins = 0u32;
+        let mut busy_rounds = 0u32;
         loop {
             if let Some(claim) = self.poll() {
                 return Ok(claim);
@@ -504,7 +518,7 @@ impl ServerCore {
             if now < spin_until {
                 continue;
             }
-            let nap = match deadline {
+            let mut nap = match deadline {
                 Some((d, t)) if now >= d => return Err(ReceiveError::Timeout(t)),
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
@@ -513,10 +527,15 @@ impl ServerCore {
             // poll; a client posts, barriers, then loads `servers_waiting`.
             // Acquire: a later value means a wake we must not sleep through.
             if self.busy.replace(false) {
-                // A posted call sits behind a claim lock held for a moment: no wake will come
-                // for it, so do not sleep; let the holder run.
-                std::thread::yield_now();
-                continue;
+                busy_rounds += 1;
+                if busy_rounds <= BUSY_ROUNDS {
+                    // A posted call sits behind a claim lock held for a moment: no wake will
+                    // come for it, so do not sleep; let the holder run.
+                    std::thread::yield_now();
+                    continue;
+                }
+                // Held for long (a holder that is slow to die, or stuck): short naps from now.
+                nap = nap.min(barrier::FALLBACK_NAP);
             }
             let seen = seq.load(Ordering::Acquire);
             waiting.fetch_or(bit, Ordering::Relaxed);

@@ -165,6 +165,11 @@ impl ServiceShared {
         (0..self.layout.max_servers).any(|s| entry_live(r, self.layout.server_entry(s)))
     }
 
+    /// Whether client entry `c` is registered to a live process.
+    pub(crate) fn client_live(&self, c: usize) -> bool {
+        c < self.layout.max_clients && entry_live(self.region(), self.layout.client_entry(c))
+    }
+
     /// Whether server entry `s` is registered to a live process.
     pub(crate) fn server_live(&self, s: usize) -> bool {
         s < self.layout.max_servers && entry_live(self.region(), self.layout.server_entry(s))
