@@ -453,3 +453,47 @@ fn clients_killed_at_random_moments_leave_their_entry_reusable() {
     drop(client);
     assert!(server.finish());
 }
+
+#[test]
+fn corrupt_and_garbage_service_segments_and_bad_names_are_errors() {
+    let root = test_root("rpc-corrupt");
+    let node = Node::with_root(&root).unwrap();
+    // A live service (a server in a child) whose header the test corrupts.
+    let server = spawn_server("echo-server", &root, "service=bad");
+    let file = root.join("service_bad");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Configuration word 2 (max in flight) becomes 3: not a power of two.
+    bytes[184 + 16..184 + 24].copy_from_slice(&3u64.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(matches!(
+        service(&node, "bad").client(),
+        Err(OpenError::Corrupt(_))
+    ));
+    // Segment kind 1 (a topic) under a service's name.
+    bytes[184 + 16..184 + 24].copy_from_slice(&8u64.to_le_bytes());
+    bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(matches!(
+        service(&node, "bad").client(),
+        Err(OpenError::Corrupt(_))
+    ));
+    assert!(server.finish());
+    // Garbage: refused, and left as it was.
+    let mut rng = Rng(9);
+    let garbage: Vec<u8> = (0..16384).map(|_| rng.next() as u8).collect();
+    std::fs::write(root.join("service_garbage"), &garbage).unwrap();
+    assert!(matches!(
+        service(&node, "garbage").server(),
+        Err(OpenError::Corrupt(_))
+    ));
+    assert_eq!(
+        std::fs::read(root.join("service_garbage")).unwrap(),
+        garbage
+    );
+    for name in ["", "../escape", "a/b", "dot.name"] {
+        assert!(matches!(
+            service(&node, name).client(),
+            Err(OpenError::InvalidName(_))
+        ));
+    }
+}
