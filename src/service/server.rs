@@ -836,8 +836,29 @@ impl<Q: Payload + ?Sized> DerefMut for ResponseLoan<'_, Q, Bytes> {
 }
 
 /// A stream of responses to one request (like gRPC server streaming). The caller reads them in
-/// order with [`crate::Pending::next_response`]; a full stream waits for the caller (up to the service's
-/// timeout) before sending more.
+/// order with [`crate::Pending::next_response`]; a full stream waits for the caller (up to the
+/// service's timeout) before sending more.
+///
+/// ```
+/// let node = ringbus::Node::in_process();
+/// let svc = node.service::<u32, u32>("doc-stream").stream_depth(4);
+/// let server = svc.server()?;
+/// let client = svc.client()?;
+/// let mut pending = client.send(&3)?; // "count to 3"
+/// let request = server.try_receive()?;
+/// let n = *request;
+/// let mut stream = request.stream();
+/// for i in 1..=n {
+///     stream.send(&i)?; // fits: the stream depth is 4
+/// }
+/// stream.end()?;
+/// let mut got = Vec::new();
+/// while let Some(item) = pending.next_response()? {
+///     got.push(*item);
+/// }
+/// assert_eq!(got, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ResponseStream<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     request: Request<'s, Q, R>,
 }
