@@ -405,3 +405,97 @@ fn a_dropped_server_gives_back_the_calls_it_had_not_handed_out() {
         }
     }
 }
+
+/// Three server threads take calls while the client cancels many of them by timing out at once:
+/// every call is taken at most once, never both answered and cancelled, and every answer is
+/// read or discarded.
+#[test]
+fn calls_are_taken_at_most_once_under_racing_servers_and_cancels() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+    use std::sync::Arc;
+
+    const CALLS: u64 = 60_000;
+    for node in nodes("races") {
+        let svc = node
+            .service::<u64, u64>("races")
+            .max_in_flight(8)
+            .max_servers(3)
+            .timeout(Duration::from_secs(30));
+        let client = svc.client().unwrap();
+        let taken: Arc<Vec<AtomicU8>> = Arc::new((0..CALLS).map(|_| AtomicU8::new(0)).collect());
+        let answered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let servers: Vec<_> = (0..3)
+            .map(|_| {
+                let server = svc.server().unwrap();
+                let (taken, answered, stop) = (taken.clone(), answered.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok(req) = server.receive_timeout(Duration::from_millis(5)) else {
+                            continue;
+                        };
+                        let seq = *req;
+                        let before = taken[seq as usize].fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(before, 0, "call {seq} taken twice");
+                        req.respond(&seq).unwrap();
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        let (mut ok, mut timeouts) = (0u64, 0u64); // timeouts: calls dropped unanswered
+        let mut seq = 0;
+        while seq < CALLS {
+            // Every third call is dropped right after it is posted: the client's cancel races
+            // the servers' takes.
+            if seq % 3 == 0 {
+                match client.send(&seq) {
+                    Ok(p) => {
+                        drop(p);
+                        timeouts += 1;
+                    }
+                    Err(CallError::Busy { .. }) => {
+                        client.collect();
+                        continue; // retry the same call
+                    }
+                    Err(e) => panic!("call {seq}: {e}"),
+                }
+                seq += 1;
+                continue;
+            }
+            match client.call(&seq) {
+                Ok(r) => {
+                    assert_eq!(*r, seq);
+                    ok += 1;
+                }
+                Err(CallError::Busy { .. }) => {
+                    client.collect();
+                    continue; // retry the same call
+                }
+                Err(e) => panic!("call {seq}: {e}"),
+            }
+            seq += 1;
+        }
+        // Late answers of abandoned calls arrive and are discarded.
+        let mut rounds = 0;
+        while client.collect() != 0 {
+            std::thread::yield_now();
+            rounds += 1;
+            assert!(rounds < 10_000_000, "slots never came back");
+        }
+        stop.store(true, Ordering::SeqCst);
+        for s in servers {
+            s.join().unwrap();
+        }
+        assert_eq!(ok + timeouts, CALLS);
+        let answered = answered.load(Ordering::SeqCst);
+        assert_eq!(
+            answered,
+            ok + client.discarded(),
+            "answers read or discarded"
+        );
+        assert!(answered <= CALLS);
+        let cancelled = CALLS - answered;
+        assert!(ok > 0 && (cancelled > 0 || client.discarded() > 0));
+    }
+}
