@@ -14,8 +14,7 @@ use crate::error::CallError;
 use crate::sync::{barrier, futex, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
-/// Polls a waiting client or server makes before it first reads the clock (about a microsecond).
-pub(crate) const FIRST_POLLS: u32 = 256;
+pub(crate) use crate::sync::FIRST_POLLS;
 
 /// Longest single sleep of a waiting client: it rechecks the call's server at least this often.
 const MAX_NAP: Duration = CHECK_INTERVAL;

@@ -6,3 +6,8 @@ pub mod futex;
 pub mod liveness;
 
 pub use liveness::ProcessId;
+
+/// Polls a waiting receiver (subscriber, client, server) makes before it first reads the clock,
+/// about a microsecond of spinning: a round trip is a few hundred nanoseconds, and a clock read
+/// would delay noticing a message that arrives meanwhile.
+pub(crate) const FIRST_POLLS: u32 = 256;

@@ -281,6 +281,16 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             Err(ReceiveError::Empty) => {}
             other => return other,
         }
+        if !self.spin.is_zero() {
+            // Poll a while before the first clock read, without pause instructions (a pause
+            // costs about a fifth of a one-way latency here).
+            for _ in 0..crate::sync::FIRST_POLLS {
+                match self.poll() {
+                    Err(ReceiveError::Empty) => {}
+                    other => return other,
+                }
+            }
+        }
         let spin_until = Instant::now() + self.spin;
         let region = self.shared.region();
         let wake = region.u32_at(CTRL_WAKE_SEQ);
@@ -289,13 +299,15 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         loop {
             let now = Instant::now();
             if now < spin_until {
+                // One pause per poll; the clock is read every 64 polls.
                 for _ in 0..64 {
                     std::hint::spin_loop();
+                    match self.poll() {
+                        Err(ReceiveError::Empty) => {}
+                        other => return other,
+                    }
                 }
-                match self.poll() {
-                    Err(ReceiveError::Empty) => continue,
-                    other => return other,
-                }
+                continue;
             }
             let nap = match deadline {
                 Some((d, t)) if now >= d => return Err(ReceiveError::Timeout(t)),
