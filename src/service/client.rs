@@ -201,6 +201,8 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
     /// call. Fails at once with [`CallError::NoServer`] if no server is registered (unless the
     /// service was built with `wait_for_server`), [`CallError::Busy`] if the slot is still in
     /// use, [`CallError::TooLarge`] or [`CallError::Serialize`] if the request does not fit.
+    /// (A server that died but was not yet noticed still counts as registered: the call then
+    /// fails when its waiter next checks, within [`crate::CHECK_INTERVAL`].)
     pub fn send(&self, request: &Q::Input) -> Result<Pending<'_, R>, CallError> {
         let max = self.core.shared.layout.max_request;
         let mut loan = self.loan_raw(Q::fixed_size().unwrap_or(0))?;
