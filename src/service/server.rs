@@ -523,9 +523,6 @@ impl ServerCore {
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
             };
-            // The server half of the sleep handshake: read the futex word, announce, barrier,
-            // poll; a client posts, barriers, then loads `servers_waiting`.
-            // Acquire: a later value means a wake we must not sleep through.
             if self.busy.replace(false) {
                 busy_rounds += 1;
                 if busy_rounds <= BUSY_ROUNDS {
@@ -537,7 +534,11 @@ impl ServerCore {
                 // Held for long (a holder that is slow to die, or stuck): short naps from now.
                 nap = nap.min(barrier::FALLBACK_NAP);
             }
+            // The server half of the sleep handshake: read the futex word, announce, barrier,
+            // poll; a client posts, barriers, then loads `servers_waiting`.
+            // Acquire: a later value means a wake we must not sleep through.
             let seen = seq.load(Ordering::Acquire);
+            // Relaxed: ordered before the poll by the heavy barrier.
             waiting.fetch_or(bit, Ordering::Relaxed);
             let nap = barrier::heavy(nap);
             let got = self.poll();

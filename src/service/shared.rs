@@ -180,6 +180,8 @@ impl ServiceShared {
     pub(crate) fn client_still_there(&self, c: usize, owner: u64) -> bool {
         let r = self.region();
         let off = self.layout.client_entry(c);
+        // Relaxed: the owner word is stable while the entry is active (written under the lock
+        // before the Acquire-read state).
         entry_active(r, off)
             && self.ring(c).owner().load(Ordering::Relaxed) == owner
             && entry_alive(r, off)
@@ -386,6 +388,7 @@ pub(crate) fn with_claim_lock<T>(
                     // earlier owner of this client entry. Nobody else uses this value.
                     CLIENT_LOCK => {
                         let r = f();
+                        // Release: as any release of the lock.
                         let _ = lock.compare_exchange(
                             CLIENT_LOCK,
                             0,
