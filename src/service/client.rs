@@ -427,20 +427,33 @@ impl ClientCore {
             if self.slot(slot).phase != Phase::Abandoned {
                 return;
             }
-            // Sleep until a server publishes to this client (the response sleep handshake).
+            // Sleep until a server publishes to this client.
             let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = self.ring.wake().load(Ordering::Acquire);
-            // Relaxed: ordered by the barrier.
-            self.ring.waiting().store(1, Ordering::Relaxed);
-            let nap = barrier::heavy(nap);
-            self.collect_slot(slot, false);
-            if self.slot(slot).phase == Phase::Abandoned {
-                futex::wait(self.ring.wake(), seen, nap);
-            }
-            // Relaxed: a hint for servers.
-            self.ring.waiting().store(0, Ordering::Relaxed);
+            self.sleep_unless(nap, || {
+                self.collect_slot(slot, false);
+                (self.slot(slot).phase != Phase::Abandoned).then_some(())
+            });
         }
+    }
+
+    /// The client half of the response sleep handshake: read the futex word, announce, heavy
+    /// barrier, recheck with `ready`, sleep up to `nap` unless it found something, retract. A
+    /// server publishes, runs the light barrier, then loads `waiting` (sync::barrier).
+    #[cold]
+    fn sleep_unless<T>(&self, nap: Duration, ready: impl FnOnce() -> Option<T>) -> Option<T> {
+        let ring = &self.ring;
+        // Acquire: a later value means a wake we must not sleep through.
+        let seen = ring.wake().load(Ordering::Acquire);
+        // Relaxed: ordered by the barrier.
+        ring.waiting().store(1, Ordering::Relaxed);
+        let nap = barrier::heavy(nap);
+        let got = ready();
+        if got.is_none() {
+            futex::wait(ring.wake(), seen, nap);
+        }
+        // Relaxed: a hint for servers; a stale flag costs one spare wake.
+        ring.waiting().store(0, Ordering::Relaxed);
+        got
     }
 
     #[cold]
@@ -762,21 +775,7 @@ impl ClientCore {
                 continue;
             }
             let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
-            // The client half of the response sleep handshake: read the futex word, announce,
-            // barrier, recheck; a server publishes, barriers, then loads `waiting`.
-            let ring = &self.ring;
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = ring.wake().load(Ordering::Acquire);
-            // Relaxed: ordered by the barrier.
-            ring.waiting().store(1, Ordering::Relaxed);
-            let nap = barrier::heavy(nap);
-            let got = self.poll_item(slot);
-            if got.is_none() {
-                futex::wait(ring.wake(), seen, nap);
-            }
-            // Relaxed: a hint for servers; a stale flag costs one spare wake.
-            ring.waiting().store(0, Ordering::Relaxed);
-            if let Some(item) = got {
+            if let Some(item) = self.sleep_unless(nap, || self.poll_item(slot)) {
                 return Ok(item);
             }
         }
