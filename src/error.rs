@@ -135,6 +135,8 @@ pub enum SendError {
     Serialize(String),
     /// Service response: the client that made the call has left or died.
     Disconnected,
+    /// Durable queue: the log could not be written or synced (the I/O error).
+    Storage(String),
 }
 
 impl fmt::Display for SendError {
@@ -148,6 +150,7 @@ impl fmt::Display for SendError {
             SendError::AllSlotsHeld => write!(f, "every slot is held by a subscriber"),
             SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
             SendError::Disconnected => write!(f, "the caller has left or died"),
+            SendError::Storage(e) => write!(f, "durable storage failed: {e}"),
         }
     }
 }
@@ -189,6 +192,28 @@ impl fmt::Display for ReceiveError {
 }
 
 impl std::error::Error for ReceiveError {}
+
+/// Acknowledging (or handing back) a queue delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The delivery's visibility timeout passed and the queue took the message back: it is (or
+    /// was) delivered again, and this acknowledgement does not count.
+    Expired,
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckError::Expired => write!(
+                f,
+                "the delivery expired (visibility timeout) and was taken back"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AckError {}
 
 /// A call to a service failed. Every outcome of a call that is not a response is one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]

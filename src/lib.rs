@@ -37,7 +37,11 @@
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
+pub mod log;
+#[cfg(not(loom))]
 mod node;
+#[cfg(not(loom))]
+mod queue;
 pub mod ring;
 #[cfg(not(loom))]
 mod service;
@@ -53,9 +57,16 @@ mod topic;
 pub mod bench;
 
 #[cfg(not(loom))]
-pub use error::{CallError, OpenError, ReceiveError, SendError};
+pub use error::{AckError, CallError, OpenError, ReceiveError, SendError};
+#[cfg(not(loom))]
+pub use log::SyncPolicy;
 #[cfg(not(loom))]
 pub use node::Node;
+#[cfg(not(loom))]
+pub use queue::{
+    Consumer, Delivery, FullPolicy, Producer, QueueBuilder, QueueLoan, QueueStats, MAX_DELIVERIES,
+    MAX_QUEUE_CAPACITY, MAX_QUEUE_MESSAGE, MAX_QUEUE_PARTICIPANTS,
+};
 #[cfg(not(loom))]
 pub use service::{
     Client, Pending, Request, RequestLoan, Response, ResponseLoan, ResponseStream, Server,

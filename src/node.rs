@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::OpenError;
+use crate::queue::QueueBuilder;
 use crate::service::ServiceBuilder;
 use crate::shm::{Backing, Root};
 use crate::sync::ProcessId;
@@ -80,6 +81,24 @@ impl Node {
         name: &str,
     ) -> ServiceBuilder<Q, R> {
         ServiceBuilder::new(self.backing.clone(), name)
+    }
+
+    /// A queue of fixed-size plain-old-data messages, each delivered to one consumer.
+    pub fn queue<T: bytemuck::Pod>(&self, name: &str) -> QueueBuilder<T> {
+        QueueBuilder::new(self.backing.clone(), name)
+    }
+
+    /// A queue of variable-length byte messages.
+    pub fn queue_bytes(&self, name: &str) -> QueueBuilder<Bytes> {
+        QueueBuilder::new(self.backing.clone(), name)
+    }
+
+    /// A queue of rkyv-archived `T`, validated before a consumer sees them.
+    pub fn queue_rkyv<T>(&self, name: &str) -> QueueBuilder<Rkyv<T>>
+    where
+        Rkyv<T>: Payload,
+    {
+        QueueBuilder::new(self.backing.clone(), name)
     }
 
     /// A topic of rkyv-archived `T`, validated before a subscriber sees them.

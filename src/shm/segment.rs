@@ -36,6 +36,17 @@ pub trait SegmentSpec {
     /// Whether any participant registered in the segment (whose layout passed `check_layout`) is
     /// still alive.
     fn has_live_participants(&self, r: &Region) -> bool;
+    /// Whether the segment keeps its data when every participant has died (durable queues).
+    /// Such a segment is not replaced: [`SegmentSpec::recover`] runs on it under the lock, and
+    /// leaving never removes it.
+    fn durable(&self) -> bool {
+        false
+    }
+    /// Repairs a durable segment whose participants all died (their entries, locks, unfinished
+    /// writes), under the lock. Only called when [`SegmentSpec::durable`] is true.
+    fn recover(&self, _r: &Region) -> Result<(), OpenError> {
+        Ok(())
+    }
 }
 
 /// Where segments live: files under a root directory, or the current process's memory.
@@ -231,8 +242,13 @@ impl Segment {
         let h = Header::read(&r)?;
         spec.check_layout(&r, &h)?;
         if !spec.has_live_participants(&r) {
-            // Every participant died: whatever it carried, it is reclaimed.
-            return Ok(Found::Stale);
+            if !spec.durable() {
+                // Every participant died: whatever it carried, it is reclaimed.
+                return Ok(Found::Stale);
+            }
+            // A durable segment outlives its participants: it is repaired, never replaced.
+            spec.check_type(&h)?;
+            spec.recover(&r)?;
         }
         if mode != OpenMode::CreateNew {
             spec.check_type(&h)?;

@@ -4,6 +4,7 @@
 pub mod barrier;
 pub mod futex;
 pub mod liveness;
+pub mod lock;
 
 pub use liveness::ProcessId;
 

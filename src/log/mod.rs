@@ -1,0 +1,409 @@
+//! An append-only log of records with dense 64-bit offsets, stored in memory-mapped segment files.
+//!
+//! The log is the durable storage of durable queues, and is built to be reused (durable topics,
+//! replay from an offset). It knows nothing about delivery: it stores record `o` where offset `o`
+//! belongs, validates it when read, syncs it to disk when asked, and deletes whole segment files
+//! below an offset.
+//!
+//! # Files
+//!
+//! A log is a directory (mode 0700) of segment files named by their first offset,
+//! `<base as 20 decimal digits>.seg` (so names sort by offset). Each file holds a fixed number of
+//! records of a fixed stride, so the place of offset `o` is computed, not searched:
+//! `segment base = o - o % records`, byte `SEGMENT_HEADER + (o - base) × stride`. Records are
+//! variable-length up to the log's maximum payload; a short record leaves the rest of its stride
+//! unwritten (sparse pages are never dirtied, so the disk sees only what was written, rounded to
+//! pages). The segment header (one page):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `RBUSLOG\0` |
+//! | 8 | 4 | [`LOG_VERSION`] |
+//! | 12 | 4 | header length ([`SEGMENT_HEADER`]) |
+//! | 16 | 8 | base offset |
+//! | 24 | 8 | records per segment |
+//! | 32 | 4 | stride |
+//! | 36 | 4 | maximum payload |
+//! | 40 | 4 | crc32c of bytes 0..40 |
+//! | 64 | 8 | syncs begun (group commit, see [`LogSegment::sync_covering`]) |
+//! | 72 | 8 | syncs done |
+//! | 80 | 8 | sync lock: 0, or the holder's owner word |
+//!
+//! A record (at its stride-aligned place; strides are multiples of 64):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | crc32c of bytes 4..16 and the payload |
+//! | 4 | 4 | payload length |
+//! | 8 | 8 | offset (the record's own: a record copied to the wrong place fails) |
+//! | 16 | 16 | reserved (zero), so that payloads are 32-byte aligned |
+//! | 32 | len | payload |
+//!
+//! # Writers and readers
+//!
+//! Each offset is written once, by the one writer its caller's protocol gave it to (for queues:
+//! the producer that reserved the position), and is read only after that protocol published it.
+//! A record is valid when its crc matches; an all-zero record was never written; anything else
+//! is torn or corrupt and is never returned as data.
+//!
+//! # Creating segments
+//!
+//! A segment file is created whole under a temporary name, then linked into place with
+//! `renameat2(RENAME_NOREPLACE)`: other processes see either no file or a complete header, and of
+//! two processes creating the same segment one wins and the other opens the winner's file.
+//! Nothing existing is ever overwritten: a file with a bad header is an error at open.
+
+mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::DirBuilder;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use segment::{LogSegment, Record};
+
+use crate::error::OpenError;
+
+/// Version of the log's file layout; a segment of another version is refused at open.
+pub const LOG_VERSION: u32 = 1;
+/// Bytes before the first record of a segment file (one page).
+pub const SEGMENT_HEADER: usize = 4096;
+/// Bytes before a record's payload.
+pub const RECORD_HEADER: usize = 32;
+/// Largest payload a log record may carry.
+pub const MAX_RECORD: usize = 64 << 20;
+
+/// When writes to a durable log reach the disk.
+///
+/// Whatever the policy, a record is in the operating system's page cache once written, so it
+/// survives the exit or SIGKILL of every process. The policy decides what a crash of the whole
+/// machine (or a power loss) can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// A send returns once its record is on disk (`fdatasync`). Nothing a send returned `Ok`
+    /// for is lost. Concurrent senders share syncs (group commit).
+    Always,
+    /// Records are synced at this interval by a background thread of each sending process, and
+    /// when a producer is dropped: a machine crash loses at most the sends of the last interval
+    /// (plus the time one sync takes).
+    Batch(Duration),
+    /// Never synced by ringbus: the kernel writes dirty pages back on its own schedule (about
+    /// 30 s by default on Linux); a machine crash can lose anything not yet written back.
+    Never,
+}
+
+/// The shape of a log: fixed when its first segment is created, checked on every open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogShape {
+    /// Largest payload of a record.
+    pub max_payload: usize,
+    /// Records per segment file.
+    pub records: u64,
+}
+
+impl LogShape {
+    /// Bytes from one record to the next: header plus maximum payload, rounded up to 64.
+    pub fn stride(&self) -> usize {
+        (RECORD_HEADER + self.max_payload).next_multiple_of(64)
+    }
+
+    /// Length of a segment file.
+    pub fn file_len(&self) -> usize {
+        SEGMENT_HEADER + self.records as usize * self.stride()
+    }
+
+    fn check(&self) -> Result<(), OpenError> {
+        if self.max_payload == 0 || self.max_payload > MAX_RECORD {
+            return Err(OpenError::InvalidConfig(format!(
+                "log record payload {} is not in 1..={MAX_RECORD}",
+                self.max_payload
+            )));
+        }
+        if self.records == 0
+            || self.records > 1 << 24
+            || (self.records as usize)
+                .checked_mul(self.stride())
+                .map_or(true, |b| b > 1 << 40)
+        {
+            return Err(OpenError::InvalidConfig(format!(
+                "{} records of {} bytes per segment file",
+                self.records,
+                self.stride()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The base offset of the segment holding offset `o`.
+    pub fn base_of(&self, o: u64) -> u64 {
+        o - o % self.records
+    }
+}
+
+/// An open log: a directory of segment files, mapped on demand and shared by this process's
+/// handles.
+pub struct Log {
+    dir: PathBuf,
+    shape: LogShape,
+    segments: Mutex<BTreeMap<u64, Arc<LogSegment>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+fn file_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Log {
+    /// Opens the log in `dir` (created 0700 if missing), validating the header of every segment
+    /// file in it: a file of garbage, of another version or of another shape is an error, and
+    /// nothing is modified. Temporary files left by a creator that died are removed.
+    pub fn open(dir: impl Into<PathBuf>, shape: LogShape) -> Result<Log, OpenError> {
+        shape.check()?;
+        let dir = dir.into();
+        let what = dir.display().to_string();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| OpenError::from_io(e, &what))?;
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| OpenError::from_io(e, &what))?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(OpenError::PermissionDenied(format!(
+                "log directory {what} is not a plain directory"
+            )));
+        }
+        if meta.uid() == rustix::process::getuid().as_raw() && meta.mode() & 0o022 != 0 {
+            return Err(OpenError::PermissionDenied(format!(
+                "log directory {what} is writable by other users"
+            )));
+        }
+        let log = Log {
+            dir,
+            shape,
+            segments: Mutex::new(BTreeMap::new()),
+        };
+        for base in log.bases()? {
+            // Validates the header (and maps the file; kept for the first reads).
+            log.segment(base, false)?;
+        }
+        Ok(log)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's shape.
+    pub fn shape(&self) -> LogShape {
+        self.shape
+    }
+
+    /// Base offsets of the segment files on disk, in order. Temporary files of dead creators are
+    /// removed; any other file is an error (the directory belongs to the log).
+    pub fn bases(&self) -> Result<Vec<u64>, OpenError> {
+        let what = self.dir.display().to_string();
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| OpenError::from_io(e, &what))? {
+            let entry = entry.map_err(|e| OpenError::from_io(e, &what))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = parse_name(&name) {
+                bases.push(base);
+            } else if let Some(pid) = segment::tmp_owner(&name) {
+                if !crate::sync::ProcessId::unpack(pid).is_alive() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            } else {
+                return Err(OpenError::Corrupt(format!(
+                    "{what}/{name} is not a log segment file"
+                )));
+            }
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<LogSegment>>> {
+        // A poisoned map only means a panic elsewhere while it was held; it is still valid.
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The segment holding offset `o`, mapped. With `create`, a missing segment is created;
+    /// without, it is [`OpenError::NotFound`].
+    pub fn segment(&self, o: u64, create: bool) -> Result<Arc<LogSegment>, OpenError> {
+        let base = self.shape.base_of(o);
+        let mut map = self.map();
+        if let Some(s) = map.get(&base) {
+            return Ok(s.clone());
+        }
+        let path = self.dir.join(file_name(base));
+        let seg = match LogSegment::open(&path, base, self.shape)? {
+            Some(s) => s,
+            None if create => LogSegment::create(&self.dir, &path, base, self.shape)?,
+            None => return Err(OpenError::NotFound(path.display().to_string())),
+        };
+        let seg = Arc::new(seg);
+        map.insert(base, seg.clone());
+        Ok(seg)
+    }
+
+    /// Deletes the segment files that hold only offsets below `o` and forgets their mappings
+    /// (handles that still hold one keep it mapped until they drop it). Returns how many files
+    /// were removed.
+    pub fn remove_below(&self, o: u64) -> usize {
+        let Ok(bases) = self.bases() else { return 0 };
+        let mut removed = 0;
+        let mut map = self.map();
+        for base in bases {
+            if base.saturating_add(self.shape.records) > o {
+                break;
+            }
+            map.remove(&base);
+            if std::fs::remove_file(self.dir.join(file_name(base))).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let _ = sync_dir(&self.dir);
+        }
+        removed
+    }
+
+    /// Forgets the mappings of segments below `o` in this process (files are untouched).
+    pub fn forget_below(&self, o: u64) {
+        let mut map = self.map();
+        while let Some((&base, _)) = map.first_key_value() {
+            if base.saturating_add(self.shape.records) > o {
+                break;
+            }
+            map.remove(&base);
+        }
+    }
+
+    /// Bytes of the segment files on disk (their lengths).
+    pub fn disk_len(&self) -> u64 {
+        self.bases().map_or(0, |b| b.len() as u64) * self.shape.file_len() as u64
+    }
+}
+
+/// Makes the directory's entries (created or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let d = std::fs::File::open(dir)?;
+    rustix::fs::fsync(&d).map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ringbus-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    const SHAPE: LogShape = LogShape {
+        max_payload: 100,
+        records: 8,
+    };
+
+    #[test]
+    fn writes_read_back_and_rotate() {
+        let dir = tmp("rw");
+        let log = Log::open(&dir, SHAPE).unwrap();
+        for o in 0..20u64 {
+            let s = log.segment(o, true).unwrap();
+            let msg = format!("record {o}");
+            s.write(o, msg.as_bytes());
+        }
+        assert_eq!(log.bases().unwrap(), vec![0, 8, 16]);
+        drop(log);
+        let log = Log::open(&dir, SHAPE).unwrap();
+        for o in 0..20u64 {
+            let s = log.segment(o, false).unwrap();
+            match s.read(o) {
+                Record::Valid(bytes) => assert_eq!(bytes, format!("record {o}").as_bytes()),
+                other => panic!("{o}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            log.segment(20, false).unwrap().read(20),
+            Record::Empty
+        ));
+        assert_eq!(log.remove_below(17), 2);
+        assert_eq!(log.bases().unwrap(), vec![16]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_and_misplaced_records_are_refused() {
+        let dir = tmp("torn");
+        let log = Log::open(&dir, SHAPE).unwrap();
+        let s = log.segment(0, true).unwrap();
+        s.write(3, b"hello");
+        s.corrupt_for_test(3, 1);
+        assert!(matches!(s.read(3), Record::Corrupt(_)));
+        s.write(4, b"world");
+        // Offset 4's bytes read as offset 5 (copied to the wrong place) fail their offset check.
+        s.copy_record_for_test(4, 5);
+        assert!(matches!(s.read(5), Record::Corrupt(_)));
+        assert!(matches!(s.read(4), Record::Valid(b"world")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn garbage_other_versions_and_other_files_are_refused_untouched() {
+        let dir = tmp("garbage");
+        let log = Log::open(&dir, SHAPE).unwrap();
+        log.segment(0, true).unwrap().write(0, b"x");
+        drop(log);
+        let seg = dir.join(file_name(0));
+        let good = std::fs::read(&seg).unwrap();
+
+        let mut other = good.clone();
+        other[8] = 99; // version
+        std::fs::write(&seg, &other).unwrap();
+        assert!(matches!(
+            Log::open(&dir, SHAPE),
+            Err(OpenError::VersionMismatch { found: 99, .. })
+        ));
+        assert_eq!(std::fs::read(&seg).unwrap(), other);
+
+        let garbage: Vec<u8> = (0..good.len()).map(|i| (i * 7 + 3) as u8).collect();
+        std::fs::write(&seg, &garbage).unwrap();
+        assert!(matches!(Log::open(&dir, SHAPE), Err(OpenError::Corrupt(_))));
+        assert_eq!(std::fs::read(&seg).unwrap(), garbage);
+
+        std::fs::write(&seg, &good).unwrap();
+        let wider = LogShape {
+            max_payload: 200,
+            ..SHAPE
+        };
+        assert!(matches!(
+            Log::open(&dir, wider),
+            Err(OpenError::TypeMismatch { .. })
+        ));
+        std::fs::write(dir.join("notes.txt"), b"hi").unwrap();
+        assert!(matches!(Log::open(&dir, SHAPE), Err(OpenError::Corrupt(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

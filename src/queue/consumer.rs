@@ -1,0 +1,825 @@
+//! The receiving side of a queue: claiming messages, reading them in place, acknowledging.
+//!
+//! Claims run under the queue's claim lock: one compare-and-swap takes the lock, and under it a
+//! consumer takes a batch of up to its free prefetch (the messages at the delivery cursor, and
+//! messages handed back behind it), marking each TAKEN by itself with a visibility deadline.
+//! Acknowledging is one compare-and-swap on the slot's state from "TAKEN by me, this delivery" to
+//! FREE for the next lap; it fails if the delivery was taken back meanwhile.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::*;
+use super::producer::ProducerCore;
+use super::shared::{free_acked, QueueShared, Role};
+use crate::error::{AckError, OpenError, ReceiveError};
+use crate::log::{LogSegment, Record};
+use crate::sync::{barrier, futex, lock, ProcessId, FIRST_POLLS};
+use crate::topic::Payload;
+
+/// How often claims look for expired deliveries and dead consumers even when nothing was handed
+/// back.
+const SCAN_INTERVAL: Duration = Duration::from_millis(10);
+/// Most positions one claim walks the head over.
+const HEAD_STEPS: u64 = 4096;
+
+/// Opens the dead-letter queue's producer when first needed.
+pub(crate) type DlqOpener = Box<dyn Fn() -> Result<ProducerCore, OpenError> + Send>;
+
+/// Milliseconds of CLOCK_MONOTONIC_COARSE (shared by every process; a few ms resolution, which
+/// is what visibility timeouts need).
+fn now_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+struct Claims {
+    /// Claimed, not yet handed out: (position, the TAKEN state we stored).
+    buffer: VecDeque<(u64, State)>,
+    returned_seen: u64,
+    next_scan: u64,
+    /// A WRITING slot at the cursor and when we first saw it (to judge its producer).
+    stuck: Option<(u64, Instant)>,
+    dead_letters: Vec<(u64, State)>,
+    dlq: Option<ProducerCore>,
+    seg: Option<Arc<LogSegment>>,
+    alive: [u8; MAX_QUEUE_PARTICIPANTS],
+}
+
+/// The payload-independent consumer.
+pub(crate) struct ConsumerCore {
+    shared: Arc<QueueShared>,
+    index: usize,
+    me: u64,
+    prefetch: usize,
+    spin: Duration,
+    held: Cell<usize>,
+    claims: RefCell<Claims>,
+    dlq_opener: Option<DlqOpener>,
+}
+
+/// What one attempt found.
+enum Got {
+    Message(u64, State, Option<Arc<LogSegment>>, *const u8, usize),
+    Nothing,
+}
+
+impl ConsumerCore {
+    pub(crate) fn new(
+        shared: Arc<QueueShared>,
+        index: usize,
+        prefetch: usize,
+        spin: Duration,
+        dlq_opener: Option<DlqOpener>,
+    ) -> ConsumerCore {
+        let returned_seen = shared.stat(CTRL_RETURNED);
+        ConsumerCore {
+            shared,
+            index,
+            me: ProcessId::current().pack(),
+            prefetch,
+            spin,
+            held: Cell::new(0),
+            claims: RefCell::new(Claims {
+                buffer: VecDeque::with_capacity(prefetch),
+                // Scan at the first claim: deliveries of dead consumers may be waiting.
+                returned_seen: returned_seen.wrapping_sub(1),
+                next_scan: 0,
+                stuck: None,
+                dead_letters: Vec::with_capacity(prefetch),
+                dlq: None,
+                seg: None,
+                alive: [0; MAX_QUEUE_PARTICIPANTS],
+            }),
+            dlq_opener,
+        }
+    }
+
+    /// One attempt: a buffered claim, or a new batch.
+    fn try_once(&self) -> Result<Got, ReceiveError> {
+        loop {
+            let next = self.claims.borrow_mut().buffer.pop_front();
+            if let Some((pos, s)) = next {
+                match self.open_delivery(pos, s) {
+                    Ok(got) => return Ok(got),
+                    Err(e) => return Err(e),
+                }
+            }
+            let held = self.held.get();
+            if held >= self.prefetch {
+                return Err(ReceiveError::TooManyHeld(self.prefetch));
+            }
+            if self.fill(self.prefetch - held) == 0 {
+                return Ok(Got::Nothing);
+            }
+        }
+    }
+
+    /// Views claimed position `pos` (delivery state `s`), or drops it if it is invalid.
+    fn open_delivery(&self, pos: u64, s: State) -> Result<Got, ReceiveError> {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let (seg, ptr, len) = if l.durable {
+            let mut c = self.claims.borrow_mut();
+            if !c.seg.as_ref().is_some_and(|g| g.contains(pos)) {
+                let log = self.shared.log.as_ref().expect("durable queues have a log");
+                c.seg = log.segment(pos, false).ok();
+            }
+            let Some(seg) = c.seg.clone() else {
+                drop(c);
+                return Err(self.drop_invalid(pos, s, "its log segment is missing".into()));
+            };
+            drop(c);
+            let (ptr, len) = match seg.read(pos) {
+                Record::Valid(b) => (b.as_ptr(), b.len()),
+                Record::Empty => {
+                    return Err(self.drop_invalid(pos, s, "record never written".into()))
+                }
+                Record::Corrupt(why) => return Err(self.drop_invalid(pos, s, why)),
+            };
+            (Some(seg), ptr, len)
+        } else {
+            // Relaxed: ordered after our Acquire load of READY when we claimed it.
+            let len = r.u64_at(l.slot(pos) + SLOT_LEN).load(Ordering::Relaxed);
+            if len > l.max_message_size as u64 {
+                return Err(self.drop_invalid(pos, s, format!("length {len} exceeds the maximum")));
+            }
+            let len = len as usize;
+            (
+                None,
+                r.ptr(l.slot(pos) + SLOT_HEADER, len) as *const u8,
+                len,
+            )
+        };
+        self.held.set(self.held.get() + 1);
+        Ok(Got::Message(pos, s, seg, ptr, len))
+    }
+
+    #[cold]
+    fn drop_invalid(&self, pos: u64, s: State, why: String) -> ReceiveError {
+        self.held.set(self.held.get() + 1);
+        let _ = self.ack(pos, s);
+        self.shared.count(CTRL_TORN, 1);
+        ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
+    }
+
+    /// Claims up to `want` messages under the claim lock. Returns how many were claimed.
+    fn fill(&self, want: usize) -> usize {
+        let sh = &self.shared;
+        let l = &sh.layout;
+        let r = sh.region();
+        let n = l.capacity as u64;
+        let mut c = self.claims.borrow_mut();
+        let c = &mut *c;
+        let want = want.min(self.prefetch);
+        let claim = r.u64_at(CTRL_CLAIM);
+        lock::lock(claim, self.me, None);
+
+        // Relaxed: under the claim lock; a hint for when to scan.
+        let returned = r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed);
+        let now = now_ms();
+        let deadline = now + l.visibility_ms;
+        // Relaxed, cursor and head: only moved under the claim lock, which we hold.
+        let head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+        let mut cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
+        let before = c.buffer.len();
+
+        if returned != c.returned_seen || now >= c.next_scan {
+            c.returned_seen = returned;
+            let check_alive = now >= c.next_scan;
+            if check_alive {
+                c.next_scan = now + SCAN_INTERVAL.as_millis() as u64;
+                c.alive = [0; MAX_QUEUE_PARTICIPANTS];
+            }
+            self.scan(c, head, cursor, want, deadline, now, check_alive);
+        }
+
+        while c.buffer.len() - before < want {
+            let state = l.state(r, cursor);
+            // Acquire: pairs with the producer's Release store of READY (payload visible).
+            let s = State(state.load(Ordering::Acquire));
+            if s.is_for(cursor) {
+                match s.kind() {
+                    READY => self.claim_one(c, cursor, s, deadline),
+                    WRITING => {
+                        if !self.writer_gone(c, cursor, s) {
+                            break;
+                        }
+                        // Release: as for SKIP below.
+                        let _ = state.compare_exchange(
+                            s.0,
+                            State::new(FREE, cursor + n, 0, 0).0,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    SKIP => {
+                        // Release: the slot goes to the producer of the next lap.
+                        state.store(State::new(FREE, cursor + n, 0, 0).0, Ordering::Release);
+                    }
+                    FREE => break,
+                    // TAKEN or ACKED at the cursor: a claimer died after marking it and before
+                    // moving the cursor. It is delivered already.
+                    _ => {}
+                }
+            } else if !(s.kind() == FREE && s.is_for(cursor + n)) {
+                // Neither this lap nor freed for the next: a corrupt state. Stop here rather
+                // than guess; the queue stalls at this position (see ARCHITECTURE.md).
+                break;
+            }
+            cursor += 1;
+        }
+        r.u64_at(CTRL_CURSOR).store(cursor, Ordering::Relaxed);
+
+        // Move the head over acknowledged positions.
+        let mut h = head;
+        while h < cursor && h - head < HEAD_STEPS {
+            // Acquire: pairs with the acker's Release (nothing read here, but cheap and clear).
+            let s = State(l.state(r, h).load(Ordering::Acquire));
+            if !(s.kind() == FREE && s.is_for(h + n)) {
+                break;
+            }
+            h += 1;
+        }
+        if h != head {
+            r.u64_at(CTRL_HEAD).store(h, Ordering::Relaxed);
+        }
+        lock::unlock(claim);
+
+        if h != head {
+            if let Some(log) = &sh.log {
+                if l.log_records != 0 && head / l.log_records != h / l.log_records {
+                    // Whole segments below the head are acknowledged: their space is reclaimed.
+                    log.remove_below(h);
+                }
+            }
+        }
+        if !c.dead_letters.is_empty() {
+            self.dead_letter(c);
+        }
+        c.buffer.len() - before
+    }
+
+    /// Claims READY position `pos` (state `s`), or sets it aside for the dead-letter queue.
+    #[inline]
+    fn claim_one(&self, c: &mut Claims, pos: u64, s: State, deadline: u64) {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let count = s.count();
+        let dead = l.max_deliveries != 0 && count >= l.max_deliveries;
+        let taken = State::new(TAKEN, pos, self.index, if dead { count } else { count + 1 })
+            .with_stale(s.stale());
+        // Relaxed: the deadline is read by claimers only, under the claim lock we hold.
+        r.u64_at(l.slot(pos) + SLOT_DEADLINE)
+            .store(deadline, Ordering::Relaxed);
+        // Relaxed: nobody but a claim-lock holder changes a READY slot; the unlock publishes
+        // the new state to the next claimer, and the ack's CAS reads our own store.
+        l.state(r, pos).store(taken.0, Ordering::Relaxed);
+        if dead {
+            c.dead_letters.push((pos, taken));
+        } else {
+            if count > 0 {
+                self.shared.count(CTRL_REDELIVERED, 1);
+            }
+            c.buffer.push_back((pos, taken));
+        }
+    }
+
+    /// Looks behind the cursor for messages handed back (claiming up to `want` of them), and
+    /// takes back deliveries whose deadline passed or whose consumer died.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn scan(
+        &self,
+        c: &mut Claims,
+        head: u64,
+        cursor: u64,
+        want: usize,
+        deadline: u64,
+        now: u64,
+        check_alive: bool,
+    ) {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let before = c.buffer.len();
+        for pos in head..cursor {
+            let state = l.state(r, pos);
+            // Acquire: a READY state handed back by a nack publishes nothing new, but a message
+            // returned by reclaim must be read after its state.
+            let s = State(state.load(Ordering::Acquire));
+            if !s.is_for(pos) {
+                continue;
+            }
+            match s.kind() {
+                READY if c.buffer.len() - before < want => {
+                    self.claim_one(c, pos, s, deadline);
+                }
+                TAKEN => {
+                    let o = s.owner();
+                    let dead = check_alive && !self.owner_alive(c, o);
+                    // Relaxed: written under the claim lock we hold.
+                    let expired = r
+                        .u64_at(l.slot(pos) + SLOT_DEADLINE)
+                        .load(Ordering::Relaxed)
+                        <= now;
+                    if !dead && !expired {
+                        continue;
+                    }
+                    let stale = !dead && !l.durable;
+                    let stale_word = r.u64_at(l.slot(pos) + SLOT_STALE);
+                    if stale {
+                        // SeqCst: the owner must see its bit before it can find its delivery
+                        // gone (see `release_stale`).
+                        stale_word.fetch_or(1 << o, Ordering::SeqCst);
+                    }
+                    let back =
+                        State((s.0 & !(0xff << 4) & !7) | READY).with_stale(stale || s.stale());
+                    // SeqCst: ordered with the owner's ack CAS and the stale bit above.
+                    if state
+                        .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        if c.buffer.len() - before < want {
+                            self.claim_one(c, pos, back, deadline);
+                        }
+                    } else if stale {
+                        release_stale(l, r, pos, o);
+                    }
+                }
+                ACKED if s.stale() && check_alive => {
+                    // Stale readers that died let go.
+                    let word = r.u64_at(l.slot(pos) + SLOT_STALE);
+                    // SeqCst: see `release_stale`.
+                    let mask = word.load(Ordering::SeqCst);
+                    for o in 0..l.consumers {
+                        if mask & 1 << o != 0 && !self.owner_alive(c, o) {
+                            release_stale(l, r, pos, o);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn owner_alive(&self, c: &mut Claims, o: usize) -> bool {
+        if o >= MAX_QUEUE_PARTICIPANTS {
+            return false;
+        }
+        if c.alive[o] == 0 {
+            c.alive[o] = if self.shared.consumer_live(o) { 1 } else { 2 };
+        }
+        c.alive[o] == 1
+    }
+
+    /// Whether the producer that reserved `pos` (state `s`, WRITING) is gone. Judged only after
+    /// the slot has been stuck for a check interval (a /proc read is not for the hot path).
+    #[cold]
+    fn writer_gone(&self, c: &mut Claims, pos: u64, s: State) -> bool {
+        let now = Instant::now();
+        match c.stuck {
+            Some((p, since)) if p == pos => {
+                if now - since < lock::CHECK_INTERVAL {
+                    return false;
+                }
+                c.stuck = Some((pos, now));
+                !self.shared.producer_writing(s.owner(), pos)
+            }
+            _ => {
+                c.stuck = Some((pos, now));
+                false
+            }
+        }
+    }
+
+    /// Moves the messages set aside (past their maximum deliveries) to the dead-letter queue,
+    /// or drops them if there is none.
+    #[cold]
+    fn dead_letter(&self, c: &mut Claims) {
+        let sh = &self.shared;
+        let l = &sh.layout;
+        let letters = std::mem::take(&mut c.dead_letters);
+        for &(pos, s) in &letters {
+            let Some(opener) = &self.dlq_opener else {
+                self.held.set(self.held.get() + 1);
+                let _ = self.ack(pos, s);
+                sh.count(CTRL_DROPPED, 1);
+                continue;
+            };
+            if c.dlq.is_none() {
+                c.dlq = opener().ok();
+            }
+            let bytes: Option<Vec<u8>> = if l.durable {
+                let log = sh.log.as_ref().expect("durable queues have a log");
+                log.segment(pos, false)
+                    .ok()
+                    .and_then(|g| match g.read(pos) {
+                        Record::Valid(b) => Some(b.to_vec()),
+                        _ => None,
+                    })
+            } else {
+                let r = sh.region();
+                // Relaxed: ordered after our Acquire load of READY.
+                let len = r.u64_at(l.slot(pos) + SLOT_LEN).load(Ordering::Relaxed) as usize;
+                (len <= l.max_message_size).then(|| {
+                    let p = r.ptr(l.slot(pos) + SLOT_HEADER, len);
+                    // SAFETY: `len` bytes of the slot's payload, in bounds (checked by `ptr`);
+                    // the slot is TAKEN by us, so no producer writes it while we copy.
+                    unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+                })
+            };
+            let Some(dlq) = c.dlq.as_mut() else {
+                // The dead-letter queue cannot be opened now: the message stays taken and is
+                // retried when its deadline passes.
+                continue;
+            };
+            let moved = match bytes {
+                Some(b) => dlq
+                    .send_with(|buf| {
+                        let max = buf.len();
+                        let dst = buf
+                            .get_mut(..b.len())
+                            .ok_or(crate::SendError::TooLarge { len: b.len(), max })?;
+                        dst.copy_from_slice(&b);
+                        Ok(b.len())
+                    })
+                    .is_ok(),
+                None => false,
+            };
+            if moved {
+                self.held.set(self.held.get() + 1);
+                let _ = self.ack(pos, s);
+                sh.count(CTRL_DEAD_LETTERED, 1);
+            }
+        }
+        c.dead_letters = letters;
+        c.dead_letters.clear();
+    }
+
+    /// Acknowledges delivery `s` of `pos`: the message is removed.
+    pub(crate) fn ack(&self, pos: u64, s: State) -> Result<(), AckError> {
+        self.held.set(self.held.get() - 1);
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let state = l.state(r, pos);
+        let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
+        if !s.stale() {
+            // Release: our reads of the payload happen-before the next producer's writes (its
+            // Acquire load of FREE).
+            if state
+                .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.freed();
+                return Ok(());
+            }
+        } else {
+            // Others that lost this message to its deadline may still read it: mark it
+            // acknowledged, and free it only once none does.
+            let acked = State::new(ACKED, pos, 0, 0).with_stale(true);
+            // SeqCst: see `release_stale`.
+            if state
+                .compare_exchange(s.0, acked.0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SeqCst: see `release_stale`.
+                if r.u64_at(l.slot(pos) + SLOT_STALE).load(Ordering::SeqCst) == 0 {
+                    free_acked(r, l, acked);
+                }
+                self.freed();
+                return Ok(());
+            }
+        }
+        release_stale(l, r, pos, self.index);
+        Err(AckError::Expired)
+    }
+
+    /// Hands delivery `s` of `pos` back to the queue. `undo` takes back the delivery count
+    /// (a prefetched message the application never saw).
+    pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
+        if !undo {
+            self.held.set(self.held.get() - 1);
+        }
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let count = if undo {
+            s.count().saturating_sub(1)
+        } else {
+            s.count()
+        };
+        let back = State::new(READY, pos, 0, count).with_stale(s.stale());
+        // Release: our reads of the payload are done before another consumer claims it (the
+        // payload does not change, but a stale reader's bit is settled in the same order).
+        if l.state(r, pos)
+            .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            release_stale(l, r, pos, self.index);
+            return Err(AckError::Expired);
+        }
+        self.shared.count(CTRL_RETURNED, 1);
+        barrier::light();
+        // Relaxed: ordered by the barrier (sleepers use the heavy one).
+        if r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
+            self.shared.wake_consumers(1);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn freed(&self) {
+        let r = self.shared.region();
+        barrier::light();
+        // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
+        if r.u32_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
+            self.shared.wake_producers();
+        }
+    }
+
+    #[cold]
+    fn wait(&self, timeout: Option<Duration>) -> Result<Got, ReceiveError> {
+        let start = Instant::now();
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        for _ in 0..FIRST_POLLS {
+            if let g @ Got::Message(..) = self.try_once()? {
+                return Ok(g);
+            }
+        }
+        let r = self.shared.region();
+        let ready = r.u32_at(CTRL_READY);
+        let waiters = r.u32_at(CTRL_READY_WAITERS);
+        loop {
+            if let g @ Got::Message(..) = self.try_once()? {
+                return Ok(g);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(ReceiveError::Timeout(timeout.unwrap_or_default()));
+            }
+            if now - start < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let nap = deadline.map_or(SCAN_INTERVAL, |d| (d - now).min(SCAN_INTERVAL));
+            // Acquire: a later value means a wake we must not sleep through.
+            let seen = ready.load(Ordering::Acquire);
+            // SeqCst, with the heavy barrier: a producer that publishes after our check below
+            // sees the count (its light barrier pairs with ours).
+            waiters.fetch_add(1, Ordering::SeqCst);
+            let nap = barrier::heavy(nap);
+            let got = self.try_once();
+            if !matches!(got, Ok(Got::Nothing)) {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return got;
+            }
+            futex::wait(ready, seen, nap);
+            waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Consumer `o` no longer reads `pos` (it lost the delivery to the deadline, or died): clears
+/// its stale bit, and frees the slot if it was acknowledged and nobody else still reads it.
+///
+/// Ordering (all SeqCst): the acker CASes TAKEN → ACKED then loads the stale mask; a stale reader
+/// clears its bit then loads the state. Whichever runs second sees the other's write, so at least
+/// one of them frees the slot (the free is a CAS: at most one succeeds).
+fn release_stale(l: &QueueLayout, r: &crate::shm::Region, pos: u64, o: usize) {
+    let word = r.u64_at(l.slot(pos) + SLOT_STALE);
+    // SeqCst: see above.
+    if word.load(Ordering::SeqCst) & 1 << o == 0 {
+        return;
+    }
+    let left = word.fetch_and(!(1 << o), Ordering::SeqCst) & !(1 << o);
+    if left == 0 {
+        let acked = State::new(ACKED, pos, 0, 0).with_stale(true);
+        if l.state(r, pos).load(Ordering::SeqCst) == acked.0 {
+            free_acked(r, l, acked);
+        }
+    }
+}
+
+impl Drop for ConsumerCore {
+    fn drop(&mut self) {
+        // Prefetched messages the application never saw go back, their count undone.
+        let buffered: Vec<_> = self.claims.get_mut().buffer.drain(..).collect();
+        for (pos, s) in buffered {
+            let _ = self.nack(pos, s, true);
+        }
+        self.claims.get_mut().dlq.take();
+        self.shared.leave(Role::Consumer, self.index);
+    }
+}
+
+/// Receives messages from a queue, each delivered to one consumer. Made by
+/// [`crate::QueueBuilder::consumer`].
+///
+/// A consumer is `Send`, not `Sync`; its [`Delivery`]s borrow it.
+///
+/// ```
+/// use ringbus::Node;
+///
+/// let node = Node::in_process();
+/// let queue = node.queue_bytes("doc-consumer");
+/// let mut producer = queue.producer()?;
+/// let consumer = queue.consumer()?;
+/// producer.send(b"job 1")?;
+/// let job = consumer.receive()?;
+/// assert_eq!(&*job, b"job 1");
+/// assert_eq!(job.delivery_count(), 1);
+/// job.ack()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Consumer<P: Payload + ?Sized> {
+    core: ConsumerCore,
+    _p: PhantomData<fn() -> P>,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Consumer<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.core.shared.name)
+            .field("index", &self.core.index)
+            .field("held", &self.core.held.get())
+            .finish()
+    }
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Delivery<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("position", &self.pos)
+            .field("delivery_count", &self.state.count())
+            .finish()
+    }
+}
+
+impl<P: Payload + ?Sized> Consumer<P> {
+    pub(crate) fn new(core: ConsumerCore) -> Self {
+        Consumer {
+            core,
+            _p: PhantomData,
+        }
+    }
+
+    fn deliver(&self, got: Got) -> Result<Delivery<'_, P>, ReceiveError> {
+        let Got::Message(pos, state, seg, ptr, len) = got else {
+            return Err(ReceiveError::Empty);
+        };
+        // SAFETY: `len` bytes at `ptr` are a message we claimed (TAKEN by us): no producer
+        // writes the slot or record until it is freed, which needs our ack/nack, or, if the
+        // deadline passes, the stale mark that keeps it until we let go; a durable record is
+        // never rewritten and its mapping is kept alive by `seg`. In-memory payloads are
+        // 32-aligned; log payloads too (RECORD_HEADER is 32).
+        match unsafe { P::view(ptr, len) } {
+            Ok(view) => Ok(Delivery {
+                consumer: &self.core,
+                pos,
+                state,
+                view,
+                _seg: seg,
+                done: false,
+            }),
+            Err(why) => Err(self.core.drop_invalid_held(pos, state, why)),
+        }
+    }
+
+    /// Takes the next message if one is waiting: [`ReceiveError::Empty`] if none,
+    /// [`ReceiveError::TooManyHeld`] if this consumer holds its prefetch of unacknowledged
+    /// deliveries, [`ReceiveError::Invalid`] for a message that failed validation (it is
+    /// dropped).
+    #[inline]
+    pub fn try_receive(&self) -> Result<Delivery<'_, P>, ReceiveError> {
+        let got = self.core.try_once()?;
+        self.deliver(got)
+    }
+
+    /// Waits for the next message.
+    pub fn receive(&self) -> Result<Delivery<'_, P>, ReceiveError> {
+        let got = self.core.try_once()?;
+        if let Got::Message(..) = got {
+            return self.deliver(got);
+        }
+        let got = self.core.wait(None)?;
+        self.deliver(got)
+    }
+
+    /// Waits up to `timeout` for the next message ([`ReceiveError::Timeout`]).
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Delivery<'_, P>, ReceiveError> {
+        let got = self.core.try_once()?;
+        if let Got::Message(..) = got {
+            return self.deliver(got);
+        }
+        let got = self.core.wait(Some(timeout))?;
+        self.deliver(got)
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &str {
+        &self.core.shared.name
+    }
+
+    /// Deliveries this consumer holds (handed out, not yet acknowledged or handed back).
+    pub fn held(&self) -> usize {
+        self.core.held.get()
+    }
+
+    /// Queue-wide counters kept in the segment.
+    pub fn stats(&self) -> QueueStats {
+        let s = &self.core.shared;
+        QueueStats {
+            dead_lettered: s.stat(CTRL_DEAD_LETTERED),
+            dropped: s.stat(CTRL_DROPPED),
+            redelivered: s.stat(CTRL_REDELIVERED),
+            torn: s.stat(CTRL_TORN),
+            recovered: s.stat(CTRL_RECOVERED),
+            recoveries: s.stat(CTRL_RECOVERIES),
+        }
+    }
+}
+
+impl ConsumerCore {
+    #[cold]
+    fn drop_invalid_held(&self, pos: u64, s: State, why: String) -> ReceiveError {
+        let _ = self.ack(pos, s);
+        self.shared.count(CTRL_TORN, 1);
+        ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
+    }
+}
+
+/// Counters of a queue, shared by all its handles (see [`Consumer::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages moved to the dead-letter queue after their maximum deliveries.
+    pub dead_lettered: u64,
+    /// Messages dropped after their maximum deliveries (no dead-letter queue configured).
+    pub dropped: u64,
+    /// Deliveries beyond a message's first (nack, drop, visibility timeout, dead consumer).
+    pub redelivered: u64,
+    /// Records found torn or invalid (at recovery or delivery): dropped, never delivered.
+    pub torn: u64,
+    /// Messages found waiting by the last recovery of a durable queue.
+    pub recovered: u64,
+    /// Recoveries run on this durable queue (opens after every participant died).
+    pub recoveries: u64,
+}
+
+/// A message delivered to one consumer, read in place. Dereferences to the message.
+///
+/// [`Delivery::ack`] removes it from the queue; [`Delivery::nack`], or dropping the delivery,
+/// hands it back for redelivery (its delivery count stays).
+pub struct Delivery<'a, P: Payload + ?Sized> {
+    consumer: &'a ConsumerCore,
+    pos: u64,
+    state: State,
+    view: &'a P::View,
+    _seg: Option<Arc<LogSegment>>,
+    done: bool,
+}
+
+impl<P: Payload + ?Sized> Deref for Delivery<'_, P> {
+    type Target = P::View;
+    fn deref(&self) -> &P::View {
+        self.view
+    }
+}
+
+impl<P: Payload + ?Sized> Delivery<'_, P> {
+    /// How many times this message has been delivered, this time included (1 the first time).
+    pub fn delivery_count(&self) -> u32 {
+        self.state.count()
+    }
+
+    /// The message's position in the queue (every message sent to it counts, from 0; for a
+    /// durable queue, its offset in the log).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Acknowledges the message: it is removed from the queue. [`AckError::Expired`] if its
+    /// visibility timeout passed and the queue took it back (it is or was delivered again).
+    pub fn ack(mut self) -> Result<(), AckError> {
+        self.done = true;
+        self.consumer.ack(self.pos, self.state)
+    }
+
+    /// Hands the message back for redelivery (to any consumer). [`AckError::Expired`] as for
+    /// [`Delivery::ack`].
+    pub fn nack(mut self) -> Result<(), AckError> {
+        self.done = true;
+        self.consumer.nack(self.pos, self.state, false)
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Delivery<'_, P> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.consumer.nack(self.pos, self.state, false);
+        }
+    }
+}

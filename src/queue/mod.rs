@@ -1,0 +1,373 @@
+//! Message queues: each message goes to one of several competing consumers, is acknowledged,
+//! and is kept (in shared memory, or on disk) until then.
+//!
+//! A queue segment holds one ring of `capacity` slots shared by every producer and consumer.
+//! Producers reserve positions in order under a short append lock and publish each slot with a
+//! Release store; consumers claim batches under a short claim lock and acknowledge each delivery
+//! with one compare-and-swap. A delivery not acknowledged in time (the visibility timeout), or
+//! held by a consumer that died, goes back to the queue; after the maximum number of deliveries a
+//! message moves to the dead-letter queue. See ARCHITECTURE.md ("Queue segment") for the layout,
+//! the slot state machine and its memory-ordering argument.
+//!
+//! # Order
+//!
+//! Positions are reserved in one total order, and each producer's messages take increasing
+//! positions, in the order it sent them. Consumers claim new messages in position order. So:
+//! - one consumer receives each producer's messages in the order they were sent, and messages of
+//!   different producers in the order they were reserved;
+//! - with several consumers, claims are still in position order, but consumers run in parallel,
+//!   so processing (and acknowledgements) can finish in any order;
+//! - a message handed back (nack, dropped delivery, visibility timeout, dead consumer) is
+//!   redelivered before newer messages, so it arrives after messages sent later than it that were
+//!   already delivered: redeliveries are the exception to FIFO.
+//!
+//! # Durable queues
+//!
+//! With [`QueueBuilder::durable`], the ring lives in a file of the given directory and payloads
+//! are records of an append-only [`crate::log::Log`] next to it; see [`SyncPolicy`] for what a
+//! machine crash can lose, and ARCHITECTURE.md for recovery.
+
+mod consumer;
+mod layout;
+mod producer;
+mod shared;
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use consumer::{Consumer, Delivery, QueueStats};
+pub use layout::{MAX_DELIVERIES, MAX_QUEUE_CAPACITY, MAX_QUEUE_MESSAGE, MAX_QUEUE_PARTICIPANTS};
+pub use producer::{Producer, QueueLoan};
+
+use crate::error::OpenError;
+use crate::log::{Log, LogShape, SyncPolicy};
+use crate::shm::{Backing, OpenMode, Root};
+use crate::topic::{Payload, MAX_ALIGN};
+use consumer::{ConsumerCore, DlqOpener};
+use layout::QueueLayout;
+use producer::ProducerCore;
+use shared::{QueueShared, Role};
+
+/// What a producer does when the queue is full (`capacity` messages sent and not acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Wait for room up to this long, then [`crate::SendError::Timeout`].
+    Block(Duration),
+    /// Fail at once with [`crate::SendError::Full`].
+    Fail,
+}
+
+/// Options for opening or creating a queue. Made by [`crate::Node::queue`],
+/// [`crate::Node::queue_bytes`] or [`crate::Node::queue_rkyv`].
+///
+/// The options that shape the queue (capacity, sizes, participants, visibility timeout, maximum
+/// deliveries, dead-letter queue, durability) apply when it is created; a handle that opens an
+/// existing queue uses the queue's own. Prefetch, full policy, sync policy and spinning are each
+/// handle's own.
+///
+/// ```
+/// use ringbus::{FullPolicy, Node};
+/// use std::time::Duration;
+///
+/// let node = Node::in_process();
+/// let jobs = node
+///     .queue::<[u64; 2]>("doc-jobs")
+///     .capacity(256)
+///     .prefetch(4)
+///     .visibility_timeout(Duration::from_secs(10))
+///     .max_deliveries(3)
+///     .dead_letter("doc-jobs-dead")
+///     .full_policy(FullPolicy::Fail);
+/// let mut producer = jobs.producer()?;
+/// let worker = jobs.consumer()?;
+/// producer.send(&[1, 2])?;
+/// let job = worker.receive()?;
+/// assert_eq!(*job, [1, 2]);
+/// job.ack()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct QueueBuilder<P: Payload + ?Sized> {
+    backing: Backing,
+    name: String,
+    capacity: usize,
+    max_message_size: Option<usize>,
+    producers: usize,
+    consumers: usize,
+    prefetch: usize,
+    visibility: Duration,
+    max_deliveries: u32,
+    dead_letter: Option<String>,
+    full: FullPolicy,
+    durable: Option<PathBuf>,
+    sync: SyncPolicy,
+    log_records: u64,
+    spin: Duration,
+    mode: OpenMode,
+    _p: PhantomData<fn(&P)>,
+}
+
+impl<P: Payload + ?Sized> Clone for QueueBuilder<P> {
+    fn clone(&self) -> Self {
+        QueueBuilder {
+            backing: self.backing.clone(),
+            name: self.name.clone(),
+            dead_letter: self.dead_letter.clone(),
+            durable: self.durable.clone(),
+            _p: PhantomData,
+            ..*self
+        }
+    }
+}
+
+impl<P: Payload + ?Sized> QueueBuilder<P> {
+    pub(crate) fn new(backing: Backing, name: &str) -> Self {
+        QueueBuilder {
+            backing,
+            name: name.to_string(),
+            capacity: 1024,
+            max_message_size: None,
+            producers: 8,
+            consumers: 8,
+            prefetch: 16,
+            visibility: Duration::from_secs(30),
+            max_deliveries: 0,
+            dead_letter: None,
+            full: FullPolicy::Block(Duration::from_secs(1)),
+            durable: None,
+            sync: SyncPolicy::Batch(Duration::from_millis(10)),
+            log_records: 0,
+            spin: Duration::from_micros(20),
+            mode: OpenMode::OpenOrCreate,
+            _p: PhantomData,
+        }
+    }
+
+    /// Messages the queue holds, sent and not yet acknowledged: a power of two, 2 to 2^24
+    /// (default 1024). Room is freed in position order: a message held unacknowledged for long
+    /// keeps the slot of its position, so producers find the queue full once they are
+    /// `capacity` positions past it.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// Largest message in bytes, for byte and rkyv queues (default 4096). Ignored for `Pod`
+    /// types, whose size is fixed.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Producers that may be registered at once (1 to 64, default 8).
+    pub fn max_producers(mut self, n: usize) -> Self {
+        self.producers = n;
+        self
+    }
+
+    /// Consumers that may be registered at once (1 to 64, default 8).
+    pub fn max_consumers(mut self, n: usize) -> Self {
+        self.consumers = n;
+        self
+    }
+
+    /// Unacknowledged deliveries one consumer may hold, counting messages it claimed ahead
+    /// (default 16, at least 1; at most the capacity). A consumer claims up to this many messages at once, which makes
+    /// claiming cheaper; claimed messages wait for it even if another consumer is idle, and
+    /// their visibility timeout runs from the claim. [`Consumer::try_receive`] fails with
+    /// [`crate::ReceiveError::TooManyHeld`] while it holds this many.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// How long a delivery may stay unacknowledged before the queue takes it back and delivers
+    /// it again (default 30 s; resolution a few milliseconds). The late consumer's
+    /// [`Delivery::ack`] then fails with [`crate::AckError::Expired`]; what it reads stays
+    /// valid until it lets go of the delivery.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility = timeout;
+        self
+    }
+
+    /// Deliveries after which a message that is handed back again goes to the dead-letter queue
+    /// (or is dropped and counted, without one). 0, the default, is unlimited; at most
+    /// [`MAX_DELIVERIES`].
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// The queue that receives messages past their maximum deliveries: a queue like any other,
+    /// of the same payload type, created (with this queue's capacity, size and durability) when
+    /// the first message moves there.
+    pub fn dead_letter(mut self, queue: &str) -> Self {
+        self.dead_letter = Some(queue.to_string());
+        self
+    }
+
+    /// What a producer does when the queue is full (default [`FullPolicy::Block`] for 1 s).
+    pub fn full_policy(mut self, policy: FullPolicy) -> Self {
+        self.full = policy;
+        self
+    }
+
+    /// Keeps the queue in files under `dir` (created 0700) instead of shared memory: messages
+    /// survive the exit or SIGKILL of every process, and a machine crash as [`SyncPolicy`] says.
+    /// `dir` must be on a real file system (not tmpfs) for the data to outlive a reboot.
+    pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.durable = Some(dir.into());
+        self
+    }
+
+    /// When a durable queue's records reach the disk (default `Batch(10 ms)`); a producer's own
+    /// choice.
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
+    /// Records per log segment file of a durable queue (default: the capacity, at least 4096).
+    /// Acknowledged space is returned a whole segment file at a time.
+    pub fn segment_records(mut self, n: u64) -> Self {
+        self.log_records = n;
+        self
+    }
+
+    /// How long a blocked `receive` or `send` spins before sleeping in the kernel (default
+    /// 20 µs; zero sleeps at once).
+    pub fn spin_before_sleep(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Whether handles may create the queue (default), must find it, or must create it; see
+    /// [`OpenMode`].
+    pub fn open_mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    fn layout(&self) -> Result<QueueLayout, OpenError> {
+        let size = match P::fixed_size() {
+            Some(size) => size.max(1),
+            None => self.max_message_size.unwrap_or(4096),
+        };
+        let align = P::identity(size).align as usize;
+        if align > MAX_ALIGN {
+            return Err(OpenError::InvalidConfig(format!(
+                "payload alignment {align} exceeds the supported {MAX_ALIGN}"
+            )));
+        }
+        if self.prefetch == 0 {
+            return Err(OpenError::InvalidConfig("a prefetch of 0".into()));
+        }
+        if let Some(d) = &self.dead_letter {
+            crate::shm::validate_name(d)?;
+            if *d == self.name {
+                return Err(OpenError::InvalidConfig(
+                    "a queue cannot be its own dead-letter queue".into(),
+                ));
+            }
+        }
+        if let SyncPolicy::Batch(d) = self.sync {
+            if d.is_zero() {
+                return Err(OpenError::InvalidConfig(
+                    "a zero batch interval: use SyncPolicy::Always".into(),
+                ));
+            }
+        }
+        let ms = self.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let records = if self.log_records == 0 {
+            (self.capacity as u64).max(4096)
+        } else {
+            self.log_records
+        };
+        QueueLayout::new(
+            self.capacity,
+            size,
+            self.producers,
+            self.consumers,
+            self.durable.is_some(),
+            P::kind(),
+            self.max_deliveries,
+            ms,
+            records,
+        )
+    }
+
+    fn open(&self, role: Role) -> Result<(Arc<QueueShared>, usize), OpenError> {
+        let layout = self.layout()?;
+        let ty = P::identity(layout.max_message_size);
+        let (backing, log) = match &self.durable {
+            None => (self.backing.clone(), None),
+            Some(dir) => {
+                let root = Root::open(dir.clone())?;
+                let log = Log::open(
+                    dir.join(format!("queue_{}.log", self.name)),
+                    LogShape {
+                        max_payload: layout.max_message_size,
+                        records: layout.log_records,
+                    },
+                )?;
+                (Backing::Shm(root), Some(Arc::new(log)))
+            }
+        };
+        crate::shm::validate_name(&self.name)?;
+        QueueShared::open(
+            &backing,
+            &self.name,
+            &layout,
+            &ty,
+            self.dead_letter.as_deref(),
+            log,
+            role,
+            self.mode,
+        )
+    }
+
+    /// Opens (or creates, or recovers) the queue and registers a producer.
+    pub fn producer(&self) -> Result<Producer<P>, OpenError> {
+        let (shared, index) = self.open(Role::Producer)?;
+        Ok(Producer::new(ProducerCore::new(
+            shared, index, self.full, self.spin, self.sync,
+        )))
+    }
+
+    /// Opens (or creates, or recovers) the queue and registers a consumer.
+    pub fn consumer(&self) -> Result<Consumer<P>, OpenError> {
+        let (shared, index) = self.open(Role::Consumer)?;
+        let dlq = shared.dead_letter_name().map(|name| {
+            let mut b = self.clone();
+            b.name = name;
+            b.dead_letter = None;
+            b.max_deliveries = 0;
+            b.mode = OpenMode::OpenOrCreate;
+            b.capacity = shared.layout.capacity;
+            b.max_message_size = Some(shared.layout.max_message_size);
+            b.full = FullPolicy::Fail;
+            let opener: DlqOpener = Box::new(move || {
+                let (s, i) = b.open(Role::Producer)?;
+                Ok(ProducerCore::new(s, i, b.full, b.spin, b.sync))
+            });
+            opener
+        });
+        let prefetch = self.prefetch.min(shared.layout.capacity);
+        Ok(Consumer::new(ConsumerCore::new(
+            shared, index, prefetch, self.spin, dlq,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn handles_are_send() {
+        assert_send::<super::Producer<u64>>();
+        assert_send::<super::Consumer<u64>>();
+    }
+}

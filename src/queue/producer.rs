@@ -1,0 +1,545 @@
+//! The sending side of a queue.
+//!
+//! Sending a message: reserve the next position under the append lock (a few stores: check the
+//! slot is free for this lap, mark it WRITING by us, move the tail), fill the payload in place
+//! (the slot, or the log record of a durable queue), then publish it with one Release store of
+//! READY. Reservations are in tail order, so each producer's messages are in the queue in the
+//! order it sent them.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::layout::*;
+use super::shared::{QueueShared, Role};
+use super::FullPolicy;
+use crate::error::SendError;
+use crate::log::{LogSegment, SyncPolicy};
+use crate::sync::{barrier, futex, lock, ProcessId};
+use crate::topic::{Bytes, Payload};
+
+/// Sends messages to a queue. Made by [`crate::QueueBuilder::producer`].
+///
+/// ```
+/// use ringbus::Node;
+///
+/// let node = Node::in_process();
+/// let queue = node.queue::<u64>("doc-producer");
+/// let mut producer = queue.producer()?;
+/// let consumer = queue.consumer()?;
+/// producer.send(&42)?;
+/// let mut loan = producer.loan()?; // a slot in shared memory, written in place
+/// *loan = 43;
+/// loan.send()?;
+/// assert_eq!(*consumer.try_receive()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Producer<P: Payload + ?Sized> {
+    core: ProducerCore,
+    _p: PhantomData<fn(&P)>,
+}
+
+/// Durable queues: the log segment being written, and the sync policy's state.
+struct Durable {
+    seg: Option<Arc<LogSegment>>,
+    policy: SyncPolicy,
+    flusher: Option<Flusher>,
+}
+
+/// `SyncPolicy::Batch`: a thread that syncs what this producer wrote, every interval.
+struct Flusher {
+    state: Arc<FlushState>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct FlushState {
+    /// Records written by the producer (its only writer).
+    written: AtomicU64,
+    /// Segments written since the last sync (the producer pushes one when it moves on).
+    dirty: Mutex<Vec<Arc<LogSegment>>>,
+    stop: AtomicBool,
+}
+
+impl FlushState {
+    fn flush(&self, synced: &mut u64) {
+        // Relaxed: a count compared with the last one synced; the sync covers every write made
+        // before it starts, whatever this load saw.
+        let written = self.written.load(Ordering::Relaxed);
+        if written == *synced {
+            return;
+        }
+        let segs: Vec<_> = {
+            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            let last = d.last().cloned();
+            // Keep the current segment listed: it is written on.
+            std::mem::replace(&mut *d, last.into_iter().collect())
+        };
+        if segs.iter().all(|s| s.sync_covering().is_ok()) {
+            *synced = written;
+        }
+    }
+}
+
+impl Flusher {
+    fn start(interval: Duration) -> Flusher {
+        let state = Arc::new(FlushState {
+            written: AtomicU64::new(0),
+            dirty: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringbus-flush".into())
+            .spawn(move || {
+                let mut synced = 0;
+                // Relaxed: a stop request; the final flush below runs whatever we read.
+                while !st.stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(interval);
+                    st.flush(&mut synced);
+                }
+                st.flush(&mut synced);
+            })
+            .ok();
+        Flusher { state, thread }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Relaxed: the thread is unparked next, and joined.
+        self.state.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The payload-independent producer.
+pub(crate) struct ProducerCore {
+    pub(crate) shared: Arc<QueueShared>,
+    index: usize,
+    me: u64,
+    full: FullPolicy,
+    spin: Duration,
+    durable: Option<Durable>,
+    asymmetric: bool,
+    sent: u64,
+}
+
+impl ProducerCore {
+    pub(crate) fn new(
+        shared: Arc<QueueShared>,
+        index: usize,
+        full: FullPolicy,
+        spin: Duration,
+        sync: SyncPolicy,
+    ) -> ProducerCore {
+        let durable = shared.layout.durable.then(|| Durable {
+            seg: None,
+            policy: sync,
+            flusher: match sync {
+                SyncPolicy::Batch(d) => Some(Flusher::start(d)),
+                _ => None,
+            },
+        });
+        ProducerCore {
+            shared,
+            index,
+            me: ProcessId::current().pack(),
+            full,
+            spin,
+            durable,
+            asymmetric: barrier::asymmetric(),
+            sent: 0,
+        }
+    }
+
+    /// Reserves the next position, waiting for room as the full policy says.
+    pub(crate) fn reserve(&mut self) -> Result<u64, SendError> {
+        if let Some(pos) = self.try_reserve() {
+            return self.prepare(pos);
+        }
+        let timeout = match self.full {
+            FullPolicy::Fail => return Err(SendError::Full),
+            FullPolicy::Block(t) => t,
+        };
+        let pos = self.wait_for_room(timeout)?;
+        self.prepare(pos)
+    }
+
+    #[inline]
+    fn try_reserve(&self) -> Option<u64> {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let append = r.u64_at(CTRL_APPEND);
+        lock::lock(append, self.me, None);
+        // Relaxed: under the append lock, which orders it with the last holder's store.
+        let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+        let state = l.state(r, tail);
+        // Acquire: pairs with the Release that freed the slot (an ack), so every read of the
+        // previous message happened before we overwrite it.
+        if state.load(Ordering::Acquire) != State::new(FREE, tail, 0, 0).0 {
+            lock::unlock(append);
+            return None;
+        }
+        // Relaxed: published by the unlock's Release to the next producer; consumers read the
+        // state with Acquire and see FREE or WRITING, both meaning "not yet".
+        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
+            .store(tail + 1, Ordering::Relaxed);
+        state.store(
+            State::new(WRITING, tail, self.index, 0).0,
+            Ordering::Relaxed,
+        );
+        r.u64_at(CTRL_TAIL).store(tail + 1, Ordering::Relaxed);
+        lock::unlock(append);
+        Some(tail)
+    }
+
+    /// Durable queues: maps (creating if needed) the log segment of `pos`.
+    #[inline]
+    fn prepare(&mut self, pos: u64) -> Result<u64, SendError> {
+        let Some(d) = self.durable.as_mut() else {
+            return Ok(pos);
+        };
+        if d.seg.as_ref().is_some_and(|s| s.contains(pos)) {
+            return Ok(pos);
+        }
+        let log = self.shared.log.as_ref().expect("durable queues have a log");
+        match log.segment(pos, true) {
+            Ok(seg) => {
+                if let Some(f) = &d.flusher {
+                    f.state
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(seg.clone());
+                }
+                if let (Some(old), SyncPolicy::Always | SyncPolicy::Batch(_)) = (&d.seg, d.policy) {
+                    // Whatever this producer wrote in the segment it leaves is synced by its
+                    // own sends (Always) or the flusher (Batch); nothing more to do here.
+                    let _ = old;
+                }
+                d.seg = Some(seg);
+                Ok(pos)
+            }
+            Err(e) => {
+                self.abandon(pos);
+                Err(SendError::Storage(e.to_string()))
+            }
+        }
+    }
+
+    #[cold]
+    fn wait_for_room(&mut self, timeout: Duration) -> Result<u64, SendError> {
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
+        let r = self.shared.region();
+        let room = r.u32_at(CTRL_ROOM);
+        let waiters = r.u32_at(CTRL_ROOM_WAITERS);
+        loop {
+            if let Some(pos) = self.try_reserve() {
+                return Ok(pos);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(SendError::Timeout(timeout));
+            }
+            if now - start < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
+                (d - now).min(lock::CHECK_INTERVAL)
+            });
+            // Acquire: a later value means a wake we must not sleep through.
+            let seen = room.load(Ordering::Acquire);
+            // SeqCst, with the barrier: an acker that frees a slot after our check below sees
+            // the count (its light barrier pairs with our heavy one).
+            waiters.fetch_add(1, Ordering::SeqCst);
+            let nap = barrier::heavy(nap);
+            if let Some(pos) = self.try_reserve() {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return Ok(pos);
+            }
+            futex::wait(room, seen, nap);
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            // A consumer that died holding the oldest message frees it only once reclaimed.
+            self.shared.reclaim_dead();
+        }
+    }
+
+    /// The payload area of reserved position `pos` (`max_message_size` bytes, 32-aligned).
+    #[inline]
+    pub(crate) fn payload(&self, pos: u64) -> *mut u8 {
+        let l = &self.shared.layout;
+        match &self.durable {
+            Some(d) => d
+                .seg
+                .as_ref()
+                .expect("prepare mapped the segment")
+                .payload_ptr(pos),
+            None => self
+                .shared
+                .region()
+                .ptr(l.slot(pos) + SLOT_HEADER, l.max_message_size),
+        }
+    }
+
+    /// Publishes the `len` bytes written at reserved position `pos`.
+    #[inline]
+    pub(crate) fn publish(&mut self, pos: u64, len: usize) -> Result<u64, SendError> {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        if let Some(d) = &self.durable {
+            d.seg.as_ref().expect("prepared").commit(pos, len);
+        }
+        // Relaxed: published by the Release store of READY below.
+        r.u64_at(l.slot(pos) + SLOT_LEN)
+            .store(len as u64, Ordering::Relaxed);
+        // Release: the payload and length are visible to the consumer that Acquire-loads READY.
+        l.state(r, pos)
+            .store(State::new(READY, pos, 0, 0).0, Ordering::Release);
+        // Relaxed: our own bookkeeping for the reclaim of a dead producer, which CASes the
+        // state (now READY, so it will not match WRITING).
+        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
+            .store(0, Ordering::Relaxed);
+        self.sent += 1;
+        barrier::light_as(self.asymmetric);
+        // Relaxed: ordered after the publication by the barrier (a sleeping consumer's heavy
+        // barrier pairs with it).
+        let waiters = r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed);
+        if waiters != 0 {
+            self.shared.wake_consumers(1);
+        }
+        self.sync_after_send()?;
+        Ok(pos)
+    }
+
+    #[inline]
+    fn sync_after_send(&mut self) -> Result<(), SendError> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        match d.policy {
+            SyncPolicy::Never => Ok(()),
+            SyncPolicy::Batch(_) => {
+                if let Some(f) = &d.flusher {
+                    // Relaxed: a count for the flusher, which syncs whatever was written
+                    // before its sync starts.
+                    f.state.written.store(self.sent, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            SyncPolicy::Always => d
+                .seg
+                .as_ref()
+                .expect("prepared")
+                .sync_covering()
+                .map_err(|e| SendError::Storage(e.to_string())),
+        }
+    }
+
+    /// Gives up reserved position `pos` without a message: consumers skip it.
+    pub(crate) fn abandon(&mut self, pos: u64) {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        // Release: consumers that see SKIP free the slot; nothing was written they could read.
+        l.state(r, pos)
+            .store(State::new(SKIP, pos, 0, 0).0, Ordering::Release);
+        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
+            .store(0, Ordering::Relaxed);
+        barrier::light_as(self.asymmetric);
+        // Relaxed: as in `publish`.
+        if r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
+            self.shared.wake_consumers(1);
+        }
+    }
+
+    /// Reserves, encodes with `encode` into the payload area, and publishes.
+    #[inline]
+    pub(crate) fn send_with(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
+    ) -> Result<u64, SendError> {
+        let pos = self.reserve()?;
+        let max = self.shared.layout.max_message_size;
+        // SAFETY: `payload` is valid for `max` bytes; position `pos` is ours (WRITING) until we
+        // publish it, so nobody else reads or writes these bytes meanwhile; the slice does not
+        // outlive this call.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.payload(pos), max) };
+        match encode(buf) {
+            Ok(len) if len <= max => self.publish(pos, len),
+            Ok(len) => {
+                self.abandon(pos);
+                Err(SendError::TooLarge { len, max })
+            }
+            Err(e) => {
+                self.abandon(pos);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for ProducerCore {
+    fn drop(&mut self) {
+        if let Some(d) = self.durable.as_mut() {
+            d.flusher.take();
+            if d.policy != SyncPolicy::Never {
+                if let Some(seg) = &d.seg {
+                    let _ = seg.sync_covering();
+                }
+            }
+        }
+        self.shared.leave(Role::Producer, self.index);
+    }
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Producer<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("queue", &self.core.shared.name)
+            .field("index", &self.core.index)
+            .field("sent", &self.core.sent)
+            .finish()
+    }
+}
+
+impl<P: Payload + ?Sized> Producer<P> {
+    pub(crate) fn new(core: ProducerCore) -> Self {
+        Producer {
+            core,
+            _p: PhantomData,
+        }
+    }
+
+    /// Copies (or serialises) `input` into the queue. Returns the message's position: positions
+    /// count every message sent to the queue, from 0.
+    ///
+    /// Errors: [`SendError::Full`] ([`FullPolicy::Fail`]), [`SendError::Timeout`]
+    /// ([`FullPolicy::Block`]), [`SendError::TooLarge`], [`SendError::Serialize`], and for
+    /// durable queues [`SendError::Storage`] (the log could not be written or synced; with
+    /// [`SyncPolicy::Always`] the message may have been delivered but is not known to be on
+    /// disk).
+    #[inline]
+    pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
+        self.core.send_with(|buf| P::encode(input, buf))
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &str {
+        &self.core.shared.name
+    }
+
+    /// Messages this producer has sent.
+    pub fn sent(&self) -> u64 {
+        self.core.sent
+    }
+
+    /// Largest message in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.core.shared.layout.max_message_size
+    }
+}
+
+/// A slot of the queue loaned to a producer: written in place, then [`QueueLoan::send`].
+/// Dropped unsent, it is given up (consumers skip it).
+pub struct QueueLoan<'a, P: Payload + ?Sized> {
+    producer: &'a mut ProducerCore,
+    pos: u64,
+    len: usize,
+    ptr: *mut u8,
+    _p: PhantomData<fn(&P)>,
+}
+
+impl<P: Payload + ?Sized> QueueLoan<'_, P> {
+    /// Publishes the message; returns its position.
+    pub fn send(self) -> Result<u64, SendError> {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; the producer borrow moves out once.
+        let producer = unsafe { std::ptr::read(&me.producer) };
+        producer.publish(me.pos, me.len)
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for QueueLoan<'_, P> {
+    fn drop(&mut self) {
+        self.producer.abandon(self.pos);
+    }
+}
+
+impl<T: bytemuck::Pod> Producer<T> {
+    /// Loans the next slot, zeroed, to be written in place.
+    pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, SendError> {
+        let pos = self.core.reserve()?;
+        let ptr = self.core.payload(pos);
+        let len = std::mem::size_of::<T>();
+        // SAFETY: the payload area holds at least size_of::<T>() bytes (the queue's message size
+        // is T's size) and is ours until published.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(QueueLoan {
+            producer: &mut self.core,
+            pos,
+            len,
+            ptr,
+            _p: PhantomData,
+        })
+    }
+}
+
+impl Producer<Bytes> {
+    /// Loans the next slot for a message of `len` bytes (zeroed), to be written in place.
+    pub fn loan(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, SendError> {
+        let max = self.core.shared.layout.max_message_size;
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let pos = self.core.reserve()?;
+        let ptr = self.core.payload(pos);
+        // SAFETY: len <= max bytes of our reserved payload area.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(QueueLoan {
+            producer: &mut self.core,
+            pos,
+            len,
+            ptr,
+            _p: PhantomData,
+        })
+    }
+}
+
+impl<T: bytemuck::Pod> Deref for QueueLoan<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the payload area is 32-aligned (T's alignment is at most 32, checked when the
+        // queue was built), holds size_of::<T>() initialised bytes (zeroed at loan), is ours
+        // alone until published, and T is Pod.
+        unsafe { &*(self.ptr as *const T) }
+    }
+}
+
+impl<T: bytemuck::Pod> DerefMut for QueueLoan<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
+        unsafe { &mut *(self.ptr as *mut T) }
+    }
+}
+
+impl Deref for QueueLoan<'_, Bytes> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes of our reserved payload area.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for QueueLoan<'_, Bytes> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}

@@ -1,0 +1,551 @@
+//! A queue segment shared by the handles of one process: opening, joining, leaving, reclaiming
+//! what dead participants held, and recovering a durable queue.
+//!
+//! Joins, leaves, reclaims and recoveries run under the segment lock; the message path never
+//! takes it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::layout::*;
+use crate::error::OpenError;
+use crate::log::{Log, LogSegment, Record};
+use crate::shm::entry::{
+    abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
+    ENTRY_OWNER,
+};
+use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
+use crate::sync::futex;
+
+/// One mapped queue segment, its validated layout, and (durable) its log.
+pub(crate) struct QueueShared {
+    pub(crate) seg: Segment,
+    pub(crate) layout: QueueLayout,
+    pub(crate) name: String,
+    pub(crate) log: Option<Arc<Log>>,
+}
+
+struct Spec<'a> {
+    layout: &'a QueueLayout,
+    ty: &'a TypeIdentity,
+    dlq: Option<&'a str>,
+    log: Option<&'a Log>,
+}
+
+/// A hash of this boot (`/proc/sys/kernel/random/boot_id`), or 0 if it cannot be read.
+pub(crate) fn boot_hash() -> u64 {
+    let Ok(id) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return 0;
+    };
+    // FNV-1a: stable across builds (a std hasher is not).
+    id.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SegmentSpec for Spec<'_> {
+    fn segment_len(&self) -> usize {
+        self.layout.len
+    }
+
+    fn init(&self, r: &Region) -> Result<(), OpenError> {
+        self.layout.header(self.ty.clone()).write(r)?;
+        self.layout.init_slots(r);
+        let name = self.dlq.unwrap_or("").as_bytes();
+        // Relaxed, every store here: the segment is published later with Release.
+        r.u64_at(CTRL_DLQ_LEN)
+            .store(name.len() as u64, Ordering::Relaxed);
+        let mut padded = [0u8; DLQ_NAME_CAP.next_multiple_of(8)];
+        padded[..name.len()].copy_from_slice(name);
+        for (i, chunk) in padded.chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            r.u64_at(CTRL_DLQ_NAME + 8 * i).store(w, Ordering::Relaxed);
+        }
+        r.u64_at(CTRL_BOOT).store(boot_hash(), Ordering::Relaxed);
+        if let Some(log) = self.log {
+            // A new ring over an existing log (its ring file was lost): the log is the truth.
+            if !log.bases()?.is_empty() {
+                rebuild(r, self.layout, log, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
+        if h.kind != KIND_QUEUE {
+            return Err(OpenError::Corrupt(format!(
+                "a queue file holds segment kind {}",
+                h.kind
+            )));
+        }
+        QueueLayout::from_header(h, r.len()).map(|_| ())
+    }
+
+    fn check_type(&self, h: &Header) -> Result<(), OpenError> {
+        let Ok(found) = QueueLayout::from_header(h, h.segment_len as usize) else {
+            return Err(OpenError::Corrupt("queue configuration".into()));
+        };
+        if h.ty != *self.ty
+            || found.kind != self.layout.kind
+            || found.durable != self.layout.durable
+        {
+            return Err(OpenError::TypeMismatch {
+                expected: format!(
+                    "{}queue of {}",
+                    if self.layout.durable { "durable " } else { "" },
+                    self.ty
+                ),
+                found: format!(
+                    "{}queue of {}",
+                    if found.durable { "durable " } else { "" },
+                    h.ty
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn has_live_participants(&self, r: &Region) -> bool {
+        let Ok(h) = Header::read(r) else { return false };
+        let Ok(l) = QueueLayout::from_header(&h, r.len()) else {
+            return false;
+        };
+        any_live(r, &l)
+    }
+
+    fn durable(&self) -> bool {
+        self.layout.durable
+    }
+
+    fn recover(&self, r: &Region) -> Result<(), OpenError> {
+        let h = Header::read(r)?;
+        let l = QueueLayout::from_header(&h, r.len())?;
+        let log = self
+            .log
+            .ok_or_else(|| OpenError::Corrupt("a durable queue opened without its log".into()))?;
+        recover(r, &l, log)
+    }
+}
+
+/// Which table to join.
+#[derive(Clone, Copy)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+}
+
+impl QueueShared {
+    /// Opens (or creates, or recovers) queue `name` and registers a producer or a consumer;
+    /// returns the entry index.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open(
+        backing: &Backing,
+        name: &str,
+        wanted: &QueueLayout,
+        ty: &TypeIdentity,
+        dlq: Option<&str>,
+        log: Option<Arc<Log>>,
+        role: Role,
+        mode: OpenMode,
+    ) -> Result<(Arc<QueueShared>, usize), OpenError> {
+        crate::shm::validate_name(name)?;
+        let file = format!("queue_{name}");
+        let spec = Spec {
+            layout: wanted,
+            ty,
+            dlq,
+            log: log.as_deref(),
+        };
+        let (seg, (layout, index)) = Segment::open(backing, &file, mode, &spec, |r| {
+            let h = Header::read(r)?;
+            let layout = QueueLayout::from_header(&h, r.len())?;
+            reclaim_dead(r, &layout);
+            let index = match role {
+                Role::Producer => join(r, &layout, Role::Producer)?,
+                Role::Consumer => join(r, &layout, Role::Consumer)?,
+            };
+            Ok((layout, index))
+        })?;
+        Ok((
+            Arc::new(QueueShared {
+                seg,
+                layout,
+                name: name.to_string(),
+                log,
+            }),
+            index,
+        ))
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        self.seg.region()
+    }
+
+    /// The dead-letter queue's name recorded in the segment (validated), if any.
+    pub(crate) fn dead_letter_name(&self) -> Option<String> {
+        let r = self.region();
+        // Relaxed: written before the segment was published.
+        let len = r.u64_at(CTRL_DLQ_LEN).load(Ordering::Relaxed) as usize;
+        if len == 0 || len > DLQ_NAME_CAP {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(DLQ_NAME_CAP.next_multiple_of(8));
+        for i in 0..DLQ_NAME_CAP.div_ceil(8) {
+            let w = r.u64_at(CTRL_DLQ_NAME + 8 * i).load(Ordering::Relaxed);
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+        let name = String::from_utf8(bytes[..len].to_vec()).ok()?;
+        crate::shm::validate_name(&name).ok().map(|_| name)
+    }
+
+    /// Leaves entry `i` of `role`. A producer's unfinished write is skipped; a consumer's
+    /// deliveries are handed back. An in-memory queue's segment is removed when nobody live is
+    /// left; a durable one stays.
+    pub(crate) fn leave(&self, role: Role, i: usize) {
+        let l = &self.layout;
+        let off = match role {
+            Role::Producer => l.producer_entry(i),
+            Role::Consumer => l.consumer_entry(i),
+        };
+        self.seg.leave(
+            |r| {
+                match role {
+                    Role::Producer => free_producer(r, l, i),
+                    Role::Consumer => free_consumer(r, l, i),
+                }
+                !l.durable && !any_live(r, l)
+            },
+            |r| abandon_entry(r, off),
+        );
+    }
+
+    /// Whether producer `p` is registered to a live process whose `writing` word is `pos + 1`.
+    pub(crate) fn producer_writing(&self, p: usize, pos: u64) -> bool {
+        let r = self.region();
+        let l = &self.layout;
+        if p >= l.producers {
+            return false;
+        }
+        let off = l.producer_entry(p);
+        // Relaxed: a judgement on a slow path; the slot CAS that follows decides.
+        entry_live(r, off) && r.u64_at(off + PRODUCER_WRITING).load(Ordering::Relaxed) == pos + 1
+    }
+
+    /// Whether consumer `c` is registered to a live process.
+    pub(crate) fn consumer_live(&self, c: usize) -> bool {
+        c < self.layout.consumers && entry_live(self.region(), self.layout.consumer_entry(c))
+    }
+
+    /// Frees the entries of dead participants (handing back what they held), if the segment lock
+    /// is free now.
+    #[cold]
+    pub(crate) fn reclaim_dead(&self) {
+        if let Some(_guard) = self.seg.try_lock() {
+            reclaim_dead(self.region(), &self.layout);
+        }
+    }
+
+    /// Wakes sleeping consumers (a message was published or handed back).
+    #[cold]
+    pub(crate) fn wake_consumers(&self, n: u32) {
+        let w = self.region().u32_at(CTRL_READY);
+        // SeqCst: a consumer that read the old value before sleeping gets EAGAIN or the wake.
+        w.fetch_add(1, Ordering::SeqCst);
+        futex::wake(w, n);
+    }
+
+    /// Wakes producers waiting for room.
+    #[cold]
+    pub(crate) fn wake_producers(&self) {
+        let w = self.region().u32_at(CTRL_ROOM);
+        // SeqCst: as in `wake_consumers`.
+        w.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(w);
+    }
+
+    /// Counts one of the statistics words.
+    pub(crate) fn count(&self, word: usize, n: u64) {
+        // Relaxed: a statistic, read for reporting only.
+        self.region().u64_at(word).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads one of the statistics words.
+    pub(crate) fn stat(&self, word: usize) -> u64 {
+        // Relaxed: a statistic.
+        self.region().u64_at(word).load(Ordering::Relaxed)
+    }
+}
+
+fn any_live(r: &Region, l: &QueueLayout) -> bool {
+    (0..l.producers).any(|p| entry_live(r, l.producer_entry(p)))
+        || (0..l.consumers).any(|c| entry_live(r, l.consumer_entry(c)))
+}
+
+fn join(r: &Region, l: &QueueLayout, role: Role) -> Result<usize, OpenError> {
+    let (n, entry, what): (usize, fn(&QueueLayout, usize) -> usize, _) = match role {
+        Role::Producer => (l.producers, QueueLayout::producer_entry, "producer"),
+        Role::Consumer => (l.consumers, QueueLayout::consumer_entry, "consumer"),
+    };
+    let i = find_free(r, (0..n).map(|i| (i, entry(l, i))))
+        .ok_or(OpenError::NoFreeEntry { role: what, max: n })?;
+    let off = entry(l, i);
+    if let Role::Producer = role {
+        // Relaxed: published by claim_entry's Release.
+        r.u64_at(off + PRODUCER_WRITING).store(0, Ordering::Relaxed);
+    }
+    claim_entry(r, off);
+    Ok(i)
+}
+
+/// Frees every entry whose owner died, handing back what it held. Runs under the lock.
+fn reclaim_dead(r: &Region, l: &QueueLayout) {
+    for p in 0..l.producers {
+        let off = l.producer_entry(p);
+        if entry_active(r, off) && !entry_alive(r, off) {
+            free_producer(r, l, p);
+        }
+    }
+    for c in 0..l.consumers {
+        let off = l.consumer_entry(c);
+        if entry_active(r, off) && !entry_alive(r, off) {
+            free_consumer(r, l, c);
+        }
+    }
+}
+
+/// Frees producer `p`: a slot it reserved and never published is skipped. Under the lock.
+fn free_producer(r: &Region, l: &QueueLayout, p: usize) {
+    let off = l.producer_entry(p);
+    // Relaxed: written by the producer itself before its slot's state; a stale value only makes
+    // the CAS below fail.
+    let writing = r.u64_at(off + PRODUCER_WRITING).load(Ordering::Relaxed);
+    if let Some(pos) = writing.checked_sub(1) {
+        let expect = State::new(WRITING, pos, p, 0);
+        // AcqRel: the skip is published to consumers (Release); Acquire orders nothing here but
+        // keeps the CAS symmetric with the producer's own publication.
+        let _ = l.state(r, pos).compare_exchange(
+            expect.0,
+            State::new(SKIP, pos, 0, 0).0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        r.u64_at(off + PRODUCER_WRITING).store(0, Ordering::Relaxed);
+    }
+    free_entry(r, off);
+}
+
+/// Frees consumer `c`: every delivery it held goes back to the queue, and it stops counting as
+/// a reader of slots it lost to their deadline. Under the lock.
+fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
+    let mut returned = 0;
+    for i in 0..l.capacity as u64 {
+        let slot = l.slot(i);
+        let state = r.u64_at(slot + SLOT_STATE);
+        let stale = r.u64_at(slot + SLOT_STALE);
+        // SeqCst: paired with the SeqCst accesses of `release_stale` (see there).
+        let mut left = stale.load(Ordering::SeqCst);
+        if left & 1 << c != 0 {
+            left = stale.fetch_and(!(1 << c), Ordering::SeqCst) & !(1 << c);
+        }
+        let s = State(state.load(Ordering::SeqCst));
+        if s.kind() == TAKEN && s.owner() == c {
+            let back = State((s.0 & !(0xff << 4) & !7) | READY);
+            if state
+                .compare_exchange(s.0, back.0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                returned += 1;
+            }
+        } else if s.kind() == ACKED && s.stale() && left == 0 {
+            free_acked(r, l, s);
+        }
+    }
+    if returned > 0 {
+        // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
+        r.u64_at(CTRL_RETURNED)
+            .fetch_add(returned, Ordering::Relaxed);
+    }
+    free_entry(r, l.consumer_entry(c));
+}
+
+/// Frees an ACKED slot (state `s`) for its next lap.
+pub(crate) fn free_acked(r: &Region, l: &QueueLayout, s: State) {
+    let pos = position_of(l, r, s);
+    // Release: every reader's use of the payload happens-before the next producer's write
+    // (its Acquire load of FREE).
+    let _ = l.state(r, pos).compare_exchange(
+        s.0,
+        State::new(FREE, pos + l.capacity as u64, 0, 0).0,
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    );
+}
+
+/// The full position a state word refers to: the state keeps 40 bits; the rest comes from the
+/// cursor, which is within one lap of every live position.
+pub(crate) fn position_of(l: &QueueLayout, r: &Region, s: State) -> u64 {
+    // Relaxed: only the high bits are used, which change once per 2^40 positions.
+    let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
+    let low = s.0 >> 24;
+    let mut pos = (cursor & !((1u64 << 40) - 1)) | low;
+    if pos > cursor + l.capacity as u64 {
+        pos -= 1 << 40;
+    }
+    pos
+}
+
+/// Repairs a durable queue whose participants all died, under the segment lock.
+fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
+    let started = Instant::now();
+    // Everyone is dead: entries, locks and sleepers' counts go.
+    for p in 0..l.producers {
+        if entry_active(r, l.producer_entry(p)) {
+            free_producer(r, l, p);
+        }
+    }
+    for c in 0..l.consumers {
+        if entry_active(r, l.consumer_entry(c)) {
+            free_consumer(r, l, c);
+        }
+    }
+    for w in [CTRL_APPEND, CTRL_CLAIM] {
+        // Relaxed: under the segment lock, with no live participant.
+        r.u64_at(w).store(0, Ordering::Relaxed);
+    }
+    r.u32_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
+    r.u32_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
+    let boot = boot_hash();
+    if r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot {
+        // The machine restarted: pages of the ring file may be older than the log's, whose
+        // records the sync policy put on disk. Rebuild the ring from the log.
+        rebuild(r, l, log, true)?;
+        r.u64_at(CTRL_BOOT).store(boot, Ordering::Relaxed);
+    } else {
+        check_records(r, l, log)?;
+    }
+    r.u64_at(CTRL_RECOVERIES).fetch_add(1, Ordering::Relaxed);
+    let _ = started;
+    Ok(())
+}
+
+/// Same boot: the ring is exact. Every message waiting for delivery has its record checked; a
+/// torn or corrupt one is skipped (never delivered) and counted.
+fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
+    // Relaxed, here and below: under the segment lock with no live participant.
+    let head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+    let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+    if tail < head || tail - head > l.capacity as u64 {
+        return Err(OpenError::Corrupt(format!(
+            "queue positions head {head}, tail {tail} exceed the capacity"
+        )));
+    }
+    let mut seg: Option<Arc<LogSegment>> = None;
+    let (mut waiting, mut torn) = (0u64, 0u64);
+    for pos in head..tail {
+        let s = State(l.state(r, pos).load(Ordering::Relaxed));
+        if !(s.is_for(pos) && s.kind() == READY) {
+            continue;
+        }
+        if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
+            seg = log.segment(pos, false).ok();
+        }
+        let ok = seg
+            .as_ref()
+            .is_some_and(|g| matches!(g.read(pos), Record::Valid(_)));
+        if ok {
+            waiting += 1;
+        } else {
+            torn += 1;
+            l.state(r, pos)
+                .store(State::new(SKIP, pos, 0, 0).0, Ordering::Relaxed);
+        }
+    }
+    r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
+    r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Rebuilds the ring from the log: every valid record from the first segment on is waiting,
+/// except those the old ring (`trust_acks`) says were acknowledged. Records never written or
+/// torn are skipped; the torn ones are counted.
+fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(), OpenError> {
+    let bases = log.bases()?;
+    let Some(&first) = bases.first() else {
+        return Ok(());
+    };
+    let last_end = bases.last().map_or(first, |b| b + l.log_records);
+    let n = l.capacity as u64;
+    let mut seg: Option<Arc<LogSegment>> = None;
+    let mut end = first;
+    let mut kinds = Vec::with_capacity(l.capacity);
+    let (mut torn, mut waiting) = (0u64, 0u64);
+    for pos in first..last_end {
+        if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
+            seg = log.segment(pos, false).ok();
+        }
+        let rec = match seg.as_ref().map(|g| g.read(pos)) {
+            Some(Record::Valid(_)) => Some(true),
+            Some(Record::Corrupt(_)) => Some(false),
+            Some(Record::Empty) | None => None,
+        };
+        if pos - first >= n {
+            if rec == Some(true) {
+                return Err(OpenError::Corrupt(format!(
+                    "the log holds messages beyond the queue's capacity of {n}"
+                )));
+            }
+            continue;
+        }
+        if rec.is_some() {
+            end = pos + 1;
+        }
+        kinds.push(rec);
+    }
+    for (i, rec) in kinds.iter().enumerate().take((end - first) as usize) {
+        let pos = first + i as u64;
+        let old = State(l.state(r, pos).load(Ordering::Relaxed));
+        let acked = trust_acks && old.kind() == FREE && old.is_for(pos + n);
+        let new = match rec {
+            Some(true) if acked => State::new(FREE, pos + n, 0, 0),
+            Some(true) => {
+                waiting += 1;
+                let count = if trust_acks && old.is_for(pos) {
+                    old.count()
+                } else {
+                    0
+                };
+                State::new(READY, pos, 0, count)
+            }
+            Some(false) => {
+                torn += 1;
+                State::new(SKIP, pos, 0, 0)
+            }
+            None => State::new(SKIP, pos, 0, 0),
+        };
+        // Relaxed: under the segment lock with no live participant (or not yet published).
+        l.state(r, pos).store(new.0, Ordering::Relaxed);
+        r.u64_at(l.slot(pos) + SLOT_STALE)
+            .store(0, Ordering::Relaxed);
+    }
+    for pos in end..first + n {
+        l.state(r, pos)
+            .store(State::new(FREE, pos, 0, 0).0, Ordering::Relaxed);
+        r.u64_at(l.slot(pos) + SLOT_STALE)
+            .store(0, Ordering::Relaxed);
+    }
+    for (w, v) in [(CTRL_HEAD, first), (CTRL_CURSOR, first), (CTRL_TAIL, end)] {
+        r.u64_at(w).store(v, Ordering::Relaxed);
+    }
+    r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
+    r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether the owner word of consumer `c` is still `owner` (it did not leave and come back).
+#[allow(dead_code)]
+pub(crate) fn consumer_owner(r: &Region, l: &QueueLayout, c: usize) -> u64 {
+    // Relaxed: a judgement on a slow path.
+    r.u64_at(l.consumer_entry(c) + ENTRY_OWNER)
+        .load(Ordering::Relaxed)
+}

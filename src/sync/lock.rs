@@ -1,0 +1,109 @@
+//! A short lock in shared memory whose holder is a process: the word holds 0 when free, else the
+//! holder's packed [`ProcessId`]. A holder that dies is detected (pid and start time) and its lock
+//! taken over, so a SIGKILL never wedges the processes that share the word.
+//!
+//! Meant for critical sections of a few stores (reserve a position, claim a batch): waiters spin,
+//! then yield, and look at the holder's liveness only every [`CHECK_INTERVAL`].
+//!
+//! Two threads of one process share an identity: the lock still excludes them (the word is taken
+//! by compare-and-swap from 0), but a holder's liveness is only ever judged from another process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::ProcessId;
+
+/// How often a waiter checks whether the holder is still alive.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+const SPINS: u32 = 128;
+
+/// Takes the lock if it is free now.
+#[inline]
+pub fn try_lock(word: &AtomicU64, me: u64) -> bool {
+    // Acquire: what the previous holder wrote before its Release unlock is visible to us.
+    // Relaxed on failure: nothing is read under a lock we did not get.
+    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Releases the lock.
+#[inline]
+pub fn unlock(word: &AtomicU64) {
+    // Release: our writes under the lock are visible to the next holder (its Acquire CAS).
+    word.store(0, Ordering::Release);
+}
+
+/// Takes the lock, waiting until `deadline` (`None`: for ever, which is safe because a dead holder
+/// is detected). Returns false on timeout.
+pub fn lock(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
+    if try_lock(word, me) {
+        return true;
+    }
+    lock_slow(word, me, deadline)
+}
+
+#[cold]
+fn lock_slow(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
+    let mut spins = 0u32;
+    let mut next_check = Instant::now() + CHECK_INTERVAL;
+    loop {
+        // Relaxed: a hint; the CAS in `try_lock` decides.
+        let holder = word.load(Ordering::Relaxed);
+        if holder == 0 {
+            if try_lock(word, me) {
+                return true;
+            }
+            continue;
+        }
+        if spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::yield_now();
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + CHECK_INTERVAL;
+            if holder != me && !ProcessId::unpack(holder).is_alive() {
+                // The holder died holding the lock: take it over. Only one taker wins the CAS.
+                // Acquire: as in try_lock (the dead holder's writes are whatever it left; the
+                // caller's protocol copes with a half-done critical section).
+                if word
+                    .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_and_releases() {
+        let w = AtomicU64::new(0);
+        let me = ProcessId::current().pack();
+        assert!(try_lock(&w, me));
+        assert!(!try_lock(&w, me));
+        assert!(!lock(&w, me, Some(Instant::now())));
+        unlock(&w);
+        assert!(lock(&w, me, None));
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over() {
+        // pid 0 is never a live process.
+        let w = AtomicU64::new(ProcessId { pid: 0, start: 7 }.pack() | 1);
+        let me = ProcessId::current().pack();
+        assert!(lock(&w, me, None));
+        assert_eq!(w.load(Ordering::Relaxed), me);
+    }
+}

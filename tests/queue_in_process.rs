@@ -1,0 +1,487 @@
+//! Queues within one process: semantics of delivery, acknowledgement, redelivery, dead letters,
+//! prefetch, full policies, loans, types, and durable storage. Run for shared memory and for
+//! the in-process backing where both apply.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringbus::{AckError, Bytes, FullPolicy, Node, OpenError, ReceiveError, SendError, SyncPolicy};
+
+fn shm_node(test: &str) -> (Node, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ringbus-qt-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (Node::with_root(&dir).unwrap(), dir)
+}
+
+fn data_dir(test: &str) -> PathBuf {
+    // On disk (not tmpfs) under the target directory.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("queue-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn nodes(test: &str) -> Vec<Node> {
+    vec![Node::in_process(), shm_node(test).0]
+}
+
+#[test]
+fn each_message_goes_to_one_consumer_and_ack_removes_it() {
+    for node in nodes("one") {
+        let q = node.queue::<u64>("q-one").prefetch(1);
+        let mut p = q.producer().unwrap();
+        let a = q.consumer().unwrap();
+        let b = q.consumer().unwrap();
+        for i in 0..100u64 {
+            p.send(&i).unwrap();
+        }
+        let mut seen = HashSet::new();
+        loop {
+            let mut progressed = false;
+            for c in [&a, &b] {
+                match c.try_receive() {
+                    Ok(d) => {
+                        assert_eq!(d.delivery_count(), 1);
+                        assert!(seen.insert(*d), "delivered twice: {}", *d);
+                        d.ack().unwrap();
+                        progressed = true;
+                    }
+                    Err(ReceiveError::Empty) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 100);
+        assert!(matches!(a.try_receive(), Err(ReceiveError::Empty)));
+    }
+}
+
+#[test]
+fn one_consumer_sees_each_producer_in_order() {
+    for node in nodes("fifo") {
+        let q = node.queue::<[u64; 2]>("q-fifo").capacity(64);
+        let mut p1 = q.producer().unwrap();
+        let mut p2 = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        let mut next = [0u64; 2];
+        for i in 0..1000u64 {
+            p1.send(&[0, i]).unwrap();
+            p2.send(&[1, i]).unwrap();
+            for _ in 0..2 {
+                let d = c.receive_timeout(Duration::from_secs(5)).unwrap();
+                let [who, n] = *d;
+                assert_eq!(n, next[who as usize]);
+                next[who as usize] += 1;
+                d.ack().unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn nack_and_drop_redeliver_with_a_growing_count() {
+    for node in nodes("nack") {
+        let q = node.queue_bytes("q-nack").max_message_size(32);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(b"job").unwrap();
+        let d = c.try_receive().unwrap();
+        assert_eq!(d.delivery_count(), 1);
+        d.nack().unwrap();
+        let d = c.try_receive().unwrap();
+        assert_eq!((&*d, d.delivery_count()), (&b"job"[..], 2));
+        drop(d); // dropping is a nack
+        let d = c.try_receive().unwrap();
+        assert_eq!(d.delivery_count(), 3);
+        d.ack().unwrap();
+        assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
+    }
+}
+
+#[test]
+fn redeliveries_come_before_newer_messages() {
+    for node in nodes("redeliver-first") {
+        let q = node.queue::<u32>("q-redeliver-first").prefetch(1);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        for i in 0..3 {
+            p.send(&i).unwrap();
+        }
+        let first = c.try_receive().unwrap();
+        assert_eq!(*first, 0);
+        first.nack().unwrap();
+        let again = c.try_receive().unwrap();
+        assert_eq!((*again, again.delivery_count()), (0, 2));
+        again.ack().unwrap();
+        assert_eq!(*c.try_receive().unwrap(), 1);
+    }
+}
+
+#[test]
+fn prefetch_limits_what_one_consumer_holds() {
+    for node in nodes("prefetch") {
+        let q = node.queue::<u32>("q-prefetch").prefetch(3);
+        let mut p = q.producer().unwrap();
+        let greedy = q.consumer().unwrap();
+        let other = q.consumer().unwrap();
+        for i in 0..10 {
+            p.send(&i).unwrap();
+        }
+        let held: Vec<_> = (0..3).map(|_| greedy.try_receive().unwrap()).collect();
+        assert_eq!(greedy.held(), 3);
+        assert!(matches!(
+            greedy.try_receive(),
+            Err(ReceiveError::TooManyHeld(3))
+        ));
+        // The rest goes to the other consumer.
+        let mut rest = Vec::new();
+        while let Ok(d) = other.try_receive() {
+            rest.push(*d);
+            d.ack().unwrap();
+        }
+        assert_eq!(rest, (3..10).collect::<Vec<_>>());
+        for d in held {
+            d.ack().unwrap();
+        }
+        assert_eq!(greedy.held(), 0);
+    }
+}
+
+#[test]
+fn prefetched_messages_go_back_when_a_consumer_leaves() {
+    for node in nodes("prefetch-leave") {
+        let q = node.queue::<u32>("q-prefetch-leave").prefetch(8);
+        let mut p = q.producer().unwrap();
+        let keep = q.consumer().unwrap();
+        for i in 0..8 {
+            p.send(&i).unwrap();
+        }
+        {
+            let leaving = q.consumer().unwrap();
+            let d = leaving.try_receive().unwrap(); // claims all 8 ahead
+            assert_eq!(*d, 0);
+            d.ack().unwrap();
+        }
+        let mut got = Vec::new();
+        while let Ok(d) = keep.try_receive() {
+            // Never seen by the application: their first delivery is this one.
+            assert_eq!(d.delivery_count(), 1);
+            got.push(*d);
+            d.ack().unwrap();
+        }
+        assert_eq!(got, (1..8).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn visibility_timeout_redelivers_and_the_late_ack_fails() {
+    for node in nodes("visibility") {
+        let q = node
+            .queue::<u64>("q-visibility")
+            .visibility_timeout(Duration::from_millis(50))
+            .capacity(2)
+            .prefetch(1)
+            .full_policy(FullPolicy::Fail);
+        let mut p = q.producer().unwrap();
+        let slow = q.consumer().unwrap();
+        let fast = q.consumer().unwrap();
+        p.send(&7).unwrap();
+        let late = slow.try_receive().unwrap();
+        // Waits for the deadline to pass; the message comes back to the other consumer.
+        let again = fast.receive_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((*again, again.delivery_count()), (7, 2));
+        again.ack().unwrap();
+        // The late reader still reads its message: the slot is not reused while it holds it.
+        assert_eq!(*late, 7);
+        p.send(&8).unwrap();
+        // Capacity 2: position 2 would reuse slot 0, which the late reader still reads.
+        assert_eq!(p.send(&9), Err(SendError::Full));
+        assert_eq!(*late, 7);
+        assert_eq!(late.ack(), Err(AckError::Expired));
+        // Let go: the slot is freed and the queue moves on.
+        let d = fast.receive_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(*d, 8);
+        d.ack().unwrap();
+        p.send(&10).unwrap();
+        assert_eq!(*fast.receive_timeout(Duration::from_secs(10)).unwrap(), 10);
+    }
+}
+
+#[test]
+fn dead_letters_after_max_deliveries() {
+    for node in nodes("dlq") {
+        let q = node
+            .queue::<u32>("q-dlq")
+            .max_deliveries(2)
+            .dead_letter("q-dlq-dead")
+            .prefetch(1);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(&5).unwrap();
+        p.send(&6).unwrap();
+        for n in 1..=2 {
+            let d = c.try_receive().unwrap();
+            assert_eq!((*d, d.delivery_count()), (5, n));
+            d.nack().unwrap();
+        }
+        // The third claim moves 5 to the dead-letter queue and delivers 6.
+        let d = c.try_receive().unwrap();
+        assert_eq!(*d, 6);
+        d.ack().unwrap();
+        assert_eq!(c.stats().dead_lettered, 1);
+        let dead = node.queue::<u32>("q-dlq-dead").consumer().unwrap();
+        let d = dead.try_receive().unwrap();
+        assert_eq!((*d, d.delivery_count()), (5, 1));
+        d.ack().unwrap();
+    }
+}
+
+#[test]
+fn without_a_dead_letter_queue_the_message_is_dropped_and_counted() {
+    for node in nodes("drop") {
+        let q = node.queue::<u32>("q-drop").max_deliveries(1);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(&1).unwrap();
+        c.try_receive().unwrap().nack().unwrap();
+        assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
+        assert_eq!(c.stats().dropped, 1);
+    }
+}
+
+#[test]
+fn full_policies() {
+    for node in nodes("full") {
+        let fail = node
+            .queue::<u8>("q-full")
+            .capacity(2)
+            .full_policy(FullPolicy::Fail);
+        let mut p = fail.producer().unwrap();
+        let c = fail.consumer().unwrap();
+        p.send(&1).unwrap();
+        p.send(&2).unwrap();
+        assert_eq!(p.send(&3), Err(SendError::Full));
+        let mut blocking = fail
+            .clone()
+            .full_policy(FullPolicy::Block(Duration::from_millis(20)))
+            .producer()
+            .unwrap();
+        assert!(matches!(blocking.send(&3), Err(SendError::Timeout(_))));
+        c.try_receive().unwrap().ack().unwrap();
+        p.send(&3).unwrap();
+    }
+}
+
+#[test]
+fn a_blocked_producer_is_woken_by_an_ack() {
+    let (node, _dir) = shm_node("wake");
+    let q = node
+        .queue::<u64>("q-wake")
+        .capacity(4)
+        .full_policy(FullPolicy::Block(Duration::from_secs(30)))
+        .spin_before_sleep(Duration::ZERO);
+    let mut p = q.producer().unwrap();
+    let c = q.consumer().unwrap();
+    let consumer = std::thread::spawn(move || {
+        let mut sum = 0;
+        for _ in 0..10_000 {
+            let d = c.receive_timeout(Duration::from_secs(30)).unwrap();
+            sum += *d;
+            d.ack().unwrap();
+        }
+        sum
+    });
+    for i in 0..10_000u64 {
+        p.send(&i).unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), (0..10_000u64).sum::<u64>());
+}
+
+#[test]
+fn loans_write_in_place_and_a_dropped_loan_is_skipped() {
+    for node in nodes("loan") {
+        let q = node.queue_bytes("q-loan").max_message_size(64);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        let mut loan = p.loan(5).unwrap();
+        loan.copy_from_slice(b"hello");
+        loan.send().unwrap();
+        drop(p.loan(3).unwrap()); // given up
+        p.send(b"after").unwrap();
+        assert!(matches!(
+            p.loan(65),
+            Err(SendError::TooLarge { len: 65, max: 64 })
+        ));
+        let d = c.try_receive().unwrap();
+        assert_eq!(&*d, b"hello");
+        d.ack().unwrap();
+        let d = c.try_receive().unwrap();
+        assert_eq!(&*d, b"after");
+        d.ack().unwrap();
+
+        let pods = node.queue::<[u32; 4]>("q-loan-pod");
+        let mut p = pods.producer().unwrap();
+        let c = pods.consumer().unwrap();
+        let mut loan = p.loan().unwrap();
+        loan[2] = 9;
+        loan.send().unwrap();
+        assert_eq!(*c.try_receive().unwrap(), [0, 0, 9, 0]);
+    }
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Debug)]
+struct Job {
+    id: u64,
+    name: String,
+}
+
+#[test]
+fn rkyv_messages_are_validated() {
+    for node in nodes("rkyv") {
+        let q = node.queue_rkyv::<Job>("q-rkyv").max_message_size(256);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(&Job {
+            id: 4,
+            name: "resize".into(),
+        })
+        .unwrap();
+        let d = c.try_receive().unwrap();
+        assert_eq!((d.id.to_native(), d.name.as_str()), (4, "resize"));
+        d.ack().unwrap();
+    }
+}
+
+#[test]
+fn bad_options_and_types_are_refused() {
+    for node in nodes("bad") {
+        assert!(matches!(
+            node.queue::<u8>("q-bad").capacity(3).producer(),
+            Err(OpenError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            node.queue::<u8>("q-bad").prefetch(0).consumer(),
+            Err(OpenError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            node.queue::<u8>("q-bad").dead_letter("q-bad").consumer(),
+            Err(OpenError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            node.queue::<u8>("../escape").producer(),
+            Err(OpenError::InvalidName(_))
+        ));
+        let _p = node.queue::<u64>("q-typed").producer().unwrap();
+        assert!(matches!(
+            node.queue::<u32>("q-typed").consumer(),
+            Err(OpenError::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            node.queue_bytes("q-typed").consumer(),
+            Err(OpenError::TypeMismatch { .. })
+        ));
+    }
+}
+
+#[test]
+fn durable_messages_outlive_every_handle() {
+    let dir = data_dir("outlive");
+    let node = Node::in_process();
+    let q = node
+        .queue_bytes("jobs")
+        .max_message_size(100)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Always);
+    {
+        let mut p = q.producer().unwrap();
+        for i in 0..50u32 {
+            p.send(format!("job {i}").as_bytes()).unwrap();
+        }
+        let c = q.consumer().unwrap();
+        for i in 0..10u32 {
+            let d = c.try_receive().unwrap();
+            assert_eq!(&*d, format!("job {i}").as_bytes());
+            d.ack().unwrap();
+        }
+        // 10 more delivered, never acknowledged.
+        let held: Vec<_> = (0..10).map(|_| c.try_receive().unwrap()).collect();
+        std::mem::forget(held);
+    }
+    let c = q.consumer().unwrap();
+    let mut got = Vec::new();
+    while let Ok(d) = c.try_receive() {
+        got.push(String::from_utf8(d.to_vec()).unwrap());
+        d.ack().unwrap();
+    }
+    let want: Vec<_> = (10..50).map(|i| format!("job {i}")).collect();
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|s| s[4..].parse::<u32>().unwrap());
+    assert_eq!(sorted, want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn durable_space_is_reclaimed_after_acknowledgement() {
+    let dir = data_dir("reclaim");
+    let node = Node::in_process();
+    let q = node
+        .queue::<[u8; 64]>("space")
+        .capacity(256)
+        .segment_records(64)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never);
+    let mut p = q.producer().unwrap();
+    let c = q.consumer().unwrap();
+    let log = dir.join("queue_space.log");
+    let files = || std::fs::read_dir(&log).unwrap().count();
+    for round in 0..20u8 {
+        for _ in 0..200 {
+            p.send(&[round; 64]).unwrap();
+        }
+        assert!(files() >= 3);
+        for _ in 0..200 {
+            let d = c.try_receive().unwrap();
+            assert_eq!(d[0], round);
+            d.ack().unwrap();
+        }
+        // The next claim moves the head and removes whole acknowledged segments.
+        assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
+        assert!(files() <= 2, "round {round}: {} segment files", files());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn durable_garbage_ring_file_is_refused_and_left_alone() {
+    let dir = data_dir("garbage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("queue_g");
+    let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 31 + 7) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let node = Node::in_process();
+    let r = node.queue::<u64>("g").durable(&dir).consumer();
+    assert!(matches!(r, Err(OpenError::Corrupt(_))), "{r:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn durable_and_in_memory_are_different_queues() {
+    let dir = data_dir("kinds");
+    let node = Node::in_process();
+    let _d = node.queue::<u64>("k").durable(&dir).producer().unwrap();
+    let _m = node.queue::<u64>("k").producer().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn payload_bytes_type() {
+    // Bytes is the marker for byte queues.
+    let node = Node::in_process();
+    let q: ringbus::QueueBuilder<Bytes> = node.queue_bytes("q-marker");
+    assert!(q.producer().is_ok());
+}
