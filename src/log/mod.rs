@@ -28,16 +28,16 @@
 //! | 64 | 8 | syncs begun (group commit, see [`LogSegment::sync_covering`]) |
 //! | 72 | 8 | syncs done |
 //! | 80 | 8 | sync lock: 0, or the holder's owner word |
+//! | 88 | 8 | bytes the last completed sync covered |
 //!
-//! A record (at its stride-aligned place; strides are multiples of 64):
+//! A record (at its stride-aligned place; strides are multiples of 16):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | crc32c of bytes 4..16 and the payload |
 //! | 4 | 4 | payload length |
 //! | 8 | 8 | offset (the record's own: a record copied to the wrong place fails) |
-//! | 16 | 16 | reserved (zero), so that payloads are 32-byte aligned |
-//! | 32 | len | payload |
+//! | 16 | len | payload (16-byte aligned) |
 //!
 //! # Writers and readers
 //!
@@ -71,7 +71,9 @@ pub const LOG_VERSION: u32 = 1;
 /// Bytes before the first record of a segment file (one page).
 pub const SEGMENT_HEADER: usize = 4096;
 /// Bytes before a record's payload.
-pub const RECORD_HEADER: usize = 32;
+pub const RECORD_HEADER: usize = 16;
+/// Alignment of record payloads (and of strides).
+pub const RECORD_ALIGN: usize = 16;
 /// Largest payload a log record may carry.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -104,9 +106,9 @@ pub struct LogShape {
 }
 
 impl LogShape {
-    /// Bytes from one record to the next: header plus maximum payload, rounded up to 64.
+    /// Bytes from one record to the next: header plus maximum payload, rounded up to 16.
     pub fn stride(&self) -> usize {
-        (RECORD_HEADER + self.max_payload).next_multiple_of(64)
+        (RECORD_HEADER + self.max_payload).next_multiple_of(RECORD_ALIGN)
     }
 
     /// Length of a segment file.
@@ -256,7 +258,7 @@ impl Log {
             return Ok(s.clone());
         }
         let path = self.dir.join(file_name(base));
-        let seg = match LogSegment::open(&path, base, self.shape)? {
+        let seg = match LogSegment::open(&path, base, self.shape, create)? {
             Some(s) => s,
             None if create => LogSegment::create(&self.dir, &path, base, self.shape)?,
             None => return Err(OpenError::NotFound(path.display().to_string())),

@@ -24,6 +24,7 @@ const OFF_HEADER_CRC: usize = 40;
 const OFF_SYNCS_BEGUN: usize = 64;
 const OFF_SYNCS_DONE: usize = 72;
 const OFF_SYNC_LOCK: usize = 80;
+const OFF_SYNCED_END: usize = 88;
 
 const REC_CRC: usize = 0;
 const REC_LEN: usize = 4;
@@ -56,12 +57,27 @@ pub(super) fn tmp_owner(name: &str) -> Option<u64> {
     u64::from_str_radix(owner, 16).ok()
 }
 
+/// Maps the pages of `region` now, writable (and dirty) for a writer so that its stores do not
+/// fault one page at a time, readable for a reader. Best effort: an old kernel just faults later.
+fn populate(region: &Region, write: bool) {
+    let advice = if write {
+        rustix::mm::Advice::LinuxPopulateWrite
+    } else {
+        rustix::mm::Advice::LinuxPopulateRead
+    };
+    let len = region.len();
+    // SAFETY: the range is exactly our mapping; populating changes no byte of it (a write
+    // populate dirties pages without changing their contents).
+    let _ = unsafe { rustix::mm::madvise(region.ptr(0, len).cast(), len, advice) };
+}
+
 impl LogSegment {
     /// Opens and validates `path`; `Ok(None)` if there is no such file.
     pub(super) fn open(
         path: &Path,
         base: u64,
         shape: LogShape,
+        write: bool,
     ) -> Result<Option<LogSegment>, OpenError> {
         let what = path.display().to_string();
         let fd = match rustix::fs::open(
@@ -96,6 +112,7 @@ impl LogSegment {
             file,
         };
         seg.validate(&what, len)?;
+        populate(&seg.region, write);
         Ok(Some(seg))
     }
 
@@ -218,11 +235,13 @@ impl LogSegment {
         ) {
             Ok(()) => {
                 let _ = super::sync_dir(dir);
+                // After the header's sync: a sync would clean the pages and protect them again.
+                populate(&seg.region, true);
                 Ok(seg)
             }
             Err(rustix::io::Errno::EXIST) => {
                 let _ = std::fs::remove_file(&tmp);
-                LogSegment::open(path, base, shape)?
+                LogSegment::open(path, base, shape, true)?
                     .ok_or_else(|| OpenError::NotFound(path.display().to_string()))
             }
             Err(e) => {
@@ -257,6 +276,11 @@ impl LogSegment {
     /// First offset of this segment.
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// Last offset of this segment.
+    pub fn last(&self) -> u64 {
+        self.base + self.shape.records - 1
     }
 
     /// Whether offset `o` lives in this segment.
@@ -319,6 +343,23 @@ impl LogSegment {
         self.commit(o, payload.len());
     }
 
+    /// Reads record `o` checking its length and offset but not its checksum: for records
+    /// published by a live writer's protocol (complete by construction) or already checked by
+    /// [`LogSegment::read`] since they were written. `None` if the checks fail.
+    #[inline]
+    pub fn read_unchecked(&self, o: u64) -> Option<&[u8]> {
+        let at = self.place(o);
+        // Relaxed: as in `read`.
+        let len = self.region.u32_at(at + REC_LEN).load(Ordering::Relaxed) as usize;
+        let off = self.region.u64_at(at + REC_OFFSET).load(Ordering::Relaxed);
+        if len > self.shape.max_payload || off != o {
+            return None;
+        }
+        let p = self.region.ptr(at + RECORD_HEADER, len);
+        // SAFETY: in bounds (checked by `ptr`); stable while borrowed (see `read`).
+        Some(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+
     /// Reads and validates record `o`. The bytes returned are in the mapping: the caller's
     /// protocol must guarantee nobody writes offset `o` while they are borrowed (records are
     /// written once; a hostile writer is outside the threat model, see ARCHITECTURE.md).
@@ -357,16 +398,20 @@ impl LogSegment {
         rustix::fs::fdatasync(&self.file).map_err(Into::into)
     }
 
-    /// Makes sure everything this process wrote to the segment before the call is on disk,
-    /// sharing syncs with other writers (group commit): if a sync that began after our writes has
-    /// completed meanwhile, ours is not needed.
+    /// Makes sure every record up to offset `o` that was written before the call is on disk,
+    /// sharing syncs with other writers (group commit).
     ///
-    /// Syncs of one segment are serialised by a lock in its header; each is numbered when it
-    /// begins. A writer reads the number begun after writing; any sync with a higher number began
-    /// after its writes, and `fdatasync` writes back every page dirty when it starts.
-    pub fn sync_covering(&self) -> std::io::Result<()> {
+    /// A sync writes back the dirty pages from the first record to the end of record `o`
+    /// (`msync(MS_SYNC)` of that range: an `fdatasync` limited to it, so pages mapped writable
+    /// ahead of the writers are not written while still empty). Syncs of one segment are
+    /// serialised by a lock in its header, and each is numbered when it begins. A writer reads
+    /// the number begun after writing: a sync with a higher number began after its writes, and
+    /// if it reached at least as far, ours is not needed.
+    pub fn sync_covering(&self, o: u64) -> std::io::Result<()> {
+        let end = (self.place(o) + self.stride).next_multiple_of(4096);
         let begun = self.region.u64_at(OFF_SYNCS_BEGUN);
         let done = self.region.u64_at(OFF_SYNCS_DONE);
+        let done_end = self.region.u64_at(OFF_SYNCED_END);
         // SeqCst: ordered after our record writes, and in one order with the syncer's SeqCst
         // store of the next number: a sync numbered above `mine` stored its number after this
         // load, so it began after our writes.
@@ -374,19 +419,28 @@ impl LogSegment {
         let me = ProcessId::current().pack();
         let lock = self.region.u64_at(OFF_SYNC_LOCK);
         crate::sync::lock::lock(lock, me, None);
-        // SeqCst: see above; `done` is stored after the sync completed.
-        if done.load(Ordering::SeqCst) > mine {
+        // SeqCst: `done` and `done_end` are stored after the sync completed, under the lock.
+        if done.load(Ordering::SeqCst) > mine && done_end.load(Ordering::SeqCst) >= end as u64 {
             crate::sync::lock::unlock(lock);
             return Ok(());
         }
         let n = begun.load(Ordering::SeqCst) + 1;
         begun.store(n, Ordering::SeqCst);
-        let res = self.sync();
+        // SAFETY: the range lies inside our mapping (`place` checked `o`; `end` is rounded up
+        // to a page, and the file length is a whole number of pages past it or its end).
+        let res = unsafe {
+            rustix::mm::msync(
+                self.region.ptr(0, end.min(self.region.len())).cast(),
+                end.min(self.region.len()),
+                rustix::mm::MsyncFlags::SYNC,
+            )
+        };
         if res.is_ok() {
+            done_end.store(end as u64, Ordering::SeqCst);
             done.store(n, Ordering::SeqCst);
         }
         crate::sync::lock::unlock(lock);
-        res
+        res.map_err(Into::into)
     }
 
     /// Test hook: flips bytes inside record `o`'s payload, as a torn write would leave it.

@@ -50,6 +50,9 @@ use layout::QueueLayout;
 use producer::ProducerCore;
 use shared::{QueueShared, Role};
 
+/// Target size of a durable queue's log segment files.
+const DEFAULT_SEGMENT_BYTES: usize = 64 << 20;
+
 /// What a producer does when the queue is full (`capacity` messages sent and not acknowledged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FullPolicy {
@@ -229,8 +232,9 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         self
     }
 
-    /// Records per log segment file of a durable queue (default: the capacity, at least 4096).
-    /// Acknowledged space is returned a whole segment file at a time.
+    /// Records per log segment file of a durable queue (default: as many as fill about 64 MiB,
+    /// and at least the capacity). Acknowledged space is returned a whole segment file at a
+    /// time, so the disk holds the unacknowledged backlog plus at most two segments.
     pub fn segment_records(mut self, n: u64) -> Self {
         self.log_records = n;
         self
@@ -256,9 +260,14 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             None => self.max_message_size.unwrap_or(4096),
         };
         let align = P::identity(size).align as usize;
-        if align > MAX_ALIGN {
+        let max_align = if self.durable.is_some() {
+            crate::log::RECORD_ALIGN
+        } else {
+            MAX_ALIGN
+        };
+        if align > max_align {
             return Err(OpenError::InvalidConfig(format!(
-                "payload alignment {align} exceeds the supported {MAX_ALIGN}"
+                "payload alignment {align} exceeds the supported {max_align}"
             )));
         }
         if self.prefetch == 0 {
@@ -281,7 +290,16 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         }
         let ms = self.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let records = if self.log_records == 0 {
-            (self.capacity as u64).max(4096)
+            // About 64 MiB per segment file, and at least the capacity: creating, syncing and
+            // removing a file is paid once per segment.
+            let stride = LogShape {
+                max_payload: size,
+                records: 1,
+            }
+            .stride();
+            ((DEFAULT_SEGMENT_BYTES / stride) as u64)
+                .max(self.capacity as u64)
+                .min(1 << 24)
         } else {
             self.log_records
         };

@@ -56,8 +56,9 @@ struct Flusher {
 }
 
 struct FlushState {
-    /// Records written by the producer (its only writer).
-    written: AtomicU64,
+    /// Position + 1 of the last record the producer wrote (0: none). Written by the producer
+    /// only.
+    last: AtomicU64,
     /// Segments written since the last sync (the producer pushes one when it moves on).
     dirty: Mutex<Vec<Arc<LogSegment>>>,
     stop: AtomicBool,
@@ -65,20 +66,25 @@ struct FlushState {
 
 impl FlushState {
     fn flush(&self, synced: &mut u64) {
-        // Relaxed: a count compared with the last one synced; the sync covers every write made
+        // Relaxed: a position compared with the last one synced; a sync covers every write made
         // before it starts, whatever this load saw.
-        let written = self.written.load(Ordering::Relaxed);
-        if written == *synced {
+        let last = self.last.load(Ordering::Relaxed);
+        if last == *synced {
             return;
         }
         let segs: Vec<_> = {
             let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            let last = d.last().cloned();
+            let current = d.last().cloned();
             // Keep the current segment listed: it is written on.
-            std::mem::replace(&mut *d, last.into_iter().collect())
+            std::mem::replace(&mut *d, current.into_iter().collect())
         };
-        if segs.iter().all(|s| s.sync_covering().is_ok()) {
-            *synced = written;
+        let upto = last - 1;
+        let ok = segs
+            .iter()
+            .filter(|s| s.base() <= upto)
+            .all(|s| s.sync_covering(upto.min(s.last())).is_ok());
+        if ok {
+            *synced = last;
         }
     }
 }
@@ -86,7 +92,7 @@ impl FlushState {
 impl Flusher {
     fn start(interval: Duration) -> Flusher {
         let state = Arc::new(FlushState {
-            written: AtomicU64::new(0),
+            last: AtomicU64::new(0),
             dirty: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -128,6 +134,7 @@ pub(crate) struct ProducerCore {
     durable: Option<Durable>,
     asymmetric: bool,
     sent: u64,
+    last_written: Option<u64>,
 }
 
 impl ProducerCore {
@@ -155,6 +162,7 @@ impl ProducerCore {
             durable,
             asymmetric: barrier::asymmetric(),
             sent: 0,
+            last_written: None,
         }
     }
 
@@ -240,6 +248,7 @@ impl ProducerCore {
         let r = self.shared.region();
         let room = r.u32_at(CTRL_ROOM);
         let waiters = r.u32_at(CTRL_ROOM_WAITERS);
+        let mut next_reclaim = start + lock::CHECK_INTERVAL;
         loop {
             if let Some(pos) = self.try_reserve() {
                 return Ok(pos);
@@ -267,12 +276,17 @@ impl ProducerCore {
             }
             futex::wait(room, seen, nap);
             waiters.fetch_sub(1, Ordering::SeqCst);
-            // A consumer that died holding the oldest message frees it only once reclaimed.
-            self.shared.reclaim_dead();
+            let now = Instant::now();
+            if now >= next_reclaim {
+                // A consumer that died holding the oldest message frees it only once reclaimed.
+                next_reclaim = now + lock::CHECK_INTERVAL;
+                self.shared.reclaim_dead();
+            }
         }
     }
 
-    /// The payload area of reserved position `pos` (`max_message_size` bytes, 32-aligned).
+    /// The payload area of reserved position `pos` (`max_message_size` bytes; 32-aligned in
+    /// memory, 16-aligned in a log).
     #[inline]
     pub(crate) fn payload(&self, pos: u64) -> *mut u8 {
         let l = &self.shared.layout;
@@ -315,12 +329,13 @@ impl ProducerCore {
         if waiters != 0 {
             self.shared.wake_consumers(1);
         }
-        self.sync_after_send()?;
+        self.last_written = Some(pos);
+        self.sync_after_send(pos)?;
         Ok(pos)
     }
 
     #[inline]
-    fn sync_after_send(&mut self) -> Result<(), SendError> {
+    fn sync_after_send(&mut self, pos: u64) -> Result<(), SendError> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
@@ -328,9 +343,9 @@ impl ProducerCore {
             SyncPolicy::Never => Ok(()),
             SyncPolicy::Batch(_) => {
                 if let Some(f) = &d.flusher {
-                    // Relaxed: a count for the flusher, which syncs whatever was written
-                    // before its sync starts.
-                    f.state.written.store(self.sent, Ordering::Relaxed);
+                    // Relaxed: a position for the flusher, whose sync covers whatever was
+                    // written before it starts.
+                    f.state.last.store(pos + 1, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -338,7 +353,7 @@ impl ProducerCore {
                 .seg
                 .as_ref()
                 .expect("prepared")
-                .sync_covering()
+                .sync_covering(pos)
                 .map_err(|e| SendError::Storage(e.to_string())),
         }
     }
@@ -390,8 +405,10 @@ impl Drop for ProducerCore {
         if let Some(d) = self.durable.as_mut() {
             d.flusher.take();
             if d.policy != SyncPolicy::Never {
-                if let Some(seg) = &d.seg {
-                    let _ = seg.sync_covering();
+                if let (Some(seg), Some(pos)) = (&d.seg, self.last_written) {
+                    if seg.contains(pos) {
+                        let _ = seg.sync_covering(pos);
+                    }
                 }
             }
         }
@@ -515,8 +532,8 @@ impl Producer<Bytes> {
 impl<T: bytemuck::Pod> Deref for QueueLoan<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the payload area is 32-aligned (T's alignment is at most 32, checked when the
-        // queue was built), holds size_of::<T>() initialised bytes (zeroed at loan), is ours
+        // SAFETY: the payload area is aligned for T (32 in memory, 16 in a log; T's alignment was
+        // checked against it when the queue was built), holds size_of::<T>() initialised bytes (zeroed at loan), is ours
         // alone until published, and T is Pod.
         unsafe { &*(self.ptr as *const T) }
     }
