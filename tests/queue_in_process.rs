@@ -581,3 +581,79 @@ fn durable_log_of_another_version_is_refused_and_left_alone() {
     assert_eq!(std::fs::read(&seg).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_message_handed_back_laps_after_a_slow_ack_is_still_redelivered() {
+    // Regression: the head (where scans for handed-back messages start) must move on even when
+    // a slot was reused by a later lap before the head reached it.
+    for node in nodes("head-lap") {
+        let q = node
+            .queue::<u64>("q-head-lap")
+            .capacity(4)
+            .prefetch(1)
+            .full_policy(FullPolicy::Fail);
+        let mut p = q.producer().unwrap();
+        let a = q.consumer().unwrap();
+        let b = q.consumer().unwrap();
+        for i in 0..4 {
+            p.send(&i).unwrap();
+        }
+        let slow = a.try_receive().unwrap();
+        for i in 1..4 {
+            let d = b.try_receive().unwrap();
+            assert_eq!(*d, i);
+            d.ack().unwrap();
+        }
+        slow.ack().unwrap(); // slot 0 is free: the next send reuses it before any claim
+        for i in 4..10 {
+            p.send(&i).unwrap();
+            let d = b.try_receive().unwrap();
+            assert_eq!(*d, i);
+            d.ack().unwrap();
+        }
+        p.send(&10).unwrap();
+        b.try_receive().unwrap().nack().unwrap();
+        let d = b.try_receive().unwrap();
+        assert_eq!((*d, d.delivery_count()), (10, 2));
+        d.ack().unwrap();
+    }
+}
+
+#[test]
+fn durable_producers_of_one_process_share_segment_creation() {
+    // Regression: two producers of one process creating the same log segment at once.
+    let dir = data_dir("two-producers");
+    let node = Node::in_process();
+    let q = node
+        .queue::<[u64; 2]>("two")
+        .capacity(256)
+        .segment_records(64)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never)
+        .full_policy(FullPolicy::Block(Duration::from_secs(30)));
+    let c = q.consumer().unwrap();
+    let senders: Vec<_> = (0..2u64)
+        .map(|id| {
+            let mut p = q.producer().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..5000u64 {
+                    p.send(&[id, i]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; 2];
+    for _ in 0..10_000 {
+        let d = c.receive_timeout(Duration::from_secs(30)).unwrap();
+        let [id, i] = *d;
+        assert_eq!(i, next[id as usize], "producer {id} out of order");
+        next[id as usize] += 1;
+        assert_eq!(d.delivery_count(), 1);
+        d.ack().unwrap();
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -229,6 +229,12 @@ impl Log {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if let Some(base) = parse_name(&name) {
+                if base % self.shape.records != 0 {
+                    return Err(OpenError::Corrupt(format!(
+                        "{what}/{name}: not a segment boundary of {} records",
+                        self.shape.records
+                    )));
+                }
                 bases.push(base);
             } else if let Some(pid) = segment::tmp_owner(&name) {
                 if !crate::sync::ProcessId::unpack(pid).is_alive() {

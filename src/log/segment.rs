@@ -190,9 +190,11 @@ impl LogSegment {
         base: u64,
         shape: LogShape,
     ) -> Result<LogSegment, OpenError> {
-        let tmp = dir.join(format!(".tmp-{:x}-{base}", ProcessId::current().pack()));
+        // Unique per creator (process and call), so concurrent creators never share one.
+        static CREATES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CREATES.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{:x}-{n}-{base}", ProcessId::current().pack()));
         let what = tmp.display().to_string();
-        let _ = std::fs::remove_file(&tmp);
         let fd = rustix::fs::open(
             &tmp,
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,

@@ -226,7 +226,7 @@ impl ConsumerCore {
                     // moving the cursor. It is delivered already.
                     _ => {}
                 }
-            } else if !(s.kind() == FREE && s.is_for(cursor + n)) {
+            } else if !s.is_after(cursor) {
                 // Neither this lap nor freed for the next: a corrupt state. Stop here rather
                 // than guess; the queue stalls at this position (see ARCHITECTURE.md).
                 break;
@@ -238,9 +238,12 @@ impl ConsumerCore {
         // Move the head over acknowledged positions.
         let mut h = head;
         while h < cursor && h - head < HEAD_STEPS {
-            // Acquire: pairs with the acker's Release (nothing read here, but cheap and clear).
-            let s = State(l.state(r, h).load(Ordering::Acquire));
-            if !(s.kind() == FREE && s.is_for(h + n)) {
+            // Relaxed: the state only says whether position h is done with; nothing is read
+            // on the strength of it.
+            let s = State(l.state(r, h).load(Ordering::Relaxed));
+            // Done with: freed for the next lap, or already reused by a later lap (a producer
+            // may reuse the slot as soon as it is freed, before the head gets there).
+            if !s.is_after(h) {
                 break;
             }
             h += 1;
@@ -306,7 +309,8 @@ impl ConsumerCore {
         let l = &self.shared.layout;
         let r = self.shared.region();
         let before = c.buffer.len();
-        for pos in head..cursor {
+        // Bounded by the capacity whatever the shared words say.
+        for pos in head..cursor.min(head + l.capacity as u64) {
             let state = l.state(r, pos);
             // Acquire: a READY state handed back by a nack publishes nothing new, but a message
             // returned by reclaim must be read after its state.

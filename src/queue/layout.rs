@@ -139,6 +139,13 @@ impl State {
     pub(crate) fn is_for(self, pos: u64) -> bool {
         self.0 >> 24 == pos & POS_MASK
     }
+    /// Whether the state is about a position after `pos` (a later lap of the slot: position
+    /// `pos` is done with, whatever happened since).
+    #[inline]
+    pub(crate) fn is_after(self, pos: u64) -> bool {
+        let d = (self.0 >> 24).wrapping_sub(pos & POS_MASK) & POS_MASK;
+        d != 0 && d < 1 << (POS_BITS - 1)
+    }
     #[inline]
     pub(crate) fn with_stale(self, stale: bool) -> State {
         State(if stale {

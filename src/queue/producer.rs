@@ -186,13 +186,27 @@ impl ProducerCore {
         let append = r.u64_at(CTRL_APPEND);
         lock::lock(append, self.me, None);
         // Relaxed: under the append lock, which orders it with the last holder's store.
-        let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
-        let state = l.state(r, tail);
-        // Acquire: pairs with the Release that freed the slot (an ack), so every read of the
-        // previous message happened before we overwrite it.
-        if state.load(Ordering::Acquire) != State::new(FREE, tail, 0, 0).0 {
-            lock::unlock(append);
-            return None;
+        let mut tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+        let mut state = l.state(r, tail);
+        let mut passed = 0;
+        loop {
+            // Acquire: pairs with the Release that freed the slot (an ack), so every read of the
+            // previous message happened before we overwrite it.
+            let s = State(state.load(Ordering::Acquire));
+            if s == State::new(FREE, tail, 0, 0) {
+                break;
+            }
+            if !s.is_for(tail) || s.kind() == FREE || passed == l.capacity {
+                // Still holding a message of the previous lap: full.
+                lock::unlock(append);
+                return None;
+            }
+            // Already reserved for this lap: a holder of the lock died after marking the slot
+            // and before moving the tail. Consumers deal with the slot; move past it.
+            tail += 1;
+            passed += 1;
+            r.u64_at(CTRL_TAIL).store(tail, Ordering::Relaxed);
+            state = l.state(r, tail);
         }
         // Relaxed: published by the unlock's Release to the next producer; consumers read the
         // state with Acquire and see FREE or WRITING, both meaning "not yet".
@@ -226,11 +240,8 @@ impl ProducerCore {
                         .unwrap_or_else(|e| e.into_inner())
                         .push(seg.clone());
                 }
-                if let (Some(old), SyncPolicy::Always | SyncPolicy::Batch(_)) = (&d.seg, d.policy) {
-                    // Whatever this producer wrote in the segment it leaves is synced by its
-                    // own sends (Always) or the flusher (Batch); nothing more to do here.
-                    let _ = old;
-                }
+                // Older segments are done with here: drop the log's cached mappings of them.
+                log.forget_below(seg.base());
                 d.seg = Some(seg);
                 Ok(pos)
             }
@@ -309,7 +320,16 @@ impl ProducerCore {
         let l = &self.shared.layout;
         let r = self.shared.region();
         if let Some(d) = &self.durable {
-            d.seg.as_ref().expect("prepared").commit(pos, len);
+            let seg = d.seg.as_ref().expect("prepared");
+            seg.commit(pos, len);
+            if d.policy == SyncPolicy::Always {
+                // On disk before anyone can see it: a send that fails delivers nothing, and
+                // nothing delivered can be lost by a machine crash.
+                if let Err(e) = seg.sync_covering(pos) {
+                    self.abandon(pos);
+                    return Err(SendError::Storage(e.to_string()));
+                }
+            }
         }
         // Relaxed: published by the Release store of READY below.
         r.u64_at(l.slot(pos) + SLOT_LEN)
@@ -330,32 +350,15 @@ impl ProducerCore {
             self.shared.wake_consumers(1);
         }
         self.last_written = Some(pos);
-        self.sync_after_send(pos)?;
-        Ok(pos)
-    }
-
-    #[inline]
-    fn sync_after_send(&mut self, pos: u64) -> Result<(), SendError> {
-        let Some(d) = &self.durable else {
-            return Ok(());
-        };
-        match d.policy {
-            SyncPolicy::Never => Ok(()),
-            SyncPolicy::Batch(_) => {
-                if let Some(f) = &d.flusher {
-                    // Relaxed: a position for the flusher, whose sync covers whatever was
-                    // written before it starts.
-                    f.state.last.store(pos + 1, Ordering::Relaxed);
-                }
-                Ok(())
-            }
-            SyncPolicy::Always => d
-                .seg
-                .as_ref()
-                .expect("prepared")
-                .sync_covering(pos)
-                .map_err(|e| SendError::Storage(e.to_string())),
+        if let Some(Durable {
+            flusher: Some(f), ..
+        }) = &self.durable
+        {
+            // Relaxed: a position for the flusher, whose sync covers whatever was written
+            // before it starts.
+            f.state.last.store(pos + 1, Ordering::Relaxed);
         }
+        Ok(pos)
     }
 
     /// Gives up reserved position `pos` without a message: consumers skip it.

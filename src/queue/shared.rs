@@ -474,33 +474,37 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     let Some(&first) = bases.first() else {
         return Ok(());
     };
-    let last_end = bases.last().map_or(first, |b| b + l.log_records);
     let n = l.capacity as u64;
-    let mut seg: Option<Arc<LogSegment>> = None;
     let mut end = first;
     let mut kinds = Vec::with_capacity(l.capacity);
     let (mut torn, mut waiting) = (0u64, 0u64);
-    for pos in first..last_end {
-        if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
-            seg = log.segment(pos, false).ok();
-        }
-        let rec = match seg.as_ref().map(|g| g.read(pos)) {
-            Some(Record::Valid(_)) => Some(true),
-            Some(Record::Corrupt(_)) => Some(false),
-            Some(Record::Empty) | None => None,
-        };
-        if pos - first >= n {
-            if rec == Some(true) {
-                return Err(OpenError::Corrupt(format!(
-                    "the log holds messages beyond the queue's capacity of {n}"
-                )));
+    // Only positions of segment files that exist are visited; a gap between files reads as
+    // records never written.
+    for &base in &bases {
+        let seg = log.segment(base, false)?;
+        for pos in base..base + l.log_records {
+            let p = pos - first;
+            if p >= n {
+                if matches!(seg.read(pos), Record::Valid(_)) {
+                    return Err(OpenError::Corrupt(format!(
+                        "the log holds messages beyond the queue's capacity of {n}"
+                    )));
+                }
+                continue;
             }
-            continue;
+            while (kinds.len() as u64) < p {
+                kinds.push(None);
+            }
+            let rec = match seg.read(pos) {
+                Record::Valid(_) => Some(true),
+                Record::Corrupt(_) => Some(false),
+                Record::Empty => None,
+            };
+            if rec.is_some() {
+                end = pos + 1;
+            }
+            kinds.push(rec);
         }
-        if rec.is_some() {
-            end = pos + 1;
-        }
-        kinds.push(rec);
     }
     for (i, rec) in kinds.iter().enumerate().take((end - first) as usize) {
         let pos = first + i as u64;
