@@ -245,10 +245,10 @@ impl Peer {
         self.expect(keyword, SETUP_TIMEOUT)
     }
 
-    /// Waits for the `done` reply of a `queue run` and returns its fields.
-    pub fn queue_done(&mut self) -> Result<Vec<String>> {
-        self.expect("done", DONE_TIMEOUT)?
-            .map_err(|e| err(format!("bench-peer: {e}")))
+    /// Waits for the `done` reply of a `queue run` and returns its fields; `Ok(Err(text))`
+    /// is an `error` reply (the round failed in the child).
+    pub fn queue_done(&mut self) -> Result<std::result::Result<Vec<String>, String>> {
+        self.expect("done", DONE_TIMEOUT)
     }
 
     /// Makes the child drop every end (after the latency phase, after each streaming size).

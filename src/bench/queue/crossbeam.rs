@@ -74,9 +74,8 @@ struct ArrayRx<'q, const N: usize>(&'q ArrayQueue<[u8; N]>);
 
 impl<const N: usize> QueueRx for ArrayRx<'_, N> {
     #[inline(always)]
-    fn receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<T> {
-        let msg = wait_for("a message in the ArrayQueue", || self.0.pop())?;
-        Ok(read(&msg))
+    fn try_receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        Ok(self.0.pop().map(|msg| read(&msg)))
     }
 }
 
@@ -120,12 +119,14 @@ struct BoxRx<'q> {
 }
 
 impl QueueRx for BoxRx<'_> {
-    fn receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<T> {
-        let buf = wait_for("a message in the ArrayQueue", || self.queue.pop())?;
+    fn try_receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        let Some(buf) = self.queue.pop() else {
+            return Ok(None);
+        };
         let out = read(&buf);
         // `free` holds every buffer, so there is always room.
         let _ = self.free.push(buf);
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

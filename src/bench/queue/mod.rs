@@ -13,7 +13,7 @@
 //!
 //! All queues hold [`QUEUE_CAPACITY`] messages; ringbus queues are byte queues with
 //! `max_message_size` = the payload size, `max_producers`/`max_consumers` = the shape's,
-//! `FullPolicy::Block(MSG_TIMEOUT)` and the default prefetch.
+//! `FullPolicy::Block(QUEUE_WAIT)` and the default prefetch.
 //!
 //! **Processes.** The ringbus rows run every producer and every consumer in its own
 //! process: the parent spawns four long-lived `bench-peer` workers (the child of the
@@ -26,11 +26,19 @@
 //! over two CPUs: neither CPU holds two roles waiting for the same thing, and a
 //! producer blocked on a full queue leaves its CPU to a consumer and vice versa. The
 //! `crossbeam` threads get the same roles on the same CPUs. Every consumer acks every
-//! message it receives (the queue's cost; for `crossbeam` the pop is the ack). Waits:
-//! ringbus roles use the library's own blocking calls (`send` under `FullPolicy::Block`,
-//! `receive_timeout`: they spin briefly, then sleep on a futex); `crossbeam` has no
-//! blocking calls, so its threads poll, busy for [`worker::wait_for`]'s first polls, then
-//! yielding the CPU between polls (four threads on two CPUs must let each other run).
+//! message it receives (the queue's cost; for `crossbeam` the pop is the ack).
+//!
+//! **Waits.** Each transport waits as it waits best. ringbus roles use the library's own
+//! waits: a producer facing a full queue blocks in `send` (`FullPolicy::Block`), a
+//! consumer takes what is there with `try_receive` and, when nothing is, waits in
+//! `receive_timeout` (both spin briefly, then sleep on a futex; the consumer's timeout is
+//! 1 ms, so it looks at the stop counter now and then). `crossbeam` has no blocking calls:
+//! its threads poll `push` / `pop`, busy for the first polls, then yielding the CPU
+//! between polls ([`worker::Backoff`]: four roles on two CPUs must let each other run).
+//! A consumer stops once every producer's stop message has been taken (a counter shared
+//! by the round's consumers) and it finds nothing left for it (see [`worker::consume`]);
+//! a count of messages per consumer cannot work, since consumers compete and claim
+//! messages ahead (prefetch).
 //!
 //! **Rounds.** `--rounds` (default 7) rounds; each round visits every size, every shape,
 //! and for each the selected transports in an order rotated by one place per round
@@ -42,26 +50,32 @@
 //!
 //! * Streaming: each producer sends its share of `200 x --msgs` messages (100,000 in
 //!   all by default; fewer above 1 KiB) as fast as the queue takes them, but stops after
-//!   [`STREAM_MAX`] (durable `Always` syncs every message), then sends a stop message;
-//!   consumers receive and ack until they get a stop message. msgs/s = data messages /
-//!   (last consumer done − first consumer's first message), `CLOCK_MONOTONIC`, reported
-//!   as the median over rounds. Every round checks that the consumers acked exactly the
-//!   messages the producers sent, and each producer's messages in order.
+//!   [`STREAM_MAX`] (durable `Always` syncs every message), then sends a stop message.
+//!   msgs/s = data messages / (the last consumer's end − the first consumer's first
+//!   message), `CLOCK_MONOTONIC`, reported as the median over rounds. Every round checks
+//!   that the consumers acked exactly the messages the producers sent, each producer's
+//!   messages in order, and (ringbus) that every delivery is a first one, in position
+//!   order per consumer. A round that fails a check, or in which a role fails, leaves no
+//!   figures and is reported on stderr (the first failure of a row in full); a row whose
+//!   rounds fail [`MAX_FAILED_ROUNDS`] times is measured no further.
 //! * Latency, paced: each producer sends `--msgs` messages (at most for
 //!   [`LATENCY_MAX`]), each stamped with `CLOCK_MONOTONIC` (system-wide on Linux) just
 //!   before its send, and sends the next one only once a consumer has acked it (the
 //!   consumer stores the sequence number in the producer's word in a small shared file
 //!   after the ack; the producer polls it, yielding after a few polls). So the queue is
 //!   empty or holds one message per producer when a message is sent, and the consumer
-//!   usually has just returned to its wait. A consumer reads the clock as soon as its
-//!   receive returns; send→receive ns go into HDR histograms, merged over consumers and
-//!   rounds: p50, p99, p99.9, max.
+//!   has just returned to its wait (a ringbus consumer is then still spinning in
+//!   `receive_timeout` unless the producer's send took longer than the spin, as a
+//!   durable `Always` send does). A consumer reads the clock as soon as its receive
+//!   returns; send→receive ns go into HDR histograms, merged over consumers and rounds:
+//!   p50, p99, p99.9, max.
 
 pub mod crossbeam;
 pub mod worker;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,7 +86,8 @@ use super::stats::{self, LatencySummary, Row};
 use super::transport::Mode;
 use super::util::{allowed_cpus, err, Result, ShmFile};
 use super::Options;
-use worker::{EndSpec, Outcome, Round, WorkerEnd, ACK_FILE_LEN, QUEUE_HEADER_BYTES};
+use crate::Node;
+use worker::{AckWords, EndSpec, Outcome, Round, WorkerEnd, ACK_FILE_LEN, QUEUE_HEADER_BYTES};
 
 /// Messages a queue holds (sent, not yet acked), for every transport.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -85,6 +100,9 @@ pub const DEFAULT_ROUNDS: usize = 7;
 
 /// A producer stops sending data in a streaming round after this long.
 pub const STREAM_MAX: Duration = Duration::from_millis(150);
+
+/// Rounds of one row that may fail before the row is measured no further.
+pub const MAX_FAILED_ROUNDS: usize = 2;
 
 /// A producer stops sending data in a latency round after this long.
 pub const LATENCY_MAX: Duration = Duration::from_millis(60);
@@ -331,10 +349,13 @@ impl DiskDir {
                 rejected.push(format!("{} is in memory", base.display()));
                 continue;
             }
-            remove_stale_dirs(&base);
+            remove_stale(&base, "");
             let path = base.join(format!("{key}-queue"));
             let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path)
+            // 0700, as the library wants the directories of its queues.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
                 .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
             return Ok(Self {
                 path,
@@ -359,25 +380,34 @@ impl Drop for DiskDir {
     }
 }
 
-/// Removes `<base>/rb-bench-<pid>-queue` directories of runs whose process is gone.
-fn remove_stale_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
+/// Removes what runs whose process is gone left in `dir` (they were killed, or their
+/// workers were): entries named `<prefix>rb-bench-<pid>-queue...`.
+fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name
             .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|n| n.strip_prefix(peer::KEY_PREFIX))
-            .and_then(|n| n.strip_suffix("-queue"))
         else {
             continue;
         };
-        let Ok(pid) = rest.parse::<u32>() else {
+        let Some((Ok(pid), "queue")) = rest
+            .split_once('-')
+            .map(|(pid, more)| (pid.parse::<u32>(), more.split('-').next().unwrap_or("")))
+        else {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
         }
     }
 }
@@ -386,9 +416,10 @@ fn remove_stale_dirs(base: &Path) {
 struct Cell<'a> {
     transport: &'a dyn QueueTransport,
     setup: QueueSetup,
-    /// Worker ends are open (cross-process) / the transport could not be set up.
-    opened: bool,
+    /// The transport could not be set up, or failed too many rounds.
     failed: bool,
+    /// Rounds (streaming or latency) that failed.
+    failed_rounds: usize,
     /// msgs/s of each streaming round (None: not run).
     rates: Vec<Option<f64>>,
     /// Every send→receive latency of all latency rounds.
@@ -437,6 +468,8 @@ fn sum_round(outcomes: &[Outcome]) -> Result<(u64, Option<f64>, Histogram<u64>)>
 struct Run<'a> {
     opts: &'a Options,
     cpus: CpuPlan,
+    /// The ack file shared with the workers (when any transport runs in workers).
+    acks: Option<ShmFile>,
     workers: Vec<Peer>,
     noted: HashSet<String>,
     next_seq: u64,
@@ -449,15 +482,18 @@ impl Run<'_> {
         }
     }
 
-    /// Runs one round of `cell` (threads or worker processes); `None` if it cannot be
-    /// set up (the cell is then marked failed). Errors during a round are fatal.
+    /// Runs one round of `cell` (threads or worker processes). A cell that cannot be set
+    /// up is marked failed ([`RoundResult::Unavailable`]); a round that fails (an error in a
+    /// role, or the consumers not taking exactly what the producers sent) is
+    /// [`RoundResult::Failed`], after every role has finished, so the next round starts
+    /// clean. Errors are fatal only when the child protocol breaks.
     fn round(
         &mut self,
         cell: &mut Cell<'_>,
         mode: Mode,
         count: u64,
         max: Duration,
-    ) -> Result<Option<Vec<Outcome>>> {
+    ) -> Result<RoundResult> {
         let round = Round {
             mode,
             shape: cell.setup.shape,
@@ -467,18 +503,13 @@ impl Run<'_> {
         };
         self.next_seq += count + 2;
         let name = cell.transport.name();
-        let what = || {
-            format!(
-                "{name} {} {} B {mode} round",
-                cell.setup.shape, cell.setup.payload
-            )
-        };
         if cell.transport.in_process() {
-            let outcomes = cell
-                .transport
-                .local_round(&cell.setup, &round, &self.cpus)
-                .map_err(|e| err(format!("{} failed: {e}", what())))?;
-            return Ok(Some(outcomes));
+            return Ok(
+                match cell.transport.local_round(&cell.setup, &round, &self.cpus) {
+                    Ok(outcomes) => summed(&outcomes),
+                    Err(e) => RoundResult::Failed(e.to_string()),
+                },
+            );
         }
         let shape = cell.setup.shape;
         // Consumers first: they wait for messages, so every message has a taker.
@@ -501,37 +532,65 @@ impl Run<'_> {
             )
         })
         .collect();
-        if !cell.opened {
-            for (spec, w) in &specs {
-                let line = worker::open_line(spec, &cell.setup.name, cell.setup.dir.as_deref());
-                if let Err(e) = self.workers[*w].queue_command(&line, "ok")? {
-                    self.note_once(format!(
-                        "{name} {} {} B omitted: {} {}: {e}",
-                        shape,
-                        cell.setup.payload,
-                        spec.role.as_str(),
-                        spec.index
-                    ));
-                    cell.failed = true;
-                    return Ok(None);
-                }
+        // Opening an end that is open already is a no-op (a worker drops an end whose
+        // round failed, and it is opened again here).
+        for (spec, w) in &specs {
+            let line = worker::open_line(spec, &cell.setup.name, cell.setup.dir.as_deref());
+            if let Err(e) = self.workers[*w].queue_command(&line, "ok")? {
+                self.note_once(format!(
+                    "{name} {shape} {} B omitted: {} {}: {e}",
+                    cell.setup.payload,
+                    spec.role.as_str(),
+                    spec.index
+                ));
+                cell.failed = true;
+                return Ok(RoundResult::Unavailable);
             }
-            cell.opened = true;
         }
+        AckWords::of_file(
+            self.acks
+                .as_ref()
+                .ok_or_else(|| err("no ack file for worker rounds"))?,
+        )
+        .reset_stops();
+        let mut started = Vec::with_capacity(specs.len());
+        let mut failures = Vec::new();
         for (spec, w) in &specs {
             let line = worker::run_line(spec, &round);
-            self.workers[*w]
-                .queue_command(&line, "ready")?
-                .map_err(|e| err(format!("{} failed: {e}", what())))?;
+            match self.workers[*w].queue_command(&line, "ready")? {
+                Ok(_) => started.push(*w),
+                Err(e) => failures.push(e),
+            }
         }
         let mut outcomes = Vec::with_capacity(specs.len());
-        for (_, w) in &specs {
-            let words = self.workers[*w]
-                .queue_done()
-                .map_err(|e| err(format!("{} failed: {e}", what())))?;
-            outcomes.push(Outcome::parse(&words, mode)?);
+        for w in started {
+            match self.workers[w].queue_done()? {
+                Ok(words) => outcomes.push(Outcome::parse(&words, mode)?),
+                Err(e) => failures.push(e),
+            }
         }
-        Ok(Some(outcomes))
+        Ok(if failures.is_empty() {
+            summed(&outcomes)
+        } else {
+            RoundResult::Failed(failures.join("; "))
+        })
+    }
+}
+
+/// What became of one round.
+enum RoundResult {
+    /// Data messages, msgs/s (streaming) and latencies.
+    Done(Option<f64>, Histogram<u64>),
+    /// The transport cannot be set up for this cell.
+    Unavailable,
+    /// The round failed; why.
+    Failed(String),
+}
+
+fn summed(outcomes: &[Outcome]) -> RoundResult {
+    match sum_round(outcomes) {
+        Ok((_, rate, latency)) => RoundResult::Done(rate, latency),
+        Err(e) => RoundResult::Failed(e.to_string()),
     }
 }
 
@@ -570,6 +629,11 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let key = format!("{}{}", peer::KEY_PREFIX, std::process::id());
     let dir = peer::run_dir()?;
     peer::remove_stale(&dir);
+    // In-memory queues outlive their handles only when the workers were killed; the next
+    // run removes them (queue segments and their lock files are named `queue_<name>`).
+    if let Some(root) = Node::new().ok().as_ref().and_then(Node::root) {
+        remove_stale(root, "queue_");
+    }
 
     let disk = if selected.iter().any(|t| t.durable()) {
         match DiskDir::create(&key) {
@@ -596,7 +660,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
 
     let cross_process = selected.iter().any(|t| !t.in_process());
     // Created before the workers, which open it at their first round; removed when dropped.
-    let _acks = if cross_process {
+    let acks = if cross_process {
         Some(ShmFile::create(&ack_path(&dir, &key), ACK_FILE_LEN)?)
     } else {
         None
@@ -604,6 +668,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let mut run = Run {
         opts,
         cpus,
+        acks,
         workers: Vec::new(),
         noted: HashSet::new(),
         next_seq: 1,
@@ -626,13 +691,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     shape.producers,
                     shape.consumers
                 );
+                // The library creates the queue's directory (0700) when it opens the queue.
                 let dir = match (&disk, t.durable()) {
-                    (Some(d), true) => {
-                        let dir = d.path().join(&name);
-                        std::fs::create_dir_all(&dir)
-                            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-                        Some(dir)
-                    }
+                    (Some(d), true) => Some(d.path().join(&name)),
                     _ => None,
                 };
                 cells.push(Cell {
@@ -643,8 +704,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                         shape,
                         dir,
                     },
-                    opened: false,
                     failed: false,
+                    failed_rounds: 0,
                     rates: vec![None; opts.rounds],
                     latency: stats::new_histogram(),
                 });
@@ -678,38 +739,60 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     Ok(rows(&cells))
 }
 
-/// One streaming and one latency round of `cell` (round `r`).
+/// One streaming and one latency round of `cell` (round `r`). A failed round is
+/// reported (the first failure of each cell in full) and leaves no figures; a cell that
+/// fails [`MAX_FAILED_ROUNDS`] rounds is measured no further.
 fn run_cell_round(run: &mut Run<'_>, cell: &mut Cell<'_>, r: usize) -> Result<()> {
-    if cell.failed {
-        return Ok(());
-    }
     let (shape, payload) = (cell.setup.shape, cell.setup.payload);
     let per_producer = |total: u64| (total / shape.producers as u64).max(1);
-    let stream = per_producer(super::stream_count(run.opts.msgs, payload));
-    let Some(outcomes) = run.round(cell, Mode::Stream, stream, STREAM_MAX)? else {
-        return Ok(());
-    };
-    cell.rates[r] = sum_round(&outcomes)
-        .map_err(|e| {
-            err(format!(
-                "{} {shape} {payload} B stream round: {e}",
-                cell.transport.name()
-            ))
-        })?
-        .1;
-    let latency = super::latency_count(run.opts.msgs, payload);
-    let Some(outcomes) = run.round(cell, Mode::Latency, latency, LATENCY_MAX)? else {
-        return Ok(());
-    };
-    let (_, _, hist) = sum_round(&outcomes).map_err(|e| {
-        err(format!(
-            "{} {shape} {payload} B latency round: {e}",
-            cell.transport.name()
-        ))
-    })?;
-    cell.latency
-        .add(&hist)
-        .map_err(|e| err(format!("merging latencies: {e}")))?;
+    let phases = [
+        (
+            Mode::Stream,
+            per_producer(super::stream_count(run.opts.msgs, payload)),
+            STREAM_MAX,
+        ),
+        (
+            Mode::Latency,
+            super::latency_count(run.opts.msgs, payload),
+            LATENCY_MAX,
+        ),
+    ];
+    for (mode, count, max) in phases {
+        if cell.failed {
+            return Ok(());
+        }
+        match run.round(cell, mode, count, max)? {
+            RoundResult::Done(rate, latency) => match mode {
+                Mode::Stream => cell.rates[r] = rate,
+                Mode::Latency => cell
+                    .latency
+                    .add(&latency)
+                    .map_err(|e| err(format!("merging latencies: {e}")))?,
+            },
+            RoundResult::Unavailable => return Ok(()),
+            RoundResult::Failed(why) => {
+                cell.failed_rounds += 1;
+                let what = format!(
+                    "{} {shape} {payload} B: {mode} round {} failed",
+                    cell.transport.name(),
+                    r + 1
+                );
+                if cell.failed_rounds == 1 {
+                    super::note(&format!("{what}: {why}"));
+                } else {
+                    super::note(&what);
+                }
+                if cell.failed_rounds >= MAX_FAILED_ROUNDS {
+                    super::note(&format!(
+                        "{} {shape} {payload} B: measured no further after {MAX_FAILED_ROUNDS} \
+                         failed rounds",
+                        cell.transport.name()
+                    ));
+                    cell.failed = true;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -724,7 +807,7 @@ fn rows(cells: &[Cell<'_>]) -> Vec<Row> {
     };
     cells
         .iter()
-        .filter(|c| !c.failed)
+        .filter(|c| c.rates.iter().any(Option::is_some) || !c.latency.is_empty())
         .map(|c| {
             let rate_ratio = c.transport.reference().and_then(|reference| {
                 let base = find(&c.setup, reference)?;

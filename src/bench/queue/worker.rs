@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use super::super::stats;
 use super::super::transport::Mode;
-use super::super::util::{err, Result, ShmFile, MSG_TIMEOUT};
+use super::super::util::{err, Result, ShmFile};
 use super::{QueueTransport, Role, Shape};
 
 /// Bytes of the header every message starts with: sequence number, send stamp, producer
@@ -24,14 +24,22 @@ pub const QUEUE_HEADER_BYTES: usize = 24;
 /// Producers a round may have (the ack file has one word per producer).
 pub const MAX_PRODUCERS: usize = 16;
 
-/// Bytes between two ack words (separate cache lines, also for adjacent-line prefetch).
+/// Bytes between two words of the ack file (separate cache lines, also for adjacent-line
+/// prefetch).
 const ACK_STRIDE: usize = 128;
 
+/// Offset of the stop counter in the ack file, after the producers' ack words.
+const STOPS_OFFSET: usize = MAX_PRODUCERS * ACK_STRIDE;
+
 /// Length of the shared ack file of a run.
-pub const ACK_FILE_LEN: usize = MAX_PRODUCERS * ACK_STRIDE;
+pub const ACK_FILE_LEN: usize = STOPS_OFFSET + ACK_STRIDE;
 
 /// Messages between two clock reads of a streaming producer (its deadline check).
 const DEADLINE_CHECK: u64 = 64;
+
+/// Longest a role waits for anything (a message, room, an ack) before its round fails:
+/// shorter than the other patterns' `MSG_TIMEOUT`, so a failing round costs little.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// Busy polls before a waiting loop starts yielding the CPU between polls.
 const SPINS_BEFORE_YIELD: u32 = 128;
@@ -104,49 +112,93 @@ impl Header {
 /// The sending side of a queue under test.
 pub trait QueueTx {
     /// Sends one message of the payload size that starts with `header` (the rest is not
-    /// written), waiting while the queue is full (at most [`MSG_TIMEOUT`]).
+    /// written), waiting while the queue is full (at most [`QUEUE_WAIT`]).
     fn send(&mut self, header: &Header) -> Result<()>;
 }
 
 /// The receiving side of a queue under test.
 pub trait QueueRx {
-    /// Waits for the next message (at most [`MSG_TIMEOUT`]), passes its bytes to `read`,
-    /// then acks it; returns what `read` returned.
-    fn receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<T>;
+    /// Takes the next message if one is there (`None` if not): passes its bytes to
+    /// `read`, then acks it; returns what `read` returned.
+    fn try_receive<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>>;
+
+    /// Called after a poll found nothing: waits a little for a message, as the transport
+    /// waits best, and takes it as [`QueueRx::try_receive`] does (`None`: none came).
+    /// `idle` times the wait out after [`QUEUE_WAIT`]. By default: one [`Backoff`] pause,
+    /// then a poll.
+    fn wait_receive<T>(
+        &mut self,
+        idle: &mut Backoff,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>> {
+        idle.wait("a message")?;
+        self.try_receive(read)
+    }
 }
 
-/// Calls `poll` until it yields a value: busy at first, then yielding the CPU between
-/// polls (on 2 CPUs a 2→2 round has more runnable threads than CPUs, and a spinning
-/// waiter must let the thread it waits for run). Fails after [`MSG_TIMEOUT`].
+/// Pauses between polls: busy at first, then yielding the CPU (on 2 CPUs a 2→2 round has
+/// more runnable threads than CPUs, and a waiter must let the thread it waits for run).
+#[derive(Default)]
+pub struct Backoff {
+    /// Polls that found nothing so far.
+    polls: u32,
+    started: Option<Instant>,
+}
+
+impl Backoff {
+    /// Pauses after a poll that found nothing; fails once polls have found nothing for
+    /// [`QUEUE_WAIT`].
+    #[inline(always)]
+    pub fn wait(&mut self, what: &str) -> Result<()> {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls < SPINS_BEFORE_YIELD {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        std::thread::yield_now();
+        if self.polls % 256 == 0 {
+            self.check(what)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a wait that found nothing without pausing (the caller waited itself); fails
+    /// once [`QUEUE_WAIT`] has passed since the first.
+    pub fn waited(&mut self, what: &str) -> Result<()> {
+        self.polls = self.polls.wrapping_add(1);
+        self.check(what)
+    }
+
+    fn check(&mut self, what: &str) -> Result<()> {
+        let t0 = *self.started.get_or_insert_with(Instant::now);
+        if t0.elapsed() > QUEUE_WAIT {
+            return Err(err(format!(
+                "timed out after {QUEUE_WAIT:?} waiting for {what}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Calls `poll` until it yields a value, pausing as [`Backoff`] does; fails after
+/// [`QUEUE_WAIT`].
 #[inline(always)]
 pub fn wait_for<T>(what: &str, mut poll: impl FnMut() -> Option<T>) -> Result<T> {
-    let mut spins: u32 = 0;
-    let mut started: Option<Instant> = None;
+    let mut backoff = Backoff::default();
     loop {
         if let Some(v) = poll() {
             return Ok(v);
         }
-        spins = spins.wrapping_add(1);
-        if spins < SPINS_BEFORE_YIELD {
-            std::hint::spin_loop();
-            continue;
-        }
-        std::thread::yield_now();
-        if spins % 256 == 0 {
-            let t0 = *started.get_or_insert_with(Instant::now);
-            if t0.elapsed() > MSG_TIMEOUT {
-                return Err(err(format!(
-                    "timed out after {MSG_TIMEOUT:?} waiting for {what}"
-                )));
-            }
-        }
+        backoff.wait(what)?;
     }
 }
 
-/// One word per producer: the sequence number of its message last acked by a consumer
-/// (paced latency rounds only).
+/// The words the roles of a round share besides the queue: one per producer, the
+/// sequence number of its message last acked by a consumer (paced latency rounds), and
+/// the stop counter: stop messages received so far in the round (reset before each).
 pub struct AckWords<'a> {
     words: Vec<&'a AtomicU64>,
+    stops: &'a AtomicU64,
 }
 
 impl<'a> AckWords<'a> {
@@ -156,14 +208,21 @@ impl<'a> AckWords<'a> {
             words: (0..MAX_PRODUCERS)
                 .map(|p| file.word(p * ACK_STRIDE))
                 .collect(),
+            stops: file.word(STOPS_OFFSET),
         }
     }
 
     /// The words of an in-process ack array.
     pub fn of_local(local: &'a LocalAcks) -> Self {
         Self {
-            words: local.0.iter().map(|w| &w.0).collect(),
+            words: local.words.iter().map(|w| &w.0).collect(),
+            stops: &local.stops.0,
         }
+    }
+
+    /// Sets the stop counter to zero (before a round; no role of a round is running).
+    pub fn reset_stops(&self) {
+        self.stops.store(0, Ordering::SeqCst);
     }
 
     fn word(&self, producer: usize) -> Result<&'a AtomicU64> {
@@ -179,9 +238,12 @@ impl<'a> AckWords<'a> {
 #[derive(Default)]
 struct PaddedWord(AtomicU64);
 
-/// Ack words for threads of one process (`crossbeam`).
+/// Ack words and stop counter for threads of one process (`crossbeam`).
 #[derive(Default)]
-pub struct LocalAcks([PaddedWord; MAX_PRODUCERS]);
+pub struct LocalAcks {
+    words: [PaddedWord; MAX_PRODUCERS],
+    stops: PaddedWord,
+}
 
 /// What one producer or consumer did in a round.
 #[derive(Clone, Debug)]
@@ -197,7 +259,7 @@ pub enum Outcome {
         count: u64,
         /// `CLOCK_MONOTONIC` ns right after the first data message was acked.
         first_ns: u64,
-        /// `CLOCK_MONOTONIC` ns right after the stop message was acked.
+        /// `CLOCK_MONOTONIC` ns at the first empty poll after the last message taken.
         last_ns: u64,
         /// Latency rounds: send-to-receive ns of every data message.
         latency: Option<Histogram<u64>>,
@@ -343,31 +405,64 @@ pub fn produce(
     Ok(Outcome::Produced { sent })
 }
 
-/// A consumer's part of a round: receives and acks until it gets a stop message. Every
-/// producer sends one stop message after its data and the shape has as many producers
-/// as consumers, so each consumer takes exactly one stop message, and every data message
-/// (delivered before the last stop message) has been taken by then. Checks that each
-/// producer's sequence numbers increase. Latency rounds record send-to-receive ns (clock
-/// read as soon as the receive returns) and store the sequence number in the producer's
-/// ack word after the ack.
+/// A consumer's part of a round: takes and acks messages until every producer's stop
+/// message has been taken (by any consumer: the shared stop counter reaches the number of
+/// producers) and nothing is left for it. Consumers claim messages in position order and
+/// a producer's stop message follows its data, so once every stop message is taken,
+/// every data message has been handed to some consumer; a consumer may still hold a few
+/// it claimed ahead (prefetch), which it takes before it finds the queue empty.
+///
+/// After a poll finds nothing, the consumer waits as its transport waits best
+/// ([`QueueRx::wait_receive`]) and checks the stop counter after each wait. The clock is
+/// read after the first data message and at the first empty poll after a message (so the
+/// end of a round is known without a clock read per message). Checks that each producer's sequence numbers increase. Latency rounds record
+/// send-to-receive ns (clock read as soon as the message is taken) and store the sequence
+/// number in the producer's ack word after the ack.
 pub fn consume(rx: &mut impl QueueRx, round: &Round, acks: &AckWords<'_>) -> Result<Outcome> {
     let latency_round = round.mode == Mode::Latency;
     let mut latency = latency_round.then(stats::new_histogram);
     let mut last_seq: Vec<Option<u64>> = vec![None; round.shape.producers];
+    let producers = round.shape.producers as u64;
     let mut count = 0;
-    let mut first_ns = 0;
+    let (mut first_ns, mut last_ns) = (0, 0);
+    let mut idle = Backoff::default();
+    let read = |bytes: &[u8]| {
+        let now = if latency_round { monotonic_ns() } else { 0 };
+        (Header::read(bytes), now)
+    };
+    let mut empty = false;
     loop {
-        let (header, received_ns) = rx.receive(|bytes| {
-            let now = if latency_round { monotonic_ns() } else { 0 };
-            (Header::read(bytes), now)
-        })?;
+        let got = if empty {
+            rx.wait_receive(&mut idle, read)?
+        } else {
+            rx.try_receive(read)?
+        };
+        let Some((header, received_ns)) = got else {
+            if !empty {
+                last_ns = monotonic_ns();
+                empty = true;
+            }
+            // Acquire pairs with the AcqRel increments: once every stop message is counted,
+            // every claim before them is visible (the claims themselves are ordered by the
+            // queue's own synchronisation; this only has to see the count). Not SeqCst: no
+            // other location is ordered against this word.
+            if acks.stops.load(Ordering::Acquire) >= producers {
+                break;
+            }
+            continue;
+        };
+        if empty {
+            (empty, idle) = (false, Backoff::default());
+        }
         let header = header?;
         let p = header.producer as usize;
         let Some(last) = last_seq.get_mut(p) else {
             return Err(err(format!("message from unknown producer {p}")));
         };
         if header.kind == KIND_STOP {
-            break;
+            // AcqRel: a read-modify-write, so no increment is lost; see the load above.
+            acks.stops.fetch_add(1, Ordering::AcqRel);
+            continue;
         }
         if header.kind != KIND_DATA || header.seq < round.seq_base {
             return Err(err(format!("unexpected message {header:?}")));
@@ -394,7 +489,7 @@ pub fn consume(rx: &mut impl QueueRx, round: &Round, acks: &AckWords<'_>) -> Res
     Ok(Outcome::Consumed {
         count,
         first_ns,
-        last_ns: monotonic_ns(),
+        last_ns,
         latency,
     })
 }
