@@ -71,6 +71,7 @@
 //!   p50, p99, p99.9, max.
 
 pub mod crossbeam;
+pub mod ringbus;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -266,7 +267,22 @@ pub trait QueueTransport: Send + Sync {
 
 /// All queue transports of this build, in report order.
 pub fn registry() -> Vec<Box<dyn QueueTransport>> {
-    vec![Box::new(crossbeam::Crossbeam)]
+    use ringbus::{RingbusQueue, Storage};
+    vec![
+        Box::new(crossbeam::Crossbeam),
+        Box::new(RingbusQueue {
+            storage: Storage::Memory,
+        }),
+        Box::new(RingbusQueue {
+            storage: Storage::DurableNever,
+        }),
+        Box::new(RingbusQueue {
+            storage: Storage::DurableBatch,
+        }),
+        Box::new(RingbusQueue {
+            storage: Storage::DurableAlways,
+        }),
+    ]
 }
 
 /// The run's ack file (paced latency rounds): created by the parent, opened by workers.
