@@ -114,7 +114,7 @@ ringbus, ringbus-durable-never, ringbus-durable-batch (10 ms), ringbus-durable-a
 (durable queues in a fresh directory on disk, removed afterwards; RINGBUS_BENCH_DISK_DIR
 overrides the temp directory). Defaults: --rounds 7, --sizes 64,1024 (at least 24);
 --msgs N: paced latency messages per producer and round (each sent once the previous
-one is acked; at most 60 ms), streaming rounds send 200x as many in all (at most 150 ms
+one is acked; at most 60 ms), streaming rounds send 1000x as many in all (at most 150 ms
 per round; --touch is not supported). Latency is one-way, send to receive, from
 CLOCK_MONOTONIC stamps in the payload; msgs/s is the median over rounds; \"x ref\"
 (JSON ratio_msgs_per_s, ratio_reference) is the median over rounds of msgs/s divided by

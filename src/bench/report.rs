@@ -227,7 +227,7 @@ fn queue_table(rows: &[Row], header_note: &str) -> String {
             let (ratio, got_reference) = row.rate_ratio?;
             (got_reference == reference).then(|| {
                 format!(
-                    "  {:<40} {ratio:>5.2}  (target >= {least:.2}: {})",
+                    "  {:<40} {ratio:>6.3}  (target >= {least:.2}: {})",
                     format!("{name} / {reference}"),
                     if ratio >= least { "met" } else { "NOT met" }
                 )
@@ -364,7 +364,7 @@ mod tests {
         assert!(!out.contains("pipelined_x_rtt") && !out.contains('\n'));
         let t = table(Pattern::Queue, &rows, "note");
         assert!(t.contains("send -> receive") && t.contains("1→1"));
-        assert!(t.contains("ringbus / crossbeam") && t.contains("0.60  (target >= 0.50: met)"));
+        assert!(t.contains("ringbus / crossbeam") && t.contains("0.600  (target >= 0.50: met)"));
         assert!(t.contains("ringbus-durable-never / ringbus") && t.contains("NOT met"));
     }
 }

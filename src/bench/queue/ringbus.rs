@@ -195,7 +195,13 @@ impl QueueRx for RbConsumer {
         let delivery = match consumer.receive_timeout(IDLE_SLICE) {
             Ok(delivery) => delivery,
             Err(ReceiveError::Timeout(_)) => {
-                idle.waited("a message")?;
+                idle.waited("a message").map_err(|e| {
+                    err(format!(
+                        "{e}; last position taken {:?}; {:?}",
+                        self.last_position,
+                        consumer.stats()
+                    ))
+                })?;
                 return Ok(None);
             }
             Err(e) => return Err(err(format!("receive: {e}"))),

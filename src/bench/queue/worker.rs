@@ -433,7 +433,14 @@ pub fn consume(rx: &mut impl QueueRx, round: &Round, acks: &AckWords<'_>) -> Res
     let mut empty = false;
     loop {
         let got = if empty {
-            rx.wait_receive(&mut idle, read)?
+            rx.wait_receive(&mut idle, read).map_err(|e| {
+                err(format!(
+                    "{e} ({count} data messages taken, {} of {producers} stop messages \
+                     counted)",
+                    // Relaxed: a figure for the error message only.
+                    acks.stops.load(Ordering::Relaxed)
+                ))
+            })?
         } else {
             rx.try_receive(read)?
         };
