@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use ringbus::bench;
 
 #[cfg(not(loom))]
-const USAGE: &str = "usage: ringbus bench [pubsub] [flags]   (ringbus bench --help for flags)";
+const USAGE: &str =
+    "usage: ringbus bench [pubsub|rpc|queue] [flags]   (ringbus bench --help for flags)";
 
 #[cfg(not(loom))]
 fn main() -> ExitCode {

@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use hdrhistogram::Histogram;
 
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
+    no_queue, wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    RPC_WINDOW,
 };
 use super::util::{
     check_seq, pipelined_calls, spin_until, timed_round_trips, Result, ShmFile, StreamTimer,
@@ -76,8 +77,8 @@ impl Transport for Floor {
         "floor"
     }
 
-    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
-        true
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
@@ -233,6 +234,7 @@ impl PingEnd for FloorEnd {
                 }
                 None
             }
+            Pattern::Queue => return Err(no_queue("floor")),
             Pattern::Rpc => {
                 // Two closures use the two rings: each gets its own view.
                 let mut requests = Ring::new(&self.shm, REQUEST_RING, &mut self.ring);
@@ -276,6 +278,7 @@ impl PongEnd for FloorEnd {
         }
         let first = self.seq + 1;
         let elapsed_ns = match self.pattern {
+            Pattern::Queue => return Err(no_queue("floor")),
             Pattern::PubSub => {
                 let mut ring = Ring::new(&self.shm, STREAM_RING, &mut self.ring);
                 let mut timer = StreamTimer::default();

@@ -46,8 +46,8 @@ impl Transport for Futex {
         "futex"
     }
 
-    fn supports(&self, _pattern: Pattern, mode: Mode) -> bool {
-        mode == Mode::Latency
+    fn supports(&self, pattern: Pattern, mode: Mode) -> bool {
+        pattern != Pattern::Queue && mode == Mode::Latency
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {

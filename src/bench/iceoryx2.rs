@@ -20,7 +20,9 @@ use iceoryx2::prelude::*;
 use iceoryx2::sample_mut::SampleMut;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
-use super::transport::{Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport};
+use super::transport::{
+    no_queue, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+};
 use super::util::{
     check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, BoxError, Result,
     StreamTimer, MSG_TIMEOUT,
@@ -40,14 +42,15 @@ impl Transport for Iceoryx2 {
         "iceoryx2"
     }
 
-    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
-        true
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
         Ok(match setup.pattern {
             Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Ping)?),
             Pattern::Rpc => Box::new(rpc::RpcPing::new(setup)?),
+            Pattern::Queue => return Err(no_queue("iceoryx2")),
         })
     }
 
@@ -55,6 +58,7 @@ impl Transport for Iceoryx2 {
         Ok(match setup.pattern {
             Pattern::PubSub => Box::new(IceEnd::new(setup, Role::Pong)?),
             Pattern::Rpc => Box::new(rpc::RpcPong::new(setup)?),
+            Pattern::Queue => return Err(no_queue("iceoryx2")),
         })
     }
 }

@@ -24,7 +24,14 @@
 //!   [`transport::PingEnd::stream_send`] outcome), the server just answers. Each row also
 //!   gets `pipelined_x_rtt` = calls/s x the round-trip p50 measured in the same round.
 //!
-//! Adding a pattern (`queue`): extend [`transport::Pattern`], let transports say what
+//! * `queue`: producers and competing consumers, each in its own process (four children
+//!   at once), beside `crossbeam`'s `ArrayQueue` between threads: msgs/s and paced
+//!   one-way latency from `CLOCK_MONOTONIC` stamps, for 1→1 and 2→2. Its roles, rounds
+//!   and transports differ from ping/pong, so it has its own orchestration ([`queue`]);
+//!   it shares the child process (`queue` lines of the [`peer`] protocol), statistics
+//!   and reports.
+//!
+//! Adding a ping/pong pattern: extend [`transport::Pattern`], let transports say what
 //! they support via [`transport::Transport::supports`], and implement the new exchange in
 //! their ends; the child protocol, orchestration and reports are shared.
 
@@ -34,6 +41,7 @@ pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
+pub mod queue;
 pub mod report;
 pub mod ringbus;
 pub mod stats;
@@ -67,12 +75,14 @@ const STREAM_FACTOR: u64 = 200;
 const STREAM_ROUNDS: usize = 7;
 
 const USAGE: &str = "\
-usage: ringbus bench [pubsub|rpc] [--json] [--touch] [--rounds N] [--msgs N]
+usage: ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
                      [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
 
   pubsub        publish-subscribe (default): ping publishes, pong publishes it back
   rpc           request/response: ping is the client, pong the server; request of the
                 payload size, 8-byte response (the request's sequence number)
+  queue         work queue: 1->1 and 2->2 producers->consumers, each a process (see
+                below)
   --json        print exactly one JSON object on stdout
   --touch       also measure rows where the sender writes and the receiver reads every
                 payload byte (transport name suffix \"+touch\")
@@ -86,7 +96,7 @@ usage: ringbus bench [pubsub|rpc] [--json] [--touch] [--rounds N] [--msgs N]
                 all; floor is always measured: it is the reference for the ratio; futex is
                 a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
                 in-process pubsub streaming only)
-  --no-pin      do not pin ping and pong to separate CPUs
+  --no-pin      do not pin ping and pong to separate CPUs (queue: the workers)
 
 pubsub: latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over
 all rounds; msgs/s is the median over streaming rounds (counted by the receiver).
@@ -95,7 +105,20 @@ is the median over pipelined rounds (16 calls in flight, counted by the client);
 \"x rtt\" (JSON pipelined_x_rtt) is the median over streaming rounds of calls/s x the round-trip
 p50 of call-after-call calls made in the same round just before the pipelined ones.
 Both: \"x floor\" is the median over rounds of the round's p50 divided by the floor's
-p50 of the same size in the same cycle.";
+p50 of the same size in the same cycle.
+
+queue: producers send, consumers receive and ack every message; ringbus rows run each
+producer and consumer in its own process, crossbeam (crossbeam-queue's ArrayQueue) in
+threads of this process. Rows per size and shape (1->1, 2->2). Transports: crossbeam,
+ringbus, ringbus-durable-never, ringbus-durable-batch (10 ms), ringbus-durable-always
+(durable queues in a fresh directory on disk, removed afterwards; RINGBUS_BENCH_DISK_DIR
+overrides the temp directory). Defaults: --rounds 7, --sizes 64,1024 (at least 24);
+--msgs N: paced latency messages per producer and round (each sent once the previous
+one is acked; at most 60 ms), streaming rounds send 1000x as many in all (at most 150 ms
+per round; --touch is not supported). Latency is one-way, send to receive, from
+CLOCK_MONOTONIC stamps in the payload; msgs/s is the median over rounds; \"x ref\"
+(JSON ratio_msgs_per_s, ratio_reference) is the median over rounds of msgs/s divided by
+the reference row's msgs/s in the same round.";
 
 /// Parsed `bench` options.
 #[derive(Clone, Debug)]
@@ -143,6 +166,7 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
     let mut opts = Options::default();
     let mut it = args.iter();
     let mut pattern_seen = false;
+    let (mut rounds_given, mut sizes_given) = (false, false);
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| {
             it.next()
@@ -154,13 +178,17 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
             "--json" => opts.json = true,
             "--touch" => opts.touch = true,
             "--no-pin" => opts.pin = false,
-            "--rounds" => opts.rounds = positive(&value(arg)?, arg)?,
+            "--rounds" => {
+                opts.rounds = positive(&value(arg)?, arg)?;
+                rounds_given = true;
+            }
             "--msgs" => opts.msgs = positive(&value(arg)?, arg)? as u64,
             "--sizes" => {
                 opts.sizes = value(arg)?
                     .split(',')
                     .map(|s| positive(s.trim(), arg))
                     .collect::<Result<_>>()?;
+                sizes_given = true;
                 if let Some(&s) = opts.sizes.iter().find(|&&s| s < HEADER_BYTES) {
                     return Err(err(format!(
                         "payload size {s} is smaller than the {HEADER_BYTES}-byte header"
@@ -173,12 +201,6 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect();
-                if let Some(bad) = names
-                    .iter()
-                    .find(|n| !transport::KNOWN_TRANSPORTS.contains(&n.as_str()))
-                {
-                    return Err(err(format!("unknown transport `{bad}`")));
-                }
                 opts.transports = Some(names);
             }
             s if !s.starts_with('-') && !pattern_seen => {
@@ -186,6 +208,33 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
                 pattern_seen = true;
             }
             s => return Err(err(format!("unexpected argument `{s}`"))),
+        }
+    }
+    // Checked once the pattern is known (it may follow the flags).
+    let known = match opts.pattern {
+        Pattern::Queue => queue::TRANSPORTS,
+        Pattern::PubSub | Pattern::Rpc => transport::KNOWN_TRANSPORTS,
+    };
+    if let Some(bad) = opts
+        .transports
+        .iter()
+        .flatten()
+        .find(|n| !known.contains(&n.as_str()))
+    {
+        return Err(err(format!(
+            "unknown {} transport `{bad}`",
+            opts.pattern.as_str()
+        )));
+    }
+    if opts.pattern == Pattern::Queue {
+        if opts.touch {
+            return Err(err("--touch is not supported for queue"));
+        }
+        if !rounds_given {
+            opts.rounds = queue::DEFAULT_ROUNDS;
+        }
+        if !sizes_given {
+            opts.sizes = queue::DEFAULT_SIZES.to_vec();
         }
     }
     Ok(Parsed::Run(opts))
@@ -219,8 +268,12 @@ pub fn bench_main(args: &[String]) -> ExitCode {
             if opts.json {
                 println!("{}", report::json(opts.pattern, &rows));
             } else {
+                let rounds = match opts.pattern {
+                    Pattern::Queue => "rounds (each: one streaming and one latency round per row)",
+                    Pattern::PubSub | Pattern::Rpc => "latency rounds per size",
+                };
                 let note = format!(
-                    "{} latency rounds per size; took {:.1} s",
+                    "{} {rounds}; took {:.1} s",
                     opts.rounds,
                     t0.elapsed().as_secs_f64()
                 );
@@ -308,6 +361,9 @@ impl Ctx<'_> {
 }
 
 fn run(opts: &Options) -> Result<Vec<Row>> {
+    if opts.pattern == Pattern::Queue {
+        return queue::run(opts);
+    }
     let all = transport::registry();
     let wanted = |name: &str| {
         name == "floor"
@@ -534,7 +590,7 @@ fn stream_size(
                     let sent = end.stream_send(scount, v.touch)?;
                     let served = peer.finish_run()?;
                     match opts.pattern {
-                        Pattern::PubSub => Ok(served),
+                        Pattern::PubSub | Pattern::Queue => Ok(served),
                         Pattern::Rpc => sent.ok_or_else(|| err("the client end measured no calls")),
                     }
                 })?
@@ -595,8 +651,10 @@ fn size_rows(
             pipelined_x_rtt: match pattern {
                 Pattern::Rpc => paired_of(&v.label())
                     .or_else(|| stats::pipelined_x_rtt(msgs_per_s, Some(latency.p50_ns))),
-                Pattern::PubSub => None,
+                Pattern::PubSub | Pattern::Queue => None,
             },
+            shape: None,
+            rate_ratio: None,
         });
     }
     for (v, rate) in stream_variants.iter().zip(rates) {
@@ -611,6 +669,8 @@ fn size_rows(
             msgs_per_s: stats::median(rate.iter().map(|x| x.0).collect()),
             ratio_p50_to_floor: None,
             pipelined_x_rtt: None,
+            shape: None,
+            rate_ratio: None,
         });
     }
     rows
@@ -706,7 +766,9 @@ mod tests {
         assert!(parse(&["--sizes", "4"]).is_err());
         assert!(parse(&["--transports", "nope"]).is_err());
         assert!(parse(&["--rounds", "0"]).is_err());
-        assert!(parse(&["queue"]).is_err());
+        assert!(parse(&["queue", "--touch"]).is_err());
+        assert!(parse(&["queue", "--transports", "uds"]).is_err());
+        assert!(parse(&["--transports", "ringbus-durable-never"]).is_err());
         assert!(parse(&["nope"]).is_err());
         assert!(parse(&["pubsub", "extra"]).is_err());
         assert!(parse(&["rpc", "pubsub"]).is_err());
@@ -729,6 +791,35 @@ mod tests {
         assert_eq!(Pattern::PubSub.latency_kind().as_str(), "one_way");
         assert_eq!(Pattern::Rpc.reply_bytes(65536), HEADER_BYTES);
         assert_eq!(Pattern::PubSub.reply_bytes(65536), 65536);
+    }
+
+    #[test]
+    fn parses_queue_pattern_with_its_defaults() {
+        let o = parse(&["queue", "--json"]).unwrap();
+        assert_eq!(o.pattern, Pattern::Queue);
+        assert_eq!((o.rounds, o.sizes.clone()), (7, vec![64, 1024]));
+        assert_eq!(o.pattern.latency_kind().as_str(), "one_way");
+        let o = parse(&[
+            "--rounds",
+            "3",
+            "--sizes",
+            "128",
+            "--transports",
+            "crossbeam,ringbus-durable-batch",
+            "queue",
+        ])
+        .unwrap();
+        assert_eq!((o.rounds, o.sizes), (3, vec![128]));
+        assert_eq!(
+            o.transports.unwrap(),
+            vec!["crossbeam", "ringbus-durable-batch"]
+        );
+        // Every queue transport is known, none of the ping/pong ones.
+        let all = transport::registry();
+        let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
+        let opts = parse(&["queue"]).unwrap();
+        assert!(variants(&opts, &selected, Mode::Stream).is_empty());
+        assert!(variants(&opts, &selected, Mode::Latency).is_empty());
     }
 
     #[test]

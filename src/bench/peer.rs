@@ -15,7 +15,15 @@
 //!                                                     child does not measure: latency
 //!                                                     rounds, rpc pipelined rounds)
 //! parent -> "reset"        child drops all its ends  -> "@rb ok"
-//!                          (after the latency phase and after each streaming size)
+//!                          (after the latency phase and after each streaming size;
+//!                          `queue`: after all rounds)
+//! parent -> "queue open <end> <queue name> <dir as hex | ->"  -> "@rb ok"
+//! parent -> "queue run <end> <mode> <count> <max µs> <first seq>"
+//! child  -> "@rb ready" ... its part of the round ...
+//!           "@rb done p <sent>"                                   (producer)
+//!           "@rb done c <count> <first ns> <last ns> [<ns>:<n> ..]" (consumer)
+//!     where <end> = "<transport> <payload> <producers> <consumers> <role> <index>";
+//!     see `queue::worker` (`bench queue` drives four such children at once)
 //! parent -> "quit" (or stdin EOF)                    child exits
 //! child  -> "@rb error <text>"                       instead of ready / done / ok
 //! ```
@@ -33,6 +41,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::queue::{
+    self,
+    worker::{WorkerCtx, WorkerEnds},
+};
 use super::transport::{registry, Mode, Pattern, PongEnd, Setup, StreamOutcome, Transport};
 use super::util::{err, pin_current_thread, Result};
 
@@ -221,6 +233,24 @@ impl Peer {
         })
     }
 
+    /// Sends a `queue ...` line (see [`super::queue::worker`]) and waits for the reply
+    /// `keyword` (`ok` after `open`, `ready` after `run`). `Ok(Err(text))` is an `error`
+    /// reply.
+    pub fn queue_command(
+        &mut self,
+        line: &str,
+        keyword: &str,
+    ) -> Result<std::result::Result<Vec<String>, String>> {
+        self.send(line)?;
+        self.expect(keyword, SETUP_TIMEOUT)
+    }
+
+    /// Waits for the `done` reply of a `queue run` and returns its fields; `Ok(Err(text))`
+    /// is an `error` reply (the round failed in the child).
+    pub fn queue_done(&mut self) -> Result<std::result::Result<Vec<String>, String>> {
+        self.expect("done", DONE_TIMEOUT)
+    }
+
     /// Makes the child drop every end (after the latency phase, after each streaming size).
     pub fn reset(&mut self) -> Result<()> {
         self.send("reset")?;
@@ -331,6 +361,12 @@ fn serve(args: &[String]) -> Result<()> {
         pin_current_thread(cpu)?;
     }
     let transports = registry();
+    let queue_transports = queue::registry();
+    let queue_ctx = WorkerCtx {
+        transports: &queue_transports,
+        ack_path: queue::ack_path(&args.dir, &args.key),
+    };
+    let mut queue_ends = WorkerEnds::default();
     // Keyed by (transport, payload, mode): during the latency phase the ends of all sizes
     // are alive at once (sizes are interleaved); each has its own shared resources.
     let mut ends: HashMap<(String, usize, Mode), Box<dyn PongEnd>> = HashMap::new();
@@ -381,8 +417,10 @@ fn serve(args: &[String]) -> Result<()> {
                     }
                 }
             }
+            Some((&"queue", rest)) => queue_ends.command(&queue_ctx, rest, &say),
             Some((&"reset", _)) => {
                 ends.clear();
+                queue_ends.clear();
                 say("ok");
             }
             Some((&"quit", _)) => break,

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::queue;
 use super::stats::Row;
 use super::transport::{LatencyKind, Pattern, RPC_WINDOW};
 
@@ -12,7 +13,10 @@ use super::transport::{LatencyKind, Pattern, RPC_WINDOW};
 /// `null`. `"latency"` says what the `*_ns` figures are: `"one_way"` (round trip / 2,
 /// `pubsub`) or `"round_trip"` (`rpc`). For `rpc`, `msgs_per_s` holds pipelined calls per
 /// second (measured at the client) and every result also has `"pipelined_x_rtt"`
-/// (calls/s x round-trip p50 in s).
+/// (calls/s x round-trip p50 in s). For `queue` (`"latency":"one_way"`: send to receive,
+/// from `CLOCK_MONOTONIC` stamps), every result also has `"producers"`, `"consumers"`,
+/// `"ratio_msgs_per_s"` (median over rounds of msgs/s / the reference row's msgs/s in the
+/// same round) and `"ratio_reference"` (that row's transport, or `null`).
 pub fn json(pattern: Pattern, rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str("{\"pattern\":");
@@ -48,6 +52,19 @@ pub fn json(pattern: Pattern, rows: &[Row]) -> String {
                 opt_float(row.pipelined_x_rtt, 2)
             );
         }
+        if pattern == Pattern::Queue {
+            let (producers, consumers) = row.shape.unwrap_or((0, 0));
+            let _ = write!(
+                out,
+                ",\"producers\":{producers},\"consumers\":{consumers},\"ratio_msgs_per_s\":{},\
+                 \"ratio_reference\":",
+                opt_float(row.rate_ratio.map(|r| r.0), 3)
+            );
+            match row.rate_ratio {
+                Some((_, reference)) => push_json_str(&mut out, reference),
+                None => out.push_str("null"),
+            }
+        }
         out.push('}');
     }
     out.push_str("]}");
@@ -82,6 +99,9 @@ fn push_json_str(out: &mut String, s: &str) {
 
 /// Renders the human-readable table.
 pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
+    if pattern == Pattern::Queue {
+        return queue_table(rows, header_note);
+    }
     let mut out = String::new();
     let rpc = pattern == Pattern::Rpc;
     let what = match pattern.latency_kind() {
@@ -151,6 +171,78 @@ pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
     out
 }
 
+/// The `queue` table: one line per transport, size and shape, then the judged ratios.
+fn queue_table(rows: &[Row], header_note: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ringbus bench queue: one-way latency (send -> receive, CLOCK_MONOTONIC stamps, paced) \
+         in ns; msgs/s acked, median over rounds; {header_note}"
+    );
+    let _ = writeln!(
+        out,
+        "x ref = median over rounds of msgs/s / the reference row's msgs/s in the same round"
+    );
+    let _ = writeln!(
+        out,
+        "{:<23} {:>5} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7} {:>12} {:>6}  ref",
+        "transport", "shape", "bytes", "p50", "p99", "p99.9", "max", "samples", "msgs/s", "x ref",
+    );
+    let cell = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut last_group = None;
+    for row in rows {
+        let group = (row.payload_bytes, row.shape);
+        if last_group.is_some() && last_group != Some(group) {
+            out.push('\n');
+        }
+        last_group = Some(group);
+        let lat = row.latency.as_ref();
+        let shape = row
+            .shape
+            .map_or_else(|| "-".to_string(), |(p, c)| format!("{p}→{c}"));
+        let _ = writeln!(
+            out,
+            "{:<23} {:>5} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7} {:>12} {:>6}  {}",
+            row.transport,
+            shape,
+            row.payload_bytes,
+            cell(lat.map(|l| l.p50_ns)),
+            cell(lat.map(|l| l.p99_ns)),
+            cell(lat.map(|l| l.p999_ns)),
+            cell(lat.map(|l| l.max_ns)),
+            cell(lat.map(|l| l.samples)),
+            row.msgs_per_s
+                .map_or_else(|| "-".to_string(), |m| format!("{m:.0}")),
+            row.rate_ratio
+                .map_or_else(|| "-".to_string(), |(r, _)| format!("{r:.2}")),
+            row.rate_ratio.map_or("", |(_, reference)| reference),
+        );
+    }
+    let judged: Vec<String> = queue::TARGETS
+        .iter()
+        .filter_map(|&(name, reference, least)| {
+            let row = rows.iter().find(|r| {
+                r.transport == name && r.payload_bytes == 64 && r.shape == Some((1, 1))
+            })?;
+            let (ratio, got_reference) = row.rate_ratio?;
+            (got_reference == reference).then(|| {
+                format!(
+                    "  {:<40} {ratio:>6.3}  (target >= {least:.2}: {})",
+                    format!("{name} / {reference}"),
+                    if ratio >= least { "met" } else { "NOT met" }
+                )
+            })
+        })
+        .collect();
+    if !judged.is_empty() {
+        let _ = writeln!(out, "\njudged figures, 1→1, 64 B, x ref of msgs/s:");
+        for line in judged {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +265,8 @@ mod tests {
                 msgs_per_s: Some(1e6),
                 ratio_p50_to_floor: Some(1.0),
                 pipelined_x_rtt: None,
+                shape: None,
+                rate_ratio: None,
             },
             Row {
                 transport: "crossbeam\"x".into(),
@@ -182,6 +276,8 @@ mod tests {
                 msgs_per_s: None,
                 ratio_p50_to_floor: None,
                 pipelined_x_rtt: None,
+                shape: None,
+                rate_ratio: None,
             },
         ];
         let out = json(Pattern::PubSub, &rows);
@@ -213,6 +309,8 @@ mod tests {
             msgs_per_s: Some(4e6),
             ratio_p50_to_floor: Some(1.5),
             pipelined_x_rtt: Some(4.0),
+            shape: None,
+            rate_ratio: None,
         }];
         let out = json(Pattern::Rpc, &rows);
         assert!(out.starts_with("{\"pattern\":\"rpc\",\"latency\":\"round_trip\",\"results\":["));
@@ -229,5 +327,44 @@ mod tests {
             .any(|l| l.starts_with("ringbus") && l.ends_with("4.00")));
         let t = table(Pattern::PubSub, &rows, "note");
         assert!(t.contains("one-way latency") && t.contains("msgs/s") && !t.contains("x rtt"));
+    }
+
+    #[test]
+    fn queue_json_and_table_carry_shape_and_ratio() {
+        let row = |transport: &str, ratio: Option<(f64, &'static str)>| Row {
+            transport: transport.into(),
+            payload_bytes: 64,
+            touch: false,
+            latency: Some(LatencySummary {
+                p50_ns: 700,
+                p99_ns: 2000,
+                p999_ns: 3000,
+                max_ns: 4000,
+                samples: 3500,
+            }),
+            msgs_per_s: Some(5e6),
+            ratio_p50_to_floor: None,
+            pipelined_x_rtt: None,
+            shape: Some((1, 1)),
+            rate_ratio: ratio,
+        };
+        let rows = vec![
+            row("crossbeam", None),
+            row("ringbus", Some((0.6, "crossbeam"))),
+            row("ringbus-durable-never", Some((0.4, "ringbus"))),
+        ];
+        let out = json(Pattern::Queue, &rows);
+        assert!(out.starts_with(
+            "{\"pattern\":\"queue\",\"latency\":\"one_way\",\"results\":[{\"transport\":\"crossbeam\""
+        ));
+        assert!(out.contains(
+            "\"producers\":1,\"consumers\":1,\"ratio_msgs_per_s\":null,\"ratio_reference\":null}"
+        ));
+        assert!(out.contains("\"ratio_msgs_per_s\":0.600,\"ratio_reference\":\"crossbeam\"}"));
+        assert!(!out.contains("pipelined_x_rtt") && !out.contains('\n'));
+        let t = table(Pattern::Queue, &rows, "note");
+        assert!(t.contains("send -> receive") && t.contains("1→1"));
+        assert!(t.contains("ringbus / crossbeam") && t.contains("0.600  (target >= 0.50: met)"));
+        assert!(t.contains("ringbus-durable-never / ringbus") && t.contains("NOT met"));
     }
 }

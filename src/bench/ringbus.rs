@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::transport::{Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport};
+use super::transport::{
+    no_queue, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+};
 use super::util::{
     check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, Result,
     StreamTimer, MSG_TIMEOUT,
@@ -50,14 +52,15 @@ impl Transport for Ringbus {
         self.name_of()
     }
 
-    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
-        true
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
         Ok(match setup.pattern {
             Pattern::PubSub => Box::new(RbEnd::new(self, setup, Role::Ping)?),
             Pattern::Rpc => Box::new(rpc::RpcPing::new(self, setup)?),
+            Pattern::Queue => return Err(no_queue(self.name())),
         })
     }
 
@@ -65,6 +68,7 @@ impl Transport for Ringbus {
         Ok(match setup.pattern {
             Pattern::PubSub => Box::new(RbEnd::new(self, setup, Role::Pong)?),
             Pattern::Rpc => Box::new(rpc::RpcPong::new(self, setup)?),
+            Pattern::Queue => return Err(no_queue(self.name())),
         })
     }
 }

@@ -43,19 +43,9 @@ impl LatencyRecord {
     /// Latency summary, if anything was recorded: one-way (round trip / 2, `pubsub`) or
     /// the full round trip (`rpc`), as `kind` says.
     pub fn summary(&self, kind: LatencyKind) -> Option<LatencySummary> {
-        if self.total.is_empty() {
-            return None;
-        }
-        let scale = |rtt: u64| match kind {
+        LatencySummary::of(&self.total, |rtt| match kind {
             LatencyKind::OneWay => rtt.div_ceil(2),
             LatencyKind::RoundTrip => rtt,
-        };
-        Some(LatencySummary {
-            p50_ns: scale(self.total.value_at_quantile(0.5)),
-            p99_ns: scale(self.total.value_at_quantile(0.99)),
-            p999_ns: scale(self.total.value_at_quantile(0.999)),
-            max_ns: scale(self.total.max()),
-            samples: self.total.len(),
         })
     }
 
@@ -86,8 +76,24 @@ pub struct LatencySummary {
     pub p999_ns: u64,
     /// Largest.
     pub max_ns: u64,
-    /// Number of round trips behind the numbers.
+    /// Number of round trips (`queue`: messages) behind the numbers.
     pub samples: u64,
+}
+
+impl LatencySummary {
+    /// Percentiles of `hist`, each passed through `scale` (None if `hist` is empty).
+    pub fn of(hist: &Histogram<u64>, scale: impl Fn(u64) -> u64) -> Option<Self> {
+        if hist.is_empty() {
+            return None;
+        }
+        Some(Self {
+            p50_ns: scale(hist.value_at_quantile(0.5)),
+            p99_ns: scale(hist.value_at_quantile(0.99)),
+            p999_ns: scale(hist.value_at_quantile(0.999)),
+            max_ns: scale(hist.max()),
+            samples: hist.len(),
+        })
+    }
 }
 
 /// Median of `values` (mean of the middle two for an even count).
@@ -113,8 +119,8 @@ pub struct Row {
     pub payload_bytes: usize,
     /// Whether sender and receiver touched every byte.
     pub touch: bool,
-    /// Latency: one-way for `pubsub`, round trip for `rpc` (None for streaming-only
-    /// transports).
+    /// Latency: one-way for `pubsub` and `queue`, round trip for `rpc` (None for
+    /// streaming-only transports).
     pub latency: Option<LatencySummary>,
     /// Median over streaming rounds of messages per second (`pubsub`) or pipelined calls
     /// per second (`rpc`).
@@ -124,6 +130,11 @@ pub struct Row {
     /// `rpc` only: pipelined calls/s x round-trip p50 in seconds, i.e. how many calls
     /// pipelining keeps in flight on average (1 = no gain over call-after-call).
     pub pipelined_x_rtt: Option<f64>,
+    /// `queue` only: producers and consumers (processes; threads for `crossbeam`).
+    pub shape: Option<(usize, usize)>,
+    /// `queue` only: median over rounds of this row's msgs/s divided by the msgs/s of its
+    /// reference row (same size and shape) in the same round, and the reference's name.
+    pub rate_ratio: Option<(f64, &'static str)>,
 }
 
 /// Pipelined calls/s times the round-trip p50 (ns) in seconds.

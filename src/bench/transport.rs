@@ -13,8 +13,9 @@ use hdrhistogram::Histogram;
 
 use super::util::{err, Result, HEADER_BYTES};
 
-/// Messaging pattern under test: `pubsub` and `rpc`; `queue` is expected to reuse the
-/// same transports, child protocol and statistics.
+/// Messaging pattern under test. `pubsub` and `rpc` use the [`Transport`]s of
+/// [`registry`]; `queue` has its own transports, roles and rounds (see
+/// [`super::queue`]) and shares the child process, statistics and reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pattern {
     /// One publisher, one subscriber per direction. Latency is reported one-way (round
@@ -25,6 +26,10 @@ pub enum Pattern {
     /// client). Latency is the full round trip; streaming means pipelined calls with
     /// [`RPC_WINDOW`] in flight, counted at the client (ping).
     Rpc,
+    /// Work queue: producers send, competing consumers receive and ack every message.
+    /// Latency is one-way, send to receive, from timestamps carried in the payload;
+    /// throughput counts acked messages (see [`super::queue`]).
+    Queue,
 }
 
 /// Calls a client keeps in flight in `rpc` streaming (pipelined) rounds.
@@ -36,6 +41,7 @@ impl Pattern {
         match self {
             Pattern::PubSub => "pubsub",
             Pattern::Rpc => "rpc",
+            Pattern::Queue => "queue",
         }
     }
 
@@ -44,7 +50,7 @@ impl Pattern {
         match s {
             "pubsub" => Ok(Pattern::PubSub),
             "rpc" => Ok(Pattern::Rpc),
-            "queue" => Err(err(format!("pattern `{s}` is not implemented yet"))),
+            "queue" => Ok(Pattern::Queue),
             _ => Err(err(format!("unknown pattern `{s}`"))),
         }
     }
@@ -52,17 +58,19 @@ impl Pattern {
     /// What the reported latency figures are.
     pub fn latency_kind(self) -> LatencyKind {
         match self {
-            Pattern::PubSub => LatencyKind::OneWay,
+            Pattern::PubSub | Pattern::Queue => LatencyKind::OneWay,
             Pattern::Rpc => LatencyKind::RoundTrip,
         }
     }
 
     /// Bytes of the message pong sends back for a `payload`-byte message from ping: the
-    /// same size for `pubsub`, the 8-byte response for `rpc`.
+    /// same size for `pubsub`, the 8-byte response for `rpc`, nothing for `queue` (whose
+    /// consumers only ack).
     pub fn reply_bytes(self, payload: usize) -> usize {
         match self {
             Pattern::PubSub => payload,
             Pattern::Rpc => HEADER_BYTES,
+            Pattern::Queue => 0,
         }
     }
 }
@@ -70,7 +78,8 @@ impl Pattern {
 /// Whether latency figures are one-way (round trip / 2) or full round trips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LatencyKind {
-    /// Round trip / 2 (`pubsub`).
+    /// One way: round trip / 2 (`pubsub`), or send to receive measured directly with
+    /// `CLOCK_MONOTONIC` stamps carried in the payload (`queue`).
     OneWay,
     /// The whole round trip (`rpc`: request out, response back).
     RoundTrip,
@@ -257,6 +266,12 @@ pub trait PongEnd {
 /// Error for an end asked to do what its mode does not cover.
 pub fn wrong_mode(transport: &str, mode: Mode) -> super::util::BoxError {
     err(format!("{transport}: end was set up for {mode} rounds"))
+}
+
+/// Error for a ping/pong transport asked for a `queue` end (`queue` has its own
+/// transports, see [`super::queue`]).
+pub fn no_queue(transport: &str) -> super::util::BoxError {
+    err(format!("{transport}: `queue` has its own transports"))
 }
 
 /// `Ok` if an end set up for `have` rounds is asked for `want` rounds, else [`wrong_mode`].

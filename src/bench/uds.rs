@@ -32,8 +32,8 @@ impl Transport for Uds {
         "uds"
     }
 
-    fn supports(&self, _pattern: Pattern, _mode: Mode) -> bool {
-        true
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
