@@ -172,6 +172,8 @@ pub enum ReceiveError {
     TooManyHeld(usize),
     /// A message failed validation (wrong length, invalid rkyv archive): it is skipped.
     Invalid(String),
+    /// Durable queue: the log could not be read now (the I/O error); the message stays queued.
+    Storage(String),
 }
 
 impl fmt::Display for ReceiveError {
@@ -187,6 +189,7 @@ impl fmt::Display for ReceiveError {
                 )
             }
             ReceiveError::Invalid(why) => write!(f, "invalid message skipped: {why}"),
+            ReceiveError::Storage(e) => write!(f, "durable storage failed: {e}"),
         }
     }
 }

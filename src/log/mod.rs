@@ -290,6 +290,9 @@ impl Log {
                 removed += 1;
             }
         }
+        drop(map);
+        // Also forget mappings of segments another process already deleted.
+        self.forget_below(o);
         if removed > 0 {
             let _ = sync_dir(&self.dir);
         }

@@ -417,6 +417,8 @@ impl LogSegment {
         // SeqCst: ordered after our record writes, and in one order with the syncer's SeqCst
         // store of the next number: a sync numbered above `mine` stored its number after this
         // load, so it began after our writes.
+        // The fence orders our (non-atomic) record writes before the load.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let mine = begun.load(Ordering::SeqCst);
         let me = ProcessId::current().pack();
         let lock = self.region.u64_at(OFF_SYNC_LOCK);

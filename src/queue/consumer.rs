@@ -59,6 +59,8 @@ pub(crate) struct ConsumerCore {
     prefetch: usize,
     spin: Duration,
     held: Cell<usize>,
+    /// Positions this consumer holds deliveries of, and how many of each.
+    views: RefCell<Vec<(u64, u32)>>,
     claims: RefCell<Claims>,
     dlq_opener: Option<DlqOpener>,
 }
@@ -85,6 +87,7 @@ impl ConsumerCore {
             prefetch,
             spin,
             held: Cell::new(0),
+            views: RefCell::new(Vec::with_capacity(prefetch + 1)),
             claims: RefCell::new(Claims {
                 buffer: VecDeque::with_capacity(prefetch),
                 // Scan at the first claim: deliveries of dead consumers may be waiting.
@@ -105,10 +108,17 @@ impl ConsumerCore {
         loop {
             let next = self.claims.borrow_mut().buffer.pop_front();
             if let Some((pos, s)) = next {
-                match self.open_delivery(pos, s) {
-                    Ok(got) => return Ok(got),
-                    Err(e) => return Err(e),
+                let l = &self.shared.layout;
+                // Acquire: as for a claim (the message may have been taken back and claimed
+                // again by us in a scan: then it is a new entry in the buffer).
+                if l.state(self.shared.region(), pos).load(Ordering::Acquire) != s.0 {
+                    // Taken back while it waited here (its deadline passed): not ours to read.
+                    if self.views.borrow().iter().all(|&(p, _)| p != pos) {
+                        release_stale(l, self.shared.region(), pos, self.index);
+                    }
+                    continue;
                 }
+                return self.open_delivery(pos, s);
             }
             let held = self.held.get();
             if held >= self.prefetch {
@@ -128,7 +138,17 @@ impl ConsumerCore {
             let mut c = self.claims.borrow_mut();
             if !c.seg.as_ref().is_some_and(|g| g.contains(pos)) {
                 let log = self.shared.log.as_ref().expect("durable queues have a log");
-                c.seg = log.segment(pos, false).ok();
+                match log.segment(pos, false) {
+                    Ok(seg) => c.seg = Some(seg),
+                    Err(OpenError::NotFound(_)) => c.seg = None,
+                    Err(e) => {
+                        // Maybe transient (out of file descriptors or memory): hand the message
+                        // back rather than lose it.
+                        drop(c);
+                        let _ = self.nack(pos, s, true);
+                        return Err(ReceiveError::Storage(e.to_string()));
+                    }
+                }
             }
             let Some(seg) = c.seg.clone() else {
                 drop(c);
@@ -155,13 +175,13 @@ impl ConsumerCore {
                 len,
             )
         };
-        self.held.set(self.held.get() + 1);
+        self.hold(pos);
         Ok(Got::Message(pos, s, seg, ptr, len))
     }
 
     #[cold]
     fn drop_invalid(&self, pos: u64, s: State, why: String) -> ReceiveError {
-        self.held.set(self.held.get() + 1);
+        self.hold(pos);
         let _ = self.ack(pos, s);
         self.shared.count(CTRL_TORN, 1);
         ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
@@ -209,17 +229,31 @@ impl ConsumerCore {
                         if !self.writer_gone(c, cursor, s) {
                             break;
                         }
-                        // Release: as for SKIP below.
-                        let _ = state.compare_exchange(
+                        // Release: as for SKIP below. If the producer published or gave up
+                        // meanwhile, the CAS fails and the slot is looked at again.
+                        if state
+                            .compare_exchange(
+                                s.0,
+                                State::new(FREE, cursor + n, 0, 0).0,
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            )
+                            .is_err()
+                        {
+                            continue;
+                        }
+                    }
+                    // Release: the slot goes to the producer of the next lap.
+                    SKIP if state
+                        .compare_exchange(
                             s.0,
                             State::new(FREE, cursor + n, 0, 0).0,
                             Ordering::Release,
                             Ordering::Relaxed,
-                        );
-                    }
-                    SKIP => {
-                        // Release: the slot goes to the producer of the next lap.
-                        state.store(State::new(FREE, cursor + n, 0, 0).0, Ordering::Release);
+                        )
+                        .is_err() =>
+                    {
+                        continue;
                     }
                     FREE => break,
                     // TAKEN or ACKED at the cursor: a claimer died after marking it and before
@@ -409,7 +443,7 @@ impl ConsumerCore {
         let letters = std::mem::take(&mut c.dead_letters);
         for &(pos, s) in &letters {
             let Some(opener) = &self.dlq_opener else {
-                self.held.set(self.held.get() + 1);
+                self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DROPPED, 1);
                 continue;
@@ -455,7 +489,7 @@ impl ConsumerCore {
                 None => false,
             };
             if moved {
-                self.held.set(self.held.get() + 1);
+                self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DEAD_LETTERED, 1);
             }
@@ -466,7 +500,7 @@ impl ConsumerCore {
 
     /// Acknowledges delivery `s` of `pos`: the message is removed.
     pub(crate) fn ack(&self, pos: u64, s: State) -> Result<(), AckError> {
-        self.held.set(self.held.get() - 1);
+        let last_view = self.unhold(pos);
         let l = &self.shared.layout;
         let r = self.shared.region();
         let state = l.state(r, pos);
@@ -498,16 +532,20 @@ impl ConsumerCore {
                 return Ok(());
             }
         }
-        release_stale(l, r, pos, self.index);
+        if last_view {
+            release_stale(l, r, pos, self.index);
+        }
         Err(AckError::Expired)
     }
 
     /// Hands delivery `s` of `pos` back to the queue. `undo` takes back the delivery count
     /// (a prefetched message the application never saw).
     pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
-        if !undo {
-            self.held.set(self.held.get() - 1);
-        }
+        let last_view = if undo {
+            self.views.borrow().iter().all(|&(p, _)| p != pos)
+        } else {
+            self.unhold(pos)
+        };
         let l = &self.shared.layout;
         let r = self.shared.region();
         let count = if undo {
@@ -522,7 +560,9 @@ impl ConsumerCore {
             .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
-            release_stale(l, r, pos, self.index);
+            if last_view {
+                release_stale(l, r, pos, self.index);
+            }
             return Err(AckError::Expired);
         }
         self.shared.count(CTRL_RETURNED, 1);
@@ -532,6 +572,36 @@ impl ConsumerCore {
             self.shared.wake_consumers(1);
         }
         Ok(())
+    }
+
+    /// Counts a delivery of `pos` handed to the application (one more view of its bytes).
+    #[inline]
+    fn hold(&self, pos: u64) {
+        self.held.set(self.held.get() + 1);
+        let mut v = self.views.borrow_mut();
+        match v.iter_mut().find(|(p, _)| *p == pos) {
+            Some((_, n)) => *n += 1,
+            None => v.push((pos, 1)),
+        }
+    }
+
+    /// Counts a delivery of `pos` ended; true if it was this consumer's last view of `pos` (a
+    /// consumer can hold an expired delivery and a new one of the same message: its stale mark
+    /// must stay until both are gone).
+    #[inline]
+    fn unhold(&self, pos: u64) -> bool {
+        self.held.set(self.held.get() - 1);
+        let mut v = self.views.borrow_mut();
+        let Some(i) = v.iter().position(|(p, _)| *p == pos) else {
+            return true;
+        };
+        v[i].1 -= 1;
+        if v[i].1 == 0 {
+            v.swap_remove(i);
+            true
+        } else {
+            false
+        }
     }
 
     #[inline]

@@ -66,9 +66,9 @@ struct FlushState {
 
 impl FlushState {
     fn flush(&self, synced: &mut u64) {
-        // Relaxed: a position compared with the last one synced; a sync covers every write made
-        // before it starts, whatever this load saw.
-        let last = self.last.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store, so the records up to `last` are
+        // written before our sync starts.
+        let last = self.last.load(Ordering::Acquire);
         if last == *synced {
             return;
         }
@@ -85,6 +85,16 @@ impl FlushState {
             .all(|s| s.sync_covering(upto.min(s.last())).is_ok());
         if ok {
             *synced = last;
+        } else {
+            // Try again next time, older segments included.
+            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            let current = std::mem::take(&mut *d);
+            *d = segs;
+            for s in current {
+                if !d.iter().any(|x| Arc::ptr_eq(x, &s)) {
+                    d.push(s);
+                }
+            }
         }
     }
 }
@@ -196,25 +206,27 @@ impl ProducerCore {
             if s == State::new(FREE, tail, 0, 0) {
                 break;
             }
-            if !s.is_for(tail) || s.kind() == FREE || passed == l.capacity {
+            let done_with = s.is_after(tail) || (s.is_for(tail) && s.kind() != FREE);
+            if !done_with || passed == l.capacity {
                 // Still holding a message of the previous lap: full.
                 lock::unlock(append);
                 return None;
             }
-            // Already reserved for this lap: a holder of the lock died after marking the slot
-            // and before moving the tail. Consumers deal with the slot; move past it.
+            // Already reserved for this lap (or even consumed and freed): a holder of the lock
+            // died after marking the slot and before moving the tail. Move past it.
             tail += 1;
             passed += 1;
             r.u64_at(CTRL_TAIL).store(tail, Ordering::Relaxed);
             state = l.state(r, tail);
         }
-        // Relaxed: published by the unlock's Release to the next producer; consumers read the
-        // state with Acquire and see FREE or WRITING, both meaning "not yet".
+        // Relaxed: ordered before the WRITING store by its Release.
         r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
             .store(tail + 1, Ordering::Relaxed);
+        // Release: a consumer that sees WRITING (Acquire) and judges this producer also sees
+        // its `writing` word naming the position, so a live producer is never judged gone.
         state.store(
             State::new(WRITING, tail, self.index, 0).0,
-            Ordering::Relaxed,
+            Ordering::Release,
         );
         r.u64_at(CTRL_TAIL).store(tail + 1, Ordering::Relaxed);
         lock::unlock(append);
@@ -354,9 +366,8 @@ impl ProducerCore {
             flusher: Some(f), ..
         }) = &self.durable
         {
-            // Relaxed: a position for the flusher, whose sync covers whatever was written
-            // before it starts.
-            f.state.last.store(pos + 1, Ordering::Relaxed);
+            // Release: the flusher that reads this position sees the records written.
+            f.state.last.store(pos + 1, Ordering::Release);
         }
         Ok(pos)
     }

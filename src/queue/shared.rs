@@ -433,9 +433,18 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
 /// torn or corrupt one is skipped (never delivered) and counted.
 fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     // Relaxed, here and below: under the segment lock with no live participant.
-    let head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+    let mut head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
     let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
-    if tail < head || tail - head > l.capacity as u64 {
+    // The head moves only during claims, so it may lag: every position a lap behind the tail
+    // has had its slot reused, so it is done with.
+    if tail > head && tail - head > l.capacity as u64 {
+        head = tail - l.capacity as u64;
+        r.u64_at(CTRL_HEAD).store(head, Ordering::Relaxed);
+        if r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed) < head {
+            r.u64_at(CTRL_CURSOR).store(head, Ordering::Relaxed);
+        }
+    }
+    if tail < head {
         return Err(OpenError::Corrupt(format!(
             "queue positions head {head}, tail {tail} exceed the capacity"
         )));
@@ -475,35 +484,34 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
         return Ok(());
     };
     let n = l.capacity as u64;
+    // The end: after the last record written (valid or torn), looking from the last segment
+    // back. Only segment files that exist are visited.
     let mut end = first;
-    let mut kinds = Vec::with_capacity(l.capacity);
-    let (mut torn, mut waiting) = (0u64, 0u64);
-    // Only positions of segment files that exist are visited; a gap between files reads as
-    // records never written.
-    for &base in &bases {
+    'find: for &base in bases.iter().rev() {
         let seg = log.segment(base, false)?;
-        for pos in base..base + l.log_records {
-            let p = pos - first;
-            if p >= n {
-                if matches!(seg.read(pos), Record::Valid(_)) {
-                    return Err(OpenError::Corrupt(format!(
-                        "the log holds messages beyond the queue's capacity of {n}"
-                    )));
-                }
-                continue;
+        for pos in (base..base + l.log_records).rev() {
+            if !matches!(seg.read(pos), Record::Empty) {
+                end = pos + 1;
+                break 'find;
             }
-            while (kinds.len() as u64) < p {
-                kinds.push(None);
-            }
-            let rec = match seg.read(pos) {
+        }
+    }
+    // At most a capacity of positions can be waiting; anything before was acknowledged (its
+    // slot was reused).
+    let first = first.max(end.saturating_sub(n));
+    let mut kinds: Vec<Option<bool>> = vec![None; (end - first) as usize];
+    let (mut torn, mut waiting) = (0u64, 0u64);
+    for &base in &bases {
+        if base + l.log_records <= first || base >= end {
+            continue;
+        }
+        let seg = log.segment(base, false)?;
+        for pos in base.max(first)..(base + l.log_records).min(end) {
+            kinds[(pos - first) as usize] = match seg.read(pos) {
                 Record::Valid(_) => Some(true),
                 Record::Corrupt(_) => Some(false),
                 Record::Empty => None,
             };
-            if rec.is_some() {
-                end = pos + 1;
-            }
-            kinds.push(rec);
         }
     }
     for (i, rec) in kinds.iter().enumerate().take((end - first) as usize) {
