@@ -25,6 +25,8 @@ use crate::topic::Payload;
 /// How often claims look for expired deliveries and dead consumers even when nothing was handed
 /// back.
 const SCAN_INTERVAL: Duration = Duration::from_millis(10);
+/// Empty polls between two looks at the clock (whether a scan is due).
+const IDLE_POLLS_PER_CLOCK: u32 = 64;
 /// Most positions one claim walks the head over.
 const HEAD_STEPS: u64 = 4096;
 
@@ -45,6 +47,8 @@ struct Claims {
     next_scan: u64,
     /// A WRITING slot at the cursor and when we first saw it (to judge its producer).
     stuck: Option<(u64, Instant)>,
+    /// Polls that found nothing, to look at the clock (for scans) only now and then.
+    idle_polls: u32,
     dead_letters: Vec<(u64, State)>,
     dlq: Option<ProducerCore>,
     seg: Option<Arc<LogSegment>>,
@@ -59,6 +63,8 @@ pub(crate) struct ConsumerCore {
     prefetch: usize,
     spin: Duration,
     held: Cell<usize>,
+    /// More participants than CPUs (refreshed every scan interval): spinning waits yield.
+    oversubscribed: Cell<bool>,
     /// Positions this consumer holds deliveries of, and how many of each.
     views: RefCell<Vec<(u64, u32)>>,
     claims: RefCell<Claims>,
@@ -87,6 +93,7 @@ impl ConsumerCore {
             prefetch,
             spin,
             held: Cell::new(0),
+            oversubscribed: Cell::new(false),
             views: RefCell::new(Vec::with_capacity(prefetch + 1)),
             claims: RefCell::new(Claims {
                 buffer: VecDeque::with_capacity(prefetch),
@@ -94,6 +101,7 @@ impl ConsumerCore {
                 returned_seen: returned_seen.wrapping_sub(1),
                 next_scan: 0,
                 stuck: None,
+                idle_polls: 0,
                 dead_letters: Vec::with_capacity(prefetch),
                 dlq: None,
                 seg: None,
@@ -196,6 +204,17 @@ impl ConsumerCore {
         let mut c = self.claims.borrow_mut();
         let c = &mut *c;
         let want = want.min(self.prefetch);
+        // Nothing new, nothing handed back and no scan due: done without the lock. Relaxed
+        // loads: a hint; the claim below rereads everything under the lock.
+        let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
+        if l.state(r, cursor).load(Ordering::Relaxed) == State::new(FREE, cursor, 0, 0).0
+            && r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed) == c.returned_seen
+        {
+            c.idle_polls = c.idle_polls.wrapping_add(1);
+            if c.idle_polls % IDLE_POLLS_PER_CLOCK != 0 || now_ms() < c.next_scan {
+                return 0;
+            }
+        }
         let claim = r.u64_at(CTRL_CLAIM);
         lock::lock(claim, self.me, None);
 
@@ -214,6 +233,7 @@ impl ConsumerCore {
             if check_alive {
                 c.next_scan = now + SCAN_INTERVAL.as_millis() as u64;
                 c.alive = [0; MAX_QUEUE_PARTICIPANTS];
+                self.oversubscribed.set(sh.oversubscribed());
             }
             self.scan(c, head, cursor, want, deadline, now, check_alive);
         }
@@ -626,6 +646,7 @@ impl ConsumerCore {
         let r = self.shared.region();
         let ready = r.u32_at(CTRL_READY);
         let waiters = r.u32_at(CTRL_READY_WAITERS);
+        let mut spins = 0u32;
         loop {
             if let g @ Got::Message(..) = self.try_once()? {
                 return Ok(g);
@@ -635,7 +656,14 @@ impl ConsumerCore {
                 return Err(ReceiveError::Timeout(timeout.unwrap_or_default()));
             }
             if now - start < self.spin {
-                std::hint::spin_loop();
+                // With more participants than CPUs, the producer we wait for may need our CPU:
+                // let it run now and then.
+                spins += 1;
+                if spins % 16 == 0 && self.oversubscribed.get() {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             let nap = deadline.map_or(SCAN_INTERVAL, |d| (d - now).min(SCAN_INTERVAL));

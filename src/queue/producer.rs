@@ -142,6 +142,8 @@ pub(crate) struct ProducerCore {
     full: FullPolicy,
     spin: Duration,
     durable: Option<Durable>,
+    /// How far past the tail a full queue's producer looks for room (see `wait_for_room`).
+    batch_room: u64,
     asymmetric: bool,
     sent: u64,
     last_written: Option<u64>,
@@ -164,6 +166,7 @@ impl ProducerCore {
             },
         });
         ProducerCore {
+            batch_room: (shared.layout.capacity as u64 / 8).min(32),
             shared,
             index,
             me: ProcessId::current().pack(),
@@ -272,16 +275,38 @@ impl ProducerCore {
         let room = r.u32_at(CTRL_ROOM);
         let waiters = r.u32_at(CTRL_ROOM_WAITERS);
         let mut next_reclaim = start + lock::CHECK_INTERVAL;
+        let (mut polls, mut backoff) = (0u32, 1u32);
+        let oversubscribed = self.shared.oversubscribed();
         loop {
-            if let Some(pos) = self.try_reserve() {
-                return Ok(pos);
+            // Look at the slot of the tail without the lock, and back off between looks: while
+            // the queue is full, that slot holds the oldest message, whose line the consumer
+            // acknowledging it needs.
+            // Wait for a batch of room rather than one slot: the consumers acknowledge the
+            // next few slots undisturbed, then this producer fills them in a row. Every few
+            // polls the tail itself is tried, in case a batch never comes (messages held).
+            if self.room_at_tail(self.batch_room) || polls % 8 == 7 {
+                if let Some(pos) = self.try_reserve() {
+                    return Ok(pos);
+                }
+            }
+            for _ in 0..backoff {
+                std::hint::spin_loop();
+            }
+            backoff = (backoff * 2).min(64);
+            polls += 1;
+            if polls % 16 != 0 {
+                continue;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Err(SendError::Timeout(timeout));
             }
             if now - start < self.spin {
-                std::hint::spin_loop();
+                if oversubscribed {
+                    // With more participants than CPUs, the consumer we wait for may need our
+                    // CPU: let it run.
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
@@ -306,6 +331,18 @@ impl ProducerCore {
                 self.shared.reclaim_dead();
             }
         }
+    }
+
+    /// Whether the slot `ahead` positions past the tail may be free for its lap (a hint:
+    /// Relaxed loads, no lock).
+    #[inline]
+    fn room_at_tail(&self, ahead: u64) -> bool {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        // Relaxed: a hint; `try_reserve` decides under the lock.
+        let pos = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed) + ahead;
+        let s = State(l.state(r, pos).load(Ordering::Relaxed));
+        s.is_for(pos) || s.is_after(pos)
     }
 
     /// The payload area of reserved position `pos` (`max_message_size` bytes; 32-aligned in

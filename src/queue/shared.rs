@@ -246,6 +246,23 @@ impl QueueShared {
         }
     }
 
+    /// Whether more producers and consumers are registered than this machine has CPUs: then
+    /// spinning waits yield the CPU now and then (the one waited for may need it). Reads the
+    /// entry tables: for slow paths.
+    pub(crate) fn oversubscribed(&self) -> bool {
+        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cpus = *CPUS.get_or_init(online_cpus);
+        let r = self.region();
+        let l = &self.layout;
+        let active = (0..l.producers)
+            .filter(|&p| entry_active(r, l.producer_entry(p)))
+            .count()
+            + (0..l.consumers)
+                .filter(|&c| entry_active(r, l.consumer_entry(c)))
+                .count();
+        active > cpus
+    }
+
     /// Wakes sleeping consumers (a message was published or handed back).
     #[cold]
     pub(crate) fn wake_consumers(&self, n: u32) {
@@ -275,6 +292,22 @@ impl QueueShared {
         // Relaxed: a statistic.
         self.region().u64_at(word).load(Ordering::Relaxed)
     }
+}
+
+/// CPUs online on the machine (not this thread's affinity: participants pinned to different
+/// CPUs do not compete).
+fn online_cpus() -> usize {
+    let count = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| {
+            s.trim().split(',').try_fold(0usize, |n, range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                Some(n + b.parse::<usize>().ok()?.checked_sub(a.parse().ok()?)? + 1)
+            })
+        });
+    count
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn any_live(r: &Region, l: &QueueLayout) -> bool {
