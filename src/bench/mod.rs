@@ -42,6 +42,7 @@ pub mod futex;
 pub mod iceoryx2;
 pub mod peer;
 pub mod queue;
+pub mod recovery;
 pub mod report;
 pub mod ringbus;
 pub mod stats;
@@ -77,12 +78,15 @@ const STREAM_ROUNDS: usize = 7;
 const USAGE: &str = "\
 usage: ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
                      [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
+       ringbus bench recovery [--json] [--messages N] [--rounds N]
 
   pubsub        publish-subscribe (default): ping publishes, pong publishes it back
   rpc           request/response: ping is the client, pong the server; request of the
                 payload size, 8-byte response (the request's sequence number)
   queue         work queue: 1->1 and 2->2 producers->consumers, each a process (see
                 below)
+  recovery      time to open a durable queue holding 1,000,000 messages after every
+                participant is gone (same-boot recovery, and the rebuild after a restart)
   --json        print exactly one JSON object on stdout
   --touch       also measure rows where the sender writes and the receiver reads every
                 payload byte (transport name suffix \"+touch\")
@@ -251,6 +255,9 @@ fn positive(s: &str, flag: &str) -> Result<usize> {
 
 /// Entry point of the `bench` subcommand (`args` follow the word `bench`).
 pub fn bench_main(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) == Some("recovery") {
+        return recovery::main(&args[1..]);
+    }
     let opts = match parse_options(args) {
         Ok(Parsed::Run(opts)) => opts,
         Ok(Parsed::Help) => {

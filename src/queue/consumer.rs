@@ -25,8 +25,6 @@ use crate::topic::Payload;
 /// How often claims look for expired deliveries and dead consumers even when nothing was handed
 /// back.
 const SCAN_INTERVAL: Duration = Duration::from_millis(10);
-/// Empty polls between two looks at the clock (whether a scan is due).
-const IDLE_POLLS_PER_CLOCK: u32 = 64;
 /// Most positions one claim walks the head over.
 const HEAD_STEPS: u64 = 4096;
 
@@ -47,8 +45,6 @@ struct Claims {
     next_scan: u64,
     /// A WRITING slot at the cursor and when we first saw it (to judge its producer).
     stuck: Option<(u64, Instant)>,
-    /// Polls that found nothing, to look at the clock (for scans) only now and then.
-    idle_polls: u32,
     dead_letters: Vec<(u64, State)>,
     dlq: Option<ProducerCore>,
     seg: Option<Arc<LogSegment>>,
@@ -101,7 +97,6 @@ impl ConsumerCore {
                 returned_seen: returned_seen.wrapping_sub(1),
                 next_scan: 0,
                 stuck: None,
-                idle_polls: 0,
                 dead_letters: Vec::with_capacity(prefetch),
                 dlq: None,
                 seg: None,
@@ -210,8 +205,7 @@ impl ConsumerCore {
         if l.state(r, cursor).load(Ordering::Relaxed) == State::new(FREE, cursor, 0, 0).0
             && r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed) == c.returned_seen
         {
-            c.idle_polls = c.idle_polls.wrapping_add(1);
-            if c.idle_polls % IDLE_POLLS_PER_CLOCK != 0 || now_ms() < c.next_scan {
+            if now_ms() < c.next_scan {
                 return 0;
             }
         }
