@@ -204,10 +204,9 @@ impl ConsumerCore {
         let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
         if l.state(r, cursor).load(Ordering::Relaxed) == State::new(FREE, cursor, 0, 0).0
             && r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed) == c.returned_seen
+            && now_ms() < c.next_scan
         {
-            if now_ms() < c.next_scan {
-                return 0;
-            }
+            return 0;
         }
         let claim = r.u64_at(CTRL_CLAIM);
         lock::lock(claim, self.me, None);
