@@ -218,3 +218,52 @@ fn a_million_timed_out_calls_leak_nothing() {
         "every answer was read or discarded"
     );
 }
+
+fn queue_cycles(b: ringbus::QueueBuilder<[u64; 8]>) {
+    let mut p = b.producer().unwrap();
+    let c = b.consumer().unwrap();
+    let mut run = |n: u64| {
+        for i in 0..n {
+            let mut loan = p.loan().unwrap();
+            loan[0] = i;
+            loan.send().unwrap();
+            p.send(&[i; 8]).unwrap();
+            let d = c.try_receive().unwrap();
+            assert_eq!(d[0], i);
+            d.ack().unwrap();
+            let d = c.receive().unwrap();
+            assert_eq!(d[1], i);
+            d.nack().unwrap(); // handed back, redelivered at once
+            c.try_receive().unwrap().ack().unwrap();
+        }
+    };
+    run(1000);
+    // Relaxed: single-threaded test reads of a counter.
+    let before = ALLOCS.load(Ordering::Relaxed);
+    run(10_000);
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations on the queue's hot path"
+    );
+}
+
+#[test]
+fn no_allocation_per_queue_message() {
+    let _serial = serial();
+    let root = std::env::temp_dir().join(format!("ringbus-test-{}-noalloc-q", std::process::id()));
+    queue_cycles(ringbus::Node::with_root(root).unwrap().queue("noalloc-q"));
+    queue_cycles(ringbus::Node::in_process().queue("noalloc-q"));
+    // Durable: within one log segment (creating the next one allocates its path).
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("noalloc-q-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    queue_cycles(
+        ringbus::Node::in_process()
+            .queue("noalloc-d")
+            .segment_records(1 << 16)
+            .durable(&dir)
+            .sync_policy(ringbus::SyncPolicy::Never),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
