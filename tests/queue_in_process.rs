@@ -657,3 +657,64 @@ fn durable_producers_of_one_process_share_segment_creation() {
     drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The `syncs done` word of the first log segment of durable queue `name` in `dir` (see the
+/// segment header layout in `ringbus::log`).
+fn syncs_done(dir: &std::path::Path, name: &str) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let seg = dir
+        .join(format!("queue_{name}.log"))
+        .join(format!("{:020}.seg", 0));
+    let mut w = [0u8; 8];
+    std::fs::File::open(seg)
+        .unwrap()
+        .read_exact_at(&mut w, 72)
+        .unwrap();
+    u64::from_le_bytes(w)
+}
+
+#[test]
+fn sync_policies_sync_when_they_say() {
+    let dir = data_dir("sync-policies");
+    let node = Node::in_process();
+    // Always: the record is synced before `send` returns.
+    let always = node
+        .queue::<u64>("always")
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Always);
+    let mut p = always.producer().unwrap();
+    p.send(&1).unwrap();
+    assert!(syncs_done(&dir, "always") >= 1);
+    let before = syncs_done(&dir, "always");
+    p.send(&2).unwrap();
+    assert!(
+        syncs_done(&dir, "always") > before,
+        "every send syncs (or shares a sync)"
+    );
+
+    // Batch: a background sync within the interval, with no further send.
+    let batch = node
+        .queue::<u64>("batch")
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Batch(Duration::from_millis(20)));
+    let mut p = batch.producer().unwrap();
+    p.send(&1).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while syncs_done(&dir, "batch") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no batch sync");
+        std::thread::yield_now();
+    }
+
+    // Never: no sync by ringbus, not even when the producer leaves.
+    let never = node
+        .queue::<u64>("never")
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never);
+    let mut p = never.producer().unwrap();
+    for i in 0..100 {
+        p.send(&i).unwrap();
+    }
+    drop(p);
+    assert_eq!(syncs_done(&dir, "never"), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
