@@ -43,6 +43,8 @@
 //!
 //! Each offset is written once, by the one writer its caller's protocol gave it to (for queues:
 //! the producer that reserved the position), and is read only after that protocol published it.
+//! That protocol lives in the crate (queues today), so the record-level API is crate-private; the
+//! public part opens, inspects and trims a log, and documents its format.
 //! A record is valid when its crc matches; an all-zero record was never written; anything else
 //! is torn or corrupt and is never returned as data.
 //!
@@ -257,7 +259,7 @@ impl Log {
 
     /// The segment holding offset `o`, mapped. With `create`, a missing segment is created;
     /// without, it is [`OpenError::NotFound`].
-    pub fn segment(&self, o: u64, create: bool) -> Result<Arc<LogSegment>, OpenError> {
+    pub(crate) fn segment(&self, o: u64, create: bool) -> Result<Arc<LogSegment>, OpenError> {
         let base = self.shape.base_of(o);
         let mut map = self.map();
         if let Some(s) = map.get(&base) {

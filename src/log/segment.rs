@@ -80,35 +80,22 @@ impl LogSegment {
         write: bool,
     ) -> Result<Option<LogSegment>, OpenError> {
         let what = path.display().to_string();
-        let fd = match rustix::fs::open(
-            path,
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+        let Some((file, len, region)) = crate::shm::open_file(path)? else {
+            return Ok(None);
         };
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
-        if !meta.file_type().is_file() {
-            return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
-        }
-        let len = meta.len();
-        if len < SEGMENT_HEADER as u64 {
-            return Err(OpenError::Corrupt(format!(
-                "{what}: {len} bytes is shorter than a segment header"
-            )));
-        }
-        let map = MmapOptions::new()
-            .len(len as usize)
-            .map_raw(&file)
-            .map_err(|e| OpenError::from_io(e, &what))?;
+        let region = match region {
+            Some(r) if len >= SEGMENT_HEADER as u64 => r,
+            _ => {
+                return Err(OpenError::Corrupt(format!(
+                    "{what}: {len} bytes is shorter than a segment header"
+                )))
+            }
+        };
         let seg = LogSegment {
             base,
             shape,
             stride: shape.stride(),
-            region: Region::from_map(map),
+            region,
             file,
         };
         seg.validate(&what, len)?;
@@ -304,7 +291,7 @@ impl LogSegment {
     /// The payload area of record `o` (`max_payload` bytes), for a writer that owns `o` and
     /// fills it in place before [`LogSegment::commit`].
     #[inline]
-    pub fn payload_ptr(&self, o: u64) -> *mut u8 {
+    pub(crate) fn payload_ptr(&self, o: u64) -> *mut u8 {
         self.region
             .ptr(self.place(o) + RECORD_HEADER, self.shape.max_payload)
     }
@@ -313,7 +300,7 @@ impl LogSegment {
     /// [`LogSegment::payload_ptr`]: writes its length, offset and crc. `len` must not exceed
     /// the maximum payload (asserted: a caller bug, not input).
     #[inline]
-    pub fn commit(&self, o: u64, len: usize) {
+    pub(crate) fn commit(&self, o: u64, len: usize) {
         assert!(len <= self.shape.max_payload);
         let at = self.place(o);
         let rec = self.region.ptr(at, RECORD_HEADER + len);
@@ -335,7 +322,8 @@ impl LogSegment {
     }
 
     /// Writes and seals record `o` (a copy of `payload`).
-    pub fn write(&self, o: u64, payload: &[u8]) {
+    #[cfg(test)]
+    pub(crate) fn write(&self, o: u64, payload: &[u8]) {
         assert!(payload.len() <= self.shape.max_payload);
         // SAFETY: `payload_ptr` is valid for max_payload bytes, and we own offset `o` (see
         // `commit`); the source is a separate Rust slice.
@@ -349,7 +337,7 @@ impl LogSegment {
     /// published by a live writer's protocol (complete by construction) or already checked by
     /// [`LogSegment::read`] since they were written. `None` if the checks fail.
     #[inline]
-    pub fn read_unchecked(&self, o: u64) -> Option<&[u8]> {
+    pub(crate) fn read_unchecked(&self, o: u64) -> Option<&[u8]> {
         let at = self.place(o);
         // Relaxed: as in `read`.
         let len = self.region.u32_at(at + REC_LEN).load(Ordering::Relaxed) as usize;
@@ -365,7 +353,7 @@ impl LogSegment {
     /// Reads and validates record `o`. The bytes returned are in the mapping: the caller's
     /// protocol must guarantee nobody writes offset `o` while they are borrowed (records are
     /// written once; a hostile writer is outside the threat model, see ARCHITECTURE.md).
-    pub fn read(&self, o: u64) -> Record<'_> {
+    pub(crate) fn read(&self, o: u64) -> Record<'_> {
         let at = self.place(o);
         // Relaxed: the caller's protocol ordered the record's publication before this read
         // (Acquire); the checks below catch anything torn.
@@ -395,11 +383,6 @@ impl LogSegment {
         Record::Valid(payload)
     }
 
-    /// Flushes this segment's written records to disk (`fdatasync`).
-    pub fn sync(&self) -> std::io::Result<()> {
-        rustix::fs::fdatasync(&self.file).map_err(Into::into)
-    }
-
     /// Makes sure every record up to offset `o` that was written before the call is on disk,
     /// sharing syncs with other writers (group commit).
     ///
@@ -409,7 +392,7 @@ impl LogSegment {
     /// serialised by a lock in its header, and each is numbered when it begins. A writer reads
     /// the number begun after writing: a sync with a higher number began after its writes, and
     /// if it reached at least as far, ours is not needed.
-    pub fn sync_covering(&self, o: u64) -> std::io::Result<()> {
+    pub(crate) fn sync_covering(&self, o: u64) -> std::io::Result<()> {
         let end = (self.place(o) + self.stride).next_multiple_of(4096);
         let begun = self.region.u64_at(OFF_SYNCS_BEGUN);
         let done = self.region.u64_at(OFF_SYNCS_DONE);
@@ -448,16 +431,16 @@ impl LogSegment {
     }
 
     /// Test hook: flips bytes inside record `o`'s payload, as a torn write would leave it.
-    #[doc(hidden)]
-    pub fn corrupt_for_test(&self, o: u64, at: usize) {
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_test(&self, o: u64, at: usize) {
         let p = self.payload_ptr(o);
         // SAFETY: inside the payload area; tests own the log.
         unsafe { *p.add(at % self.shape.max_payload) ^= 0x5a };
     }
 
     /// Test hook: copies record `from` over record `to`.
-    #[doc(hidden)]
-    pub fn copy_record_for_test(&self, from: u64, to: u64) {
+    #[cfg(test)]
+    pub(crate) fn copy_record_for_test(&self, from: u64, to: u64) {
         let (a, b) = (self.place(from), self.place(to));
         let src = self.region.ptr(a, self.stride);
         let dst = self.region.ptr(b, self.stride);

@@ -13,7 +13,6 @@ use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::shm::entry::{
     abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
-    ENTRY_OWNER,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::futex;
@@ -585,12 +584,4 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
     r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
     Ok(())
-}
-
-/// Whether the owner word of consumer `c` is still `owner` (it did not leave and come back).
-#[allow(dead_code)]
-pub(crate) fn consumer_owner(r: &Region, l: &QueueLayout, c: usize) -> u64 {
-    // Relaxed: a judgement on a slow path.
-    r.u64_at(l.consumer_entry(c) + ENTRY_OWNER)
-        .load(Ordering::Relaxed)
 }

@@ -133,33 +133,13 @@ impl Root {
     ///
     /// The length mapped is the file's length at open; callers validate the header against it.
     pub fn open_segment(&self, file: &str) -> Result<Option<Region>, OpenError> {
-        let path = self.dir.join(file);
-        let what = path.display().to_string();
-        let fd = match rustix::fs::open(
-            &path,
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(OpenError::from_io(e.into(), &what)),
-        };
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
-        if !meta.file_type().is_file() {
-            return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
-        }
-        let len = usize::try_from(meta.len())
-            .map_err(|_| OpenError::Corrupt(format!("{what} is too large")))?;
-        if len == 0 {
+        match open_file(&self.dir.join(file))? {
+            None => Ok(None),
             // A creator died between creating the file and sizing it: an empty region.
-            return Ok(Some(Region::heap(0)));
+            Some((_, 0, _)) => Ok(Some(Region::heap(0))),
+            Some((_, _, Some(region))) => Ok(Some(region)),
+            Some((_, _, None)) => unreachable!("a non-empty file is mapped"),
         }
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| OpenError::from_io(e, &what))?;
-        Ok(Some(Region::from_map(map)))
     }
 
     /// Creates segment `file` exclusively (never following a symlink), owner-only (0600),
@@ -199,4 +179,35 @@ impl Root {
             _ => Ok(()),
         }
     }
+}
+
+/// Opens the regular file at `path` read-write, never following a symlink, and maps it whole:
+/// the file, its length, and its mapping (`None` if it is empty). `Ok(None)` if there is no file.
+pub(crate) fn open_file(path: &Path) -> Result<Option<(File, u64, Option<Region>)>, OpenError> {
+    let what = path.display().to_string();
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
+    if !meta.file_type().is_file() {
+        return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Ok(Some((file, 0, None)));
+    }
+    let len_usize =
+        usize::try_from(len).map_err(|_| OpenError::Corrupt(format!("{what} is too large")))?;
+    let map = MmapOptions::new()
+        .len(len_usize)
+        .map_raw(&file)
+        .map_err(|e| OpenError::from_io(e, &what))?;
+    Ok(Some((file, len, Some(Region::from_map(map)))))
 }
