@@ -2,24 +2,19 @@
 //! prefetch, full policies, loans, types, and durable storage. Run for shared memory and for
 //! the in-process backing where both apply.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{data_dir, patch};
 use ringbus::{AckError, Bytes, FullPolicy, Node, OpenError, ReceiveError, SendError, SyncPolicy};
 
 fn shm_node(test: &str) -> (Node, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringbus-qt-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     (Node::with_root(&dir).unwrap(), dir)
-}
-
-fn data_dir(test: &str) -> PathBuf {
-    // On disk (not tmpfs) under the target directory.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("queue-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn nodes(test: &str) -> Vec<Node> {
@@ -484,13 +479,6 @@ fn payload_bytes_type() {
     let node = Node::in_process();
     let q: ringbus::QueueBuilder<Bytes> = node.queue_bytes("q-marker");
     assert!(q.producer().is_ok());
-}
-
-/// Patches bytes of a file in place (never truncating: the file may be mapped).
-fn patch(path: &std::path::Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, at).unwrap();
 }
 
 /// Byte offset of record `o`'s payload in the first log segment of a durable queue of

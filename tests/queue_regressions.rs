@@ -2,24 +2,13 @@
 //! review found (a stall, a lost or reordered message, a refused reopen, a slot rewritten under a
 //! reader) and checks it stays fixed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use common::{data_dir, patch};
 use ringbus::{FullPolicy, Node, SyncPolicy};
-
-fn data_dir(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("queue-review-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// Patches bytes of a file in place (never truncating: the file is mapped).
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, at).unwrap();
-}
 
 // Ring file layout with the default 8 producers and 8 consumers (ARCHITECTURE.md, "Queue
 // segment"): control block at 256, producer table at 1024, consumer table at 1536, slots at 2048,

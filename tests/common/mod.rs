@@ -171,3 +171,19 @@ pub fn exe_for_other_users(test: &str) -> PathBuf {
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     exe
 }
+
+/// A fresh directory for a durable queue: on disk (not tmpfs), under the target directory.
+pub fn data_dir(test: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("queue-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Patches bytes of a file in place (never truncating: the file may be mapped, and a shrink
+/// would SIGBUS its mappers).
+pub fn patch(path: &std::path::Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
