@@ -3,7 +3,8 @@
 //!
 //! The cross-process latency figures come from the harness (`cargo run --release -- bench`);
 //! this bench isolates the instructions of the hot path, without any cache-line transfer. The
-//! `call_64B` group does the same for one request/response call.
+//! `call_64B` group does the same for one request/response call, `queue_64B` for one queued
+//! message (send, claim, read, ack).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
@@ -77,6 +78,56 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     drop((client, server));
+
+    // One queued message (send, claim, read, ack) in one thread, in memory and durable (log
+    // record written and checksummed; no sync), beside crossbeam's ArrayQueue push + pop.
+    let mut g = c.benchmark_group("queue_64B");
+    let q = shm.queue::<Msg>("bench-queue").capacity(1024);
+    let mut qp = q.producer().unwrap();
+    let qc = q.consumer().unwrap();
+    g.bench_function("ringbus_shm", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let mut loan = qp.loan().unwrap();
+            loan[0] = i;
+            loan.send().unwrap();
+            let d = qc.try_receive().unwrap();
+            i = i.wrapping_add(black_box(d[0]) + 1);
+            d.ack().unwrap();
+        })
+    });
+    let dir = root.join("durable");
+    let dq = shm
+        .queue::<Msg>("bench-queue-durable")
+        .capacity(1024)
+        .durable(&dir)
+        .sync_policy(ringbus::SyncPolicy::Never);
+    let mut dp = dq.producer().unwrap();
+    let dc = dq.consumer().unwrap();
+    g.bench_function("ringbus_durable_never", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let mut loan = dp.loan().unwrap();
+            loan[0] = i;
+            loan.send().unwrap();
+            let d = dc.try_receive().unwrap();
+            i = i.wrapping_add(black_box(d[0]) + 1);
+            d.ack().unwrap();
+        })
+    });
+    let aq = crossbeam_queue::ArrayQueue::<Msg>::new(1024);
+    g.bench_function("crossbeam_array_queue", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let mut m = [0u64; 8];
+            m[0] = i;
+            aq.push(m).unwrap();
+            let got = aq.pop().unwrap();
+            i = i.wrapping_add(black_box(got[0]) + 1);
+        })
+    });
+    g.finish();
+    drop((qp, qc, dp, dc));
     let _ = std::fs::remove_dir_all(root);
 }
 
