@@ -321,6 +321,18 @@ impl LogSegment {
             .store(crc, Ordering::Relaxed);
     }
 
+    /// Undoes the seal of record `o` (zeroes its header: it reads as never written), for a
+    /// writer that gives the offset up after sealing it.
+    pub(crate) fn unseal(&self, o: u64) {
+        let at = self.place(o);
+        // Relaxed: the offset is still the caller's alone (not published).
+        self.region
+            .u64_at(at + REC_OFFSET)
+            .store(0, Ordering::Relaxed);
+        self.region.u32_at(at + REC_LEN).store(0, Ordering::Relaxed);
+        self.region.u32_at(at + REC_CRC).store(0, Ordering::Relaxed);
+    }
+
     /// Writes and seals record `o` (a copy of `payload`).
     #[cfg(test)]
     pub(crate) fn write(&self, o: u64, payload: &[u8]) {

@@ -111,14 +111,8 @@ impl ConsumerCore {
         loop {
             let next = self.claims.borrow_mut().buffer.pop_front();
             if let Some((pos, s)) = next {
-                let l = &self.shared.layout;
-                // Acquire: as for a claim (the message may have been taken back and claimed
-                // again by us in a scan: then it is a new entry in the buffer).
-                if l.state(self.shared.region(), pos).load(Ordering::Acquire) != s.0 {
+                if !self.mark_reader(pos, s) {
                     // Taken back while it waited here (its deadline passed): not ours to read.
-                    if self.views.borrow().iter().all(|&(p, _)| p != pos) {
-                        release_stale(l, self.shared.region(), pos, self.index);
-                    }
                     continue;
                 }
                 return self.open_delivery(pos, s);
@@ -131,6 +125,37 @@ impl ConsumerCore {
                 return Ok(Got::Nothing);
             }
         }
+    }
+
+    /// Before the application reads claimed position `pos`: registers this consumer as a reader
+    /// of the slot (in memory: its bit in the slot's `stale` word), then checks the delivery is
+    /// still ours (state `s`). False, and nothing registered, if it was taken back.
+    ///
+    /// The bit keeps the slot from being reused while we read, even if the delivery expires
+    /// and another consumer acknowledges the message (see `release_stale`).
+    #[inline]
+    fn mark_reader(&self, pos: u64, s: State) -> bool {
+        let l = &self.shared.layout;
+        let r = self.shared.region();
+        let state = l.state(r, pos);
+        if l.durable {
+            // Log records are never rewritten: nothing to register. Acquire: as for a claim.
+            return state.load(Ordering::Acquire) == s.0;
+        }
+        let held_other = self.views.borrow().iter().any(|&(p, _)| p == pos);
+        if !held_other {
+            // SeqCst: the bit, then the state check, against an acknowledger's CAS to ACKED,
+            // then its load of the bits (see `release_stale`).
+            r.u64_at(l.slot(pos) + SLOT_STALE)
+                .fetch_or(1 << self.index, Ordering::SeqCst);
+        }
+        if state.load(Ordering::SeqCst) == s.0 {
+            return true;
+        }
+        if !held_other {
+            release_stale(l, r, pos, self.index);
+        }
+        false
     }
 
     /// Views claimed position `pos` (delivery state `s`), or drops it if it is invalid.
@@ -231,6 +256,7 @@ impl ConsumerCore {
             self.scan(c, head, cursor, want, deadline, now, check_alive);
         }
 
+        let mut skipped = false;
         while c.buffer.len() - before < want {
             let state = l.state(r, cursor);
             // Acquire: pairs with the producer's Release store of READY (payload visible).
@@ -255,18 +281,22 @@ impl ConsumerCore {
                         {
                             continue;
                         }
+                        skipped = true;
                     }
                     // Release: the slot goes to the producer of the next lap.
-                    SKIP if state
-                        .compare_exchange(
-                            s.0,
-                            State::new(FREE, cursor + n, 0, 0).0,
-                            Ordering::Release,
-                            Ordering::Relaxed,
-                        )
-                        .is_err() =>
-                    {
-                        continue;
+                    SKIP => {
+                        if state
+                            .compare_exchange(
+                                s.0,
+                                State::new(FREE, cursor + n, 0, 0).0,
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            )
+                            .is_err()
+                        {
+                            continue;
+                        }
+                        skipped = true;
                     }
                     FREE => break,
                     // TAKEN or ACKED at the cursor: a claimer died after marking it and before
@@ -281,6 +311,10 @@ impl ConsumerCore {
             cursor += 1;
         }
         r.u64_at(CTRL_CURSOR).store(cursor, Ordering::Relaxed);
+        if skipped {
+            // Slots given up were freed: producers may be waiting for them.
+            super::shared::wake_room(r);
+        }
 
         // Move the head over acknowledged positions.
         let mut h = head;
@@ -357,7 +391,7 @@ impl ConsumerCore {
         let r = self.shared.region();
         let before = c.buffer.len();
         // Bounded by the capacity whatever the shared words say.
-        for pos in head..cursor.min(head + l.capacity as u64) {
+        for pos in head..cursor.min(head.wrapping_add(l.capacity as u64)) {
             let state = l.state(r, pos);
             // Acquire: a READY state handed back by a nack publishes nothing new, but a message
             // returned by reclaim must be read after its state.
@@ -369,9 +403,14 @@ impl ConsumerCore {
                 READY if c.buffer.len() - before < want => {
                     self.claim_one(c, pos, s, deadline);
                 }
+                READY => {
+                    // Handed back, not claimed (prefetch full): scan again at the next claim.
+                    c.returned_seen = c.returned_seen.wrapping_sub(1);
+                }
                 TAKEN => {
                     let o = s.owner();
-                    let dead = check_alive && !self.owner_alive(c, o);
+                    // An owner that cannot be (a garbage state) counts as dead.
+                    let dead = o >= l.consumers || (check_alive && !self.owner_alive(c, o));
                     // Relaxed: written under the claim lock we hold.
                     let expired = r
                         .u64_at(l.slot(pos) + SLOT_DEADLINE)
@@ -380,25 +419,28 @@ impl ConsumerCore {
                     if !dead && !expired {
                         continue;
                     }
+                    // A live owner may be reading it (in memory): the message goes back with
+                    // the STALE flag, so its next acknowledgement waits for the owner's reader
+                    // bit (set when it opened the delivery) to clear.
                     let stale = !dead && !l.durable;
-                    let stale_word = r.u64_at(l.slot(pos) + SLOT_STALE);
-                    if stale {
-                        // SeqCst: the owner must see its bit before it can find its delivery
-                        // gone (see `release_stale`).
-                        stale_word.fetch_or(1 << o, Ordering::SeqCst);
-                    }
                     let back =
                         State((s.0 & !(0xff << 4) & !7) | READY).with_stale(stale || s.stale());
-                    // SeqCst: ordered with the owner's ack CAS and the stale bit above.
+                    // SeqCst: ordered with the owner's ack CAS (see `release_stale`).
                     if state
                         .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
                     {
+                        if dead {
+                            // A dead reader reads nothing: its bit goes (a stray bit would pin
+                            // the slot in a later lap).
+                            release_stale(l, r, pos, o);
+                        }
                         if c.buffer.len() - before < want {
                             self.claim_one(c, pos, back, deadline);
+                        } else {
+                            // Left for later: scan again at the next claim.
+                            c.returned_seen = c.returned_seen.wrapping_sub(1);
                         }
-                    } else if stale {
-                        release_stale(l, r, pos, o);
                     }
                 }
                 ACKED if s.stale() && check_alive => {
@@ -513,14 +555,18 @@ impl ConsumerCore {
 
     /// Acknowledges delivery `s` of `pos`: the message is removed.
     pub(crate) fn ack(&self, pos: u64, s: State) -> Result<(), AckError> {
-        let last_view = self.unhold(pos);
         let l = &self.shared.layout;
         let r = self.shared.region();
+        if self.unhold(pos) && !l.durable {
+            // Done reading: our reader bit goes first (see `release_stale`).
+            release_stale(l, r, pos, self.index);
+        }
         let state = l.state(r, pos);
-        let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
         if !s.stale() {
-            // Release: our reads of the payload happen-before the next producer's writes (its
-            // Acquire load of FREE).
+            // Nobody else can be reading it (no delivery of it was taken back from a live
+            // reader). Release: our reads of the payload happen-before the next producer's
+            // writes (its Acquire load of FREE).
+            let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
             if state
                 .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
@@ -545,37 +591,30 @@ impl ConsumerCore {
                 return Ok(());
             }
         }
-        if last_view {
-            release_stale(l, r, pos, self.index);
-        }
         Err(AckError::Expired)
     }
 
     /// Hands delivery `s` of `pos` back to the queue. `undo` takes back the delivery count
     /// (a prefetched message the application never saw).
     pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
-        let last_view = if undo {
-            self.views.borrow().iter().all(|&(p, _)| p != pos)
-        } else {
-            self.unhold(pos)
-        };
         let l = &self.shared.layout;
         let r = self.shared.region();
+        // A prefetched claim (`undo`) was never opened: no reader bit to clear.
+        if !undo && self.unhold(pos) && !l.durable {
+            // Done reading: our reader bit goes first (see `release_stale`).
+            release_stale(l, r, pos, self.index);
+        }
         let count = if undo {
             s.count().saturating_sub(1)
         } else {
             s.count()
         };
         let back = State::new(READY, pos, 0, count).with_stale(s.stale());
-        // Release: our reads of the payload are done before another consumer claims it (the
-        // payload does not change, but a stale reader's bit is settled in the same order).
+        // Release: our reads of the payload are done before another consumer claims it.
         if l.state(r, pos)
-            .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(s.0, back.0, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            if last_view {
-                release_stale(l, r, pos, self.index);
-            }
             return Err(AckError::Expired);
         }
         self.shared.count(CTRL_RETURNED, 1);
@@ -677,13 +716,22 @@ impl ConsumerCore {
     }
 }
 
-/// Consumer `o` no longer reads `pos` (it lost the delivery to the deadline, or died): clears
-/// its stale bit, and frees the slot if it was acknowledged and nobody else still reads it.
+/// Consumer `o` no longer reads `pos` (it let go of a delivery it lost to the deadline, or
+/// died): clears its reader bit, and frees the slot if it was acknowledged and nobody else
+/// still reads it.
 ///
-/// Ordering (all SeqCst): the acker CASes TAKEN → ACKED then loads the stale mask; a stale reader
-/// clears its bit then loads the state. Whichever runs second sees the other's write, so at least
-/// one of them frees the slot (the free is a CAS: at most one succeeds).
+/// Reader bits are set by the readers themselves when they open a delivery (`mark_reader`:
+/// set the bit, then check the delivery is still theirs). Ordering (all SeqCst): an acker of a
+/// STALE-flagged message CASes it to ACKED, then loads the bits; a reader sets its bit then
+/// loads the state, and when it lets go clears its bit then loads the state. In each pair,
+/// whichever runs second sees the other's write: an acker never frees a slot a reader has
+/// registered on and still reads, a reader never reads a slot already freed, and at least one
+/// side frees an acknowledged slot once the last reader is gone (the free is a CAS: at most one
+/// succeeds).
 fn release_stale(l: &QueueLayout, r: &crate::shm::Region, pos: u64, o: usize) {
+    if o >= MAX_QUEUE_PARTICIPANTS {
+        return;
+    }
     let word = r.u64_at(l.slot(pos) + SLOT_STALE);
     // SeqCst: see above.
     if word.load(Ordering::SeqCst) & 1 << o == 0 {

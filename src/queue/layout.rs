@@ -5,14 +5,10 @@
 //! 256    control block (768 B)
 //!   +0    tail          u64  next position to reserve (moved under `append`)
 //!   +8    append        u64  append lock: 0, or the holder's owner word
-//!   +16   room_waiters  u32  producers asleep on `room`
-//!   +20   room          u32  futex word producers sleep on (bumped by acks)
 //!   +128  cursor        u64  next position to deliver for the first time (moved under `claim`)
 //!   +136  claim         u64  claim lock: 0, or the holder's owner word
 //!   +144  head          u64  every position below is acknowledged (moved under `claim`)
 //!   +152  returned      u64  count of messages handed back (nack, drop, expiry): prompts scans
-//!   +160  ready_waiters u32  consumers asleep on `ready`
-//!   +164  ready         u32  futex word consumers sleep on (bumped by producers)
 //!   +256  dead_lettered u64  messages moved to the dead-letter queue
 //!   +264  dropped       u64  messages dropped: past max deliveries with no dead-letter queue
 //!   +272  redelivered   u64  deliveries beyond a message's first
@@ -20,6 +16,12 @@
 //!   +288  recovered     u64  messages found waiting by the last recovery
 //!   +296  recoveries    u64  recoveries run (durable queues, opened with nobody alive)
 //!   +304  boot          u64  hash of the boot id the segment was last recovered under
+//!   +384  room_waiters  u32  producers asleep on `room`
+//!   +388  room          u32  futex word producers sleep on (bumped by acks)
+//!   +392  ready_waiters u32  consumers asleep on `ready`
+//!   +396  ready         u32  futex word consumers sleep on (bumped by producers)
+//!         (both sides read the waiter counts at every message: their 128 bytes are written
+//!         only by sleepers, apart from the lines producers and consumers write)
 //!   +512  dlq_len       u64  length of the dead-letter queue's name (0: none)
 //!   +520  dlq_name      200 bytes
 //! 1024   producer table: P entries of 64 B
@@ -52,14 +54,14 @@ pub const KIND_QUEUE: u32 = 3;
 
 pub(crate) const CTRL_TAIL: usize = HEADER_LEN;
 pub(crate) const CTRL_APPEND: usize = HEADER_LEN + 8;
-pub(crate) const CTRL_ROOM_WAITERS: usize = HEADER_LEN + 16;
-pub(crate) const CTRL_ROOM: usize = HEADER_LEN + 20;
+pub(crate) const CTRL_ROOM_WAITERS: usize = HEADER_LEN + 384;
+pub(crate) const CTRL_ROOM: usize = HEADER_LEN + 388;
 pub(crate) const CTRL_CURSOR: usize = HEADER_LEN + 128;
 pub(crate) const CTRL_CLAIM: usize = HEADER_LEN + 136;
 pub(crate) const CTRL_HEAD: usize = HEADER_LEN + 144;
 pub(crate) const CTRL_RETURNED: usize = HEADER_LEN + 152;
-pub(crate) const CTRL_READY_WAITERS: usize = HEADER_LEN + 160;
-pub(crate) const CTRL_READY: usize = HEADER_LEN + 164;
+pub(crate) const CTRL_READY_WAITERS: usize = HEADER_LEN + 392;
+pub(crate) const CTRL_READY: usize = HEADER_LEN + 396;
 pub(crate) const CTRL_DEAD_LETTERED: usize = HEADER_LEN + 256;
 pub(crate) const CTRL_DROPPED: usize = HEADER_LEN + 264;
 pub(crate) const CTRL_REDELIVERED: usize = HEADER_LEN + 272;

@@ -333,16 +333,16 @@ impl ProducerCore {
         }
     }
 
-    /// Whether the slot `ahead` positions past the tail may be free for its lap (a hint:
-    /// Relaxed loads, no lock).
+    /// Whether the consumers' head says there is room for `ahead` + 1 messages past the tail (a
+    /// hint: Relaxed loads, no lock). The head is moved by claims, once per batch, so polling it
+    /// leaves the slots' lines alone: the acknowledging consumer needs them.
     #[inline]
     fn room_at_tail(&self, ahead: u64) -> bool {
-        let l = &self.shared.layout;
         let r = self.shared.region();
         // Relaxed: a hint; `try_reserve` decides under the lock.
-        let pos = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed) + ahead;
-        let s = State(l.state(r, pos).load(Ordering::Relaxed));
-        s.is_for(pos) || s.is_after(pos)
+        let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+        let head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+        head.wrapping_add(self.shared.layout.capacity as u64) > tail.wrapping_add(ahead)
     }
 
     /// The payload area of reserved position `pos` (`max_message_size` bytes; 32-aligned in
@@ -375,6 +375,8 @@ impl ProducerCore {
                 // On disk before anyone can see it: a send that fails delivers nothing, and
                 // nothing delivered can be lost by a machine crash.
                 if let Err(e) = seg.sync_covering(pos) {
+                    // Unsealed, so that a later restart's rebuild does not resurrect it either.
+                    seg.unseal(pos);
                     self.abandon(pos);
                     return Err(SendError::Storage(e.to_string()));
                 }
@@ -490,9 +492,8 @@ impl<P: Payload + ?Sized> Producer<P> {
     ///
     /// Errors: [`SendError::Full`] ([`FullPolicy::Fail`]), [`SendError::Timeout`]
     /// ([`FullPolicy::Block`]), [`SendError::TooLarge`], [`SendError::Serialize`], and for
-    /// durable queues [`SendError::Storage`] (the log could not be written or synced; with
-    /// [`SyncPolicy::Always`] the message may have been delivered but is not known to be on
-    /// disk).
+    /// durable queues [`SendError::Storage`] (the log could not be written or synced: the
+    /// message is not delivered).
     #[inline]
     pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
         self.core.send_with(|buf| P::encode(input, buf))

@@ -401,17 +401,34 @@ fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
     free_entry(r, l.consumer_entry(c));
 }
 
-/// Frees an ACKED slot (state `s`) for its next lap.
+/// Frees an ACKED slot (state `s`) for its next lap, and wakes producers waiting for room.
 pub(crate) fn free_acked(r: &Region, l: &QueueLayout, s: State) {
     let pos = position_of(l, r, s);
     // Release: every reader's use of the payload happens-before the next producer's write
     // (its Acquire load of FREE).
-    let _ = l.state(r, pos).compare_exchange(
-        s.0,
-        State::new(FREE, pos + l.capacity as u64, 0, 0).0,
-        Ordering::AcqRel,
-        Ordering::Relaxed,
-    );
+    if l.state(r, pos)
+        .compare_exchange(
+            s.0,
+            State::new(FREE, pos + l.capacity as u64, 0, 0).0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+    {
+        wake_room(r);
+    }
+}
+
+/// After a slot was freed: wakes producers asleep waiting for room, if any.
+pub(crate) fn wake_room(r: &Region) {
+    crate::sync::barrier::light();
+    // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
+    if r.u32_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
+        let w = r.u32_at(CTRL_ROOM);
+        // SeqCst: a producer that read the old value before sleeping gets EAGAIN or the wake.
+        w.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(w);
+    }
 }
 
 /// The full position a state word refers to: the state keeps 40 bits; the rest comes from the
@@ -466,7 +483,14 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
 fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     // Relaxed, here and below: under the segment lock with no live participant.
     let mut head = r.u64_at(CTRL_HEAD).load(Ordering::Relaxed);
-    let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+    let mut tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+    // A producer that died in the append lock after marking its slot, then a consumer that
+    // passed the slot: the cursor (and head) may be past the tail. Those positions are done with.
+    let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
+    if cursor > tail && cursor - tail <= l.capacity as u64 {
+        tail = cursor;
+        r.u64_at(CTRL_TAIL).store(tail, Ordering::Relaxed);
+    }
     // The head moves only during claims, so it may lag: every position a lap behind the tail
     // has had its slot reused, so it is done with.
     if tail > head && tail - head > l.capacity as u64 {
@@ -549,9 +573,14 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     for (i, rec) in kinds.iter().enumerate().take((end - first) as usize) {
         let pos = first + i as u64;
         let old = State(l.state(r, pos).load(Ordering::Relaxed));
-        let acked = trust_acks && old.kind() == FREE && old.is_for(pos + n);
+        // Freed for a later lap: acknowledged (an acknowledgement on disk is never wrong).
+        let acked = trust_acks && old.is_after(pos);
+        // Given up (a send whose sync failed, a torn record): never delivered, whatever its
+        // record says now.
+        let given_up = trust_acks && old.kind() == SKIP && old.is_for(pos);
         let new = match rec {
             Some(true) if acked => State::new(FREE, pos + n, 0, 0),
+            Some(true) if given_up => State::new(SKIP, pos, 0, 0),
             Some(true) => {
                 waiting += 1;
                 let count = if trust_acks && old.is_for(pos) {
