@@ -111,10 +111,10 @@ impl ConsumerCore {
         loop {
             let next = self.claims.borrow_mut().buffer.pop_front();
             if let Some((pos, s)) = next {
-                if !self.mark_reader(pos, s) {
+                let Some(s) = self.mark_reader(pos, s) else {
                     // Taken back while it waited here (its deadline passed): not ours to read.
                     continue;
-                }
+                };
                 return self.open_delivery(pos, s);
             }
             let held = self.held.get();
@@ -127,35 +127,29 @@ impl ConsumerCore {
         }
     }
 
-    /// Before the application reads claimed position `pos`: registers this consumer as a reader
-    /// of the slot (in memory: its bit in the slot's `stale` word), then checks the delivery is
-    /// still ours (state `s`). False, and nothing registered, if it was taken back.
-    ///
-    /// The bit keeps the slot from being reused while we read, even if the delivery expires
-    /// and another consumer acknowledges the message (see `release_stale`).
+    /// Before the application reads claimed position `pos` (claim state `s`): marks the
+    /// delivery OPEN, so that a scanner taking it back registers this consumer as a reader of the
+    /// slot (its bit in the slot's `stale` word) and the slot is not reused while we read. None
+    /// if the delivery was taken back first (nothing to read, nothing registered). Returns the
+    /// state to acknowledge.
     #[inline]
-    fn mark_reader(&self, pos: u64, s: State) -> bool {
+    fn mark_reader(&self, pos: u64, s: State) -> Option<State> {
         let l = &self.shared.layout;
-        let r = self.shared.region();
-        let state = l.state(r, pos);
+        let state = l.state(self.shared.region(), pos);
         if l.durable {
             // Log records are never rewritten: nothing to register. Acquire: as for a claim.
-            return state.load(Ordering::Acquire) == s.0;
+            return (state.load(Ordering::Acquire) == s.0).then_some(s);
         }
-        let held_other = self.views.borrow().iter().any(|&(p, _)| p == pos);
-        if !held_other {
-            // SeqCst: the bit, then the state check, against an acknowledger's CAS to ACKED,
-            // then its load of the bits (see `release_stale`).
-            r.u64_at(l.slot(pos) + SLOT_STALE)
-                .fetch_or(1 << self.index, Ordering::SeqCst);
+        if s.kind() == OPEN {
+            // Claimed open, to be handed out at once.
+            return Some(s);
         }
-        if state.load(Ordering::SeqCst) == s.0 {
-            return true;
-        }
-        if !held_other {
-            release_stale(l, r, pos, self.index);
-        }
-        false
+        let open = s.with_kind(OPEN);
+        // SeqCst: in one order with a scanner's bit then take-back (see `release_stale`).
+        state
+            .compare_exchange(s.0, open.0, Ordering::SeqCst, Ordering::Relaxed)
+            .ok()
+            .map(|_| open)
     }
 
     /// Views claimed position `pos` (delivery state `s`), or drops it if it is invalid.
@@ -355,7 +349,14 @@ impl ConsumerCore {
         let r = self.shared.region();
         let count = s.count();
         let dead = l.max_deliveries != 0 && count >= l.max_deliveries;
-        let taken = State::new(TAKEN, pos, self.index, if dead { count } else { count + 1 })
+        // The first claim into an empty buffer is handed out at once: claimed OPEN, it needs no
+        // compare-and-swap to open (see `mark_reader`). Others wait, TAKEN.
+        let kind = if !dead && c.buffer.is_empty() && !l.durable {
+            OPEN
+        } else {
+            TAKEN
+        };
+        let taken = State::new(kind, pos, self.index, if dead { count } else { count + 1 })
             .with_stale(s.stale());
         // Relaxed: the deadline is read by claimers only, under the claim lock we hold.
         r.u64_at(l.slot(pos) + SLOT_DEADLINE)
@@ -407,7 +408,7 @@ impl ConsumerCore {
                     // Handed back, not claimed (prefetch full): scan again at the next claim.
                     c.returned_seen = c.returned_seen.wrapping_sub(1);
                 }
-                TAKEN => {
+                TAKEN | OPEN => {
                     let o = s.owner();
                     // An owner that cannot be (a garbage state) counts as dead.
                     let dead = o >= l.consumers || (check_alive && !self.owner_alive(c, o));
@@ -419,12 +420,17 @@ impl ConsumerCore {
                     if !dead && !expired {
                         continue;
                     }
-                    // A live owner may be reading it (in memory): the message goes back with
-                    // the STALE flag, so its next acknowledgement waits for the owner's reader
-                    // bit (set when it opened the delivery) to clear.
-                    let stale = !dead && !l.durable;
+                    // A live owner that opened it may be reading it (in memory): it is
+                    // registered as a reader (its bit, before the take-back), and the message
+                    // goes back with the STALE flag, so its next acknowledgement waits for the
+                    // bit to clear. Only scanners set bits, under the claim lock we hold.
+                    let reader = s.kind() == OPEN && !dead && !l.durable;
+                    let stale_word = r.u64_at(l.slot(pos) + SLOT_STALE);
+                    let bit = 1u64 << (o % MAX_QUEUE_PARTICIPANTS);
+                    // SeqCst: see `release_stale`.
+                    let set_here = reader && stale_word.fetch_or(bit, Ordering::SeqCst) & bit == 0;
                     let back =
-                        State((s.0 & !(0xff << 4) & !7) | READY).with_stale(stale || s.stale());
+                        State((s.0 & !(0xff << 4) & !7) | READY).with_stale(reader || s.stale());
                     // SeqCst: ordered with the owner's ack CAS (see `release_stale`).
                     if state
                         .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
@@ -441,6 +447,10 @@ impl ConsumerCore {
                             // Left for later: scan again at the next claim.
                             c.returned_seen = c.returned_seen.wrapping_sub(1);
                         }
+                    } else if set_here {
+                        // The owner acknowledged or handed it back first: undo our bit (and
+                        // free the slot if that was the last reader of an acknowledged one).
+                        release_stale(l, r, pos, o);
                     }
                 }
                 ACKED if s.stale() && check_alive => {
@@ -506,6 +516,10 @@ impl ConsumerCore {
             if c.dlq.is_none() {
                 c.dlq = opener().ok();
             }
+            // Opened like a delivery, so the slot stays ours while we copy it.
+            let Some(s) = self.mark_reader(pos, s) else {
+                continue;
+            };
             let bytes: Option<Vec<u8>> = if l.durable {
                 let log = sh.log.as_ref().expect("durable queues have a log");
                 log.segment(pos, false)
@@ -521,17 +535,15 @@ impl ConsumerCore {
                 (len <= l.max_message_size).then(|| {
                     let p = r.ptr(l.slot(pos) + SLOT_HEADER, len);
                     // SAFETY: `len` bytes of the slot's payload, in bounds (checked by `ptr`);
-                    // the slot is TAKEN by us, so no producer writes it while we copy.
+                    // the slot is OPEN by us, so no producer writes it while we copy (if it is
+                    // taken back, our reader bit keeps it).
                     unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
                 })
             };
-            let Some(dlq) = c.dlq.as_mut() else {
-                // The dead-letter queue cannot be opened now: the message stays taken and is
-                // retried when its deadline passes.
-                continue;
-            };
-            let moved = match bytes {
-                Some(b) => dlq
+            // If the dead-letter queue cannot be opened now, or is full, the message stays
+            // taken and is retried when its deadline passes.
+            let moved = match (bytes, c.dlq.as_mut()) {
+                (Some(b), Some(dlq)) => dlq
                     .send_with(|buf| {
                         let max = buf.len();
                         let dst = buf
@@ -541,12 +553,28 @@ impl ConsumerCore {
                         Ok(b.len())
                     })
                     .is_ok(),
-                None => false,
+                _ => false,
             };
             if moved {
                 self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DEAD_LETTERED, 1);
+            } else if !l.durable {
+                // Not moved (the dead-letter queue is full): the message stays taken and is
+                // retried when its deadline passes. We read it no longer: un-open it, so the
+                // take-back does not register us as a reader.
+                let state = l.state(sh.region(), pos);
+                if state
+                    .compare_exchange(
+                        s.0,
+                        s.with_kind(TAKEN).0,
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    release_stale(l, sh.region(), pos, self.index);
+                }
             }
         }
         c.dead_letters = letters;
@@ -557,15 +585,12 @@ impl ConsumerCore {
     pub(crate) fn ack(&self, pos: u64, s: State) -> Result<(), AckError> {
         let l = &self.shared.layout;
         let r = self.shared.region();
-        if self.unhold(pos) && !l.durable {
-            // Done reading: our reader bit goes first (see `release_stale`).
-            release_stale(l, r, pos, self.index);
-        }
+        let last_view = self.unhold(pos);
         let state = l.state(r, pos);
         if !s.stale() {
-            // Nobody else can be reading it (no delivery of it was taken back from a live
-            // reader). Release: our reads of the payload happen-before the next producer's
-            // writes (its Acquire load of FREE).
+            // Nobody else can be reading it (no delivery of it was taken back from a reader).
+            // Release: our reads of the payload happen-before the next producer's writes (its
+            // Acquire load of FREE).
             let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
             if state
                 .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Relaxed)
@@ -583,13 +608,25 @@ impl ConsumerCore {
                 .compare_exchange(s.0, acked.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                // SeqCst: see `release_stale`.
-                if r.u64_at(l.slot(pos) + SLOT_STALE).load(Ordering::SeqCst) == 0 {
+                let stale = r.u64_at(l.slot(pos) + SLOT_STALE);
+                let me = 1u64 << self.index;
+                // SeqCst: see `release_stale`. Our own bit (from an older, expired delivery
+                // of this message) goes if this was our last view of it.
+                let mask = if last_view {
+                    stale.fetch_and(!me, Ordering::SeqCst) & !me
+                } else {
+                    stale.load(Ordering::SeqCst)
+                };
+                if mask == 0 {
                     free_acked(r, l, acked);
                 }
                 self.freed();
                 return Ok(());
             }
+        }
+        // Taken back: a scanner registered us as a reader; we no longer read it.
+        if last_view && !l.durable {
+            release_stale(l, r, pos, self.index);
         }
         Err(AckError::Expired)
     }
@@ -599,11 +636,8 @@ impl ConsumerCore {
     pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
         let l = &self.shared.layout;
         let r = self.shared.region();
-        // A prefetched claim (`undo`) was never opened: no reader bit to clear.
-        if !undo && self.unhold(pos) && !l.durable {
-            // Done reading: our reader bit goes first (see `release_stale`).
-            release_stale(l, r, pos, self.index);
-        }
+        // A prefetched claim (`undo`) was never handed out: no view to count.
+        let last_view = !undo && self.unhold(pos) && !l.durable;
         let count = if undo {
             s.count().saturating_sub(1)
         } else {
@@ -611,10 +645,16 @@ impl ConsumerCore {
         };
         let back = State::new(READY, pos, 0, count).with_stale(s.stale());
         // Release: our reads of the payload are done before another consumer claims it.
-        if l.state(r, pos)
+        let handed_back = l
+            .state(r, pos)
             .compare_exchange(s.0, back.0, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
+            .is_ok();
+        if last_view && (!handed_back || s.stale()) {
+            // Registered as a reader by a take-back (of this or an older delivery): we no
+            // longer read it.
+            release_stale(l, r, pos, self.index);
+        }
+        if !handed_back {
             return Err(AckError::Expired);
         }
         self.shared.count(CTRL_RETURNED, 1);

@@ -41,7 +41,8 @@
 //! In-memory stride: `round_up(32 + max_message_size, 64)`; durable: 64.
 //!
 //! The state word: `position (40 bits) << 24 | count (12) << 12 | owner (8) << 4 | stale (1) << 3
-//! | kind (3)`. The position names the lap, so a stale compare-and-swap from an earlier lap fails.
+//! | kind (3)`; kinds FREE, WRITING, READY, TAKEN (claimed), OPEN (handed to the application),
+//! ACKED (acknowledged, stale readers left), SKIP (given up). The position names the lap, so a stale compare-and-swap from an earlier lap fails.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -102,6 +103,7 @@ pub(crate) const READY: u64 = 2;
 pub(crate) const TAKEN: u64 = 3;
 pub(crate) const ACKED: u64 = 4;
 pub(crate) const SKIP: u64 = 5;
+pub(crate) const OPEN: u64 = 6;
 pub(crate) const STALE: u64 = 1 << 3;
 const POS_BITS: u32 = 40;
 const POS_MASK: u64 = (1 << POS_BITS) - 1;
@@ -147,6 +149,15 @@ impl State {
     pub(crate) fn is_after(self, pos: u64) -> bool {
         let d = (self.0 >> 24).wrapping_sub(pos & POS_MASK) & POS_MASK;
         d != 0 && d < 1 << (POS_BITS - 1)
+    }
+    #[inline]
+    pub(crate) fn with_kind(self, kind: u64) -> State {
+        State(self.0 & !7 | kind)
+    }
+    /// Whether the state is a delivery (TAKEN, or OPEN: handed to the application).
+    #[inline]
+    pub(crate) fn is_delivered(self) -> bool {
+        matches!(self.kind(), TAKEN | OPEN)
     }
     #[inline]
     pub(crate) fn with_stale(self, stale: bool) -> State {

@@ -381,7 +381,7 @@ fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
             left = stale.fetch_and(!(1 << c), Ordering::SeqCst) & !(1 << c);
         }
         let s = State(state.load(Ordering::SeqCst));
-        if s.kind() == TAKEN && s.owner() == c {
+        if s.is_delivered() && s.owner() == c {
             let back = State((s.0 & !(0xff << 4) & !7) | READY);
             if state
                 .compare_exchange(s.0, back.0, Ordering::AcqRel, Ordering::Relaxed)
