@@ -48,6 +48,8 @@ struct Claims {
     dead_letters: Vec<(u64, State)>,
     dlq: Option<ProducerCore>,
     seg: Option<Arc<LogSegment>>,
+    /// Segments left while deliveries were held: kept mapped until none is.
+    retired: Vec<Arc<LogSegment>>,
     alive: [u8; MAX_QUEUE_PARTICIPANTS],
 }
 
@@ -69,7 +71,7 @@ pub(crate) struct ConsumerCore {
 
 /// What one attempt found.
 enum Got {
-    Message(u64, State, Option<Arc<LogSegment>>, *const u8, usize),
+    Message(u64, State, *const u8, usize),
     Nothing,
 }
 
@@ -100,6 +102,7 @@ impl ConsumerCore {
                 dead_letters: Vec::with_capacity(prefetch),
                 dlq: None,
                 seg: None,
+                retired: Vec::new(),
                 alive: [0; MAX_QUEUE_PARTICIPANTS],
             }),
             dlq_opener,
@@ -156,13 +159,13 @@ impl ConsumerCore {
     fn open_delivery(&self, pos: u64, s: State) -> Result<Got, ReceiveError> {
         let l = &self.shared.layout;
         let r = self.shared.region();
-        let (seg, ptr, len) = if l.durable {
+        let (ptr, len) = if l.durable {
             let mut c = self.claims.borrow_mut();
             if !c.seg.as_ref().is_some_and(|g| g.contains(pos)) {
                 let log = self.shared.log.as_ref().expect("durable queues have a log");
-                match log.segment(pos, false) {
-                    Ok(seg) => c.seg = Some(seg),
-                    Err(OpenError::NotFound(_)) => c.seg = None,
+                let next = match log.segment(pos, false) {
+                    Ok(seg) => Some(seg),
+                    Err(OpenError::NotFound(_)) => None,
                     Err(e) => {
                         // Maybe transient (out of file descriptors or memory): hand the message
                         // back rather than lose it.
@@ -170,20 +173,29 @@ impl ConsumerCore {
                         let _ = self.nack(pos, s, true);
                         return Err(ReceiveError::Storage(e.to_string()));
                     }
+                };
+                // Deliveries still held may read the segment we leave: keep it mapped until
+                // none is held (see `unhold`).
+                if let Some(old) = std::mem::replace(&mut c.seg, next) {
+                    if self.held.get() > 0 {
+                        c.retired.push(old);
+                    }
                 }
             }
-            let Some(seg) = c.seg.clone() else {
-                drop(c);
-                return Err(self.drop_invalid(pos, s, "its log segment is missing".into()));
-            };
-            drop(c);
             // No checksum here: the record was published by a live producer after it was
             // complete, or checked when the queue was recovered (see ARCHITECTURE.md).
-            let Some(b) = seg.read_unchecked(pos) else {
-                return Err(self.drop_invalid(pos, s, "bad record length or offset".into()));
-            };
-            let (ptr, len) = (b.as_ptr(), b.len());
-            (Some(seg), ptr, len)
+            let found = c
+                .seg
+                .as_ref()
+                .map(|g| g.read_unchecked(pos).map(|b| (b.as_ptr(), b.len())));
+            drop(c);
+            match found {
+                Some(Some(found)) => found,
+                Some(None) => {
+                    return Err(self.drop_invalid(pos, s, "bad record length or offset".into()))
+                }
+                None => return Err(self.drop_invalid(pos, s, "its log segment is missing".into())),
+            }
         } else {
             // Relaxed: ordered after our Acquire load of READY when we claimed it.
             let len = r.u64_at(l.slot(pos) + SLOT_LEN).load(Ordering::Relaxed);
@@ -191,14 +203,10 @@ impl ConsumerCore {
                 return Err(self.drop_invalid(pos, s, format!("length {len} exceeds the maximum")));
             }
             let len = len as usize;
-            (
-                None,
-                r.ptr(l.slot(pos) + SLOT_HEADER, len) as *const u8,
-                len,
-            )
+            (r.ptr(l.slot(pos) + SLOT_HEADER, len) as *const u8, len)
         };
         self.hold(pos);
-        Ok(Got::Message(pos, s, seg, ptr, len))
+        Ok(Got::Message(pos, s, ptr, len))
     }
 
     #[cold]
@@ -683,6 +691,15 @@ impl ConsumerCore {
     #[inline]
     fn unhold(&self, pos: u64) -> bool {
         self.held.set(self.held.get() - 1);
+        if self.held.get() == 0 {
+            // No delivery reads a segment we left any more. (Skipped while the claims are
+            // borrowed, during a claim: the next release does it.)
+            if let Ok(mut c) = self.claims.try_borrow_mut() {
+                if !c.retired.is_empty() {
+                    c.retired.clear();
+                }
+            }
+        }
         let mut v = self.views.borrow_mut();
         let Some(i) = v.iter().position(|(p, _)| *p == pos) else {
             return true;
@@ -850,22 +867,22 @@ impl<P: Payload + ?Sized> Consumer<P> {
     }
 
     fn deliver(&self, got: Got) -> Result<Delivery<'_, P>, ReceiveError> {
-        let Got::Message(pos, state, seg, ptr, len) = got else {
+        let Got::Message(pos, state, ptr, len) = got else {
             return Err(ReceiveError::Empty);
         };
-        // SAFETY: `len` bytes at `ptr` are a message we claimed (TAKEN by us): no producer
-        // writes the slot or record until it is freed, which needs our ack/nack, or, if the
-        // deadline passes, the stale mark that keeps it until we let go; a durable record is
-        // never rewritten and its mapping is kept alive by `seg`. In-memory payloads are
-        // 32-aligned, log payloads 16-aligned, and a durable queue refuses payload types aligned
-        // to more than 16 (checked when built).
+        // SAFETY: `len` bytes at `ptr` are a message we claimed and opened (OPEN by us): no
+        // producer writes the slot until it is freed, which needs our ack/nack or, if the
+        // deadline passes, our reader bit to clear, which we do only when we let go; a durable
+        // record is never rewritten, and its segment stays mapped (the consumer's current or
+        // retired segments) while any delivery is held. In-memory payloads are 32-aligned, log
+        // payloads 16-aligned, and a durable queue refuses payload types aligned to more than
+        // 16 (checked when built).
         match unsafe { P::view(ptr, len) } {
             Ok(view) => Ok(Delivery {
                 consumer: &self.core,
                 pos,
                 state,
                 view,
-                _seg: seg,
                 done: false,
             }),
             Err(why) => Err(self.core.drop_invalid_held(pos, state, why)),
@@ -961,7 +978,6 @@ pub struct Delivery<'a, P: Payload + ?Sized> {
     pos: u64,
     state: State,
     view: &'a P::View,
-    _seg: Option<Arc<LogSegment>>,
     done: bool,
 }
 
