@@ -339,8 +339,17 @@ impl ConsumerCore {
         if h != head {
             if let Some(log) = &sh.log {
                 if l.log_records != 0 && head / l.log_records != h / l.log_records {
-                    // Whole segments below the head are acknowledged: their space is reclaimed.
-                    log.remove_below(h);
+                    // Whole segments below the head are acknowledged: their space is reclaimed,
+                    // in the background (unlinking a file drops its cached pages: milliseconds).
+                    let log = log.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("ringbus-reclaim".into())
+                        .spawn(move || {
+                            log.remove_below(h);
+                        });
+                    if spawned.is_err() {
+                        sh.log.as_ref().expect("durable").remove_below(h);
+                    }
                 }
             }
         }

@@ -257,6 +257,15 @@ impl ProducerCore {
                 }
                 // Older segments are done with here: drop the log's cached mappings of them.
                 log.forget_below(seg.base());
+                // Create the next segment ahead, in the background: creating one (allocating
+                // and mapping its pages) takes milliseconds, which no send should wait for.
+                let next = seg.last() + 1;
+                let ahead = log.clone();
+                let _ = std::thread::Builder::new()
+                    .name("ringbus-segment".into())
+                    .spawn(move || {
+                        let _ = ahead.segment(next, true);
+                    });
                 d.seg = Some(seg);
                 Ok(pos)
             }
