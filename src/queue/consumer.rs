@@ -581,14 +581,18 @@ impl ConsumerCore {
                 // retried when its deadline passes. We read it no longer: un-open it, so the
                 // take-back does not register us as a reader.
                 let state = l.state(sh.region(), pos);
+                // Acquire on failure: a take-back's bit (set before its CAS) is then visible.
                 if state
                     .compare_exchange(
                         s.0,
                         s.with_kind(TAKEN).0,
                         Ordering::SeqCst,
-                        Ordering::Relaxed,
+                        Ordering::Acquire,
                     )
                     .is_err()
+                    // Taken back meanwhile: our bit goes, unless a delivery of this position we
+                    // still hold (an expired one) needs it.
+                    && !self.views.borrow().iter().any(|&(p, _)| p == pos)
                 {
                     release_stale(l, sh.region(), pos, self.index);
                 }
@@ -610,7 +614,7 @@ impl ConsumerCore {
             // Acquire load of FREE).
             let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
             if state
-                .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Acquire)
                 .is_ok()
             {
                 self.freed();
@@ -622,7 +626,7 @@ impl ConsumerCore {
             let acked = State::new(ACKED, pos, 0, 0).with_stale(true);
             // SeqCst: see `release_stale`.
             if state
-                .compare_exchange(s.0, acked.0, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(s.0, acked.0, Ordering::SeqCst, Ordering::Acquire)
                 .is_ok()
             {
                 let stale = r.u64_at(l.slot(pos) + SLOT_STALE);
@@ -641,7 +645,8 @@ impl ConsumerCore {
                 return Ok(());
             }
         }
-        // Taken back: a scanner registered us as a reader; we no longer read it.
+        // Taken back: a scanner registered us as a reader; we no longer read it. (Acquire on
+        // the failed CAS: the scanner's bit, set before its take-back, is visible.)
         if last_view && !l.durable {
             release_stale(l, r, pos, self.index);
         }
@@ -664,7 +669,7 @@ impl ConsumerCore {
         // Release: our reads of the payload are done before another consumer claims it.
         let handed_back = l
             .state(r, pos)
-            .compare_exchange(s.0, back.0, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(s.0, back.0, Ordering::Release, Ordering::Acquire)
             .is_ok();
         if last_view && (!handed_back || s.stale()) {
             // Registered as a reader by a take-back (of this or an older delivery): we no
@@ -786,14 +791,13 @@ impl ConsumerCore {
 /// died): clears its reader bit, and frees the slot if it was acknowledged and nobody else
 /// still reads it.
 ///
-/// Reader bits are set by the readers themselves when they open a delivery (`mark_reader`:
-/// set the bit, then check the delivery is still theirs). Ordering (all SeqCst): an acker of a
-/// STALE-flagged message CASes it to ACKED, then loads the bits; a reader sets its bit then
-/// loads the state, and when it lets go clears its bit then loads the state. In each pair,
-/// whichever runs second sees the other's write: an acker never frees a slot a reader has
-/// registered on and still reads, a reader never reads a slot already freed, and at least one
-/// side frees an acknowledged slot once the last reader is gone (the free is a CAS: at most one
-/// succeeds).
+/// Reader bits are set only by scanners (under the claim lock), when they take back an OPEN
+/// delivery of a live owner: bit first, then the CAS to READY with the STALE flag; the owner's
+/// failed CAS (Acquire) then sees its bit. Ordering of the release (all SeqCst): an acker of a
+/// STALE-flagged message CASes it to ACKED, then loads the bits; a reader letting go clears its
+/// bit, then loads the state. Whichever runs second sees the other's write, so an acker never
+/// frees a slot a registered reader still reads, and at least one side frees an acknowledged
+/// slot once the last reader is gone (the free is a CAS: at most one succeeds).
 fn release_stale(l: &QueueLayout, r: &crate::shm::Region, pos: u64, o: usize) {
     if o >= MAX_QUEUE_PARTICIPANTS {
         return;

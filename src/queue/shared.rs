@@ -374,12 +374,9 @@ fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
     for i in 0..l.capacity as u64 {
         let slot = l.slot(i);
         let state = r.u64_at(slot + SLOT_STATE);
-        let stale = r.u64_at(slot + SLOT_STALE);
-        // SeqCst: paired with the SeqCst accesses of `release_stale` (see there).
-        let mut left = stale.load(Ordering::SeqCst);
-        if left & 1 << c != 0 {
-            left = stale.fetch_and(!(1 << c), Ordering::SeqCst) & !(1 << c);
-        }
+        // First its deliveries go back (a scanner that judged the owner alive may set its bit
+        // meanwhile: the bit is handled after, with a fresh look at the state).
+        // SeqCst: in one order with scanners' bits and take-backs.
         let s = State(state.load(Ordering::SeqCst));
         if s.is_delivered() && s.owner() == c {
             let back = State((s.0 & !(0xff << 4) & !7) | READY);
@@ -389,8 +386,16 @@ fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
             {
                 returned += 1;
             }
-        } else if s.kind() == ACKED && s.stale() && left == 0 {
-            free_acked(r, l, s);
+        }
+        // Then its reader bit: cleared, and an acknowledged slot with no reader left is freed.
+        let stale = r.u64_at(slot + SLOT_STALE);
+        // SeqCst: paired with the SeqCst accesses of `release_stale` (see there).
+        if stale.load(Ordering::SeqCst) & 1 << c != 0 {
+            let left = stale.fetch_and(!(1 << c), Ordering::SeqCst) & !(1 << c);
+            let now = State(state.load(Ordering::SeqCst));
+            if left == 0 && now.kind() == ACKED && now.stale() {
+                free_acked(r, l, now);
+            }
         }
     }
     if returned > 0 {
