@@ -234,7 +234,8 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
 
     /// Records per log segment file of a durable queue (default: as many as fill about 64 MiB,
     /// and at least the capacity). Acknowledged space is returned a whole segment file at a
-    /// time, so the disk holds the unacknowledged backlog plus at most two segments.
+    /// time, so the disk holds the unacknowledged backlog plus at most three segments
+    /// (the one being written, the next one, created ahead, and one being removed).
     pub fn segment_records(mut self, n: u64) -> Self {
         self.log_records = n;
         self
