@@ -7,22 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::ring::*;
 use common::{data_dir, patch};
 use ringbus::{FullPolicy, Node, SyncPolicy};
-
-// Ring file layout with the default 8 producers and 8 consumers (ARCHITECTURE.md, "Queue
-// segment"): control block at 256, producer table at 1024, consumer table at 1536, slots at 2048,
-// a durable queue's slot stride is 64.
-const CTRL: u64 = 256;
-const APPEND: u64 = CTRL + 8;
-const BOOT: u64 = CTRL + 304;
-const PRODUCERS: u64 = 1024;
-const SLOTS: u64 = 2048;
-const WRITING: u64 = 1;
-
-fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
-    pos << 24 | count << 12 | owner << 4 | kind
-}
 
 /// Finding: a durable queue whose head lags (every message acknowledged, but no claim ran since
 /// to walk the head) while producers lapped the ring is refused as corrupt at the next open

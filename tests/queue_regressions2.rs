@@ -7,22 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::ring::*;
 use common::{data_dir, patch};
 use ringbus::{FullPolicy, Node, SyncPolicy};
-
-// Default 8 producers / 8 consumers: control at 256, producer table at 1024, slots at 2048,
-// durable slot stride 64.
-const CTRL: u64 = 256;
-const APPEND: u64 = CTRL + 8;
-const BOOT: u64 = CTRL + 304;
-const PRODUCERS: u64 = 1024;
-const SLOTS: u64 = 2048;
-const WRITING: u64 = 1;
-const SKIP: u64 = 5;
-
-fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
-    pos << 24 | count << 12 | owner << 4 | kind
-}
 
 /// A producer dies inside the append lock after marking its slot WRITING and before moving
 /// `tail` (as in the first review's test), but this time no producer sends again before every

@@ -6,19 +6,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::ring::*;
 use common::{data_dir, patch};
 use ringbus::{FullPolicy, Node, ProcessId};
-
-// Default 8 producers / 8 consumers: control at 256, slots at 2048, u64 stride 64.
-const CTRL: u64 = 256;
-const APPEND: u64 = CTRL + 8;
-const SLOTS: u64 = 2048;
-const OPEN: u64 = 6;
-const STALE: u64 = 1 << 3;
-
-fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
-    pos << 24 | count << 12 | owner << 4 | kind
-}
 
 fn read_u64(path: &Path, at: u64) -> u64 {
     let f = std::fs::File::open(path).unwrap();

@@ -187,3 +187,29 @@ pub fn patch(path: &std::path::Path, at: u64, bytes: &[u8]) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, at).unwrap();
 }
+
+/// Byte offsets of a queue ring file with the default 8 producers and 8 consumers, for tests
+/// that write a crash state into it (ARCHITECTURE.md, "Queue segment").
+pub mod ring {
+    /// Control block.
+    pub const CTRL: u64 = 256;
+    /// The append lock word.
+    pub const APPEND: u64 = CTRL + 8;
+    /// The boot word.
+    pub const BOOT: u64 = CTRL + 304;
+    /// The producer table.
+    pub const PRODUCERS: u64 = 1024;
+    /// The slots (a `u64` queue's stride is 64).
+    pub const SLOTS: u64 = 2048;
+    /// Slot state kinds.
+    pub const WRITING: u64 = 1;
+    pub const SKIP: u64 = 5;
+    pub const OPEN: u64 = 6;
+    /// The STALE flag of a slot state.
+    pub const STALE: u64 = 1 << 3;
+
+    /// A slot state word.
+    pub fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
+        pos << 24 | count << 12 | owner << 4 | kind
+    }
+}
