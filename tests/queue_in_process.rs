@@ -416,7 +416,7 @@ fn durable_messages_outlive_every_handle() {
     let mut sorted = got.clone();
     sorted.sort_by_key(|s| s[4..].parse::<u32>().unwrap());
     assert_eq!(sorted, want);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -456,7 +456,7 @@ fn durable_space_is_reclaimed_after_acknowledgement() {
             std::thread::yield_now();
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -470,7 +470,7 @@ fn durable_garbage_ring_file_is_refused_and_left_alone() {
     let r = node.queue::<u64>("g").durable(&dir).consumer();
     assert!(matches!(r, Err(OpenError::Corrupt(_))), "{r:?}");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn durable_and_in_memory_are_different_queues() {
     let node = Node::in_process();
     let _d = node.queue::<u64>("k").durable(&dir).producer().unwrap();
     let _m = node.queue::<u64>("k").producer().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -521,7 +521,7 @@ fn durable_torn_tail_is_dropped_reported_and_never_delivered() {
     }
     assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -559,7 +559,7 @@ fn durable_queue_is_rebuilt_from_its_log_after_a_machine_restart() {
     .collect();
     assert_eq!(got, (5..20).collect::<Vec<_>>());
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -576,7 +576,7 @@ fn durable_log_of_another_version_is_refused_and_left_alone() {
         Err(OpenError::VersionMismatch { found: 99, .. })
     ));
     assert_eq!(std::fs::read(&seg).unwrap(), before);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 #[test]
@@ -652,7 +652,7 @@ fn durable_producers_of_one_process_share_segment_creation() {
         s.join().unwrap();
     }
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// The `syncs done` word of the first log segment of durable queue `name` in `dir` (see the
@@ -713,5 +713,5 @@ fn sync_policies_sync_when_they_say() {
     }
     drop(p);
     assert_eq!(syncs_done(&dir, "never"), 0);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }

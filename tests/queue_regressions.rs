@@ -52,7 +52,7 @@ fn durable_reopen_after_clean_shutdown_with_a_lagging_head() {
     .collect();
     assert_eq!(got, vec![4, 5, 6, 7]);
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// Finding: the rebuild after a machine restart starts at the first segment file and refuses a
@@ -94,7 +94,7 @@ fn durable_rebuild_after_restart_with_more_records_than_the_capacity() {
     assert!(got.ends_with(&[10, 11]), "{got:?}");
     assert!(got.len() <= 4, "acknowledged messages resurrected: {got:?}");
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// Finding: a producer SIGKILLed inside the append lock after marking its slot WRITING and before
@@ -157,7 +157,7 @@ fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
     let again = q.consumer();
     assert!(again.is_ok(), "reopen: {again:?}");
     drop(again);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// Finding: stale-reader bits are per consumer and slot, not per delivery. A consumer that holds
@@ -276,5 +276,5 @@ fn segments_deleted_by_another_consumer_stay_mapped_for_ever() {
         std::thread::yield_now();
     }
     drop((p, a, b));
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }

@@ -47,7 +47,7 @@ fn recovery_after_a_producer_died_in_the_append_lock_and_nobody_sent_again() {
     let again = q.consumer();
     assert!(again.is_ok(), "reopen: {again:?}");
     drop(again);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// Consumer A prefetches 4 messages, takes one and acknowledges it, then stays idle (alive).
@@ -155,7 +155,7 @@ fn a_send_abandoned_after_its_record_was_sealed_is_delivered_after_a_restart() {
         "a send that returned Err was delivered: {got:?}"
     );
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
 /// A message past its maximum deliveries whose move to the dead-letter queue fails once (the

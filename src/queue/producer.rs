@@ -257,15 +257,6 @@ impl ProducerCore {
                 }
                 // Older segments are done with here: drop the log's cached mappings of them.
                 log.forget_below(seg.base());
-                // Create the next segment ahead, in the background: creating one (allocating
-                // and mapping its pages) takes milliseconds, which no send should wait for.
-                let next = seg.last() + 1;
-                let ahead = log.clone();
-                let _ = std::thread::Builder::new()
-                    .name("ringbus-segment".into())
-                    .spawn(move || {
-                        let _ = ahead.segment(next, true);
-                    });
                 d.seg = Some(seg);
                 Ok(pos)
             }
@@ -380,6 +371,17 @@ impl ProducerCore {
         if let Some(d) = &self.durable {
             let seg = d.seg.as_ref().expect("prepared");
             seg.commit(pos, len);
+            if pos == seg.base() + (seg.last() - seg.base()) / 2 {
+                // Half way through: create the next segment in the background, so that no
+                // send waits for its creation (milliseconds).
+                let next = seg.last() + 1;
+                let ahead = self.shared.log.clone().expect("durable queues have a log");
+                let _ = std::thread::Builder::new()
+                    .name("ringbus-segment".into())
+                    .spawn(move || {
+                        let _ = ahead.segment(next, true);
+                    });
+            }
             if d.policy == SyncPolicy::Always {
                 // On disk before anyone can see it: a send that fails delivers nothing, and
                 // nothing delivered can be lost by a machine crash.
