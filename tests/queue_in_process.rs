@@ -444,10 +444,11 @@ fn durable_space_is_reclaimed_after_acknowledgement() {
             d.ack().unwrap();
         }
         // The next claim moves the head, and whole acknowledged segments are removed (in the
-        // background): what stays is the segment being written and the one created ahead.
+        // background): what stays is the segment being written, the one created ahead, and at
+        // most one more (a creation ahead that ran late is removed at the next boundary).
         assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while files() > 2 {
+        while files() > 3 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "round {round}: {} segment files",

@@ -375,11 +375,17 @@ impl ProducerCore {
                 // Half way through: create the next segment in the background, so that no
                 // send waits for its creation (milliseconds).
                 let next = seg.last() + 1;
-                let ahead = self.shared.log.clone().expect("durable queues have a log");
+                let shared = self.shared.clone();
                 let _ = std::thread::Builder::new()
                     .name("ringbus-segment".into())
                     .spawn(move || {
-                        let _ = ahead.segment(next, true);
+                        let log = shared.log.as_ref().expect("durable queues have a log");
+                        // Relaxed: a hint. A thread that ran late must not bring back a segment
+                        // the consumers are already past (the next removal would take it again).
+                        let head = shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+                        if next + log.shape().records > head {
+                            let _ = log.segment(next, true);
+                        }
                     });
             }
             if d.policy == SyncPolicy::Always {
