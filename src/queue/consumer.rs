@@ -266,27 +266,13 @@ impl ConsumerCore {
             if s.is_for(cursor) {
                 match s.kind() {
                     READY => self.claim_one(c, cursor, s, deadline),
-                    WRITING => {
-                        if !self.writer_gone(c, cursor, s) {
-                            break;
-                        }
-                        // Release: as for SKIP below. If the producer published or gave up
-                        // meanwhile, the CAS fails and the slot is looked at again.
-                        if state
-                            .compare_exchange(
-                                s.0,
-                                State::new(FREE, cursor + n, 0, 0).0,
-                                Ordering::Release,
-                                Ordering::Relaxed,
-                            )
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        skipped = true;
-                    }
-                    // Release: the slot goes to the producer of the next lap.
-                    SKIP => {
+                    WRITING if !self.writer_gone(c, cursor, s) => break,
+                    // Given up (SKIP), or reserved by a producer that is gone (WRITING): the
+                    // slot goes to the producer of the next lap. Release: nothing was written
+                    // here for anyone to read, but the next producer Acquires the FREE state.
+                    // If the producer published or gave up meanwhile, the CAS fails and the
+                    // slot is looked at again.
+                    WRITING | SKIP => {
                         if state
                             .compare_exchange(
                                 s.0,
