@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{data_dir, patch};
-use ringbus::{AckError, Bytes, FullPolicy, Node, OpenError, ReceiveError, SendError, SyncPolicy};
+use ringbus::{
+    AckError, Bytes, FullPolicy, Node, OpenError, QueueBuilder, ReceiveError, SendError, SyncPolicy,
+};
 
 fn shm_node(test: &str) -> (Node, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringbus-qt-{test}-{}", std::process::id()));
@@ -443,9 +445,9 @@ fn durable_space_is_reclaimed_after_acknowledgement() {
             assert_eq!(d[0], round);
             d.ack().unwrap();
         }
-        // The next claim moves the head, and whole acknowledged segments are removed (in the
-        // background): what stays is the segment being written, the one created ahead, and at
-        // most one more (a creation ahead that ran late is removed at the next boundary).
+        // The next claim moves the head, and whole acknowledged segments are reused ahead (two
+        // at most) or removed (in the background): what stays is the segment being written
+        // and two ahead of it.
         assert!(matches!(c.try_receive(), Err(ReceiveError::Empty)));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while files() > 3 {
@@ -525,18 +527,87 @@ fn durable_torn_tail_is_dropped_reported_and_never_delivered() {
     let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
+/// Log files are reused once every record in them is acknowledged. A consumer whose delivery
+/// expired may still read its record: the file holding it must not be reused meanwhile.
+#[test]
+fn a_late_reader_of_a_durable_message_keeps_its_record_while_files_are_reused() {
+    let dir = data_dir("late");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("late")
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never)
+        .capacity(4)
+        .segment_records(4)
+        .prefetch(1)
+        .visibility_timeout(Duration::from_millis(50))
+        .full_policy(FullPolicy::Fail);
+    let mut p = q.producer().unwrap();
+    let slow = q.consumer().unwrap();
+    let fast = q.consumer().unwrap();
+    p.send(&7).unwrap();
+    let late = slow.try_receive().unwrap();
+    let again = fast.receive_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((*again, again.delivery_count()), (7, 2));
+    again.ack().unwrap();
+    // The other messages flow while the late reader holds position 0: 3 more fit, then the
+    // slot of position 0 is still the late reader's.
+    for i in 1..4u64 {
+        p.send(&(100 + i)).unwrap();
+        let d = fast.try_receive().unwrap();
+        assert_eq!(*d, 100 + i);
+        d.ack().unwrap();
+    }
+    assert_eq!(p.send(&999), Err(SendError::Full));
+    // Segment 0 (positions 0..4) is all acknowledged but for the late read: not reused.
+    assert_eq!(*late, 7);
+    let log = dir.join("queue_late.log");
+    assert!(log.join(format!("{:020}.seg", 0)).exists());
+    assert_eq!(late.ack(), Err(AckError::Expired));
+    // Let go: many segments' worth of messages pass, through reused files.
+    for i in 0..200u64 {
+        p.send(&i).unwrap();
+        let d = fast.try_receive().unwrap();
+        assert_eq!(*d, i);
+        d.ack().unwrap();
+    }
+    let _ = fast.try_receive();
+    assert!(!log.join(format!("{:020}.seg", 0)).exists());
+    drop((p, slow, fast));
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// A durable queue `name` in `dir` whose log segments hold `segment` records, synced always.
+fn reboot_queue(node: &Node, dir: &std::path::Path, name: &str, segment: u64) -> QueueBuilder<u64> {
+    node.queue::<u64>(name)
+        .durable(dir)
+        .sync_policy(SyncPolicy::Always)
+        .capacity(16)
+        .segment_records(segment)
+}
+
+/// Opens queue `name` of `dir` as the first open after a machine restart would (another boot
+/// id in the ring file, whose pages may then be older than the log's, so the log is the truth):
+/// the messages recovered and torn, and those then received.
+fn open_after_restart(
+    q: &QueueBuilder<u64>,
+    dir: &std::path::Path,
+    name: &str,
+) -> (u64, u64, Vec<u64>) {
+    patch(&dir.join(format!("queue_{name}")), 256 + 304, &[0x5a; 8]);
+    let c = q.consumer().unwrap();
+    let stats = c.stats();
+    (stats.recovered, stats.torn, common::drain_acked(&c))
+}
+
 #[test]
 fn durable_queue_is_rebuilt_from_its_log_after_a_machine_restart() {
     let dir = data_dir("reboot");
-    let node = Node::in_process();
-    let q = node
-        .queue::<u64>("reboot")
-        .durable(&dir)
-        .sync_policy(SyncPolicy::Always);
+    let q = reboot_queue(&Node::in_process(), &dir, "reboot", 64);
     {
         let mut p = q.producer().unwrap();
         let c = q.consumer().unwrap();
-        for i in 0..20u64 {
+        for i in 0..10u64 {
             p.send(&i).unwrap();
         }
         for _ in 0..5 {
@@ -546,20 +617,35 @@ fn durable_queue_is_rebuilt_from_its_log_after_a_machine_restart() {
         assert_eq!(*held, 5);
         std::mem::forget(held);
     }
-    // Another boot id in the ring file: what a restart looks like to the next open (the ring
-    // file's pages may then be older than the log's, so the log is the truth).
-    patch(&dir.join("queue_reboot"), 256 + 304, &[0x5a; 8]);
-    let c = q.consumer().unwrap();
-    assert_eq!(c.stats().recovered, 15);
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
-    assert_eq!(got, (5..20).collect::<Vec<_>>());
-    drop(c);
+    assert_eq!(
+        open_after_restart(&q, &dir, "reboot"),
+        (5, 0, (5..10).collect())
+    );
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// After a restart the ring is rebuilt from the log, whose files were reused: records left
+/// from a file's earlier use are not messages.
+#[test]
+fn a_rebuild_after_a_restart_ignores_what_reused_files_held_before() {
+    let dir = data_dir("reboot-reuse");
+    let q = reboot_queue(&Node::in_process(), &dir, "rr", 16);
+    {
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        for i in 0..205u64 {
+            p.send(&i).unwrap();
+            if i <= 200 {
+                c.try_receive().unwrap().ack().unwrap();
+            }
+        }
+    }
+    // Few files: reused, not one per 16 messages.
+    assert!(std::fs::read_dir(dir.join("queue_rr.log")).unwrap().count() <= 3);
+    assert_eq!(
+        open_after_restart(&q, &dir, "rr"),
+        (4, 0, (201..205).collect())
+    );
     let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 

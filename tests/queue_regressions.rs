@@ -43,13 +43,7 @@ fn durable_reopen_after_clean_shutdown_with_a_lagging_head() {
     let c = q.consumer();
     assert!(c.is_ok(), "reopen after a clean shutdown: {c:?}");
     let c = c.unwrap();
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
+    let got = common::drain_acked(&c);
     assert_eq!(got, vec![4, 5, 6, 7]);
     drop(c);
     let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
@@ -82,13 +76,7 @@ fn durable_rebuild_after_restart_with_more_records_than_the_capacity() {
     let c = q.consumer();
     assert!(c.is_ok(), "reopen after a restart: {c:?}");
     let c = c.unwrap();
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
+    let got = common::drain_acked(&c);
     // At least once after a machine crash: 10 and 11 must be there (acknowledged ones may
     // come back, but no more than the last `capacity` positions can be unacknowledged).
     assert!(got.ends_with(&[10, 11]), "{got:?}");
@@ -145,13 +133,7 @@ fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
         sent.iter().all(|r| r.is_ok()),
         "sends into an empty queue after a producer died in the append lock: {sent:?}"
     );
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
+    let got = common::drain_acked(&c);
     assert_eq!(got, vec![1, 2, 3]);
     drop((p, c));
     let again = q.consumer();

@@ -2,8 +2,8 @@
 //!
 //! The log is the durable storage of durable queues, and is built to be reused (durable topics,
 //! replay from an offset). It knows nothing about delivery: it stores record `o` where offset `o`
-//! belongs, validates it when read, syncs it to disk when asked, and deletes whole segment files
-//! below an offset.
+//! belongs, validates it when read, syncs it to disk when asked, and reuses or deletes whole
+//! segment files below an offset.
 //!
 //! # Files
 //!
@@ -20,7 +20,7 @@
 //! | 0 | 8 | magic `RBUSLOG\0` |
 //! | 8 | 4 | [`LOG_VERSION`] |
 //! | 12 | 4 | header length ([`SEGMENT_HEADER`]) |
-//! | 16 | 8 | base offset |
+//! | 16 | 8 | base offset the file was created for (a reused file keeps it: its name is the truth) |
 //! | 24 | 8 | records per segment |
 //! | 32 | 4 | stride |
 //! | 36 | 4 | maximum payload |
@@ -29,6 +29,7 @@
 //! | 72 | 8 | syncs done |
 //! | 80 | 8 | sync lock: 0, or the holder's owner word |
 //! | 88 | 8 | bytes the last completed sync covered |
+//! | 96 | 8 | base + 1 of the file's name last made durable (directory synced), see [`Log::reuse_below`] |
 //!
 //! A record (at its stride-aligned place; strides are multiples of 16):
 //!
@@ -45,8 +46,9 @@
 //! the producer that reserved the position), and is read only after that protocol published it.
 //! That protocol lives in the crate (queues today), so the record-level API is crate-private; the
 //! public part opens, inspects and trims a log, and documents its format.
-//! A record is valid when its crc matches; an all-zero record was never written; anything else
-//! is torn or corrupt and is never returned as data.
+//! A record is valid when its crc matches; an all-zero record was never written, and so is a
+//! record whose offset is a whole number of segments below (left by the file's earlier use, see
+//! [`Log::reuse_below`]); anything else is torn or corrupt and is never returned as data.
 //!
 //! # Creating segments
 //!
@@ -64,18 +66,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use segment::SegmentFile;
 pub use segment::{LogSegment, Record};
 
 use crate::error::OpenError;
 
 /// Version of the log's file layout; a segment of another version is refused at open.
-pub const LOG_VERSION: u32 = 1;
+pub const LOG_VERSION: u32 = 2;
 /// Bytes before the first record of a segment file (one page).
 pub const SEGMENT_HEADER: usize = 4096;
 /// Bytes before a record's payload.
 pub const RECORD_HEADER: usize = 16;
 /// Alignment of record payloads (and of strides).
 pub const RECORD_ALIGN: usize = 16;
+
+/// Files past the segment of the oldest offset still needed that
+/// [`Log::remove_below`] keeps for reuse.
+pub const SPARE_SEGMENTS: usize = 2;
 /// Largest payload a log record may carry.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -151,7 +158,35 @@ impl LogShape {
 pub struct Log {
     dir: PathBuf,
     shape: LogShape,
-    segments: Mutex<BTreeMap<u64, Arc<LogSegment>>>,
+    maps: Mutex<Maps>,
+}
+
+/// This process's mappings of a log's files.
+#[derive(Default)]
+struct Maps {
+    /// By the segment each file holds now.
+    by_base: BTreeMap<u64, Arc<LogSegment>>,
+    /// Files left behind (below the oldest offset needed) that may come back under another
+    /// name: their mappings are reused then. At most [`SPARE_SEGMENTS`] + 1, and only files
+    /// that still have a name (a deleted file's mapping would hold its disk space).
+    spares: Vec<Arc<SegmentFile>>,
+}
+
+impl Maps {
+    /// Forgets the segment at `base`, keeping its file as a spare.
+    fn retire(&mut self, base: u64) {
+        if let Some(seg) = self.by_base.remove(&base) {
+            if self.spares.len() > SPARE_SEGMENTS {
+                self.spares.remove(0);
+            }
+            self.spares.push(seg.file().clone());
+        }
+    }
+
+    /// Drops the spares whose files were deleted.
+    fn prune(&mut self) {
+        self.spares.retain(|f| f.linked());
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -202,7 +237,7 @@ impl Log {
         let log = Log {
             dir,
             shape,
-            segments: Mutex::new(BTreeMap::new()),
+            maps: Mutex::new(Maps::default()),
         };
         for base in log.bases()? {
             // Validates the header (and maps the file; kept for the first reads).
@@ -252,9 +287,9 @@ impl Log {
         Ok(bases)
     }
 
-    fn map(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<LogSegment>>> {
+    fn map(&self) -> MutexGuard<'_, Maps> {
         // A poisoned map only means a panic elsewhere while it was held; it is still valid.
-        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The segment holding offset `o`, mapped. With `create`, a missing segment is created;
@@ -262,54 +297,126 @@ impl Log {
     pub(crate) fn segment(&self, o: u64, create: bool) -> Result<Arc<LogSegment>, OpenError> {
         let base = self.shape.base_of(o);
         let mut map = self.map();
-        if let Some(s) = map.get(&base) {
+        if let Some(s) = map.by_base.get(&base) {
             return Ok(s.clone());
         }
         let path = self.dir.join(file_name(base));
-        let seg = match LogSegment::open(&path, base, self.shape, create)? {
+        let seg = match LogSegment::open(&path, base, self.shape, create, &mut map.spares)? {
             Some(s) => s,
             None if create => LogSegment::create(&self.dir, &path, base, self.shape)?,
             None => return Err(OpenError::NotFound(path.display().to_string())),
         };
         let seg = Arc::new(seg);
-        map.insert(base, seg.clone());
+        map.by_base.insert(base, seg.clone());
         Ok(seg)
     }
 
-    /// Deletes the segment files that hold only offsets below `o` and forgets their mappings
-    /// (handles that still hold one keep it mapped until they drop it). Returns how many files
-    /// were removed.
+    /// Returns the space of the segment files that hold only offsets below `o`, and forgets
+    /// their mappings (handles that still hold one keep it mapped until they drop it). Returns
+    /// how many files were reused or removed.
+    ///
+    /// Files are reused first (see [`Log::reuse_below`]); the rest are deleted, which takes
+    /// milliseconds (the file system drops their cached pages).
     pub fn remove_below(&self, o: u64) -> usize {
-        let Ok(bases) = self.bases() else { return 0 };
+        let (reused, _) = self.reuse_below(o);
+        let Ok(bases) = self.bases() else {
+            return reused;
+        };
         let mut removed = 0;
         let mut map = self.map();
         for base in bases {
             if base.saturating_add(self.shape.records) > o {
                 break;
             }
-            map.remove(&base);
+            map.retire(base);
             if std::fs::remove_file(self.dir.join(file_name(base))).is_ok() {
                 removed += 1;
             }
         }
+        map.prune();
         drop(map);
-        // Also forget mappings of segments another process already deleted.
-        self.forget_below(o);
         if removed > 0 {
             let _ = sync_dir(&self.dir);
         }
-        removed
+        reused + removed
+    }
+
+    /// Reuses segment files that hold only offsets below `o` as the next segments, while fewer
+    /// than [`SPARE_SEGMENTS`] files lie past the segment holding `o`: each is renamed to the
+    /// first segment missing past it. Returns how many files were reused and how many are
+    /// left for [`Log::remove_below`]. A few system calls per file: fast enough for a consumer
+    /// to call when the oldest offset it needs crosses a segment boundary.
+    ///
+    /// A reused file's records (of offsets a whole number of segments lower) read as never
+    /// written, and its pages are in the page cache already (and mapped, in a process that
+    /// mapped it before), so writers neither fault them in nor wait for the file system to
+    /// allocate them. The rename is not synced here: a writer that syncs records syncs the
+    /// directory first (see [`LogSegment`], header word 96).
+    pub fn reuse_below(&self, o: u64) -> (usize, usize) {
+        let Ok(mut bases) = self.bases() else {
+            return (0, 0);
+        };
+        let records = self.shape.records;
+        let current = self.shape.base_of(o);
+        let mut ahead = bases.iter().filter(|&&b| b > current).count();
+        let below: Vec<u64> = bases
+            .iter()
+            .copied()
+            .filter(|&b| b.saturating_add(records) <= o)
+            .collect();
+        let (mut reused, left) = (0, below.len());
+        let mut map = self.map();
+        for base in below {
+            map.retire(base);
+            let from = self.dir.join(file_name(base));
+            let mut to = current;
+            // A writer may create a file at the name we chose: then the next missing one.
+            while ahead < SPARE_SEGMENTS {
+                to = to.saturating_add(records);
+                while bases.contains(&to) {
+                    to = to.saturating_add(records);
+                }
+                if to.checked_add(records).is_none() {
+                    break;
+                }
+                match rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &from,
+                    rustix::fs::CWD,
+                    self.dir.join(file_name(to)),
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => {
+                        reused += 1;
+                        bases.push(to);
+                        ahead += 1;
+                        break;
+                    }
+                    Err(rustix::io::Errno::EXIST) => {
+                        bases.push(to);
+                        ahead += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        map.prune();
+        drop(map);
+        // Also forget mappings of segments another process already reused or deleted.
+        self.forget_below(o);
+        (reused, left - reused)
     }
 
     /// Forgets the mappings of segments below `o` in this process (files are untouched).
     pub fn forget_below(&self, o: u64) {
         let mut map = self.map();
-        while let Some((&base, _)) = map.first_key_value() {
+        while let Some((&base, _)) = map.by_base.first_key_value() {
             if base.saturating_add(self.shape.records) > o {
                 break;
             }
-            map.remove(&base);
+            map.retire(base);
         }
+        map.prune();
     }
 
     /// Bytes of the segment files on disk (their lengths).
@@ -362,8 +469,33 @@ mod tests {
             log.segment(20, false).unwrap().read(20),
             Record::Empty
         ));
+        // Segments 0 and 8 are done with: reused as the two segments past 16.
         assert_eq!(log.remove_below(17), 2);
-        assert_eq!(log.bases().unwrap(), vec![16]);
+        assert_eq!(log.bases().unwrap(), vec![16, 24, 32]);
+        // Their records, of offsets a whole number of segments lower, read as never written;
+        // the new ones are written over them.
+        for o in 24..40u64 {
+            let s = log.segment(o, true).unwrap();
+            assert_eq!(s.read(o), Record::Empty, "{o}");
+            assert_eq!(s.read_unchecked(o), None, "{o}");
+            s.write(o, format!("again {o}").as_bytes());
+        }
+        drop(log);
+        let log = Log::open(&dir, SHAPE).unwrap();
+        for o in 16..40u64 {
+            let want = if o < 20 {
+                Record::Valid(format!("record {o}").into_bytes().leak())
+            } else if o < 24 {
+                Record::Empty
+            } else {
+                Record::Valid(format!("again {o}").into_bytes().leak())
+            };
+            assert_eq!(log.segment(o, false).unwrap().read(o), want, "{o}");
+        }
+        // With two files ahead already, a file done with is deleted.
+        log.segment(40, true).unwrap();
+        assert_eq!(log.remove_below(24), 1);
+        assert_eq!(log.bases().unwrap(), vec![24, 32, 40]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,8 +1,10 @@
 //! One segment file of a log: its header, and records at computed places.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use memmap2::MmapOptions;
 use rustix::fs::{Mode, OFlags};
@@ -25,6 +27,7 @@ const OFF_SYNCS_BEGUN: usize = 64;
 const OFF_SYNCS_DONE: usize = 72;
 const OFF_SYNC_LOCK: usize = 80;
 const OFF_SYNCED_END: usize = 88;
+const OFF_NAMED: usize = 96;
 
 const REC_CRC: usize = 0;
 const REC_LEN: usize = 4;
@@ -41,13 +44,32 @@ pub enum Record<'a> {
     Corrupt(String),
 }
 
-/// A mapped segment file.
-pub struct LogSegment {
-    base: u64,
+/// A segment file mapped in this process, whatever its name is now: a reused file keeps its
+/// mapping (see [`super::Log::remove_below`]).
+pub(super) struct SegmentFile {
+    /// The log's directory (synced when a name of the file must be made durable).
+    dir: std::path::PathBuf,
     shape: LogShape,
     stride: usize,
     region: Region,
     file: File,
+    /// Device and inode: which file this is, whatever its name.
+    id: (u64, u64),
+}
+
+impl SegmentFile {
+    /// Whether the file still has a name (a deleted file's mapping holds its disk space).
+    pub(super) fn linked(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.nlink() > 0)
+    }
+}
+
+/// A mapped segment file, under the name of the segment it holds now.
+pub struct LogSegment {
+    /// The first offset its name says it holds (a reused file's header names the base it was
+    /// created for).
+    base: u64,
+    f: Arc<SegmentFile>,
 }
 
 /// The owner (packed process id) of a temporary segment file name, if `name` is one.
@@ -83,19 +105,65 @@ fn populate_range(region: &Region, at: usize, len: usize, write: bool) {
 /// them just before the writer stores into them, so its stores find the lines in cache.
 const POPULATE_CHUNK: usize = 256 << 10;
 
+/// Prefetches the line at `p` for writing (`prefetchw`, where the CPU has it: the line comes
+/// exclusive, so the writer's stores do not wait for other cores to let go of it), else for
+/// reading.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn prefetchw(p: *const u8) {
+    use std::sync::atomic::AtomicU8;
+    // 0: not known yet, 1: no, 2: yes.
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    // Relaxed: a cached fact about the CPU; racing first calls compute the same value.
+    let has = match HAS.load(Ordering::Relaxed) {
+        0 => {
+            // Leaf 0x8000_0001 exists on every x86_64 CPU; its ECX bit 8 is PREFETCHW.
+            let yes = std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0;
+            HAS.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        v => v == 2,
+    };
+    if has {
+        // SAFETY: a prefetch is a hint: it neither reads nor writes memory as far as the
+        // program is concerned (any address is allowed, none faults), and the CPU has the
+        // instruction (checked above).
+        unsafe {
+            std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+        }
+    } else {
+        // SAFETY: as above; SSE is part of x86_64.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) }
+    }
+}
+
+/// How many records ahead of the one it seals a writer prefetches.
+const PREFETCH_AHEAD: u64 = 16;
+
 impl LogSegment {
-    /// Opens and validates `path`; `Ok(None)` if there is no such file.
+    /// Opens and validates `path`; `Ok(None)` if there is no such file. A file mapped already
+    /// (one of `spares`, under an earlier name) is taken from there, mapping and all.
     pub(super) fn open(
         path: &Path,
         base: u64,
         shape: LogShape,
         write: bool,
+        spares: &mut Vec<Arc<SegmentFile>>,
     ) -> Result<Option<LogSegment>, OpenError> {
         let what = path.display().to_string();
-        let Some((file, len, region)) = crate::shm::open_file(path)? else {
+        let Some((file, meta)) = crate::shm::open_regular(path)? else {
             return Ok(None);
         };
-        let region = match region {
+        let id = (meta.dev(), meta.ino());
+        // The same file: a spare's open file keeps its inode number from being reused.
+        if let Some(i) = spares.iter().position(|f| f.id == id && f.shape == shape) {
+            return Ok(Some(LogSegment {
+                base,
+                f: spares.swap_remove(i),
+            }));
+        }
+        let len = meta.len();
+        let region = match crate::shm::map_file(&file, len, path)? {
             Some(r) if len >= SEGMENT_HEADER as u64 => r,
             _ => {
                 return Err(OpenError::Corrupt(format!(
@@ -105,14 +173,23 @@ impl LogSegment {
         };
         let seg = LogSegment {
             base,
-            shape,
-            stride: shape.stride(),
-            region,
-            file,
+            f: Arc::new(SegmentFile {
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                shape,
+                stride: shape.stride(),
+                region,
+                file,
+                id,
+            }),
         };
         seg.validate(&what, len)?;
-        populate(&seg.region, write);
+        populate(&seg.f.region, write);
         Ok(Some(seg))
+    }
+
+    /// The mapped file, for reuse under another name.
+    pub(super) fn file(&self) -> &Arc<SegmentFile> {
+        &self.f
     }
 
     fn header_bytes(&self) -> [u8; OFF_HEADER_CRC] {
@@ -123,7 +200,7 @@ impl LogSegment {
         // the bytes we then validate).
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.region.ptr(0, OFF_HEADER_CRC),
+                self.f.region.ptr(0, OFF_HEADER_CRC),
                 h.as_mut_ptr(),
                 OFF_HEADER_CRC,
             )
@@ -149,16 +226,15 @@ impl LogSegment {
             });
         }
         // Relaxed: written once before the file was named (see `create`).
-        let stored_crc = self.region.u32_at(OFF_HEADER_CRC).load(Ordering::Relaxed);
+        let stored_crc = self.f.region.u32_at(OFF_HEADER_CRC).load(Ordering::Relaxed);
         if crc32c::crc32c(&h) != stored_crc {
             return Err(OpenError::Corrupt(format!(
                 "{what}: header checksum mismatch"
             )));
         }
-        if u32_at(OFF_HEADER_LEN) as usize != SEGMENT_HEADER || u64_at(OFF_BASE) != self.base {
+        if u32_at(OFF_HEADER_LEN) as usize != SEGMENT_HEADER {
             return Err(OpenError::Corrupt(format!(
-                "{what}: header says base {} (header length {})",
-                u64_at(OFF_BASE),
+                "{what}: header length {}",
                 u32_at(OFF_HEADER_LEN)
             )));
         }
@@ -166,16 +242,24 @@ impl LogSegment {
             max_payload: u32_at(OFF_MAX_PAYLOAD) as usize,
             records: u64_at(OFF_RECORDS),
         };
-        if found != self.shape || u32_at(OFF_STRIDE) as usize != self.stride {
+        if found != self.f.shape || u32_at(OFF_STRIDE) as usize != self.f.stride {
             return Err(OpenError::TypeMismatch {
-                expected: format!("log of {:?}", self.shape),
+                expected: format!("log of {:?}", self.f.shape),
                 found: format!("log of {found:?}"),
             });
         }
-        if len != self.shape.file_len() as u64 {
+        // The base the file was created for: a reused file keeps it (its name says where it
+        // is now), but it was a segment boundary of this shape.
+        if u64_at(OFF_BASE) % self.f.shape.records != 0 {
+            return Err(OpenError::Corrupt(format!(
+                "{what}: header base {} is not a segment boundary",
+                u64_at(OFF_BASE)
+            )));
+        }
+        if len != self.f.shape.file_len() as u64 {
             return Err(OpenError::Corrupt(format!(
                 "{what}: {len} bytes, the header's shape needs {}",
-                self.shape.file_len()
+                self.f.shape.file_len()
             )));
         }
         Ok(())
@@ -205,19 +289,24 @@ impl LogSegment {
             rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64)
                 .map_err(|e| OpenError::from_io(e.into(), &what))?;
             let file = File::from(fd);
+            let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
             let map = MmapOptions::new()
                 .len(len)
                 .map_raw(&file)
                 .map_err(|e| OpenError::from_io(e, &what))?;
             let seg = LogSegment {
                 base,
-                shape,
-                stride: shape.stride(),
-                region: Region::from_map(map),
-                file,
+                f: Arc::new(SegmentFile {
+                    dir: dir.to_path_buf(),
+                    shape,
+                    stride: shape.stride(),
+                    region: Region::from_map(map),
+                    file,
+                    id: (meta.dev(), meta.ino()),
+                }),
             };
             seg.write_header();
-            rustix::fs::fdatasync(&seg.file).map_err(|e| OpenError::from_io(e.into(), &what))?;
+            rustix::fs::fdatasync(&seg.f.file).map_err(|e| OpenError::from_io(e.into(), &what))?;
             Ok(seg)
         })();
         let seg = match made {
@@ -235,15 +324,21 @@ impl LogSegment {
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {
-                let _ = super::sync_dir(dir);
+                if super::sync_dir(dir).is_ok() {
+                    // Relaxed: a hint for syncers (see `sync_name`); a stale value costs a sync.
+                    seg.f
+                        .region
+                        .u64_at(OFF_NAMED)
+                        .store(base + 1, Ordering::Relaxed);
+                }
                 // After the header's sync: a sync would clean the pages and protect them again.
                 // The first chunks now; the writer populates the rest as it goes.
-                populate_range(&seg.region, 0, SEGMENT_HEADER + 2 * POPULATE_CHUNK, true);
+                populate_range(&seg.f.region, 0, SEGMENT_HEADER + 2 * POPULATE_CHUNK, true);
                 Ok(seg)
             }
             Err(rustix::io::Errno::EXIST) => {
                 let _ = std::fs::remove_file(&tmp);
-                LogSegment::open(path, base, shape, true)?
+                LogSegment::open(path, base, shape, true, &mut Vec::new())?
                     .ok_or_else(|| OpenError::NotFound(path.display().to_string()))
             }
             Err(e) => {
@@ -260,17 +355,18 @@ impl LogSegment {
         h[OFF_HEADER_LEN..OFF_HEADER_LEN + 4]
             .copy_from_slice(&(SEGMENT_HEADER as u32).to_le_bytes());
         h[OFF_BASE..OFF_BASE + 8].copy_from_slice(&self.base.to_le_bytes());
-        h[OFF_RECORDS..OFF_RECORDS + 8].copy_from_slice(&self.shape.records.to_le_bytes());
-        h[OFF_STRIDE..OFF_STRIDE + 4].copy_from_slice(&(self.stride as u32).to_le_bytes());
+        h[OFF_RECORDS..OFF_RECORDS + 8].copy_from_slice(&self.f.shape.records.to_le_bytes());
+        h[OFF_STRIDE..OFF_STRIDE + 4].copy_from_slice(&(self.f.stride as u32).to_le_bytes());
         h[OFF_MAX_PAYLOAD..OFF_MAX_PAYLOAD + 4]
-            .copy_from_slice(&(self.shape.max_payload as u32).to_le_bytes());
+            .copy_from_slice(&(self.f.shape.max_payload as u32).to_le_bytes());
         // SAFETY: the file is ours alone (a temporary name nobody else opens) and the header
         // lies inside the mapping.
         unsafe {
-            std::ptr::copy_nonoverlapping(h.as_ptr(), self.region.ptr(0, OFF_HEADER_CRC), h.len())
+            std::ptr::copy_nonoverlapping(h.as_ptr(), self.f.region.ptr(0, OFF_HEADER_CRC), h.len())
         };
         // Relaxed: the file is published by its rename, after an fdatasync.
-        self.region
+        self.f
+            .region
             .u32_at(OFF_HEADER_CRC)
             .store(crc32c::crc32c(&h), Ordering::Relaxed);
     }
@@ -282,13 +378,13 @@ impl LogSegment {
 
     /// Last offset of this segment.
     pub fn last(&self) -> u64 {
-        self.base + self.shape.records - 1
+        self.base + self.f.shape.records - 1
     }
 
     /// Whether offset `o` lives in this segment.
     #[inline]
     pub fn contains(&self, o: u64) -> bool {
-        o.wrapping_sub(self.base) < self.shape.records
+        o.wrapping_sub(self.base) < self.f.shape.records
     }
 
     #[inline]
@@ -298,15 +394,16 @@ impl LogSegment {
             "offset {o} is not in segment {}",
             self.base
         );
-        SEGMENT_HEADER + (o - self.base) as usize * self.stride
+        SEGMENT_HEADER + (o - self.base) as usize * self.f.stride
     }
 
     /// The payload area of record `o` (`max_payload` bytes), for a writer that owns `o` and
     /// fills it in place before [`LogSegment::commit`].
     #[inline]
     pub(crate) fn payload_ptr(&self, o: u64) -> *mut u8 {
-        self.region
-            .ptr(self.place(o) + RECORD_HEADER, self.shape.max_payload)
+        self.f
+            .region
+            .ptr(self.place(o) + RECORD_HEADER, self.f.shape.max_payload)
     }
 
     /// Seals record `o` whose `len` payload bytes were written through
@@ -314,15 +411,16 @@ impl LogSegment {
     /// the maximum payload (asserted: a caller bug, not input).
     #[inline]
     pub(crate) fn commit(&self, o: u64, len: usize) {
-        assert!(len <= self.shape.max_payload);
+        assert!(len <= self.f.shape.max_payload);
         let at = self.place(o);
         // Crossing into a new chunk: populate the one after it.
         let rel = at - SEGMENT_HEADER;
-        if rel % POPULATE_CHUNK < self.stride {
+        if rel % POPULATE_CHUNK < self.f.stride {
             let next = SEGMENT_HEADER + (rel / POPULATE_CHUNK + 2) * POPULATE_CHUNK;
-            populate_range(&self.region, next & !4095, POPULATE_CHUNK, true);
+            populate_range(&self.f.region, next & !4095, POPULATE_CHUNK, true);
         }
-        let rec = self.region.ptr(at, RECORD_HEADER + len);
+        self.prefetch_write(o + PREFETCH_AHEAD);
+        let rec = self.f.region.ptr(at, RECORD_HEADER + len);
         let mut head = [0u8; 12];
         head[..4].copy_from_slice(&(len as u32).to_le_bytes());
         head[4..].copy_from_slice(&o.to_le_bytes());
@@ -335,9 +433,29 @@ impl LogSegment {
             crc32c::crc32c(std::slice::from_raw_parts(rec.add(REC_LEN), 12 + len))
         };
         // Relaxed: published with the record by the caller's Release.
-        self.region
+        self.f
+            .region
             .u32_at(at + REC_CRC)
             .store(crc, Ordering::Relaxed);
+    }
+
+    /// Asks the CPU to fetch record `o`'s first lines for writing, if `o` is in this segment: a
+    /// reused file's lines were last read by another core, and the checksum reads the whole
+    /// record back.
+    #[inline]
+    fn prefetch_write(&self, o: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if self.contains(o) {
+            let at = self.place(o);
+            let lines = self.f.stride.min(128).div_ceil(64);
+            for i in 0..lines {
+                if at + 64 * i < self.f.region.len() {
+                    prefetchw(self.f.region.ptr(at + 64 * i, 1));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = o;
     }
 
     /// Undoes the seal of record `o` (zeroes its header: it reads as never written), for a
@@ -345,17 +463,24 @@ impl LogSegment {
     pub(crate) fn unseal(&self, o: u64) {
         let at = self.place(o);
         // Relaxed: the offset is still the caller's alone (not published).
-        self.region
+        self.f
+            .region
             .u64_at(at + REC_OFFSET)
             .store(0, Ordering::Relaxed);
-        self.region.u32_at(at + REC_LEN).store(0, Ordering::Relaxed);
-        self.region.u32_at(at + REC_CRC).store(0, Ordering::Relaxed);
+        self.f
+            .region
+            .u32_at(at + REC_LEN)
+            .store(0, Ordering::Relaxed);
+        self.f
+            .region
+            .u32_at(at + REC_CRC)
+            .store(0, Ordering::Relaxed);
     }
 
     /// Writes and seals record `o` (a copy of `payload`).
     #[cfg(test)]
     pub(crate) fn write(&self, o: u64, payload: &[u8]) {
-        assert!(payload.len() <= self.shape.max_payload);
+        assert!(payload.len() <= self.f.shape.max_payload);
         // SAFETY: `payload_ptr` is valid for max_payload bytes, and we own offset `o` (see
         // `commit`); the source is a separate Rust slice.
         unsafe {
@@ -371,12 +496,16 @@ impl LogSegment {
     pub(crate) fn read_unchecked(&self, o: u64) -> Option<&[u8]> {
         let at = self.place(o);
         // Relaxed: as in `read`.
-        let len = self.region.u32_at(at + REC_LEN).load(Ordering::Relaxed) as usize;
-        let off = self.region.u64_at(at + REC_OFFSET).load(Ordering::Relaxed);
-        if len > self.shape.max_payload || off != o {
+        let len = self.f.region.u32_at(at + REC_LEN).load(Ordering::Relaxed) as usize;
+        let off = self
+            .f
+            .region
+            .u64_at(at + REC_OFFSET)
+            .load(Ordering::Relaxed);
+        if len > self.f.shape.max_payload || off != o {
             return None;
         }
-        let p = self.region.ptr(at + RECORD_HEADER, len);
+        let p = self.f.region.ptr(at + RECORD_HEADER, len);
         // SAFETY: in bounds (checked by `ptr`); stable while borrowed (see `read`).
         Some(unsafe { std::slice::from_raw_parts(p, len) })
     }
@@ -388,19 +517,29 @@ impl LogSegment {
         let at = self.place(o);
         // Relaxed: the caller's protocol ordered the record's publication before this read
         // (Acquire); the checks below catch anything torn.
-        let crc = self.region.u32_at(at + REC_CRC).load(Ordering::Relaxed);
-        let len = self.region.u32_at(at + REC_LEN).load(Ordering::Relaxed);
-        let off = self.region.u64_at(at + REC_OFFSET).load(Ordering::Relaxed);
+        let crc = self.f.region.u32_at(at + REC_CRC).load(Ordering::Relaxed);
+        let len = self.f.region.u32_at(at + REC_LEN).load(Ordering::Relaxed);
+        let off = self
+            .f
+            .region
+            .u64_at(at + REC_OFFSET)
+            .load(Ordering::Relaxed);
         if crc == 0 && len == 0 && off == 0 {
             return Record::Empty;
         }
-        if len as usize > self.shape.max_payload {
+        if off != o && off < o && (o - off) % self.f.shape.records == 0 {
+            // Written when the file held an earlier segment (files are reused, see
+            // `Log::remove_below`): never written at this offset. A record torn while it was
+            // being overwritten reads so too, unless its new offset reached the file.
+            return Record::Empty;
+        }
+        if len as usize > self.f.shape.max_payload {
             return Record::Corrupt(format!("offset {o}: length {len} exceeds the maximum"));
         }
         if off != o {
             return Record::Corrupt(format!("offset {o}: record says offset {off}"));
         }
-        let rec = self.region.ptr(at, RECORD_HEADER + len as usize);
+        let rec = self.f.region.ptr(at, RECORD_HEADER + len as usize);
         // SAFETY: in bounds (checked by `ptr`); stable while borrowed (see above).
         let (head, payload) = unsafe {
             (
@@ -424,10 +563,11 @@ impl LogSegment {
     /// the number begun after writing: a sync with a higher number began after its writes, and
     /// if it reached at least as far, ours is not needed.
     pub(crate) fn sync_covering(&self, o: u64) -> std::io::Result<()> {
-        let end = (self.place(o) + self.stride).next_multiple_of(4096);
-        let begun = self.region.u64_at(OFF_SYNCS_BEGUN);
-        let done = self.region.u64_at(OFF_SYNCS_DONE);
-        let done_end = self.region.u64_at(OFF_SYNCED_END);
+        self.sync_name()?;
+        let end = (self.place(o) + self.f.stride).next_multiple_of(4096);
+        let begun = self.f.region.u64_at(OFF_SYNCS_BEGUN);
+        let done = self.f.region.u64_at(OFF_SYNCS_DONE);
+        let done_end = self.f.region.u64_at(OFF_SYNCED_END);
         // SeqCst: ordered after our record writes, and in one order with the syncer's SeqCst
         // store of the next number: a sync numbered above `mine` stored its number after this
         // load, so it began after our writes.
@@ -435,7 +575,7 @@ impl LogSegment {
         std::sync::atomic::fence(Ordering::SeqCst);
         let mine = begun.load(Ordering::SeqCst);
         let me = ProcessId::current().pack();
-        let lock = self.region.u64_at(OFF_SYNC_LOCK);
+        let lock = self.f.region.u64_at(OFF_SYNC_LOCK);
         crate::sync::lock::lock(lock, me, None);
         // SeqCst: `done` and `done_end` are stored after the sync completed, under the lock.
         if done.load(Ordering::SeqCst) > mine && done_end.load(Ordering::SeqCst) >= end as u64 {
@@ -448,8 +588,8 @@ impl LogSegment {
         // to a page, and the file length is a whole number of pages past it or its end).
         let res = unsafe {
             rustix::mm::msync(
-                self.region.ptr(0, end.min(self.region.len())).cast(),
-                end.min(self.region.len()),
+                self.f.region.ptr(0, end.min(self.f.region.len())).cast(),
+                end.min(self.f.region.len()),
                 rustix::mm::MsyncFlags::SYNC,
             )
         };
@@ -461,21 +601,36 @@ impl LogSegment {
         res.map_err(Into::into)
     }
 
+    /// Makes this file's name durable (a directory sync) unless the header says a syncer did
+    /// already. A reused file was renamed without a sync (see `Log::remove_below`): its word
+    /// names the base of its earlier name until a syncer of the new one syncs the directory.
+    /// The directory is synced after the rename (we opened the file by its new name), so the
+    /// rename is on disk before any record of the new name is.
+    fn sync_name(&self) -> std::io::Result<()> {
+        let named = self.f.region.u64_at(OFF_NAMED);
+        // Relaxed: a hint; a syncer that reads a stale value syncs the directory once more.
+        if named.load(Ordering::Relaxed) != self.base + 1 {
+            super::sync_dir(&self.f.dir)?;
+            named.store(self.base + 1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Test hook: flips bytes inside record `o`'s payload, as a torn write would leave it.
     #[cfg(test)]
     pub(crate) fn corrupt_for_test(&self, o: u64, at: usize) {
         let p = self.payload_ptr(o);
         // SAFETY: inside the payload area; tests own the log.
-        unsafe { *p.add(at % self.shape.max_payload) ^= 0x5a };
+        unsafe { *p.add(at % self.f.shape.max_payload) ^= 0x5a };
     }
 
     /// Test hook: copies record `from` over record `to`.
     #[cfg(test)]
     pub(crate) fn copy_record_for_test(&self, from: u64, to: u64) {
         let (a, b) = (self.place(from), self.place(to));
-        let src = self.region.ptr(a, self.stride);
-        let dst = self.region.ptr(b, self.stride);
+        let src = self.f.region.ptr(a, self.f.stride);
+        let dst = self.f.region.ptr(b, self.f.stride);
         // SAFETY: both records are inside the mapping and distinct (different offsets).
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, self.stride) };
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, self.f.stride) };
     }
 }

@@ -139,10 +139,6 @@ impl ConsumerCore {
     fn mark_reader(&self, pos: u64, s: State) -> Option<State> {
         let l = &self.shared.layout;
         let state = l.state(self.shared.region(), pos);
-        if l.durable {
-            // Log records are never rewritten: nothing to register. Acquire: as for a claim.
-            return (state.load(Ordering::Acquire) == s.0).then_some(s);
-        }
         if s.kind() == OPEN {
             // Claimed open, to be handed out at once.
             return Some(s);
@@ -325,16 +321,20 @@ impl ConsumerCore {
         if h != head {
             if let Some(log) = &sh.log {
                 if l.log_records != 0 && head / l.log_records != h / l.log_records {
-                    // Whole segments below the head are acknowledged: their space is reclaimed,
-                    // in the background (unlinking a file drops its cached pages: milliseconds).
-                    let log = log.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("ringbus-reclaim".into())
-                        .spawn(move || {
-                            log.remove_below(h);
-                        });
-                    if spawned.is_err() {
-                        sh.log.as_ref().expect("durable").remove_below(h);
+                    // Whole segments below the head are acknowledged: their files are reused
+                    // ahead (a few system calls), or deleted in the background if enough are
+                    // ahead already (unlinking a file drops its cached pages: milliseconds).
+                    let (_, left) = log.reuse_below(h);
+                    if left > 0 {
+                        let log = log.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("ringbus-reclaim".into())
+                            .spawn(move || {
+                                log.remove_below(h);
+                            });
+                        if spawned.is_err() {
+                            sh.log.as_ref().expect("durable").remove_below(h);
+                        }
                     }
                 }
             }
@@ -354,7 +354,7 @@ impl ConsumerCore {
         let dead = l.max_deliveries != 0 && count >= l.max_deliveries;
         // The first claim into an empty buffer is handed out at once: claimed OPEN, it needs no
         // compare-and-swap to open (see `mark_reader`). Others wait, TAKEN.
-        let kind = if !dead && c.buffer.is_empty() && !l.durable {
+        let kind = if !dead && c.buffer.is_empty() {
             OPEN
         } else {
             TAKEN
@@ -423,11 +423,11 @@ impl ConsumerCore {
                     if !dead && !expired {
                         continue;
                     }
-                    // A live owner that opened it may be reading it (in memory): it is
+                    // A live owner that opened it may be reading it: it is
                     // registered as a reader (its bit, before the take-back), and the message
                     // goes back with the STALE flag, so its next acknowledgement waits for the
                     // bit to clear. Only scanners set bits, under the claim lock we hold.
-                    let reader = s.kind() == OPEN && !dead && !l.durable;
+                    let reader = s.kind() == OPEN && !dead;
                     let stale_word = r.u64_at(l.slot(pos) + SLOT_STALE);
                     let bit = 1u64 << (o % MAX_QUEUE_PARTICIPANTS);
                     // SeqCst: see `release_stale`.
@@ -562,7 +562,7 @@ impl ConsumerCore {
                 self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DEAD_LETTERED, 1);
-            } else if !l.durable {
+            } else {
                 // Not moved (the dead-letter queue is full): the message stays taken and is
                 // retried when its deadline passes. We read it no longer: un-open it, so the
                 // take-back does not register us as a reader.
@@ -633,7 +633,7 @@ impl ConsumerCore {
         }
         // Taken back: a scanner registered us as a reader; we no longer read it. (Acquire on
         // the failed CAS: the scanner's bit, set before its take-back, is visible.)
-        if last_view && !l.durable {
+        if last_view {
             release_stale(l, r, pos, self.index);
         }
         Err(AckError::Expired)
@@ -645,7 +645,7 @@ impl ConsumerCore {
         let l = &self.shared.layout;
         let r = self.shared.region();
         // A prefetched claim (`undo`) was never handed out: no view to count.
-        let last_view = !undo && self.unhold(pos) && !l.durable;
+        let last_view = !undo && self.unhold(pos);
         let count = if undo {
             s.count().saturating_sub(1)
         } else {
@@ -871,9 +871,11 @@ impl<P: Payload + ?Sized> Consumer<P> {
         };
         // SAFETY: `len` bytes at `ptr` are a message we claimed and opened (OPEN by us): no
         // producer writes the slot until it is freed, which needs our ack/nack or, if the
-        // deadline passes, our reader bit to clear, which we do only when we let go; a durable
-        // record is never rewritten, and its segment stays mapped (the consumer's current or
-        // retired segments) while any delivery is held. In-memory payloads are 32-aligned, log
+        // deadline passes, our reader bit to clear, which we do only when we let go. A durable
+        // record is rewritten only when its file is reused, which needs the head past every
+        // position of its segment, and the head passes a slot only once it is freed; its
+        // segment stays mapped (the consumer's current or retired segments) while any delivery
+        // is held. In-memory payloads are 32-aligned, log
         // payloads 16-aligned, and a durable queue refuses payload types aligned to more than
         // 16 (checked when built).
         match unsafe { P::view(ptr, len) } {

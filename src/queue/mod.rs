@@ -51,7 +51,7 @@ use producer::ProducerCore;
 use shared::{QueueShared, Role};
 
 /// Target size of a durable queue's log segment files.
-const DEFAULT_SEGMENT_BYTES: usize = 64 << 20;
+const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
 
 /// What a producer does when the queue is full (`capacity` messages sent and not acknowledged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,10 +232,11 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         self
     }
 
-    /// Records per log segment file of a durable queue (default: as many as fill about 64 MiB,
+    /// Records per log segment file of a durable queue (default: as many as fill about 1 MiB,
     /// and at least the capacity). Acknowledged space is returned a whole segment file at a
-    /// time, so the disk holds the unacknowledged backlog plus at most three segments
-    /// (the one being written, the next one, created ahead, and one being removed).
+    /// time: a file whose records are all acknowledged is reused as a segment ahead (two at
+    /// most), or deleted. So the disk holds the unacknowledged backlog plus at most three
+    /// segments.
     pub fn segment_records(mut self, n: u64) -> Self {
         self.log_records = n;
         self
@@ -291,8 +292,9 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         }
         let ms = self.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let records = if self.log_records == 0 {
-            // About 64 MiB per segment file, and at least the capacity: creating, syncing and
-            // removing a file is paid once per segment.
+            // About 1 MiB per segment file, and at least the capacity: small enough that the
+            // few files in rotation stay in the CPU caches, large enough that moving to the
+            // next segment (a rename and an open) is rare.
             let stride = LogShape {
                 max_payload: size,
                 records: 1,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::layout::*;
 use super::shared::{QueueShared, Role};
 use super::FullPolicy;
-use crate::error::SendError;
+use crate::error::{OpenError, SendError};
 use crate::log::{LogSegment, SyncPolicy};
 use crate::sync::{barrier, futex, lock, ProcessId};
 use crate::topic::{Bytes, Payload};
@@ -372,21 +372,7 @@ impl ProducerCore {
             let seg = d.seg.as_ref().expect("prepared");
             seg.commit(pos, len);
             if pos == seg.base() + (seg.last() - seg.base()) / 2 {
-                // Half way through: create the next segment in the background, so that no
-                // send waits for its creation (milliseconds).
-                let next = seg.last() + 1;
-                let shared = self.shared.clone();
-                let _ = std::thread::Builder::new()
-                    .name("ringbus-segment".into())
-                    .spawn(move || {
-                        let log = shared.log.as_ref().expect("durable queues have a log");
-                        // Relaxed: a hint. A thread that ran late must not bring back a segment
-                        // the consumers are already past (the next removal would take it again).
-                        let head = shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
-                        if next + log.shape().records > head {
-                            let _ = log.segment(next, true);
-                        }
-                    });
+                self.next_segment(seg.last() + 1);
             }
             if d.policy == SyncPolicy::Always {
                 // On disk before anyone can see it: a send that fails delivers nothing, and
@@ -426,6 +412,29 @@ impl ProducerCore {
             f.state.last.store(pos + 1, Ordering::Release);
         }
         Ok(pos)
+    }
+
+    /// Half way through a segment: maps the next one now (a consumer usually made it from a
+    /// file it reused), or has it created in the background (milliseconds), so that no send
+    /// waits for that.
+    #[cold]
+    fn next_segment(&self, next: u64) {
+        let log = self.shared.log.as_ref().expect("durable queues have a log");
+        if !matches!(log.segment(next, false), Err(OpenError::NotFound(_))) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("ringbus-segment".into())
+            .spawn(move || {
+                let log = shared.log.as_ref().expect("durable queues have a log");
+                // Relaxed: a hint. A thread that ran late must not bring back a segment the
+                // consumers are already past (the next removal would take it again).
+                let head = shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+                if next + log.shape().records > head {
+                    let _ = log.segment(next, true);
+                }
+            });
     }
 
     /// Gives up reserved position `pos` without a message: consumers skip it.

@@ -184,6 +184,17 @@ impl Root {
 /// Opens the regular file at `path` read-write, never following a symlink, and maps it whole:
 /// the file, its length, and its mapping (`None` if it is empty). `Ok(None)` if there is no file.
 pub(crate) fn open_file(path: &Path) -> Result<Option<(File, u64, Option<Region>)>, OpenError> {
+    let Some((file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let len = meta.len();
+    let region = map_file(&file, len, path)?;
+    Ok(Some((file, len, region)))
+}
+
+/// Opens the regular file at `path` read-write, never following a symlink: the file and its
+/// metadata. `Ok(None)` if there is no file.
+pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, OpenError> {
     let what = path.display().to_string();
     let fd = match rustix::fs::open(
         path,
@@ -199,15 +210,20 @@ pub(crate) fn open_file(path: &Path) -> Result<Option<(File, u64, Option<Region>
     if !meta.file_type().is_file() {
         return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
     }
-    let len = meta.len();
+    Ok(Some((file, meta)))
+}
+
+/// Maps `len` bytes of `file` (opened from `path`) shared; `None` if `len` is 0.
+pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<Option<Region>, OpenError> {
+    let what = path.display().to_string();
     if len == 0 {
-        return Ok(Some((file, 0, None)));
+        return Ok(None);
     }
     let len_usize =
         usize::try_from(len).map_err(|_| OpenError::Corrupt(format!("{what} is too large")))?;
     let map = MmapOptions::new()
         .len(len_usize)
-        .map_raw(&file)
+        .map_raw(file)
         .map_err(|e| OpenError::from_io(e, &what))?;
-    Ok(Some((file, len, Some(Region::from_map(map)))))
+    Ok(Some(Region::from_map(map)))
 }

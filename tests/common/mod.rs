@@ -213,3 +213,15 @@ pub mod ring {
         pos << 24 | count << 12 | owner << 4 | kind
     }
 }
+
+/// Receives and acknowledges every message waiting in `c` (until one `try_receive` finds none):
+/// their values, in the order received.
+pub fn drain_acked(c: &ringbus::Consumer<u64>) -> Vec<u64> {
+    std::iter::from_fn(|| {
+        let d = c.try_receive().ok()?;
+        let v = *d;
+        d.ack().unwrap();
+        Some(v)
+    })
+    .collect()
+}
