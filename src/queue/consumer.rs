@@ -326,11 +326,19 @@ impl ConsumerCore {
                     // ahead already (unlinking a file drops its cached pages: milliseconds).
                     let (_, left) = log.reuse_below(h);
                     if left > 0 {
-                        let log = log.clone();
+                        let shared = sh.clone();
                         let spawned = std::thread::Builder::new()
                             .name("ringbus-reclaim".into())
                             .spawn(move || {
-                                log.remove_below(h);
+                                // The head as it is now: a thread that ran late must not reuse
+                                // a file under a name the head has passed meanwhile.
+                                // Relaxed: a hint, never behind `h` (the head only moves up).
+                                let now = shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+                                shared
+                                    .log
+                                    .as_ref()
+                                    .expect("durable")
+                                    .remove_below(h.max(now));
                             });
                         if spawned.is_err() {
                             sh.log.as_ref().expect("durable").remove_below(h);
