@@ -137,8 +137,9 @@ fn prefetchw(p: *const u8) {
     }
 }
 
-/// How many records ahead of the one it seals a writer prefetches.
-const PREFETCH_AHEAD: u64 = 16;
+/// How far ahead of the record it seals a writer prefetches one (at least 4 records ahead), and
+/// the most of a record it prefetches.
+const PREFETCH_BYTES: usize = 2048;
 
 impl LogSegment {
     /// Opens and validates `path`; `Ok(None)` if there is no such file. A file mapped already
@@ -419,7 +420,7 @@ impl LogSegment {
             let next = SEGMENT_HEADER + (rel / POPULATE_CHUNK + 2) * POPULATE_CHUNK;
             populate_range(&self.f.region, next & !4095, POPULATE_CHUNK, true);
         }
-        self.prefetch_write(o + PREFETCH_AHEAD);
+        self.prefetch_write(o + (PREFETCH_BYTES / self.f.stride).max(4) as u64);
         let rec = self.f.region.ptr(at, RECORD_HEADER + len);
         let mut head = [0u8; 12];
         head[..4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -439,15 +440,15 @@ impl LogSegment {
             .store(crc, Ordering::Relaxed);
     }
 
-    /// Asks the CPU to fetch record `o`'s first lines for writing, if `o` is in this segment: a
-    /// reused file's lines were last read by another core, and the checksum reads the whole
-    /// record back.
+    /// Asks the CPU to fetch record `o`'s lines (up to [`PREFETCH_BYTES`]) for writing, if `o`
+    /// is in this segment: a reused file's lines were last read by another core, and the
+    /// checksum reads the whole record back.
     #[inline]
     fn prefetch_write(&self, o: u64) {
         #[cfg(target_arch = "x86_64")]
         if self.contains(o) {
             let at = self.place(o);
-            let lines = self.f.stride.min(128).div_ceil(64);
+            let lines = self.f.stride.min(PREFETCH_BYTES).div_ceil(64);
             for i in 0..lines {
                 if at + 64 * i < self.f.region.len() {
                     prefetchw(self.f.region.ptr(at + 64 * i, 1));
