@@ -110,13 +110,7 @@ fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
     c.try_receive().unwrap().ack().unwrap();
 
     // The crash: tail stays 1.
-    let dead_owner: u64 = 1; // pid 0, start 1: dead to everyone
-    let entry = PRODUCERS + 64;
-    patch(&ring, entry + 8, &dead_owner.to_le_bytes());
-    patch(&ring, entry + 16, &2u64.to_le_bytes()); // writing = position 1 + 1
-    patch(&ring, entry, &1u64.to_le_bytes()); // ACTIVE
-    patch(&ring, SLOTS + 64, &state(WRITING, 1, 1, 0).to_le_bytes());
-    patch(&ring, APPEND, &dead_owner.to_le_bytes());
+    producer_died_in_append_lock(&ring);
 
     // The consumer waits a check interval on the WRITING slot, then judges its producer dead.
     for _ in 0..5 {

@@ -32,13 +32,7 @@ fn recovery_after_a_producer_died_in_the_append_lock_and_nobody_sent_again() {
         let c = q.consumer().unwrap();
         p.send(&0).unwrap();
         c.try_receive().unwrap().ack().unwrap();
-        let dead_owner: u64 = 1; // pid 0: dead to everyone
-        let entry = PRODUCERS + 64;
-        patch(&ring, entry + 8, &dead_owner.to_le_bytes());
-        patch(&ring, entry + 16, &2u64.to_le_bytes()); // writing = position 1 + 1
-        patch(&ring, entry, &1u64.to_le_bytes()); // ACTIVE
-        patch(&ring, SLOTS + 64, &state(WRITING, 1, 1, 0).to_le_bytes());
-        patch(&ring, APPEND, &dead_owner.to_le_bytes());
+        producer_died_in_append_lock(&ring);
         for _ in 0..5 {
             assert!(c.try_receive().is_err());
             std::thread::sleep(Duration::from_millis(15));

@@ -567,14 +567,14 @@ impl<P: Payload + ?Sized> Drop for QueueLoan<'_, P> {
     }
 }
 
-impl<T: bytemuck::Pod> Producer<T> {
-    /// Loans the next slot, zeroed, to be written in place.
-    pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, SendError> {
+impl<P: Payload + ?Sized> Producer<P> {
+    /// Reserves the next position and zeroes `len` bytes of its payload area (at most the
+    /// queue's message size: checked by the callers) for a loan.
+    fn zeroed_loan(&mut self, len: usize) -> Result<QueueLoan<'_, P>, SendError> {
         let pos = self.core.reserve()?;
         let ptr = self.core.payload(pos);
-        let len = std::mem::size_of::<T>();
-        // SAFETY: the payload area holds at least size_of::<T>() bytes (the queue's message size
-        // is T's size) and is ours until published.
+        // SAFETY: the payload area of our reserved position holds the queue's message size,
+        // at least `len` bytes, and is ours alone until published or given up.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Ok(QueueLoan {
             producer: &mut self.core,
@@ -586,6 +586,14 @@ impl<T: bytemuck::Pod> Producer<T> {
     }
 }
 
+impl<T: bytemuck::Pod> Producer<T> {
+    /// Loans the next slot, zeroed, to be written in place.
+    pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, SendError> {
+        // The queue's message size is T's size.
+        self.zeroed_loan(std::mem::size_of::<T>())
+    }
+}
+
 impl Producer<Bytes> {
     /// Loans the next slot for a message of `len` bytes (zeroed), to be written in place.
     pub fn loan(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, SendError> {
@@ -593,17 +601,7 @@ impl Producer<Bytes> {
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let pos = self.core.reserve()?;
-        let ptr = self.core.payload(pos);
-        // SAFETY: len <= max bytes of our reserved payload area.
-        unsafe { std::ptr::write_bytes(ptr, 0, len) };
-        Ok(QueueLoan {
-            producer: &mut self.core,
-            pos,
-            len,
-            ptr,
-            _p: PhantomData,
-        })
+        self.zeroed_loan(len)
     }
 }
 

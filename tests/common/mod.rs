@@ -212,6 +212,19 @@ pub mod ring {
     pub fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
         pos << 24 | count << 12 | owner << 4 | kind
     }
+
+    /// Makes the ring file `ring` (of a `u64` queue) look as if producer entry 1, owned by a
+    /// dead process, died in the append lock after marking position 1 WRITING and before
+    /// moving the tail.
+    pub fn producer_died_in_append_lock(ring: &std::path::Path) {
+        let dead_owner: u64 = 1; // pid 0, start 1: dead to everyone
+        let entry = PRODUCERS + 64;
+        super::patch(ring, entry + 8, &dead_owner.to_le_bytes());
+        super::patch(ring, entry + 16, &2u64.to_le_bytes()); // writing = position 1 + 1
+        super::patch(ring, entry, &1u64.to_le_bytes()); // ACTIVE
+        super::patch(ring, SLOTS + 64, &state(WRITING, 1, 1, 0).to_le_bytes());
+        super::patch(ring, APPEND, &dead_owner.to_le_bytes());
+    }
 }
 
 /// Receives and acknowledges every message waiting in `c` (until one `try_receive` finds none):
