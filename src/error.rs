@@ -137,6 +137,10 @@ pub enum SendError {
     Disconnected,
     /// Durable queue: the log could not be written or synced (the I/O error).
     Storage(String),
+    /// Queue: while this producer wrote the message, the queue judged it gone (its entry was
+    /// reclaimed as a dead process's, e.g. after it was stopped for long) and passed over its
+    /// position. The message was not sent; sending again is safe.
+    Reclaimed,
 }
 
 impl fmt::Display for SendError {
@@ -151,11 +155,28 @@ impl fmt::Display for SendError {
             SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
             SendError::Disconnected => write!(f, "the caller has left or died"),
             SendError::Storage(e) => write!(f, "durable storage failed: {e}"),
+            SendError::Reclaimed => write!(
+                f,
+                "the queue passed over this message's position (the producer was judged gone)"
+            ),
         }
     }
 }
 
 impl std::error::Error for SendError {}
+
+impl SendError {
+    /// The one check every loan (topic, service, queue) makes before handing out `len` bytes of
+    /// a slot whose payload area holds `max`: a loan never reaches past its slot, whatever the
+    /// payload type or a segment header claims.
+    #[inline]
+    pub(crate) fn check_fits(len: usize, max: usize) -> Result<(), SendError> {
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+}
 
 /// Receiving failed, or has something to report before the next message.
 #[derive(Debug, Clone, PartialEq, Eq)]

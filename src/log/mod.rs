@@ -29,7 +29,8 @@
 //! | 72 | 8 | syncs done |
 //! | 80 | 8 | sync lock: 0, or the holder's owner word |
 //! | 88 | 8 | bytes the last completed sync covered |
-//! | 96 | 8 | base + 1 of the file's name last made durable (directory synced), see [`Log::reuse_below`] |
+//! | 96 | 8 | base + 1 of the file's name last made durable (directory synced), see `Log::reuse_below` |
+//! | 104 | 4 | sync bell: a futex word bumped when the sync lock is released (its waiters sleep on it) |
 //!
 //! A record (at its stride-aligned place; strides are multiples of 16):
 //!
@@ -44,8 +45,9 @@
 //!
 //! Each offset is written once, by the one writer its caller's protocol gave it to (for queues:
 //! the producer that reserved the position), and is read only after that protocol published it.
-//! That protocol lives in the crate (queues today), so the record-level API is crate-private; the
-//! public part opens, inspects and trims a log, and documents its format.
+//! That protocol lives in the crate (queues today), so the record-level API is crate-private, and
+//! so is maintenance (reusing or deleting files below an offset: only the protocol knows which
+//! offsets no reader holds); the public part opens and inspects a log, and documents its format.
 //! A record is valid when its crc matches; an all-zero record was never written, and so is a
 //! record whose offset is a whole number of segments below (left by the file's earlier use, see
 //! [`Log::reuse_below`]); anything else is torn or corrupt and is never returned as data.
@@ -72,7 +74,7 @@ pub use segment::{LogSegment, Record};
 use crate::error::OpenError;
 
 /// Version of the log's file layout; a segment of another version is refused at open.
-pub const LOG_VERSION: u32 = 2;
+pub const LOG_VERSION: u32 = 3;
 /// Bytes before the first record of a segment file (one page).
 pub const SEGMENT_HEADER: usize = 4096;
 /// Bytes before a record's payload.
@@ -95,6 +97,13 @@ pub const MAX_RECORD: usize = 64 << 20;
 pub enum SyncPolicy {
     /// A send returns once its record is on disk (`fdatasync`). Nothing a send returned `Ok`
     /// for is lost. Concurrent senders share syncs (group commit).
+    ///
+    /// When the disk fails a sync, the send returns [`crate::SendError::Storage`] and the
+    /// message is never delivered in this boot: its record is unsealed (it reads as never
+    /// written) and that is synced in turn. After a machine crash it is not delivered either,
+    /// unless the disk also failed the second sync (a dying disk): then the sealed record may
+    /// have reached the disk without its unseal, and a rebuild delivers it. So treat `Storage`
+    /// as "not sent, unless the disk is failing", as with any at-least-once sender.
     Always,
     /// Records are synced at this interval by a background thread of each sending process, and
     /// when a producer is dropped: a machine crash loses at most the sends of the last interval
@@ -240,8 +249,13 @@ impl Log {
             maps: Mutex::new(Maps::default()),
         };
         for base in log.bases()? {
-            // Validates the header (and maps the file; kept for the first reads).
-            log.segment(base, false)?;
+            // Validates the header (and maps the file; kept for the first reads). A file that
+            // is gone by now was renamed or deleted by a live process rotating the log (its
+            // records were all acknowledged): not an error.
+            match log.segment(base, false) {
+                Ok(_) | Err(OpenError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(log)
     }
@@ -267,10 +281,11 @@ impl Log {
             let name = name.to_string_lossy();
             if let Some(base) = parse_name(&name) {
                 if base % self.shape.records != 0 {
-                    return Err(OpenError::Corrupt(format!(
-                        "{what}/{name}: not a segment boundary of {} records",
-                        self.shape.records
-                    )));
+                    // Written with another number of records per file.
+                    return Err(OpenError::TypeMismatch {
+                        expected: format!("log of {} records per file", self.shape.records),
+                        found: format!("{what}/{name}, not a boundary of that"),
+                    });
                 }
                 bases.push(base);
             } else if let Some(pid) = segment::tmp_owner(&name) {
@@ -317,7 +332,7 @@ impl Log {
     ///
     /// Files are reused first (see [`Log::reuse_below`]); the rest are deleted, which takes
     /// milliseconds (the file system drops their cached pages).
-    pub fn remove_below(&self, o: u64) -> usize {
+    pub(crate) fn remove_below(&self, o: u64) -> usize {
         let (reused, _) = self.reuse_below(o);
         let Ok(bases) = self.bases() else {
             return reused;
@@ -352,7 +367,7 @@ impl Log {
     /// mapped it before), so writers neither fault them in nor wait for the file system to
     /// allocate them. The rename is not synced here: a writer that syncs records syncs the
     /// directory first (see [`LogSegment`], header word 96).
-    pub fn reuse_below(&self, o: u64) -> (usize, usize) {
+    pub(crate) fn reuse_below(&self, o: u64) -> (usize, usize) {
         let Ok(mut bases) = self.bases() else {
             return (0, 0);
         };
@@ -408,7 +423,7 @@ impl Log {
     }
 
     /// Forgets the mappings of segments below `o` in this process (files are untouched).
-    pub fn forget_below(&self, o: u64) {
+    pub(crate) fn forget_below(&self, o: u64) {
         let mut map = self.map();
         while let Some((&base, _)) = map.by_base.first_key_value() {
             if base.saturating_add(self.shape.records) > o {
@@ -419,10 +434,31 @@ impl Log {
         map.prune();
     }
 
+    /// Frees every segment's sync lock: for recovery after a restart, when the holders
+    /// recorded are processes of an earlier boot (a process of this boot may have the same pid
+    /// and start time). Only while no writer of this boot uses the log.
+    pub(crate) fn clear_sync_locks(&self) -> Result<(), OpenError> {
+        for base in self.bases()? {
+            match self.segment(base, false) {
+                Ok(seg) => seg.clear_sync_lock(),
+                // Gone meanwhile: nothing to free.
+                Err(OpenError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes of the segment files on disk (their lengths).
     pub fn disk_len(&self) -> u64 {
         self.bases().map_or(0, |b| b.len() as u64) * self.shape.file_len() as u64
     }
+}
+
+/// Test hook: the calling thread's next `n` log syncs fail with EIO.
+#[cfg(test)]
+pub(crate) fn segment_fail_syncs_for_test(n: u32) {
+    segment::FAIL_SYNCS.with(|c| c.set(n));
 }
 
 /// Makes the directory's entries (created or removed files) durable.

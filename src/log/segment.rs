@@ -28,6 +28,7 @@ const OFF_SYNCS_DONE: usize = 72;
 const OFF_SYNC_LOCK: usize = 80;
 const OFF_SYNCED_END: usize = 88;
 const OFF_NAMED: usize = 96;
+const OFF_SYNC_BELL: usize = 104;
 
 const REC_CRC: usize = 0;
 const REC_LEN: usize = 4;
@@ -135,6 +136,24 @@ fn prefetchw(p: *const u8) {
         // SAFETY: as above; SSE is part of x86_64.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: how many of this thread's next syncs fail with EIO, as a failing disk makes
+    /// them.
+    pub(crate) static FAIL_SYNCS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this sync is to fail (tests only; always false otherwise).
+#[inline]
+fn fail_sync_for_test() -> bool {
+    #[cfg(test)]
+    {
+        FAIL_SYNCS.with(|n| n.replace(n.get().saturating_sub(1)) > 0)
+    }
+    #[cfg(not(test))]
+    false
 }
 
 /// How far ahead of the record it seals a writer prefetches one (at least 4 records ahead), and
@@ -398,13 +417,16 @@ impl LogSegment {
         SEGMENT_HEADER + (o - self.base) as usize * self.f.stride
     }
 
-    /// The payload area of record `o` (`max_payload` bytes), for a writer that owns `o` and
-    /// fills it in place before [`LogSegment::commit`].
+    /// The payload area of record `o`, valid for `len` bytes, for a writer that owns `o` and
+    /// fills it in place before [`LogSegment::commit`]. `len` past the log's maximum payload is
+    /// a caller bug (panics, like any out-of-bounds pointer asked of a region).
     #[inline]
-    pub(crate) fn payload_ptr(&self, o: u64) -> *mut u8 {
-        self.f
-            .region
-            .ptr(self.place(o) + RECORD_HEADER, self.f.shape.max_payload)
+    pub(crate) fn payload_ptr(&self, o: u64, len: usize) -> *mut u8 {
+        assert!(
+            len <= self.f.shape.max_payload,
+            "payload area of {len} bytes"
+        );
+        self.f.region.ptr(self.place(o) + RECORD_HEADER, len)
     }
 
     /// Seals record `o` whose `len` payload bytes were written through
@@ -485,7 +507,11 @@ impl LogSegment {
         // SAFETY: `payload_ptr` is valid for max_payload bytes, and we own offset `o` (see
         // `commit`); the source is a separate Rust slice.
         unsafe {
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), self.payload_ptr(o), payload.len())
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.payload_ptr(o, payload.len()),
+                payload.len(),
+            )
         };
         self.commit(o, payload.len());
     }
@@ -577,29 +603,40 @@ impl LogSegment {
         let mine = begun.load(Ordering::SeqCst);
         let me = ProcessId::current().pack();
         let lock = self.f.region.u64_at(OFF_SYNC_LOCK);
-        crate::sync::lock::lock(lock, me, None);
+        let bell = self.f.region.u32_at(OFF_SYNC_BELL);
+        // Waiters sleep: a sync takes milliseconds.
+        crate::sync::lock::lock_sleeping(lock, bell, me);
         // SeqCst: `done` and `done_end` are stored after the sync completed, under the lock.
         if done.load(Ordering::SeqCst) > mine && done_end.load(Ordering::SeqCst) >= end as u64 {
-            crate::sync::lock::unlock(lock);
+            crate::sync::lock::unlock_waking(lock, bell);
             return Ok(());
         }
         let n = begun.load(Ordering::SeqCst) + 1;
         begun.store(n, Ordering::SeqCst);
-        // SAFETY: the range lies inside our mapping (`place` checked `o`; `end` is rounded up
-        // to a page, and the file length is a whole number of pages past it or its end).
-        let res = unsafe {
-            rustix::mm::msync(
-                self.f.region.ptr(0, end.min(self.f.region.len())).cast(),
-                end.min(self.f.region.len()),
-                rustix::mm::MsyncFlags::SYNC,
-            )
+        let res = if fail_sync_for_test() {
+            Err(rustix::io::Errno::IO)
+        } else {
+            // SAFETY: the range lies inside our mapping (`place` checked `o`; `end` is rounded
+            // up to a page, and the file length is a whole number of pages past it or its end).
+            unsafe {
+                rustix::mm::msync(
+                    self.f.region.ptr(0, end.min(self.f.region.len())).cast(),
+                    end.min(self.f.region.len()),
+                    rustix::mm::MsyncFlags::SYNC,
+                )
+            }
         };
         if res.is_ok() {
             done_end.store(end as u64, Ordering::SeqCst);
             done.store(n, Ordering::SeqCst);
         }
-        crate::sync::lock::unlock(lock);
+        crate::sync::lock::unlock_waking(lock, bell);
         res.map_err(Into::into)
+    }
+
+    /// Frees the sync lock whatever holds it (see [`super::Log::clear_sync_locks`]).
+    pub(crate) fn clear_sync_lock(&self) {
+        crate::sync::lock::unlock(self.f.region.u64_at(OFF_SYNC_LOCK));
     }
 
     /// Makes this file's name durable (a directory sync) unless the header says a syncer did
@@ -620,7 +657,7 @@ impl LogSegment {
     /// Test hook: flips bytes inside record `o`'s payload, as a torn write would leave it.
     #[cfg(test)]
     pub(crate) fn corrupt_for_test(&self, o: u64, at: usize) {
-        let p = self.payload_ptr(o);
+        let p = self.payload_ptr(o, self.f.shape.max_payload);
         // SAFETY: inside the payload area; tests own the log.
         unsafe { *p.add(at % self.f.shape.max_payload) ^= 0x5a };
     }

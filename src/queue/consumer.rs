@@ -464,6 +464,20 @@ impl ConsumerCore {
                         release_stale(l, r, pos, o);
                     }
                 }
+                // Given up behind the cursor (a record found torn at recovery, after it had
+                // been handed back): nothing to deliver; the slot goes to the next lap so the
+                // head can pass it. Release: as for a SKIP at the cursor (`fill`).
+                SKIP if state
+                    .compare_exchange(
+                        s.0,
+                        State::new(FREE, pos + l.capacity as u64, 0, 0).0,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok() =>
+                {
+                    super::shared::wake_room(r);
+                }
                 ACKED if s.stale() && check_alive => {
                     // Stale readers that died let go.
                     let word = r.u64_at(l.slot(pos) + SLOT_STALE);
@@ -676,7 +690,7 @@ impl ConsumerCore {
         self.shared.count(CTRL_RETURNED, 1);
         barrier::light();
         // Relaxed: ordered by the barrier (sleepers use the heavy one).
-        if r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
+        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
             self.shared.wake_consumers(1);
         }
         Ok(())
@@ -726,7 +740,7 @@ impl ConsumerCore {
         let r = self.shared.region();
         barrier::light();
         // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-        if r.u32_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
+        if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
             self.shared.wake_producers();
         }
     }
@@ -742,7 +756,8 @@ impl ConsumerCore {
         }
         let r = self.shared.region();
         let ready = r.u32_at(CTRL_READY);
-        let waiters = r.u32_at(CTRL_READY_WAITERS);
+        let waiters = r.u64_at(CTRL_READY_WAITERS);
+        let bit = 1u64 << self.index;
         let mut spins = 0u32;
         loop {
             if let g @ Got::Message(..) = self.try_once()? {
@@ -767,16 +782,16 @@ impl ConsumerCore {
             // Acquire: a later value means a wake we must not sleep through.
             let seen = ready.load(Ordering::Acquire);
             // SeqCst, with the heavy barrier: a producer that publishes after our check below
-            // sees the count (its light barrier pairs with ours).
-            waiters.fetch_add(1, Ordering::SeqCst);
+            // sees our bit (its light barrier pairs with ours).
+            waiters.fetch_or(bit, Ordering::SeqCst);
             let nap = barrier::heavy(nap);
             let got = self.try_once();
             if !matches!(got, Ok(Got::Nothing)) {
-                waiters.fetch_sub(1, Ordering::SeqCst);
+                waiters.fetch_and(!bit, Ordering::SeqCst);
                 return got;
             }
             futex::wait(ready, seen, nap);
-            waiters.fetch_sub(1, Ordering::SeqCst);
+            waiters.fetch_and(!bit, Ordering::SeqCst);
         }
     }
 }

@@ -16,10 +16,13 @@
 //!   +288  recovered     u64  messages found waiting by the last recovery
 //!   +296  recoveries    u64  recoveries run (durable queues, opened with nobody alive)
 //!   +304  boot          u64  hash of the boot id the segment was last recovered under
-//!   +384  room_waiters  u32  producers asleep on `room`
-//!   +388  room          u32  futex word producers sleep on (bumped by acks)
-//!   +392  ready_waiters u32  consumers asleep on `ready`
-//!   +396  ready         u32  futex word consumers sleep on (bumped by producers)
+//!   +384  room_waiters  u64  bitmap of producers (by entry) asleep on `room`
+//!   +392  ready_waiters u64  bitmap of consumers (by entry) asleep on `ready`
+//!   +400  room          u32  futex word producers sleep on (bumped by acks)
+//!   +404  ready         u32  futex word consumers sleep on (bumped by producers)
+//!         (a sleeper sets its own bit and clears it when it wakes; the bit of a participant
+//!         that died asleep is cleared when its entry is reclaimed, so a crash never leaves
+//!         wakers paying a futex wake per message)
 //!         (both sides read the waiter counts at every message: their 128 bytes are written
 //!         only by sleepers, apart from the lines producers and consumers write)
 //!   +512  dlq_len       u64  length of the dead-letter queue's name (0: none)
@@ -47,22 +50,26 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::OpenError;
+use crate::log::LogShape;
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
 use crate::topic::PayloadKind;
 
 /// Segment kind of a queue.
 pub const KIND_QUEUE: u32 = 3;
+/// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
+/// of another version is refused with [`OpenError::VersionMismatch`].
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 
 pub(crate) const CTRL_TAIL: usize = HEADER_LEN;
 pub(crate) const CTRL_APPEND: usize = HEADER_LEN + 8;
 pub(crate) const CTRL_ROOM_WAITERS: usize = HEADER_LEN + 384;
-pub(crate) const CTRL_ROOM: usize = HEADER_LEN + 388;
+pub(crate) const CTRL_ROOM: usize = HEADER_LEN + 400;
 pub(crate) const CTRL_CURSOR: usize = HEADER_LEN + 128;
 pub(crate) const CTRL_CLAIM: usize = HEADER_LEN + 136;
 pub(crate) const CTRL_HEAD: usize = HEADER_LEN + 144;
 pub(crate) const CTRL_RETURNED: usize = HEADER_LEN + 152;
 pub(crate) const CTRL_READY_WAITERS: usize = HEADER_LEN + 392;
-pub(crate) const CTRL_READY: usize = HEADER_LEN + 396;
+pub(crate) const CTRL_READY: usize = HEADER_LEN + 404;
 pub(crate) const CTRL_DEAD_LETTERED: usize = HEADER_LEN + 256;
 pub(crate) const CTRL_DROPPED: usize = HEADER_LEN + 264;
 pub(crate) const CTRL_REDELIVERED: usize = HEADER_LEN + 272;
@@ -263,6 +270,7 @@ impl QueueLayout {
     }
 
     pub(crate) fn from_header(h: &Header, region_len: usize) -> Result<QueueLayout, OpenError> {
+        h.check_version(LAYOUT_VERSION)?;
         let c = &h.config;
         let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
         let kind = match c[5] >> 8 {
@@ -295,6 +303,7 @@ impl QueueLayout {
     pub(crate) fn header(&self, ty: TypeIdentity) -> Header {
         Header {
             kind: KIND_QUEUE,
+            version: LAYOUT_VERSION,
             segment_len: self.len as u64,
             ty,
             config: [
@@ -308,6 +317,16 @@ impl QueueLayout {
                 self.visibility_ms,
                 self.log_records,
             ],
+        }
+    }
+
+    /// The shape of a durable queue's log: one record per position, of the ring's message
+    /// size. Derived from the (validated) ring layout only, so the ring and the log never
+    /// disagree on a record's size.
+    pub(crate) fn log_shape(&self) -> LogShape {
+        LogShape {
+            max_payload: self.max_message_size,
+            records: self.log_records,
         }
     }
 

@@ -42,13 +42,13 @@ pub use layout::{MAX_DELIVERIES, MAX_QUEUE_CAPACITY, MAX_QUEUE_MESSAGE, MAX_QUEU
 pub use producer::{Producer, QueueLoan};
 
 use crate::error::OpenError;
-use crate::log::{Log, LogShape, SyncPolicy};
+use crate::log::{LogShape, SyncPolicy};
 use crate::shm::{Backing, OpenMode, Root};
 use crate::topic::{Payload, MAX_ALIGN};
 use consumer::{ConsumerCore, DlqOpener};
 use layout::QueueLayout;
 use producer::ProducerCore;
-use shared::{QueueShared, Role};
+use shared::{LogDir, QueueShared, Role};
 
 /// Target size of a durable queue's log segment files.
 const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
@@ -322,28 +322,24 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
     fn open(&self, role: Role) -> Result<(Arc<QueueShared>, usize), OpenError> {
         let layout = self.layout()?;
         let ty = P::identity(layout.max_message_size);
+        crate::shm::validate_name(&self.name)?;
         let (backing, log) = match &self.durable {
             None => (self.backing.clone(), None),
             Some(dir) => {
                 let root = Root::open(dir.clone())?;
-                let log = Log::open(
-                    dir.join(format!("queue_{}.log", self.name)),
-                    LogShape {
-                        max_payload: layout.max_message_size,
-                        records: layout.log_records,
-                    },
-                )?;
-                (Backing::Shm(root), Some(Arc::new(log)))
+                // The log is opened once the ring's shape is known (the joined ring's own, not
+                // this handle's options): see `LogDir`.
+                let log = LogDir::new(dir.join(format!("queue_{}.log", self.name)));
+                (Backing::Shm(root), Some(log))
             }
         };
-        crate::shm::validate_name(&self.name)?;
         QueueShared::open(
             &backing,
             &self.name,
             &layout,
             &ty,
             self.dead_letter.as_deref(),
-            log,
+            log.as_ref(),
             role,
             self.mode,
         )
@@ -390,5 +386,59 @@ mod tests {
     fn handles_are_send() {
         assert_send::<super::Producer<u64>>();
         assert_send::<super::Consumer<u64>>();
+    }
+
+    /// `SyncPolicy::Always` when the disk fails a sync: the send fails, and the message is
+    /// delivered neither now nor after a machine restart (the ring rebuilt from the log).
+    #[test]
+    fn a_send_whose_sync_failed_is_never_delivered_not_even_after_a_restart() {
+        use crate::log::segment_fail_syncs_for_test as fail_syncs;
+        use crate::{Node, SendError, SyncPolicy};
+        use std::sync::atomic::Ordering;
+
+        let dir = std::env::temp_dir().join(format!("ringbus-syncfail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = Node::with_root(dir.join("shm")).unwrap();
+        let q = node
+            .queue::<u64>("syncfail")
+            .capacity(8)
+            .durable(dir.join("data"))
+            .sync_policy(SyncPolicy::Always);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(&1).unwrap();
+        fail_syncs(1);
+        assert!(matches!(p.send(&2), Err(SendError::Storage(_))));
+        p.send(&3).unwrap();
+        // Held (not acknowledged) until the restart below.
+        let held: Vec<_> = std::iter::from_fn(|| c.try_receive().ok()).collect();
+        assert_eq!(held.iter().map(|d| **d).collect::<Vec<_>>(), [1, 3]);
+        drop(held);
+        drop((p, c));
+
+        // A restart: the boot word no longer matches, so the ring is rebuilt from the log.
+        let ring = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data").join("queue_syncfail"))
+            .unwrap();
+        let map = memmap2::MmapOptions::new().map_raw(&ring).unwrap();
+        let region = crate::shm::Region::from_map(map);
+        region
+            .u64_at(super::layout::CTRL_BOOT)
+            .fetch_xor(1, Ordering::Relaxed);
+        drop(region);
+        let c = q.consumer().unwrap();
+        let got: Vec<u64> = std::iter::from_fn(|| {
+            let d = c.try_receive().ok()?;
+            let v = *d;
+            d.ack().unwrap();
+            Some(v)
+        })
+        .collect();
+        assert_eq!(got, [1, 3]);
+        assert_eq!(c.stats().recoveries, 1);
+        drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -144,6 +144,10 @@ pub(crate) struct ProducerCore {
     durable: Option<Durable>,
     /// How far past the tail a full queue's producer looks for room (see `wait_for_room`).
     batch_room: u64,
+    /// Bytes of a position's payload area: the ring's message size, bounded by the log's
+    /// record size for durable queues (the two agree by construction; every pointer handed out
+    /// is bounded by both all the same).
+    max_payload: usize,
     asymmetric: bool,
     sent: u64,
     last_written: Option<u64>,
@@ -165,8 +169,15 @@ impl ProducerCore {
                 _ => None,
             },
         });
+        let max_payload = shared
+            .log
+            .as_ref()
+            .map_or(shared.layout.max_message_size, |log| {
+                shared.layout.max_message_size.min(log.shape().max_payload)
+            });
         ProducerCore {
             batch_room: (shared.layout.capacity as u64 / 8).min(32),
+            max_payload,
             shared,
             index,
             me: ProcessId::current().pack(),
@@ -273,7 +284,8 @@ impl ProducerCore {
         let deadline = start.checked_add(timeout);
         let r = self.shared.region();
         let room = r.u32_at(CTRL_ROOM);
-        let waiters = r.u32_at(CTRL_ROOM_WAITERS);
+        let waiters = r.u64_at(CTRL_ROOM_WAITERS);
+        let bit = 1u64 << self.index;
         let mut next_reclaim = start + lock::CHECK_INTERVAL;
         let (mut polls, mut backoff) = (0u32, 1u32);
         let oversubscribed = self.shared.oversubscribed();
@@ -315,15 +327,15 @@ impl ProducerCore {
             // Acquire: a later value means a wake we must not sleep through.
             let seen = room.load(Ordering::Acquire);
             // SeqCst, with the barrier: an acker that frees a slot after our check below sees
-            // the count (its light barrier pairs with our heavy one).
-            waiters.fetch_add(1, Ordering::SeqCst);
+            // our bit (its light barrier pairs with our heavy one).
+            waiters.fetch_or(bit, Ordering::SeqCst);
             let nap = barrier::heavy(nap);
             if let Some(pos) = self.try_reserve() {
-                waiters.fetch_sub(1, Ordering::SeqCst);
+                waiters.fetch_and(!bit, Ordering::SeqCst);
                 return Ok(pos);
             }
             futex::wait(room, seen, nap);
-            waiters.fetch_sub(1, Ordering::SeqCst);
+            waiters.fetch_and(!bit, Ordering::SeqCst);
             let now = Instant::now();
             if now >= next_reclaim {
                 // A consumer that died holding the oldest message frees it only once reclaimed.
@@ -345,8 +357,8 @@ impl ProducerCore {
         head.wrapping_add(self.shared.layout.capacity as u64) > tail.wrapping_add(ahead)
     }
 
-    /// The payload area of reserved position `pos` (`max_message_size` bytes; 32-aligned in
-    /// memory, 16-aligned in a log).
+    /// The payload area of reserved position `pos` ([`ProducerCore::max_payload`] bytes;
+    /// 32-aligned in memory, 16-aligned in a log).
     #[inline]
     pub(crate) fn payload(&self, pos: u64) -> *mut u8 {
         let l = &self.shared.layout;
@@ -355,12 +367,18 @@ impl ProducerCore {
                 .seg
                 .as_ref()
                 .expect("prepare mapped the segment")
-                .payload_ptr(pos),
+                .payload_ptr(pos, self.max_payload),
             None => self
                 .shared
                 .region()
-                .ptr(l.slot(pos) + SLOT_HEADER, l.max_message_size),
+                .ptr(l.slot(pos) + SLOT_HEADER, self.max_payload),
         }
+    }
+
+    /// Bytes of a reserved position's payload area: the most a message may hold.
+    #[inline]
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Publishes the `len` bytes written at reserved position `pos`.
@@ -378,28 +396,44 @@ impl ProducerCore {
                 // On disk before anyone can see it: a send that fails delivers nothing, and
                 // nothing delivered can be lost by a machine crash.
                 if let Err(e) = seg.sync_covering(pos) {
-                    // Unsealed, so that a later restart's rebuild does not resurrect it either.
+                    // Unsealed, so that a later restart's rebuild does not resurrect it either,
+                    // and the unseal synced: the failed sync may have written the sealed record.
+                    // If the disk refuses that sync too, a machine crash may bring the message
+                    // back (see `SyncPolicy::Always`).
                     seg.unseal(pos);
+                    let _ = seg.sync_covering(pos);
                     self.abandon(pos);
                     return Err(SendError::Storage(e.to_string()));
                 }
             }
         }
-        // Relaxed: published by the Release store of READY below.
+        // Relaxed: published by the Release CAS to READY below.
         r.u64_at(l.slot(pos) + SLOT_LEN)
             .store(len as u64, Ordering::Relaxed);
         // Release: the payload and length are visible to the consumer that Acquire-loads READY.
-        l.state(r, pos)
-            .store(State::new(READY, pos, 0, 0).0, Ordering::Release);
+        // A CAS from our exact WRITING word, never a store: if the queue judged us gone and
+        // passed the position over, the slot may belong to the next lap already.
+        let published = l
+            .state(r, pos)
+            .compare_exchange(
+                State::new(WRITING, pos, self.index, 0).0,
+                State::new(READY, pos, 0, 0).0,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
         // Relaxed: our own bookkeeping for the reclaim of a dead producer, which CASes the
-        // state (now READY, so it will not match WRITING).
+        // state (no longer our WRITING word, so it will not match).
         r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
             .store(0, Ordering::Relaxed);
+        if !published {
+            return Err(self.reclaimed(pos));
+        }
         self.sent += 1;
         barrier::light_as(self.asymmetric);
         // Relaxed: ordered after the publication by the barrier (a sleeping consumer's heavy
         // barrier pairs with it).
-        let waiters = r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed);
+        let waiters = r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed);
         if waiters != 0 {
             self.shared.wake_consumers(1);
         }
@@ -430,11 +464,31 @@ impl ProducerCore {
                 let log = shared.log.as_ref().expect("durable queues have a log");
                 // Relaxed: a hint. A thread that ran late must not bring back a segment the
                 // consumers are already past (the next removal would take it again).
-                let head = shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
-                if next + log.shape().records > head {
+                let head = || shared.region().u64_at(CTRL_HEAD).load(Ordering::Relaxed);
+                let end = next + log.shape().records;
+                if end > head() {
                     let _ = log.segment(next, true);
+                    // The head may have passed it while we created it, and the consumer that
+                    // moved the head may have returned the space below already: do it for
+                    // this file (its records are all acknowledged).
+                    let now = head();
+                    if end <= now {
+                        log.remove_below(now);
+                    }
                 }
             });
+    }
+
+    /// The position we were writing was passed over by others (see [`SendError::Reclaimed`]):
+    /// a durable record already sealed is unsealed, so no rebuild delivers it.
+    #[cold]
+    fn reclaimed(&mut self, pos: u64) -> SendError {
+        if let Some(seg) = self.durable.as_ref().and_then(|d| d.seg.as_ref()) {
+            // The record of `pos` is still ours alone: log offsets are never reused, and no
+            // reader reads a position that was never published.
+            seg.unseal(pos);
+        }
+        SendError::Reclaimed
     }
 
     /// Gives up reserved position `pos` without a message: consumers skip it.
@@ -442,13 +496,18 @@ impl ProducerCore {
         let l = &self.shared.layout;
         let r = self.shared.region();
         // Release: consumers that see SKIP free the slot; nothing was written they could read.
-        l.state(r, pos)
-            .store(State::new(SKIP, pos, 0, 0).0, Ordering::Release);
+        // A CAS from our WRITING word: a position already passed over is left to its new lap.
+        let _ = l.state(r, pos).compare_exchange(
+            State::new(WRITING, pos, self.index, 0).0,
+            State::new(SKIP, pos, 0, 0).0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
         r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
             .store(0, Ordering::Relaxed);
         barrier::light_as(self.asymmetric);
         // Relaxed: as in `publish`.
-        if r.u32_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
+        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
             self.shared.wake_consumers(1);
         }
     }
@@ -460,7 +519,7 @@ impl ProducerCore {
         encode: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
     ) -> Result<u64, SendError> {
         let pos = self.reserve()?;
-        let max = self.shared.layout.max_message_size;
+        let max = self.max_payload;
         // SAFETY: `payload` is valid for `max` bytes; position `pos` is ours (WRITING) until we
         // publish it, so nobody else reads or writes these bytes meanwhile; the slice does not
         // outlive this call.
@@ -568,13 +627,15 @@ impl<P: Payload + ?Sized> Drop for QueueLoan<'_, P> {
 }
 
 impl<P: Payload + ?Sized> Producer<P> {
-    /// Reserves the next position and zeroes `len` bytes of its payload area (at most the
-    /// queue's message size: checked by the callers) for a loan.
+    /// Reserves the next position and zeroes `len` bytes of its payload area for a loan;
+    /// [`SendError::TooLarge`] if `len` exceeds the area (whatever the segment's header says
+    /// of the payload type).
     fn zeroed_loan(&mut self, len: usize) -> Result<QueueLoan<'_, P>, SendError> {
+        SendError::check_fits(len, self.core.max_payload())?;
         let pos = self.core.reserve()?;
         let ptr = self.core.payload(pos);
-        // SAFETY: the payload area of our reserved position holds the queue's message size,
-        // at least `len` bytes, and is ours alone until published or given up.
+        // SAFETY: the payload area of our reserved position holds `max_payload` bytes, at
+        // least `len` (checked above), and is ours alone until published or given up.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Ok(QueueLoan {
             producer: &mut self.core,
@@ -589,7 +650,6 @@ impl<P: Payload + ?Sized> Producer<P> {
 impl<T: bytemuck::Pod> Producer<T> {
     /// Loans the next slot, zeroed, to be written in place.
     pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, SendError> {
-        // The queue's message size is T's size.
         self.zeroed_loan(std::mem::size_of::<T>())
     }
 }
@@ -597,10 +657,6 @@ impl<T: bytemuck::Pod> Producer<T> {
 impl Producer<Bytes> {
     /// Loans the next slot for a message of `len` bytes (zeroed), to be written in place.
     pub fn loan(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, SendError> {
-        let max = self.core.shared.layout.max_message_size;
-        if len > max {
-            return Err(SendError::TooLarge { len, max });
-        }
         self.zeroed_loan(len)
     }
 }

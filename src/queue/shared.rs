@@ -4,6 +4,8 @@
 //! Joins, leaves, reclaims and recoveries run under the segment lock; the message path never
 //! takes it.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,9 +15,10 @@ use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::shm::entry::{
     abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
+    ENTRY_OWNER,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
-use crate::sync::futex;
+use crate::sync::{futex, ProcessId};
 
 /// One mapped queue segment, its validated layout, and (durable) its log.
 pub(crate) struct QueueShared {
@@ -29,17 +32,47 @@ struct Spec<'a> {
     layout: &'a QueueLayout,
     ty: &'a TypeIdentity,
     dlq: Option<&'a str>,
-    log: Option<&'a Log>,
+    log: Option<&'a LogDir>,
 }
 
-/// A hash of this boot (`/proc/sys/kernel/random/boot_id`), or 0 if it cannot be read.
+/// A durable queue's log directory, opened with the shape of the ring it serves: the ring found
+/// in the segment (whose header wins over the opening handle's options), or the one being
+/// created. Opened at most once per shape (opening validates every segment file).
+pub(crate) struct LogDir {
+    dir: PathBuf,
+    opened: RefCell<Option<Arc<Log>>>,
+}
+
+impl LogDir {
+    pub(crate) fn new(dir: PathBuf) -> LogDir {
+        LogDir {
+            dir,
+            opened: RefCell::new(None),
+        }
+    }
+
+    /// The log for a ring of layout `l`. Files of another shape are a typed error
+    /// ([`OpenError::TypeMismatch`]): the log and the ring must agree on every record's place
+    /// and size.
+    fn open(&self, l: &QueueLayout) -> Result<Arc<Log>, OpenError> {
+        let shape = l.log_shape();
+        let mut opened = self.opened.borrow_mut();
+        if let Some(log) = opened.as_ref().filter(|log| log.shape() == shape) {
+            return Ok(log.clone());
+        }
+        let log = Arc::new(Log::open(self.dir.clone(), shape)?);
+        *opened = Some(log.clone());
+        Ok(log)
+    }
+}
+
+/// A hash of this boot (`/proc/sys/kernel/random/boot_id`), or 0 if it cannot be read. Read
+/// once per process.
 pub(crate) fn boot_hash() -> u64 {
-    let Ok(id) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
-        return 0;
-    };
-    // FNV-1a: stable across builds (a std hasher is not).
-    id.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map_or(0, |id| crate::shm::fnv1a(id.trim().bytes()))
     })
 }
 
@@ -62,10 +95,11 @@ impl SegmentSpec for Spec<'_> {
             r.u64_at(CTRL_DLQ_NAME + 8 * i).store(w, Ordering::Relaxed);
         }
         r.u64_at(CTRL_BOOT).store(boot_hash(), Ordering::Relaxed);
-        if let Some(log) = self.log {
+        if let Some(dir) = self.log {
             // A new ring over an existing log (its ring file was lost): the log is the truth.
+            let log = dir.open(self.layout)?;
             if !log.bases()?.is_empty() {
-                rebuild(r, self.layout, log, false)?;
+                rebuild(r, self.layout, &log, false)?;
             }
         }
         Ok(())
@@ -85,7 +119,10 @@ impl SegmentSpec for Spec<'_> {
         let Ok(found) = QueueLayout::from_header(h, h.segment_len as usize) else {
             return Err(OpenError::Corrupt("queue configuration".into()));
         };
+        // A fixed-size type must fit the slots (a crafted header may claim otherwise).
+        let fits = h.ty.size == 0 || h.ty.size <= found.max_message_size as u64;
         if h.ty != *self.ty
+            || !fits
             || found.kind != self.layout.kind
             || found.durable != self.layout.durable
         {
@@ -96,9 +133,10 @@ impl SegmentSpec for Spec<'_> {
                     self.ty
                 ),
                 found: format!(
-                    "{}queue of {}",
+                    "{}queue of {} in messages of {} bytes",
                     if found.durable { "durable " } else { "" },
-                    h.ty
+                    h.ty,
+                    found.max_message_size
                 ),
             });
         }
@@ -110,6 +148,12 @@ impl SegmentSpec for Spec<'_> {
         let Ok(l) = QueueLayout::from_header(&h, r.len()) else {
             return false;
         };
+        // A durable queue last recovered under another boot: every process it records (entries,
+        // lock holders) ran before the restart, whatever pid and start time a process of this
+        // boot happens to share with one. Relaxed: under the segment lock.
+        if l.durable && r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot_hash() {
+            return false;
+        }
         any_live(r, &l)
     }
 
@@ -120,10 +164,11 @@ impl SegmentSpec for Spec<'_> {
     fn recover(&self, r: &Region) -> Result<(), OpenError> {
         let h = Header::read(r)?;
         let l = QueueLayout::from_header(&h, r.len())?;
-        let log = self
+        let dir = self
             .log
             .ok_or_else(|| OpenError::Corrupt("a durable queue opened without its log".into()))?;
-        recover(r, &l, log)
+        let log = dir.open(&l)?;
+        recover(r, &l, &log)
     }
 }
 
@@ -144,7 +189,7 @@ impl QueueShared {
         wanted: &QueueLayout,
         ty: &TypeIdentity,
         dlq: Option<&str>,
-        log: Option<Arc<Log>>,
+        log: Option<&LogDir>,
         role: Role,
         mode: OpenMode,
     ) -> Result<(Arc<QueueShared>, usize), OpenError> {
@@ -154,17 +199,22 @@ impl QueueShared {
             layout: wanted,
             ty,
             dlq,
-            log: log.as_deref(),
+            log,
         };
-        let (seg, (layout, index)) = Segment::open(backing, &file, mode, &spec, |r| {
+        let (seg, (layout, index, log)) = Segment::open(backing, &file, mode, &spec, |r| {
             let h = Header::read(r)?;
             let layout = QueueLayout::from_header(&h, r.len())?;
+            if layout.durable != log.is_some() {
+                return Err(OpenError::Corrupt(
+                    "a queue file's durability does not match its place".into(),
+                ));
+            }
+            // The log takes the joined ring's shape, before we join (an error leaves nothing
+            // registered).
+            let log = log.map(|d| d.open(&layout)).transpose()?;
             reclaim_dead(r, &layout);
-            let index = match role {
-                Role::Producer => join(r, &layout, Role::Producer)?,
-                Role::Consumer => join(r, &layout, Role::Consumer)?,
-            };
-            Ok((layout, index))
+            let index = join(r, &layout, role)?;
+            Ok((layout, index, log))
         })?;
         Ok((
             Arc::new(QueueShared {
@@ -209,9 +259,17 @@ impl QueueShared {
         };
         self.seg.leave(
             |r| {
-                match role {
-                    Role::Producer => free_producer(r, l, i),
-                    Role::Consumer => free_consumer(r, l, i),
+                // An entry reclaimed meanwhile (we were judged gone) may be another process's
+                // now: only our own is freed.
+                // Relaxed: the owner word is written under the lock we hold.
+                let ours = entry_active(r, off)
+                    && r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)
+                        == ProcessId::current().pack();
+                if ours {
+                    match role {
+                        Role::Producer => free_producer(r, l, i),
+                        Role::Consumer => free_consumer(r, l, i),
+                    }
                 }
                 !l.durable && !any_live(r, l)
             },
@@ -364,6 +422,11 @@ fn free_producer(r: &Region, l: &QueueLayout, p: usize) {
         );
         r.u64_at(off + PRODUCER_WRITING).store(0, Ordering::Relaxed);
     }
+    // A producer that died asleep leaves its bit: wakers would pay a wake per free for ever.
+    // Relaxed: the entry's Release free below publishes it; a waker that still sees the bit
+    // only makes one futex wake too many.
+    r.u64_at(CTRL_ROOM_WAITERS)
+        .fetch_and(!(1 << p), Ordering::Relaxed);
     free_entry(r, off);
 }
 
@@ -403,6 +466,9 @@ fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
         r.u64_at(CTRL_RETURNED)
             .fetch_add(returned, Ordering::Relaxed);
     }
+    // Relaxed: as for a producer's bit (`free_producer`).
+    r.u64_at(CTRL_READY_WAITERS)
+        .fetch_and(!(1 << c), Ordering::Relaxed);
     free_entry(r, l.consumer_entry(c));
 }
 
@@ -428,7 +494,7 @@ pub(crate) fn free_acked(r: &Region, l: &QueueLayout, s: State) {
 pub(crate) fn wake_room(r: &Region) {
     crate::sync::barrier::light();
     // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-    if r.u32_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
+    if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
         let w = r.u32_at(CTRL_ROOM);
         // SeqCst: a producer that read the old value before sleeping gets EAGAIN or the wake.
         w.fetch_add(1, Ordering::SeqCst);
@@ -467,12 +533,14 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
         // Relaxed: under the segment lock, with no live participant.
         r.u64_at(w).store(0, Ordering::Relaxed);
     }
-    r.u32_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
-    r.u32_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
+    r.u64_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
+    r.u64_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
     let boot = boot_hash();
     if r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot {
         // The machine restarted: pages of the ring file may be older than the log's, whose
-        // records the sync policy put on disk. Rebuild the ring from the log.
+        // records the sync policy put on disk. Rebuild the ring from the log. The log's sync
+        // locks name processes of the old boot: they are free.
+        log.clear_sync_locks()?;
         rebuild(r, l, log, true)?;
         r.u64_at(CTRL_BOOT).store(boot, Ordering::Relaxed);
     } else {
@@ -511,14 +579,18 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
         )));
     }
     let mut seg: Option<Arc<LogSegment>> = None;
-    let (mut waiting, mut torn) = (0u64, 0u64);
+    let mut waiting = 0u64;
+    let mut torn = Vec::new();
     for pos in head..tail {
         let s = State(l.state(r, pos).load(Ordering::Relaxed));
         if !(s.is_for(pos) && s.kind() == READY) {
             continue;
         }
         if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
-            seg = log.segment(pos, false).ok();
+            // A file gone: its records are lost (counted as torn below). Any other error may
+            // be passing (out of file descriptors or memory): the open fails, changing no
+            // message's state, rather than drop messages that are on disk.
+            seg = segment_if_any(log, l.log_shape().base_of(pos))?;
         }
         let ok = seg
             .as_ref()
@@ -526,13 +598,18 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
         if ok {
             waiting += 1;
         } else {
-            torn += 1;
-            l.state(r, pos)
-                .store(State::new(SKIP, pos, 0, 0).0, Ordering::Relaxed);
+            torn.push(pos);
         }
     }
+    // Never delivered; the slot is passed over wherever it is (at or past the cursor by the
+    // claim, behind it by the scan).
+    for &pos in &torn {
+        l.state(r, pos)
+            .store(State::new(SKIP, pos, 0, 0).0, Ordering::Relaxed);
+    }
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
-    r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
+    r.u64_at(CTRL_TORN)
+        .fetch_add(torn.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -549,7 +626,11 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     // back. Only segment files that exist are visited.
     let mut end = first;
     'find: for &base in bases.iter().rev() {
-        let seg = log.segment(base, false)?;
+        // A file gone since `bases` was rotated away by a process still finishing (its
+        // records were acknowledged): as if it were not there.
+        let Some(seg) = segment_if_any(log, base)? else {
+            continue;
+        };
         for pos in (base..base + l.log_records).rev() {
             if !matches!(seg.read(pos), Record::Empty) {
                 end = pos + 1;
@@ -566,7 +647,9 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
         if base + l.log_records <= first || base >= end {
             continue;
         }
-        let seg = log.segment(base, false)?;
+        let Some(seg) = segment_if_any(log, base)? else {
+            continue;
+        };
         for pos in base.max(first)..(base + l.log_records).min(end) {
             kinds[(pos - first) as usize] = match seg.read(pos) {
                 Record::Valid(_) => Some(true),
@@ -618,4 +701,13 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
     r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
     Ok(())
+}
+
+/// The log segment at `base`, or `None` if its file is gone.
+fn segment_if_any(log: &Log, base: u64) -> Result<Option<Arc<LogSegment>>, OpenError> {
+    match log.segment(base, false) {
+        Ok(seg) => Ok(Some(seg)),
+        Err(OpenError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::layout::CallRing;
 use super::layout::*;
 use super::shared::{cancel_posted, ServiceShared};
-use crate::error::CallError;
+use crate::error::{CallError, SendError};
 use crate::sync::{barrier, futex, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
@@ -359,12 +359,7 @@ impl ClientCore {
     /// Reserves the next call slot for a request of `len` bytes.
     fn reserve(&self, len: usize) -> Result<(usize, u64), CallError> {
         let layout = &self.shared.layout;
-        if len > layout.max_request {
-            return Err(CallError::TooLarge {
-                len,
-                max: layout.max_request,
-            });
-        }
+        SendError::check_fits(len, layout.max_request)?;
         if self.loaned.get() {
             // Servers take calls in position order: a later call must not pass the loan's.
             return Err(CallError::LoanOutstanding);

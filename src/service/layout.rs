@@ -47,6 +47,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Segment kind of a service.
 pub const KIND_SERVICE: u32 = 2;
+/// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
+/// of another version is refused with [`OpenError::VersionMismatch`].
+pub(crate) const LAYOUT_VERSION: u32 = 1;
 
 pub(crate) const CTRL_SERVERS: usize = HEADER_LEN;
 pub(crate) const CTRL_CLIENTS: usize = HEADER_LEN + 8;
@@ -255,6 +258,7 @@ impl ServiceLayout {
 
     /// Rebuilds a layout from an (untrusted) header and checks it against the segment length.
     pub(crate) fn from_header(h: &Header, region_len: usize) -> Result<ServiceLayout, OpenError> {
+        h.check_version(LAYOUT_VERSION)?;
         let c = &h.config;
         let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
         let (Some(req), Some(resp)) = (kind_of(c[6] & 0xff), kind_of(c[6] >> 8)) else {
@@ -287,6 +291,7 @@ impl ServiceLayout {
     pub(crate) fn header(&self, request: TypeIdentity, response_ty: u64) -> Header {
         Header {
             kind: KIND_SERVICE,
+            version: LAYOUT_VERSION,
             segment_len: self.len as u64,
             ty: request,
             config: self.config_words(response_ty),
@@ -411,17 +416,12 @@ pub(crate) enum Status {
 
 /// Identity word of a response type: FNV-1a over its name, size and alignment.
 pub(crate) fn type_word(ty: &TypeIdentity) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = ty
-        .name
-        .bytes()
-        .chain(ty.size.to_le_bytes())
-        .chain(ty.align.to_le_bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::shm::fnv1a(
+        ty.name
+            .bytes()
+            .chain(ty.size.to_le_bytes())
+            .chain(ty.align.to_le_bytes()),
+    )
 }
 
 /// One client's call ring inside a mapped service: typed access to its words.

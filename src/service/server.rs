@@ -725,9 +725,7 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
 
     fn loan_raw(self, len: usize) -> Result<ResponseLoan<'s, Q, R>, SendError> {
         let max = self.core.shared.layout.max_response;
-        if len > max {
-            return Err(SendError::TooLarge { len, max });
-        }
+        SendError::check_fits(len, max)?;
         self.core.wait_room(&self.claim, false)?;
         let ring = &self.core.rings[self.claim.client];
         let ptr = ring.item_ref(self.claim.slot, self.claim.n).payload();

@@ -3,7 +3,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | `MAGIC` = `b"RINGBUS\0"` |
-//! | 8 | 4 | layout version ([`LAYOUT_VERSION`]) |
+//! | 8 | 4 | layout version of the segment kind (each kind has its own, raised on every change of its layout) |
 //! | 12 | 4 | segment kind (1 = topic) |
 //! | 16 | 4 | state: 0 = initialising, 1 = ready (published with Release after everything else) |
 //! | 20 | 4 | header length (256) |
@@ -11,7 +11,7 @@
 //! | 32 | 8 | payload type size in bytes (0 for variable-length) |
 //! | 40 | 8 | payload type alignment |
 //! | 48 | 8 | payload type name length (≤ 128) |
-//! | 56 | 128 | payload type name, UTF-8, zero padded |
+//! | 56 | 128 | payload type name, UTF-8, zero padded (a longer name is stored as a prefix and a digest of the whole, see [`TypeIdentity::new`]) |
 //! | 184 | 72 | nine 64-bit configuration words, meaning set by the segment kind |
 //!
 //! Every field is read through atomics and validated before use: the header is untrusted.
@@ -23,8 +23,6 @@ use crate::error::OpenError;
 
 /// First eight bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RINGBUS\0");
-/// Version of the byte layout; bumped by every incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
 /// Bytes reserved for the header.
 pub const HEADER_LEN: usize = 256;
 /// Number of kind-specific configuration words.
@@ -57,6 +55,34 @@ pub struct TypeIdentity {
     pub align: u64,
 }
 
+/// FNV-1a (64 bit) of `bytes`: a digest that is the same in every build and process (std's
+/// hashers are seeded), for names and identities recorded in shared memory.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl TypeIdentity {
+    /// The identity of a payload type as a segment header stores it. A name longer than the
+    /// header's 128 bytes becomes a readable prefix (cut at a character boundary), `#`, and 16
+    /// hex digits of a digest of the whole name: every handle of the same type computes the
+    /// same stored name, so long names join like short ones.
+    pub fn new(name: &str, size: u64, align: u64) -> TypeIdentity {
+        let name = if name.len() <= NAME_CAP {
+            name.to_string()
+        } else {
+            let digest = format!("#{:016x}", fnv1a(name.bytes()));
+            let mut cut = NAME_CAP - digest.len();
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{digest}", &name[..cut])
+        };
+        TypeIdentity { name, size, align }
+    }
+}
+
 impl std::fmt::Display for TypeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -72,6 +98,8 @@ impl std::fmt::Display for TypeIdentity {
 pub struct Header {
     /// Segment kind.
     pub kind: u32,
+    /// Layout version of the kind (checked by the kind: [`Header::check_version`]).
+    pub version: u32,
     /// Total length in bytes, as recorded by the creator.
     pub segment_len: u64,
     /// Payload type.
@@ -83,14 +111,22 @@ pub struct Header {
 impl Header {
     /// Writes every field except `state`, which the creator sets with [`Header::publish`] once the
     /// rest of the segment is initialised. The region must be zeroed and exclusively owned.
+    ///
+    /// A type name longer than 128 bytes is an [`OpenError::InvalidConfig`] (never truncated:
+    /// a truncated name would not match the full one; [`TypeIdentity::new`] shortens names the
+    /// way every handle does).
     pub fn write(&self, r: &Region) -> Result<(), OpenError> {
         let name = self.ty.name.as_bytes();
-        let name = &name[..name.len().min(NAME_CAP)];
+        if name.len() > NAME_CAP {
+            return Err(OpenError::InvalidConfig(format!(
+                "a type name of {} bytes (at most {NAME_CAP}): use TypeIdentity::new",
+                name.len()
+            )));
+        }
         // Relaxed, every store in this function: nobody reads these until `publish` stores
         // `state` with Release.
         r.u64_at(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
-        r.u32_at(OFF_VERSION)
-            .store(LAYOUT_VERSION, Ordering::Relaxed);
+        r.u32_at(OFF_VERSION).store(self.version, Ordering::Relaxed);
         r.u32_at(OFF_KIND).store(self.kind, Ordering::Relaxed);
         r.u32_at(OFF_HEADER_LEN)
             .store(HEADER_LEN as u32, Ordering::Relaxed);
@@ -125,8 +161,21 @@ impl Header {
         r.u32_at(OFF_STATE).load(Ordering::Acquire)
     }
 
-    /// Reads and validates the header of `r`. Checks magic, version, header length, the recorded
-    /// length against the real one, and the type name. Does not check `state` (the caller does).
+    /// [`OpenError::VersionMismatch`] unless the segment was laid out by version `expected` of
+    /// its kind. Checked first by every kind, before any configuration word is interpreted.
+    pub fn check_version(&self, expected: u32) -> Result<(), OpenError> {
+        if self.version != expected {
+            return Err(OpenError::VersionMismatch {
+                expected,
+                found: self.version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads and validates the header of `r`. Checks magic, header length, the recorded length
+    /// against the real one, and the type name. Does not check `state` (the caller does) nor
+    /// the version (the kind does, [`Header::check_version`]).
     pub fn read(r: &Region) -> Result<Header, OpenError> {
         if r.len() < HEADER_LEN {
             return Err(OpenError::Corrupt(format!(
@@ -143,12 +192,6 @@ impl Header {
             return Err(OpenError::Corrupt(format!("bad magic {magic:#018x}")));
         }
         let version = r.u32_at(OFF_VERSION).load(Ordering::Relaxed);
-        if version != LAYOUT_VERSION {
-            return Err(OpenError::VersionMismatch {
-                expected: LAYOUT_VERSION,
-                found: version,
-            });
-        }
         let header_len = r.u32_at(OFF_HEADER_LEN).load(Ordering::Relaxed);
         if header_len as usize != HEADER_LEN {
             return Err(OpenError::Corrupt(format!("header length {header_len}")));
@@ -181,6 +224,7 @@ impl Header {
         }
         Ok(Header {
             kind: r.u32_at(OFF_KIND).load(Ordering::Relaxed),
+            version,
             segment_len,
             ty: TypeIdentity {
                 name,
@@ -199,6 +243,7 @@ mod tests {
     fn sample() -> Header {
         Header {
             kind: 1,
+            version: 1,
             segment_len: 4096,
             ty: TypeIdentity {
                 name: "my::Type".into(),
@@ -220,6 +265,27 @@ mod tests {
     }
 
     #[test]
+    fn long_type_names_are_stored_as_prefix_and_digest() {
+        // 'é' is two bytes: with this many, byte 128 falls inside a character.
+        let long = format!("a::{}", "é".repeat(80));
+        let other = format!("a::{}x", "é".repeat(80));
+        let id = TypeIdentity::new(&long, 8, 8);
+        assert!(id.name.len() <= NAME_CAP, "{}", id.name.len());
+        assert!(id.name.starts_with("a::é"));
+        assert_eq!(id, TypeIdentity::new(&long, 8, 8));
+        assert_ne!(id, TypeIdentity::new(&other, 8, 8));
+        assert_eq!(TypeIdentity::new("short", 1, 1).name, "short");
+        let r = Region::heap(4096);
+        let mut h = sample();
+        h.ty = id;
+        h.write(&r).unwrap();
+        Header::publish(&r);
+        assert_eq!(Header::read(&r).unwrap(), h);
+        h.ty.name = long;
+        assert!(matches!(h.write(&r), Err(OpenError::InvalidConfig(_))));
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         let r = Region::heap(4096);
         for i in 0..4096 / 8 {
@@ -236,7 +302,7 @@ mod tests {
         h.write(&r).unwrap();
         r.u32_at(OFF_VERSION).store(99, Ordering::Relaxed);
         assert!(matches!(
-            Header::read(&r),
+            Header::read(&r).unwrap().check_version(1),
             Err(OpenError::VersionMismatch { found: 99, .. })
         ));
         h.segment_len = 8192;

@@ -11,8 +11,8 @@ mod region;
 mod root;
 mod segment;
 
-pub(crate) use header::CONFIG_WORDS;
-pub use header::{Header, TypeIdentity, HEADER_LEN, LAYOUT_VERSION, MAGIC};
+pub(crate) use header::{fnv1a, CONFIG_WORDS};
+pub use header::{Header, TypeIdentity, HEADER_LEN, MAGIC};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub(crate) use root::{map_file, open_regular};

@@ -8,7 +8,7 @@
 //! Two threads of one process share an identity: the lock still excludes them (the word is taken
 //! by compare-and-swap from 0), but a holder's liveness is only ever judged from another process.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ProcessId;
@@ -83,6 +83,48 @@ fn lock_slow(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
     }
 }
 
+/// Takes the lock for a long critical section (a disk sync): waiters sleep on the futex word
+/// `bell` instead of spinning, and look at the holder's liveness every [`CHECK_INTERVAL`]. The
+/// holder releases it with [`unlock_waking`].
+pub fn lock_sleeping(word: &AtomicU64, bell: &AtomicU32, me: u64) {
+    loop {
+        if try_lock(word, me) {
+            return;
+        }
+        // Acquire: pairs with the Release bump in `unlock_waking`. If we see a bell rung after
+        // an unlock, we also see that unlock's store of 0 (or a later taker's word), so we never
+        // sleep on a bell that was rung for a lock we still see as held.
+        let seen = bell.load(Ordering::Acquire);
+        // Relaxed: ordered after the Acquire load above; the CAS decides.
+        let holder = word.load(Ordering::Relaxed);
+        if holder == 0 {
+            continue;
+        }
+        if holder != me && !ProcessId::unpack(holder).is_alive() {
+            // The holder died holding the lock: take it over (one taker wins the CAS).
+            // Acquire: as in `try_lock`.
+            if word
+                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            continue;
+        }
+        // The holder bumps the bell after its unlock: an unlock after our load above makes
+        // the wait return at once (or wakes it).
+        super::futex::wait(bell, seen, CHECK_INTERVAL);
+    }
+}
+
+/// Releases a lock taken with [`lock_sleeping`] and wakes its sleepers.
+pub fn unlock_waking(word: &AtomicU64, bell: &AtomicU32) {
+    unlock(word);
+    // Release: a waiter that sees the new bell sees the unlock (see `lock_sleeping`).
+    bell.fetch_add(1, Ordering::Release);
+    super::futex::wake_all(bell);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +138,27 @@ mod tests {
         assert!(!lock(&w, me, Some(Instant::now())));
         unlock(&w);
         assert!(lock(&w, me, None));
+    }
+
+    #[test]
+    fn a_sleeping_waiter_gets_the_lock_when_it_is_released() {
+        use std::sync::Arc;
+        let w = Arc::new((AtomicU64::new(0), AtomicU32::new(0)));
+        let me = ProcessId::current().pack();
+        lock_sleeping(&w.0, &w.1, me);
+        let w2 = w.clone();
+        let waiter = std::thread::spawn(move || {
+            // Another thread of this process shares our identity; the CAS from 0 still excludes.
+            lock_sleeping(&w2.0, &w2.1, me);
+            unlock_waking(&w2.0, &w2.1);
+        });
+        unlock_waking(&w.0, &w.1);
+        waiter.join().unwrap();
+        assert_eq!(w.0.load(Ordering::Relaxed), 0);
+        // A dead holder is taken over by a sleeping taker too.
+        w.0.store(ProcessId { pid: 0, start: 7 }.pack() | 1, Ordering::Relaxed);
+        lock_sleeping(&w.0, &w.1, me);
+        assert_eq!(w.0.load(Ordering::Relaxed), me);
     }
 
     #[test]

@@ -39,6 +39,9 @@ use std::sync::atomic::AtomicU64;
 
 /// Segment kind of a topic.
 pub const KIND_TOPIC: u32 = 1;
+/// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
+/// of another version is refused with [`OpenError::VersionMismatch`].
+pub(crate) const LAYOUT_VERSION: u32 = 1;
 
 pub(crate) const CTRL: usize = HEADER_LEN;
 pub(crate) const CTRL_ACTIVE: usize = CTRL;
@@ -206,6 +209,7 @@ impl TopicLayout {
 
     /// Rebuilds a layout from an (untrusted) header and checks it against the segment length.
     pub(crate) fn from_header(h: &Header, region_len: usize) -> Result<TopicLayout, OpenError> {
+        h.check_version(LAYOUT_VERSION)?;
         let c = &h.config;
         let corrupt = |e: OpenError| OpenError::Corrupt(format!("topic configuration: {e}"));
         let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
@@ -244,6 +248,7 @@ impl TopicLayout {
     pub(crate) fn header(&self, ty: TypeIdentity) -> Header {
         Header {
             kind: KIND_TOPIC,
+            version: LAYOUT_VERSION,
             segment_len: self.len as u64,
             ty,
             config: self.config_words(),

@@ -49,11 +49,11 @@ impl<T: bytemuck::Pod> Payload for T {
         PayloadKind::Pod
     }
     fn identity(_: usize) -> TypeIdentity {
-        TypeIdentity {
-            name: std::any::type_name::<T>().to_string(),
-            size: std::mem::size_of::<T>() as u64,
-            align: std::mem::align_of::<T>() as u64,
-        }
+        TypeIdentity::new(
+            std::any::type_name::<T>(),
+            std::mem::size_of::<T>() as u64,
+            std::mem::align_of::<T>() as u64,
+        )
     }
     fn fixed_size() -> Option<usize> {
         Some(std::mem::size_of::<T>())
@@ -91,11 +91,7 @@ impl Payload for Bytes {
         PayloadKind::Bytes
     }
     fn identity(_: usize) -> TypeIdentity {
-        TypeIdentity {
-            name: "[u8]".into(),
-            size: 0,
-            align: 1,
-        }
+        TypeIdentity::new("[u8]", 0, 1)
     }
     fn fixed_size() -> Option<usize> {
         None
@@ -135,11 +131,7 @@ where
         PayloadKind::Rkyv
     }
     fn identity(_: usize) -> TypeIdentity {
-        TypeIdentity {
-            name: std::any::type_name::<T>().to_string(),
-            size: 0,
-            align: 16,
-        }
+        TypeIdentity::new(std::any::type_name::<T>(), 0, 16)
     }
     fn fixed_size() -> Option<usize> {
         None

@@ -209,9 +209,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
 
     fn loan_raw(&mut self, len: usize, wait: bool) -> Result<Loan<'_, P>, SendError> {
         let max = self.shared.layout.max_message_size;
-        if len > max {
-            return Err(SendError::TooLarge { len, max });
-        }
+        SendError::check_fits(len, max)?;
         let (pos, slot) = self.claim(wait)?;
         let off = self
             .shared
