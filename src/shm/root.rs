@@ -253,8 +253,10 @@ pub(crate) fn private_dir(dir: &Path, kind: &str) -> Result<(), OpenError> {
     check_owner(st.st_uid, st.st_mode, &what, kind)
 }
 
-/// Creates directory `dir` and its missing parents with mode 0700. Returns how many directories
-/// it created.
+/// Creates directory `dir` and its missing parents with mode 0700, and makes each new entry
+/// durable by syncing the directory that holds it (a crash after `mkdir` would otherwise lose a
+/// directory that files already synced inside it depend on). Returns how many directories it
+/// created.
 fn create_dirs(dir: &Path) -> io::Result<usize> {
     let mkdir = || rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700));
     let made = match mkdir() {
@@ -273,7 +275,22 @@ fn create_dirs(dir: &Path) -> io::Result<usize> {
         }
         Err(e) => return Err(e.into()),
     };
+    sync_parent(dir)?;
     Ok(made + 1)
+}
+
+/// Syncs the directory holding `path` (its entry for `path`).
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd).map_err(Into::into)
 }
 
 /// Maps `len` bytes of `file` (opened from `path`) shared; `None` if `len` is 0.
@@ -289,4 +306,28 @@ pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<Option<Regi
         .map_raw(file)
         .map_err(|e| OpenError::from_io(e, &what))?;
     Ok(Some(Region::from_map(map)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_directories_are_created_owner_only_with_their_entries_synced() {
+        let base = std::env::temp_dir().join(format!("ringbus-mkdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("a").join("b");
+        // Three directories created, each followed by a sync of its parent (an error there
+        // would fail the call); the crash itself is not testable here.
+        assert_eq!(create_dirs(&dir).unwrap(), 3);
+        for d in [&base, &base.join("a"), &dir] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        assert_eq!(create_dirs(&dir).unwrap(), 0);
+        private_dir(&base.join("c"), "test directory").unwrap();
+        assert!(base.join("c").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
