@@ -1,7 +1,7 @@
 //! Process identity: a pid plus the process start time, so a reused pid is not mistaken for a live
 //! peer.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// A process as recorded in shared memory: pid and start time (clock ticks since boot, field 22 of
 /// `/proc/<pid>/stat`).
@@ -14,16 +14,31 @@ pub struct ProcessId {
 }
 
 impl ProcessId {
-    /// The calling process (read once, then cached).
+    /// The calling process. Its start time is read once and cached; a forked child (whose
+    /// cache holds its parent's identity) notices that its pid differs and reads its own. The
+    /// check costs one `getpid` system call.
+    ///
+    /// Handles (publishers, subscribers, producers…) record the identity of the process that
+    /// opened them and must not be used across a `fork`: open new ones in the child.
     pub fn current() -> ProcessId {
-        static CURRENT: OnceLock<ProcessId> = OnceLock::new();
-        *CURRENT.get_or_init(|| {
-            let pid = std::process::id();
-            ProcessId {
-                pid,
-                start: start_time(pid).ok().flatten().unwrap_or(0),
-            }
-        })
+        // The pid the cache is for (0: none yet) and the start time that goes with it.
+        static PID: AtomicU32 = AtomicU32::new(0);
+        static START: AtomicU64 = AtomicU64::new(0);
+        let pid = rustix::process::getpid().as_raw_pid().unsigned_abs();
+        // Acquire: pairs with the Release store of PID below, so the START read next is the one
+        // stored for this pid (a parent's value, copied by fork, was stored before it).
+        if PID.load(Ordering::Acquire) == pid {
+            // Relaxed: ordered by the Acquire load above.
+            let start = START.load(Ordering::Relaxed);
+            return ProcessId { pid, start };
+        }
+        // First call in this process (or in this forked child). Two threads that both get here
+        // compute and store the same values.
+        let start = start_time(pid).ok().flatten().unwrap_or(0);
+        // Relaxed: published by the Release store of PID.
+        START.store(start, Ordering::Relaxed);
+        PID.store(pid, Ordering::Release);
+        ProcessId { pid, start }
     }
 
     /// Packs into one word for shared memory: pid in the high 32 bits, low 32 bits of the start time.
