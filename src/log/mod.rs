@@ -62,8 +62,6 @@
 mod segment;
 
 use std::collections::BTreeMap;
-use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -220,29 +218,16 @@ fn parse_name(name: &str) -> Option<u64> {
 }
 
 impl Log {
-    /// Opens the log in `dir` (created 0700 if missing), validating the header of every segment
+    /// Opens the log in `dir` (created 0700 if missing; refused unless this process's effective
+    /// uid owns it and nobody else may write it), validating the header of every segment
     /// file in it: a file of garbage, of another version or of another shape is an error, and
     /// nothing is modified. Temporary files left by a creator that died are removed.
     pub fn open(dir: impl Into<PathBuf>, shape: LogShape) -> Result<Log, OpenError> {
         shape.check()?;
         let dir = dir.into();
-        let what = dir.display().to_string();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| OpenError::from_io(e, &what))?;
-        let meta = std::fs::symlink_metadata(&dir).map_err(|e| OpenError::from_io(e, &what))?;
-        if meta.file_type().is_symlink() || !meta.is_dir() {
-            return Err(OpenError::PermissionDenied(format!(
-                "log directory {what} is not a plain directory"
-            )));
-        }
-        if meta.uid() == rustix::process::getuid().as_raw() && meta.mode() & 0o022 != 0 {
-            return Err(OpenError::PermissionDenied(format!(
-                "log directory {what} is writable by other users"
-            )));
-        }
+        // Owned by us and writable by nobody else, like a root (see `shm::Root`); a new
+        // directory's entry is synced.
+        crate::shm::private_dir(&dir, "log directory")?;
         let log = Log {
             dir,
             shape,

@@ -15,6 +15,6 @@ pub(crate) use header::{fnv1a, CONFIG_WORDS};
 pub use header::{Header, TypeIdentity, HEADER_LEN, MAGIC};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
-pub(crate) use root::{map_file, open_regular};
+pub(crate) use root::{map_file, open_regular, private_dir};
 pub use root::{Root, SegmentLock, ROOT_ENV};
 pub use segment::{Backing, OpenMode, Segment, SegmentGuard, SegmentSpec, LOCK_WAIT};

@@ -4,10 +4,18 @@
 //! file whose `flock` serialises create / open / remove of that segment. The last participant to
 //! leave removes both, holding the lock; a process that was waiting on the removed lock file sees,
 //! once it holds the lock, that the path no longer names its file, and retries on a fresh one.
+//!
+//! # Ownership
+//!
+//! Whoever can write a directory can remove our files from it and plant theirs, so a root (and a
+//! durable queue's directory, and its log directory) must be owned by the effective uid of the
+//! process and writable by nobody else; every segment, lock and log file opened from it must be
+//! owned by that uid and writable by nobody else too. Anything else is refused with
+//! [`OpenError::PermissionDenied`] naming the path and the fix.
 
-use std::fs::{DirBuilder, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,39 +41,25 @@ pub struct SegmentLock {
 }
 
 impl Root {
-    /// The default root: `$RINGBUS_ROOT` if set, else `/dev/shm/ringbus-<uid>`.
+    /// The default root: `$RINGBUS_ROOT` if set, else `/dev/shm/ringbus-<euid>` (the effective
+    /// uid: the user that owns the files this process creates).
     pub fn default_dir() -> PathBuf {
         match std::env::var_os(ROOT_ENV) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => PathBuf::from(format!(
                 "/dev/shm/ringbus-{}",
-                rustix::process::getuid().as_raw()
+                rustix::process::geteuid().as_raw()
             )),
         }
     }
 
     /// Opens (creating with mode 0700 if missing) the root directory `dir`.
     ///
-    /// Refuses a root that is a symbolic link or not a directory.
+    /// Refuses a root that is a symbolic link or not a directory, that another user owns, or
+    /// that the group or others may write: whoever can write it can replace our segments.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Root, OpenError> {
         let dir = dir.into();
-        let what = dir.display().to_string();
-        match DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) => return Err(OpenError::from_io(e, &what)),
-        }
-        let meta = std::fs::symlink_metadata(&dir).map_err(|e| OpenError::from_io(e, &what))?;
-        if meta.file_type().is_symlink() || !meta.is_dir() {
-            return Err(OpenError::PermissionDenied(format!(
-                "root {what} is not a plain directory"
-            )));
-        }
-        if meta.uid() == rustix::process::getuid().as_raw() && meta.mode() & 0o022 != 0 {
-            return Err(OpenError::PermissionDenied(format!(
-                "root {what} is writable by other users (mode {:o})",
-                meta.mode() & 0o777
-            )));
-        }
+        private_dir(&dir, "root")?;
         Ok(Root { dir })
     }
 
@@ -94,6 +88,9 @@ impl Root {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| OpenError::from_io(e.into(), &what))?;
+            // Before waiting on it: a lock file another user planted would let them hold us off.
+            let ours = rustix::fs::fstat(&fd).map_err(|e| OpenError::from_io(e.into(), &what))?;
+            check_owner(ours.st_uid, ours.st_mode, &what, "lock file")?;
             loop {
                 match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
                     Ok(()) => break,
@@ -111,7 +108,6 @@ impl Root {
             }
             // The holder before us may have removed the lock file: then our lock is on an orphan
             // inode that nobody else will lock, and we must start again on the current file.
-            let ours = rustix::fs::fstat(&fd).map_err(|e| OpenError::from_io(e.into(), &what))?;
             match rustix::fs::lstat(&path) {
                 Ok(now) if now.st_ino == ours.st_ino && now.st_dev == ours.st_dev => {
                     return Ok(SegmentLock {
@@ -210,7 +206,91 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, std::fs::Metadat
     if !meta.file_type().is_file() {
         return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
     }
+    check_owner(meta.uid(), meta.mode(), &what, "file")?;
     Ok(Some((file, meta)))
+}
+
+/// Refuses a file or directory (`kind`, at `what`) of owner `uid` and mode `mode` unless the
+/// effective uid owns it and neither its group nor others may write it.
+fn check_owner(uid: u32, mode: u32, what: &str, kind: &str) -> Result<(), OpenError> {
+    let me = rustix::process::geteuid().as_raw();
+    if uid != me {
+        return Err(OpenError::PermissionDenied(format!(
+            "{kind} {what} is owned by uid {uid}, not by this process's effective uid {me}: \
+             another user may have planted it; remove it or chown it to uid {me}"
+        )));
+    }
+    if mode & 0o022 != 0 {
+        return Err(OpenError::PermissionDenied(format!(
+            "{kind} {what} is writable by its group or by others (mode {:o}): remove it or \
+             chmod go-w it",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Creates directory `dir` (and its missing parents) with mode 0700 if missing, and refuses it
+/// unless it is a plain directory (not a symbolic link) that [`check_owner`] accepts. `kind`
+/// names it in errors ("root", "log directory").
+pub(crate) fn private_dir(dir: &Path, kind: &str) -> Result<(), OpenError> {
+    let what = dir.display().to_string();
+    create_dirs(dir).map_err(|e| OpenError::from_io(e, &what))?;
+    let fd = match rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+            return Err(OpenError::PermissionDenied(format!(
+                "{kind} {what} is not a plain directory (a symbolic link or a file): remove it"
+            )))
+        }
+        Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| OpenError::from_io(e.into(), &what))?;
+    check_owner(st.st_uid, st.st_mode, &what, kind)
+}
+
+/// Creates directory `dir` and its missing parents with mode 0700, and makes each new entry
+/// durable by syncing the directory that holds it (a crash after `mkdir` would otherwise lose a
+/// directory that files already synced inside it depend on). Returns how many directories it
+/// created.
+fn create_dirs(dir: &Path) -> io::Result<usize> {
+    let mkdir = || rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700));
+    let made = match mkdir() {
+        Ok(()) => 0,
+        Err(rustix::io::Errno::EXIST) => return Ok(0),
+        Err(rustix::io::Errno::NOENT) => {
+            let made = match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => create_dirs(parent)?,
+                _ => return Err(io::ErrorKind::NotFound.into()),
+            };
+            match mkdir() {
+                Ok(()) => made,
+                Err(rustix::io::Errno::EXIST) => return Ok(made),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sync_parent(dir)?;
+    Ok(made + 1)
+}
+
+/// Syncs the directory holding `path` (its entry for `path`).
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd).map_err(Into::into)
 }
 
 /// Maps `len` bytes of `file` (opened from `path`) shared; `None` if `len` is 0.
@@ -226,4 +306,28 @@ pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<Option<Regi
         .map_raw(file)
         .map_err(|e| OpenError::from_io(e, &what))?;
     Ok(Some(Region::from_map(map)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_directories_are_created_owner_only_with_their_entries_synced() {
+        let base = std::env::temp_dir().join(format!("ringbus-mkdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("a").join("b");
+        // Three directories created, each followed by a sync of its parent (an error there
+        // would fail the call); the crash itself is not testable here.
+        assert_eq!(create_dirs(&dir).unwrap(), 3);
+        for d in [&base, &base.join("a"), &dir] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        assert_eq!(create_dirs(&dir).unwrap(), 0);
+        private_dir(&base.join("c"), "test directory").unwrap();
+        assert!(base.join("c").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
