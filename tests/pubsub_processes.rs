@@ -103,6 +103,25 @@ fn child_entry() {
             tell("done");
             wait_parent();
         }
+        "flood" => {
+            // A `Block` publisher that sends as fast as its subscribers let it, until told.
+            let node = Node::new().unwrap();
+            let mut p = node
+                .topic::<u64>(&name)
+                .capacity(2)
+                .send_timeout(Duration::from_secs(60))
+                .publisher()
+                .unwrap();
+            tell("ready");
+            let stop = std::thread::spawn(wait_parent);
+            let mut seq = 0u64;
+            while !stop.is_finished() {
+                let mut loan = p.loan().unwrap();
+                *loan = seq;
+                loan.send();
+                seq += 1;
+            }
+        }
         "idle-subscriber" => {
             let node = Node::new().unwrap();
             let _s = topic(&node, &name, policy_of(&a), get("cap") as usize, 0)
@@ -200,6 +219,35 @@ fn drop_oldest_reports_exactly_what_was_missed() {
     assert_eq!(received + missed, total);
     assert!(missed > 0 && received <= 16);
     assert_eq!(sub.missed(), missed);
+    assert!(c.finish());
+}
+
+/// A subscriber that joins a `Block` topic while its publisher (another process) writes as fast
+/// as it can is never told of a loss: it starts where the publisher waits for it. (The join
+/// races a write of a few hundred nanoseconds, so it joins thousands of times.)
+#[test]
+fn a_subscriber_joining_a_busy_block_topic_is_told_of_no_loss() {
+    let root = test_root("join-race");
+    let node = Node::with_root(&root).unwrap();
+    let mut c = ChildRole::spawn("flood", &root, "topic=joinrace");
+    c.expect("ready");
+    let topic = node.topic::<u64>("joinrace").capacity(2);
+    let mut lagged = Vec::new();
+    for _ in 0..3000 {
+        let sub = topic.subscriber().unwrap();
+        let mut last = None;
+        for _ in 0..4 {
+            match sub.receive_timeout(Duration::from_secs(30)) {
+                Ok(m) => {
+                    assert!(last.is_none_or(|l| *m == l + 1), "a gap after {last:?}");
+                    last = Some(*m);
+                }
+                Err(ReceiveError::Lagged(n)) => lagged.push(n),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(lagged.is_empty(), "told of losses: {lagged:?}");
     assert!(c.finish());
 }
 

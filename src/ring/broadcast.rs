@@ -25,6 +25,10 @@
 //!    the position equal to its cursor. So once the writer has seen `cursor[r] > q - N` together
 //!    with a pin set that has no position of slot `q % N`, reader `r` cannot pin that slot's
 //!    payload while the writer holds it: the writer may cache that.
+//! 4. A joining reader starts no earlier than `tail + 2 - N`, `tail` read after its join is
+//!    visible and fenced ([`Reader::joined`]): the writer overwrites no position from there on
+//!    without having seen the reader, so a reader is only ever lapped (and told of losses) by a
+//!    writer that saw it and chose to (`DropOldest`), never because it joined during a write.
 //!
 //! # Memory ordering
 //! - Pinning is a store-buffer (Dekker) pattern, closed by one `fence(SeqCst)` on each side: the
@@ -403,17 +407,46 @@ pub struct Reader {
 
 impl Reader {
     /// A reader starting `history` positions before the writer's tail (clamped to what the ring
-    /// still holds). Its cursor cell must have been set to [`Reader::position`] before it joined.
+    /// can promise: `N - 2`). Its cursor cell must be set to [`Reader::position`] before it
+    /// joins (its `active` bit and `roster` bump), and [`Reader::joined`] called after.
     pub fn new(c: &impl Cells, history: u64) -> Reader {
         // Acquire: pairs with the writer's Release store of tail.
         let tail = c.tail().load(Ordering::Acquire).min(MAX_POSITION);
-        let keep = history.min(c.mask());
-        let start = tail.saturating_sub(keep);
+        let start = tail.saturating_sub(history.min(Self::promised(c)));
         Reader {
             next: start,
             expect: None,
             start,
             lapped: false,
+        }
+    }
+
+    /// Positions before the writer's tail a joining reader can be sure to find intact (see
+    /// [`Reader::joined`]).
+    fn promised(c: &impl Cells) -> u64 {
+        c.mask().saturating_sub(1)
+    }
+
+    /// Completes the join, once reader `r`'s cursor, `active` bit and `roster` bump are stored
+    /// (invariant 4): moves the reader past every position the writer may overwrite without
+    /// having seen it, so that what it reports lost was really promised to it.
+    ///
+    /// The writer decides to overwrite position `p - N` before its stamp `WRITING(p)` and the
+    /// fence after it (the fence of the pin handshake). Our fence and the writer's are totally
+    /// ordered. The writer's decisions after its first fence later than ours see our `active`
+    /// bit and cursor (and wait for them under `Block`); of its decisions before that fence, the
+    /// last is for one position past the `tail` stored before its previous fence, and `tail`
+    /// read after our fence is at least that. So the writer overwrites, unseeing, no position
+    /// at or past `tail + 2 - N`: we start there at the earliest.
+    pub fn joined(&mut self, c: &impl Cells, r: usize) {
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the writer's Release store of tail.
+        let tail = c.tail().load(Ordering::Acquire).min(MAX_POSITION);
+        // tail + 2 - N, that is `promised` positions before the tail.
+        let safe = tail.saturating_sub(Self::promised(c));
+        if self.next < safe {
+            self.start = safe;
+            self.advance(c, r, safe);
         }
     }
 
@@ -539,12 +572,14 @@ pub mod model {
             }
         }
 
-        /// Registers reader `r` (test helper: cursor, then active bit and roster).
+        /// Registers reader `r` (test helper: cursor, then active bit and roster, then
+        /// [`Reader::joined`]).
         pub fn join(&self, r: usize, history: u64) -> Reader {
-            let reader = Reader::new(self, history);
+            let mut reader = Reader::new(self, history);
             self.cursors[r].store(reader.position(), Ordering::SeqCst);
             self.active.fetch_or(1 << r, Ordering::SeqCst);
             self.roster.fetch_add(1, Ordering::SeqCst);
+            reader.joined(self, r);
             reader
         }
     }
@@ -814,6 +849,50 @@ mod loom_tests {
                 let v = data[slot].with(|p| unsafe { *p });
                 assert_eq!(v, seq + 100, "read a payload that is not the message's");
                 Reader::release(&*c, 0, 0);
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// Under `block`, a reader that joins while the writer writes is never told of a loss: it
+    /// starts where the writer will wait for it (invariant 4). Fails without the fence in
+    /// `Reader::joined` (the writer's stale view of `active` and the reader's stale `tail`).
+    #[test]
+    fn a_reader_joining_during_block_writes_loses_nothing() {
+        model(|| {
+            let c = Arc::new(VecCells::new(2, 1, 1));
+            let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (c2, done2) = (c.clone(), done.clone());
+            let writer = loom::thread::spawn(move || {
+                let mut w = Writer::adopt(&*c2, 1);
+                let mut sent = 0;
+                while sent < 3 {
+                    match w.claim(&*c2, true) {
+                        Claim::Ready { pos, slot } => {
+                            w.commit(&*c2, pos, slot, || {});
+                            sent += 1;
+                        }
+                        _ => loom::thread::yield_now(),
+                    }
+                }
+                // Release: the reader's Acquire load then sees every commit.
+                done2.store(true, Ordering::Release);
+            });
+            let mut rd = c.join(0, 1);
+            let mut last = None;
+            loop {
+                // Acquire, before the read: if the writer was done, an empty read is the end.
+                let finished = done.load(Ordering::Acquire);
+                match rd.read(&*c, 0, 0) {
+                    Read::Message { seq, missed, .. } => {
+                        assert_eq!(missed, 0, "a joining reader was told of a loss");
+                        assert!(last.is_none_or(|l| seq == l + 1), "a gap after {last:?}");
+                        last = Some(seq);
+                        Reader::release(&*c, 0, 0);
+                    }
+                    Read::Empty if finished => break,
+                    Read::Empty => loom::thread::yield_now(),
+                }
             }
             writer.join().unwrap();
         });

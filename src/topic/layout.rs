@@ -156,9 +156,11 @@ impl TopicLayout {
                 "max held {max_held} must be in 1..={MAX_HELD}"
             )));
         }
-        if history >= capacity {
+        // A joining subscriber can be promised at most capacity - 2 messages (ring::broadcast,
+        // invariant 4).
+        if history.saturating_add(2) > capacity {
             return Err(invalid(format!(
-                "history {history} must be below capacity {capacity}"
+                "history {history} must be at most capacity {capacity} - 2"
             )));
         }
         let stride = (SLOT_HEADER + max_message_size).div_ceil(64) * 64;

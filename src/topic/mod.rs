@@ -120,10 +120,12 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
         self
     }
 
-    /// Recent messages of each publisher a late-joining subscriber receives (below capacity;
-    /// default 0). Best effort at the moment of joining: a publisher that is overwriting the
-    /// oldest of them while the subscriber joins may take it first (the subscriber then starts
-    /// with the next one, after a [`crate::ReceiveError::Lagged`] that counts what it missed).
+    /// Recent messages of each publisher a late-joining subscriber receives (at most capacity
+    /// − 2; default 0). Best effort at the moment of joining: messages a publisher overwrites
+    /// while the subscriber joins (before it can have seen the subscriber) are passed over
+    /// silently, and the subscriber starts with the oldest one still there. Losses are
+    /// reported ([`crate::ReceiveError::Lagged`]) only for messages it was promised: those a
+    /// publisher overwrote after it saw the subscriber (`DropOldest`).
     pub fn history(mut self, n: usize) -> Self {
         self.history = n;
         self

@@ -283,6 +283,10 @@ fn join_subscriber(r: &Region, l: &TopicLayout) -> Result<Joined, OpenError> {
     // SeqCst: the join half of the roster handshake (ring::broadcast docs).
     r.u64_at(CTRL_ACTIVE).fetch_or(1u64 << s, Ordering::SeqCst);
     r.u64_at(CTRL_ROSTER).fetch_add(1, Ordering::SeqCst);
+    // Past what each writer may overwrite without having seen the join (invariant 4).
+    for (p, reader) in readers.iter_mut().enumerate() {
+        reader.joined(&l.cells(r, p), s);
+    }
     Ok(Joined::Subscriber(s, readers))
 }
 
