@@ -132,7 +132,7 @@ impl<'t> Harness<'t> {
             .arg(format!("slot={slot}"))
             .arg(format!("inc={uid}"))
             .arg(format!("parent={}", std::process::id()))
-            .arg(format!("seed={}", self.rng.next()))
+            .arg(format!("seed={}", self.rng.next_u64()))
             .args(&self.base_args)
             .args(extra)
             .stdin(Stdio::piped())

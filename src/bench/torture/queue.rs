@@ -71,7 +71,7 @@ fn message(inc: u64, seq: u64, rng: &mut Rng) -> Msg {
     let mut m = [0u64; 8];
     m[0] = inc << SEQ_BITS | seq;
     for w in &mut m[1..7] {
-        *w = rng.next();
+        *w = rng.next_u64();
     }
     m[7] = checksum(&m);
     m

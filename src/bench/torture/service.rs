@@ -48,7 +48,7 @@ fn request(slot: u64, inc: u64, seq: u64, rng: &mut Rng) -> Vec<u8> {
     let len = HEADER + rng.below((MAX_REQUEST - HEADER + 1) as u64) as usize;
     let mut v = vec![0u8; len];
     for b in &mut v[HEADER..] {
-        *b = rng.next() as u8;
+        *b = rng.next_u64() as u8;
     }
     let body = fnv(FNV_START, &v[HEADER..]);
     for (i, w) in [slot, inc, seq, len as u64, body].into_iter().enumerate() {

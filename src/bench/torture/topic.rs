@@ -58,7 +58,7 @@ fn fill(buf: &mut [u8], slot: u64, inc: u64, seq: u64, rng: &mut Rng) {
     let mut bits = 0u64;
     for (i, b) in buf[HEADER..].iter_mut().enumerate() {
         if i % 8 == 0 {
-            bits = rng.next();
+            bits = rng.next_u64();
         }
         *b = (bits >> (8 * (i % 8))) as u8;
     }
