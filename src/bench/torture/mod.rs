@@ -4,8 +4,9 @@
 //! `torture-child`), each using only ringbus's public API, and repeats *trials*:
 //!
 //! 1. let the children run for a random time (0 to 20 ms, drawn from a seeded splitmix64);
-//! 2. SIGKILL the chosen victim (one child at random; for queues, one trial in four kills every
-//!    child at once, and for services one in eight kills both servers);
+//! 2. SIGKILL the chosen victim (one child at random; for topics, one trial in 16 kills every
+//!    child and one a publisher and a subscriber, for queues one in four kills every child at
+//!    once, and for services one in eight kills both servers);
 //! 3. start a replacement for every killed child (one replacement in eight is itself killed
 //!    within its first 3 ms, during start-up or while joining, and started again) and wait until
 //!    it has opened its handle;
@@ -66,7 +67,8 @@ usage: ringbus torture [topic|service|queue|durable-queue|all] [--trials N] [--s
 Spawns real processes that use ringbus, SIGKILLs them at random moments, restarts them and
 verifies, from numbered and checksummed payloads, that nothing is torn, wrong or lost.
 
-  topic          2 publishers, 2 subscribers (Policy::Block, 16 slots, 40..512-byte messages)
+  topic          2 publishers, 2 subscribers (Policy::Block, 256 slots, history 64,
+                 40..512-byte messages)
   service        2 echo servers, 2 clients (1..4 calls in flight, 1 s timeout)
   queue          2 producers, 2 consumers, in shared memory (the parent keeps one producer
                  handle open, so the queue outlives \"every child killed\")
@@ -80,15 +82,17 @@ verifies, from numbered and checksummed payloads, that nothing is torn, wrong or
   --json         print exactly one JSON object on stdout
 
 A trial: the children run for a random 0-20 ms; the victim is SIGKILLed (one child at random;
-queues: 1 trial in 4 kills every child; services: 1 in 8 kills both servers); each killed
-child is replaced (1 replacement in 8 is itself killed within 3 ms, during start-up or join,
-and replaced again); the trial ends when each replacement has opened its handle and the flow
-has resumed: every live child progressed (topic: a publisher sent 32 messages, a subscriber
-received 32; service: each client got 8 Ok responses; queue: each producer sent 8, a consumer
-acked 4) within 10 s, else a hang is counted and every child is restarted. Topics: half the
-subscriber kills first stall that subscriber until every publisher reports a full ring (it
-waits on the subscriber), kill it within 5 ms, and require every publisher to send 32 more
-messages within 10 s of the kill (\"freed\"; the table notes the time it took).
+topics: 1 trial in 16 kills every child, 1 in 16 a publisher and a subscriber; queues: 1 in 4
+kills every child; services: 1 in 8 kills both servers); each killed child is replaced (1
+replacement in 8 is itself killed within 3 ms, during start-up or join, and replaced again);
+the trial ends when each replacement has opened its handle and the flow has resumed: every
+live child progressed (topic: a publisher sent 512 messages, a subscriber received 512;
+service: each client got 8 Ok responses; queue: each producer sent 8, a consumer acked 4)
+within 10 s, else a hang is counted and every child is restarted. Topics: half the subscriber
+kills first stall that subscriber until every publisher reports a full ring (it waits on the
+subscriber), kill it within 5 ms (half of these start the replacement at once, while the
+publishers still wait) and require every publisher to send 512 more messages within 10 s of
+the kill (\"freed\"; the table notes the time it took when nobody joined meanwhile).
 Queues: at the end every child is killed, the parent drains the queue and checks that every
 message whose send returned Ok was delivered at least once.
 

@@ -17,7 +17,9 @@ use crate::bench::util::Result;
 use crate::{Bytes, Node, Policy, ReceiveError, SendError, TopicBuilder};
 
 /// Slots per publisher ring: small, so publishers wait on subscribers often.
-const CAPACITY: usize = 16;
+const CAPACITY: usize = 256;
+/// Recent messages of each publisher a joining subscriber receives.
+const HISTORY: usize = CAPACITY / 4;
 /// Largest message.
 const MAX_MSG: usize = 512;
 /// Header words: slot, incarnation, seq, len, checksum.
@@ -38,6 +40,7 @@ fn builder(node: &Node) -> TopicBuilder<Bytes> {
         .max_publishers(4)
         .max_subscribers(4)
         .max_held(1)
+        .history(HISTORY)
         .send_timeout(SEND_TIMEOUT)
 }
 
@@ -238,22 +241,45 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
         h.fill(&mut pubs)?;
         let delay = Duration::from_micros(h.rng.below(MAX_DELAY_US));
         h.pump_until(Instant::now() + delay);
-        let victim = h.rng.below(4) as usize;
-        if victim < 2 {
+        let pick = h.rng.below(16);
+        if pick < 2 {
+            // Every child (pick 0), or a publisher and a subscriber (pick 1): subscribers then
+            // join while a publisher's entry is dead, and publishers adopt rings behind them.
+            let (p, s) = (h.rng.below(2) as usize, h.rng.below(2) as usize);
+            for (i, slot) in pubs.iter_mut().enumerate() {
+                if pick == 0 || i == p {
+                    h.kill_slot(slot);
+                }
+            }
+            for (i, slot) in subs.iter_mut().enumerate() {
+                if pick == 0 || i == s {
+                    h.kill_slot(slot);
+                }
+            }
+            h.fill(&mut subs)?;
+            h.fill(&mut pubs)?;
+        } else if pick < 9 {
+            let victim = h.rng.below(2) as usize;
             h.kill_slot(&mut pubs[victim]);
             h.start(&mut pubs[victim])?;
         } else {
-            let sub = &mut subs[victim - 2];
+            let sub = &mut subs[h.rng.below(2) as usize];
             if h.rng.one_in(2) {
-                if let Some(d) = stall_and_kill(&mut h, sub, &pubs) {
-                    stalled_kills += 1;
+                // Half the time the replacement joins while the publishers still wait on the
+                // dead subscriber.
+                let join_at_once = h.rng.one_in(2);
+                let (stalled, freed) = stall_and_kill(&mut h, sub, &pubs, join_at_once)?;
+                stalled_kills += u64::from(stalled);
+                if let Some(d) = freed {
                     freed_max = freed_max.max(d);
                     freed_sum += d;
                     freed_n += 1;
                 }
             }
             h.kill_slot(sub);
-            h.start(sub)?;
+            if h.live(sub).is_none() {
+                h.start(sub)?;
+            }
         }
         let each: Vec<(u64, u64)> = pubs
             .iter()
@@ -298,19 +324,27 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
 }
 
 /// Stalls subscriber `sub` until every live publisher waits on a full ring, kills it at a random
-/// moment within 5 ms, and waits until every publisher has sent [`PROGRESS`] more messages.
-/// Returns the longest time from the kill to a publisher's progress, if the kill happened
-/// while every publisher waited.
-fn stall_and_kill(h: &mut Harness<'_>, sub: &mut Slot, pubs: &[Slot]) -> Option<Duration> {
-    let uid = h.live(sub)?;
+/// moment within 5 ms, starts its replacement at once if `join_at_once`, and waits until every
+/// publisher has sent [`PROGRESS`] more messages. Returns whether the stall and kill happened,
+/// and the longest time from the kill to a publisher's progress if every publisher waited and
+/// nobody joined meanwhile (then the publishers found the dead subscriber themselves).
+fn stall_and_kill(
+    h: &mut Harness<'_>,
+    sub: &mut Slot,
+    pubs: &[Slot],
+    join_at_once: bool,
+) -> Result<(bool, Option<Duration>)> {
+    let Some(uid) = h.live(sub) else {
+        return Ok((false, None));
+    };
     h.send(uid, "stall");
     match h.await_line(uid, "stalled", |_| true, Instant::now() + HANG_BOUND) {
         Ok(_) => {}
         Err(Miss::Timeout) => {
             h.hang(uid, "did not stall within 10 s");
-            return None;
+            return Ok((false, None));
         }
-        Err(Miss::Died) => return None,
+        Err(Miss::Died) => return Ok((false, None)),
     }
     let live: Vec<u64> = pubs.iter().filter_map(|p| h.live(p)).collect();
     for &p in &live {
@@ -336,6 +370,9 @@ fn stall_and_kill(h: &mut Harness<'_>, sub: &mut Slot, pubs: &[Slot]) -> Option<
     h.pump_until(Instant::now() + d);
     let t_kill = Instant::now();
     h.kill_slot(sub);
+    if join_at_once {
+        h.start(sub)?;
+    }
     let watches: Vec<(u64, u64)> = live.iter().map(|&p| (p, h.watch(p, PROGRESS))).collect();
     let mut longest = Duration::ZERO;
     for (p, token) in watches {
@@ -351,5 +388,6 @@ fn stall_and_kill(h: &mut Harness<'_>, sub: &mut Slot, pubs: &[Slot]) -> Option<
             Err(Miss::Died) => all_waited = false,
         }
     }
-    (all_waited && !live.is_empty()).then_some(longest)
+    let freed = all_waited && !live.is_empty() && !join_at_once;
+    Ok((true, freed.then_some(longest)))
 }
