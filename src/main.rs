@@ -1,5 +1,6 @@
 //! `ringbus` command-line tool: `ringbus bench [pattern] [flags]` (see `ringbus bench
-//! --help`) and the hidden `bench-peer` subcommand the benchmark spawns as its peer.
+//! --help`), `ringbus torture [scenario] [flags]` (see `ringbus torture --help`), and the hidden
+//! `bench-peer` and `torture-child` subcommands they spawn as their child processes.
 
 #[cfg(not(loom))]
 use std::process::ExitCode;
@@ -8,8 +9,10 @@ use std::process::ExitCode;
 use ringbus::bench;
 
 #[cfg(not(loom))]
-const USAGE: &str =
-    "usage: ringbus bench [pubsub|rpc|queue] [flags]   (ringbus bench --help for flags)";
+const USAGE: &str = "\
+usage: ringbus bench [pubsub|rpc|queue|recovery] [flags]   (ringbus bench --help for flags)
+       ringbus torture [topic|service|queue|durable-queue|all] [--trials N] [--seed S] [--json]
+                                                     (ringbus torture --help: what is checked)";
 
 #[cfg(not(loom))]
 fn main() -> ExitCode {
@@ -18,6 +21,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench_main(&args[1..]),
         // Hidden: the child process of `bench`; not meant to be run by hand.
         Some("bench-peer") => bench::peer_main(&args[1..]),
+        Some("torture") => bench::torture::torture_main(&args[1..]),
+        // Hidden: a child process of `torture`.
+        Some("torture-child") => bench::torture::child_main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -46,6 +46,7 @@ pub mod recovery;
 pub mod report;
 pub mod ringbus;
 pub mod stats;
+pub mod torture;
 pub mod transport;
 pub mod uds;
 pub mod util;
