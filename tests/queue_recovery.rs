@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringbus::{FullPolicy, Node, OpenError, ProcessId, SendError, SyncPolicy};
+use ringbus::{FullPolicy, Node, ProcessId, SendError, SyncPolicy};
 
 /// Offsets of a durable `u64` queue's files with the default 8 producers and 8 consumers
 /// (ARCHITECTURE.md, "Queue segment" and "The log").
@@ -308,22 +308,4 @@ fn a_late_publish_of_a_passed_over_position_overwrites_nothing() {
     assert!(joiner.finish());
     drop((c, late, other));
     let _ = std::fs::remove_dir_all(&root);
-}
-
-/// Sanity for the error the other tests rely on: a durable queue that does not exist is
-/// `NotFound` when opened as existing.
-#[test]
-fn opening_a_missing_durable_queue_as_existing_is_not_found() {
-    let root = test_root("missing");
-    let dir = data_dir("missing");
-    let node = Node::with_root(&root).unwrap();
-    let err = node
-        .queue::<u64>("missing")
-        .durable(&dir)
-        .open_mode(ringbus::OpenMode::OpenExisting)
-        .consumer()
-        .map(drop);
-    assert!(matches!(err, Err(OpenError::NotFound(_))), "{err:?}");
-    let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_dir_all(&dir);
 }
