@@ -187,13 +187,7 @@ fn after_a_restart_every_recorded_process_is_dead_whatever_its_pid() {
     });
     let sent = rx.recv_timeout(Duration::from_secs(60));
     assert!(matches!(sent, Ok(Ok(3))), "{sent:?}");
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
+    let got = drain_acked(&c);
     assert_eq!(got, [0, 1, 2, 3]);
     drop(c);
     let _ = std::fs::remove_dir_all(&root);
@@ -297,13 +291,7 @@ fn a_late_publish_of_a_passed_over_position_overwrites_nothing() {
     other.send(&1).unwrap();
     other.send(&2).unwrap(); // position 2: slot 0's next lap
     assert!(matches!(loan.send(), Err(SendError::Reclaimed)));
-    let got: Vec<u64> = std::iter::from_fn(|| {
-        let d = c.try_receive().ok()?;
-        let v = *d;
-        d.ack().unwrap();
-        Some(v)
-    })
-    .collect();
+    let got = drain_acked(&c);
     assert_eq!(got, [1, 2]);
     assert!(joiner.finish());
     drop((c, late, other));

@@ -819,6 +819,22 @@ mod loom_tests {
         b.check(f);
     }
 
+    /// A `Block` writer's thread: adopts the ring and commits `count` messages, yielding while
+    /// blocked.
+    fn send_blocking(c: &VecCells, count: u64) {
+        let mut w = Writer::adopt(c, 1);
+        let mut sent = 0;
+        while sent < count {
+            match w.claim(c, true) {
+                Claim::Ready { pos, slot } => {
+                    w.commit(c, pos, slot, || {});
+                    sent += 1;
+                }
+                _ => loom::thread::yield_now(),
+            }
+        }
+    }
+
     #[test]
     fn pin_handshake_prevents_overwrite() {
         model(|| {
@@ -864,17 +880,7 @@ mod loom_tests {
             let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
             let (c2, done2) = (c.clone(), done.clone());
             let writer = loom::thread::spawn(move || {
-                let mut w = Writer::adopt(&*c2, 1);
-                let mut sent = 0;
-                while sent < 3 {
-                    match w.claim(&*c2, true) {
-                        Claim::Ready { pos, slot } => {
-                            w.commit(&*c2, pos, slot, || {});
-                            sent += 1;
-                        }
-                        _ => loom::thread::yield_now(),
-                    }
-                }
+                send_blocking(&c2, 3);
                 // Release: the reader's Acquire load then sees every commit.
                 done2.store(true, Ordering::Release);
             });
@@ -905,19 +911,7 @@ mod loom_tests {
             let c = Arc::new(VecCells::new(2, 1, 1));
             let mut rd = c.join(0, 0);
             let c2 = c.clone();
-            let writer = loom::thread::spawn(move || {
-                let mut w = Writer::adopt(&*c2, 1);
-                let mut sent = 0;
-                while sent < 3 {
-                    match w.claim(&*c2, true) {
-                        Claim::Ready { pos, slot } => {
-                            w.commit(&*c2, pos, slot, || {});
-                            sent += 1;
-                        }
-                        _ => loom::thread::yield_now(),
-                    }
-                }
-            });
+            let writer = loom::thread::spawn(move || send_blocking(&c2, 3));
             let mut expect = 0;
             while expect < 3 {
                 match rd.read(&*c, 0, 0) {
