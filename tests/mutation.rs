@@ -1697,7 +1697,14 @@ fn build_case(
     let mut rng = Rng::for_case(seed, format, n);
     let mine: Vec<&Base> = bases.iter().filter(|b| b.kind.format() == format).collect();
     let base = mine[rng.below(mine.len() as u64) as usize];
-    let liveness = match rng.weighted(&[35, 45, 20]) {
+    // In-memory segments whose participants all died are replaced: most of their mutations
+    // matter only with someone alive.
+    let weights = if format == Format::Durable {
+        [35, 45, 20]
+    } else {
+        [45, 30, 25]
+    };
+    let liveness = match rng.weighted(&weights) {
         0 => Liveness::Alive,
         1 => Liveness::Dead,
         _ => Liveness::Mixed,
@@ -1801,6 +1808,8 @@ fn materialize(dir: &Path, case: &Case) {
 struct Run {
     ops: Vec<String>,
     wrong: Vec<String>,
+    /// When each operation was recorded (for the verbose single-case mode).
+    at: Vec<Instant>,
 }
 
 /// The variant of an error (`Corrupt("…")` → `Corrupt`).
@@ -1812,6 +1821,7 @@ fn variant<E: Debug>(e: &E) -> String {
 
 impl Run {
     fn op<T, E: Debug>(&mut self, what: &str, r: &Result<T, E>) {
+        self.at.push(Instant::now());
         self.ops.push(match r {
             Ok(_) => format!("{what}:Ok"),
             Err(e) => format!("{what}:{}", variant(e)),
@@ -1889,7 +1899,7 @@ fn run_topic_bytes(dir: &Path, n: u64, rng: &mut Rng, run: &mut Run) -> Result<S
     let len = msg_len(rng, max);
     let r = publ.try_loan(len);
     run.op("loan", &r);
-    if let Ok(mut loan) = r {
+    if let Ok(mut loan) = r.map_err(drop) {
         let bytes = loan.bytes_mut();
         if bytes.len() != len {
             run.wrong(format!("a loan of {len} bytes has {}", bytes.len()));
@@ -1920,6 +1930,31 @@ fn run_topic_bytes(dir: &Path, n: u64, rng: &mut Rng, run: &mut Run) -> Result<S
             Err(_) => {}
         }
     }
+    drop(held);
+    // The publisher leaves and another takes a ring (resuming it); a late subscriber joins
+    // (with history) while the first one still holds its cursors.
+    drop(publ);
+    let r = b.publisher();
+    run.op("join publisher", &r);
+    if let Ok(mut publ) = r {
+        run.op("send", &publ.send_copy(&case_msg(n, 9, 8)));
+    }
+    let r = b.subscriber();
+    run.op("join subscriber", &r);
+    for s in [Some(&sub), r.as_ref().ok()].into_iter().flatten() {
+        for _ in 0..4 {
+            let r = s.try_receive();
+            run.op("receive", &r);
+            match r {
+                Ok(s) if s.len() > max => {
+                    run.wrong(format!("a sample of {} bytes, maximum {max}", s.len()))
+                }
+                Err(ReceiveError::Empty) => break,
+                _ => {}
+            }
+        }
+        let _ = s.missed();
+    }
     Ok(fate(before, after).to_string())
 }
 
@@ -1931,11 +1966,19 @@ fn run_topic_pod(dir: &Path, rng: &mut Rng, run: &mut Run) -> Result<String, Str
     let sub = b.subscriber().map_err(opened("subscriber"))?;
     let after = inode(&seg);
     let mut publ = b.publisher().map_err(opened("publisher"))?;
+    let max = publ.max_message_size();
+    let size = std::mem::size_of::<TopicPod>();
     for i in 0..2u64 {
         let r = publ.send_copy(&[i + 100; 16]);
         run.op("send", &r);
+        let sent = r.is_ok();
         let r = publ.try_loan();
         run.op("loan", &r);
+        if (sent || r.is_ok()) && size > max {
+            run.wrong(format!(
+                "a {size}-byte Pod was taken by a topic whose maximum message size is {max}"
+            ));
+        }
         if let Ok(mut loan) = r {
             *loan = [i + 200; 16];
             loan.send();
@@ -1967,7 +2010,7 @@ fn run_service<Q: Payload + ?Sized, R: Payload + ?Sized>(
     dir: &Path,
     rng: &mut Rng,
     run: &mut Run,
-    request: &Q::Input,
+    (request, request_len, response_len): (&Q::Input, usize, usize),
     respond: impl Fn(ringbus::Request<'_, Q, R>) -> Result<(), ringbus::SendError>,
     check: impl Fn(&R::View) -> bool,
 ) -> Result<String, String> {
@@ -1985,12 +2028,25 @@ fn run_service<Q: Payload + ?Sized, R: Payload + ?Sized>(
     let after = inode(&seg);
     let pending = client.send(request);
     run.op("call", &pending);
+    let max = client.max_request_size();
+    if pending.is_ok() && request_len > max {
+        run.wrong(format!(
+            "a request of {request_len} bytes was taken by a service of maximum {max}"
+        ));
+    }
+    let max = server.max_response_size();
     for _ in 0..10 {
         let r = server.try_receive();
         run.op("serve", &r);
         match r {
             Ok(req) => {
                 let r = respond(req);
+                if r.is_ok() && response_len > max {
+                    run.wrong(format!(
+                        "a response of {response_len} bytes was taken by a service of maximum \
+                         {max}"
+                    ));
+                }
                 run.op("respond", &r);
             }
             Err(ReceiveError::Empty) => break,
@@ -2006,6 +2062,43 @@ fn run_service<Q: Payload + ?Sized, R: Payload + ?Sized>(
             }
         }
     }
+    // A second client leaves with calls in flight; the server leaves holding a request (it is
+    // aborted); a new server answers what is left; the first client calls once more.
+    let r = b.client();
+    run.op("join client", &r);
+    if let Ok(client2) = r {
+        let p1 = client2.send(request);
+        run.op("call", &p1);
+        drop(p1);
+    }
+    let held = server.try_receive();
+    run.op("serve", &held);
+    drop(held);
+    drop(server);
+    let r = b.server();
+    run.op("join server", &r);
+    if let Ok(server) = r {
+        let pending = client.send(request);
+        run.op("call", &pending);
+        for _ in 0..10 {
+            let r = server.try_receive();
+            run.op("serve", &r);
+            match r {
+                Ok(req) => run.op("respond", &respond(req)),
+                Err(ReceiveError::Empty) => break,
+                Err(_) => {}
+            }
+        }
+        if let Ok(mut p) = pending {
+            let r = p.try_wait();
+            run.op("response", &r);
+            if let Ok(Some(resp)) = &r {
+                if !check(resp) {
+                    run.wrong("the client's response does not answer its request".into());
+                }
+            }
+        }
+    }
     Ok(fate(before, after).to_string())
 }
 
@@ -2015,7 +2108,12 @@ fn run_queue<P: Payload + ?Sized>(
     dir: &Path,
     rng: &mut Rng,
     run: &mut Run,
-    mut send: impl FnMut(&mut ringbus::Producer<P>, &mut Rng, usize) -> Result<u64, ringbus::SendError>,
+    mut send: impl FnMut(
+        &mut ringbus::Producer<P>,
+        &mut Rng,
+        &mut Run,
+        usize,
+    ) -> Result<u64, ringbus::SendError>,
     check: impl Fn(&P::View) -> Option<String>,
 ) -> Result<String, String> {
     let b = b.open_mode(open_mode(rng));
@@ -2026,11 +2124,27 @@ fn run_queue<P: Payload + ?Sized>(
     let mut p = b.producer().map_err(opened("producer"))?;
     drain(&c, rng, run, 6, |v| check(v));
     for i in 0..3 {
-        let r = send(&mut p, rng, i);
+        let r = send(&mut p, rng, run, i);
         run.op("send", &r);
     }
     drain(&c, rng, run, 8, |v| check(v));
     let _ = c.stats();
+    // A second consumer takes deliveries and leaves holding them (they go back); the producer
+    // leaves and another joins.
+    let r = b.consumer();
+    run.op("join consumer", &r);
+    if let Ok(c2) = r {
+        let held: Vec<_> = (0..2).filter_map(|_| c2.try_receive().ok()).collect();
+        drop(held);
+    }
+    drop(p);
+    let r = b.producer();
+    run.op("join producer", &r);
+    if let Ok(mut p) = r {
+        let r = send(&mut p, rng, run, 7);
+        run.op("send", &r);
+    }
+    drain(&c, rng, run, 8, |v| check(v));
     Ok(fate(before, after).to_string())
 }
 
@@ -2072,16 +2186,23 @@ fn run_queue_bytes(dir: &Path, n: u64, rng: &mut Rng, run: &mut Run) -> Result<S
         dir,
         rng,
         run,
-        |p, rng, i| {
+        |p, rng, run, i| {
             let max = p.max_message_size();
             let len = msg_len(rng, max);
-            if rng.chance(1, 3) {
-                let mut loan = p.loan(len)?;
-                loan.fill(0x77);
-                loan.send()
+            let r = if rng.chance(1, 3) {
+                p.loan(len).and_then(|mut loan| {
+                    loan.fill(0x77);
+                    loan.send()
+                })
             } else {
                 p.send(&case_msg(n, i, len))
+            };
+            if len > max && r.is_ok() {
+                run.wrong(format!(
+                    "a message of {len} bytes was taken by a queue of maximum {max}"
+                ));
             }
+            r
         },
         |v: &[u8]| {
             let _ = v.iter().fold(0u8, |a, b| a ^ b);
@@ -2098,15 +2219,27 @@ fn run_queue_pod(dir: &Path, rng: &mut Rng, run: &mut Run) -> Result<String, Str
         dir,
         rng,
         run,
-        |p, rng, i| {
-            if rng.chance(1, 2) {
-                let mut loan = p.loan()?;
-                loan[0] = i as u64;
-                loan[511] = i as u64;
-                loan.send()
+        |p, rng, run, i| {
+            let max = p.max_message_size();
+            let loan = rng.chance(1, 2);
+            let r = if loan {
+                p.loan().and_then(|mut loan| {
+                    loan[0] = i as u64;
+                    loan[511] = i as u64;
+                    loan.send()
+                })
             } else {
                 p.send(&[i as u64; 512])
+            };
+            let size = std::mem::size_of::<QueuePod>();
+            if size > max && r.is_ok() {
+                run.wrong(format!(
+                    "a {} of a {size}-byte Pod was granted by a queue whose maximum message \
+                     size is {max} (it writes past the slot)",
+                    if loan { "loan" } else { "send" }
+                ));
             }
+            r
         },
         |v: &QueuePod| {
             let _ = v.iter().fold(0u64, |a, b| a ^ b);
@@ -2122,7 +2255,7 @@ fn run_queue_rkyv(dir: &Path, n: u64, rng: &mut Rng, run: &mut Run) -> Result<St
         dir,
         rng,
         run,
-        |p, _, i| p.send(&job(n.wrapping_mul(8) + i as u64)),
+        |p, _, _, i| p.send(&job(n.wrapping_mul(8) + i as u64)),
         |v: &ArchivedJob| {
             let sum: u64 = v.tags.iter().map(|t| u64::from(t.to_native())).sum();
             let _ = (v.id.to_native(), v.name.as_str().len(), sum);
@@ -2210,9 +2343,12 @@ fn run_durable(
         } else {
             p.send(&m)
         };
-        if len > max && r.is_ok() {
+        // The log opened (its header says records of D_MAX bytes, or the open failed): a
+        // message longer than that does not fit its record, whatever the ring says.
+        if len > max.min(D_MAX) && r.is_ok() {
             run.wrong(format!(
-                "a send of {len} bytes over the maximum of {max} succeeded"
+                "a message of {len} bytes was taken by a durable queue whose ring says {max} \
+                 and whose log records hold {D_MAX}"
             ));
         }
         run.op("send", &r);
@@ -2258,7 +2394,7 @@ fn run_durable(
         }
     }
     let stats = c.stats();
-    Ok(if recovered {
+    let end = if recovered {
         if stats.torn > 0 {
             "ok (recovered, torn records)".to_string()
         } else {
@@ -2266,7 +2402,33 @@ fn run_durable(
         }
     } else {
         "ok (joined)".to_string()
-    })
+    };
+    // Every handle leaves; a new consumer opens the queue again (recovering it once more when
+    // nobody registered in it lives), and what it delivers must have been sent.
+    drop((p, c));
+    let r = b.consumer();
+    run.op("reopen consumer", &r);
+    if let Ok(c) = r {
+        let again = c.stats().recoveries == stats.recoveries.wrapping_add(1);
+        for _ in 0..24 {
+            match c.try_receive() {
+                Ok(d) => {
+                    if !sent.contains(&d[..]) && again {
+                        run.wrong(format!(
+                            "after a second recovery, position {} delivered {} bytes that were \
+                             never sent",
+                            d.position(),
+                            d.len()
+                        ));
+                    }
+                    let _ = d.ack();
+                }
+                Err(ReceiveError::Empty) => break,
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(end)
 }
 
 /// Runs `case` in `dir`: how it ended (an error label or an ok label) and what it did.
@@ -2292,7 +2454,7 @@ fn run_case(case: &Case, dir: &Path, n: u64, rng: &mut Rng) -> (Result<String, S
                     dir,
                     rng,
                     &mut run,
-                    &request,
+                    (&request, request.len(), 8),
                     |r| {
                         let v = common::checksum(&r);
                         r.respond(&v)
@@ -2311,7 +2473,7 @@ fn run_case(case: &Case, dir: &Path, n: u64, rng: &mut Rng) -> (Result<String, S
                     dir,
                     rng,
                     &mut run,
-                    &request,
+                    (&request, 16, 8),
                     |r| {
                         let v = answer_pod(&r);
                         r.respond(&v)
@@ -2331,7 +2493,7 @@ fn run_case(case: &Case, dir: &Path, n: u64, rng: &mut Rng) -> (Result<String, S
                     dir,
                     rng,
                     &mut run,
-                    &request,
+                    (&request, 16, 8),
                     |r| {
                         let v = u64::from(r.words.iter().fold(0u32, |a, b| a.wrapping_add(*b)));
                         r.respond(&v)
@@ -2457,7 +2619,8 @@ fn execute(world: &World, format: Format, n: u64, verbose: bool) -> Outcome {
     let dir = world.dir.join(format!("case-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     materialize(&dir, &case);
-    *lock(&CURRENT) = Some((n, desc.clone(), Instant::now()));
+    let started = Instant::now();
+    *lock(&CURRENT) = Some((n, desc.clone(), started));
     lock(&PANICS).clear();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_case(&case, &dir, n, &mut rng)
@@ -2466,6 +2629,14 @@ fn execute(world: &World, format: Format, n: u64, verbose: bool) -> Outcome {
     let mut failures = Vec::new();
     let panics = std::mem::take(&mut *lock(&PANICS));
     let (end, ops) = match result {
+        Ok((end, run)) if verbose => {
+            let mut last = started;
+            for (op, at) in run.ops.iter().zip(&run.at) {
+                eprintln!("  {op} after {:?}", at.duration_since(last));
+                last = *at;
+            }
+            (end.unwrap_or_else(|e| e), run.ops)
+        }
         Ok((end, run)) => {
             for w in run.wrong {
                 failures.push(("wrong result".to_string(), w));
