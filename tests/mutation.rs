@@ -24,7 +24,9 @@
 //!   prints its backtrace with `RUST_BACKTRACE=1`); `RINGBUS_MUTATION_FORMAT` alone runs one format;
 //! - `RINGBUS_MUTATION_HANG_SECS`: the watchdog's limit per case (default 5 s in a debug build,
 //!   1 s in a release build; a case that ends takes milliseconds, every wait in it is bounded by
-//!   a few). Where a hung case is stuck is read with gdb, if there is one (for the first 25).
+//!   a few): a case over it that spent half of it on a CPU hangs (a spinning loop), as does any
+//!   case over 4 times the limit (at least 8 s). Where a hung case is stuck is read with gdb, if
+//!   there is one (for the first 25).
 //!
 //! Each format runs in a child process (this test binary, re-run), which reports every case on
 //! stdout. A child that crashes (a signal: an out-of-bounds access that left the mapping) or that
@@ -2742,6 +2744,25 @@ fn execute(world: &World, format: Format, n: u64, verbose: bool) -> Outcome {
     }
 }
 
+/// CPU time (user and system, in clock ticks of 10 ms) of thread `tid` of this process.
+fn thread_ticks(tid: i32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    // After the command name: field 3 (state) first; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[close + 1..].split_ascii_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
 /// Where this process's case thread is stuck: its innermost ringbus frames, read by gdb (if there
 /// is one) attached to this process.
 fn where_hung() -> String {
@@ -2853,17 +2874,39 @@ fn child_main(format: Format) {
     let to = env_u64(TO_ENV).unwrap_or(from);
     install_panic_hook();
     let limit = hang_limit();
+    // Cases run on this thread; the watchdog reads its CPU time.
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
     std::thread::Builder::new()
         .name("watchdog".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(100));
-            if let Some((n, desc, started)) = &*lock(&CURRENT) {
-                if started.elapsed() > limit {
+        .spawn(move || {
+            // (case, CPU ticks of the case thread when the watchdog first saw the case)
+            let mut seen: Option<(u64, u64)> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let current = lock(&CURRENT);
+                let Some((n, desc, started)) = &*current else {
+                    continue;
+                };
+                let ticks = thread_ticks(tid);
+                let base = match seen {
+                    Some((m, t)) if m == *n => t,
+                    _ => {
+                        seen = Some((*n, ticks));
+                        ticks
+                    }
+                };
+                // A case stuck in a loop burns its CPU; one that is merely slow (the machine is
+                // loaded, a bounded wait yields the CPU many times) does not: it gets longer.
+                let busy = Duration::from_millis(ticks.saturating_sub(base) * 10);
+                let wall = started.elapsed();
+                if (wall > limit && busy >= limit / 2)
+                    || wall > (limit * 4).max(Duration::from_secs(8))
+                {
                     let at = where_hung();
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "@@h\t{n}\t{}\t{at}", one_line(desc));
                     let _ = out.flush();
-                    eprintln!("mutation case {n} hangs (over {limit:?}): {desc}");
+                    eprintln!("mutation case {n} hangs ({wall:?}, {busy:?} on a CPU): {desc}");
                     std::process::abort();
                 }
             }
