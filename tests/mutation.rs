@@ -2619,15 +2619,20 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\t'], " ")
 }
 
-/// Where a child keeps its files: a tmpfs if there is one (cases are many and small).
-fn scratch(tag: &str) -> PathBuf {
+/// The scratch directory of process `pid` for `tag`.
+fn scratch_of(pid: u32, tag: &str) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let parent = if shm.is_dir() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
     };
-    let dir = parent.join(format!("ringbus-mutation-{}-{tag}", std::process::id()));
+    parent.join(format!("ringbus-mutation-{pid}-{tag}"))
+}
+
+/// Where a child keeps its files: a tmpfs if there is one (cases are many and small).
+fn scratch(tag: &str) -> PathBuf {
+    let dir = scratch_of(std::process::id(), tag);
     let _ = std::fs::remove_dir_all(&dir);
     DirBuilder::new()
         .recursive(true)
@@ -3104,6 +3109,8 @@ fn run_format(format: Format) {
             }
         }
         let status = child.wait().unwrap();
+        // A child that crashed or hung left its files.
+        let _ = std::fs::remove_dir_all(scratch_of(child.id(), format.name()));
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         if status.success() && last == Some(cases - 1) {
             break;
