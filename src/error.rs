@@ -141,6 +141,9 @@ pub enum SendError {
     /// reclaimed as a dead process's, e.g. after it was stopped for long) and passed over its
     /// position. The message was not sent; sending again is safe.
     Reclaimed,
+    /// Queue: the append lock stayed held by a live process for [`crate::sync::lock::HOLD_LIMIT`]
+    /// (a process stopped inside it, or a corrupt lock word). Nothing was sent.
+    Busy,
 }
 
 impl fmt::Display for SendError {
@@ -155,6 +158,10 @@ impl fmt::Display for SendError {
             SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
             SendError::Disconnected => write!(f, "the caller has left or died"),
             SendError::Storage(e) => write!(f, "durable storage failed: {e}"),
+            SendError::Busy => write!(
+                f,
+                "the queue's append lock stayed held (a stopped process, or a corrupt lock word)"
+            ),
             SendError::Reclaimed => write!(
                 f,
                 "the queue passed over this message's position (the producer was judged gone)"
@@ -195,6 +202,9 @@ pub enum ReceiveError {
     Invalid(String),
     /// Durable queue: the log could not be read now (the I/O error); the message stays queued.
     Storage(String),
+    /// Queue: the claim lock stayed held by a live process for [`crate::sync::lock::HOLD_LIMIT`]
+    /// (a process stopped inside it, or a corrupt lock word). Nothing was received.
+    Busy,
 }
 
 impl fmt::Display for ReceiveError {
@@ -211,6 +221,10 @@ impl fmt::Display for ReceiveError {
             }
             ReceiveError::Invalid(why) => write!(f, "invalid message skipped: {why}"),
             ReceiveError::Storage(e) => write!(f, "durable storage failed: {e}"),
+            ReceiveError::Busy => write!(
+                f,
+                "the queue's claim lock stayed held (a stopped process, or a corrupt lock word)"
+            ),
         }
     }
 }

@@ -23,7 +23,7 @@
 //!   --nocapture`: one case, in the test process, printing its mutations and how it ended (a panic
 //!   prints its backtrace with `RUST_BACKTRACE=1`); `RINGBUS_MUTATION_FORMAT` alone runs one format;
 //! - `RINGBUS_MUTATION_HANG_SECS`: the watchdog's limit per case (default 5 s in a debug build,
-//!   1 s in a release build; a case that ends takes milliseconds, every wait in it is bounded by
+//!   3 s in a release build; a case that ends takes milliseconds, every wait in it is bounded by
 //!   a few): a case over it that spent half of it on a CPU hangs (a spinning loop), as does any
 //!   case over 4 times the limit (at least 8 s). Where a hung case is stuck is read with gdb, if
 //!   there is one (for the first 25).
@@ -167,7 +167,8 @@ fn seed() -> u64 {
 
 fn hang_limit() -> Duration {
     // A case that ends takes a few milliseconds (every wait in it is bounded by a few).
-    let default = if cfg!(debug_assertions) { 5 } else { 1 };
+    // A corrupt lock word is given up on after `lock::HOLD_LIMIT` (1 s): bounded, not a hang.
+    let default = if cfg!(debug_assertions) { 5 } else { 3 };
     Duration::from_secs(env_u64(HANG_ENV).unwrap_or(default))
 }
 
@@ -2901,11 +2902,12 @@ fn child_main(format: Format) {
                     }
                 };
                 // A case stuck in a loop burns its CPU; one that is merely slow (the machine is
-                // loaded, a bounded wait yields the CPU many times) does not: it gets longer.
+                // loaded, a bounded wait sleeps: a corrupt lock word costs each operation
+                // `lock::HOLD_LIMIT`, and a case makes a few dozen) does not: it gets longer.
                 let busy = Duration::from_millis(ticks.saturating_sub(base) * 10);
                 let wall = started.elapsed();
                 if (wall > limit && busy >= limit / 2)
-                    || wall > (limit * 4).max(Duration::from_secs(8))
+                    || wall > (limit * 8).max(Duration::from_secs(40))
                 {
                     let at = where_hung();
                     let mut out = std::io::stdout().lock();

@@ -30,6 +30,9 @@ const OFF_SYNCED_END: usize = 88;
 const OFF_NAMED: usize = 96;
 const OFF_SYNC_BELL: usize = 104;
 
+/// How long a writer waits for the sync lock before its sync fails: far longer than a sync.
+const SYNC_HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const REC_CRC: usize = 0;
 const REC_LEN: usize = 4;
 const REC_OFFSET: usize = 8;
@@ -604,8 +607,13 @@ impl LogSegment {
         let me = ProcessId::current().pack();
         let lock = self.f.region.u64_at(OFF_SYNC_LOCK);
         let bell = self.f.region.u32_at(OFF_SYNC_BELL);
-        // Waiters sleep: a sync takes milliseconds.
-        crate::sync::lock::lock_sleeping(lock, bell, me);
+        // Waiters sleep: a sync takes milliseconds. A holder that keeps the lock for far longer
+        // than any sync is stopped (or the word is corrupt): the send fails rather than hang.
+        if !crate::sync::lock::lock_sleeping(lock, bell, me, SYNC_HOLD_LIMIT) {
+            return Err(std::io::Error::other(
+                "the log's sync lock stayed held (a stopped process, or a corrupt lock word)",
+            ));
+        }
         // SeqCst: `done` and `done_end` are stored after the sync completed, under the lock.
         if done.load(Ordering::SeqCst) > mine && done_end.load(Ordering::SeqCst) >= end as u64 {
             crate::sync::lock::unlock_waking(lock, bell);

@@ -124,7 +124,7 @@ impl ConsumerCore {
             if held >= self.prefetch {
                 return Err(ReceiveError::TooManyHeld(self.prefetch));
             }
-            if self.fill(self.prefetch - held) == 0 {
+            if self.fill(self.prefetch - held)? == 0 {
                 return Ok(Got::Nothing);
             }
         }
@@ -213,8 +213,10 @@ impl ConsumerCore {
         ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
     }
 
-    /// Claims up to `want` messages under the claim lock. Returns how many were claimed.
-    fn fill(&self, want: usize) -> usize {
+    /// Claims up to `want` messages under the claim lock. Returns how many were claimed;
+    /// [`ReceiveError::Busy`] if the claim lock stays held by a live process (stopped inside it,
+    /// or a corrupt word).
+    fn fill(&self, want: usize) -> Result<usize, ReceiveError> {
         let sh = &self.shared;
         let l = &sh.layout;
         let r = sh.region();
@@ -229,10 +231,12 @@ impl ConsumerCore {
             && r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed) == c.returned_seen
             && now_ms() < c.next_scan
         {
-            return 0;
+            return Ok(0);
         }
         let claim = r.u64_at(CTRL_CLAIM);
-        lock::lock(claim, self.me, None);
+        if !lock::lock(claim, self.me, Some(lock::HOLD_LIMIT)) {
+            return Err(ReceiveError::Busy);
+        }
 
         // Relaxed: under the claim lock; a hint for when to scan.
         let returned = r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed);
@@ -255,7 +259,11 @@ impl ConsumerCore {
         }
 
         let mut skipped = false;
-        while c.buffer.len() - before < want {
+        // Bounded by the capacity whatever the shared words say: in a sane ring the cursor
+        // passes at most a lap of slots freed ahead of it before it reaches the tail.
+        let mut steps = 0;
+        while c.buffer.len() - before < want && steps < l.capacity {
+            steps += 1;
             let state = l.state(r, cursor);
             // Acquire: pairs with the producer's Release store of READY (payload visible).
             let s = State(state.load(Ordering::Acquire));
@@ -292,7 +300,8 @@ impl ConsumerCore {
                 // than guess; the queue stalls at this position (see ARCHITECTURE.md).
                 break;
             }
-            cursor += 1;
+            // Wrapping: a corrupt cursor must not overflow.
+            cursor = cursor.wrapping_add(1);
         }
         r.u64_at(CTRL_CURSOR).store(cursor, Ordering::Relaxed);
         if skipped {
@@ -350,7 +359,7 @@ impl ConsumerCore {
         if !c.dead_letters.is_empty() {
             self.dead_letter(c);
         }
-        c.buffer.len() - before
+        Ok(c.buffer.len() - before)
     }
 
     /// Claims READY position `pos` (state `s`), or sets it aside for the dead-letter queue.

@@ -192,7 +192,7 @@ impl ProducerCore {
 
     /// Reserves the next position, waiting for room as the full policy says.
     pub(crate) fn reserve(&mut self) -> Result<u64, SendError> {
-        if let Some(pos) = self.try_reserve() {
+        if let Some(pos) = self.try_reserve()? {
             return self.prepare(pos);
         }
         let timeout = match self.full {
@@ -203,12 +203,16 @@ impl ProducerCore {
         self.prepare(pos)
     }
 
+    /// Reserves the next position if there is room (`None`: full). [`SendError::Busy`] if the
+    /// append lock stays held by a live process (stopped inside it, or a corrupt word).
     #[inline]
-    fn try_reserve(&self) -> Option<u64> {
+    fn try_reserve(&self) -> Result<Option<u64>, SendError> {
         let l = &self.shared.layout;
         let r = self.shared.region();
         let append = r.u64_at(CTRL_APPEND);
-        lock::lock(append, self.me, None);
+        if !lock::lock(append, self.me, Some(lock::HOLD_LIMIT)) {
+            return Err(SendError::Busy);
+        }
         // Relaxed: under the append lock, which orders it with the last holder's store.
         let mut tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
         let mut state = l.state(r, tail);
@@ -224,27 +228,29 @@ impl ProducerCore {
             if !done_with || passed == l.capacity {
                 // Still holding a message of the previous lap: full.
                 lock::unlock(append);
-                return None;
+                return Ok(None);
             }
             // Already reserved for this lap (or even consumed and freed): a holder of the lock
-            // died after marking the slot and before moving the tail. Move past it.
-            tail += 1;
+            // died after marking the slot and before moving the tail. Move past it. (Wrapping:
+            // a corrupt tail must not overflow; its state words then never match.)
+            tail = tail.wrapping_add(1);
             passed += 1;
             r.u64_at(CTRL_TAIL).store(tail, Ordering::Relaxed);
             state = l.state(r, tail);
         }
         // Relaxed: ordered before the WRITING store by its Release.
         r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
-            .store(tail + 1, Ordering::Relaxed);
+            .store(tail.wrapping_add(1), Ordering::Relaxed);
         // Release: a consumer that sees WRITING (Acquire) and judges this producer also sees
         // its `writing` word naming the position, so a live producer is never judged gone.
         state.store(
             State::new(WRITING, tail, self.index, 0).0,
             Ordering::Release,
         );
-        r.u64_at(CTRL_TAIL).store(tail + 1, Ordering::Relaxed);
+        r.u64_at(CTRL_TAIL)
+            .store(tail.wrapping_add(1), Ordering::Relaxed);
         lock::unlock(append);
-        Some(tail)
+        Ok(Some(tail))
     }
 
     /// Durable queues: maps (creating if needed) the log segment of `pos`.
@@ -297,7 +303,7 @@ impl ProducerCore {
             // next few slots undisturbed, then this producer fills them in a row. Every few
             // polls the tail itself is tried, in case a batch never comes (messages held).
             if self.room_at_tail(self.batch_room) || polls % 8 == 7 {
-                if let Some(pos) = self.try_reserve() {
+                if let Some(pos) = self.try_reserve()? {
                     return Ok(pos);
                 }
             }
@@ -330,9 +336,10 @@ impl ProducerCore {
             // our bit (its light barrier pairs with our heavy one).
             waiters.fetch_or(bit, Ordering::SeqCst);
             let nap = barrier::heavy(nap);
-            if let Some(pos) = self.try_reserve() {
+            let reserved = self.try_reserve();
+            if !matches!(reserved, Ok(None)) {
                 waiters.fetch_and(!bit, Ordering::SeqCst);
-                return Ok(pos);
+                return reserved.map(|pos| pos.expect("not None"));
             }
             futex::wait(room, seen, nap);
             waiters.fetch_and(!bit, Ordering::SeqCst);

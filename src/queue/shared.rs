@@ -14,8 +14,8 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::shm::entry::{
-    abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
-    ENTRY_OWNER,
+    abandon_entry, claim_entry, entry_active, entry_alive, entry_free, entry_live, find_free,
+    free_entry, ENTRY_OWNER,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::{futex, ProcessId};
@@ -518,14 +518,14 @@ pub(crate) fn position_of(l: &QueueLayout, r: &Region, s: State) -> u64 {
 /// Repairs a durable queue whose participants all died, under the segment lock.
 fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     let started = Instant::now();
-    // Everyone is dead: entries, locks and sleepers' counts go.
+    // Everyone is dead: entries (whatever their state word says), locks and sleepers go.
     for p in 0..l.producers {
-        if entry_active(r, l.producer_entry(p)) {
+        if !entry_free(r, l.producer_entry(p)) {
             free_producer(r, l, p);
         }
     }
     for c in 0..l.consumers {
-        if entry_active(r, l.consumer_entry(c)) {
+        if !entry_free(r, l.consumer_entry(c)) {
             free_consumer(r, l, c);
         }
     }
@@ -578,35 +578,68 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
             "queue positions head {head}, tail {tail} exceed the capacity"
         )));
     }
+    // Every slot of the lap from the head is brought to a state a live queue can continue from,
+    // whatever the entries said (everyone is dead): unfinished writes are given up, deliveries
+    // go back to the queue, acknowledged slots are freed, and every message waiting (at any
+    // position of the lap, also past a tail a crash or corruption left behind) has its record
+    // checked. A state of no lap is given up too.
+    let n = l.capacity as u64;
     let mut seg: Option<Arc<LogSegment>> = None;
     let mut waiting = 0u64;
     let mut torn = Vec::new();
-    for pos in head..tail {
+    let mut new_states = Vec::new();
+    let mut free = Vec::new();
+    let mut end = tail;
+    for pos in head..head.wrapping_add(n) {
         let s = State(l.state(r, pos).load(Ordering::Relaxed));
-        if !(s.is_for(pos) && s.kind() == READY) {
+        if s.is_after(pos) {
             continue;
         }
-        if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
-            // A file gone: its records are lost (counted as torn below). Any other error may
-            // be passing (out of file descriptors or memory): the open fails, changing no
-            // message's state, rather than drop messages that are on disk.
-            seg = segment_if_any(log, l.log_shape().base_of(pos))?;
-        }
-        let ok = seg
-            .as_ref()
-            .is_some_and(|g| matches!(g.read(pos), Record::Valid(_)));
-        if ok {
-            waiting += 1;
-        } else {
-            torn.push(pos);
-        }
+        let kind = if s.is_for(pos) { s.kind() } else { SKIP };
+        let new = match kind {
+            FREE => {
+                free.push(pos);
+                continue;
+            }
+            READY | TAKEN | OPEN => {
+                if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
+                    // A file gone: its records are lost (counted as torn below). Any other
+                    // error may be passing (out of file descriptors or memory): the open fails,
+                    // changing no message's state, rather than drop messages that are on disk.
+                    seg = segment_if_any(log, l.log_shape().base_of(pos))?;
+                }
+                let ok = seg
+                    .as_ref()
+                    .is_some_and(|g| matches!(g.read(pos), Record::Valid(_)));
+                if ok {
+                    waiting += 1;
+                    State::new(READY, pos, 0, s.count())
+                } else {
+                    torn.push(pos);
+                    State::new(SKIP, pos, 0, 0)
+                }
+            }
+            ACKED => State::new(FREE, pos.wrapping_add(n), 0, 0),
+            _ => State::new(SKIP, pos, 0, 0),
+        };
+        end = end.max(pos.wrapping_add(1));
+        new_states.push((pos, new));
     }
-    // Never delivered; the slot is passed over wherever it is (at or past the cursor by the
-    // claim, behind it by the scan).
-    for &pos in &torn {
-        l.state(r, pos)
-            .store(State::new(SKIP, pos, 0, 0).0, Ordering::Relaxed);
+    // Positions below the (new) tail are never reserved again: one still free for its lap
+    // (the tail was found behind a later message) is given up, or the claim would wait on it.
+    new_states.extend(
+        free.into_iter()
+            .filter(|&pos| pos < end)
+            .map(|pos| (pos, State::new(SKIP, pos, 0, 0))),
+    );
+    // Torn records become SKIP: never delivered; the slot is passed over wherever it is (at or
+    // past the cursor by the claim, behind it by the scan).
+    for (pos, new) in new_states {
+        l.state(r, pos).store(new.0, Ordering::Relaxed);
+        r.u64_at(l.slot(pos) + SLOT_STALE)
+            .store(0, Ordering::Relaxed);
     }
+    r.u64_at(CTRL_TAIL).store(end, Ordering::Relaxed);
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
     r.u64_at(CTRL_TORN)
         .fetch_add(torn.len() as u64, Ordering::Relaxed);

@@ -22,6 +22,13 @@ pub fn entry_active(r: &Region, off: usize) -> bool {
     r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == ACTIVE
 }
 
+/// Whether the entry at `off` is unused (its state word is `FREE`; anything else, registered
+/// or garbage, is not).
+pub fn entry_free(r: &Region, off: usize) -> bool {
+    // Acquire: as in `entry_active`.
+    r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE
+}
+
 /// Whether the owner of the entry at `off` is alive.
 pub fn entry_alive(r: &Region, off: usize) -> bool {
     // Relaxed: the owner word is read to judge liveness only; it is stable while the entry is

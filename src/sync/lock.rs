@@ -17,6 +17,8 @@ use super::ProcessId;
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 const SPINS: u32 = 128;
+/// A waiter's pause between polls once the lock has been held for a [`CHECK_INTERVAL`].
+const NAP: Duration = Duration::from_micros(500);
 
 /// Takes the lock if it is free now.
 #[inline]
@@ -34,19 +36,27 @@ pub fn unlock(word: &AtomicU64) {
     word.store(0, Ordering::Release);
 }
 
-/// Takes the lock, waiting until `deadline` (`None`: for ever, which is safe because a dead holder
-/// is detected). Returns false on timeout.
-pub fn lock(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
+/// How long a short lock may stay held by a live holder before a waiter gives up with a typed
+/// error: a holder keeps it for a few stores, so only a stopped process (SIGSTOP, a debugger) or
+/// a corrupt word naming a live process (ours included) holds it this long.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(1);
+
+/// Takes the lock, waiting at most `wait` (`None`: for ever, which is only safe where the word
+/// cannot be corrupt: a dead holder is detected, a live one is waited for). Returns false on
+/// timeout. The clock is read only once the lock was found taken.
+pub fn lock(word: &AtomicU64, me: u64, wait: Option<Duration>) -> bool {
     if try_lock(word, me) {
         return true;
     }
-    lock_slow(word, me, deadline)
+    lock_slow(word, me, wait)
 }
 
 #[cold]
-fn lock_slow(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
+fn lock_slow(word: &AtomicU64, me: u64, wait: Option<Duration>) -> bool {
     let mut spins = 0u32;
-    let mut next_check = Instant::now() + CHECK_INTERVAL;
+    let start = Instant::now();
+    let deadline = wait.and_then(|w| start.checked_add(w));
+    let mut next_check = start + CHECK_INTERVAL;
     loop {
         // Relaxed: a hint; the CAS in `try_lock` decides.
         let holder = word.load(Ordering::Relaxed);
@@ -61,8 +71,14 @@ fn lock_slow(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
             std::hint::spin_loop();
             continue;
         }
-        std::thread::yield_now();
         let now = Instant::now();
+        if now < start + CHECK_INTERVAL {
+            std::thread::yield_now();
+        } else {
+            // Held for longer than any critical section runs: the holder is descheduled,
+            // stopped or dead (or the word is corrupt). Poll without burning a CPU.
+            std::thread::sleep(NAP);
+        }
         if now >= next_check {
             next_check = now + CHECK_INTERVAL;
             if holder != me && !ProcessId::unpack(holder).is_alive() {
@@ -85,11 +101,16 @@ fn lock_slow(word: &AtomicU64, me: u64, deadline: Option<Instant>) -> bool {
 
 /// Takes the lock for a long critical section (a disk sync): waiters sleep on the futex word
 /// `bell` instead of spinning, and look at the holder's liveness every [`CHECK_INTERVAL`]. The
-/// holder releases it with [`unlock_waking`].
-pub fn lock_sleeping(word: &AtomicU64, bell: &AtomicU32, me: u64) {
+/// holder releases it with [`unlock_waking`]. Returns false if the lock stayed held by a live
+/// holder for `wait`.
+pub fn lock_sleeping(word: &AtomicU64, bell: &AtomicU32, me: u64, wait: Duration) -> bool {
+    let deadline = Instant::now().checked_add(wait);
     loop {
         if try_lock(word, me) {
-            return;
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
         }
         // Acquire: pairs with the Release bump in `unlock_waking`. If we see a bell rung after
         // an unlock, we also see that unlock's store of 0 (or a later taker's word), so we never
@@ -107,7 +128,7 @@ pub fn lock_sleeping(word: &AtomicU64, bell: &AtomicU32, me: u64) {
                 .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                return true;
             }
             continue;
         }
@@ -135,7 +156,7 @@ mod tests {
         let me = ProcessId::current().pack();
         assert!(try_lock(&w, me));
         assert!(!try_lock(&w, me));
-        assert!(!lock(&w, me, Some(Instant::now())));
+        assert!(!lock(&w, me, Some(Duration::ZERO)));
         unlock(&w);
         assert!(lock(&w, me, None));
     }
@@ -145,11 +166,11 @@ mod tests {
         use std::sync::Arc;
         let w = Arc::new((AtomicU64::new(0), AtomicU32::new(0)));
         let me = ProcessId::current().pack();
-        lock_sleeping(&w.0, &w.1, me);
+        assert!(lock_sleeping(&w.0, &w.1, me, HOLD_LIMIT));
         let w2 = w.clone();
         let waiter = std::thread::spawn(move || {
             // Another thread of this process shares our identity; the CAS from 0 still excludes.
-            lock_sleeping(&w2.0, &w2.1, me);
+            assert!(lock_sleeping(&w2.0, &w2.1, me, HOLD_LIMIT));
             unlock_waking(&w2.0, &w2.1);
         });
         unlock_waking(&w.0, &w.1);
@@ -157,8 +178,11 @@ mod tests {
         assert_eq!(w.0.load(Ordering::Relaxed), 0);
         // A dead holder is taken over by a sleeping taker too.
         w.0.store(ProcessId { pid: 0, start: 7 }.pack() | 1, Ordering::Relaxed);
-        lock_sleeping(&w.0, &w.1, me);
+        assert!(lock_sleeping(&w.0, &w.1, me, HOLD_LIMIT));
         assert_eq!(w.0.load(Ordering::Relaxed), me);
+        // A word naming a live holder (here: ourselves, as a corrupt word may) is given up on.
+        assert!(!lock_sleeping(&w.0, &w.1, me, Duration::ZERO));
+        assert!(!lock(&w.0, me, Some(Duration::from_millis(20))));
     }
 
     #[test]
