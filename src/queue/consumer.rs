@@ -58,6 +58,8 @@ pub(crate) struct ConsumerCore {
     shared: Arc<QueueShared>,
     index: usize,
     me: u64,
+    /// Remembers a claim lock found stuck (see [`lock::Waiter`]).
+    claim_waiter: lock::Waiter,
     prefetch: usize,
     spin: Duration,
     held: Cell<usize>,
@@ -88,6 +90,7 @@ impl ConsumerCore {
             shared,
             index,
             me: ProcessId::current().pack(),
+            claim_waiter: lock::Waiter::default(),
             prefetch,
             spin,
             held: Cell::new(0),
@@ -234,7 +237,7 @@ impl ConsumerCore {
             return Ok(0);
         }
         let claim = r.u64_at(CTRL_CLAIM);
-        if !lock::lock(claim, self.me, Some(lock::HOLD_LIMIT)) {
+        if !self.claim_waiter.lock(claim, self.me) {
             return Err(ReceiveError::Busy);
         }
 

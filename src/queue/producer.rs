@@ -148,6 +148,8 @@ pub(crate) struct ProducerCore {
     /// record size for durable queues (the two agree by construction; every pointer handed out
     /// is bounded by both all the same).
     max_payload: usize,
+    /// Remembers an append lock found stuck (see [`lock::Waiter`]).
+    append_waiter: lock::Waiter,
     asymmetric: bool,
     sent: u64,
     last_written: Option<u64>,
@@ -178,6 +180,7 @@ impl ProducerCore {
         ProducerCore {
             batch_room: (shared.layout.capacity as u64 / 8).min(32),
             max_payload,
+            append_waiter: lock::Waiter::default(),
             shared,
             index,
             me: ProcessId::current().pack(),
@@ -210,7 +213,7 @@ impl ProducerCore {
         let l = &self.shared.layout;
         let r = self.shared.region();
         let append = r.u64_at(CTRL_APPEND);
-        if !lock::lock(append, self.me, Some(lock::HOLD_LIMIT)) {
+        if !self.append_waiter.lock(append, self.me) {
             return Err(SendError::Busy);
         }
         // Relaxed: under the append lock, which orders it with the last holder's store.

@@ -99,6 +99,40 @@ fn lock_slow(word: &AtomicU64, me: u64, wait: Option<Duration>) -> bool {
     }
 }
 
+/// A handle's memory of a short lock it gave up on: the holder word it found stuck. The next
+/// time the word still holds that value, the handle waits only a [`CHECK_INTERVAL`] (a real
+/// holder of a short lock lets go in microseconds), so a corrupt word or a stopped holder costs
+/// [`HOLD_LIMIT`] once, not on every call. Touched only when the lock is found taken.
+#[derive(Debug, Default)]
+pub struct Waiter {
+    /// An atomic only so that handles stay `Sync`; Relaxed everywhere: a per-handle hint.
+    stuck: AtomicU64,
+}
+
+impl Waiter {
+    /// Takes the lock (see [`lock`]); false if it stayed held by a live holder.
+    #[inline]
+    pub fn lock(&self, word: &AtomicU64, me: u64) -> bool {
+        try_lock(word, me) || self.lock_slow(word, me)
+    }
+
+    #[cold]
+    fn lock_slow(&self, word: &AtomicU64, me: u64) -> bool {
+        // Relaxed: a hint choosing how long to wait; `lock` decides.
+        let held = word.load(Ordering::Relaxed);
+        let wait = if held != 0 && held == self.stuck.load(Ordering::Relaxed) {
+            CHECK_INTERVAL
+        } else {
+            HOLD_LIMIT
+        };
+        let got = lock(word, me, Some(wait));
+        // Relaxed: as above.
+        let now_held = if got { 0 } else { word.load(Ordering::Relaxed) };
+        self.stuck.store(now_held, Ordering::Relaxed);
+        got
+    }
+}
+
 /// Takes the lock for a long critical section (a disk sync): waiters sleep on the futex word
 /// `bell` instead of spinning, and look at the holder's liveness every [`CHECK_INTERVAL`]. The
 /// holder releases it with [`unlock_waking`]. Returns false if the lock stayed held by a live
@@ -183,6 +217,25 @@ mod tests {
         // A word naming a live holder (here: ourselves, as a corrupt word may) is given up on.
         assert!(!lock_sleeping(&w.0, &w.1, me, Duration::ZERO));
         assert!(!lock(&w.0, me, Some(Duration::from_millis(20))));
+    }
+
+    #[test]
+    fn a_waiter_gives_up_on_a_stuck_word_at_once_the_second_time() {
+        // A word naming a live holder that never lets go (ourselves, as a corrupt word may).
+        let me = ProcessId::current().pack();
+        let w = AtomicU64::new(me);
+        let waiter = Waiter::default();
+        assert!(!waiter.lock(&w, me));
+        assert_eq!(
+            waiter.stuck.load(Ordering::Relaxed),
+            me,
+            "the stuck word is remembered"
+        );
+        // Given up on again (after a check interval, not the hold limit); a released word is
+        // taken at once.
+        assert!(!waiter.lock(&w, me));
+        w.store(0, Ordering::Relaxed);
+        assert!(waiter.lock(&w, me));
     }
 
     #[test]
