@@ -83,13 +83,9 @@ pub(super) fn tmp_owner(name: &str) -> Option<u64> {
     u64::from_str_radix(owner, 16).ok()
 }
 
-/// Maps the pages of `region` now, writable (and dirty) for a writer so that its stores do not
-/// fault one page at a time, readable for a reader. Best effort: an old kernel just faults later.
-fn populate(region: &Region, write: bool) {
-    populate_range(region, 0, region.len(), write);
-}
-
-/// As [`populate`], for `len` bytes from `at` (clamped to the region; `at` page-aligned).
+/// Maps the pages of `len` bytes of `region` from `at` now (clamped to the region; `at`
+/// page-aligned), writable (and dirty) for a writer so that its stores do not fault one page at
+/// a time, readable for a reader. Best effort: an old kernel just faults later.
 fn populate_range(region: &Region, at: usize, len: usize, write: bool) {
     let advice = if write {
         rustix::mm::Advice::LinuxPopulateWrite
@@ -206,7 +202,10 @@ impl LogSegment {
             }),
         };
         seg.validate(&what, len)?;
-        populate(&seg.f.region, write);
+        // The first chunks only (a whole default file, about 1 MiB): a writer populates the
+        // rest one chunk ahead as it goes, and a file of a huge shape must not take an open
+        // minutes of page faults.
+        populate_range(&seg.f.region, 0, SEGMENT_HEADER + 8 * POPULATE_CHUNK, write);
         Ok(Some(seg))
     }
 

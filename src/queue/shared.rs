@@ -535,12 +535,13 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     }
     r.u64_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
     r.u64_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
+    // Only this queue's producers take its log's sync locks, and none is alive (after a
+    // restart, whatever pid the word names): they are free.
+    log.clear_sync_locks()?;
     let boot = boot_hash();
     if r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot {
         // The machine restarted: pages of the ring file may be older than the log's, whose
-        // records the sync policy put on disk. Rebuild the ring from the log. The log's sync
-        // locks name processes of the old boot: they are free.
-        log.clear_sync_locks()?;
+        // records the sync policy put on disk. Rebuild the ring from the log.
         rebuild(r, l, log, true)?;
         r.u64_at(CTRL_BOOT).store(boot, Ordering::Relaxed);
     } else {
