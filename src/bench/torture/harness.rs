@@ -82,6 +82,21 @@ pub struct Harness<'t> {
     pub fails: Vec<Fail>,
     /// The scenario's PRNG.
     pub rng: Rng,
+    /// Hangs counted when the current trial began.
+    trial_hangs: u64,
+    /// Trials in a row that ended with a hang.
+    consecutive_hangs: u32,
+}
+
+/// What a scenario does after a trial (see [`Harness::end_trial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterTrial {
+    /// Nothing hung: go on.
+    Next,
+    /// The trial hung: kill and restart every child, then go on.
+    Restart,
+    /// Too many trials in a row hung: stop the scenario (recorded in the tally).
+    Stop,
 }
 
 impl<'t> Harness<'t> {
@@ -108,6 +123,8 @@ impl<'t> Harness<'t> {
             verified: HashMap::new(),
             tally,
             fails: Vec::new(),
+            trial_hangs: 0,
+            consecutive_hangs: 0,
             rng: Rng::new(seed),
         })
     }
@@ -606,6 +623,29 @@ impl Harness<'_> {
     /// least one child of `any` makes `k_any`, all within [`HANG_BOUND`]. Counts a hang for each
     /// miss; returns whether all made it. A child that died meanwhile (counted as an unexpected
     /// exit) fails the check without a hang.
+    /// Marks the start of a trial (for [`Harness::end_trial`]).
+    pub fn begin_trial(&mut self) {
+        self.trial_hangs = self.tally.hangs;
+    }
+
+    /// Counts the trial just verified and says what to do about a hang in it.
+    pub fn end_trial(&mut self) -> AfterTrial {
+        self.tally.trials += 1;
+        if self.tally.hangs == self.trial_hangs {
+            self.consecutive_hangs = 0;
+            return AfterTrial::Next;
+        }
+        self.consecutive_hangs += 1;
+        if self.consecutive_hangs >= super::MAX_CONSECUTIVE_HANGS {
+            self.tally.aborted = Some(format!(
+                "stopped after {} trials in a row with a hang",
+                self.consecutive_hangs
+            ));
+            return AfterTrial::Stop;
+        }
+        AfterTrial::Restart
+    }
+
     pub fn verify(&mut self, each: &[(u64, u64)], any: &[u64], k_any: u64) -> bool {
         let deadline = Instant::now() + HANG_BOUND;
         let tokens: Vec<(u64, u64, u64)> = each

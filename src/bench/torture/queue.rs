@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::child::{read_records, ready, say, Args, Ctl, Records};
-use super::harness::{Harness, Slot};
+use super::harness::{AfterTrial, Harness, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::{err, Result};
 use crate::{FullPolicy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
@@ -208,9 +208,9 @@ pub fn run(ctx: &Ctx, tally: &mut Tally, durable: bool) -> Result<()> {
         Slot::new("producer", 1),
     ];
     h.fill(&mut slots)?;
-    let (mut all_killed, mut consecutive_hangs) = (0u64, 0);
+    let mut all_killed = 0u64;
     for _ in 0..ctx.trials {
-        let hangs_before = h.tally.hangs;
+        h.begin_trial();
         h.fill(&mut slots)?;
         let delay = Duration::from_micros(h.rng.below(MAX_DELAY_US));
         h.pump_until(Instant::now() + delay);
@@ -233,21 +233,15 @@ pub fn run(ctx: &Ctx, tally: &mut Tally, durable: bool) -> Result<()> {
             .collect();
         let consumers: Vec<u64> = slots[..2].iter().filter_map(|s| h.live(s)).collect();
         h.verify(&producers, &consumers, PROGRESS_ACKS);
-        h.tally.trials += 1;
-        if h.tally.hangs > hangs_before {
-            consecutive_hangs += 1;
-            if consecutive_hangs >= super::MAX_CONSECUTIVE_HANGS {
-                h.tally.aborted = Some(format!(
-                    "stopped after {consecutive_hangs} trials in a row with a hang"
-                ));
-                break;
+        match h.end_trial() {
+            AfterTrial::Next => {}
+            AfterTrial::Stop => break,
+            AfterTrial::Restart => {
+                for s in &mut slots {
+                    h.kill_slot(s);
+                }
+                h.fill(&mut slots)?;
             }
-            for s in &mut slots {
-                h.kill_slot(s);
-            }
-            h.fill(&mut slots)?;
-        } else {
-            consecutive_hangs = 0;
         }
     }
     h.shutdown();

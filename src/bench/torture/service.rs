@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::child::{ready, say, Args, Ctl};
-use super::harness::{Harness, Slot};
+use super::harness::{AfterTrial, Harness, Slot};
 use super::{fnv, mono_ns, Ctx, Kind, Rng, Scenario, Tally, CALL_SLACK, FNV_START};
 use crate::bench::util::Result;
 use crate::{Bytes, CallError, Node, ReceiveError, SendError, ServiceBuilder};
@@ -218,10 +218,9 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
     let mut down: Vec<(u64, u64)> = Vec::new();
     h.fill(&mut servers)?;
     h.fill(&mut clients)?;
-    let mut consecutive_hangs = 0;
     let mut since = mono_ns();
     for _ in 0..ctx.trials {
-        let hangs_before = h.tally.hangs;
+        h.begin_trial();
         for s in &mut servers {
             if h.live(s).is_none() {
                 // Died on its own (counted): down since the last check at most.
@@ -264,24 +263,18 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
             .map(|u| (u, PROGRESS))
             .collect();
         h.verify(&each, &[], 0);
-        h.tally.trials += 1;
-        if h.tally.hangs > hangs_before {
-            consecutive_hangs += 1;
-            if consecutive_hangs >= super::MAX_CONSECUTIVE_HANGS {
-                h.tally.aborted = Some(format!(
-                    "stopped after {consecutive_hangs} trials in a row with a hang"
-                ));
-                break;
+        match h.end_trial() {
+            AfterTrial::Next => {}
+            AfterTrial::Stop => break,
+            AfterTrial::Restart => {
+                let t = mono_ns();
+                for s in servers.iter_mut().chain(clients.iter_mut()) {
+                    h.kill_slot(s);
+                }
+                h.fill(&mut servers)?;
+                down.push((t, mono_ns()));
+                h.fill(&mut clients)?;
             }
-            let t = mono_ns();
-            for s in servers.iter_mut().chain(clients.iter_mut()) {
-                h.kill_slot(s);
-            }
-            h.fill(&mut servers)?;
-            down.push((t, mono_ns()));
-            h.fill(&mut clients)?;
-        } else {
-            consecutive_hangs = 0;
         }
     }
     h.shutdown();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::child::{ready, say, Args, Ctl};
-use super::harness::{Harness, Miss, Slot};
+use super::harness::{AfterTrial, Harness, Miss, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::Result;
 use crate::{Bytes, Node, Policy, ReceiveError, SendError, TopicBuilder};
@@ -233,9 +233,8 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
     h.fill(&mut pubs)?;
     let (mut stalled_kills, mut freed_max, mut freed_sum, mut freed_n) =
         (0u64, Duration::ZERO, Duration::ZERO, 0u32);
-    let mut consecutive_hangs = 0;
     for _ in 0..ctx.trials {
-        let hangs_before = h.tally.hangs;
+        h.begin_trial();
         // Slots emptied by an exit (already counted) are filled first.
         h.fill(&mut subs)?;
         h.fill(&mut pubs)?;
@@ -288,23 +287,17 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
             .map(|u| (u, PROGRESS))
             .collect();
         h.verify(&each, &[], 0);
-        h.tally.trials += 1;
-        if h.tally.hangs > hangs_before {
-            consecutive_hangs += 1;
-            if consecutive_hangs >= super::MAX_CONSECUTIVE_HANGS {
-                h.tally.aborted = Some(format!(
-                    "stopped after {consecutive_hangs} trials in a row with a hang"
-                ));
-                break;
+        match h.end_trial() {
+            AfterTrial::Next => {}
+            AfterTrial::Stop => break,
+            AfterTrial::Restart => {
+                // Start over with fresh processes (the topic stays).
+                for s in pubs.iter_mut().chain(subs.iter_mut()) {
+                    h.kill_slot(s);
+                }
+                h.fill(&mut subs)?;
+                h.fill(&mut pubs)?;
             }
-            // Start over with fresh processes (the topic stays).
-            for s in pubs.iter_mut().chain(subs.iter_mut()) {
-                h.kill_slot(s);
-            }
-            h.fill(&mut subs)?;
-            h.fill(&mut pubs)?;
-        } else {
-            consecutive_hangs = 0;
         }
     }
     h.shutdown();
