@@ -38,6 +38,7 @@
 pub mod error;
 #[cfg(not(loom))]
 pub mod log;
+mod loom;
 #[cfg(not(loom))]
 mod node;
 #[cfg(not(loom))]
@@ -81,6 +82,16 @@ pub use topic::{
     Bytes, Loan, Payload, Policy, Publisher, Rkyv, Sample, Subscriber, TopicBuilder,
     CHECK_INTERVAL, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE,
 };
+
+/// The byte layout of each segment kind (offsets, sizes, state encodings), for tests and tools
+/// that craft or inspect segment files. Not a stable API: it changes with each layout version.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod layout {
+    pub use crate::queue::layout as queue;
+    pub use crate::service::layout as service;
+    pub use crate::topic::layout as topic;
+}
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

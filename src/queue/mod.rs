@@ -28,7 +28,7 @@
 //! machine crash can lose, and ARCHITECTURE.md for recovery.
 
 mod consumer;
-mod layout;
+pub mod layout;
 mod producer;
 mod shared;
 

@@ -56,7 +56,7 @@
 //! not `COMMITTED`/`SKIPPED`. A reader that dies leaves pins and a cursor: whoever reclaims it clears
 //! them and bumps `roster`.
 
-use super::atomic::{fence, AtomicU64, Ordering};
+use crate::loom::atomic::{fence, AtomicU64, Ordering};
 
 /// Stamp state: never written.
 pub const EMPTY: u64 = 0;
@@ -813,10 +813,8 @@ mod loom_tests {
     /// The writer laps a reader that pins a slot: loom explores every interleaving and fails on a
     /// data race if the writer ever writes a payload the reader is reading.
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
         // Bounded preemptions keep the search to seconds; the handshakes need at most two.
-        b.preemption_bound = Some(3);
-        b.check(f);
+        crate::loom::model::builder(3).check(f);
     }
 
     /// A `Block` writer's thread: adopts the ring and commits `count` messages, yielding while

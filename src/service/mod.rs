@@ -7,7 +7,7 @@
 //! client reads. See `ARCHITECTURE.md` for the layout and the protocol.
 
 mod client;
-mod layout;
+pub mod layout;
 mod server;
 mod shared;
 

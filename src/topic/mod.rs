@@ -5,7 +5,7 @@
 //! each other; a subscriber polls the rings of all publishers, so each publisher's messages arrive
 //! in the order they were sent, and messages of different publishers interleave.
 
-mod layout;
+pub mod layout;
 mod payload;
 mod publisher;
 mod shared;
