@@ -48,7 +48,6 @@ pub mod ring;
 mod service;
 #[cfg(not(loom))]
 pub mod shm;
-#[cfg(not(loom))]
 pub mod sync;
 #[cfg(not(loom))]
 mod topic;
