@@ -113,13 +113,6 @@ impl Table {
         (0..self.len).any(|i| self.is_live(r, i))
     }
 
-    /// How many entries are registered (live or not).
-    pub fn active(&self, r: &Region) -> usize {
-        (0..self.len)
-            .filter(|&i| entry_active(r, self.entry(i)))
-            .count()
-    }
-
     /// Whether entry `i` is taken (registered, or garbage) and its owner is dead: a member to
     /// reclaim.
     pub fn is_dead(&self, r: &Region, i: usize) -> bool {

@@ -20,12 +20,12 @@ mod root;
 mod segment;
 
 pub(crate) use header::{fnv1a, CONFIG_WORDS};
-pub use header::{Header, TypeIdentity, HEADER_LEN, MAGIC};
+pub use header::{Header, TypeIdentity, HEADER_LEN};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
+pub use root::Root;
 pub(crate) use root::{map_file, open_regular, private_dir};
-pub use root::{Root, SegmentLock, ROOT_ENV};
-pub use segment::{Backing, OpenMode, Segment, SegmentGuard, SegmentSpec, LOCK_WAIT};
+pub use segment::{Backing, OpenMode, Segment, SegmentSpec, LOCK_WAIT};
 
 /// Bytes of a cache line, the unit every layout places its hot words by.
 pub const CACHE_LINE: usize = 64;

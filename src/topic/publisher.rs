@@ -233,6 +233,15 @@ pub struct Loan<'a, P: Payload + ?Sized> {
     sent: bool,
 }
 
+impl<P: Payload + ?Sized> std::fmt::Debug for Loan<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P: Payload + ?Sized> Loan<'_, P> {
     /// Publishes the message to every subscriber.
     #[inline]

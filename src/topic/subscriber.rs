@@ -69,6 +69,15 @@ pub struct Sample<'a, P: Payload + ?Sized> {
     view: &'a P::View,
 }
 
+impl<P: Payload + ?Sized> std::fmt::Debug for Sample<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("ring", &self.hit.ring)
+            .field("len", &self.hit.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P: Payload + ?Sized> Deref for Sample<'_, P> {
     type Target = P::View;
     fn deref(&self) -> &P::View {
