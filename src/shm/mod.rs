@@ -43,3 +43,26 @@ pub const fn disjoint(a: usize, a_len: usize, b: usize, b_len: usize) -> bool {
 pub const fn one_line(off: usize, len: usize) -> bool {
     off / CACHE_LINE == (off + len - 1) / CACHE_LINE
 }
+
+/// Checks a configuration value of a layout: `value` (called `what` in the error) must lie in
+/// `range`, and be a power of two if `power_of_two`.
+pub fn check_config(
+    what: &str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+    power_of_two: bool,
+) -> Result<(), crate::error::OpenError> {
+    if range.contains(&value) && (!power_of_two || value.is_power_of_two()) {
+        return Ok(());
+    }
+    let kind = if power_of_two {
+        "a power of two"
+    } else {
+        "a number"
+    };
+    Err(crate::error::OpenError::InvalidConfig(format!(
+        "{what} {value} must be {kind} in {}..={}",
+        range.start(),
+        range.end()
+    )))
+}

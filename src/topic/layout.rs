@@ -36,8 +36,8 @@ use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS, NONE};
 use crate::shm::entry::{Members, Table};
 use crate::shm::{
-    disjoint, one_line, Header, Region, TypeIdentity, CACHE_LINE, CONFIG_WORDS, HEADER_LEN, U32,
-    U64,
+    check_config, disjoint, one_line, Header, Region, TypeIdentity, CACHE_LINE, CONFIG_WORDS,
+    HEADER_LEN, U32, U64,
 };
 use crate::sync::Doorbell;
 use std::sync::atomic::AtomicU64;
@@ -173,31 +173,16 @@ impl TopicLayout {
         history: usize,
         kind: PayloadKind,
     ) -> Result<TopicLayout, OpenError> {
-        if !capacity.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&capacity) {
-            return Err(invalid(format!(
-                "capacity {capacity} must be a power of two in 2..={MAX_CAPACITY}"
-            )));
-        }
-        if !(1..=MAX_MESSAGE_SIZE).contains(&max_message_size) {
-            return Err(invalid(format!(
-                "max message size {max_message_size} must be in 1..={MAX_MESSAGE_SIZE}"
-            )));
-        }
-        if !(1..=MAX_READERS).contains(&max_publishers) {
-            return Err(invalid(format!(
-                "max publishers {max_publishers} must be in 1..=64"
-            )));
-        }
-        if !(1..=MAX_READERS).contains(&max_subscribers) {
-            return Err(invalid(format!(
-                "max subscribers {max_subscribers} must be in 1..=64"
-            )));
-        }
-        if !(1..=MAX_HELD).contains(&max_held) {
-            return Err(invalid(format!(
-                "max held {max_held} must be in 1..={MAX_HELD}"
-            )));
-        }
+        check_config("capacity", capacity, 2..=MAX_CAPACITY, true)?;
+        check_config(
+            "max message size",
+            max_message_size,
+            1..=MAX_MESSAGE_SIZE,
+            false,
+        )?;
+        check_config("max publishers", max_publishers, 1..=MAX_READERS, false)?;
+        check_config("max subscribers", max_subscribers, 1..=MAX_READERS, false)?;
+        check_config("max held", max_held, 1..=MAX_HELD, false)?;
         // A joining subscriber can be promised at most capacity - 2 messages (ring::broadcast,
         // invariant 4).
         if history.saturating_add(2) > capacity {

@@ -65,6 +65,18 @@ pub trait Payload: sealed::Sealed + 'static {
     fn encode(input: &Self::Input, buf: &mut [u8]) -> Result<usize, SendError>;
 }
 
+/// Copies `bytes` to the start of `buf`, or says it does not fit.
+fn copy_in(bytes: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
+    let max = buf.len();
+    buf.get_mut(..bytes.len())
+        .ok_or(SendError::TooLarge {
+            len: bytes.len(),
+            max,
+        })?
+        .copy_from_slice(bytes);
+    Ok(bytes.len())
+}
+
 impl<T: bytemuck::Pod> Payload for T {
     type View = T;
     type Input = T;
@@ -95,15 +107,7 @@ impl<T: bytemuck::Pod> Payload for T {
         Ok(unsafe { &*(ptr as *const T) })
     }
     fn encode(input: &T, buf: &mut [u8]) -> Result<usize, SendError> {
-        let bytes = bytemuck::bytes_of(input);
-        let max = buf.len();
-        buf.get_mut(..bytes.len())
-            .ok_or(SendError::TooLarge {
-                len: bytes.len(),
-                max,
-            })?
-            .copy_from_slice(bytes);
-        Ok(bytes.len())
+        copy_in(bytemuck::bytes_of(input), buf)
     }
 }
 
@@ -124,14 +128,7 @@ impl Payload for Bytes {
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
     fn encode(input: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
-        let max = buf.len();
-        buf.get_mut(..input.len())
-            .ok_or(SendError::TooLarge {
-                len: input.len(),
-                max,
-            })?
-            .copy_from_slice(input);
-        Ok(input.len())
+        copy_in(input, buf)
     }
 }
 
