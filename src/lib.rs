@@ -51,11 +51,6 @@ mod shm;
 mod sync;
 #[cfg(not(loom))]
 mod topic;
-// The `ringbus bench` harness (used by the `ringbus` binary); not part of the library API.
-#[cfg(not(loom))]
-#[doc(hidden)]
-#[allow(missing_debug_implementations)]
-pub mod bench;
 
 #[cfg(not(loom))]
 pub use error::{AckError, CallError, OpenError, ReceiveError, SendError};

@@ -26,7 +26,7 @@ use super::util::{
     StreamTimer, MSG_TIMEOUT,
 };
 use super::STREAM_CAPACITY;
-use crate::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
+use ringbus::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
 
 mod rpc;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::queue::DiskDir;
 use super::util::{err, Result};
-use crate::{FullPolicy, Node, SyncPolicy};
+use ringbus::{FullPolicy, Node, SyncPolicy};
 
 const USAGE: &str = "\
 usage: ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]
@@ -52,7 +52,7 @@ fn fill(dir: &std::path::Path, messages: u64) -> Result<()> {
     Ok(())
 }
 
-fn queue(node: &Node, dir: &std::path::Path, messages: u64) -> crate::QueueBuilder<[u8; 64]> {
+fn queue(node: &Node, dir: &std::path::Path, messages: u64) -> ringbus::QueueBuilder<[u8; 64]> {
     node.queue::<[u8; 64]>("recovery")
         .capacity((messages as usize).next_power_of_two().max(2))
         .durable(dir)

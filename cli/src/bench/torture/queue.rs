@@ -21,7 +21,7 @@ use super::child::{read_records, ready, say, Args, Ctl, Records};
 use super::harness::{AfterTrial, Harness, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::{err, Result};
-use crate::{FullPolicy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
+use ringbus::{FullPolicy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
 
 type Msg = [u64; 8];
 

@@ -28,7 +28,30 @@ use super::transport::{
     wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
 };
 use super::util::{err, timed_round_trips, Result, ShmFile, MSG_TIMEOUT};
-use crate::sync::futex;
+
+/// Shared (not `FUTEX_PRIVATE_FLAG`) futex calls on a word of the mapped file, as ringbus's own
+/// waits make them (its futex module is not public API, so the harness calls the kernel itself).
+mod kernel {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use rustix::thread::futex::{self, Flags};
+
+    /// Sleeps while `*word == expected`, for at most `timeout`; callers recheck the word.
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        let ts = rustix::time::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // EAGAIN (the value changed), ETIMEDOUT and EINTR all mean "recheck", which callers do.
+        let _ = futex::wait(word, Flags::empty(), expected, Some(&ts));
+    }
+
+    /// Wakes at most `n` waiters on `word`.
+    pub fn wake(word: &AtomicU32, n: u32) {
+        let _ = futex::wake(word, Flags::empty(), n);
+    }
+}
 
 /// Length of the shared file.
 const FILE_LEN: usize = 4096;
@@ -103,7 +126,7 @@ fn post(word: &AtomicU32, value: u32) {
     // the ordering: FUTEX_WAIT rechecks the word in the kernel, and the wake below is
     // unconditional and issued after the store.
     word.store(value, Release);
-    futex::wake(word, 1);
+    kernel::wake(word, 1);
 }
 
 /// Sleeps in the kernel until `word` holds `value`; fails after [`MSG_TIMEOUT`].
@@ -123,7 +146,7 @@ fn wait_for(word: &AtomicU32, value: u32, what: &str) -> Result<()> {
                 "timed out after {MSG_TIMEOUT:?} waiting for {what}"
             )));
         }
-        futex::wait(word, observed, deadline - now);
+        kernel::wait(word, observed, deadline - now);
     }
 }
 

@@ -87,7 +87,7 @@ use super::stats::{self, LatencySummary, Row};
 use super::transport::Mode;
 use super::util::{allowed_cpus, err, Result, ShmFile};
 use super::Options;
-use crate::Node;
+use ::ringbus::Node;
 use worker::{AckWords, EndSpec, Outcome, Round, WorkerEnd, ACK_FILE_LEN, QUEUE_HEADER_BYTES};
 
 /// Messages a queue holds (sent, not yet acked), for every transport.

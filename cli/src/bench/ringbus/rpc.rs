@@ -29,7 +29,7 @@ use super::super::util::{
     MSG_TIMEOUT,
 };
 use super::Ringbus;
-use crate::{Bytes, Client, Node, Pending, Server, ServiceBuilder};
+use ringbus::{Bytes, Client, Node, Pending, Server, ServiceBuilder};
 
 /// Call slots of the client in latency rounds: one call at a time, so one slot.
 const LATENCY_IN_FLIGHT: usize = 1;
