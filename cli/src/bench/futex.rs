@@ -22,12 +22,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
-
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    wrong_mode, LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
 };
-use super::util::{err, timed_round_trips, Result, ShmFile, MSG_TIMEOUT};
+use super::util::{err, Result, ShmFile, MSG_TIMEOUT};
 
 /// Shared (not `FUTEX_PRIVATE_FLAG`) futex calls on a word of the mapped file, as ringbus's own
 /// waits make them (its futex module is not public API, so the harness calls the kernel itself).
@@ -151,21 +149,14 @@ fn wait_for(word: &AtomicU32, value: u32, what: &str) -> Result<()> {
 }
 
 impl PingEnd for FutexEnd {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        _touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_latency()?;
         let ping = self.shm.word32(PING_OFF);
         let pong = self.shm.word32(PONG_OFF);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        self.seq += round.time(self.seq + 1, |seq| {
             post(ping, word_value(seq));
             wait_for(pong, word_value(seq), "futex pong")
         })?;
-        self.seq += count;
         Ok(())
     }
 

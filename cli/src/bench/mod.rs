@@ -41,6 +41,7 @@ pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
+pub mod process;
 pub mod queue;
 pub mod recovery;
 pub mod report;
@@ -58,7 +59,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use stats::{LatencyRecord, Row};
-use transport::{Mode, Pattern, PingEnd, Placement, Setup, Transport};
+use transport::{LatencyRound, Mode, Pattern, PingEnd, Placement, Setup, Transport};
 use util::{allowed_cpus, err, pin_current_thread, Result, HEADER_BYTES};
 
 pub use peer::peer_main;
@@ -554,7 +555,12 @@ fn latency_phase(
                     setup,
                     count + warmup,
                     |end, peer| {
-                        end.latency_round(count + warmup, warmup, v.touch, &mut hist)?;
+                        end.latency_round(LatencyRound {
+                            count: count + warmup,
+                            warmup,
+                            touch: v.touch,
+                            hist: &mut hist,
+                        })?;
                         peer.finish_run()?;
                         Ok(())
                     },

@@ -1,5 +1,5 @@
 //! Helpers shared by the harness and its transports: errors, bounded spinning, the
-//! timed round-trip and pipelined-call loops, CPU pinning, payload header access and the
+//! timed receive and pipelined-call loops, CPU pinning, payload header access and the
 //! shared-memory file used by `floor` and `futex`.
 
 use std::collections::VecDeque;
@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::transport::StreamOutcome;
@@ -53,25 +52,21 @@ pub fn spin_until<T>(what: &str, mut poll: impl FnMut() -> Result<Option<T>>) ->
     }
 }
 
-/// Runs `count` timed round trips with sequence numbers `first_seq..first_seq+count`
-/// and records the round-trip time in ns of all but the first `warmup` into `hist`.
+/// Receives `count` messages with sequence numbers `first_seq..first_seq+count`:
+/// `receive(seq)` waits for message `seq` and checks it. Returns the nanoseconds from the
+/// first to the last message ([`StreamTimer`]).
 #[inline(always)]
-pub fn timed_round_trips(
+pub fn timed_receives(
     first_seq: u64,
     count: u64,
-    warmup: u64,
-    hist: &mut Histogram<u64>,
-    mut round_trip: impl FnMut(u64) -> Result<()>,
-) -> Result<()> {
+    mut receive: impl FnMut(u64) -> Result<()>,
+) -> Result<u64> {
+    let mut timer = StreamTimer::default();
     for i in 0..count {
-        let t0 = Instant::now();
-        round_trip(first_seq + i)?;
-        let rtt = t0.elapsed();
-        if i >= warmup {
-            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
-        }
+        receive(first_seq + i)?;
+        timer.received(i);
     }
-    Ok(())
+    Ok(timer.finish())
 }
 
 /// Makes `count` pipelined calls with sequence numbers `first_seq..first_seq+count`,

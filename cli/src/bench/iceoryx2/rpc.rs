@@ -19,14 +19,11 @@ use iceoryx2::prelude::*;
 use iceoryx2::request_mut::RequestMut;
 use iceoryx2::service::port_factory::request_response::PortFactory;
 
-use hdrhistogram::Histogram;
-
 use super::super::transport::{
-    wrong_mode, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
+    wrong_mode, LatencyRound, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
 };
 use super::super::util::{
-    check_seq, consume_payload, err, fill_payload, pipelined_calls, spin_until, timed_round_trips,
-    Result, MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, spin_until, Result, MSG_TIMEOUT,
 };
 use super::{ice, node, Svc};
 
@@ -194,20 +191,15 @@ fn await_response(pending: &Pending, seq: u64) -> Result<()> {
 }
 
 impl PingEnd for RpcPing {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
         let (client, payload) = (&self.client, self.payload);
         let next = &mut self.next;
         if next.is_none() {
             *next = Some(loan(client, payload)?);
         }
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             let request = next
                 .take()
                 .ok_or_else(|| err("iceoryx2: no loaned request"))?;
@@ -216,7 +208,6 @@ impl PingEnd for RpcPing {
             *next = Some(loan(client, payload)?);
             await_response(&pending, seq)
         })?;
-        self.seq += count;
         Ok(())
     }
 
@@ -248,11 +239,6 @@ impl PongEnd for RpcPong {
             return Err(wrong_mode("iceoryx2", self.mode));
         }
         let checksum = self.answer(count, touch)?;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: 0,
-            checksum,
-        })
+        Ok(StreamOutcome::served(count, checksum))
     }
 }

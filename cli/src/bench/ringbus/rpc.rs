@@ -19,14 +19,11 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::super::transport::{
-    wrong_mode, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
+    wrong_mode, LatencyRound, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
 };
 use super::super::util::{
-    check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_round_trips, Result,
-    MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, Result, MSG_TIMEOUT,
 };
 use super::Ringbus;
 use ringbus::{Bytes, Client, Node, Pending, Server, ServiceBuilder};
@@ -124,19 +121,13 @@ fn await_response(pending: Pending<'_, u64>, name: &str, seq: u64) -> Result<()>
 }
 
 impl PingEnd for RpcPing {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
         let (client, name, payload) = (&self.client, self.name, self.payload);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             await_response(send(client, name, payload, seq, touch)?, name, seq)
         })?;
-        self.seq += count;
         Ok(())
     }
 
@@ -199,11 +190,6 @@ impl PongEnd for RpcPong {
 
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
         let checksum = self.answer(Mode::Stream, count, touch)?;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: 0,
-            checksum,
-        })
+        Ok(StreamOutcome::served(count, checksum))
     }
 }

@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::{Kind, Rng, Scenario, Tally, HANG_BOUND};
+use crate::bench::process::spawn_piped;
 use crate::bench::util::{err, Result};
 
 /// Bytes of a child's stderr kept for the report (its end).
@@ -151,18 +152,9 @@ impl<'t> Harness<'t> {
             .arg(format!("parent={}", std::process::id()))
             .arg(format!("seed={}", self.rng.next_u64()))
             .args(&self.base_args)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| err(format!("cannot spawn a {role}: {e}")))?;
-        let stdin = child.stdin.take();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| err("child without stdout"))?;
+            .args(extra);
+        let (mut child, stdin, stdout) =
+            spawn_piped(&mut cmd, Stdio::piped(), &format!("a {role}"))?;
         let mut stderr_pipe = child
             .stderr
             .take()
