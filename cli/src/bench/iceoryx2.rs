@@ -62,6 +62,15 @@ fn ice<E: Debug>(what: &'static str) -> impl FnOnce(E) -> BoxError {
     move |e| err(format!("iceoryx2 {what}: {e:?}"))
 }
 
+/// Fails a send that has waited for buffer space longer than [`MSG_TIMEOUT`].
+fn bounded_retry(info: &BackpressureInfo) -> BackpressureAction {
+    if info.elapsed_time > MSG_TIMEOUT {
+        BackpressureAction::DiscardDataAndFail
+    } else {
+        BackpressureAction::Retry
+    }
+}
+
 /// A node for one end: errors-only logging, no signal handlers of its own.
 fn node() -> Result<Node<Svc>> {
     set_log_level(LogLevel::Error);
@@ -144,13 +153,7 @@ impl IceEnd {
                             .publisher_builder()
                             .initial_max_slice_len(setup.payload)
                             .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-                            .set_backpressure_handler(|info: &BackpressureInfo| {
-                                if info.elapsed_time > MSG_TIMEOUT {
-                                    BackpressureAction::DiscardDataAndFail
-                                } else {
-                                    BackpressureAction::Retry
-                                }
-                            })
+                            .set_backpressure_handler(bounded_retry)
                             .create()
                             .map_err(ice("publisher"))?;
                         (Some(publisher), None)

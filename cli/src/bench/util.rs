@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,70 @@ pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Size of the header word the sender writes into every payload (a sequence number).
 pub const HEADER_BYTES: usize = 8;
+
+/// What a subcommand's command line asked for.
+pub enum Parsed<T> {
+    /// Run with these options.
+    Run(T),
+    /// Print the usage.
+    Help,
+}
+
+/// The options `parsed` holds, or the exit code once the usage is printed: on stdout for
+/// `--help` (success), on stderr after the error for a bad command line (exit code 2).
+pub fn options_or_exit<T>(
+    command: &str,
+    usage: &str,
+    parsed: Result<Parsed<T>>,
+) -> std::result::Result<T, ExitCode> {
+    match parsed {
+        Ok(Parsed::Run(opts)) => Ok(opts),
+        Ok(Parsed::Help) => {
+            println!("{usage}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{command}: {e}\n\n{usage}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The words of a subcommand's command line, read flag by flag.
+pub struct Words<'a>(std::slice::Iter<'a, String>);
+
+impl<'a> Words<'a> {
+    /// The words `args`.
+    pub fn new(args: &'a [String]) -> Self {
+        Self(args.iter())
+    }
+
+    /// The next word: a flag or a positional word.
+    pub fn next_word(&mut self) -> Option<&'a str> {
+        self.0.next().map(String::as_str)
+    }
+
+    /// The value that follows `flag`.
+    pub fn value(&mut self, flag: &str) -> Result<&'a str> {
+        self.next_word()
+            .ok_or_else(|| err(format!("{flag} needs a value")))
+    }
+
+    /// The positive integer that follows `flag`.
+    pub fn positive(&mut self, flag: &str) -> Result<u64> {
+        positive(self.value(flag)?, flag)
+    }
+}
+
+/// `s`, given for `flag`, as a positive integer.
+pub fn positive(s: &str, flag: &str) -> Result<u64> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(err(format!(
+            "{flag}: expected a positive integer, got `{s}`"
+        ))),
+    }
+}
 
 /// Builds a [`BoxError`] from text.
 pub fn err(msg: impl Into<String>) -> BoxError {

@@ -259,12 +259,7 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
         if victims.iter().any(|&v| v < 2) {
             down.push((t_kill, mono_ns()));
         }
-        let each: Vec<(u64, u64)> = clients
-            .iter()
-            .filter_map(|s| h.live(s))
-            .map(|u| (u, PROGRESS))
-            .collect();
-        h.verify(&each, &[], 0);
+        h.verify(&clients, PROGRESS, &[], 0);
         match h.end_trial() {
             AfterTrial::Next => {}
             AfterTrial::Stop => break,

@@ -280,13 +280,7 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
                 h.start(sub)?;
             }
         }
-        let each: Vec<(u64, u64)> = pubs
-            .iter()
-            .chain(subs.iter())
-            .filter_map(|s| h.live(s))
-            .map(|u| (u, PROGRESS))
-            .collect();
-        h.verify(&each, &[], 0);
+        h.verify(pubs.iter().chain(&subs), PROGRESS, &[], 0);
         match h.end_trial() {
             AfterTrial::Next => {}
             AfterTrial::Stop => break,
