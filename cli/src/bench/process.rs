@@ -69,3 +69,53 @@ pub fn remove_stale(dir: &Path, prefix: &str, rest_matches: impl Fn(&str) -> boo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_stale_removes_only_what_dead_processes_left() {
+        let dir = std::env::temp_dir().join(format!("rb-process-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A process that has exited (and been reaped): its pid is gone.
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let names = [
+            format!("x-{dead}-queue"),
+            format!("x-{dead}-other"),
+            format!("x-{dead}"),
+            format!("x-{me}-queue"),
+            format!("y-{dead}-queue"),
+            "x-notapid-queue".to_string(),
+        ];
+        for n in &names[..4] {
+            std::fs::write(dir.join(n), b"").unwrap();
+        }
+        std::fs::create_dir_all(dir.join(&names[4]).join("inner")).unwrap();
+        std::fs::write(dir.join(&names[5]), b"").unwrap();
+        std::fs::create_dir_all(dir.join(format!("x-{dead}-queue-dir")).join("inner")).unwrap();
+        remove_stale(&dir, "x-", |rest| rest.split('-').next() == Some("queue"));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            names[1].clone(),
+            names[2].clone(),
+            names[3].clone(),
+            names[4].clone(),
+            names[5].clone(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        remove_stale(&dir, "x-", |_| true);
+        assert!(!dir.join(&names[1]).exists() && !dir.join(&names[2]).exists());
+        assert!(dir.join(&names[3]).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -367,6 +367,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn words_read_flags_values_and_positive_integers() {
+        let args: Vec<String> = ["--rounds", "3", "--msgs", "0", "--sizes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut w = Words::new(&args);
+        assert_eq!(w.next_word(), Some("--rounds"));
+        assert_eq!(w.positive("--rounds").unwrap(), 3);
+        assert_eq!(w.next_word(), Some("--msgs"));
+        let e = w.positive("--msgs").unwrap_err().to_string();
+        assert_eq!(e, "--msgs: expected a positive integer, got `0`");
+        assert_eq!(w.next_word(), Some("--sizes"));
+        assert_eq!(
+            w.value("--sizes").unwrap_err().to_string(),
+            "--sizes needs a value"
+        );
+        assert_eq!(w.next_word(), None);
+    }
+
+    #[test]
+    fn a_latency_round_records_all_but_its_warmup() {
+        let mut hist = crate::bench::stats::new_histogram();
+        let mut seen = Vec::new();
+        let round = super::super::transport::LatencyRound {
+            count: 10,
+            warmup: 3,
+            touch: false,
+            hist: &mut hist,
+        };
+        let n = round
+            .time(5, |seq| {
+                seen.push(seq);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(seen, (5..15).collect::<Vec<u64>>());
+        assert_eq!(hist.len(), 7);
+        let mut calls = 0;
+        let round = super::super::transport::LatencyRound {
+            count: 10,
+            warmup: 0,
+            touch: false,
+            hist: &mut hist,
+        };
+        assert!(round
+            .time(1, |seq| {
+                calls += 1;
+                check_seq(seq, 1)
+            })
+            .is_err());
+        assert_eq!(calls, 2, "a failed round trip ends the round");
+    }
+
+    #[test]
     fn pipelined_calls_keep_the_window_and_answer_in_order() {
         use std::cell::Cell;
         let outstanding = Cell::new(0usize);

@@ -662,6 +662,30 @@ mod tests {
     }
 
     #[test]
+    fn table_columns_line_up_with_their_heads() {
+        let mut t = Tally::new("durable-queue");
+        (t.trials, t.kills, t.verified, t.duplicates) = (1000, 1234, 5_678_901, 17);
+        t.wall = Duration::from_millis(61_250);
+        let opts = Options {
+            scenarios: vec![Scenario::DurableQueue],
+            trials: 1000,
+            seed: 7,
+            json: false,
+        };
+        let out = table(&opts, &[t]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            "scenario        trials  kills   verified  torn  wrong  lost   dups  hangs unexpected     wall"
+        );
+        assert_eq!(
+            lines[2],
+            "durable-queue     1000   1234    5678901     0      0     0     17      0          0   61.2 s"
+        );
+        assert!(lines[3].starts_with("result: ok"));
+    }
+
+    #[test]
     fn json_is_one_object_and_escapes() {
         let mut t = Tally::new("topic");
         t.add(Kind::Wrong, 2, "a \"quoted\"\nline");
@@ -674,7 +698,10 @@ mod tests {
         };
         let j = json(&opts, &[t]);
         assert!(j.starts_with("{\"seed\":1,") && j.ends_with("]}]}"));
-        assert!(j.contains("\"wrong\":2,"));
+        assert!(j.contains(
+            "\"trials\":0,\"kills\":0,\"verified\":0,\"torn\":0,\"wrong\":2,\"lost\":0,\
+             \"duplicates\":0,\"hangs\":0,\"unexpected_exits\":0,\"wall_s\":0.00,\"aborted\":null,"
+        ));
         assert!(j.contains("\\\"quoted\\\"\\nline"));
         assert!(j.contains("\"ok\":false"));
     }
