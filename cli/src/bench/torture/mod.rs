@@ -661,18 +661,22 @@ mod tests {
         assert!((0..1000).all(|_| a.below(10) < 10));
     }
 
+    /// The options of a run of one scenario.
+    fn options(scenario: Scenario, trials: u64, seed: u64) -> Options {
+        Options {
+            scenarios: vec![scenario],
+            trials,
+            seed,
+            json: false,
+        }
+    }
+
     #[test]
     fn table_columns_line_up_with_their_heads() {
         let mut t = Tally::new("durable-queue");
         (t.trials, t.kills, t.verified, t.duplicates) = (1000, 1234, 5_678_901, 17);
         t.wall = Duration::from_millis(61_250);
-        let opts = Options {
-            scenarios: vec![Scenario::DurableQueue],
-            trials: 1000,
-            seed: 7,
-            json: false,
-        };
-        let out = table(&opts, &[t]);
+        let out = table(&options(Scenario::DurableQueue, 1000, 7), &[t]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[1],
@@ -690,13 +694,7 @@ mod tests {
         let mut t = Tally::new("topic");
         t.add(Kind::Wrong, 2, "a \"quoted\"\nline");
         t.note("freed_max_ms", 12);
-        let opts = Options {
-            scenarios: vec![Scenario::Topic],
-            trials: 3,
-            seed: 1,
-            json: true,
-        };
-        let j = json(&opts, &[t]);
+        let j = json(&options(Scenario::Topic, 3, 1), &[t]);
         assert!(j.starts_with("{\"seed\":1,") && j.ends_with("]}]}"));
         assert!(j.contains(
             "\"trials\":0,\"kills\":0,\"verified\":0,\"torn\":0,\"wrong\":2,\"lost\":0,\
