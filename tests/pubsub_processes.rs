@@ -106,9 +106,12 @@ fn child_entry() {
         "flood" => {
             // A `Block` publisher that sends as fast as its subscribers let it, until told.
             let node = Node::new().unwrap();
+            // One pin per subscriber: the ring (2) stays above subscribers × pins, so a send
+            // never finds every slot held (TopicBuilder::capacity).
             let mut p = node
                 .topic::<u64>(&name)
                 .capacity(2)
+                .max_held(1)
                 .send_timeout(Duration::from_secs(60))
                 .publisher()
                 .unwrap();
@@ -231,7 +234,7 @@ fn a_subscriber_joining_a_busy_block_topic_is_told_of_no_loss() {
     let node = Node::with_root(&root).unwrap();
     let mut c = ChildRole::spawn("flood", &root, "topic=joinrace");
     c.expect("ready");
-    let topic = node.topic::<u64>("joinrace").capacity(2);
+    let topic = node.topic::<u64>("joinrace").capacity(2).max_held(1);
     let mut lagged = Vec::new();
     for _ in 0..3000 {
         let sub = topic.subscriber().unwrap();

@@ -29,6 +29,12 @@
 //!    visible and fenced ([`Reader::joined`]): the writer overwrites no position from there on
 //!    without having seen the reader, so a reader is only ever lapped (and told of losses) by a
 //!    writer that saw it and chose to (`DropOldest`), never because it joined during a write.
+//! 5. The ring is unwritable ([`Claim::AllPinned`]) only when every slot is pinned at one moment.
+//!    Pins move while the writer skips (a reader lets one go and pins the next message), so a
+//!    whole lap of skips alone proves nothing; after one, the writer reads every pin afresh and
+//!    goes on unless they cover every slot. It cannot skip for ever: skipped positions are no
+//!    messages, so readers can only pin positions committed before it started, and each
+//!    reader's pins only move forward through those.
 //!
 //! # Memory ordering
 //! - Pinning is a store-buffer (Dekker) pattern, closed by one `fence(SeqCst)` on each side: the
@@ -273,6 +279,31 @@ impl Writer {
         false
     }
 
+    /// Whether every slot holds a position some active reader pins, read afresh now.
+    #[cold]
+    fn every_slot_pinned(&mut self, c: &impl Cells) -> bool {
+        let n = c.mask() + 1;
+        let mut active = self.check_roster(c);
+        // At most 64 readers × MAX_HELD pins: far fewer slots than most rings have.
+        let mut slots = [u64::MAX; 64 * MAX_HELD];
+        let mut count = 0;
+        while active != 0 {
+            let r = active.trailing_zeros() as usize;
+            active &= active - 1;
+            if r >= self.snaps.len() {
+                continue;
+            }
+            for &h in self.refresh(c, r).held.iter().filter(|&&h| h != NONE) {
+                let slot = h & c.mask();
+                if count < slots.len() && !slots[..count].contains(&slot) {
+                    slots[count] = slot;
+                    count += 1;
+                }
+            }
+        }
+        count as u64 >= n
+    }
+
     /// Claims the next slot. With `block`, returns [`Claim::Blocked`] instead of overwriting a
     /// position an active reader has not read. Never overwrites a pinned position.
     pub fn claim(&mut self, c: &impl Cells, block: bool) -> Claim {
@@ -303,7 +334,13 @@ impl Writer {
                 c.tail().store(self.next, Ordering::Release);
                 skipped += 1;
                 if skipped >= n {
-                    return Claim::AllPinned;
+                    // A lap of skips: but pins move while we skip (a reader lets one go and pins
+                    // the next message), so a lap can be skipped over pins never held at once.
+                    // Only slots pinned all at once now make the ring unwritable (invariant 5).
+                    if self.every_slot_pinned(c) {
+                        return Claim::AllPinned;
+                    }
+                    skipped = 0;
                 }
                 continue;
             }
@@ -639,6 +676,93 @@ mod tests {
             Reader::release(c, 0, 0);
         }
         got
+    }
+
+    /// Cells that run `hook` once, the first time the writer stores `tail` after a skip: the
+    /// moment between two of its pin checks.
+    struct Hooked<'a> {
+        cells: &'a VecCells,
+        hook: std::cell::RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    }
+
+    impl Cells for Hooked<'_> {
+        fn mask(&self) -> u64 {
+            self.cells.mask()
+        }
+        fn stamp(&self, slot: usize) -> &AtomicU64 {
+            self.cells.stamp(slot)
+        }
+        fn seq(&self, slot: usize) -> &AtomicU64 {
+            self.cells.seq(slot)
+        }
+        fn tail(&self) -> &AtomicU64 {
+            // The newest stamp is the position the writer is at.
+            let newest = self.cells.stamps.iter().map(|s| s.load(Ordering::SeqCst));
+            if newest.max().map(stamp_state) == Some(SKIPPED) {
+                if let Some(hook) = self.hook.borrow_mut().take() {
+                    hook();
+                }
+            }
+            self.cells.tail()
+        }
+        fn msgs(&self) -> &AtomicU64 {
+            self.cells.msgs()
+        }
+        fn active(&self) -> &AtomicU64 {
+            self.cells.active()
+        }
+        fn roster(&self) -> &AtomicU64 {
+            self.cells.roster()
+        }
+        fn cursor(&self, r: usize) -> &AtomicU64 {
+            self.cells.cursor(r)
+        }
+        fn held(&self, r: usize, h: usize) -> &AtomicU64 {
+            self.cells.held(r, h)
+        }
+        fn max_held(&self) -> usize {
+            self.cells.max_held()
+        }
+    }
+
+    /// One reader with one pin, two slots: it holds message 0 while the writer skips its slot,
+    /// then lets it go and pins message 1 before the writer looks at the other slot. The writer
+    /// skipped a whole lap, but never over two pins at once: the ring is writable, not
+    /// `AllPinned` (invariant 5; the error showed as a flaky cross-process test).
+    #[test]
+    fn a_lap_skipped_over_pins_that_moved_is_not_all_pinned() {
+        let c = VecCells::new(2, 1, 1);
+        let mut rd = c.join(0, 0);
+        let mut w = Writer::adopt(&c, 1);
+        publish(&mut w, &c, true);
+        publish(&mut w, &c, true);
+        // Holds message 0 (cursor 1): the writer's position 2 must skip slot 0.
+        assert!(matches!(rd.read(&c, 0, 0), Read::Message { seq: 0, .. }));
+        let hooked = Hooked {
+            cells: &c,
+            hook: std::cell::RefCell::new(Some(Box::new(|| {
+                Reader::release(&c, 0, 0);
+                assert!(matches!(rd.read(&c, 0, 0), Read::Message { seq: 1, .. }));
+            }))),
+        };
+        // Skips 2 (slot 0, pinned), then 3 (slot 1, now pinned), then writes 4 in slot 0.
+        assert_eq!(w.claim(&hooked, false), Claim::Ready { pos: 4, slot: 0 });
+    }
+
+    /// Every slot pinned at once is still `AllPinned`.
+    #[test]
+    fn slots_pinned_at_once_are_all_pinned() {
+        let c = VecCells::new(2, 2, 1);
+        let mut a = c.join(0, 0);
+        let mut b = c.join(1, 0);
+        let mut w = Writer::adopt(&c, 2);
+        publish(&mut w, &c, false);
+        publish(&mut w, &c, false);
+        assert!(matches!(a.read(&c, 0, 0), Read::Message { seq: 0, .. }));
+        assert!(matches!(b.read(&c, 1, 0), Read::Message { seq: 0, .. }));
+        Reader::release(&c, 1, 0);
+        assert!(matches!(b.read(&c, 1, 0), Read::Message { seq: 1, .. }));
+        assert_eq!(w.claim(&c, false), Claim::AllPinned);
     }
 
     #[test]
