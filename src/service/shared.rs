@@ -4,15 +4,16 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::layout::*;
 use crate::error::OpenError;
+use crate::ring::call::{self, ClientLock, Env, Holder};
 use crate::shm::entry::{
     abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
 };
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
-use crate::sync::futex;
+use crate::sync::{futex, ProcessId};
 
 /// One mapped service segment and its validated layout.
 pub(crate) struct ServiceShared {
@@ -251,16 +252,9 @@ fn join_server(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 
 fn free_server(r: &Region, l: &ServiceLayout, s: usize) {
     // Locks the server held when it died are released (a leaving server holds none). The
-    // calls it took name it in `taker` (stored before their claim).
+    // calls it took stay TAKEN, naming it in `taker`: their clients find it dead.
     for c in 0..l.max_clients {
-        // AcqRel: as a lock release; only under the segment lock, so entry s cannot have a new
-        // owner holding the same lock value yet.
-        let _ = l.ring(r, c).lock().compare_exchange(
-            s as u64 + 1,
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        call::release_lock_of_dead(&l.ring(r, c), s);
     }
     r.u64_at(CTRL_SERVERS)
         .fetch_and(!(1 << s), Ordering::SeqCst);
@@ -289,19 +283,22 @@ fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
     let ring = l.ring(r, c);
     // Under the segment lock. The client is gone or leaving, so a CLIENT_LOCK holder is its own
-    // stale lock; a dead server holder is freed here; a live one is waited for a moment, and if
-    // it keeps the lock the posted calls are left to the next owner of the entry to cancel.
-    if let Some(lock) = acquire_for_free(r, l, &ring) {
-        for slot in 0..l.in_flight {
-            if let Status::Posted { pos } = ring.status(slot) {
-                // Release: servers that see CANCELLED skip the position.
-                ring.at(slot)
-                    .state()
-                    .store(call_state(pos, 0, CANCELLED), Ordering::Release);
+    // stale lock (taken over); a dead server holder is freed here; a live one is waited for a
+    // moment, and if it keeps the lock the posted calls are left to the next owner of the entry
+    // to cancel.
+    let busy = |holder: Holder, attempt: u32| match holder {
+        Holder::Server(s) if attempt < 1000 && s < l.max_servers => {
+            if !entry_live(r, l.server_entry(s)) {
+                free_server(r, l, s);
+            } else {
+                std::thread::yield_now();
             }
+            true
         }
-        // Release: as a lock release.
-        let _ = lock.compare_exchange(CLIENT_LOCK, 0, Ordering::Release, Ordering::Relaxed);
+        _ => false, // garbage, or held for long: leave it
+    };
+    if let Some(lock) = ClientLock::acquire(&ring, busy) {
+        lock.cancel_all_posted();
     }
     // SeqCst: bookkeeping under the lock; servers stop polling this ring.
     r.u64_at(CTRL_CLIENTS)
@@ -309,109 +306,56 @@ fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
     free_entry(r, l.client_entry(c));
 }
 
-/// Takes `ring`'s claim lock for `free_client` (under the segment lock); `None` if a live
-/// server keeps it.
-fn acquire_for_free<'r>(
-    r: &Region,
-    l: &ServiceLayout,
-    ring: &'r CallRing,
-) -> Option<&'r std::sync::atomic::AtomicU64> {
-    let lock = ring.lock();
-    for _ in 0..1000 {
-        // Acquire: pairs with the holder's Release.
-        match lock.compare_exchange(0, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Some(lock),
-            Err(CLIENT_LOCK) => return Some(lock), // the leaving client's own, left by a crash
-            Err(holder) if (1..=l.max_servers as u64).contains(&holder) => {
-                let s = holder as usize - 1;
-                if !entry_live(r, l.server_entry(s)) {
-                    free_server(r, l, s);
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-            Err(_) => return None, // garbage: leave it
-        }
-    }
-    None
-}
-
-/// Cancels the call in `slot` if no server has taken it; returns whether the slot holds no live
-/// call afterwards (cancelled now or before, or never used). Takes the ring's claim lock, so no
-/// server can take the call meanwhile; if the lock cannot be had (a server holds it for long),
-/// answers false: the caller then treats the call as taken.
-pub(crate) fn cancel_posted(shared: &ServiceShared, ring: &CallRing, slot: usize) -> bool {
-    with_claim_lock(shared, ring, || match ring.status(slot) {
-        Status::Posted { pos } => {
-            // Release: servers that see CANCELLED skip the position.
-            ring.state(slot)
-                .store(call_state(pos, 0, CANCELLED), Ordering::Release);
-            true
-        }
-        Status::Taken { .. } => false,
-        _ => true,
-    })
-    .unwrap_or(false)
-}
-
 /// How long a client waits for its ring's claim lock before giving up (servers hold it for a few
 /// loads and stores; only a preempted or dead holder keeps it longer).
 const CLAIM_LOCK_WAIT: Duration = Duration::from_millis(100);
 
-/// Runs `f` holding `ring`'s claim lock as its client. A lock left by a dead server (or by a
-/// dead earlier owner of the client entry) is taken over.
-pub(crate) fn with_claim_lock<T>(
-    shared: &ServiceShared,
-    ring: &CallRing,
-    f: impl FnOnce() -> T,
-) -> Option<T> {
-    let lock = ring.lock();
-    let mut start: Option<std::time::Instant> = None;
-    let mut spins = 0u32;
-    loop {
-        // Acquire: pairs with the holder's Release store of 0.
-        match lock.compare_exchange(0, CLIENT_LOCK, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => {
-                let r = f();
-                // Release: our stores under the lock are visible to the next holder.
-                let _ = lock.compare_exchange(CLIENT_LOCK, 0, Ordering::Release, Ordering::Relaxed);
-                return Some(r);
+/// What the call ring asks of a client's service: how to wait for its claim lock, whether a
+/// server lives.
+pub(crate) struct ClientEnv<'a> {
+    shared: &'a ServiceShared,
+    start: Option<Instant>,
+}
+
+impl<'a> ClientEnv<'a> {
+    pub(crate) fn new(shared: &'a ServiceShared) -> Self {
+        ClientEnv {
+            shared,
+            start: None,
+        }
+    }
+}
+
+impl Env for ClientEnv<'_> {
+    fn lock_busy(&mut self, holder: Holder, attempt: u32) -> bool {
+        if attempt == 0 {
+            self.start = None;
+        }
+        if attempt < 64 {
+            std::hint::spin_loop();
+            return true;
+        }
+        // A dead server's lock is released by reclaiming its entry (under the segment lock,
+        // where no new server can take the same index meanwhile).
+        if let Holder::Server(s) = holder {
+            if !self.shared.server_live(s) {
+                self.shared.reclaim_dead();
             }
-            Err(holder) => {
-                spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                match holder {
-                    // Not us (we hold no lock while calling this): the stale lock of a dead
-                    // earlier owner of this client entry. Nobody else uses this value.
-                    CLIENT_LOCK => {
-                        let r = f();
-                        // Release: as any release of the lock.
-                        let _ = lock.compare_exchange(
-                            CLIENT_LOCK,
-                            0,
-                            Ordering::Release,
-                            Ordering::Relaxed,
-                        );
-                        return Some(r);
-                    }
-                    // A dead server's lock is released by reclaiming its entry (under the segment
-                    // lock, where no new server can take the same index meanwhile).
-                    s if (1..=MAX_PARTICIPANTS as u64).contains(&s)
-                        && !shared.server_live(s as usize - 1) =>
-                    {
-                        shared.reclaim_dead();
-                    }
-                    _ => {}
-                }
-                let now = std::time::Instant::now();
-                if now >= *start.get_or_insert(now) + CLAIM_LOCK_WAIT {
-                    return None;
-                }
-                std::thread::yield_now();
-            }
+        }
+        let now = Instant::now();
+        if now >= *self.start.get_or_insert(now) + CLAIM_LOCK_WAIT {
+            return false;
+        }
+        std::thread::yield_now();
+        true
+    }
+
+    fn taker_alive(&mut self, server: usize, taker: u64) -> bool {
+        // 0 only if the server died before its claim was complete: then its entry tells.
+        if taker != 0 {
+            ProcessId::unpack(taker).is_alive()
+        } else {
+            self.shared.server_live(server)
         }
     }
 }
