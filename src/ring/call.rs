@@ -102,7 +102,7 @@
 //!   taking the entry under the segment lock, which orders it after everything its dead owner did.
 //!
 //! # What loom cannot model
-//! The models below ([`loom_tests`]) run the protocol over [`model::VecCells`] with threads for a
+//! The models below (`loom_tests`) run the protocol over `model::VecCells` with threads for a
 //! client and its servers. Three things are outside them, and argued instead:
 //! - **Process death and liveness.** Invariant 2d rests on [`Env::taker_alive`], which the
 //!   service answers from `/proc` (pid and start time): a process found dead runs no more code,
@@ -1448,8 +1448,9 @@ mod loom_tests {
     /// Shown to fail: with `ClientLock::cancel` storing CANCELLED without rechecking the status
     /// under the lock (returning true for a taken call), loom reports a concurrent access of the
     /// request cell (the server reads request 1 while the client writes request 2). Likewise with
-    /// the claim lock's compare-and-swap Relaxed on both sides (`ClientLock::acquire`,
-    /// `ServerLock::acquire`): the client's status load may miss the server's TAKEN claim.
+    /// the claim lock taken with a Relaxed instead of an Acquire compare-and-swap on both sides
+    /// (`ClientLock::acquire`, `ServerLock::acquire`): the client's status load under the lock
+    /// may miss the TAKEN claim the server stored under it.
     #[test]
     fn cancel_vs_claim() {
         model(|| {
