@@ -526,7 +526,7 @@ fn service_hot(
             "call ring line",
             calls,
             calls + clients * ring,
-            svc::LINE,
+            svc::CACHE_LINE,
             svc::CALL_HEADER.max(svc::ITEM_HEADER),
             14,
         ),

@@ -108,16 +108,16 @@
 //!   service answers from `/proc` (pid and start time): a process found dead runs no more code,
 //!   so it stores nothing after. Models stand a dead server in by a thread that stops.
 //! - **The sleep handshakes** (a client asleep for a response, servers asleep for a call) are not
-//!   in this file: they pair a publish here (`POSTED`, an item's stamp) with a load of a sleepers
-//!   word, and the waiter's announcement with a recheck, across an asymmetric barrier (a compiler
-//!   fence on the publishing side, `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` on the sleeping
-//!   side: `sync::barrier`). Loom has no `membarrier`; it is at least as strong as a `fence(SeqCst)`
-//!   on both sides (it makes every running thread pass a full barrier before it returns, and a
-//!   thread not running is between context switches, which are full barriers), so the handshake
-//!   is the store-buffer pattern closed by two SeqCst fences, as the broadcast ring's pin
-//!   handshake (modelled there). The handshake only decides whether a sleeper is woken; every
-//!   sleep is bounded by a timeout after which the waiter rechecks, so a missed wake costs time,
-//!   never a wrong answer.
+//!   in this file: the service pairs a publish here (`POSTED`, an item's stamp) with a ring of a
+//!   `sync::Doorbell`, whose sleeper sets its bit and rechecks across an asymmetric barrier (a
+//!   compiler fence on the ringing side, `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` on the
+//!   sleeping side). Loom has no `membarrier`; it is at least as strong as a `fence(SeqCst)` on
+//!   both sides (it makes every running thread pass a full barrier before it returns, and a thread
+//!   not running is between context switches, which are full barriers), so the handshake is the
+//!   store-buffer pattern closed by two SeqCst fences, which the doorbell's own loom model checks
+//!   with fences in place of the barriers. The handshake only decides whether a sleeper is woken;
+//!   every sleep is bounded by a timeout after which the waiter rechecks, so a missed wake costs
+//!   time, never a wrong answer.
 //! - **The claim lock's waiting policy** (how long to spin, when to look for a dead holder) is the
 //!   caller's ([`Env::lock_busy`]); models yield.
 

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::layout::CallRing;
+use super::layout::{CallRing, Role, CLIENT_BIT};
 use super::shared::{ClientEnv, ServiceShared};
 use crate::error::{CallError, SendError};
 use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
-use crate::sync::{barrier, futex};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
 pub(crate) use crate::sync::FIRST_POLLS;
@@ -72,8 +71,6 @@ pub(crate) struct ClientCore {
     wait_for_server: bool,
     /// Whether `send` waits for a call slot held by an abandoned call.
     wait_when_busy: bool,
-    /// `sync::barrier::asymmetric()`, read once.
-    asym: bool,
     /// Last liveness check made from a non-waiting path (Busy).
     last_check: Cell<Option<Instant>>,
     /// Responses that arrived for abandoned calls and were dropped unread.
@@ -224,7 +221,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Client<Q, R> {
     fn drop(&mut self) {
         // Loans, pending calls and responses borrow the client: none is alive here. Calls a
         // server still holds are left to it; the next client of this entry adopts the slots.
-        self.core.shared.leave_client(self.core.index);
+        self.core.shared.leave(Role::Client, self.core.index);
     }
 }
 
@@ -243,7 +240,6 @@ impl ClientCore {
             spin: options.spin,
             wait_for_server: options.wait_for_server,
             wait_when_busy: options.wait_when_busy,
-            asym: barrier::asymmetric(),
             last_check: Cell::new(None),
             discarded: Cell::new(0),
         };
@@ -327,24 +323,11 @@ impl ClientCore {
         }
     }
 
-    /// The client half of the response sleep handshake: read the futex word, announce, heavy
-    /// barrier, recheck with `ready`, sleep up to `nap` unless it found something, retract. A
-    /// server publishes, runs the light barrier, then loads `waiting` (sync::barrier).
+    /// The client half of the response handshake (sync::doorbell): sleeps up to `nap` on this
+    /// client's doorbell unless `ready` finds something; a server publishes an item, then rings.
     #[cold]
     fn sleep_unless<T>(&self, nap: Duration, ready: impl FnOnce() -> Option<T>) -> Option<T> {
-        let ring = &self.ring;
-        // Acquire: a later value means a wake we must not sleep through.
-        let seen = ring.wake().load(Ordering::Acquire);
-        // Relaxed: ordered by the barrier.
-        ring.waiting().store(1, Ordering::Relaxed);
-        let nap = barrier::heavy(nap);
-        let got = ready();
-        if got.is_none() {
-            futex::wait(ring.wake(), seen, nap);
-        }
-        // Relaxed: a hint for servers; a stale flag costs one spare wake.
-        ring.waiting().store(0, Ordering::Relaxed);
-        got
+        self.ring.bell().sleep_unless(CLIENT_BIT, nap, ready)
     }
 
     #[cold]
@@ -371,13 +354,8 @@ impl ClientCore {
     #[inline]
     fn post(&self, slot: usize, pos: u64, len: usize) {
         self.caller.post(&self.ring, slot, pos, len as u64);
-        // The client half of the server sleep handshake: post, barrier, load the sleepers. A
-        // server announces itself, runs the heavy barrier, then polls (sync::barrier).
-        barrier::light_as(self.asym);
-        // Relaxed: ordered by the barrier pair.
-        if self.ring.servers_waiting().load(Ordering::Relaxed) != 0 {
-            self.shared.wake_server();
-        }
+        // The ringer's half of the servers' doorbell (sync::doorbell): post, then ring one.
+        self.ring.request_bell().ring(1);
     }
 
     /// A loan dropped unsent: its position must still pass, so servers see it cancelled.
@@ -437,9 +415,7 @@ impl ClientCore {
                 if self.wait_for_server || self.shared.any_live_server() {
                     // A dead server may still hold the ring's claim lock: free it.
                     if let Some(Holder::Server(s)) = call::lock_holder(&self.ring) {
-                        if !self.shared.server_live(s) {
-                            self.shared.reclaim_dead();
-                        }
+                        self.shared.reclaim_server_if_dead(s);
                     }
                     return Ok(());
                 }

@@ -7,18 +7,18 @@
 //!   +0   servers          u64  bitmap of registered servers                CTRL_SERVERS
 //!   +8   clients          u64  bitmap of registered clients (servers poll  CTRL_CLIENTS
 //!                              their call rings)
-//!   +16  servers_waiting  u64  bitmap of servers asleep on request_seq     CTRL_SERVERS_WAITING
-//!   +24  request_seq      u32  futex word servers sleep on                 CTRL_REQUEST_SEQ
+//!   +16  servers_waiting  u64  servers' doorbell: sleeper bitmap          CTRL_SERVERS_WAITING
+//!   +24  request_seq      u32  servers' doorbell: futex word              CTRL_REQUEST_SEQ
 //! SERVER_TABLE = 384  S server entries of SERVER_ENTRY = 1 line
-//!   +0   state            u64  0 free, 1 active                            shm::entry
-//!   +8   owner            u64  pid << 32 | low 32 bits of start time       shm::entry
+//!   +0   state            u64  0 free, 1 active                           shm::entry
+//!   +8   owner            u64  pid << 32 | low 32 bits of start time      shm::entry
 //! client_table(S) = SERVER_TABLE + S·SERVER_ENTRY
 //!                   C client entries of CLIENT_ENTRY = 2 lines
 //!   line 0, written by the client:
 //!   +0   state            u64  as a server entry
 //!   +8   owner            u64  as a server entry
-//!   +16  waiting          u64  1 while the client sleeps on `wake`         CLIENT_WAITING
-//!   +24  wake             u32  futex word the client sleeps on             CLIENT_WAKE
+//!   +16  waiting          u64  client's doorbell: sleeper bitmap (bit 0)  CLIENT_WAITING
+//!   +24  wake             u32  client's doorbell: futex word              CLIENT_WAKE
 //!   line 1, written under the ring's claim lock (servers, at every take):
 //!   +64  head             u64  ring::call `head`                           CLIENT_HEAD
 //!   +72  lock             u64  ring::call `lock`                           CLIENT_LOCK_WORD
@@ -29,13 +29,13 @@
 //!   +16·i     claim       u64  ring::call `claim[i]`                      CLAIM_WORD
 //!   +16·i+8   taker       u64  ring::call `taker[i]`                      CLAIM_TAKER
 //!   then F call slots of call_stride = req_stride(Q) + K·item_stride(R):
-//!   request part, req_stride(Q) = round_up(CALL_HEADER + Q, LINE), written by the client:
+//!   request part, req_stride(Q) = round_up(CALL_HEADER + Q, CACHE_LINE), written by the client:
 //!   +0   state            u64  ring::call `state[i]`                      CALL_STATE
 //!   +8   ended            u64  ring::call `ended[i]`                      CALL_ENDED
 //!   +16  len              u64  request length                             CALL_LEN
 //!   +24  consumed         u64  ring::call `consumed[i]`                   CALL_CONSUMED
 //!   +32  request          Q bytes (max request size), 32-aligned          CALL_HEADER
-//!   then K response items, item_stride(R) = round_up(ITEM_HEADER + R, LINE), written by the
+//!   then K response items, item_stride(R) = round_up(ITEM_HEADER + R, CACHE_LINE), written by the
 //!   server that holds the slot's call:
 //!   +0   stamp            u64  item number + 1 (0: never written)         ITEM_STAMP
 //!   +8   call             u64  position of the call the item answers      ITEM_CALL
@@ -50,23 +50,23 @@
 //! on: a small request or response is one line transfer.
 
 use crate::error::OpenError;
-use crate::loom::atomic::{AtomicU32, AtomicU64};
-use crate::ring::call::{self, Cells};
-use crate::shm::entry::ENTRY_OWNER;
-use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
+use crate::loom::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::ring::call::{self, Cells, ClientLock, Holder};
+use crate::shm::entry::{Members, Table, ENTRY_OWNER};
+pub use crate::shm::CACHE_LINE;
+use crate::shm::{
+    disjoint, one_line, Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN, U32, U64,
+};
+use crate::sync::Doorbell;
 use crate::topic::{PayloadKind, MAX_ALIGN};
 
 /// Segment kind of a service.
 pub const KIND_SERVICE: u32 = 2;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
-/// of another version is refused with [`OpenError::VersionMismatch`]. 2: the call ring's protocol
-/// moved to `ring::call` (the claim word's UNUSED kind means "given back").
+/// of another version is refused with [`OpenError::VersionMismatch`]. 2: the layout built from
+/// named sizes, the call ring's protocol in `ring::call`, the sleep words used as doorbells
+/// (`sync::Doorbell`: the client's sleep flag is a bitmap).
 pub const LAYOUT_VERSION: u32 = 2;
-
-/// A cache line.
-pub const LINE: usize = 64;
-const U64: usize = 8;
-const U32: usize = 4;
 
 /// The control block.
 pub const CTRL: usize = HEADER_LEN;
@@ -74,13 +74,13 @@ pub const CTRL: usize = HEADER_LEN;
 pub const CTRL_SERVERS: usize = CTRL;
 /// Bitmap of registered clients.
 pub const CTRL_CLIENTS: usize = CTRL_SERVERS + U64;
-/// Bitmap of servers asleep on `request_seq`.
+/// Doorbell of servers waiting for a call: sleeper bitmap (bit = server).
 pub const CTRL_SERVERS_WAITING: usize = CTRL_CLIENTS + U64;
-/// The futex word servers sleep on (u32).
+/// Doorbell of servers waiting for a call: futex word (u32).
 pub const CTRL_REQUEST_SEQ: usize = CTRL_SERVERS_WAITING + U64;
 const CTRL_USED: usize = CTRL_REQUEST_SEQ + U32;
 /// Length of the control block.
-pub const CTRL_LEN: usize = 2 * LINE;
+pub const CTRL_LEN: usize = 2 * CACHE_LINE;
 
 /// Bytes of the words every entry starts with (state and owner, `shm::entry`).
 pub const ENTRY_HEADER: usize = ENTRY_OWNER + U64;
@@ -88,23 +88,26 @@ pub const ENTRY_HEADER: usize = ENTRY_OWNER + U64;
 /// The server table.
 pub const SERVER_TABLE: usize = CTRL + CTRL_LEN;
 /// Bytes per server entry (the entry words only).
-pub const SERVER_ENTRY: usize = LINE;
+pub const SERVER_ENTRY: usize = CACHE_LINE;
 
-/// Client entry: 1 while the client sleeps on `wake`.
+/// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
+/// [`CLIENT_BIT`] while the client sleeps).
 pub const CLIENT_WAITING: usize = ENTRY_HEADER;
-/// Client entry: the futex word the client sleeps on (u32).
+/// Client entry: doorbell of the client waiting for a response: futex word (u32).
 pub const CLIENT_WAKE: usize = CLIENT_WAITING + U64;
+/// The client's bit in its own doorbell (it is the only member that sleeps on it).
+pub const CLIENT_BIT: usize = 0;
 const CLIENT_LINE0_USED: usize = CLIENT_WAKE + U32;
 /// Client entry: the call ring's `head`, on the entry's second line.
-pub const CLIENT_HEAD: usize = LINE;
+pub const CLIENT_HEAD: usize = CACHE_LINE;
 /// Client entry: the call ring's claim lock.
 pub const CLIENT_LOCK_WORD: usize = CLIENT_HEAD + U64;
 const CLIENT_LINE1_USED: usize = CLIENT_LOCK_WORD + U64;
 /// Bytes per client entry.
-pub const CLIENT_ENTRY: usize = 2 * LINE;
+pub const CLIENT_ENTRY: usize = 2 * CACHE_LINE;
 
 /// Alignment of the first call ring.
-pub const RING_ALIGN: usize = 2 * LINE;
+pub const RING_ALIGN: usize = 2 * CACHE_LINE;
 
 /// Claim entry: the claim word.
 pub const CLAIM_WORD: usize = 0;
@@ -136,23 +139,32 @@ pub const ITEM_FLAGS: usize = ITEM_LEN + U64;
 pub const ITEM_HEADER: usize = ITEM_FLAGS + U64;
 
 const _: () = {
-    // The control block: its words fit, and the tables start on a line.
-    assert!(CTRL % LINE == 0 && CTRL_USED <= CTRL + CTRL_LEN);
+    // The control block: its words fit on its first line (clients read the server bitmap and
+    // the doorbell at every call), and the tables start on a line.
+    assert!(CTRL % CACHE_LINE == 0 && CTRL_USED <= CTRL + CTRL_LEN);
+    assert!(one_line(CTRL_SERVERS, CTRL_USED - CTRL_SERVERS));
     assert!(CTRL_REQUEST_SEQ % U32 == 0);
-    assert!(SERVER_TABLE % LINE == 0 && ENTRY_HEADER <= SERVER_ENTRY);
-    // A client entry: the entry words, then the client's sleep words, on line 0 (written by the
+    assert!(SERVER_TABLE % CACHE_LINE == 0 && ENTRY_HEADER <= SERVER_ENTRY);
+    // A client entry: the entry words, then the client's doorbell, on line 0 (written by the
     // client); head and lock together on line 1 (written by servers at every take).
     assert!(CLIENT_WAITING >= ENTRY_HEADER && CLIENT_WAKE % U32 == 0);
-    assert!(CLIENT_LINE0_USED <= CLIENT_HEAD && CLIENT_HEAD % LINE == 0);
-    assert!(CLIENT_LINE1_USED <= CLIENT_HEAD + LINE && CLIENT_HEAD + LINE <= CLIENT_ENTRY);
-    assert!(CLIENT_ENTRY % LINE == 0 && SERVER_ENTRY % LINE == 0);
+    assert!(one_line(0, CLIENT_LINE0_USED) && CLIENT_HEAD % CACHE_LINE == 0);
+    assert!(one_line(CLIENT_HEAD, CLIENT_LINE1_USED - CLIENT_HEAD));
+    assert!(disjoint(
+        0,
+        CLIENT_LINE0_USED,
+        CLIENT_HEAD,
+        CLIENT_LINE1_USED - CLIENT_HEAD
+    ));
+    assert!(CLIENT_HEAD + CACHE_LINE <= CLIENT_ENTRY);
+    assert!(CLIENT_ENTRY % CACHE_LINE == 0 && SERVER_ENTRY % CACHE_LINE == 0);
     // Claims never straddle a line; the claims area is padded to lines (`claims_len`).
-    assert!(LINE % CLAIM_ENTRY == 0);
+    assert!(CACHE_LINE % CLAIM_ENTRY == 0);
     // A request and a response payload start on the line of their slot's / item's header, at
     // the alignment payload types may ask for.
-    assert!(CALL_HEADER <= LINE && CALL_HEADER % MAX_ALIGN == 0);
-    assert!(ITEM_HEADER <= LINE && ITEM_HEADER % MAX_ALIGN == 0);
-    assert!(RING_ALIGN % LINE == 0);
+    assert!(CALL_HEADER <= CACHE_LINE && CALL_HEADER % MAX_ALIGN == 0);
+    assert!(ITEM_HEADER <= CACHE_LINE && ITEM_HEADER % MAX_ALIGN == 0);
+    assert!(RING_ALIGN % CACHE_LINE == 0);
 };
 
 /// Configuration word: max clients C.
@@ -205,17 +217,17 @@ pub fn call_rings(servers: usize, clients: usize) -> Option<usize> {
 
 /// Bytes of a call ring's claims area.
 pub fn claims_len(in_flight: usize) -> Option<usize> {
-    round_up(CLAIM_ENTRY.checked_mul(in_flight)?, LINE)
+    round_up(CLAIM_ENTRY.checked_mul(in_flight)?, CACHE_LINE)
 }
 
 /// Bytes of a call slot's request part.
 pub fn req_stride(max_request: usize) -> Option<usize> {
-    round_up(CALL_HEADER.checked_add(max_request)?, LINE)
+    round_up(CALL_HEADER.checked_add(max_request)?, CACHE_LINE)
 }
 
 /// Bytes of a response item.
 pub fn item_stride(max_response: usize) -> Option<usize> {
-    round_up(ITEM_HEADER.checked_add(max_response)?, LINE)
+    round_up(ITEM_HEADER.checked_add(max_response)?, CACHE_LINE)
 }
 
 /// Bytes of a call slot (request part and items).
@@ -419,14 +431,8 @@ impl ServiceLayout {
         }
     }
 
-    pub(crate) fn server_entry(&self, s: usize) -> usize {
-        debug_assert!(s < self.max_servers);
-        SERVER_TABLE + SERVER_ENTRY * s
-    }
-
     pub(crate) fn client_entry(&self, c: usize) -> usize {
-        debug_assert!(c < self.max_clients);
-        self.client_table + CLIENT_ENTRY * c
+        self.table(Role::Client).entry(c)
     }
 
     /// The cells of client `c`'s call ring.
@@ -446,6 +452,91 @@ impl ServiceLayout {
             slot_mask: self.in_flight - 1,
             item_mask: self.depth as u64 - 1,
         }
+    }
+}
+
+/// The two member tables of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The server table.
+    Server,
+    /// The client table (one call ring each).
+    Client,
+}
+
+impl Members for ServiceLayout {
+    type Role = Role;
+    // Servers first: releasing a client may wait for a server's claim lock, which a dead
+    // server's release has freed by then.
+    const ROLES: [Role; 2] = [Role::Server, Role::Client];
+
+    fn table(&self, role: Role) -> Table {
+        match role {
+            Role::Server => Table {
+                base: SERVER_TABLE,
+                stride: SERVER_ENTRY,
+                len: self.max_servers,
+                role: "server",
+            },
+            Role::Client => Table {
+                base: self.client_table,
+                stride: CLIENT_ENTRY,
+                len: self.max_clients,
+                role: "client",
+            },
+        }
+    }
+
+    /// A server leaves the claim locks it held (`ring::call` invariant 7; a leaving server holds
+    /// none), its bit in the server bitmap and in the servers' doorbell; the calls it took stay
+    /// TAKEN and their clients find it gone. A client leaves its posted calls, cancelled here
+    /// under its ring's claim lock (if a live server keeps that lock for long, they are left to
+    /// the next owner of the entry), its bit in the client bitmap and its doorbell.
+    fn release(&self, r: &Region, role: Role, i: usize) {
+        match role {
+            Role::Server => {
+                for c in 0..self.max_clients {
+                    call::release_lock_of_dead(&self.ring(r, c), i);
+                }
+                // SeqCst: bookkeeping under the segment lock; clients read it as a hint.
+                r.u64_at(CTRL_SERVERS)
+                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
+                self.request_bell(r).forget(i);
+            }
+            Role::Client => {
+                let ring = self.ring(r, i);
+                let servers = self.table(Role::Server);
+                // The client is gone or leaving, so a CLIENT_LOCK holder is its own stale lock
+                // (taken over); the lock of a server that is not live is released (under the
+                // segment lock no server can join meanwhile); a live holder is waited for a
+                // moment; garbage is left alone.
+                let busy = |holder: Holder, attempt: u32| match holder {
+                    Holder::Server(s) if attempt < 1000 && s < servers.len => {
+                        if servers.is_live(r, s) {
+                            std::thread::yield_now();
+                        } else {
+                            call::release_lock_of_dead(&ring, s);
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if let Some(lock) = ClientLock::acquire(&ring, busy) {
+                    lock.cancel_all_posted();
+                }
+                // SeqCst: bookkeeping under the segment lock; servers stop polling this ring.
+                r.u64_at(CTRL_CLIENTS)
+                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
+                ring.bell().forget(CLIENT_BIT);
+            }
+        }
+    }
+}
+
+impl ServiceLayout {
+    /// The doorbell servers sleep on, waiting for a call.
+    pub(crate) fn request_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_REQUEST_SEQ, CTRL_SERVERS_WAITING)
     }
 }
 
@@ -535,21 +626,20 @@ impl CallRing {
     pub(crate) fn clients(&self) -> &AtomicU64 {
         self.ctrl_word(CTRL_CLIENTS)
     }
-    /// The control block's bitmap of sleeping servers.
+    /// The doorbell servers sleep on, waiting for a call (in the control block).
     #[inline]
-    pub(crate) fn servers_waiting(&self) -> &AtomicU64 {
-        self.ctrl_word(CTRL_SERVERS_WAITING)
+    pub(crate) fn request_bell(&self) -> Doorbell<'_> {
+        // SAFETY: CTRL_REQUEST_SEQ is a 4-aligned named offset inside the control span checked
+        // in `ServiceLayout::ring`.
+        let seq = unsafe { &*(self.ctrl.add(CTRL_REQUEST_SEQ - CTRL) as *const AtomicU32) };
+        Doorbell::new(seq, self.ctrl_word(CTRL_SERVERS_WAITING))
     }
-    /// The client entry's sleep flag.
+    /// The doorbell this ring's client sleeps on, waiting for a response (in its entry).
     #[inline]
-    pub(crate) fn waiting(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_WAITING)
-    }
-    /// The client entry's futex word.
-    #[inline]
-    pub(crate) fn wake(&self) -> &AtomicU32 {
+    pub(crate) fn bell(&self) -> Doorbell<'_> {
         // SAFETY: CLIENT_WAKE is a 4-aligned offset inside the checked entry span.
-        unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) }
+        let seq = unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) };
+        Doorbell::new(seq, self.entry_word(CLIENT_WAITING))
     }
     /// The client entry's owner word.
     #[inline]
@@ -683,7 +773,7 @@ mod tests {
         assert_eq!(at(ring.item_flags(1, 3)), item3 + ITEM_FLAGS);
         assert_eq!(ring.item_payload(1, 3) as usize - base, item3 + ITEM_HEADER);
         assert_eq!(l.req_stride, 128);
-        assert_eq!(rings % LINE, 0);
+        assert_eq!(rings % CACHE_LINE, 0);
     }
 
     #[test]

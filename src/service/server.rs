@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::FIRST_POLLS;
-use super::layout::{CallRing, CTRL_REQUEST_SEQ, CTRL_SERVERS_WAITING};
+use super::layout::{CallRing, Role};
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
 use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
-use crate::sync::{barrier, futex, ProcessId};
+use crate::sync::doorbell::ALL;
+use crate::sync::{barrier, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
 /// Longest single sleep of an idle server.
@@ -68,8 +69,6 @@ pub(crate) struct ServerCore {
     lock_busy: Cell<u32>,
     /// A poll found a posted call behind a busy claim lock: retry rather than sleep.
     busy: Cell<bool>,
-    /// `sync::barrier::asymmetric()`, read once.
-    asym: bool,
 }
 
 /// Rounds a waiting server retries (yielding) instead of sleeping while a claim lock is held.
@@ -128,7 +127,6 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 queue_len: Cell::new(0),
                 lock_busy: Cell::new(0),
                 busy: Cell::new(false),
-                asym: barrier::asymmetric(),
             },
             _p: PhantomData,
         }
@@ -220,7 +218,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Server<Q, R> {
         // Requests borrow the server: none is alive here. Calls taken but not handed out go
         // back to the other servers.
         self.core.give_back();
-        self.core.shared.leave_server(self.core.index);
+        self.core.shared.leave(Role::Server, self.core.index);
     }
 }
 
@@ -336,17 +334,7 @@ impl ServerCore {
         drop(lock);
         if got {
             // A sleeping server takes them now rather than at its next timeout.
-            // Relaxed: a hint.
-            if self
-                .shared
-                .region()
-                .u64_at(CTRL_SERVERS_WAITING)
-                .load(Ordering::Relaxed)
-                & !(1u64 << self.index)
-                != 0
-            {
-                self.shared.wake_server();
-            }
+            ring.request_bell().ring(1);
         }
     }
 
@@ -364,12 +352,13 @@ impl ServerCore {
             return;
         }
         // Now and then (the first time, then every 256th), look whether the holder died.
-        let dead = match holder {
-            Holder::Server(s) => !self.shared.server_live(s),
-            _ => !self.shared.client_live(c),
-        };
-        if dead {
-            self.shared.reclaim_dead();
+        match holder {
+            Holder::Server(s) => self.shared.reclaim_server_if_dead(s),
+            _ => {
+                if !self.shared.is_live(Role::Client, c) {
+                    self.shared.reclaim_dead();
+                }
+            }
         }
     }
 
@@ -408,10 +397,7 @@ impl ServerCore {
             return Ok(claim);
         }
         let spin_until = Instant::now() + self.spin;
-        let region = self.shared.region();
-        let seq = region.u32_at(CTRL_REQUEST_SEQ);
-        let waiting = region.u64_at(CTRL_SERVERS_WAITING);
-        let bit = 1u64 << self.index;
+        let bell = self.rings[0].request_bell();
         let mut spins = 0u32;
         let mut busy_rounds = 0u32;
         loop {
@@ -443,20 +429,13 @@ impl ServerCore {
                 // Held for long (a holder that is slow to die, or stuck): short naps from now.
                 nap = nap.min(barrier::FALLBACK_NAP);
             }
-            // The server half of the sleep handshake: read the futex word, announce, barrier,
-            // poll; a client posts, barriers, then loads `servers_waiting`.
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = seq.load(Ordering::Acquire);
-            // Relaxed: ordered before the poll by the heavy barrier.
-            waiting.fetch_or(bit, Ordering::Relaxed);
-            let nap = barrier::heavy(nap);
-            let got = self.poll();
-            if got.is_none() && !self.busy.get() {
-                futex::wait(seq, seen, nap);
-            }
-            // Relaxed: a hint for clients; a stale bit costs one spare wake.
-            waiting.fetch_and(!bit, Ordering::Relaxed);
-            if let Some(claim) = got {
+            // The sleeper's half of the servers' doorbell (sync::doorbell): a client posts, then
+            // rings. No sleep either when the recheck found a call behind a busy lock.
+            let got = bell.sleep_unless(self.index, nap, || {
+                let got = self.poll();
+                (got.is_some() || self.busy.get()).then_some(got)
+            });
+            if let Some(Some(claim)) = got {
                 return Ok(claim);
             }
         }
@@ -543,12 +522,8 @@ impl ServerCore {
     fn commit(&self, claim: &mut Claim, flags: u64, len: usize) {
         let ring = &self.rings[claim.client];
         claim.call.commit(ring, flags, len as u64);
-        // The server half of the response sleep handshake: publish, barrier, load `waiting`
-        // (the client announces, then runs the heavy barrier: sync::barrier).
-        barrier::light_as(self.asym);
-        // Relaxed: ordered by the barrier pair.
-        if ring.waiting().load(Ordering::Relaxed) != 0 {
-            self.shared.wake_client(claim.client);
+        // The ringer's half of the client's doorbell (sync::doorbell): publish, then ring.
+        if ring.bell().ring(ALL) {
             self.wakes.set(self.wakes.get() + 1);
         }
     }

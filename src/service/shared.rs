@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::layout::*;
 use crate::error::OpenError;
-use crate::ring::call::{self, ClientLock, Env, Holder};
-use crate::shm::entry::{
-    abandon_entry, claim_entry, entry_active, entry_alive, entry_live, find_free, free_entry,
-};
+use crate::ring::call::{Env, Holder};
+use crate::shm::entry::{self, entry_active, entry_alive, Members};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
-use crate::sync::{futex, ProcessId};
+use crate::sync::ProcessId;
 
 /// One mapped service segment and its validated layout.
 pub(crate) struct ServiceShared {
@@ -75,18 +73,8 @@ impl SegmentSpec for Spec<'_> {
 
     fn has_live_participants(&self, r: &Region) -> bool {
         let Ok(h) = Header::read(r) else { return false };
-        let Ok(l) = ServiceLayout::from_header(&h, r.len()) else {
-            return false;
-        };
-        any_live(r, &l)
+        ServiceLayout::from_header(&h, r.len()).is_ok_and(|l| l.any_live(r))
     }
-}
-
-/// Which table to join.
-#[derive(Clone, Copy)]
-pub(crate) enum Role {
-    Server,
-    Client,
 }
 
 impl ServiceShared {
@@ -109,7 +97,7 @@ impl ServiceShared {
         let (seg, (layout, index)) = Segment::open(backing, &file, mode, &spec, |r| {
             let h = Header::read(r)?;
             let layout = ServiceLayout::from_header(&h, r.len())?;
-            reclaim_dead(r, &layout);
+            layout.reclaim_dead(r);
             let index = match role {
                 Role::Server => join_server(r, &layout)?,
                 Role::Client => join_client(r, &layout)?,
@@ -134,46 +122,22 @@ impl ServiceShared {
         self.layout.ring(self.region(), c)
     }
 
-    /// Removes server `s`; removes the segment's name if nobody live is left.
-    pub(crate) fn leave_server(&self, s: usize) {
-        let off = self.layout.server_entry(s);
-        self.seg.leave(
-            |r| {
-                free_server(r, &self.layout, s);
-                !any_live(r, &self.layout)
-            },
-            |r| abandon_entry(r, off),
-        );
-    }
-
-    /// Removes client `c` (its unanswered posted calls are cancelled); removes the segment's
-    /// name if nobody live is left.
-    pub(crate) fn leave_client(&self, c: usize) {
-        let off = self.layout.client_entry(c);
-        self.seg.leave(
-            |r| {
-                free_client(r, &self.layout, c);
-                !any_live(r, &self.layout)
-            },
-            |r| abandon_entry(r, off),
-        );
+    /// Member `i` of `role` leaves (a client's unanswered posted calls are cancelled); the
+    /// segment's name is removed if nobody live is left.
+    pub(crate) fn leave(&self, role: Role, i: usize) {
+        entry::leave(&self.seg, &self.layout, role, i);
     }
 
     /// Whether a live server is registered. Reads `/proc` for each registered server: for slow
     /// paths only.
     pub(crate) fn any_live_server(&self) -> bool {
-        let r = self.region();
-        (0..self.layout.max_servers).any(|s| entry_live(r, self.layout.server_entry(s)))
+        self.layout.table(Role::Server).any_live(self.region())
     }
 
-    /// Whether client entry `c` is registered to a live process.
-    pub(crate) fn client_live(&self, c: usize) -> bool {
-        c < self.layout.max_clients && entry_live(self.region(), self.layout.client_entry(c))
-    }
-
-    /// Whether server entry `s` is registered to a live process.
-    pub(crate) fn server_live(&self, s: usize) -> bool {
-        s < self.layout.max_servers && entry_live(self.region(), self.layout.server_entry(s))
+    /// Whether entry `i` of `role` is registered to a live process.
+    pub(crate) fn is_live(&self, role: Role, i: usize) -> bool {
+        let t = self.layout.table(role);
+        i < t.len && t.is_live(self.region(), i)
     }
 
     /// Whether client entry `c` is registered to the process it was registered to when the
@@ -191,119 +155,33 @@ impl ServiceShared {
     /// Frees the entries of dead servers and clients, if the lock is free now.
     #[cold]
     pub(crate) fn reclaim_dead(&self) {
-        if let Some(_guard) = self.seg.try_lock() {
-            reclaim_dead(self.region(), &self.layout);
-        }
+        entry::reclaim_dead_now(&self.seg, &self.layout);
     }
 
-    /// Wakes one sleeping server (after a post, if `servers_waiting` was non-zero). Servers clear
-    /// their own bits when they wake.
+    /// If server `s` is registered to a dead process, reclaims it (which releases the claim
+    /// locks it held), if the lock is free now.
     #[cold]
-    pub(crate) fn wake_server(&self) {
-        let seq = self.region().u32_at(CTRL_REQUEST_SEQ);
-        // SeqCst: a server that read the old value before sleeping gets EAGAIN or the wake.
-        seq.fetch_add(1, Ordering::SeqCst);
-        futex::wake(seq, 1);
-    }
-
-    /// Wakes client `c`, asleep waiting for a response.
-    #[cold]
-    pub(crate) fn wake_client(&self, c: usize) {
-        let ring = self.ring(c);
-        // SeqCst: as in `wake_server`.
-        ring.wake().fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(ring.wake());
-    }
-}
-
-fn any_live(r: &Region, l: &ServiceLayout) -> bool {
-    (0..l.max_servers).any(|s| entry_live(r, l.server_entry(s)))
-        || (0..l.max_clients).any(|c| entry_live(r, l.client_entry(c)))
-}
-
-/// Frees every entry whose owner died. Runs under the lock.
-fn reclaim_dead(r: &Region, l: &ServiceLayout) {
-    for s in 0..l.max_servers {
-        let off = l.server_entry(s);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_server(r, l, s);
-        }
-    }
-    for c in 0..l.max_clients {
-        let off = l.client_entry(c);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_client(r, l, c);
+    pub(crate) fn reclaim_server_if_dead(&self, s: usize) {
+        if s < self.layout.max_servers {
+            entry::reclaim_if_dead(&self.seg, &self.layout, Role::Server, s);
         }
     }
 }
 
 fn join_server(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
-    let s = find_free(r, (0..l.max_servers).map(|s| (s, l.server_entry(s)))).ok_or(
-        OpenError::NoFreeEntry {
-            role: "server",
-            max: l.max_servers,
-        },
-    )?;
-    claim_entry(r, l.server_entry(s));
+    let s = l.join(r, Role::Server)?;
     // SeqCst: clients read the bitmap to tell "no server" at once.
-    r.u64_at(CTRL_SERVERS).fetch_or(1 << s, Ordering::SeqCst);
+    r.u64_at(CTRL_SERVERS).fetch_or(1u64 << s, Ordering::SeqCst);
     Ok(s)
 }
 
-fn free_server(r: &Region, l: &ServiceLayout, s: usize) {
-    // Locks the server held when it died are released (a leaving server holds none). The
-    // calls it took stay TAKEN, naming it in `taker`: their clients find it dead.
-    for c in 0..l.max_clients {
-        call::release_lock_of_dead(&l.ring(r, c), s);
-    }
-    r.u64_at(CTRL_SERVERS)
-        .fetch_and(!(1 << s), Ordering::SeqCst);
-    r.u64_at(CTRL_SERVERS_WAITING)
-        .fetch_and(!(1 << s), Ordering::SeqCst);
-    free_entry(r, l.server_entry(s));
-}
-
 fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
-    let c = find_free(r, (0..l.max_clients).map(|c| (c, l.client_entry(c)))).ok_or(
-        OpenError::NoFreeEntry {
-            role: "client",
-            max: l.max_clients,
-        },
-    )?;
-    claim_entry(r, l.client_entry(c));
-    let ring = l.ring(r, c);
-    // Relaxed: only this client and its servers' wake calls touch these; stale values cost a
-    // spare wake at most.
-    ring.waiting().store(0, Ordering::Relaxed);
+    let c = l.join(r, Role::Client)?;
+    // A corrupt or half-reclaimed entry may leave the doorbell's bit set: a spare wake at most.
+    l.ring(r, c).bell().forget(CLIENT_BIT);
     // SeqCst: servers poll the rings of the clients in this bitmap.
-    r.u64_at(CTRL_CLIENTS).fetch_or(1 << c, Ordering::SeqCst);
+    r.u64_at(CTRL_CLIENTS).fetch_or(1u64 << c, Ordering::SeqCst);
     Ok(c)
-}
-
-fn free_client(r: &Region, l: &ServiceLayout, c: usize) {
-    let ring = l.ring(r, c);
-    // Under the segment lock. The client is gone or leaving, so a CLIENT_LOCK holder is its own
-    // stale lock (taken over); a dead server holder is freed here; a live one is waited for a
-    // moment, and if it keeps the lock the posted calls are left to the next owner of the entry
-    // to cancel.
-    let busy = |holder: Holder, attempt: u32| match holder {
-        Holder::Server(s) if attempt < 1000 && s < l.max_servers => {
-            if !entry_live(r, l.server_entry(s)) {
-                free_server(r, l, s);
-            } else {
-                std::thread::yield_now();
-            }
-            true
-        }
-        _ => false, // garbage, or held for long: leave it
-    };
-    if let Some(lock) = ClientLock::acquire(&ring, busy) {
-        lock.cancel_all_posted();
-    }
-    // SeqCst: bookkeeping under the lock; servers stop polling this ring.
-    r.u64_at(CTRL_CLIENTS)
-        .fetch_and(!(1 << c), Ordering::SeqCst);
-    free_entry(r, l.client_entry(c));
 }
 
 /// How long a client waits for its ring's claim lock before giving up (servers hold it for a few
@@ -338,9 +216,7 @@ impl Env for ClientEnv<'_> {
         // A dead server's lock is released by reclaiming its entry (under the segment lock,
         // where no new server can take the same index meanwhile).
         if let Holder::Server(s) = holder {
-            if !self.shared.server_live(s) {
-                self.shared.reclaim_dead();
-            }
+            self.shared.reclaim_server_if_dead(s);
         }
         let now = Instant::now();
         if now >= *self.start.get_or_insert(now) + CLAIM_LOCK_WAIT {
@@ -355,7 +231,7 @@ impl Env for ClientEnv<'_> {
         if taker != 0 {
             ProcessId::unpack(taker).is_alive()
         } else {
-            self.shared.server_live(server)
+            self.shared.is_live(Role::Server, server)
         }
     }
 }
