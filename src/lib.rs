@@ -33,6 +33,8 @@
 //! argument of each ring and crash recovery.
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+// A loom build compiles only the lock-free cores (rings, doorbell), not the code that uses them.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
 pub mod error;
@@ -51,11 +53,6 @@ mod shm;
 mod sync;
 #[cfg(not(loom))]
 mod topic;
-// The `ringbus bench` harness (used by the `ringbus` binary); not part of the library API.
-#[cfg(not(loom))]
-#[doc(hidden)]
-#[allow(missing_debug_implementations)]
-pub mod bench;
 
 #[cfg(not(loom))]
 pub use error::{AckError, CallError, OpenError, ReceiveError, SendError};

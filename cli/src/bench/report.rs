@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::queue;
-use super::stats::Row;
+use super::stats::{LatencySummary, Row};
 use super::transport::{LatencyKind, Pattern, RPC_WINDOW};
 
 /// Renders the JSON object:
@@ -82,12 +82,16 @@ fn opt_float(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string.
+pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
@@ -95,6 +99,28 @@ fn push_json_str(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// A table cell: the value, or `-`.
+fn cell(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// A table cell: the value with `decimals` decimals, or `-`.
+fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// Appends the latency cells of a table line: p50, p99, p99.9 and max (`-` without latency).
+fn push_latency_cells(out: &mut String, lat: Option<&LatencySummary>) {
+    let _ = write!(
+        out,
+        " {:>9} {:>9} {:>9} {:>10}",
+        cell(lat.map(|l| l.p50_ns)),
+        cell(lat.map(|l| l.p99_ns)),
+        cell(lat.map(|l| l.p999_ns)),
+        cell(lat.map(|l| l.max_ns)),
+    );
 }
 
 /// Renders the human-readable table.
@@ -142,29 +168,16 @@ pub fn table(pattern: Pattern, rows: &[Row], header_note: &str) -> String {
             out.push('\n');
         }
         last_size = Some(row.payload_bytes);
-        let lat = row.latency.as_ref();
-        let cell = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let _ = write!(out, "{:<22} {:>8}", row.transport, row.payload_bytes);
+        push_latency_cells(&mut out, row.latency.as_ref());
         let _ = write!(
             out,
-            "{:<22} {:>8} {:>9} {:>9} {:>9} {:>10} {:>7} {:>13}",
-            row.transport,
-            row.payload_bytes,
-            cell(lat.map(|l| l.p50_ns)),
-            cell(lat.map(|l| l.p99_ns)),
-            cell(lat.map(|l| l.p999_ns)),
-            cell(lat.map(|l| l.max_ns)),
-            row.ratio_p50_to_floor
-                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
-            row.msgs_per_s
-                .map_or_else(|| "-".to_string(), |m| format!("{m:.0}")),
+            " {:>7} {:>13}",
+            fixed(row.ratio_p50_to_floor, 2),
+            fixed(row.msgs_per_s, 0)
         );
         if rpc {
-            let _ = write!(
-                out,
-                " {:>6}",
-                row.pipelined_x_rtt
-                    .map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
-            );
+            let _ = write!(out, " {:>6}", fixed(row.pipelined_x_rtt, 2));
         }
         out.push('\n');
     }
@@ -188,7 +201,6 @@ fn queue_table(rows: &[Row], header_note: &str) -> String {
         "{:<23} {:>5} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7} {:>12} {:>6}  ref",
         "transport", "shape", "bytes", "p50", "p99", "p99.9", "max", "samples", "msgs/s", "x ref",
     );
-    let cell = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     let mut last_group = None;
     for row in rows {
         let group = (row.payload_bytes, row.shape);
@@ -200,21 +212,18 @@ fn queue_table(rows: &[Row], header_note: &str) -> String {
         let shape = row
             .shape
             .map_or_else(|| "-".to_string(), |(p, c)| format!("{p}→{c}"));
+        let _ = write!(
+            out,
+            "{:<23} {:>5} {:>6}",
+            row.transport, shape, row.payload_bytes
+        );
+        push_latency_cells(&mut out, lat);
         let _ = writeln!(
             out,
-            "{:<23} {:>5} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7} {:>12} {:>6}  {}",
-            row.transport,
-            shape,
-            row.payload_bytes,
-            cell(lat.map(|l| l.p50_ns)),
-            cell(lat.map(|l| l.p99_ns)),
-            cell(lat.map(|l| l.p999_ns)),
-            cell(lat.map(|l| l.max_ns)),
+            " {:>7} {:>12} {:>6}  {}",
             cell(lat.map(|l| l.samples)),
-            row.msgs_per_s
-                .map_or_else(|| "-".to_string(), |m| format!("{m:.0}")),
-            row.rate_ratio
-                .map_or_else(|| "-".to_string(), |(r, _)| format!("{r:.2}")),
+            fixed(row.msgs_per_s, 0),
+            fixed(row.rate_ratio.map(|(r, _)| r), 2),
             row.rate_ratio.map_or("", |(_, reference)| reference),
         );
     }
@@ -246,7 +255,6 @@ fn queue_table(rows: &[Row], header_note: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::LatencySummary;
 
     #[test]
     fn json_has_one_object_with_nulls() {

@@ -14,14 +14,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
 use super::transport::{
-    Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
+    LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport, RPC_WINDOW,
 };
 use super::util::{
-    check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_round_trips, Result,
-    StreamTimer, MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_receives, Result,
+    MSG_TIMEOUT,
 };
 
 /// The `uds` transport.
@@ -30,10 +28,6 @@ pub struct Uds;
 impl Transport for Uds {
     fn name(&self) -> &'static str {
         "uds"
-    }
-
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
@@ -141,25 +135,19 @@ impl Drop for UdsPing {
 }
 
 impl PingEnd for UdsPing {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.end.check_mode(Mode::Latency)?;
         self.conn()?;
         let Self { conn, end, .. } = self;
         let stream = conn.as_mut().expect("connected above");
         let mut checksum = 0;
-        timed_round_trips(end.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        end.seq += round.time(end.seq + 1, |seq| {
             fill_payload(&mut end.send_buf, seq, touch);
             stream.write_all(&end.send_buf)?;
             stream.read_exact(&mut end.recv_buf)?;
             check_seq(consume_payload(&end.recv_buf, touch, &mut checksum), seq)
         })?;
-        end.seq += count;
         std::hint::black_box(checksum);
         Ok(())
     }
@@ -237,28 +225,18 @@ impl PongEnd for UdsPong {
         if self.end.pattern == Pattern::Rpc {
             // Pipelined requests: answer each as it comes (the client measures).
             let checksum = self.answer(count, touch)?;
-            return Ok(StreamOutcome {
-                rtt_p50_ns: None,
-                count,
-                elapsed_ns: 0,
-                checksum,
-            });
+            return Ok(StreamOutcome::served(count, checksum));
         }
-        let end = &mut self.end;
+        let (stream, end) = (&mut self.stream, &mut self.end);
         let mut checksum = 0;
-        let mut timer = StreamTimer::default();
-        for i in 0..count {
-            self.stream.read_exact(&mut end.recv_buf)?;
-            let seq = consume_payload(&end.recv_buf, touch, &mut checksum);
-            check_seq(seq, end.seq + 1)?;
-            end.seq = seq;
-            timer.received(i);
-        }
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: timer.finish(),
-            checksum,
-        })
+        let elapsed_ns = timed_receives(end.seq + 1, count, |expected| {
+            stream.read_exact(&mut end.recv_buf)?;
+            check_seq(
+                consume_payload(&end.recv_buf, touch, &mut checksum),
+                expected,
+            )
+        })?;
+        end.seq += count;
+        Ok(StreamOutcome::received(count, elapsed_ns, checksum))
     }
 }

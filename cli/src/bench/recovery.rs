@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::queue::DiskDir;
-use super::util::{err, Result};
-use crate::{FullPolicy, Node, SyncPolicy};
+use super::util::{err, options_or_exit, Parsed, Result, Words};
+use ringbus::{FullPolicy, Node, SyncPolicy};
 
 const USAGE: &str = "\
 usage: ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]
@@ -52,7 +52,7 @@ fn fill(dir: &std::path::Path, messages: u64) -> Result<()> {
     Ok(())
 }
 
-fn queue(node: &Node, dir: &std::path::Path, messages: u64) -> crate::QueueBuilder<[u8; 64]> {
+fn queue(node: &Node, dir: &std::path::Path, messages: u64) -> ringbus::QueueBuilder<[u8; 64]> {
     node.queue::<[u8; 64]>("recovery")
         .capacity((messages as usize).next_power_of_two().max(2))
         .durable(dir)
@@ -124,45 +124,37 @@ fn stats(v: &mut [Duration]) -> (f64, f64, f64) {
     (ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
 }
 
-/// Entry point of `ringbus bench recovery`.
-pub fn main(args: &[String]) -> ExitCode {
+/// `--json`, `--messages`, `--rounds`, `--cold`.
+type Options = (bool, u64, usize, bool);
+
+fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
     let (mut json, mut messages, mut rounds, mut cold) = (false, 1_000_000u64, 3usize, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut num = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|&n| n > 0)
-        };
-        match a.as_str() {
+    let mut words = Words::new(args);
+    while let Some(arg) = words.next_word() {
+        match arg {
             "--json" => json = true,
             "--cold" => cold = true,
-            "--messages" => match num() {
-                Some(n) if n <= 1 << 24 => messages = n,
-                _ => {
-                    eprintln!("ringbus bench recovery: --messages needs 1..=16777216\n\n{USAGE}");
-                    return ExitCode::from(2);
+            "--messages" => {
+                messages = words.positive(arg)?;
+                if messages > 1 << 24 {
+                    return Err(err("--messages needs 1..=16777216"));
                 }
-            },
-            "--rounds" => match num() {
-                Some(n) => rounds = n as usize,
-                None => {
-                    eprintln!(
-                        "ringbus bench recovery: --rounds needs a positive number\n\n{USAGE}"
-                    );
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
             }
-            other => {
-                eprintln!("ringbus bench recovery: unexpected argument `{other}`\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            "--rounds" => rounds = words.positive(arg)? as usize,
+            "-h" | "--help" => return Ok(Parsed::Help),
+            other => return Err(err(format!("unexpected argument `{other}`"))),
         }
     }
+    Ok(Parsed::Run((json, messages, rounds, cold)))
+}
+
+/// Entry point of `ringbus bench recovery`.
+pub fn main(args: &[String]) -> ExitCode {
+    let (json, messages, rounds, cold) =
+        match options_or_exit("ringbus bench recovery", USAGE, parse_options(args)) {
+            Ok(opts) => opts,
+            Err(code) => return code,
+        };
     let mut f = match measure(messages, rounds, cold) {
         Ok(f) => f,
         Err(e) => {

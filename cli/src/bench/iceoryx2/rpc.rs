@@ -14,21 +14,17 @@
 use iceoryx2::pending_response::PendingResponse;
 use iceoryx2::port::client::Client;
 use iceoryx2::port::server::Server;
-use iceoryx2::port::{BackpressureAction, BackpressureInfo};
 use iceoryx2::prelude::*;
 use iceoryx2::request_mut::RequestMut;
 use iceoryx2::service::port_factory::request_response::PortFactory;
 
-use hdrhistogram::Histogram;
-
 use super::super::transport::{
-    wrong_mode, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
+    LatencyRound, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
 };
 use super::super::util::{
-    check_seq, consume_payload, err, fill_payload, pipelined_calls, spin_until, timed_round_trips,
-    Result, MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, spin_until, Result,
 };
-use super::{ice, node, Svc};
+use super::{bounded_retry, ice, node, Svc};
 
 type Factory = PortFactory<Svc, [u8], (), u64, ()>;
 type RpcClient = Client<Svc, [u8], (), u64, ()>;
@@ -41,15 +37,6 @@ fn in_flight(mode: Mode) -> usize {
     match mode {
         Mode::Latency => 1,
         Mode::Stream => RPC_WINDOW,
-    }
-}
-
-/// Fails a send that has waited for buffer space longer than [`MSG_TIMEOUT`].
-fn bounded_retry(info: &BackpressureInfo) -> BackpressureAction {
-    if info.elapsed_time > MSG_TIMEOUT {
-        BackpressureAction::DiscardDataAndFail
-    } else {
-        BackpressureAction::Retry
     }
 }
 
@@ -72,50 +59,40 @@ fn open_service(node: &Node<Svc>, name: &str, mode: Mode) -> Result<Factory> {
         .map_err(ice("open_or_create request_response"))
 }
 
-/// The client end (ping).
-pub(super) struct RpcPing {
+/// Either end: the client (ping, [`RpcPing`]) or the server (pong, [`RpcPong`]).
+pub(super) struct RpcEnd<P> {
     mode: Mode,
     payload: usize,
-    client: RpcClient,
-    /// Loaned ahead (latency rounds): the next request, already in the client's segment.
+    /// The client or the server.
+    port: P,
+    /// Loaned ahead (client, latency rounds): the next request, already in the client's
+    /// segment.
     next: Option<Request>,
-    /// Last sequence number sent, over all rounds.
+    /// Last sequence number sent (client) or answered (server), over all rounds.
     seq: u64,
     // Declared last: ports drop before their service and the node.
     _service: Factory,
     _node: Node<Svc>,
 }
 
+/// The client end (ping).
+pub(super) type RpcPing = RpcEnd<RpcClient>;
 /// The server end (pong).
-pub(super) struct RpcPong {
-    mode: Mode,
-    server: RpcServer,
-    /// Last sequence number answered, over all rounds.
-    seq: u64,
-    _service: Factory,
-    _node: Node<Svc>,
-}
+pub(super) type RpcPong = RpcEnd<RpcServer>;
 
 fn service_name(setup: &Setup) -> String {
     format!("{}-rr", setup.resource_name("iceoryx2"))
 }
 
-impl RpcPing {
-    pub(super) fn new(setup: &Setup) -> Result<Self> {
+impl<P> RpcEnd<P> {
+    /// Opens (or creates) the service for `setup` and makes this end's port with `make`.
+    fn open(setup: &Setup, make: impl FnOnce(&Factory) -> Result<P>) -> Result<Self> {
         let node = node()?;
         let service = open_service(&node, &service_name(setup), setup.mode)?;
-        let client = service
-            .client_builder()
-            .initial_max_slice_len(setup.payload)
-            .max_active_requests(in_flight(setup.mode))
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .set_backpressure_handler(bounded_retry)
-            .create()
-            .map_err(ice("client"))?;
         Ok(Self {
             mode: setup.mode,
             payload: setup.payload,
-            client,
+            port: make(&service)?,
             next: None,
             seq: 0,
             _service: service,
@@ -128,28 +105,36 @@ impl RpcPing {
     }
 }
 
+impl RpcPing {
+    pub(super) fn new(setup: &Setup) -> Result<Self> {
+        Self::open(setup, |service| {
+            service
+                .client_builder()
+                .initial_max_slice_len(setup.payload)
+                .max_active_requests(in_flight(setup.mode))
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .set_backpressure_handler(bounded_retry)
+                .create()
+                .map_err(ice("client"))
+        })
+    }
+}
+
 impl RpcPong {
     pub(super) fn new(setup: &Setup) -> Result<Self> {
-        let node = node()?;
-        let service = open_service(&node, &service_name(setup), setup.mode)?;
-        let server = service
-            .server_builder()
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .set_backpressure_handler(bounded_retry)
-            .create()
-            .map_err(ice("server"))?;
-        Ok(Self {
-            mode: setup.mode,
-            server,
-            seq: 0,
-            _service: service,
-            _node: node,
+        Self::open(setup, |service| {
+            service
+                .server_builder()
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .set_backpressure_handler(bounded_retry)
+                .create()
+                .map_err(ice("server"))
         })
     }
 
     /// Answers `count` requests, busy-polling for each.
     fn answer(&mut self, count: u64, touch: bool) -> Result<u64> {
-        let server = &self.server;
+        let server = &self.port;
         let mut checksum = 0;
         let first = self.seq + 1;
         for expected in first..first + count {
@@ -194,20 +179,15 @@ fn await_response(pending: &Pending, seq: u64) -> Result<()> {
 }
 
 impl PingEnd for RpcPing {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
-        let (client, payload) = (&self.client, self.payload);
+        let (client, payload) = (&self.port, self.payload);
         let next = &mut self.next;
         if next.is_none() {
             *next = Some(loan(client, payload)?);
         }
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             let request = next
                 .take()
                 .ok_or_else(|| err("iceoryx2: no loaned request"))?;
@@ -216,13 +196,12 @@ impl PingEnd for RpcPing {
             *next = Some(loan(client, payload)?);
             await_response(&pending, seq)
         })?;
-        self.seq += count;
         Ok(())
     }
 
     fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
-        let (client, payload) = (&self.client, self.payload);
+        let (client, payload) = (&self.port, self.payload);
         let outcome = pipelined_calls(
             self.seq + 1,
             count,
@@ -237,22 +216,13 @@ impl PingEnd for RpcPing {
 
 impl PongEnd for RpcPong {
     fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
-        if self.mode != Mode::Latency {
-            return Err(wrong_mode("iceoryx2", self.mode));
-        }
+        self.check_mode(Mode::Latency)?;
         self.answer(count, touch)
     }
 
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
-        if self.mode != Mode::Stream {
-            return Err(wrong_mode("iceoryx2", self.mode));
-        }
+        self.check_mode(Mode::Stream)?;
         let checksum = self.answer(count, touch)?;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: 0,
-            checksum,
-        })
+        Ok(StreamOutcome::served(count, checksum))
     }
 }

@@ -18,7 +18,7 @@ use super::worker::{
     QUEUE_WAIT,
 };
 use super::{EndSpec, QueueSetup, QueueTransport, Role, QUEUE_CAPACITY};
-use crate::{
+use ringbus::{
     Bytes, Consumer, Delivery, FullPolicy, Node, Producer, QueueBuilder, ReceiveError, SyncPolicy,
 };
 

@@ -41,6 +41,7 @@ pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
+pub mod process;
 pub mod queue;
 pub mod recovery;
 pub mod report;
@@ -58,8 +59,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use stats::{LatencyRecord, Row};
-use transport::{Mode, Pattern, PingEnd, Placement, Setup, Transport};
-use util::{allowed_cpus, err, pin_current_thread, Result, HEADER_BYTES};
+use transport::{LatencyRound, Mode, Pattern, PingEnd, Placement, Setup, Transport};
+use util::{
+    allowed_cpus, err, options_or_exit, pin_current_thread, positive, Parsed, Result, Words,
+    HEADER_BYTES,
+};
 
 pub use peer::peer_main;
 
@@ -161,37 +165,27 @@ impl Default for Options {
     }
 }
 
-/// What the command line asked for.
-enum Parsed {
-    Run(Options),
-    Help,
-}
-
-fn parse_options(args: &[String]) -> Result<Parsed> {
+fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
     let mut opts = Options::default();
-    let mut it = args.iter();
+    let mut words = Words::new(args);
     let mut pattern_seen = false;
     let (mut rounds_given, mut sizes_given) = (false, false);
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{flag} needs a value")))
-        };
-        match arg.as_str() {
+    while let Some(arg) = words.next_word() {
+        match arg {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--json" => opts.json = true,
             "--touch" => opts.touch = true,
             "--no-pin" => opts.pin = false,
             "--rounds" => {
-                opts.rounds = positive(&value(arg)?, arg)?;
+                opts.rounds = words.positive(arg)? as usize;
                 rounds_given = true;
             }
-            "--msgs" => opts.msgs = positive(&value(arg)?, arg)? as u64,
+            "--msgs" => opts.msgs = words.positive(arg)?,
             "--sizes" => {
-                opts.sizes = value(arg)?
+                opts.sizes = words
+                    .value(arg)?
                     .split(',')
-                    .map(|s| positive(s.trim(), arg))
+                    .map(|s| positive(s.trim(), arg).map(|n| n as usize))
                     .collect::<Result<_>>()?;
                 sizes_given = true;
                 if let Some(&s) = opts.sizes.iter().find(|&&s| s < HEADER_BYTES) {
@@ -201,7 +195,8 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
                 }
             }
             "--transports" => {
-                let names: Vec<String> = value(arg)?
+                let names: Vec<String> = words
+                    .value(arg)?
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
@@ -245,30 +240,14 @@ fn parse_options(args: &[String]) -> Result<Parsed> {
     Ok(Parsed::Run(opts))
 }
 
-fn positive(s: &str, flag: &str) -> Result<usize> {
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(err(format!(
-            "{flag}: expected a positive integer, got `{s}`"
-        ))),
-    }
-}
-
 /// Entry point of the `bench` subcommand (`args` follow the word `bench`).
 pub fn bench_main(args: &[String]) -> ExitCode {
     if args.first().map(String::as_str) == Some("recovery") {
         return recovery::main(&args[1..]);
     }
-    let opts = match parse_options(args) {
-        Ok(Parsed::Run(opts)) => opts,
-        Ok(Parsed::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ringbus bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let opts = match options_or_exit("ringbus bench", USAGE, parse_options(args)) {
+        Ok(opts) => opts,
+        Err(code) => return code,
     };
     let t0 = Instant::now();
     match run(&opts) {
@@ -554,7 +533,12 @@ fn latency_phase(
                     setup,
                     count + warmup,
                     |end, peer| {
-                        end.latency_round(count + warmup, warmup, v.touch, &mut hist)?;
+                        end.latency_round(LatencyRound {
+                            count: count + warmup,
+                            warmup,
+                            touch: v.touch,
+                            hist: &mut hist,
+                        })?;
                         peer.finish_run()?;
                         Ok(())
                     },

@@ -16,17 +16,14 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::transport::{
-    no_queue, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    no_queue, LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
 };
 use super::util::{
-    check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, Result,
-    StreamTimer, MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, spin_until, timed_receives, Result, MSG_TIMEOUT,
 };
 use super::STREAM_CAPACITY;
-use crate::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
+use ringbus::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
 
 mod rpc;
 
@@ -50,10 +47,6 @@ impl Ringbus {
 impl Transport for Ringbus {
     fn name(&self) -> &'static str {
         self.name_of()
-    }
-
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
@@ -183,46 +176,32 @@ fn send(
     Ok(())
 }
 
-fn missing(name: &str, what: &str) -> super::util::BoxError {
-    err(format!("{name}: this end has no {what}"))
+/// `port` (an end's publisher or subscriber, `what`), which the rounds that use it have.
+fn port<T>(name: &str, what: &str, port: Option<T>) -> Result<T> {
+    port.ok_or_else(|| err(format!("{name}: this end has no {what}")))
 }
 
 impl PingEnd for RbEnd {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
         let (name, payload, blocking) = (self.name, self.payload, self.blocking);
-        let (publisher, subscriber) = (
-            self.publisher
-                .as_mut()
-                .ok_or_else(|| missing(name, "publisher"))?,
-            self.subscriber
-                .as_ref()
-                .ok_or_else(|| missing(name, "subscriber"))?,
-        );
+        let publisher = port(name, "publisher", self.publisher.as_mut())?;
+        let subscriber = port(name, "subscriber", self.subscriber.as_ref())?;
         let mut checksum = 0;
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             send(publisher, name, payload, seq, touch)?;
             let reply = receive(subscriber, blocking, "ringbus pong")?;
             check_seq(consume_payload(&reply, touch, &mut checksum), seq)
         })?;
         std::hint::black_box(checksum);
-        self.seq += count;
         Ok(())
     }
 
     fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
         let (name, payload) = (self.name, self.payload);
-        let publisher = self
-            .publisher
-            .as_mut()
-            .ok_or_else(|| missing(name, "publisher"))?;
+        let publisher = port(name, "publisher", self.publisher.as_mut())?;
         let first = self.seq + 1;
         for seq in first..first + count {
             send(publisher, name, payload, seq, touch)?;
@@ -236,14 +215,8 @@ impl PongEnd for RbEnd {
     fn latency_serve(&mut self, count: u64, touch: bool) -> Result<u64> {
         self.check_mode(Mode::Latency)?;
         let (name, payload, blocking) = (self.name, self.payload, self.blocking);
-        let (publisher, subscriber) = (
-            self.publisher
-                .as_mut()
-                .ok_or_else(|| missing(name, "publisher"))?,
-            self.subscriber
-                .as_ref()
-                .ok_or_else(|| missing(name, "subscriber"))?,
-        );
+        let publisher = port(name, "publisher", self.publisher.as_mut())?;
+        let subscriber = port(name, "subscriber", self.subscriber.as_ref())?;
         let mut checksum = 0;
         let first = self.seq + 1;
         for expected in first..first + count {
@@ -265,25 +238,13 @@ impl PongEnd for RbEnd {
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
         self.check_mode(Mode::Stream)?;
         let (name, blocking) = (self.name, self.blocking);
-        let subscriber = self
-            .subscriber
-            .as_ref()
-            .ok_or_else(|| missing(name, "subscriber"))?;
+        let subscriber = port(name, "subscriber", self.subscriber.as_ref())?;
         let mut checksum = 0;
-        let mut timer = StreamTimer::default();
-        let first = self.seq + 1;
-        for i in 0..count {
+        let elapsed_ns = timed_receives(self.seq + 1, count, |seq| {
             let sample = receive(subscriber, blocking, "ringbus stream")?;
-            check_seq(consume_payload(&sample, touch, &mut checksum), first + i)?;
-            drop(sample);
-            timer.received(i);
-        }
+            check_seq(consume_payload(&sample, touch, &mut checksum), seq)
+        })?;
         self.seq += count;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: timer.finish(),
-            checksum,
-        })
+        Ok(StreamOutcome::received(count, elapsed_ns, checksum))
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -193,6 +194,21 @@ pub struct StreamOutcome {
 }
 
 impl StreamOutcome {
+    /// What a receiving end measured: `count` messages in `elapsed_ns` (first to last).
+    pub fn received(count: u64, elapsed_ns: u64, checksum: u64) -> Self {
+        Self {
+            count,
+            elapsed_ns,
+            checksum,
+            rtt_p50_ns: None,
+        }
+    }
+
+    /// What an `rpc` server reports for `count` answered requests (the client measures).
+    pub fn served(count: u64, checksum: u64) -> Self {
+        Self::received(count, 0, checksum)
+    }
+
     /// Messages (or calls) per second over the measured interval (`count - 1` gaps).
     pub fn msgs_per_s(&self) -> Option<f64> {
         (self.count > 1 && self.elapsed_ns > 0)
@@ -205,8 +221,11 @@ pub trait Transport: Send + Sync {
     /// Name in the command line, child protocol and output.
     fn name(&self) -> &'static str;
 
-    /// Whether this transport takes part in `mode` rounds of `pattern`.
-    fn supports(&self, pattern: Pattern, mode: Mode) -> bool;
+    /// Whether this transport takes part in `mode` rounds of `pattern`. By default every
+    /// ping/pong pattern in both modes (`queue` has its own transports, see [`super::queue`]).
+    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
+        pattern != Pattern::Queue
+    }
 
     /// Where the two ends run.
     fn placement(&self) -> Placement {
@@ -233,17 +252,46 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// One latency round of the parent's end: `count` round trips (the peer serves exactly
+/// `count`), of which all but the first `warmup` are recorded in `hist` (ns).
+pub struct LatencyRound<'h> {
+    /// Round trips in the round.
+    pub count: u64,
+    /// Unrecorded round trips at its start.
+    pub warmup: u64,
+    /// Whether sender and receiver touch every payload byte.
+    pub touch: bool,
+    /// Where the round-trip times go.
+    pub hist: &'h mut Histogram<u64>,
+}
+
+impl LatencyRound<'_> {
+    /// Runs the round: `round_trip(seq)` for `seq` in `first_seq..first_seq+count`, each
+    /// timed, all but the first `warmup` recorded. Returns `count` (to advance the end's
+    /// sequence number by). Generic and inlined: the timed loop makes no dynamic call.
+    #[inline(always)]
+    pub fn time(
+        self,
+        first_seq: u64,
+        mut round_trip: impl FnMut(u64) -> Result<()>,
+    ) -> Result<u64> {
+        for i in 0..self.count {
+            let t0 = Instant::now();
+            round_trip(first_seq + i)?;
+            let rtt = t0.elapsed();
+            if i >= self.warmup {
+                self.hist
+                    .saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
+            }
+        }
+        Ok(self.count)
+    }
+}
+
 /// The parent's end of a transport.
 pub trait PingEnd {
-    /// Runs `count` round trips (the peer serves exactly `count`) and records the
-    /// round-trip time in ns of all but the first `warmup` into `hist`.
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()>;
+    /// Runs one latency round ([`LatencyRound`]).
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()>;
 
     /// `pubsub`: sends `count` messages as fast as the transport accepts them and returns
     /// `None` (the receiver measures). `rpc`: makes `count` pipelined calls with

@@ -87,7 +87,7 @@ use super::stats::{self, LatencySummary, Row};
 use super::transport::Mode;
 use super::util::{allowed_cpus, err, Result, ShmFile};
 use super::Options;
-use crate::Node;
+use ::ringbus::Node;
 use worker::{AckWords, EndSpec, Outcome, Round, WorkerEnd, ACK_FILE_LEN, QUEUE_HEADER_BYTES};
 
 /// Messages a queue holds (sent, not yet acked), for every transport.
@@ -410,33 +410,8 @@ impl Drop for DiskDir {
 /// Removes what runs whose process is gone left in `dir` (they were killed, or their
 /// workers were): entries named `<prefix>rb-bench-<pid>-queue...`.
 fn remove_stale(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|n| n.strip_prefix(peer::KEY_PREFIX))
-        else {
-            continue;
-        };
-        let Some((Ok(pid), "queue")) = rest
-            .split_once('-')
-            .map(|(pid, more)| (pid.parse::<u32>(), more.split('-').next().unwrap_or("")))
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(path)
-            } else {
-                std::fs::remove_file(path)
-            };
-        }
-    }
+    let prefix = format!("{prefix}{}", peer::KEY_PREFIX);
+    super::process::remove_stale(dir, &prefix, |rest| rest.split('-').next() == Some("queue"));
 }
 
 /// Everything measured for one row (transport, size, shape).

@@ -2,19 +2,15 @@
 //! --help`), `ringbus torture [scenario] [flags]` (see `ringbus torture --help`), and the hidden
 //! `bench-peer` and `torture-child` subcommands they spawn as their child processes.
 
-#[cfg(not(loom))]
 use std::process::ExitCode;
 
-#[cfg(not(loom))]
-use ringbus::bench;
+mod bench;
 
-#[cfg(not(loom))]
 const USAGE: &str = "\
 usage: ringbus bench [pubsub|rpc|queue|recovery] [flags]   (ringbus bench --help for flags)
        ringbus torture [topic|service|queue|durable-queue|all] [--trials N] [--seed S] [--json]
                                                      (ringbus torture --help: what is checked)";
 
-#[cfg(not(loom))]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -34,7 +30,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Loom builds model the rings only; the tool is not built for them.
-#[cfg(loom)]
-fn main() {}

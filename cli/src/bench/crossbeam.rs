@@ -13,7 +13,7 @@ use super::transport::{
     Mode, Pattern, PingEnd, Placement, PongEnd, Setup, StreamOutcome, Transport,
 };
 use super::util::{
-    check_seq, consume_payload, err, fill_payload, pin_current_thread, Result, StreamTimer,
+    check_seq, consume_payload, err, fill_payload, pin_current_thread, timed_receives, Result,
     MSG_TIMEOUT,
 };
 use super::STREAM_CAPACITY;
@@ -70,21 +70,15 @@ fn receive_all<T: AsRef<[u8]>>(
         pin_current_thread(cpu)?;
     }
     let mut checksum = 0;
-    let mut timer = StreamTimer::default();
-    for i in 0..count {
+    let elapsed_ns = timed_receives(1, count, |seq| {
         let msg = rx
             .recv_timeout(MSG_TIMEOUT)
             .map_err(|e| err(format!("crossbeam receive: {e}")))?;
-        check_seq(consume_payload(msg.as_ref(), touch, &mut checksum), i + 1)?;
+        check_seq(consume_payload(msg.as_ref(), touch, &mut checksum), seq)?;
         recycle(msg);
-        timer.received(i);
-    }
-    Ok(StreamOutcome {
-        rtt_p50_ns: None,
-        count,
-        elapsed_ns: timer.finish(),
-        checksum,
-    })
+        Ok(())
+    })?;
+    Ok(StreamOutcome::received(count, elapsed_ns, checksum))
 }
 
 fn stream_array<const N: usize>(

@@ -18,15 +18,11 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use hdrhistogram::Histogram;
-
 use super::transport::{
-    no_queue, wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
-    RPC_WINDOW,
+    no_queue, wrong_mode, LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome,
+    Transport, RPC_WINDOW,
 };
-use super::util::{
-    check_seq, pipelined_calls, spin_until, timed_round_trips, Result, ShmFile, StreamTimer,
-};
+use super::util::{check_seq, pipelined_calls, spin_until, timed_receives, Result, ShmFile};
 use super::STREAM_CAPACITY;
 
 /// Length of the shared file.
@@ -75,10 +71,6 @@ pub struct Floor;
 impl Transport for Floor {
     fn name(&self) -> &'static str {
         "floor"
-    }
-
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
@@ -197,19 +189,13 @@ impl FloorEnd {
 }
 
 impl PingEnd for FloorEnd {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        _touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         if self.mode != Mode::Latency {
             return Err(wrong_mode("floor", self.mode));
         }
         let ping = self.shm.word(PING_OFF);
         let pong = self.shm.word(PONG_OFF);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        self.seq += round.time(self.seq + 1, |seq| {
             // Release/Acquire (not SeqCst): a real transport publishes its payload this
             // way, and on x86 both are plain moves, so the floor pays no fence.
             ping.store(seq, Release);
@@ -217,7 +203,6 @@ impl PingEnd for FloorEnd {
                 Ok((pong.load(Acquire) == seq).then_some(()))
             })
         })?;
-        self.seq += count;
         Ok(())
     }
 
@@ -281,12 +266,9 @@ impl PongEnd for FloorEnd {
             Pattern::Queue => return Err(no_queue("floor")),
             Pattern::PubSub => {
                 let mut ring = Ring::new(&self.shm, STREAM_RING, &mut self.ring);
-                let mut timer = StreamTimer::default();
-                for i in 0..count {
-                    check_seq(ring.pop("floor ring message")?, first + i)?;
-                    timer.received(i);
-                }
-                timer.finish()
+                timed_receives(first, count, |seq| {
+                    check_seq(ring.pop("floor ring message")?, seq)
+                })?
             }
             Pattern::Rpc => {
                 let mut requests = Ring::new(&self.shm, REQUEST_RING, &mut self.ring);
@@ -300,11 +282,6 @@ impl PongEnd for FloorEnd {
             }
         };
         self.seq += count;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns,
-            checksum: 0,
-        })
+        Ok(StreamOutcome::received(count, elapsed_ns, 0))
     }
 }

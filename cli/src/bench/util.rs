@@ -1,14 +1,14 @@
 //! Helpers shared by the harness and its transports: errors, bounded spinning, the
-//! timed round-trip and pipelined-call loops, CPU pinning, payload header access and the
+//! timed receive and pipelined-call loops, CPU pinning, payload header access and the
 //! shared-memory file used by `floor` and `futex`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::transport::StreamOutcome;
@@ -25,6 +25,70 @@ pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Size of the header word the sender writes into every payload (a sequence number).
 pub const HEADER_BYTES: usize = 8;
+
+/// What a subcommand's command line asked for.
+pub enum Parsed<T> {
+    /// Run with these options.
+    Run(T),
+    /// Print the usage.
+    Help,
+}
+
+/// The options `parsed` holds, or the exit code once the usage is printed: on stdout for
+/// `--help` (success), on stderr after the error for a bad command line (exit code 2).
+pub fn options_or_exit<T>(
+    command: &str,
+    usage: &str,
+    parsed: Result<Parsed<T>>,
+) -> std::result::Result<T, ExitCode> {
+    match parsed {
+        Ok(Parsed::Run(opts)) => Ok(opts),
+        Ok(Parsed::Help) => {
+            println!("{usage}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{command}: {e}\n\n{usage}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The words of a subcommand's command line, read flag by flag.
+pub struct Words<'a>(std::slice::Iter<'a, String>);
+
+impl<'a> Words<'a> {
+    /// The words `args`.
+    pub fn new(args: &'a [String]) -> Self {
+        Self(args.iter())
+    }
+
+    /// The next word: a flag or a positional word.
+    pub fn next_word(&mut self) -> Option<&'a str> {
+        self.0.next().map(String::as_str)
+    }
+
+    /// The value that follows `flag`.
+    pub fn value(&mut self, flag: &str) -> Result<&'a str> {
+        self.next_word()
+            .ok_or_else(|| err(format!("{flag} needs a value")))
+    }
+
+    /// The positive integer that follows `flag`.
+    pub fn positive(&mut self, flag: &str) -> Result<u64> {
+        positive(self.value(flag)?, flag)
+    }
+}
+
+/// `s`, given for `flag`, as a positive integer.
+pub fn positive(s: &str, flag: &str) -> Result<u64> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(err(format!(
+            "{flag}: expected a positive integer, got `{s}`"
+        ))),
+    }
+}
 
 /// Builds a [`BoxError`] from text.
 pub fn err(msg: impl Into<String>) -> BoxError {
@@ -53,25 +117,21 @@ pub fn spin_until<T>(what: &str, mut poll: impl FnMut() -> Result<Option<T>>) ->
     }
 }
 
-/// Runs `count` timed round trips with sequence numbers `first_seq..first_seq+count`
-/// and records the round-trip time in ns of all but the first `warmup` into `hist`.
+/// Receives `count` messages with sequence numbers `first_seq..first_seq+count`:
+/// `receive(seq)` waits for message `seq` and checks it. Returns the nanoseconds from the
+/// first to the last message ([`StreamTimer`]).
 #[inline(always)]
-pub fn timed_round_trips(
+pub fn timed_receives(
     first_seq: u64,
     count: u64,
-    warmup: u64,
-    hist: &mut Histogram<u64>,
-    mut round_trip: impl FnMut(u64) -> Result<()>,
-) -> Result<()> {
+    mut receive: impl FnMut(u64) -> Result<()>,
+) -> Result<u64> {
+    let mut timer = StreamTimer::default();
     for i in 0..count {
-        let t0 = Instant::now();
-        round_trip(first_seq + i)?;
-        let rtt = t0.elapsed();
-        if i >= warmup {
-            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
-        }
+        receive(first_seq + i)?;
+        timer.received(i);
     }
-    Ok(())
+    Ok(timer.finish())
 }
 
 /// Makes `count` pipelined calls with sequence numbers `first_seq..first_seq+count`,
@@ -305,6 +365,61 @@ impl Drop for ShmFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_read_flags_values_and_positive_integers() {
+        let args: Vec<String> = ["--rounds", "3", "--msgs", "0", "--sizes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut w = Words::new(&args);
+        assert_eq!(w.next_word(), Some("--rounds"));
+        assert_eq!(w.positive("--rounds").unwrap(), 3);
+        assert_eq!(w.next_word(), Some("--msgs"));
+        let e = w.positive("--msgs").unwrap_err().to_string();
+        assert_eq!(e, "--msgs: expected a positive integer, got `0`");
+        assert_eq!(w.next_word(), Some("--sizes"));
+        assert_eq!(
+            w.value("--sizes").unwrap_err().to_string(),
+            "--sizes needs a value"
+        );
+        assert_eq!(w.next_word(), None);
+    }
+
+    #[test]
+    fn a_latency_round_records_all_but_its_warmup() {
+        let mut hist = crate::bench::stats::new_histogram();
+        let mut seen = Vec::new();
+        let round = super::super::transport::LatencyRound {
+            count: 10,
+            warmup: 3,
+            touch: false,
+            hist: &mut hist,
+        };
+        let n = round
+            .time(5, |seq| {
+                seen.push(seq);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(seen, (5..15).collect::<Vec<u64>>());
+        assert_eq!(hist.len(), 7);
+        let mut calls = 0;
+        let round = super::super::transport::LatencyRound {
+            count: 10,
+            warmup: 0,
+            touch: false,
+            hist: &mut hist,
+        };
+        assert!(round
+            .time(1, |seq| {
+                calls += 1;
+                check_seq(seq, 1)
+            })
+            .is_err());
+        assert_eq!(calls, 2, "a failed round trip ends the round");
+    }
 
     #[test]
     fn pipelined_calls_keep_the_window_and_answer_in_order() {

@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::{Kind, Rng, Scenario, Tally, HANG_BOUND};
+use crate::bench::process::spawn_piped;
 use crate::bench::util::{err, Result};
 
 /// Bytes of a child's stderr kept for the report (its end).
@@ -151,18 +152,9 @@ impl<'t> Harness<'t> {
             .arg(format!("parent={}", std::process::id()))
             .arg(format!("seed={}", self.rng.next_u64()))
             .args(&self.base_args)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| err(format!("cannot spawn a {role}: {e}")))?;
-        let stdin = child.stdin.take();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| err("child without stdout"))?;
+            .args(extra);
+        let (mut child, stdin, stdout) =
+            spawn_piped(&mut cmd, Stdio::piped(), &format!("a {role}"))?;
         let mut stderr_pipe = child
             .stderr
             .take()
@@ -371,18 +363,26 @@ impl<'t> Harness<'t> {
         }
     }
 
+    /// Handles the next event, waiting for it until `deadline` at the latest: `Timeout` if
+    /// none came, `Died` if no child can send any more.
+    fn next_event(&mut self, deadline: Instant) -> std::result::Result<(), Miss> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Miss::Timeout);
+        }
+        match self.rx.recv_timeout(deadline - now) {
+            Ok(ev) => {
+                self.handle(ev);
+                Ok(())
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Miss::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(Miss::Died),
+        }
+    }
+
     /// Handles events until `deadline` (the children run meanwhile).
     pub fn pump_until(&mut self, deadline: Instant) {
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            match self.rx.recv_timeout(deadline - now) {
-                Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
-            }
-        }
+        while self.next_event(deadline).is_ok() {}
     }
 
     /// Waits for a line of child `uid` whose first word is `word` and whose words satisfy
@@ -406,15 +406,7 @@ impl<'t> Harness<'t> {
             if !self.running(uid) {
                 return Err(Miss::Died);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Miss::Timeout);
-            }
-            match self.rx.recv_timeout(deadline - now) {
-                Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout) => return Err(Miss::Timeout),
-                Err(RecvTimeoutError::Disconnected) => return Err(Miss::Died),
-            }
+            self.next_event(deadline)?;
         }
     }
 
@@ -473,15 +465,7 @@ impl<'t> Harness<'t> {
             if !watches.iter().any(|&(u, _)| self.running(u)) {
                 return Err(Miss::Died);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Miss::Timeout);
-            }
-            match self.rx.recv_timeout(deadline - now) {
-                Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout) => return Err(Miss::Timeout),
-                Err(RecvTimeoutError::Disconnected) => return Err(Miss::Died),
-            }
+            self.next_event(deadline)?;
         }
     }
 
@@ -619,10 +603,6 @@ impl Harness<'_> {
         slot.uid.filter(|&u| self.running(u))
     }
 
-    /// Verifies that the flow resumed: each child of `each` makes `k` units of progress, and at
-    /// least one child of `any` makes `k_any`, all within [`HANG_BOUND`]. Counts a hang for each
-    /// miss; returns whether all made it. A child that died meanwhile (counted as an unexpected
-    /// exit) fails the check without a hang.
     /// Marks the start of a trial (for [`Harness::end_trial`]).
     pub fn begin_trial(&mut self) {
         self.trial_hangs = self.tally.hangs;
@@ -646,15 +626,24 @@ impl Harness<'_> {
         AfterTrial::Restart
     }
 
-    pub fn verify(&mut self, each: &[(u64, u64)], any: &[u64], k_any: u64) -> bool {
+    /// Verifies that the flow resumed: each live child of the slots `each` makes `k` units of
+    /// progress, and at least one live child of the slots `any` (if any is live) makes `k_any`,
+    /// all within [`HANG_BOUND`]. Counts a hang for each miss; returns whether all made it. A
+    /// child that died meanwhile (counted as an unexpected exit) fails the check without a hang.
+    pub fn verify<'s>(
+        &mut self,
+        each: impl IntoIterator<Item = &'s Slot>,
+        k: u64,
+        any: &[Slot],
+        k_any: u64,
+    ) -> bool {
         let deadline = Instant::now() + HANG_BOUND;
-        let tokens: Vec<(u64, u64, u64)> = each
-            .iter()
-            .map(|&(uid, k)| (uid, k, self.watch(uid, k)))
-            .collect();
+        let each: Vec<u64> = each.into_iter().filter_map(|s| self.live(s)).collect();
+        let any: Vec<u64> = any.iter().filter_map(|s| self.live(s)).collect();
+        let tokens: Vec<(u64, u64)> = each.iter().map(|&uid| (uid, self.watch(uid, k))).collect();
         let any_tokens: Vec<(u64, u64)> = any.iter().map(|&u| (u, self.watch(u, k_any))).collect();
         let mut ok = true;
-        for (uid, k, token) in tokens {
+        for (uid, token) in tokens {
             match self.await_progress(uid, token, deadline) {
                 Ok(()) => {}
                 Err(Miss::Timeout) => {

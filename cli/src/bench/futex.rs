@@ -22,13 +22,34 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
-
 use super::transport::{
-    wrong_mode, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    wrong_mode, LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
 };
-use super::util::{err, timed_round_trips, Result, ShmFile, MSG_TIMEOUT};
-use crate::sync::futex;
+use super::util::{err, Result, ShmFile, MSG_TIMEOUT};
+
+/// Shared (not `FUTEX_PRIVATE_FLAG`) futex calls on a word of the mapped file, as ringbus's own
+/// waits make them (its futex module is not public API, so the harness calls the kernel itself).
+mod kernel {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use rustix::thread::futex::{self, Flags};
+
+    /// Sleeps while `*word == expected`, for at most `timeout`; callers recheck the word.
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        let ts = rustix::time::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // EAGAIN (the value changed), ETIMEDOUT and EINTR all mean "recheck", which callers do.
+        let _ = futex::wait(word, Flags::empty(), expected, Some(&ts));
+    }
+
+    /// Wakes at most `n` waiters on `word`.
+    pub fn wake(word: &AtomicU32, n: u32) {
+        let _ = futex::wake(word, Flags::empty(), n);
+    }
+}
 
 /// Length of the shared file.
 const FILE_LEN: usize = 4096;
@@ -103,7 +124,7 @@ fn post(word: &AtomicU32, value: u32) {
     // the ordering: FUTEX_WAIT rechecks the word in the kernel, and the wake below is
     // unconditional and issued after the store.
     word.store(value, Release);
-    futex::wake(word, 1);
+    kernel::wake(word, 1);
 }
 
 /// Sleeps in the kernel until `word` holds `value`; fails after [`MSG_TIMEOUT`].
@@ -123,26 +144,19 @@ fn wait_for(word: &AtomicU32, value: u32, what: &str) -> Result<()> {
                 "timed out after {MSG_TIMEOUT:?} waiting for {what}"
             )));
         }
-        futex::wait(word, observed, deadline - now);
+        kernel::wait(word, observed, deadline - now);
     }
 }
 
 impl PingEnd for FutexEnd {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        _touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_latency()?;
         let ping = self.shm.word32(PING_OFF);
         let pong = self.shm.word32(PONG_OFF);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        self.seq += round.time(self.seq + 1, |seq| {
             post(ping, word_value(seq));
             wait_for(pong, word_value(seq), "futex pong")
         })?;
-        self.seq += count;
         Ok(())
     }
 

@@ -19,17 +19,14 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::super::transport::{
-    wrong_mode, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
+    LatencyRound, Mode, PingEnd, PongEnd, Setup, StreamOutcome, RPC_WINDOW,
 };
 use super::super::util::{
-    check_seq, consume_payload, err, fill_payload, pipelined_calls, timed_round_trips, Result,
-    MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, pipelined_calls, Result, MSG_TIMEOUT,
 };
 use super::Ringbus;
-use crate::{Bytes, Client, Node, Pending, Server, ServiceBuilder};
+use ringbus::{Bytes, Client, Node, OpenError, Pending, Server, ServiceBuilder};
 
 /// Call slots of the client in latency rounds: one call at a time, so one slot.
 const LATENCY_IN_FLIGHT: usize = 1;
@@ -54,46 +51,52 @@ fn service(node: &Node, t: &Ringbus, setup: &Setup) -> ServiceBuilder<Bytes, u64
     }
 }
 
-/// The client end (ping).
-pub(super) struct RpcPing {
+/// Either end: the client (ping, [`RpcPing`]) or the server (pong, [`RpcPong`]).
+pub(super) struct RpcEnd<P> {
     name: &'static str,
     mode: Mode,
     payload: usize,
-    client: Client<Bytes, u64>,
-    /// Last sequence number sent, over all rounds.
+    /// The client or the server.
+    port: P,
+    /// Last sequence number sent (client) or answered (server), over all rounds.
     seq: u64,
 }
 
+/// The client end (ping).
+pub(super) type RpcPing = RpcEnd<Client<Bytes, u64>>;
 /// The server end (pong).
-pub(super) struct RpcPong {
-    name: &'static str,
-    mode: Mode,
-    server: Server<Bytes, u64>,
-    /// Last sequence number answered, over all rounds.
-    seq: u64,
-}
+pub(super) type RpcPong = RpcEnd<Server<Bytes, u64>>;
 
-fn node(name: &str) -> Result<Node> {
-    Node::new().map_err(|e| err(format!("{name} node: {e}")))
-}
-
-impl RpcPing {
-    pub(super) fn new(t: &Ringbus, setup: &Setup) -> Result<Self> {
+impl<P> RpcEnd<P> {
+    /// Opens the service with the options of `t` and `setup` and makes this end's port
+    /// (`what`) with `make`.
+    fn open(
+        t: &Ringbus,
+        setup: &Setup,
+        what: &str,
+        make: impl FnOnce(&ServiceBuilder<Bytes, u64>) -> std::result::Result<P, OpenError>,
+    ) -> Result<Self> {
         let name = t.name_of();
-        let client = service(&node(name)?, t, setup)
-            .client()
-            .map_err(|e| err(format!("{name} client: {e}")))?;
+        let node = Node::new().map_err(|e| err(format!("{name} node: {e}")))?;
+        let port =
+            make(&service(&node, t, setup)).map_err(|e| err(format!("{name} {what}: {e}")))?;
         Ok(Self {
             name,
             mode: setup.mode,
             payload: setup.payload,
-            client,
+            port,
             seq: 0,
         })
     }
 
     fn check_mode(&self, mode: Mode) -> Result<()> {
         super::super::transport::check_mode(self.name, self.mode, mode)
+    }
+}
+
+impl RpcPing {
+    pub(super) fn new(t: &Ringbus, setup: &Setup) -> Result<Self> {
+        Self::open(t, setup, "client", ServiceBuilder::client)
     }
 }
 
@@ -124,25 +127,19 @@ fn await_response(pending: Pending<'_, u64>, name: &str, seq: u64) -> Result<()>
 }
 
 impl PingEnd for RpcPing {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
-        let (client, name, payload) = (&self.client, self.name, self.payload);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let (client, name, payload) = (&self.port, self.name, self.payload);
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             await_response(send(client, name, payload, seq, touch)?, name, seq)
         })?;
-        self.seq += count;
         Ok(())
     }
 
     fn stream_send(&mut self, count: u64, touch: bool) -> Result<Option<StreamOutcome>> {
         self.check_mode(Mode::Stream)?;
-        let (client, name, payload) = (&self.client, self.name, self.payload);
+        let (client, name, payload) = (&self.port, self.name, self.payload);
         let outcome = pipelined_calls(
             self.seq + 1,
             count,
@@ -157,24 +154,13 @@ impl PingEnd for RpcPing {
 
 impl RpcPong {
     pub(super) fn new(t: &Ringbus, setup: &Setup) -> Result<Self> {
-        let name = t.name_of();
-        let server = service(&node(name)?, t, setup)
-            .server()
-            .map_err(|e| err(format!("{name} server: {e}")))?;
-        Ok(Self {
-            name,
-            mode: setup.mode,
-            server,
-            seq: 0,
-        })
+        Self::open(t, setup, "server", ServiceBuilder::server)
     }
 
     /// Answers `count` requests, each with its sequence number.
     fn answer(&mut self, mode: Mode, count: u64, touch: bool) -> Result<u64> {
-        if self.mode != mode {
-            return Err(wrong_mode(self.name, self.mode));
-        }
-        let (server, name) = (&self.server, self.name);
+        self.check_mode(mode)?;
+        let (server, name) = (&self.port, self.name);
         let mut checksum = 0;
         let first = self.seq + 1;
         for expected in first..first + count {
@@ -199,11 +185,6 @@ impl PongEnd for RpcPong {
 
     fn stream_receive(&mut self, count: u64, touch: bool) -> Result<StreamOutcome> {
         let checksum = self.answer(Mode::Stream, count, touch)?;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: 0,
-            checksum,
-        })
+        Ok(StreamOutcome::served(count, checksum))
     }
 }

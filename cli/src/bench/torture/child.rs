@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{queue, service, topic, Scenario};
+use crate::bench::process::tie_to_parent;
 use crate::bench::util::{err, Result};
 
 /// `key=value` arguments of a child.
@@ -182,16 +183,6 @@ fn serve_stdin(ctl: Arc<Ctl>) {
     std::process::exit(0);
 }
 
-/// Ends this process with the parent (PR_SET_PDEATHSIG), so a killed run leaves no children.
-fn tie_to_parent(parent: u64) -> Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u64);
-    if ppid != parent {
-        return Err(err("the parent already exited"));
-    }
-    Ok(())
-}
-
 /// Entry point of the hidden `torture-child` verb: `torture-child <scenario> <role> key=value..`.
 pub fn child_main(args: &[String]) -> ExitCode {
     match run_child(args) {
@@ -211,7 +202,7 @@ fn run_child(args: &[String]) -> Result<()> {
         return Err(err("usage: torture-child <scenario> <role> key=value.."));
     };
     let a = Args::parse(rest)?;
-    tie_to_parent(a.u64("parent")?)?;
+    tie_to_parent(Some(u32::try_from(a.u64("parent")?)?))?;
     let ctl = Ctl::new();
     let c = ctl.clone();
     std::thread::Builder::new()

@@ -12,7 +12,6 @@
 
 use std::fmt::Debug;
 
-use hdrhistogram::Histogram;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::port::{BackpressureAction, BackpressureInfo};
@@ -21,11 +20,11 @@ use iceoryx2::sample_mut::SampleMut;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
 use super::transport::{
-    no_queue, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
+    no_queue, LatencyRound, Mode, Pattern, PingEnd, PongEnd, Setup, StreamOutcome, Transport,
 };
 use super::util::{
-    check_seq, consume_payload, err, fill_payload, spin_until, timed_round_trips, BoxError, Result,
-    StreamTimer, MSG_TIMEOUT,
+    check_seq, consume_payload, err, fill_payload, spin_until, timed_receives, BoxError, Result,
+    MSG_TIMEOUT,
 };
 use super::STREAM_CAPACITY;
 
@@ -40,10 +39,6 @@ pub struct Iceoryx2;
 impl Transport for Iceoryx2 {
     fn name(&self) -> &'static str {
         "iceoryx2"
-    }
-
-    fn supports(&self, pattern: Pattern, _mode: Mode) -> bool {
-        pattern != Pattern::Queue // `queue` has its own transports (`bench::queue`)
     }
 
     fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
@@ -65,6 +60,15 @@ impl Transport for Iceoryx2 {
 
 fn ice<E: Debug>(what: &'static str) -> impl FnOnce(E) -> BoxError {
     move |e| err(format!("iceoryx2 {what}: {e:?}"))
+}
+
+/// Fails a send that has waited for buffer space longer than [`MSG_TIMEOUT`].
+fn bounded_retry(info: &BackpressureInfo) -> BackpressureAction {
+    if info.elapsed_time > MSG_TIMEOUT {
+        BackpressureAction::DiscardDataAndFail
+    } else {
+        BackpressureAction::Retry
+    }
 }
 
 /// A node for one end: errors-only logging, no signal handlers of its own.
@@ -149,13 +153,7 @@ impl IceEnd {
                             .publisher_builder()
                             .initial_max_slice_len(setup.payload)
                             .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-                            .set_backpressure_handler(|info: &BackpressureInfo| {
-                                if info.elapsed_time > MSG_TIMEOUT {
-                                    BackpressureAction::DiscardDataAndFail
-                                } else {
-                                    BackpressureAction::Retry
-                                }
-                            })
+                            .set_backpressure_handler(bounded_retry)
                             .create()
                             .map_err(ice("publisher"))?;
                         (Some(publisher), None)
@@ -222,20 +220,15 @@ fn fill_and_send(mut sample: SampleMut<Svc, [u8], ()>, seq: u64, touch: bool) ->
 }
 
 impl PingEnd for IceEnd {
-    fn latency_round(
-        &mut self,
-        count: u64,
-        warmup: u64,
-        touch: bool,
-        hist: &mut Histogram<u64>,
-    ) -> Result<()> {
+    fn latency_round(&mut self, round: LatencyRound<'_>) -> Result<()> {
         self.check_mode(Mode::Latency)?;
         let publisher = self.publisher()?;
         let subscriber = self.subscriber()?;
         let mut checksum = 0;
         // Like iceoryx2's own benchmark, the next sample is loaned while the pong works.
         let mut next = Some(loan(publisher, self.payload)?);
-        timed_round_trips(self.seq + 1, count, warmup, hist, |seq| {
+        let touch = round.touch;
+        self.seq += round.time(self.seq + 1, |seq| {
             let sample = next
                 .take()
                 .ok_or_else(|| err("iceoryx2: no loaned sample"))?;
@@ -247,7 +240,6 @@ impl PingEnd for IceEnd {
             check_seq(consume_payload(reply.payload(), touch, &mut checksum), seq)
         })?;
         std::hint::black_box(checksum);
-        self.seq += count;
         Ok(())
     }
 
@@ -289,25 +281,13 @@ impl PongEnd for IceEnd {
         self.check_mode(Mode::Stream)?;
         let subscriber = self.subscriber()?;
         let mut checksum = 0;
-        let mut timer = StreamTimer::default();
-        let first = self.seq + 1;
-        for i in 0..count {
+        let elapsed_ns = timed_receives(self.seq + 1, count, |seq| {
             let sample = spin_until("iceoryx2 stream", || {
                 subscriber.receive().map_err(ice("receive"))
             })?;
-            check_seq(
-                consume_payload(sample.payload(), touch, &mut checksum),
-                first + i,
-            )?;
-            drop(sample);
-            timer.received(i);
-        }
+            check_seq(consume_payload(sample.payload(), touch, &mut checksum), seq)
+        })?;
         self.seq += count;
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count,
-            elapsed_ns: timer.finish(),
-            checksum,
-        })
+        Ok(StreamOutcome::received(count, elapsed_ns, checksum))
     }
 }

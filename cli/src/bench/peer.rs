@@ -41,6 +41,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::process::{self, spawn_piped, tie_to_parent};
 use super::queue::{
     self,
     worker::{WorkerCtx, WorkerEnds},
@@ -126,18 +127,7 @@ impl Peer {
         if let Some(cpu) = cpu {
             cmd.arg("--cpu").arg(cpu.to_string());
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| err(format!("cannot spawn bench-peer: {e}")))?;
-        let stdin = child.stdin.take();
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(err("bench-peer has no stdout"));
-        };
+        let (child, stdin, stdout) = spawn_piped(&mut cmd, Stdio::inherit(), "bench-peer")?;
         let (tx, replies) = mpsc::channel();
         let reader = thread::Builder::new()
             .name("bench-peer-stdout".into())
@@ -225,12 +215,7 @@ impl Peer {
                 .ok_or_else(|| err("short done reply"))?
                 .parse()?)
         };
-        Ok(StreamOutcome {
-            rtt_p50_ns: None,
-            count: field(0)?,
-            elapsed_ns: field(1)?,
-            checksum: field(2)?,
-        })
+        Ok(StreamOutcome::received(field(0)?, field(1)?, field(2)?))
     }
 
     /// Sends a `queue ...` line (see [`super::queue::worker`]) and waits for the reply
@@ -330,19 +315,6 @@ fn parse_peer_args(args: &[String]) -> Result<PeerArgs> {
     Ok(parsed)
 }
 
-/// Makes sure this process does not outlive the parent that spawned it.
-fn tie_to_parent(parent: Option<u32>) -> Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    // The parent may have died before the call above: then we were re-parented.
-    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if let (Some(expected), Some(actual)) = (parent, ppid) {
-        if i64::from(expected) != i64::from(actual) {
-            return Err(err("parent already exited"));
-        }
-    }
-    Ok(())
-}
-
 /// Entry point of the hidden `bench-peer` subcommand.
 pub fn peer_main(args: &[String]) -> ExitCode {
     match serve(args) {
@@ -398,15 +370,9 @@ fn serve(args: &[String]) -> Result<()> {
                 let end = ends.get_mut(&key).expect("inserted above");
                 say("ready");
                 let outcome = match run.mode {
-                    Mode::Latency => {
-                        end.latency_serve(run.count, run.touch)
-                            .map(|checksum| StreamOutcome {
-                                rtt_p50_ns: None,
-                                count: run.count,
-                                elapsed_ns: 0,
-                                checksum,
-                            })
-                    }
+                    Mode::Latency => end
+                        .latency_serve(run.count, run.touch)
+                        .map(|checksum| StreamOutcome::served(run.count, checksum)),
                     Mode::Stream => end.stream_receive(run.count, run.touch),
                 };
                 match outcome {
@@ -471,21 +437,7 @@ pub fn run_dir() -> Result<PathBuf> {
 /// Removes files and sockets that earlier runs left in `dir` when they were killed:
 /// names `rb-bench-<pid>-...` whose process no longer exists.
 pub fn remove_stale(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(KEY_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+    process::remove_stale(dir, KEY_PREFIX, |_| true);
 }
 
 /// Prefix of every shared resource name of a run; the parent's pid follows.

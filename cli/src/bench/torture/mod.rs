@@ -41,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::util::{err, Result};
+use super::report::push_json_str;
+use super::util::{err, options_or_exit, Parsed, Result, Words};
 
 pub use child::child_main;
 
@@ -157,41 +158,20 @@ pub struct Options {
     pub json: bool,
 }
 
-enum Parsed {
-    Run(Options),
-    Help,
-}
-
-fn parse_options(args: &[String]) -> Result<Parsed> {
+fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
     let mut scenarios = None;
     let mut trials = DEFAULT_TRIALS;
     let mut seed = None;
     let mut json = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{flag} needs a value")))
-        };
-        match arg.as_str() {
+    let mut words = Words::new(args);
+    while let Some(arg) = words.next_word() {
+        match arg {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--json" => json = true,
-            "--trials" => {
-                let v = value(arg)?;
-                trials = match v.parse::<u64>() {
-                    Ok(n) if n > 0 => n,
-                    _ => {
-                        return Err(err(format!(
-                            "--trials: expected a positive integer, got `{v}`"
-                        )))
-                    }
-                };
-            }
+            "--trials" => trials = words.positive(arg)?,
             "--seed" => {
-                let v = value(arg)?;
-                seed =
-                    Some(parse_seed(&v).ok_or_else(|| err(format!("--seed: bad number `{v}`")))?);
+                let v = words.value(arg)?;
+                seed = Some(parse_seed(v).ok_or_else(|| err(format!("--seed: bad number `{v}`")))?);
             }
             "all" if scenarios.is_none() => scenarios = Some(Scenario::ALL.to_vec()),
             s if !s.starts_with('-') && scenarios.is_none() => {
@@ -388,6 +368,21 @@ impl Tally {
         self.notes.push((name.to_string(), value.to_string()));
     }
 
+    /// The counts, in report order: JSON name, table column head and width, value.
+    fn counts(&self) -> [(&'static str, &'static str, usize, u64); 9] {
+        [
+            ("trials", "trials", 7, self.trials),
+            ("kills", "kills", 6, self.kills),
+            ("verified", "verified", 10, self.verified),
+            ("torn", "torn", 5, self.torn),
+            ("wrong", "wrong", 6, self.wrong),
+            ("lost", "lost", 5, self.lost),
+            ("duplicates", "dups", 6, self.duplicates),
+            ("hangs", "hangs", 6, self.hangs),
+            ("unexpected_exits", "unexpected", 10, self.unexpected),
+        ]
+    }
+
     /// Whether anything that must be zero is not.
     pub fn failed(&self) -> bool {
         self.torn + self.wrong + self.lost + self.hangs + self.unexpected > 0
@@ -454,21 +449,7 @@ impl Drop for RunDirs {
 
 /// Removes run directories left by torture runs that were killed (their pid is gone).
 fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    crate::bench::process::remove_stale(base, DIR_PREFIX, |_| true);
 }
 
 /// What a scenario needs from the run.
@@ -492,16 +473,9 @@ fn scenario_seed(seed: u64, s: Scenario) -> u64 {
 
 /// Entry point of the `torture` subcommand (`args` follow the word `torture`).
 pub fn torture_main(args: &[String]) -> ExitCode {
-    let opts = match parse_options(args) {
-        Ok(Parsed::Run(o)) => o,
-        Ok(Parsed::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ringbus torture: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let opts = match options_or_exit("ringbus torture", USAGE, parse_options(args)) {
+        Ok(opts) => opts,
+        Err(code) => return code,
     };
     eprintln!(
         "ringbus torture: seed {} ({} trials per scenario: {})",
@@ -565,24 +539,6 @@ pub fn torture_main(args: &[String]) -> ExitCode {
     }
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// `{"seed":S,"trials_per_scenario":N,"ok":bool,"scenarios":[{"scenario":"topic","trials":..,
 /// "kills":..,"verified":..,"torn":..,"wrong":..,"lost":..,"duplicates":..,"hangs":..,
 /// "unexpected_exits":..,"wall_s":..,"aborted":null|"..","notes":{..},"failures":[..]},..]}`
@@ -600,21 +556,10 @@ fn json(opts: &Options, tallies: &[Tally]) -> String {
         }
         out.push_str("{\"scenario\":");
         push_json_str(&mut out, t.scenario);
-        let _ = write!(
-            out,
-            ",\"trials\":{},\"kills\":{},\"verified\":{},\"torn\":{},\"wrong\":{},\"lost\":{},\
-             \"duplicates\":{},\"hangs\":{},\"unexpected_exits\":{},\"wall_s\":{:.2},\"aborted\":",
-            t.trials,
-            t.kills,
-            t.verified,
-            t.torn,
-            t.wrong,
-            t.lost,
-            t.duplicates,
-            t.hangs,
-            t.unexpected,
-            t.wall.as_secs_f64()
-        );
+        for (name, _, _, value) in t.counts() {
+            let _ = write!(out, ",\"{name}\":{value}");
+        }
+        let _ = write!(out, ",\"wall_s\":{:.2},\"aborted\":", t.wall.as_secs_f64());
         match &t.aborted {
             Some(a) => push_json_str(&mut out, a),
             None => out.push_str("null"),
@@ -648,37 +593,17 @@ fn table(opts: &Options, tallies: &[Tally]) -> String {
         "ringbus torture: seed {}, {} trials per scenario (ringbus torture --help: what a trial is)",
         opts.seed, opts.trials
     );
-    let _ = writeln!(
-        out,
-        "{:<14} {:>7} {:>6} {:>10} {:>5} {:>6} {:>5} {:>6} {:>6} {:>10} {:>8}",
-        "scenario",
-        "trials",
-        "kills",
-        "verified",
-        "torn",
-        "wrong",
-        "lost",
-        "dups",
-        "hangs",
-        "unexpected",
-        "wall"
-    );
+    let _ = write!(out, "{:<14}", "scenario");
+    for (_, head, width, _) in Tally::new("").counts() {
+        let _ = write!(out, " {head:>width$}");
+    }
+    let _ = writeln!(out, " {:>8}", "wall");
     for t in tallies {
-        let _ = writeln!(
-            out,
-            "{:<14} {:>7} {:>6} {:>10} {:>5} {:>6} {:>5} {:>6} {:>6} {:>10} {:>6.1} s",
-            t.scenario,
-            t.trials,
-            t.kills,
-            t.verified,
-            t.torn,
-            t.wrong,
-            t.lost,
-            t.duplicates,
-            t.hangs,
-            t.unexpected,
-            t.wall.as_secs_f64()
-        );
+        let _ = write!(out, "{:<14}", t.scenario);
+        for (_, _, width, value) in t.counts() {
+            let _ = write!(out, " {value:>width$}");
+        }
+        let _ = writeln!(out, " {:>6.1} s", t.wall.as_secs_f64());
     }
     for t in tallies {
         if !t.notes.is_empty() {
@@ -736,20 +661,45 @@ mod tests {
         assert!((0..1000).all(|_| a.below(10) < 10));
     }
 
+    /// The options of a run of one scenario.
+    fn options(scenario: Scenario, trials: u64, seed: u64) -> Options {
+        Options {
+            scenarios: vec![scenario],
+            trials,
+            seed,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn table_columns_line_up_with_their_heads() {
+        let mut t = Tally::new("durable-queue");
+        (t.trials, t.kills, t.verified, t.duplicates) = (1000, 1234, 5_678_901, 17);
+        t.wall = Duration::from_millis(61_250);
+        let out = table(&options(Scenario::DurableQueue, 1000, 7), &[t]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            "scenario        trials  kills   verified  torn  wrong  lost   dups  hangs unexpected     wall"
+        );
+        assert_eq!(
+            lines[2],
+            "durable-queue     1000   1234    5678901     0      0     0     17      0          0   61.2 s"
+        );
+        assert!(lines[3].starts_with("result: ok"));
+    }
+
     #[test]
     fn json_is_one_object_and_escapes() {
         let mut t = Tally::new("topic");
         t.add(Kind::Wrong, 2, "a \"quoted\"\nline");
         t.note("freed_max_ms", 12);
-        let opts = Options {
-            scenarios: vec![Scenario::Topic],
-            trials: 3,
-            seed: 1,
-            json: true,
-        };
-        let j = json(&opts, &[t]);
+        let j = json(&options(Scenario::Topic, 3, 1), &[t]);
         assert!(j.starts_with("{\"seed\":1,") && j.ends_with("]}]}"));
-        assert!(j.contains("\"wrong\":2,"));
+        assert!(j.contains(
+            "\"trials\":0,\"kills\":0,\"verified\":0,\"torn\":0,\"wrong\":2,\"lost\":0,\
+             \"duplicates\":0,\"hangs\":0,\"unexpected_exits\":0,\"wall_s\":0.00,\"aborted\":null,"
+        ));
         assert!(j.contains("\\\"quoted\\\"\\nline"));
         assert!(j.contains("\"ok\":false"));
     }
