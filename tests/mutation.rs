@@ -488,27 +488,48 @@ fn service_hot(
     in_flight: usize,
     req: usize,
     resp: usize,
+    depth: usize,
 ) -> Vec<Hot> {
-    let client_table = 384 + 64 * servers;
-    let calls = round(client_table + 128 * clients, 128);
-    let depth_max = 2;
-    let ring = round(16 * in_flight, 64)
-        + in_flight * (round(32 + req, 64) + depth_max * round(32 + resp, 64));
+    use ringbus::layout::service as svc;
+    let client_table = svc::client_table(servers).unwrap();
+    let calls = svc::call_rings(servers, clients).unwrap();
+    let ring = svc::ring_len(in_flight, req, resp, depth).unwrap();
     let mut h = header_hot();
     h.extend([
-        hot("control", 256, 288, 10),
-        strided("server entry", 384, client_table, 64, 16, 6),
-        strided("client entry", client_table, calls, 128, 32, 8),
+        hot("control", svc::CTRL, svc::CTRL_REQUEST_SEQ + 4, 10),
+        strided(
+            "server entry",
+            svc::SERVER_TABLE,
+            client_table,
+            svc::SERVER_ENTRY,
+            svc::ENTRY_HEADER,
+            6,
+        ),
+        strided(
+            "client entry",
+            client_table,
+            calls,
+            svc::CLIENT_ENTRY,
+            svc::CLIENT_WAKE + 4,
+            8,
+        ),
         strided(
             "client ring head/lock",
-            client_table + 64,
+            client_table + svc::CLIENT_HEAD,
             calls,
-            128,
-            16,
+            svc::CLIENT_ENTRY,
+            svc::CLIENT_LOCK_WORD + 8 - svc::CLIENT_HEAD,
             8,
         ),
         // Claims, call slot and item headers all start lines of the rings.
-        strided("call ring line", calls, calls + clients * ring, 64, 32, 14),
+        strided(
+            "call ring line",
+            calls,
+            calls + clients * ring,
+            svc::CACHE_LINE,
+            svc::CALL_HEADER.max(svc::ITEM_HEADER),
+            14,
+        ),
     ]);
     h
 }
@@ -611,9 +632,9 @@ fn make_base(kind: Kind, dir: &Path) -> Base {
                     match kind {
                         Kind::TopicBytes => topic_hot(T_CAP, T_MAX, T_PUBS, T_SUBS),
                         Kind::TopicPod => topic_hot(4, std::mem::size_of::<TopicPod>(), 2, 3),
-                        Kind::ServiceBytes => service_hot(4, 2, 4, 64, 8),
-                        Kind::ServicePod => service_hot(3, 2, 2, 16, 8),
-                        Kind::ServiceLong => service_hot(3, 2, 2, 16, 8),
+                        Kind::ServiceBytes => service_hot(4, 2, 4, 64, 8, 2),
+                        Kind::ServicePod => service_hot(3, 2, 2, 16, 8, 1),
+                        Kind::ServiceLong => service_hot(3, 2, 2, 16, 8, 2),
                         Kind::QueueBytes => queue_hot(8, 128, 4, 4),
                         Kind::QueuePod => queue_hot(4, round(32 + 4096, 64), 4, 4),
                         Kind::QueueRkyv => queue_hot(4, 192, 4, 4),
@@ -1600,14 +1621,17 @@ impl Mutator<'_> {
                 (5, "max held"),
                 (6, "history"),
             ],
-            Format::Service => &[
-                (0, "max clients"),
-                (1, "max servers"),
-                (2, "in flight"),
-                (3, "max request"),
-                (4, "max response"),
-                (5, "stream depth"),
-            ],
+            Format::Service => {
+                use ringbus::layout::service as svc;
+                &[
+                    (svc::CONFIG_MAX_CLIENTS, "max clients"),
+                    (svc::CONFIG_MAX_SERVERS, "max servers"),
+                    (svc::CONFIG_IN_FLIGHT, "in flight"),
+                    (svc::CONFIG_MAX_REQUEST, "max request"),
+                    (svc::CONFIG_MAX_RESPONSE, "max response"),
+                    (svc::CONFIG_DEPTH, "stream depth"),
+                ]
+            }
             Format::Queue => &[
                 (0, "capacity"),
                 (2, "max message size"),
@@ -1666,19 +1690,15 @@ impl Mutator<'_> {
                 rings.checked_add(p.checked_mul(cap)?.checked_mul(stride)?)?
             }
             Format::Service => {
-                let (cl, sv, f, req, resp, k) = (
-                    small(c[0])?,
-                    small(c[1])?,
-                    small(c[2])?,
-                    small(c[3])?,
-                    small(c[4])?,
-                    small(c[5])?,
-                );
-                let calls = round(384 + 64 * sv.min(1 << 16) + 128 * cl.min(1 << 16), 128);
-                let call = round(32usize.checked_add(req)?, 64)
-                    .checked_add(k.checked_mul(round(32usize.checked_add(resp)?, 64))?)?;
-                let ring = round(16usize.checked_mul(f)?, 64).checked_add(f.checked_mul(call)?)?;
-                calls.checked_add(cl.checked_mul(ring)?)?
+                use ringbus::layout::service as svc;
+                svc::segment_len(
+                    small(c[svc::CONFIG_MAX_CLIENTS])?,
+                    small(c[svc::CONFIG_MAX_SERVERS])?,
+                    small(c[svc::CONFIG_IN_FLIGHT])?,
+                    small(c[svc::CONFIG_MAX_REQUEST])?,
+                    small(c[svc::CONFIG_MAX_RESPONSE])?,
+                    small(c[svc::CONFIG_DEPTH])?,
+                )?
             }
             Format::Queue | Format::Durable => {
                 let (cap, max, p, cs) = (small(c[0])?, small(c[2])?, small(c[3])?, small(c[4])?);

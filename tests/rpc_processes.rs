@@ -468,15 +468,16 @@ fn corrupt_and_garbage_service_segments_and_bad_names_are_errors() {
         let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
         f.write_all_at(&bytes[..256], 0).unwrap();
     };
-    // Configuration word 2 (max in flight) becomes 3: not a power of two.
-    bytes[184 + 16..184 + 24].copy_from_slice(&3u64.to_le_bytes());
+    // The max in flight configuration word becomes 3: not a power of two.
+    let in_flight = 184 + 8 * ringbus::layout::service::CONFIG_IN_FLIGHT;
+    bytes[in_flight..in_flight + 8].copy_from_slice(&3u64.to_le_bytes());
     patch(&bytes);
     assert!(matches!(
         service(&node, "bad").client(),
         Err(OpenError::Corrupt(_))
     ));
     // Segment kind 1 (a topic) under a service's name.
-    bytes[184 + 16..184 + 24].copy_from_slice(&8u64.to_le_bytes());
+    bytes[in_flight..in_flight + 8].copy_from_slice(&8u64.to_le_bytes());
     bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
     patch(&bytes);
     assert!(matches!(

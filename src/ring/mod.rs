@@ -3,3 +3,4 @@
 //! loom's model-checked atomics (taken from [`crate::loom`]).
 
 pub mod broadcast;
+pub mod call;

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::layout::CallRing;
-use super::layout::*;
-use super::shared::{cancel_posted, ServiceShared};
+use super::layout::{CallRing, Role, CLIENT_BIT};
+use super::shared::{ClientEnv, ServiceShared};
 use crate::error::{CallError, SendError};
-use crate::sync::{barrier, futex, ProcessId};
+use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
 pub(crate) use crate::sync::FIRST_POLLS;
@@ -63,6 +62,8 @@ pub(crate) struct ClientOptions {
 pub(crate) struct ClientCore {
     /// This client's call ring (points into `shared`'s mapping, which it never outlives).
     ring: CallRing,
+    /// The ring's client-side protocol state (`ring::call`).
+    caller: Caller,
     shared: Arc<ServiceShared>,
     index: usize,
     timeout: Duration,
@@ -70,49 +71,10 @@ pub(crate) struct ClientCore {
     wait_for_server: bool,
     /// Whether `send` waits for a call slot held by an abandoned call.
     wait_when_busy: bool,
-    /// `sync::barrier::asymmetric()`, read once.
-    asym: bool,
-    /// `max_in_flight - 1`.
-    mask: u64,
-    /// Position of the next call.
-    next: Cell<u64>,
-    /// A request loan is out (its position is reserved but not posted).
-    loaned: Cell<bool>,
-    slots: Box<[SlotCell]>,
     /// Last liveness check made from a non-waiting path (Busy).
     last_check: Cell<Option<Instant>>,
     /// Responses that arrived for abandoned calls and were dropped unread.
     discarded: Cell<u64>,
-}
-
-/// A slot's state, alone on its 64-byte line (see `ClientCore`), one cell per field so the
-/// hot paths read and write only what they need.
-#[repr(align(64))]
-struct SlotCell {
-    phase: Cell<Phase>,
-    pos: Cell<u64>,
-    consumed: Cell<u64>,
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    phase: Phase,
-    /// Position of the slot's current (or last) call.
-    pos: u64,
-    /// Response items consumed from this slot, ever (mirrors the shared `consumed` word).
-    consumed: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    /// No call: the slot may take the next one.
-    Free,
-    /// A call the user holds (a loan, a pending call or a response). `ended`: its last response
-    /// has been read.
-    Active { ended: bool },
-    /// A call given up on (timeout, dropped) that a live server still holds: its responses are
-    /// discarded until the last one, then the slot is free.
-    Abandoned,
 }
 
 /// A response item found in a slot.
@@ -120,6 +82,7 @@ enum Phase {
 struct Item {
     /// The payload (in bounds for the service's maximum response size).
     ptr: *mut u8,
+    /// Its length, `usize::MAX` if out of range.
     len: usize,
     flags: u64,
 }
@@ -161,11 +124,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
     /// Call slots in use now: calls held by the caller (loans, pending calls, responses) and
     /// abandoned calls a server still holds.
     pub fn in_flight(&self) -> usize {
-        let slots = &self.core.slots;
-        slots
-            .iter()
-            .filter(|s| s.phase.get() != Phase::Free)
-            .count()
+        self.core.caller.in_flight()
     }
 
     /// Responses that arrived after their call was abandoned (timed out or dropped) and were
@@ -262,7 +221,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Client<Q, R> {
     fn drop(&mut self) {
         // Loans, pending calls and responses borrow the client: none is alive here. Calls a
         // server still holds are left to it; the next client of this entry adopts the slots.
-        self.core.shared.leave_client(self.core.index);
+        self.core.shared.leave(Role::Client, self.core.index);
     }
 }
 
@@ -270,108 +229,46 @@ impl ClientCore {
     /// Takes over client entry `index`'s ring as the previous owner (if any) left it: posted calls
     /// are cancelled, published responses drained, calls a live server still holds abandoned.
     fn adopt(shared: Arc<ServiceShared>, index: usize, options: ClientOptions) -> ClientCore {
-        let f = shared.layout.in_flight;
         let ring = shared.ring(index);
-        let mut next = 0u64;
-        let mut slots = Vec::with_capacity(f);
-        for slot in 0..f {
-            // Acquire: pairs with the Release stores of the earlier owner and servers.
-            let (pos, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
-            if kind != UNUSED {
-                next = next.max(pos.saturating_add(1).min(MAX_POSITION));
-            }
-            // Relaxed: written by this entry's earlier owner, ordered by the entry's lock.
-            let consumed = ring.consumed(slot).load(Ordering::Relaxed) & CONSUMED_COUNT;
-            let phase = if kind == UNUSED {
-                Phase::Free
-            } else {
-                Phase::Abandoned
-            };
-            slots.push(Slot {
-                phase,
-                pos,
-                consumed,
-            });
-        }
+        let caller = Caller::adopt(&ring);
         let core = ClientCore {
             ring,
+            caller,
             shared,
             index,
             timeout: options.timeout,
             spin: options.spin,
             wait_for_server: options.wait_for_server,
             wait_when_busy: options.wait_when_busy,
-            asym: barrier::asymmetric(),
-            mask: f as u64 - 1,
-            next: Cell::new(next),
-            loaned: Cell::new(false),
-            slots: slots
-                .into_iter()
-                .map(|s| SlotCell {
-                    phase: Cell::new(s.phase),
-                    pos: Cell::new(s.pos),
-                    consumed: Cell::new(s.consumed),
-                })
-                .collect(),
             last_check: Cell::new(None),
             discarded: Cell::new(0),
         };
-        for slot in 0..f {
+        for slot in 0..core.shared.layout.in_flight {
             core.collect_slot(slot, true);
         }
         core
     }
 
-    /// The cells of `slot` (any index: masked into the slot array).
-    #[inline(always)]
-    fn cell(&self, slot: usize) -> &SlotCell {
-        let i = slot & (self.slots.len() - 1);
-        // SAFETY: `slots` holds max_in_flight entries, a power of two ≥ 1 (checked by the
-        // layout), so `i` is in bounds.
-        unsafe { self.slots.get_unchecked(i) }
-    }
-
-    #[inline]
-    fn slot(&self, slot: usize) -> Slot {
-        let c = self.cell(slot);
-        Slot {
-            phase: c.phase.get(),
-            pos: c.pos.get(),
-            consumed: c.consumed.get(),
-        }
-    }
-
-    #[inline]
-    fn set_phase(&self, slot: usize, phase: Phase) {
-        self.cell(slot).phase.set(phase);
-    }
-
-    #[inline]
-    fn update(&self, slot: usize, f: impl FnOnce(&mut Slot)) {
-        let mut s = self.slot(slot);
-        f(&mut s);
-        let c = self.cell(slot);
-        c.phase.set(s.phase);
-        c.pos.set(s.pos);
-        c.consumed.set(s.consumed);
+    /// What the call ring asks of this service (lock waits, liveness).
+    fn env(&self) -> ClientEnv<'_> {
+        ClientEnv::new(&self.shared)
     }
 
     /// Reserves the next call slot for a request of `len` bytes.
     fn reserve(&self, len: usize) -> Result<(usize, u64), CallError> {
         let layout = &self.shared.layout;
         SendError::check_fits(len, layout.max_request)?;
-        if self.loaned.get() {
+        if self.caller.loaned() {
             // Servers take calls in position order: a later call must not pass the loan's.
             return Err(CallError::LoanOutstanding);
         }
-        let pos = self.next.get();
-        let slot = (pos & self.mask) as usize;
+        let (slot, pos) = self.caller.next();
         if pos > MAX_POSITION {
             return Err(CallError::Busy {
                 max_in_flight: layout.in_flight,
             });
         }
-        if self.slot(slot).phase != Phase::Free {
+        if self.caller.phase(slot) != Phase::Free {
             let now = Instant::now();
             let check = self
                 .last_check
@@ -381,10 +278,10 @@ impl ClientCore {
                 self.last_check.set(Some(now));
             }
             self.collect_slot(slot, check);
-            if self.slot(slot).phase == Phase::Abandoned && self.wait_when_busy {
+            if self.caller.phase(slot) == Phase::Abandoned && self.wait_when_busy {
                 self.wait_for_slot(slot);
             }
-            if self.slot(slot).phase != Phase::Free {
+            if self.caller.phase(slot) != Phase::Free {
                 return Err(CallError::Busy {
                     max_in_flight: layout.in_flight,
                 });
@@ -394,12 +291,7 @@ impl ClientCore {
         if self.ring.servers().load(Ordering::Relaxed) == 0 {
             self.wait_for_a_server()?;
         }
-        self.next.set(pos + 1);
-        self.loaned.set(true);
-        self.update(slot, |s| {
-            s.phase = Phase::Active { ended: false };
-            s.pos = pos;
-        });
+        self.caller.reserve(slot, pos);
         Ok((slot, pos))
     }
 
@@ -409,7 +301,7 @@ impl ClientCore {
     fn wait_for_slot(&self, slot: usize) {
         let deadline = Instant::now().checked_add(self.timeout);
         let mut last_check = Instant::now();
-        while self.slot(slot).phase == Phase::Abandoned {
+        while self.caller.phase(slot) == Phase::Abandoned {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return;
@@ -419,36 +311,23 @@ impl ClientCore {
                 last_check = now;
             }
             self.collect_slot(slot, check);
-            if self.slot(slot).phase != Phase::Abandoned {
+            if self.caller.phase(slot) != Phase::Abandoned {
                 return;
             }
             // Sleep until a server publishes to this client.
             let nap = deadline.map_or(MAX_NAP, |d| (d - now).min(MAX_NAP));
             self.sleep_unless(nap, || {
                 self.collect_slot(slot, false);
-                (self.slot(slot).phase != Phase::Abandoned).then_some(())
+                (self.caller.phase(slot) != Phase::Abandoned).then_some(())
             });
         }
     }
 
-    /// The client half of the response sleep handshake: read the futex word, announce, heavy
-    /// barrier, recheck with `ready`, sleep up to `nap` unless it found something, retract. A
-    /// server publishes, runs the light barrier, then loads `waiting` (sync::barrier).
+    /// The client half of the response handshake (sync::doorbell): sleeps up to `nap` on this
+    /// client's doorbell unless `ready` finds something; a server publishes an item, then rings.
     #[cold]
     fn sleep_unless<T>(&self, nap: Duration, ready: impl FnOnce() -> Option<T>) -> Option<T> {
-        let ring = &self.ring;
-        // Acquire: a later value means a wake we must not sleep through.
-        let seen = ring.wake().load(Ordering::Acquire);
-        // Relaxed: ordered by the barrier.
-        ring.waiting().store(1, Ordering::Relaxed);
-        let nap = barrier::heavy(nap);
-        let got = ready();
-        if got.is_none() {
-            futex::wait(ring.wake(), seen, nap);
-        }
-        // Relaxed: a hint for servers; a stale flag costs one spare wake.
-        ring.waiting().store(0, Ordering::Relaxed);
-        got
+        self.ring.bell().sleep_unless(CLIENT_BIT, nap, ready)
     }
 
     #[cold]
@@ -457,7 +336,7 @@ impl ClientCore {
             return Err(CallError::NoServer);
         }
         let deadline = Instant::now().checked_add(self.timeout);
-        let servers = self.shared.region().u64_at(CTRL_SERVERS);
+        let servers = self.ring.servers();
         let mut nap = Duration::from_micros(50);
         // Relaxed: polled; a server's join is published with SeqCst under the lock.
         while servers.load(Ordering::Relaxed) == 0 {
@@ -474,241 +353,81 @@ impl ClientCore {
     /// Publishes the request in `slot` (written through a loan) to the servers.
     #[inline]
     fn post(&self, slot: usize, pos: u64, len: usize) {
-        self.loaned.set(false);
-        let ring = &self.ring;
-        // Relaxed: published by the Release store of POSTED below. `consumed` loses the previous
-        // call's ABANDONED bit.
-        let at = ring.at(slot);
-        at.len().store(len as u64, Ordering::Relaxed);
-        at.consumed()
-            .store(self.cell(slot).consumed.get(), Ordering::Relaxed);
-        at.state()
-            .store(call_state(pos, 0, POSTED), Ordering::Release);
-        // The client half of the server sleep handshake: post, barrier, load the sleepers. A
-        // server announces itself, runs the heavy barrier, then polls (sync::barrier).
-        barrier::light_as(self.asym);
-        // Relaxed: ordered by the barrier pair.
-        if self.ring.servers_waiting().load(Ordering::Relaxed) != 0 {
-            self.shared.wake_server();
-        }
+        self.caller.post(&self.ring, slot, pos, len as u64);
+        // The ringer's half of the servers' doorbell (sync::doorbell): post, then ring one.
+        self.ring.request_bell().ring(1);
     }
 
     /// A loan dropped unsent: its position must still pass, so servers see it cancelled.
     fn unpost(&self, slot: usize, pos: u64) {
-        self.loaned.set(false);
-        let ring = &self.ring;
-        // Release: servers that see the CANCELLED word move past the position.
-        ring.state(slot)
-            .store(call_state(pos, 0, CANCELLED), Ordering::Release);
-        self.set_phase(slot, Phase::Free);
+        self.caller.unpost(&self.ring, slot, pos);
     }
 
-    /// The next published response item of `slot`'s call, if any. Items of earlier calls left by
-    /// a crash are skipped; an item whose length is out of range is an error.
+    /// The next published response item of `slot`'s call, if any (see `Caller::poll`); an item
+    /// whose length is out of range has length `usize::MAX`.
     #[inline]
     fn poll_item(&self, slot: usize) -> Option<Item> {
-        let ring = &self.ring;
-        let s = self.slot(slot);
-        let mut n = s.consumed;
-        for _ in 0..=self.shared.layout.depth {
-            // Acquire: pairs with the server's Release stamp store; the item's words and payload
-            // are complete.
-            let item = ring.item_ref(slot, n);
-            let stamp = item.stamp().load(Ordering::Acquire);
-            if stamp == 0 || stamp != n.wrapping_add(1) {
-                return None;
-            }
-            // Relaxed: ordered by the stamp's Acquire.
-            let call = item.call().load(Ordering::Relaxed);
-            let len = item.len().load(Ordering::Relaxed);
-            let flags = item.flags().load(Ordering::Relaxed);
-            if call != s.pos {
-                // A stale item (an earlier call of this slot, left by a crash): skip it.
-                n = n.wrapping_add(1) & CONSUMED_COUNT;
-                self.update(slot, |s| s.consumed = n);
-                self.store_consumed(slot, false);
-                continue;
-            }
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|l| *l <= self.shared.layout.max_response)
-                .unwrap_or(usize::MAX);
-            return Some(Item {
-                ptr: item.payload(),
-                len,
-                flags,
-            });
-        }
-        None
+        let item = self.caller.poll(&self.ring, slot)?;
+        let len = usize::try_from(item.len)
+            .ok()
+            .filter(|l| *l <= self.shared.layout.max_response)
+            .unwrap_or(usize::MAX);
+        Some(Item {
+            ptr: self.ring.item_payload(slot, item.n),
+            len,
+            flags: item.flags,
+        })
     }
 
     /// Marks the item at the head of `slot` read.
     #[inline]
     fn consume(&self, slot: usize, last: bool) {
-        let c = self.cell(slot);
-        c.consumed
-            .set(c.consumed.get().wrapping_add(1) & CONSUMED_COUNT);
-        if last {
-            if let Phase::Active { .. } = c.phase.get() {
-                c.phase.set(Phase::Active { ended: true });
-            }
-        }
-        self.store_consumed(slot, last);
-    }
-
-    /// Publishes `slot`'s consumed count, with ABANDONED while the caller has given up on its
-    /// call; `ended`: the item read ended the call (recorded in the slot's `ended` word first).
-    #[inline]
-    fn store_consumed(&self, slot: usize, ended: bool) {
-        let c = self.cell(slot);
-        let at = self.ring.at(slot);
-        if ended {
-            // Relaxed: published with `consumed` below (Release); an adopting client reads both
-            // after the entry's lock.
-            at.ended()
-                .store(c.pos.get().wrapping_add(1), Ordering::Relaxed);
-        }
-        let mut w = c.consumed.get();
-        if c.phase.get() == Phase::Abandoned {
-            w |= CONSUMED_ABANDONED;
-        }
-        // Release: the server reuses the item only after seeing this (stream back-pressure), and
-        // the next call's server starts writing here.
-        at.consumed().store(w, Ordering::Release);
+        self.caller.consume(&self.ring, slot, last);
     }
 
     /// The caller is done with `slot`'s call: free the slot if the call ended or can be
     /// cancelled, else abandon it to its server.
     fn finish(&self, slot: usize) {
-        let phase = self.slot(slot).phase;
-        match phase {
-            Phase::Free | Phase::Abandoned => {}
-            Phase::Active { ended: true } => self.set_phase(slot, Phase::Free),
-            Phase::Active { ended: false } => {
-                if cancel_posted(&self.shared, &self.ring, slot) {
-                    self.set_phase(slot, Phase::Free);
-                } else {
-                    self.set_phase(slot, Phase::Abandoned);
-                    // Tell a streaming server to stop rather than wait for room.
-                    self.store_consumed(slot, false);
-                    self.collect_slot(slot, false);
-                }
-            }
-        }
+        let d = self.caller.finish(&self.ring, slot, &mut self.env());
+        self.discarded.set(self.discarded.get() + d);
     }
 
     /// Whether `slot` still holds the caller's call at `pos` (not failed, freed or reused).
     fn is_current(&self, slot: usize, pos: u64) -> bool {
-        let c = self.cell(slot);
-        c.pos.get() == pos && matches!(c.phase.get(), Phase::Active { .. })
-    }
-
-    /// Whether the END of `slot`'s current call was read (by this client or by a crashed earlier
-    /// owner of the entry): the slot's `ended` word names the call.
-    fn ended_before(&self, slot: usize) -> bool {
-        // Relaxed: written by this entry's (earlier) owner; ordered by the entry's lock or by
-        // program order.
-        self.ring.at(slot).ended().load(Ordering::Relaxed) == self.slot(slot).pos.wrapping_add(1)
+        self.caller.is_current(slot, pos)
     }
 
     /// For an abandoned slot: discards the responses that arrived; frees the slot once the call
-    /// has ended, or (with `check`) its server is gone.
+    /// is over, or (with `check`) its server is gone (reads `/proc`).
     fn collect_slot(&self, slot: usize, check: bool) {
-        if self.slot(slot).phase != Phase::Abandoned {
-            return;
-        }
-        while let Some(item) = self.poll_item(slot) {
-            let end = item.flags & END != 0;
-            self.consume(slot, end);
-            self.discarded.set(self.discarded.get() + 1);
-            if end {
-                self.set_phase(slot, Phase::Free);
-                return;
-            }
-        }
-        let pos = self.slot(slot).pos;
-        if self.ended_before(slot)
-            || cancel_posted(&self.shared, &self.ring, slot)
-            || (check && self.taker_gone(slot, pos))
-        {
-            self.drain_dead(slot);
-            self.set_phase(slot, Phase::Free);
-        }
-    }
-
-    /// Whether the server that took `slot`'s call (at `pos`) is gone (or the slot holds another
-    /// call: something else rewrote it). Reads `/proc`: slow paths only.
-    #[cold]
-    fn taker_gone(&self, slot: usize, pos: u64) -> bool {
-        match self.ring.status(slot) {
-            Status::Taken { pos: p, server } if p == pos => {
-                // Relaxed: written with the claim; 0 only if the server died in between (then
-                // its entry tells, until `free_server` names the dead owner here).
-                let taker = self.ring.taker(slot).load(Ordering::Relaxed);
-                let alive = if taker != 0 {
-                    ProcessId::unpack(taker).is_alive()
-                } else {
-                    self.shared.server_live(server)
-                };
-                !alive
-            }
-            Status::Posted { pos: p } => p != pos,
-            // Cancelled, released, or the slot holds another call: nothing more will come.
-            _ => true,
-        }
-    }
-
-    /// Consumes what a dead server published for `slot`'s call (it will publish nothing more).
-    fn drain_dead(&self, slot: usize) {
-        while let Some(item) = self.poll_item(slot) {
-            self.consume(slot, item.flags & END != 0);
-        }
+        let d = self
+            .caller
+            .collect(&self.ring, slot, check, &mut self.env());
+        self.discarded.set(self.discarded.get() + d);
     }
 
     /// Checks, for a waiting call, that someone can still answer it.
     #[cold]
-    fn check_call(&self, slot: usize, pos: u64) -> Result<(), CallError> {
-        let ring = &self.ring;
-        match ring.status(slot) {
-            Status::Posted { pos: p } if p == pos => {
+    fn check_call(&self, slot: usize) -> Result<(), CallError> {
+        let mut env = self.env();
+        match self.caller.check(&self.ring, slot, &mut env) {
+            Check::Posted => {
                 if self.wait_for_server || self.shared.any_live_server() {
                     // A dead server may still hold the ring's claim lock: free it.
-                    self.reclaim_dead_lock_holder();
+                    if let Some(Holder::Server(s)) = call::lock_holder(&self.ring) {
+                        self.shared.reclaim_server_if_dead(s);
+                    }
                     return Ok(());
                 }
                 self.shared.reclaim_dead();
-                if cancel_posted(&self.shared, ring, slot) {
-                    self.set_phase(slot, Phase::Free);
+                if self.caller.cancel(&self.ring, slot, &mut env) {
                     return Err(CallError::NoServer);
                 }
                 Ok(())
             }
-            Status::Taken { pos: p, .. } if p == pos => {
-                if self.taker_gone(slot, pos) {
-                    self.drain_dead(slot);
-                    self.set_phase(slot, Phase::Free);
-                    return Err(CallError::Disconnected);
-                }
-                Ok(())
-            }
-            _ => {
-                // Released by its server (it gave up) or rewritten: nothing more will come.
-                self.drain_dead(slot);
-                self.set_phase(slot, Phase::Free);
-                Err(CallError::Aborted)
-            }
-        }
-    }
-
-    /// If a dead server holds this client's claim lock, frees it (under the segment lock).
-    #[cold]
-    fn reclaim_dead_lock_holder(&self) {
-        // Relaxed: a hint; the reclaim runs under the segment lock.
-        let holder = self.ring.lock().load(Ordering::Relaxed);
-        if (1..=MAX_PARTICIPANTS as u64).contains(&holder)
-            && !self.shared.server_live(holder as usize - 1)
-        {
-            self.shared.reclaim_dead();
+            Check::Taken => Ok(()),
+            Check::TakerGone => Err(CallError::Disconnected),
+            Check::Over => Err(CallError::Aborted),
         }
     }
 
@@ -732,11 +451,9 @@ impl ClientCore {
         // round trip (measured: `ringbus bench rpc`).
         // The loop watches only the stamp the next item will carry (as tight as a raw atomic
         // ping-pong); `poll_item` then reads the item.
-        let n = self.slot(slot).consumed;
-        let stamp = self.ring.item_ref(slot, n).stamp();
+        let watch = self.caller.watch(&self.ring, slot);
         for _ in 0..polls {
-            // Acquire: as in `poll_item` (which loads it again).
-            if stamp.load(Ordering::Acquire) == n.wrapping_add(1) {
+            if watch.ready() {
                 break;
             }
         }
@@ -746,7 +463,6 @@ impl ClientCore {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
         let spin_until = start + self.spin;
-        let pos = self.slot(slot).pos;
         let mut last_check = start;
         let mut spins = 0u32;
         loop {
@@ -764,7 +480,7 @@ impl ClientCore {
             }
             if now >= last_check + CHECK_INTERVAL {
                 last_check = now;
-                self.check_call(slot, pos)?;
+                self.check_call(slot)?;
             }
             if now < spin_until {
                 continue;
@@ -801,9 +517,9 @@ impl ClientCore {
         }
         let ptr = item.ptr;
         // SAFETY: the item is published (stamp acquired) and stays unwritten until this client
-        // stores a larger `consumed` (the server writes item n + depth only after that); ptr is
-        // in bounds for len ≤ max_response bytes (CallRing) and 32-aligned (item payload in a 64-aligned
-        // item of a page-aligned region).
+        // consumes it (ring::call invariant 3); ptr is in bounds for len ≤ max_response bytes
+        // (CallRing::item_payload) and 32-aligned (item payload in a 64-aligned item of a
+        // page-aligned region).
         match unsafe { R::view(ptr, item.len) } {
             Ok(view) => Ok(Some(Response {
                 core: self,
@@ -820,7 +536,7 @@ impl ClientCore {
     }
 
     fn ended(&self, slot: usize) -> bool {
-        self.cell(slot).phase.get() == Phase::Active { ended: true }
+        self.caller.ended(slot)
     }
 }
 

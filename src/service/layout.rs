@@ -1,125 +1,266 @@
-//! The byte layout of a service segment, every offset named.
+//! The byte layout of a service segment (layout version 2), every offset named and built in order
+//! from named sizes. What the call ring's words mean and how they change is `ring::call`'s.
 //!
 //! ```text
-//! 0                    segment header (256 B, see shm::header)
-//! 256                  control block (128 B)
-//!   +0   servers          u64  bitmap of registered servers
-//!   +8   clients          u64  bitmap of registered clients (servers poll their call rings)
-//!   +16  servers_waiting  u64  bitmap of servers asleep on `request_seq`
-//!   +24  request_seq      u32  futex word servers sleep on
-//! 384                  server table: S entries of 64 B
-//!   +0   state         u64  0 free, 1 active
-//!   +8   owner         u64  pid << 32 | low 32 bits of start time
-//! ..                   client table: C entries of 128 B
-//!   +0   state         u64  0 free, 1 active
-//!   +8   owner         u64  as above
-//!   +16  waiting       u64  1 while the client sleeps on `wake`
-//!   +24  wake          u32  futex word the client sleeps on
-//!   +64  head          u64  next call position no server has looked at (moved under `lock`)
-//!   +72  lock          u64  claim lock: 0 free, s + 1 held by server s, CLIENT_LOCK by the client
-//! ..                   call rings, 128-aligned: C rings, each `claims_len` bytes of claims then
-//!                      F call slots of `call_stride` bytes
-//!   claims (`claims_len` = round_up(16·F, 64) bytes), written by servers under `lock`:
-//!   +16·i  claim       u64  position << 8 | server << 2 | kind (TAKEN, or CANCELLED: released)
-//!   +16·i+8 taker      u64  owner word of the server that took slot i's call
-//!   request part of a call slot (`req_stride` = round_up(32 + max_request_size, 64) bytes),
-//!   written by the client:
-//!   +0   state         u64  position << 8 | kind (UNUSED, POSTED, CANCELLED)
-//!   +8   ended         u64  position + 1 of the last call of this slot whose END was read
-//!   +16  len           u64  request length
-//!   +24  consumed      u64  responses consumed from this slot, ever (bits 0..61), ABANDONED (62)
-//!   +32  request       max_request_size bytes
-//!   then K response items of `item_stride` = round_up(32 + max_response_size, 64) bytes:
-//!   +0   stamp         u64  item number + 1 (0: never written)
-//!   +8   call          u64  position of the call the item answers
-//!   +16  len           u64  payload length
-//!   +24  flags         u64  DATA | END | ABORTED
-//!   +32  payload       max_response_size bytes
+//! 0                 segment header (HEADER_LEN = 256 B, see shm::header)
+//! CTRL = 256        control block (CTRL_LEN = 2 lines)
+//!   +0   servers          u64  bitmap of registered servers                CTRL_SERVERS
+//!   +8   clients          u64  bitmap of registered clients (servers poll  CTRL_CLIENTS
+//!                              their call rings)
+//!   +16  servers_waiting  u64  servers' doorbell: sleeper bitmap          CTRL_SERVERS_WAITING
+//!   +24  request_seq      u32  servers' doorbell: futex word              CTRL_REQUEST_SEQ
+//! SERVER_TABLE = 384  S server entries of SERVER_ENTRY = 1 line
+//!   +0   state            u64  0 free, 1 active                           shm::entry
+//!   +8   owner            u64  pid << 32 | low 32 bits of start time      shm::entry
+//! client_table(S) = SERVER_TABLE + S·SERVER_ENTRY
+//!                   C client entries of CLIENT_ENTRY = 2 lines
+//!   line 0, written by the client:
+//!   +0   state            u64  as a server entry
+//!   +8   owner            u64  as a server entry
+//!   +16  waiting          u64  client's doorbell: sleeper bitmap (bit 0)  CLIENT_WAITING
+//!   +24  wake             u32  client's doorbell: futex word              CLIENT_WAKE
+//!   line 1, written under the ring's claim lock (servers, at every take):
+//!   +64  head             u64  ring::call `head`                           CLIENT_HEAD
+//!   +72  lock             u64  ring::call `lock`                           CLIENT_LOCK_WORD
+//! call_rings(S, C) = round_up(client_table + C·CLIENT_ENTRY, RING_ALIGN)
+//!                   C call rings of ring_len(F, Q, R, K) bytes, ring c at + c·ring_len:
+//!   claims: F entries of CLAIM_ENTRY = 16 B, then padding to a line (claims_len(F)); written
+//!   by servers, on lines of their own:
+//!   +16·i     claim       u64  ring::call `claim[i]`                      CLAIM_WORD
+//!   +16·i+8   taker       u64  ring::call `taker[i]`                      CLAIM_TAKER
+//!   then F call slots of call_stride = req_stride(Q) + K·item_stride(R):
+//!   request part, req_stride(Q) = round_up(CALL_HEADER + Q, CACHE_LINE), written by the client:
+//!   +0   state            u64  ring::call `state[i]`                      CALL_STATE
+//!   +8   ended            u64  ring::call `ended[i]`                      CALL_ENDED
+//!   +16  len              u64  request length                             CALL_LEN
+//!   +24  consumed         u64  ring::call `consumed[i]`                   CALL_CONSUMED
+//!   +32  request          Q bytes (max request size), 32-aligned          CALL_HEADER
+//!   then K response items, item_stride(R) = round_up(ITEM_HEADER + R, CACHE_LINE), written by the
+//!   server that holds the slot's call:
+//!   +0   stamp            u64  item number + 1 (0: never written)         ITEM_STAMP
+//!   +8   call             u64  position of the call the item answers      ITEM_CALL
+//!   +16  len              u64  payload length                             ITEM_LEN
+//!   +24  flags            u64  DATA | END | ABORTED                       ITEM_FLAGS
+//!   +32  payload          R bytes (max response size), 32-aligned          ITEM_HEADER
 //! ```
 //!
-//! Total: `round_up(384 + 64·S + 128·C, 128) + C·(claims_len + F·(req_stride + K·item_stride))`
-//! bytes.
+//! Total ([`segment_len`]): `call_rings(S, C) + C·ring_len(F, Q, R, K)` bytes, where
+//! `ring_len = claims_len(F) + F·call_stride`. Each call slot's state, request length and consumed
+//! count share the line the request starts on, and each item's stamp the line its payload starts
+//! on: a small request or response is one line transfer.
 
 use crate::error::OpenError;
-use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
-use crate::topic::PayloadKind;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::loom::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::ring::call::{self, Cells, ClientLock, Holder};
+use crate::shm::entry::{Members, Table, ENTRY_OWNER};
+pub use crate::shm::CACHE_LINE;
+use crate::shm::{
+    disjoint, one_line, Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN, U32, U64,
+};
+use crate::sync::Doorbell;
+use crate::topic::{PayloadKind, MAX_ALIGN};
 
 /// Segment kind of a service.
 pub const KIND_SERVICE: u32 = 2;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
-/// of another version is refused with [`OpenError::VersionMismatch`].
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// of another version is refused with [`OpenError::VersionMismatch`]. 2: the layout built from
+/// named sizes, the call ring's protocol in `ring::call`, the sleep words used as doorbells
+/// (`sync::Doorbell`: the client's sleep flag is a bitmap).
+pub const LAYOUT_VERSION: u32 = 2;
 
-pub(crate) const CTRL_SERVERS: usize = HEADER_LEN;
-pub(crate) const CTRL_CLIENTS: usize = HEADER_LEN + 8;
-pub(crate) const CTRL_SERVERS_WAITING: usize = HEADER_LEN + 16;
-pub(crate) const CTRL_REQUEST_SEQ: usize = HEADER_LEN + 24;
-const CTRL_LEN: usize = 128;
-const SERVER_TABLE: usize = HEADER_LEN + 128;
-const SERVER_ENTRY: usize = 64;
-const CLIENT_ENTRY: usize = 128;
-use crate::shm::entry::ENTRY_OWNER;
-const CLIENT_WAITING: usize = 16;
-const CLIENT_WAKE: usize = 24;
-const CLIENT_HEAD: usize = 64;
-const CLIENT_LOCK_WORD: usize = 72;
-/// `lock` value while the client itself holds its ring's claim lock (to cancel calls).
-pub(crate) const CLIENT_LOCK: u64 = 1 << 32;
-/// Bytes of call-slot header before the request, and of item header before a response.
-pub const CALL_HEADER: usize = 32;
-const CALL_STATE: usize = 0;
-const CALL_ENDED: usize = 8;
-const CLAIM_ENTRY: usize = 16;
-const CLAIM_WORD: usize = 0;
-const CLAIM_TAKER: usize = 8;
-const CALL_LEN: usize = 16;
-const CALL_CONSUMED: usize = 24;
-const ITEM_STAMP: usize = 0;
-const ITEM_CALL: usize = 8;
-const ITEM_LEN: usize = 16;
-const ITEM_FLAGS: usize = 24;
+/// The control block.
+pub const CTRL: usize = HEADER_LEN;
+/// Bitmap of registered servers.
+pub const CTRL_SERVERS: usize = CTRL;
+/// Bitmap of registered clients.
+pub const CTRL_CLIENTS: usize = CTRL_SERVERS + U64;
+/// Doorbell of servers waiting for a call: sleeper bitmap (bit = server).
+pub const CTRL_SERVERS_WAITING: usize = CTRL_CLIENTS + U64;
+/// Doorbell of servers waiting for a call: futex word (u32).
+pub const CTRL_REQUEST_SEQ: usize = CTRL_SERVERS_WAITING + U64;
+const CTRL_USED: usize = CTRL_REQUEST_SEQ + U32;
+/// Length of the control block.
+pub const CTRL_LEN: usize = 2 * CACHE_LINE;
+
+/// Bytes of the words every entry starts with (state and owner, `shm::entry`).
+pub const ENTRY_HEADER: usize = ENTRY_OWNER + U64;
+
+/// The server table.
+pub const SERVER_TABLE: usize = CTRL + CTRL_LEN;
+/// Bytes per server entry (the entry words only).
+pub const SERVER_ENTRY: usize = CACHE_LINE;
+
+/// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
+/// [`CLIENT_BIT`] while the client sleeps).
+pub const CLIENT_WAITING: usize = ENTRY_HEADER;
+/// Client entry: doorbell of the client waiting for a response: futex word (u32).
+pub const CLIENT_WAKE: usize = CLIENT_WAITING + U64;
+/// The client's bit in its own doorbell (it is the only member that sleeps on it).
+pub const CLIENT_BIT: usize = 0;
+const CLIENT_LINE0_USED: usize = CLIENT_WAKE + U32;
+/// Client entry: the call ring's `head`, on the entry's second line.
+pub const CLIENT_HEAD: usize = CACHE_LINE;
+/// Client entry: the call ring's claim lock.
+pub const CLIENT_LOCK_WORD: usize = CLIENT_HEAD + U64;
+const CLIENT_LINE1_USED: usize = CLIENT_LOCK_WORD + U64;
+/// Bytes per client entry.
+pub const CLIENT_ENTRY: usize = 2 * CACHE_LINE;
+
+/// Alignment of the first call ring.
+pub const RING_ALIGN: usize = 2 * CACHE_LINE;
+
+/// Claim entry: the claim word.
+pub const CLAIM_WORD: usize = 0;
+/// Claim entry: the taker's owner word.
+pub const CLAIM_TAKER: usize = CLAIM_WORD + U64;
+/// Bytes per claim entry.
+pub const CLAIM_ENTRY: usize = CLAIM_TAKER + U64;
+
+/// Call slot: the state word.
+pub const CALL_STATE: usize = 0;
+/// Call slot: the `ended` word.
+pub const CALL_ENDED: usize = CALL_STATE + U64;
+/// Call slot: the request length.
+pub const CALL_LEN: usize = CALL_ENDED + U64;
+/// Call slot: the consumed word.
+pub const CALL_CONSUMED: usize = CALL_LEN + U64;
+/// Bytes of call-slot header before the request.
+pub const CALL_HEADER: usize = CALL_CONSUMED + U64;
+
+/// Item: the stamp.
+pub const ITEM_STAMP: usize = 0;
+/// Item: the position answered.
+pub const ITEM_CALL: usize = ITEM_STAMP + U64;
+/// Item: the payload length.
+pub const ITEM_LEN: usize = ITEM_CALL + U64;
+/// Item: the flags.
+pub const ITEM_FLAGS: usize = ITEM_LEN + U64;
+/// Bytes of item header before the payload.
+pub const ITEM_HEADER: usize = ITEM_FLAGS + U64;
+
+const _: () = {
+    // The control block: its words fit on its first line (clients read the server bitmap and
+    // the doorbell at every call), and the tables start on a line.
+    assert!(CTRL % CACHE_LINE == 0 && CTRL_USED <= CTRL + CTRL_LEN);
+    assert!(one_line(CTRL_SERVERS, CTRL_USED - CTRL_SERVERS));
+    assert!(CTRL_REQUEST_SEQ % U32 == 0);
+    assert!(SERVER_TABLE % CACHE_LINE == 0 && ENTRY_HEADER <= SERVER_ENTRY);
+    // A client entry: the entry words, then the client's doorbell, on line 0 (written by the
+    // client); head and lock together on line 1 (written by servers at every take).
+    assert!(CLIENT_WAITING >= ENTRY_HEADER && CLIENT_WAKE % U32 == 0);
+    assert!(one_line(0, CLIENT_LINE0_USED) && CLIENT_HEAD % CACHE_LINE == 0);
+    assert!(one_line(CLIENT_HEAD, CLIENT_LINE1_USED - CLIENT_HEAD));
+    assert!(disjoint(
+        0,
+        CLIENT_LINE0_USED,
+        CLIENT_HEAD,
+        CLIENT_LINE1_USED - CLIENT_HEAD
+    ));
+    assert!(CLIENT_HEAD + CACHE_LINE <= CLIENT_ENTRY);
+    assert!(CLIENT_ENTRY % CACHE_LINE == 0 && SERVER_ENTRY % CACHE_LINE == 0);
+    // Claims never straddle a line; the claims area is padded to lines (`claims_len`).
+    assert!(CACHE_LINE % CLAIM_ENTRY == 0);
+    // A request and a response payload start on the line of their slot's / item's header, at
+    // the alignment payload types may ask for.
+    assert!(CALL_HEADER <= CACHE_LINE && CALL_HEADER % MAX_ALIGN == 0);
+    assert!(ITEM_HEADER <= CACHE_LINE && ITEM_HEADER % MAX_ALIGN == 0);
+    assert!(RING_ALIGN % CACHE_LINE == 0);
+};
+
+/// Configuration word: max clients C.
+pub const CONFIG_MAX_CLIENTS: usize = 0;
+/// Configuration word: max servers S.
+pub const CONFIG_MAX_SERVERS: usize = 1;
+/// Configuration word: in flight per client F.
+pub const CONFIG_IN_FLIGHT: usize = 2;
+/// Configuration word: max request size.
+pub const CONFIG_MAX_REQUEST: usize = 3;
+/// Configuration word: max response size.
+pub const CONFIG_MAX_RESPONSE: usize = 4;
+/// Configuration word: stream depth K.
+pub const CONFIG_DEPTH: usize = 5;
+/// Configuration word: payload kinds (request | response << 8).
+pub const CONFIG_KINDS: usize = 6;
+/// Configuration word: the response type's identity word.
+pub const CONFIG_RESPONSE_TYPE: usize = 7;
 
 /// Largest in-flight limit per client (call slots).
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Largest number of clients or servers of one service.
-pub const MAX_PARTICIPANTS: usize = 64;
+pub const MAX_PARTICIPANTS: usize = call::MAX_SERVERS;
 /// Largest request or response size.
 pub const MAX_SERVICE_MESSAGE: usize = 1 << 30;
 /// Largest stream depth (response items per call slot).
 pub const MAX_STREAM_DEPTH: usize = 64;
 
-/// Call-slot kinds (low 2 bits of the state word).
-pub(crate) const UNUSED: u64 = 0;
-pub(crate) const POSTED: u64 = 1;
-pub(crate) const TAKEN: u64 = 2;
-pub(crate) const CANCELLED: u64 = 3;
-
-/// Item flags.
-pub(crate) const DATA: u64 = 1;
-pub(crate) const END: u64 = 2;
-pub(crate) const ABORTED: u64 = 4;
-
-/// Bit of a slot's `consumed` word above the item count, written by the client:
-/// the client gave up on the slot's current call: a streaming server stops at once.
-pub(crate) const CONSUMED_ABANDONED: u64 = 1 << 62;
-/// The item count part of a `consumed` word.
-pub(crate) const CONSUMED_COUNT: u64 = (1 << 62) - 1;
-
-/// Largest call position: positions live in the state word above 8 bits.
-pub(crate) const MAX_POSITION: u64 = (1 << 56) - 1;
-
-/// A call-slot state word.
-#[inline]
-pub(crate) fn call_state(pos: u64, server: usize, kind: u64) -> u64 {
-    debug_assert!(pos <= MAX_POSITION && server < MAX_PARTICIPANTS && kind < 4);
-    pos << 8 | (server as u64) << 2 | kind
+const fn round_up(x: usize, to: usize) -> Option<usize> {
+    match x.checked_add(to - 1) {
+        Some(y) => Some(y / to * to),
+        None => None,
+    }
 }
 
-/// Splits a state word into (position, server, kind). Any word decodes to values in range.
-#[inline]
-pub(crate) fn split_state(w: u64) -> (u64, usize, u64) {
-    (w >> 8, ((w >> 2) & 63) as usize, w & 3)
+/// Offset of the client table for `servers` servers.
+pub fn client_table(servers: usize) -> Option<usize> {
+    SERVER_ENTRY.checked_mul(servers)?.checked_add(SERVER_TABLE)
+}
+
+/// Offset of the first call ring.
+pub fn call_rings(servers: usize, clients: usize) -> Option<usize> {
+    round_up(
+        CLIENT_ENTRY
+            .checked_mul(clients)?
+            .checked_add(client_table(servers)?)?,
+        RING_ALIGN,
+    )
+}
+
+/// Bytes of a call ring's claims area.
+pub fn claims_len(in_flight: usize) -> Option<usize> {
+    round_up(CLAIM_ENTRY.checked_mul(in_flight)?, CACHE_LINE)
+}
+
+/// Bytes of a call slot's request part.
+pub fn req_stride(max_request: usize) -> Option<usize> {
+    round_up(CALL_HEADER.checked_add(max_request)?, CACHE_LINE)
+}
+
+/// Bytes of a response item.
+pub fn item_stride(max_response: usize) -> Option<usize> {
+    round_up(ITEM_HEADER.checked_add(max_response)?, CACHE_LINE)
+}
+
+/// Bytes of a call slot (request part and items).
+pub fn call_stride(max_request: usize, max_response: usize, depth: usize) -> Option<usize> {
+    item_stride(max_response)?
+        .checked_mul(depth)?
+        .checked_add(req_stride(max_request)?)
+}
+
+/// Bytes of one client's call ring.
+pub fn ring_len(
+    in_flight: usize,
+    max_request: usize,
+    max_response: usize,
+    depth: usize,
+) -> Option<usize> {
+    call_stride(max_request, max_response, depth)?
+        .checked_mul(in_flight)?
+        .checked_add(claims_len(in_flight)?)
+}
+
+/// Bytes of a whole segment (`None` on overflow). Checks nothing else.
+pub fn segment_len(
+    clients: usize,
+    servers: usize,
+    in_flight: usize,
+    max_request: usize,
+    max_response: usize,
+    depth: usize,
+) -> Option<usize> {
+    ring_len(in_flight, max_request, max_response, depth)?
+        .checked_mul(clients)?
+        .checked_add(call_rings(servers, clients)?)
 }
 
 /// Shape of a service, as stored in its header's configuration words.
@@ -198,25 +339,19 @@ impl ServiceLayout {
                 )));
             }
         }
-        let req_stride = (CALL_HEADER + max_request).div_ceil(64) * 64;
-        let item_stride = (CALL_HEADER + max_response).div_ceil(64) * 64;
-        let client_table = SERVER_TABLE + SERVER_ENTRY * max_servers;
-        let calls = (client_table + CLIENT_ENTRY * max_clients).div_ceil(128) * 128;
         let too_big = || invalid("service size overflows".into());
-        let call_stride = item_stride
-            .checked_mul(depth)
-            .and_then(|i| i.checked_add(req_stride))
-            .ok_or_else(too_big)?;
-        let claims_len = (CLAIM_ENTRY * in_flight).div_ceil(64) * 64;
-        let ring_len = call_stride
-            .checked_mul(in_flight)
-            .and_then(|r| r.checked_add(claims_len))
-            .ok_or_else(too_big)?;
-        let len = ring_len
-            .checked_mul(max_clients)
-            .and_then(|c| c.checked_add(calls))
-            .filter(|l| *l <= isize::MAX as usize / 2)
-            .ok_or_else(too_big)?;
+        let len = segment_len(
+            max_clients,
+            max_servers,
+            in_flight,
+            max_request,
+            max_response,
+            depth,
+        )
+        .filter(|l| *l <= isize::MAX as usize / 2)
+        .ok_or_else(too_big)?;
+        // Each below is a term of `len`, so none overflows.
+        let unwrap = |x: Option<usize>| x.unwrap_or(usize::MAX);
         Ok(ServiceLayout {
             max_clients,
             max_servers,
@@ -225,35 +360,35 @@ impl ServiceLayout {
             max_response,
             depth,
             kinds,
-            client_table,
-            calls,
-            req_stride,
-            item_stride,
-            call_stride,
-            claims_len,
-            ring_len,
+            client_table: unwrap(client_table(max_servers)),
+            calls: unwrap(call_rings(max_servers, max_clients)),
+            req_stride: unwrap(req_stride(max_request)),
+            item_stride: unwrap(item_stride(max_response)),
+            call_stride: unwrap(call_stride(max_request, max_response, depth)),
+            claims_len: unwrap(claims_len(in_flight)),
+            ring_len: unwrap(ring_len(in_flight, max_request, max_response, depth)),
             len,
         })
     }
 
-    /// Configuration words; `types` is the response type's identity check word (see
+    /// Configuration words; `response_ty` is the response type's identity check word (see
     /// [`ServiceLayout::header`]).
     fn config_words(&self, response_ty: u64) -> [u64; CONFIG_WORDS] {
         let mut w = [0u64; CONFIG_WORDS];
-        w[0] = self.max_clients as u64;
-        w[1] = self.max_servers as u64;
-        w[2] = self.in_flight as u64;
-        w[3] = self.max_request as u64;
-        w[4] = self.max_response as u64;
-        w[5] = self.depth as u64;
-        w[6] = self.config_kinds();
-        w[7] = response_ty;
+        w[CONFIG_MAX_CLIENTS] = self.max_clients as u64;
+        w[CONFIG_MAX_SERVERS] = self.max_servers as u64;
+        w[CONFIG_IN_FLIGHT] = self.in_flight as u64;
+        w[CONFIG_MAX_REQUEST] = self.max_request as u64;
+        w[CONFIG_MAX_RESPONSE] = self.max_response as u64;
+        w[CONFIG_DEPTH] = self.depth as u64;
+        w[CONFIG_KINDS] = self.config_kinds();
+        w[CONFIG_RESPONSE_TYPE] = response_ty;
         w
     }
 
-    /// Configuration word 6: request and response payload kinds.
+    /// Configuration word [`CONFIG_KINDS`]: request and response payload kinds.
     pub(crate) fn config_kinds(&self) -> u64 {
-        kind_code(self.kinds.0) | kind_code(self.kinds.1) << 8
+        kind_code(self.kinds.0) | (kind_code(self.kinds.1) << 8)
     }
 
     /// Rebuilds a layout from an (untrusted) header and checks it against the segment length.
@@ -261,19 +396,17 @@ impl ServiceLayout {
         h.check_version(LAYOUT_VERSION)?;
         let c = &h.config;
         let small = |w: u64| usize::try_from(w).unwrap_or(usize::MAX);
-        let (Some(req), Some(resp)) = (kind_of(c[6] & 0xff), kind_of(c[6] >> 8)) else {
-            return Err(OpenError::Corrupt(format!(
-                "unknown payload kinds {}",
-                c[6]
-            )));
+        let kinds = c[CONFIG_KINDS];
+        let (Some(req), Some(resp)) = (kind_of(kinds & 0xff), kind_of(kinds >> 8)) else {
+            return Err(OpenError::Corrupt(format!("unknown payload kinds {kinds}")));
         };
         let l = ServiceLayout::new(
-            small(c[0]),
-            small(c[1]),
-            small(c[2]),
-            small(c[3]),
-            small(c[4]),
-            small(c[5]),
+            small(c[CONFIG_MAX_CLIENTS]),
+            small(c[CONFIG_MAX_SERVERS]),
+            small(c[CONFIG_IN_FLIGHT]),
+            small(c[CONFIG_MAX_REQUEST]),
+            small(c[CONFIG_MAX_RESPONSE]),
+            small(c[CONFIG_DEPTH]),
             (req, resp),
         )
         .map_err(|e| OpenError::Corrupt(format!("service configuration: {e}")))?;
@@ -287,7 +420,7 @@ impl ServiceLayout {
     }
 
     /// Header for a new segment. The header's type is the request type; the response type is
-    /// folded into configuration word 7 (a hash of its identity).
+    /// folded into configuration word [`CONFIG_RESPONSE_TYPE`] (a hash of its identity).
     pub(crate) fn header(&self, request: TypeIdentity, response_ty: u64) -> Header {
         Header {
             kind: KIND_SERVICE,
@@ -298,14 +431,8 @@ impl ServiceLayout {
         }
     }
 
-    pub(crate) fn server_entry(&self, s: usize) -> usize {
-        debug_assert!(s < self.max_servers);
-        SERVER_TABLE + SERVER_ENTRY * s
-    }
-
     pub(crate) fn client_entry(&self, c: usize) -> usize {
-        debug_assert!(c < self.max_clients);
-        self.client_table + CLIENT_ENTRY * c
+        self.table(Role::Client).entry(c)
     }
 
     /// The cells of client `c`'s call ring.
@@ -319,7 +446,7 @@ impl ServiceLayout {
             req_stride: self.req_stride,
             item_stride: self.item_stride,
             // Bounds-checked once here; every access below stays inside these spans.
-            ctrl: region.ptr(HEADER_LEN, CTRL_LEN),
+            ctrl: region.ptr(CTRL, CTRL_LEN),
             entry: region.ptr(self.client_entry(c), CLIENT_ENTRY),
             base: region.ptr(self.calls + ring_len * c, ring_len),
             slot_mask: self.in_flight - 1,
@@ -328,90 +455,89 @@ impl ServiceLayout {
     }
 }
 
-/// A call slot's request-part words (see `CallRing::at`).
-pub(crate) struct SlotRef<'a> {
-    /// Start of the slot (64-aligned, inside a checked ring span; CALL_HEADER + max_request
-    /// bytes follow it).
-    base: *mut u8,
-    _ring: std::marker::PhantomData<&'a CallRing>,
-}
-
-/// A response item's words (see `CallRing::item_ref`).
-pub(crate) struct ItemRef<'a> {
-    /// Start of the item (64-aligned, inside a checked ring span; CALL_HEADER + max_response
-    /// bytes follow it).
-    base: *mut u8,
-    _ring: std::marker::PhantomData<&'a CallRing>,
-}
-
-/// The 8-aligned word at `base + off`, off < CALL_HEADER.
-#[inline]
-fn header_word<'a>(base: *mut u8, off: usize) -> &'a AtomicU64 {
-    debug_assert!(off < CALL_HEADER && off % 8 == 0);
-    // SAFETY: `base` starts a 64-aligned slot or item inside a ring span checked when its
-    // `CallRing` was made (which outlives 'a); `off` is one of the named header offsets.
-    unsafe { &*(base.add(off) as *const AtomicU64) }
-}
-
-impl<'a> SlotRef<'a> {
-    #[inline]
-    pub(crate) fn state(&self) -> &'a AtomicU64 {
-        header_word(self.base, CALL_STATE)
-    }
-    #[inline]
-    pub(crate) fn consumed(&self) -> &'a AtomicU64 {
-        header_word(self.base, CALL_CONSUMED)
-    }
-    #[inline]
-    pub(crate) fn len(&self) -> &'a AtomicU64 {
-        header_word(self.base, CALL_LEN)
-    }
-    /// Position + 1 of the slot's last call whose END the client read (durable across a crash
-    /// of the client, unlike anything it keeps in its own memory).
-    #[inline]
-    pub(crate) fn ended(&self) -> &'a AtomicU64 {
-        header_word(self.base, CALL_ENDED)
-    }
-}
-
-impl<'a> ItemRef<'a> {
-    #[inline]
-    pub(crate) fn stamp(&self) -> &'a AtomicU64 {
-        header_word(self.base, ITEM_STAMP)
-    }
-    #[inline]
-    pub(crate) fn call(&self) -> &'a AtomicU64 {
-        header_word(self.base, ITEM_CALL)
-    }
-    #[inline]
-    pub(crate) fn len(&self) -> &'a AtomicU64 {
-        header_word(self.base, ITEM_LEN)
-    }
-    #[inline]
-    pub(crate) fn flags(&self) -> &'a AtomicU64 {
-        header_word(self.base, ITEM_FLAGS)
-    }
-    /// The payload area: max_response bytes, 32-aligned.
-    #[inline]
-    pub(crate) fn payload(&self) -> *mut u8 {
-        // SAFETY: CALL_HEADER + max_response ≤ item_stride: inside the item.
-        unsafe { self.base.add(CALL_HEADER) }
-    }
-}
-
-/// Where a call slot's (current or last) call stands.
+/// The two member tables of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// Never used.
-    Unused,
-    /// Posted, no server has taken it.
-    Posted { pos: u64 },
-    /// Cancelled by its client before any server took it.
-    Cancelled { pos: u64 },
-    /// Taken by `server`, which may still write its responses.
-    Taken { pos: u64, server: usize },
-    /// Given up by its server: nothing more will be written for it.
-    Released { pos: u64 },
+pub enum Role {
+    /// The server table.
+    Server,
+    /// The client table (one call ring each).
+    Client,
+}
+
+impl Members for ServiceLayout {
+    type Role = Role;
+    // Servers first: releasing a client may wait for a server's claim lock, which a dead
+    // server's release has freed by then.
+    const ROLES: [Role; 2] = [Role::Server, Role::Client];
+
+    fn table(&self, role: Role) -> Table {
+        match role {
+            Role::Server => Table {
+                base: SERVER_TABLE,
+                stride: SERVER_ENTRY,
+                len: self.max_servers,
+                role: "server",
+            },
+            Role::Client => Table {
+                base: self.client_table,
+                stride: CLIENT_ENTRY,
+                len: self.max_clients,
+                role: "client",
+            },
+        }
+    }
+
+    /// A server leaves the claim locks it held (`ring::call` invariant 7; a leaving server holds
+    /// none), its bit in the server bitmap and in the servers' doorbell; the calls it took stay
+    /// TAKEN and their clients find it gone. A client leaves its posted calls, cancelled here
+    /// under its ring's claim lock (if a live server keeps that lock for long, they are left to
+    /// the next owner of the entry), its bit in the client bitmap and its doorbell.
+    fn release(&self, r: &Region, role: Role, i: usize) {
+        match role {
+            Role::Server => {
+                for c in 0..self.max_clients {
+                    call::release_lock_of_dead(&self.ring(r, c), i);
+                }
+                // SeqCst: bookkeeping under the segment lock; clients read it as a hint.
+                r.u64_at(CTRL_SERVERS)
+                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
+                self.request_bell(r).forget(i);
+            }
+            Role::Client => {
+                let ring = self.ring(r, i);
+                let servers = self.table(Role::Server);
+                // The client is gone or leaving, so a CLIENT_LOCK holder is its own stale lock
+                // (taken over); the lock of a server that is not live is released (under the
+                // segment lock no server can join meanwhile); a live holder is waited for a
+                // moment; garbage is left alone.
+                let busy = |holder: Holder, attempt: u32| match holder {
+                    Holder::Server(s) if attempt < 1000 && s < servers.len => {
+                        if servers.is_live(r, s) {
+                            std::thread::yield_now();
+                        } else {
+                            call::release_lock_of_dead(&ring, s);
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if let Some(lock) = ClientLock::acquire(&ring, busy) {
+                    lock.cancel_all_posted();
+                }
+                // SeqCst: bookkeeping under the segment lock; servers stop polling this ring.
+                r.u64_at(CTRL_CLIENTS)
+                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
+                ring.bell().forget(CLIENT_BIT);
+            }
+        }
+    }
+}
+
+impl ServiceLayout {
+    /// The doorbell servers sleep on, waiting for a call.
+    pub(crate) fn request_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_REQUEST_SEQ, CTRL_SERVERS_WAITING)
+    }
 }
 
 /// Identity word of a response type: FNV-1a over its name, size and alignment.
@@ -424,12 +550,13 @@ pub(crate) fn type_word(ty: &TypeIdentity) -> u64 {
     )
 }
 
-/// One client's call ring inside a mapped service: typed access to its words.
+/// One client's call ring inside a mapped service: its words as `ring::call` [`Cells`], its
+/// request and response areas, and the client entry's and control block's words.
 ///
-/// Built with its two spans bounds-checked (the client entry and the ring's call slots); slot and
-/// item indices are masked, so every access stays inside them whatever the caller passes. It
-/// holds raw pointers into a mapped region: it must live beside (never outlive) the `Arc` that
-/// keeps that region mapped, as in `ClientCore` and `ServerCore`.
+/// Built with its spans bounds-checked (the control block, the client entry and the ring's call
+/// slots); slot and item indices are masked, so every access stays inside them whatever the
+/// caller passes. It holds raw pointers into a mapped region: it must live beside (never outlive)
+/// the `Arc` that keeps that region mapped, as in `ClientCore` and `ServerCore`.
 pub(crate) struct CallRing {
     claims_len: usize,
     call_stride: usize,
@@ -447,154 +574,153 @@ pub(crate) struct CallRing {
 unsafe impl Send for CallRing {}
 
 impl CallRing {
-    #[inline]
-    pub(crate) fn mask(&self) -> u64 {
-        self.slot_mask as u64
-    }
-
     /// Byte offset of `slot` within the ring.
-    #[inline]
+    #[inline(always)]
     fn slot(&self, slot: usize) -> usize {
         self.claims_len + self.call_stride * (slot & self.slot_mask)
     }
 
-    /// Byte offset of `slot`'s claim entry within the ring.
-    #[inline]
-    fn claim_entry(&self, slot: usize) -> usize {
-        CLAIM_ENTRY * (slot & self.slot_mask)
-    }
-
     /// Byte offset of item `n` of `slot` within the ring.
-    #[inline]
+    #[inline(always)]
     fn item(&self, slot: usize, n: u64) -> usize {
         self.slot(slot) + self.req_stride + self.item_stride * (n & self.item_mask) as usize
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(
             off % 8 == 0 && off + 8 <= self.claims_len + self.call_stride * (self.slot_mask + 1)
         );
         // SAFETY: `off` is a claim, slot or item offset (index masked into the ring) plus a
-        // header offset below its entry size, so it lies inside the ring span checked in `ring`;
-        // it is
-        // 8-aligned (strides are multiples of 64, the span starts 128-aligned in a page-aligned
-        // region). AtomicU64 accepts any bits; the the region outlives the ring (see the type's docs).
+        // header offset below its header's size, so it lies inside the ring span checked in
+        // `ServiceLayout::ring`; it is 8-aligned (strides and `claims_len` are multiples of 64,
+        // the span starts 64-aligned in a page-aligned region). AtomicU64 accepts any bits; the
+        // region outlives the ring (see the type's docs).
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn entry_word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= CLIENT_ENTRY);
         // SAFETY: `off` is one of the entry's named offsets (< CLIENT_ENTRY), inside the entry
-        // span checked in `ring`, 8-aligned (entries are 128-aligned).
+        // span checked in `ServiceLayout::ring`, 8-aligned (entries are line-aligned).
         unsafe { &*(self.entry.add(off) as *const AtomicU64) }
     }
 
-    #[inline]
-    pub(crate) fn head(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_HEAD)
-    }
-    /// A word of the control block (offset `off` from `HEADER_LEN`).
-    #[inline]
+    /// A word of the control block.
+    #[inline(always)]
     fn ctrl_word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= CTRL_LEN);
-        // SAFETY: `off` is a named control offset inside the control span checked in `ring`,
-        // 8-aligned (the block starts at HEADER_LEN = 256).
-        unsafe { &*(self.ctrl.add(off) as *const AtomicU64) }
+        debug_assert!(off % 8 == 0 && off >= CTRL && off + 8 <= CTRL + CTRL_LEN);
+        // SAFETY: `off` is a named control offset inside the control span checked in
+        // `ServiceLayout::ring`, 8-aligned (the block starts on a line).
+        unsafe { &*(self.ctrl.add(off - CTRL) as *const AtomicU64) }
     }
+
     /// The control block's bitmap of registered servers.
     #[inline]
     pub(crate) fn servers(&self) -> &AtomicU64 {
-        self.ctrl_word(CTRL_SERVERS - HEADER_LEN)
+        self.ctrl_word(CTRL_SERVERS)
     }
     /// The control block's bitmap of registered clients.
     #[inline]
     pub(crate) fn clients(&self) -> &AtomicU64 {
-        self.ctrl_word(CTRL_CLIENTS - HEADER_LEN)
+        self.ctrl_word(CTRL_CLIENTS)
     }
-    /// The control block's bitmap of sleeping servers.
+    /// The doorbell servers sleep on, waiting for a call (in the control block).
     #[inline]
-    pub(crate) fn servers_waiting(&self) -> &AtomicU64 {
-        self.ctrl_word(CTRL_SERVERS_WAITING - HEADER_LEN)
+    pub(crate) fn request_bell(&self) -> Doorbell<'_> {
+        // SAFETY: CTRL_REQUEST_SEQ is a 4-aligned named offset inside the control span checked
+        // in `ServiceLayout::ring`.
+        let seq = unsafe { &*(self.ctrl.add(CTRL_REQUEST_SEQ - CTRL) as *const AtomicU32) };
+        Doorbell::new(seq, self.ctrl_word(CTRL_SERVERS_WAITING))
     }
-
+    /// The doorbell this ring's client sleeps on, waiting for a response (in its entry).
     #[inline]
-    pub(crate) fn lock(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_LOCK_WORD)
-    }
-    #[inline]
-    pub(crate) fn waiting(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_WAITING)
-    }
-    #[inline]
-    pub(crate) fn wake(&self) -> &AtomicU32 {
+    pub(crate) fn bell(&self) -> Doorbell<'_> {
         // SAFETY: CLIENT_WAKE is a 4-aligned offset inside the checked entry span.
-        unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) }
+        let seq = unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) };
+        Doorbell::new(seq, self.entry_word(CLIENT_WAITING))
     }
+    /// The client entry's owner word.
     #[inline]
     pub(crate) fn owner(&self) -> &AtomicU64 {
         self.entry_word(ENTRY_OWNER)
     }
-    #[inline]
-    pub(crate) fn state(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_STATE)
-    }
-    /// The words of `slot`'s request part, its offset computed once.
-    #[inline]
-    pub(crate) fn at(&self, slot: usize) -> SlotRef<'_> {
-        // SAFETY: the slot offset (index masked) lies inside the ring span checked in `ring`.
-        SlotRef {
-            base: unsafe { self.base.add(self.slot(slot)) },
-            _ring: std::marker::PhantomData,
-        }
-    }
 
-    /// The words of item `n` of `slot`, its offset computed once.
-    #[inline]
-    pub(crate) fn item_ref(&self, slot: usize, n: u64) -> ItemRef<'_> {
-        // SAFETY: the item offset (indices masked) lies inside the ring span checked in `ring`.
-        ItemRef {
-            base: unsafe { self.base.add(self.item(slot, n)) },
-            _ring: std::marker::PhantomData,
-        }
-    }
-
-    /// The claim word of `slot` (servers write it under the claim lock).
-    #[inline]
-    pub(crate) fn claim(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.claim_entry(slot) + CLAIM_WORD)
-    }
-    #[inline]
-    pub(crate) fn taker(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.claim_entry(slot) + CLAIM_TAKER)
-    }
-
-    /// Where `slot`'s call stands, from its state word (client) and claim word (servers).
-    #[inline]
-    pub(crate) fn status(&self, slot: usize) -> Status {
-        // Acquire, both: pair with the Release stores of POSTED / CANCELLED (client) and with
-        // the claim lock's Release (servers).
-        let (pos, _, kind) = split_state(self.state(slot).load(Ordering::Acquire));
-        let (cpos, server, ckind) = split_state(self.claim(slot).load(Ordering::Acquire));
-        match kind {
-            UNUSED => Status::Unused,
-            _ if cpos == pos && ckind == TAKEN => Status::Taken { pos, server },
-            _ if cpos == pos && ckind == CANCELLED => Status::Released { pos },
-            POSTED => Status::Posted { pos },
-            _ => Status::Cancelled { pos },
-        }
-    }
-    #[inline]
-    pub(crate) fn consumed(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_CONSUMED)
-    }
     /// The request area of `slot`: `max_request_size` bytes, 32-aligned.
     #[inline]
     pub(crate) fn request(&self, slot: usize) -> *mut u8 {
-        // SAFETY: the slot's request area lies inside the ring span checked in `ring` (slot
-        // masked; CALL_HEADER + max_request ≤ req_stride ≤ call_stride).
+        // SAFETY: the slot's request area lies inside the ring span checked in
+        // `ServiceLayout::ring` (slot masked; CALL_HEADER + max_request ≤ req_stride ≤
+        // call_stride).
         unsafe { self.base.add(self.slot(slot) + CALL_HEADER) }
+    }
+
+    /// The payload area of item `n` of `slot`: `max_response_size` bytes, 32-aligned.
+    #[inline]
+    pub(crate) fn item_payload(&self, slot: usize, n: u64) -> *mut u8 {
+        // SAFETY: the item lies inside the ring span checked in `ServiceLayout::ring` (indices
+        // masked; ITEM_HEADER + max_response ≤ item_stride).
+        unsafe { self.base.add(self.item(slot, n) + ITEM_HEADER) }
+    }
+}
+
+impl Cells for CallRing {
+    #[inline(always)]
+    fn slot_mask(&self) -> u64 {
+        self.slot_mask as u64
+    }
+    #[inline(always)]
+    fn item_mask(&self) -> u64 {
+        self.item_mask
+    }
+    #[inline(always)]
+    fn head(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_HEAD)
+    }
+    #[inline(always)]
+    fn lock(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_LOCK_WORD)
+    }
+    #[inline(always)]
+    fn claim(&self, slot: usize) -> &AtomicU64 {
+        self.word(CLAIM_ENTRY * (slot & self.slot_mask) + CLAIM_WORD)
+    }
+    #[inline(always)]
+    fn taker(&self, slot: usize) -> &AtomicU64 {
+        self.word(CLAIM_ENTRY * (slot & self.slot_mask) + CLAIM_TAKER)
+    }
+    #[inline(always)]
+    fn state(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_STATE)
+    }
+    #[inline(always)]
+    fn ended(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_ENDED)
+    }
+    #[inline(always)]
+    fn len(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_LEN)
+    }
+    #[inline(always)]
+    fn consumed(&self, slot: usize) -> &AtomicU64 {
+        self.word(self.slot(slot) + CALL_CONSUMED)
+    }
+    #[inline(always)]
+    fn stamp(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_STAMP)
+    }
+    #[inline(always)]
+    fn item_call(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_CALL)
+    }
+    #[inline(always)]
+    fn item_len(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_LEN)
+    }
+    #[inline(always)]
+    fn item_flags(&self, slot: usize, n: u64) -> &AtomicU64 {
+        self.word(self.item(slot, n) + ITEM_FLAGS)
     }
 }
 
@@ -609,6 +735,8 @@ mod tests {
         let l = ServiceLayout::new(8, 4, 16, 100, 8, 2, K).unwrap();
         let calls = (384 + 64 * 4 + 128 * 8usize).div_ceil(128) * 128;
         assert_eq!(l.len, calls + 8 * (16 * 16 + 16 * (192 + 2 * 64)));
+        assert_eq!(l.calls, calls);
+        assert_eq!(segment_len(8, 4, 16, 100, 8, 2), Some(l.len));
     }
 
     #[test]
@@ -620,10 +748,37 @@ mod tests {
         assert!(ServiceLayout::new(1, 1, 1, 0, 8, 1, K).is_err());
         assert!(ServiceLayout::new(1, 1, 1, 8, 8, 3, K).is_err());
         assert!(ServiceLayout::new(1, 1, 1, 8, 8, 128, K).is_err());
+        assert_eq!(segment_len(usize::MAX, 1, 1, 8, 8, 1), None);
+    }
+
+    #[test]
+    fn ring_words_sit_where_the_diagram_says() {
+        let l = ServiceLayout::new(2, 1, 4, 40, 8, 2, K).unwrap();
+        let r = Region::heap(l.len);
+        let ring = l.ring(&r, 1);
+        let base = r.ptr(0, l.len) as usize;
+        let at = |w: &AtomicU64| w as *const AtomicU64 as usize - base;
+        let entry = l.client_entry(1);
+        let rings = l.calls + l.ring_len;
+        assert_eq!(at(ring.head()), entry + CLIENT_HEAD);
+        assert_eq!(at(ring.lock()), entry + CLIENT_LOCK_WORD);
+        assert_eq!(at(ring.claim(5)), rings + CLAIM_ENTRY);
+        assert_eq!(at(ring.taker(1)), rings + CLAIM_ENTRY + CLAIM_TAKER);
+        let slot1 = rings + l.claims_len + l.call_stride;
+        assert_eq!(at(ring.state(1)), slot1);
+        assert_eq!(at(ring.consumed(1)), slot1 + CALL_CONSUMED);
+        assert_eq!(ring.request(1) as usize - base, slot1 + CALL_HEADER);
+        let item3 = slot1 + l.req_stride + l.item_stride;
+        assert_eq!(at(ring.stamp(1, 3)), item3);
+        assert_eq!(at(ring.item_flags(1, 3)), item3 + ITEM_FLAGS);
+        assert_eq!(ring.item_payload(1, 3) as usize - base, item3 + ITEM_HEADER);
+        assert_eq!(l.req_stride, 128);
+        assert_eq!(rings % CACHE_LINE, 0);
     }
 
     #[test]
     fn state_words_round_trip() {
+        use crate::ring::call::{call_state, split_state, CANCELLED, MAX_POSITION, TAKEN};
         let w = call_state(MAX_POSITION, 63, CANCELLED);
         assert_eq!(split_state(w), (MAX_POSITION, 63, CANCELLED));
         assert_eq!(split_state(call_state(5, 2, TAKEN)), (5, 2, TAKEN));

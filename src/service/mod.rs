@@ -22,8 +22,8 @@ pub use server::{Request, ResponseLoan, ResponseStream, Server};
 use crate::error::OpenError;
 use crate::shm::{Backing, OpenMode};
 use crate::topic::{Payload, MAX_ALIGN};
-use layout::{type_word, ServiceLayout};
-use shared::{Role, ServiceShared, Types};
+use layout::{type_word, Role, ServiceLayout};
+use shared::{ServiceShared, Types};
 
 /// Options for opening or creating a service. Made by [`crate::Node::service`].
 ///

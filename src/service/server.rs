@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::FIRST_POLLS;
-use super::layout::CallRing;
-use super::layout::*;
+use super::layout::{CallRing, Role};
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
-use crate::sync::{barrier, futex, ProcessId};
+use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
+use crate::sync::doorbell::ALL;
+use crate::sync::{barrier, ProcessId};
 use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
 
 /// Longest single sleep of an idle server.
@@ -68,22 +69,6 @@ pub(crate) struct ServerCore {
     lock_busy: Cell<u32>,
     /// A poll found a posted call behind a busy claim lock: retry rather than sleep.
     busy: Cell<bool>,
-    /// `sync::barrier::asymmetric()`, read once.
-    asym: bool,
-}
-
-/// The lowest call position at or after `from` still held by a slot of `ring` (every position
-/// from `from` up to it has passed: its slot holds a later call). `from` if there is none.
-fn lowest_position_from(ring: &CallRing, from: u64) -> u64 {
-    let slots = ring.mask() as usize + 1;
-    (0..slots)
-        .filter_map(|slot| {
-            // Acquire: as in `take_from`.
-            let (pos, _, kind) = split_state(ring.state(slot).load(Ordering::Acquire));
-            (kind != UNUSED && pos >= from).then_some(pos)
-        })
-        .min()
-        .unwrap_or(from)
 }
 
 /// Rounds a waiting server retries (yielding) instead of sleeping while a claim lock is held.
@@ -97,15 +82,16 @@ const BATCH: usize = 8;
 #[derive(Clone, Copy, Debug)]
 struct Claim {
     client: usize,
-    slot: usize,
-    pos: u64,
-    len: usize,
-    /// Next response item number.
-    n: u64,
-    /// The first item number of this call (`consumed` when it was taken): always has room.
-    first: u64,
+    call: call::Call,
     /// Owner word of the client entry when the call was taken.
     client_owner: u64,
+}
+
+impl Claim {
+    /// The request's length (`usize::MAX` if it does not fit).
+    fn len(&self) -> usize {
+        usize::try_from(self.call.len).unwrap_or(usize::MAX)
+    }
 }
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Server<Q, R> {
@@ -141,7 +127,6 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 queue_len: Cell::new(0),
                 lock_busy: Cell::new(0),
                 busy: Cell::new(false),
-                asym: barrier::asymmetric(),
             },
             _p: PhantomData,
         }
@@ -194,21 +179,21 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     fn request(&self, claim: Claim) -> Result<Request<'_, Q, R>, ReceiveError> {
         let core = &self.core;
         let layout = &core.shared.layout;
-        let view =
-            if claim.len > layout.max_request || Q::fixed_size().is_some_and(|f| f != claim.len) {
-                Err(format!(
-                    "request length {} (maximum {})",
-                    claim.len, layout.max_request
-                ))
-            } else {
-                let ring = &core.rings[claim.client];
-                let ptr = ring.request(claim.slot);
-                // SAFETY: the call is TAKEN by this server: its client writes the slot's request
-                // area only after the call ends (this server's END item) or this server dies; ptr
-                // is valid for len ≤ max_request bytes (CallRing::request) and 32-aligned (request
-                // area in a 64-aligned call slot of a page-aligned region).
-                unsafe { Q::view(ptr, claim.len) }
-            };
+        let len = claim.len();
+        let view = if len > layout.max_request || Q::fixed_size().is_some_and(|f| f != len) {
+            Err(format!(
+                "request length {} (maximum {})",
+                claim.call.len, layout.max_request
+            ))
+        } else {
+            let ring = &core.rings[claim.client];
+            let ptr = ring.request(claim.call.slot);
+            // SAFETY: the call is TAKEN by this server: its client writes the slot's request
+            // area only after the call ends (this server's END item) or this server dies; ptr
+            // is valid for len ≤ max_request bytes (CallRing::request) and 32-aligned (request
+            // area in a 64-aligned call slot of a page-aligned region).
+            unsafe { Q::view(ptr, len) }
+        };
         match view {
             Ok(view) => Ok(Request {
                 core,
@@ -233,7 +218,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Server<Q, R> {
         // Requests borrow the server: none is alive here. Calls taken but not handed out go
         // back to the other servers.
         self.core.give_back();
-        self.core.shared.leave_server(self.core.index);
+        self.core.shared.leave(Role::Server, self.core.index);
     }
 }
 
@@ -283,27 +268,16 @@ impl ServerCore {
     fn take_from(&self, c: usize) -> bool {
         let ring = &self.rings[c];
         // A look without the lock first, so idle polling writes nothing.
-        // Acquire: the head is moved under the lock; a stale value only means a spare look.
-        let h = ring.head().load(Ordering::Acquire);
-        // Acquire: pairs with the client's Release store of POSTED.
-        let (p, _, kind) = split_state(ring.state(h as usize).load(Ordering::Acquire));
-        if p < h || (p == h && kind == UNUSED) {
+        if !call::worth_taking(ring) {
             return false;
         }
-        let lock = ring.lock();
-        let me = self.index as u64 + 1;
-        // Relaxed look, then Acquire CAS: pairs with the last holder's Release, so its head and
-        // claim stores are visible.
-        if lock.load(Ordering::Relaxed) != 0
-            || lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-        {
-            self.lock_busy(ring, c);
-            return false;
-        }
-        // Under the claim lock: only we move the head or claim posted calls.
-        let mut h = ring.head().load(Ordering::Relaxed);
+        let mut lock = match ServerLock::acquire(ring, self.index) {
+            Ok(lock) => lock,
+            Err(holder) => {
+                self.lock_busy(holder, c);
+                return false;
+            }
+        };
         // With other servers registered, take one call at a time: calls queued here could not
         // be served by an idle peer meanwhile.
         // Relaxed: a hint for the batch size only.
@@ -313,63 +287,18 @@ impl ServerCore {
         } else {
             BATCH - self.queue_len.get()
         };
-        let mut taken = 0;
-        // Bounded: each step moves the head on or stops; garbage words cost at most this many.
-        for _ in 0..self.shared.layout.in_flight {
-            if taken == room {
-                break;
-            }
-            let slot = (h & ring.mask()) as usize;
-            match ring.status(slot) {
-                Status::Posted { pos } if pos == h => {
-                    // Relaxed: `taker` before `claim`, whose Release store publishes it: a
-                    // client that sees our claim sees our owner word.
-                    ring.taker(slot).store(self.owner, Ordering::Relaxed);
-                    ring.claim(slot)
-                        .store(call_state(h, self.index, TAKEN), Ordering::Release);
-                    // Relaxed: ordered by the Acquire load of POSTED in `status`.
-                    let at = ring.at(slot);
-                    let len = at.len().load(Ordering::Relaxed);
-                    let n = at.consumed().load(Ordering::Relaxed) & CONSUMED_COUNT;
-                    let client_owner = ring.owner().load(Ordering::Relaxed);
-                    let at = (self.queue_head.get() + self.queue_len.get()) % BATCH;
-                    self.queue[at].set(Some(Claim {
-                        client: c,
-                        slot,
-                        pos: h,
-                        len: usize::try_from(len).unwrap_or(usize::MAX),
-                        n,
-                        first: n,
-                        client_owner,
-                    }));
-                    self.queue_len.set(self.queue_len.get() + 1);
-                    taken += 1;
-                    h += 1;
-                }
-                Status::Unused => break, // not posted yet
-                Status::Posted { pos }
-                | Status::Cancelled { pos }
-                | Status::Taken { pos, .. }
-                | Status::Released { pos } => {
-                    if pos < h {
-                        break; // not posted yet
-                    }
-                    if pos == h {
-                        h += 1; // cancelled, or taken by a holder that died before moving on
-                    } else {
-                        // The slot was reused: every position from the head up to the lowest
-                        // one still in the ring has passed. Jump there.
-                        h = lowest_position_from(ring, h);
-                    }
-                }
-            }
-        }
-        // Relaxed: published by the Release of the lock.
-        ring.head().store(h, Ordering::Relaxed);
-        // Release: our head and claims are visible to the next holder. A plain store: while we
-        // live, nobody else changes a lock we hold (others only release the locks of dead
-        // servers, under the segment lock).
-        lock.store(0, Ordering::Release);
+        // Relaxed: the owner word is stable while the entry is registered; it only tells a
+        // streaming server later whether the same client is still there.
+        let client_owner = ring.owner().load(Ordering::Relaxed);
+        let taken = lock.take(self.owner, room, |call| {
+            let at = (self.queue_head.get() + self.queue_len.get()) % BATCH;
+            self.queue[at].set(Some(Claim {
+                client: c,
+                call,
+                client_owner,
+            }));
+            self.queue_len.set(self.queue_len.get() + 1);
+        });
         taken > 0
     }
 
@@ -380,64 +309,39 @@ impl ServerCore {
             return;
         };
         let ring = &self.rings[first.client];
-        let lock = ring.lock();
-        let me = self.index as u64 + 1;
-        let mut got = false;
+        let mut lock = None;
         for _ in 0..1000 {
-            // Acquire: as in `take_from`.
-            if lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                got = true;
+            if let Ok(l) = ServerLock::acquire(ring, self.index) {
+                lock = Some(l);
                 break;
             }
             std::thread::yield_now();
         }
+        let got = lock.is_some();
         while let Some(mut claim) = self.dequeue() {
-            if got && claim.client == first.client {
-                // Relaxed: under the lock; published by its Release.
-                let head = ring.head().load(Ordering::Relaxed);
-                ring.head().store(head.min(claim.pos), Ordering::Relaxed);
-                // Release: the claim word no longer says TAKEN: the call is posted again.
-                let _ = ring.claim(claim.slot).compare_exchange(
-                    call_state(claim.pos, self.index, TAKEN),
-                    call_state(claim.pos, self.index, UNUSED),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-            } else if self
-                .publish(&mut claim, ABORTED | END, false, |_| Ok(0))
-                .is_err()
-            {
-                self.release(&claim);
+            match &mut lock {
+                Some(lock) if claim.client == first.client => lock.give_back(&claim.call),
+                _ => {
+                    if self
+                        .publish(&mut claim, ABORTED | END, false, |_| Ok(0))
+                        .is_err()
+                    {
+                        self.release(&claim);
+                    }
+                }
             }
         }
+        drop(lock);
         if got {
-            // Release: as in `take_from`.
-            let _ = lock.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
             // A sleeping server takes them now rather than at its next timeout.
-            // Relaxed: a hint.
-            if self
-                .shared
-                .region()
-                .u64_at(CTRL_SERVERS_WAITING)
-                .load(Ordering::Relaxed)
-                & !(1u64 << self.index)
-                != 0
-            {
-                self.shared.wake_server();
-            }
+            ring.request_bell().ring(1);
         }
     }
 
     /// A client's claim lock was busy: now and then, look whether its holder died.
     #[cold]
-    fn lock_busy(&self, ring: &CallRing, c: usize) {
-        // Relaxed: a hint; reclaiming works under the segment lock.
-        let holder = ring.lock().load(Ordering::Relaxed);
-        let server = (1..=MAX_PARTICIPANTS as u64).contains(&holder);
-        if !server && holder != CLIENT_LOCK {
+    fn lock_busy(&self, holder: Holder, c: usize) {
+        if let Holder::Garbage(_) = holder {
             return; // garbage: nothing to wait for (the call fails or times out)
         }
         // A plausible holder: retry soon rather than sleep (see `wait`).
@@ -448,13 +352,13 @@ impl ServerCore {
             return;
         }
         // Now and then (the first time, then every 256th), look whether the holder died.
-        let dead = if server {
-            !self.shared.server_live(holder as usize - 1)
-        } else {
-            !self.shared.client_live(c)
-        };
-        if dead {
-            self.shared.reclaim_dead();
+        match holder {
+            Holder::Server(s) => self.shared.reclaim_server_if_dead(s),
+            _ => {
+                if !self.shared.is_live(Role::Client, c) {
+                    self.shared.reclaim_dead();
+                }
+            }
         }
     }
 
@@ -477,15 +381,9 @@ impl ServerCore {
             .checked_sub(1)
             .unwrap_or(n - 1)
             .min(n - 1);
-        let ring = &self.rings[last];
-        // Acquire/Relaxed: a hint of where to look; `poll` decides.
-        let h = ring.head().load(Ordering::Relaxed);
-        let state = ring.at((h & ring.mask()) as usize).state();
-        // Built by hand: `h` comes from shared memory and may exceed what `call_state` accepts.
-        let posted = h << 8 | POSTED;
+        let watch = call::watch_head(&self.rings[last]);
         for i in 1..FIRST_POLLS {
-            // Acquire: as in `take_from`, which loads it again.
-            if state.load(Ordering::Acquire) == posted || i % 16 == 0 {
+            if watch.ready() || i % 16 == 0 {
                 if let Some(claim) = self.poll() {
                     return Some(claim);
                 }
@@ -499,10 +397,7 @@ impl ServerCore {
             return Ok(claim);
         }
         let spin_until = Instant::now() + self.spin;
-        let region = self.shared.region();
-        let seq = region.u32_at(CTRL_REQUEST_SEQ);
-        let waiting = region.u64_at(CTRL_SERVERS_WAITING);
-        let bit = 1u64 << self.index;
+        let bell = self.rings[0].request_bell();
         let mut spins = 0u32;
         let mut busy_rounds = 0u32;
         loop {
@@ -534,75 +429,42 @@ impl ServerCore {
                 // Held for long (a holder that is slow to die, or stuck): short naps from now.
                 nap = nap.min(barrier::FALLBACK_NAP);
             }
-            // The server half of the sleep handshake: read the futex word, announce, barrier,
-            // poll; a client posts, barriers, then loads `servers_waiting`.
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = seq.load(Ordering::Acquire);
-            // Relaxed: ordered before the poll by the heavy barrier.
-            waiting.fetch_or(bit, Ordering::Relaxed);
-            let nap = barrier::heavy(nap);
-            let got = self.poll();
-            if got.is_none() && !self.busy.get() {
-                futex::wait(seq, seen, nap);
-            }
-            // Relaxed: a hint for clients; a stale bit costs one spare wake.
-            waiting.fetch_and(!bit, Ordering::Relaxed);
-            if let Some(claim) = got {
+            // The sleeper's half of the servers' doorbell (sync::doorbell): a client posts, then
+            // rings. No sleep either when the recheck found a call behind a busy lock.
+            let got = bell.sleep_unless(self.index, nap, || {
+                let got = self.poll();
+                (got.is_some() || self.busy.get()).then_some(got)
+            });
+            if let Some(Some(claim)) = got {
                 return Ok(claim);
             }
         }
     }
 
-    /// Waits until item `claim.n` may be written (the client has consumed item n − depth). For
-    /// a stream (`stream`), a caller that gave up stops it at once.
+    /// Waits until the call's next item may be written (the client has consumed the item it
+    /// overwrites). For a stream (`stream`), a caller that gave up stops it at once.
     #[inline]
     fn wait_room(&self, claim: &Claim, stream: bool) -> Result<(), SendError> {
-        if claim.n == claim.first && !stream {
-            // The call's first item: every earlier one was read before the call was posted.
-            return Ok(());
+        match claim.call.room(&self.rings[claim.client], stream) {
+            Room::Ready => Ok(()),
+            Room::Abandoned => Err(SendError::Disconnected),
+            Room::Full => self.wait_room_slow(claim, stream),
         }
-        // Acquire: pairs with the client's Release store of `consumed`: it has finished reading
-        // the item we are about to overwrite.
-        let w = self.rings[claim.client]
-            .at(claim.slot)
-            .consumed()
-            .load(Ordering::Acquire);
-        if stream && w & CONSUMED_ABANDONED != 0 {
-            return Err(SendError::Disconnected);
-        }
-        if claim.n.wrapping_sub(w & CONSUMED_COUNT) < self.shared.layout.depth as u64 {
-            return Ok(());
-        }
-        self.wait_room_slow(claim)
     }
 
     #[cold]
-    fn wait_room_slow(&self, claim: &Claim) -> Result<(), SendError> {
+    fn wait_room_slow(&self, claim: &Claim, stream: bool) -> Result<(), SendError> {
         let ring = &self.rings[claim.client];
-        let depth = self.shared.layout.depth as u64;
-        let room = || {
-            // Acquire: pairs with the client's Release store of `consumed`: it has finished
-            // reading the item we are about to overwrite.
-            let w = ring.consumed(claim.slot).load(Ordering::Acquire);
-            if claim.n.wrapping_sub(w & CONSUMED_COUNT) < depth {
-                Ok(true)
-            } else if w & CONSUMED_ABANDONED != 0 {
-                // The caller gave up on this stream: stop instead of waiting for room.
-                Err(SendError::Disconnected)
-            } else {
-                Ok(false)
-            }
-        };
-        if room()? {
-            return Ok(());
-        }
         let start = Instant::now();
         let deadline = start.checked_add(self.timeout);
         let mut last_check = start;
         let mut nap = Duration::from_micros(20);
         loop {
-            if room()? {
-                return Ok(());
+            match claim.call.room(ring, stream) {
+                Room::Ready => return Ok(()),
+                // The caller gave up on this call: stop instead of waiting for room.
+                Room::Abandoned => return Err(SendError::Disconnected),
+                Room::Full => {}
             }
             let now = Instant::now();
             if now >= last_check + CHECK_INTERVAL {
@@ -626,8 +488,8 @@ impl ServerCore {
         }
     }
 
-    /// Publishes response item `claim.n` with `flags`, its payload written by `write` into the
-    /// item's payload area (returning the length).
+    /// Publishes the call's next response item with `flags`, its payload written by `write` into
+    /// the item's payload area (returning the length).
     #[inline]
     fn publish(
         &self,
@@ -639,47 +501,29 @@ impl ServerCore {
         self.wait_room(claim, stream)?;
         let ring = &self.rings[claim.client];
         let max = self.shared.layout.max_response;
-        let ptr = ring.item_ref(claim.slot, claim.n).payload();
-        // SAFETY: item n is ours to write: the client has consumed item n − depth (wait_room) and
-        // reads item n only after its stamp says n + 1, stored below; ptr is valid for max bytes
-        // (CallRing::item_payload).
+        let ptr = ring.item_payload(claim.call.slot, claim.call.item());
+        // SAFETY: the item is ours to write: the client has consumed the item it overwrites
+        // (wait_room) and reads it only after its stamp, stored by `commit` (ring::call
+        // invariant 3); ptr is valid for max bytes (CallRing::item_payload).
         let len = write(unsafe { std::slice::from_raw_parts_mut(ptr, max) })?;
         self.commit(claim, flags, len);
         Ok(())
     }
 
-    /// Gives up a call without END: marks it CANCELLED (no server writes to it any more), which
-    /// the client treats like a gone server.
+    /// Gives up a call without END (no server writes to it any more), which the client treats
+    /// like a gone server.
     #[cold]
     fn release(&self, claim: &Claim) {
-        let claim_word = self.rings[claim.client].claim(claim.slot);
-        let _ = claim_word.compare_exchange(
-            call_state(claim.pos, self.index, TAKEN),
-            call_state(claim.pos, self.index, CANCELLED),
-            // Release: our last item writes come before; Relaxed on failure: not ours any more.
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        claim.call.release(&self.rings[claim.client], self.index);
     }
 
-    /// Stamps item `claim.n` (its payload written) and wakes the client if it sleeps.
+    /// Publishes the call's next item (its payload written) and wakes the client if it sleeps.
     #[inline]
     fn commit(&self, claim: &mut Claim, flags: u64, len: usize) {
         let ring = &self.rings[claim.client];
-        let (slot, n) = (claim.slot, claim.n);
-        // Relaxed: published by the Release stamp store.
-        let item = ring.item_ref(slot, n);
-        item.call().store(claim.pos, Ordering::Relaxed);
-        item.len().store(len as u64, Ordering::Relaxed);
-        item.flags().store(flags, Ordering::Relaxed);
-        item.stamp().store(n.wrapping_add(1), Ordering::Release);
-        claim.n = n.wrapping_add(1);
-        // The server half of the response sleep handshake: publish, barrier, load `waiting`
-        // (the client announces, then runs the heavy barrier: sync::barrier).
-        barrier::light_as(self.asym);
-        // Relaxed: ordered by the barrier pair.
-        if ring.waiting().load(Ordering::Relaxed) != 0 {
-            self.shared.wake_client(claim.client);
+        claim.call.commit(ring, flags, len as u64);
+        // The ringer's half of the client's doorbell (sync::doorbell): publish, then ring.
+        if ring.bell().ring(ALL) {
             self.wakes.set(self.wakes.get() + 1);
         }
     }
@@ -737,7 +581,7 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
         SendError::check_fits(len, max)?;
         self.core.wait_room(&self.claim, false)?;
         let ring = &self.core.rings[self.claim.client];
-        let ptr = ring.item_ref(self.claim.slot, self.claim.n).payload();
+        let ptr = ring.item_payload(self.claim.call.slot, self.claim.call.item());
         Ok(ResponseLoan {
             request: self,
             ptr,
