@@ -1,10 +1,10 @@
 //! In-process cost of one send + one receive (same thread), ringbus beside crossbeam-channel's
 //! bounded channel, for a 64-byte message. Run: `cargo bench --bench inprocess`.
 //!
-//! The cross-process latency figures come from the harness (`cargo run --release -- bench`);
-//! this bench isolates the instructions of the hot path, without any cache-line transfer. The
-//! `call_64B` group does the same for one request/response call, `queue_64B` for one queued
-//! message (send, claim, read, ack).
+//! The cross-process latency figures come from the harness (`cargo run --release -p ringbus-cli
+//! -- bench`); this bench isolates the instructions of the hot path, without any cache-line
+//! transfer. The `call_64B` group does the same for one request/response call, `queue_64B` for
+//! one queued message (send, claim, read, ack).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 

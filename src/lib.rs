@@ -32,30 +32,27 @@
 //! See `ARCHITECTURE.md` for the layers, the byte layout of every segment, the memory-ordering
 //! argument of each ring and crash recovery.
 
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+// A loom build compiles only the lock-free cores (rings, doorbell), not the code that uses them.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
-pub mod log;
+mod log;
 mod loom;
 #[cfg(not(loom))]
 mod node;
 #[cfg(not(loom))]
 mod queue;
-pub mod ring;
+mod ring;
 #[cfg(not(loom))]
 mod service;
 #[cfg(not(loom))]
-pub mod shm;
-#[cfg(not(loom))]
-pub mod sync;
+mod shm;
+mod sync;
 #[cfg(not(loom))]
 mod topic;
-// The `ringbus bench` harness (used by the `ringbus` binary); not part of the library API.
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod bench;
 
 #[cfg(not(loom))]
 pub use error::{AckError, CallError, OpenError, ReceiveError, SendError};
@@ -88,9 +85,17 @@ pub use topic::{
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod layout {
+    pub use crate::log::layout as log;
     pub use crate::queue::layout as queue;
     pub use crate::service::layout as service;
     pub use crate::topic::layout as topic;
+}
+
+/// Hooks for ringbus's own tests (which liveness check this machine gives). Not a stable API.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::sync::liveness::{liveness_method, LivenessMethod};
 }
 
 /// The README's example, compiled and run as a doctest.

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::{child_args, parse_args, tell, test_root, wait_parent, ChildRole};
-use ringbus::sync::liveness::{liveness_method, LivenessMethod};
+use ringbus::testing::{liveness_method, LivenessMethod};
 use ringbus::{Node, OpenError, OpenMode, ProcessId};
 
 #[test]

@@ -494,10 +494,13 @@ fn payload_bytes_type() {
 }
 
 /// Byte offset of record `o`'s payload in the first log segment of a durable queue of
-/// `max` -byte messages (see the layout in `ringbus::log`).
+/// `max` -byte messages (see the layout in `ringbus::layout::log`).
 fn record_payload(o: u64, max: usize) -> u64 {
-    let stride = (ringbus::log::RECORD_HEADER + max).next_multiple_of(ringbus::log::RECORD_ALIGN);
-    (ringbus::log::SEGMENT_HEADER + o as usize * stride + ringbus::log::RECORD_HEADER) as u64
+    let stride = (ringbus::layout::log::RECORD_HEADER + max)
+        .next_multiple_of(ringbus::layout::log::RECORD_ALIGN);
+    (ringbus::layout::log::SEGMENT_HEADER
+        + o as usize * stride
+        + ringbus::layout::log::RECORD_HEADER) as u64
 }
 
 #[test]
@@ -747,7 +750,7 @@ fn durable_producers_of_one_process_share_segment_creation() {
 }
 
 /// The `syncs done` word of the first log segment of durable queue `name` in `dir` (see the
-/// segment header layout in `ringbus::log`).
+/// segment header layout in `ringbus::layout::log`).
 fn syncs_done(dir: &std::path::Path, name: &str) -> u64 {
     use std::os::unix::fs::FileExt;
     let seg = dir

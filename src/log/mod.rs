@@ -13,33 +13,7 @@
 //! `segment base = o - o % records`, byte `SEGMENT_HEADER + (o - base) × stride`. Records are
 //! variable-length up to the log's maximum payload; a short record leaves the rest of its stride
 //! unwritten (sparse pages are never dirtied, so the disk sees only what was written, rounded to
-//! pages). The segment header (one page):
-//!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0 | 8 | magic `RBUSLOG\0` |
-//! | 8 | 4 | [`LOG_VERSION`] |
-//! | 12 | 4 | header length ([`SEGMENT_HEADER`]) |
-//! | 16 | 8 | base offset the file was created for (a reused file keeps it: its name is the truth) |
-//! | 24 | 8 | records per segment |
-//! | 32 | 4 | stride |
-//! | 36 | 4 | maximum payload |
-//! | 40 | 4 | crc32c of bytes 0..40 |
-//! | 64 | 8 | syncs begun (group commit, see [`LogSegment::sync_covering`]) |
-//! | 72 | 8 | syncs done |
-//! | 80 | 8 | sync lock: 0, or the holder's owner word |
-//! | 88 | 8 | bytes the last completed sync covered |
-//! | 96 | 8 | base + 1 of the file's name last made durable (directory synced), see `Log::reuse_below` |
-//! | 104 | 4 | sync bell: a futex word bumped when the sync lock is released (its waiters sleep on it) |
-//!
-//! A record (at its stride-aligned place; strides are multiples of 16):
-//!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0 | 4 | crc32c of bytes 4..16 and the payload |
-//! | 4 | 4 | payload length |
-//! | 8 | 8 | offset (the record's own: a record copied to the wrong place fails) |
-//! | 16 | len | payload (16-byte aligned) |
+//! pages). The byte layout of a segment file is in [`layout`].
 //!
 //! # Writers and readers
 //!
@@ -59,6 +33,7 @@
 //! two processes creating the same segment one wins and the other opens the winner's file.
 //! Nothing existing is ever overwritten: a file with a bad header is an error at open.
 
+pub mod layout;
 mod segment;
 
 use std::collections::BTreeMap;
@@ -71,14 +46,7 @@ pub use segment::{LogSegment, Record};
 
 use crate::error::OpenError;
 
-/// Version of the log's file layout; a segment of another version is refused at open.
-pub const LOG_VERSION: u32 = 3;
-/// Bytes before the first record of a segment file (one page).
-pub const SEGMENT_HEADER: usize = 4096;
-/// Bytes before a record's payload.
-pub const RECORD_HEADER: usize = 16;
-/// Alignment of record payloads (and of strides).
-pub const RECORD_ALIGN: usize = 16;
+pub use layout::{RECORD_ALIGN, RECORD_HEADER, SEGMENT_HEADER};
 
 /// Files past the segment of the oldest offset still needed that
 /// [`Log::remove_below`] keeps for reuse.
@@ -243,11 +211,6 @@ impl Log {
             }
         }
         Ok(log)
-    }
-
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The log's shape.
@@ -432,11 +395,6 @@ impl Log {
             }
         }
         Ok(())
-    }
-
-    /// Bytes of the segment files on disk (their lengths).
-    pub fn disk_len(&self) -> u64 {
-        self.bases().map_or(0, |b| b.len() as u64) * self.shape.file_len() as u64
     }
 }
 

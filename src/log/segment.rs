@@ -9,33 +9,14 @@ use std::sync::Arc;
 use memmap2::MmapOptions;
 use rustix::fs::{Mode, OFlags};
 
-use super::{LogShape, LOG_VERSION, RECORD_HEADER, SEGMENT_HEADER};
+use super::layout::*;
+use super::LogShape;
 use crate::error::OpenError;
 use crate::shm::Region;
 use crate::sync::ProcessId;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"RBUSLOG\0");
-const OFF_MAGIC: usize = 0;
-const OFF_VERSION: usize = 8;
-const OFF_HEADER_LEN: usize = 12;
-const OFF_BASE: usize = 16;
-const OFF_RECORDS: usize = 24;
-const OFF_STRIDE: usize = 32;
-const OFF_MAX_PAYLOAD: usize = 36;
-const OFF_HEADER_CRC: usize = 40;
-const OFF_SYNCS_BEGUN: usize = 64;
-const OFF_SYNCS_DONE: usize = 72;
-const OFF_SYNC_LOCK: usize = 80;
-const OFF_SYNCED_END: usize = 88;
-const OFF_NAMED: usize = 96;
-const OFF_SYNC_BELL: usize = 104;
-
 /// How long a writer waits for the sync lock before its sync fails: far longer than a sync.
 const SYNC_HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-const REC_CRC: usize = 0;
-const REC_LEN: usize = 4;
-const REC_OFFSET: usize = 8;
 
 /// What reading an offset found.
 #[derive(Debug, PartialEq, Eq)]

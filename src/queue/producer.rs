@@ -559,6 +559,15 @@ pub struct QueueLoan<'a, P: Payload + ?Sized> {
     _p: PhantomData<fn(&P)>,
 }
 
+impl<P: Payload + ?Sized> std::fmt::Debug for QueueLoan<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueLoan")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P: Payload + ?Sized> QueueLoan<'_, P> {
     /// Publishes the message; returns its position.
     pub fn send(self) -> Result<u64, SendError> {

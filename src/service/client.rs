@@ -836,6 +836,15 @@ pub struct RequestLoan<'c, Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&Q, &R)>,
 }
 
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for RequestLoan<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLoan")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'c, Q: Payload + ?Sized, R: Payload + ?Sized> RequestLoan<'c, Q, R> {
     /// Posts the request; returns the pending call.
     #[inline]

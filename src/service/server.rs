@@ -698,6 +698,15 @@ pub struct Request<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&R)>,
 }
 
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Request<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("answered", &self.answered)
+            .field("streaming", &self.streaming)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
     /// Index of the calling client's entry in the service (stable while the client lives).
     pub fn client(&self) -> usize {
@@ -787,6 +796,15 @@ pub struct ResponseLoan<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     len: usize,
 }
 
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ResponseLoan<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseLoan")
+            .field("request", &self.request)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseLoan<'_, Q, R> {
     /// Publishes the response to the caller.
     #[inline]
@@ -860,6 +878,14 @@ impl<Q: Payload + ?Sized> DerefMut for ResponseLoan<'_, Q, Bytes> {
 /// ```
 pub struct ResponseStream<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     request: Request<'s, Q, R>,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ResponseStream<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("request", &self.request)
+            .finish()
+    }
 }
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseStream<'_, Q, R> {

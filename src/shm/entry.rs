@@ -1,10 +1,23 @@
-//! Participant entries: the `state` and `owner` words every table of a segment starts its entries
-//! with (publishers, subscribers, servers, clients). Entries are claimed and freed under the
-//! segment lock; their owner word tells others whether the participant is still alive.
+//! The membership layer: participant tables, written once for every pattern.
+//!
+//! Every segment kind keeps two tables of members (publishers and subscribers, servers and
+//! clients, producers and consumers). An entry starts with a `state` word and an `owner` word
+//! (the member's [`ProcessId`]); what follows is the pattern's. Entries are claimed and freed
+//! under the segment lock; the owner word tells others whether the member is still alive.
+//!
+//! A pattern describes its tables and what a departed member leaves behind by implementing
+//! [`Members`]; joining, leaving, any-live and reclaiming the dead are then this module's:
+//! - [`Members::join`]: the first free entry of a table, claimed with this process's identity;
+//! - [`Members::reclaim_dead`]: every entry whose owner died is released (the pattern's
+//!   [`Members::release`]: pins, waiter bits, deliveries, calls) and freed;
+//! - [`leave`]: release and free our own entry, and remove the segment's name if nobody live is
+//!   left (or, if the lock stays busy, mark the entry dead so the next reclaim frees it);
+//! - [`Members::any_live`]: whether a segment still has a live member.
 
 use std::sync::atomic::Ordering;
 
-use super::Region;
+use super::{Region, Segment};
+use crate::error::OpenError;
 use crate::sync::ProcessId;
 
 /// Offset of an entry's state word.
@@ -68,4 +81,149 @@ pub fn find_free(r: &Region, offs: impl Iterator<Item = (usize, usize)>) -> Opti
         // Acquire: pairs with the Release store of FREE when an entry is left.
         .find(|(_, off)| r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE)
         .map(|(i, _)| i)
+}
+
+/// One table of member entries in a segment: `len` entries of `stride` bytes from `base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    /// Offset of entry 0.
+    pub base: usize,
+    /// Bytes per entry.
+    pub stride: usize,
+    /// Number of entries.
+    pub len: usize,
+    /// What a member of this table is called in errors ("publisher", "consumer", ...).
+    pub role: &'static str,
+}
+
+impl Table {
+    /// Offset of entry `i`.
+    pub fn entry(&self, i: usize) -> usize {
+        debug_assert!(i < self.len);
+        self.base + i * self.stride
+    }
+
+    /// Whether entry `i` is registered to a live process.
+    pub fn is_live(&self, r: &Region, i: usize) -> bool {
+        entry_live(r, self.entry(i))
+    }
+
+    /// Whether any entry is registered to a live process.
+    pub fn any_live(&self, r: &Region) -> bool {
+        (0..self.len).any(|i| self.is_live(r, i))
+    }
+
+    /// Whether entry `i` is taken (registered, or garbage) and its owner is dead: a member to
+    /// reclaim.
+    pub fn is_dead(&self, r: &Region, i: usize) -> bool {
+        let off = self.entry(i);
+        !entry_free(r, off) && !entry_alive(r, off)
+    }
+}
+
+/// A segment kind's two member tables and what a departed member leaves behind.
+pub trait Members {
+    /// Names the two tables (e.g. publishers and subscribers).
+    type Role: Copy;
+    /// Every role, in the order reclaim visits them.
+    const ROLES: [Self::Role; 2];
+
+    /// The table of `role`.
+    fn table(&self, role: Self::Role) -> Table;
+
+    /// Releases what member `i` of `role` holds in the segment (pins, waiter bits, claimed calls,
+    /// deliveries), before its entry is freed. Runs under the segment lock, for a member that
+    /// leaves or died; must tolerate a member that died half-way through its join.
+    fn release(&self, r: &Region, role: Self::Role, i: usize);
+
+    /// Claims the first free entry of `role`'s table for this process. Runs under the lock.
+    fn join(&self, r: &Region, role: Self::Role) -> Result<usize, OpenError> {
+        let t = self.table(role);
+        let i = (0..t.len)
+            .find(|&i| entry_free(r, t.entry(i)))
+            .ok_or(OpenError::NoFreeEntry {
+                role: t.role,
+                max: t.len,
+            })?;
+        claim_entry(r, t.entry(i));
+        Ok(i)
+    }
+
+    /// Whether any member of either table is registered to a live process.
+    fn any_live(&self, r: &Region) -> bool {
+        Self::ROLES.iter().any(|&role| self.table(role).any_live(r))
+    }
+
+    /// Releases and frees every entry whose owner died. Runs under the lock.
+    fn reclaim_dead(&self, r: &Region) {
+        for role in Self::ROLES {
+            let t = self.table(role);
+            for i in 0..t.len {
+                if t.is_dead(r, i) {
+                    self.release(r, role, i);
+                    free_entry(r, t.entry(i));
+                }
+            }
+        }
+    }
+}
+
+/// Member `i` of `role` leaves `seg`: under the lock, releases and frees its entry, and removes the
+/// segment's name if nobody live is left. If the lock stays busy, marks the entry dead instead, so
+/// the next reclaim frees it.
+pub fn leave<M: Members>(seg: &Segment, m: &M, role: M::Role, i: usize) {
+    let off = m.table(role).entry(i);
+    seg.leave(
+        |r| {
+            // Only our own entry: a reclaim may have freed it (we looked dead) and another member
+            // may hold it now.
+            if owned_by_us(r, off) {
+                m.release(r, role, i);
+                free_entry(r, off);
+            }
+            !m.any_live(r)
+        },
+        |r| {
+            if owned_by_us(r, off) {
+                abandon_entry(r, off);
+            }
+        },
+    );
+}
+
+/// If member `i` of `role` is registered to a dead process, reclaims it (if the lock is free now).
+/// Returns whether it was reclaimed. For a waiter that suspects the member it waits for.
+pub fn reclaim_if_dead<M: Members>(seg: &Segment, m: &M, role: M::Role, i: usize) -> bool {
+    let r = seg.region();
+    let t = m.table(role);
+    if !t.is_dead(r, i) {
+        return false;
+    }
+    let Some(_guard) = seg.try_lock() else {
+        return false;
+    };
+    // Recheck under the lock: someone else may have reclaimed it, or a new owner joined.
+    if t.is_dead(r, i) {
+        m.release(r, role, i);
+        free_entry(r, t.entry(i));
+        true
+    } else {
+        false
+    }
+}
+
+/// Frees the entries of dead members, if the segment lock is free now. Housekeeping for hot
+/// paths, which call it rarely.
+#[cold]
+pub fn reclaim_dead_now<M: Members>(seg: &Segment, m: &M) {
+    if let Some(_guard) = seg.try_lock() {
+        m.reclaim_dead(seg.region());
+    }
+}
+
+/// Whether the entry at `off` is registered to this process.
+fn owned_by_us(r: &Region, off: usize) -> bool {
+    // Relaxed: the owner word is written under the lock we hold.
+    entry_active(r, off)
+        && r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed) == ProcessId::current().pack()
 }

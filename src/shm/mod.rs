@@ -3,8 +3,16 @@
 //! All mapping and all raw-pointer access to shared bytes live in this module. Layers above see a
 //! [`Region`] that hands out atomics and bounds-checked raw pointers, never Rust references over bytes
 //! another process may be writing.
+//!
+//! # The layout convention
+//! Each segment kind's byte layout is one module (`topic::layout`, `service::layout`,
+//! `queue::layout`, `log::layout`) holding its byte diagram. Fixed offsets are `const`s built in
+//! order from named sizes (`CTRL_B = CTRL_A + U64`), never retyped numbers; `const` assertions
+//! check that fields do not overlap ([`disjoint`]) and sit on the cache lines the design says
+//! ([`one_line`], [`CACHE_LINE`]). Offsets that depend on a segment's configuration are computed
+//! once, by the layout's constructor, from the same named sizes.
 
-pub(crate) mod entry;
+pub mod entry;
 mod header;
 mod name;
 mod region;
@@ -12,9 +20,49 @@ mod root;
 mod segment;
 
 pub(crate) use header::{fnv1a, CONFIG_WORDS};
-pub use header::{Header, TypeIdentity, HEADER_LEN, MAGIC};
+pub use header::{Header, TypeIdentity, HEADER_LEN};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
+pub use root::Root;
 pub(crate) use root::{map_file, open_regular, private_dir};
-pub use root::{Root, SegmentLock, ROOT_ENV};
-pub use segment::{Backing, OpenMode, Segment, SegmentGuard, SegmentSpec, LOCK_WAIT};
+pub use segment::{Backing, OpenMode, Segment, SegmentSpec, LOCK_WAIT};
+
+/// Bytes of a cache line, the unit every layout places its hot words by.
+pub const CACHE_LINE: usize = 64;
+/// Bytes of a `u64` word of a layout.
+pub const U64: usize = std::mem::size_of::<u64>();
+/// Bytes of a `u32` word of a layout.
+pub const U32: usize = std::mem::size_of::<u32>();
+
+/// Whether `[a, a + a_len)` and `[b, b + b_len)` are disjoint: for layouts' `const` assertions.
+pub const fn disjoint(a: usize, a_len: usize, b: usize, b_len: usize) -> bool {
+    a + a_len <= b || b + b_len <= a
+}
+
+/// Whether `[off, off + len)` lies in one cache line: for layouts' `const` assertions.
+pub const fn one_line(off: usize, len: usize) -> bool {
+    off / CACHE_LINE == (off + len - 1) / CACHE_LINE
+}
+
+/// Checks a configuration value of a layout: `value` (called `what` in the error) must lie in
+/// `range`, and be a power of two if `power_of_two`.
+pub fn check_config(
+    what: &str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+    power_of_two: bool,
+) -> Result<(), crate::error::OpenError> {
+    if range.contains(&value) && (!power_of_two || value.is_power_of_two()) {
+        return Ok(());
+    }
+    let kind = if power_of_two {
+        "a power of two"
+    } else {
+        "a number"
+    };
+    Err(crate::error::OpenError::InvalidConfig(format!(
+        "{what} {value} must be {kind} in {}..={}",
+        range.start(),
+        range.end()
+    )))
+}

@@ -68,11 +68,6 @@ impl Root {
         &self.dir
     }
 
-    /// The path of segment file `file` (already validated by the caller).
-    pub fn file_path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
     /// Takes the exclusive lock that guards create / open / remove of segment `file`, waiting at
     /// most `wait` (zero: one attempt). A holder that is stopped (not dead: the kernel releases a
     /// dead one's lock) makes this fail with [`OpenError::Busy`] instead of hanging.

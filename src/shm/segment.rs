@@ -307,9 +307,4 @@ impl Segment {
             }
         }
     }
-
-    /// Whether this segment is in shared memory (visible to other processes).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.place, Place::Shm { .. })
-    }
 }

@@ -2,68 +2,110 @@
 //!
 //! ```text
 //! 0                    segment header (256 B, see shm::header)
-//! 256                  control block (128 B)
-//!   +0   active        u64  bitmap of registered subscribers
-//!   +8   roster        u64  bumped on every subscriber join / leave / reclaim
-//!   +16  subs_waiting  u64  bitmap of subscribers asleep on `wake_seq`
-//!   +24  pubs_waiting  u64  bitmap of publishers asleep on `space_seq`
-//!   +32  wake_seq      u32  futex word subscribers sleep on
-//!   +36  space_seq     u32  futex word blocked publishers sleep on
+//! 256                  control block (2 cache lines)
+//!   +0   active        u64  bitmap of registered subscribers (ring::broadcast)
+//!   +8   roster        u64  bumped on every subscriber join / leave / reclaim (ring::broadcast)
+//!   +16  news sleepers u64  doorbell: subscribers asleep waiting for a message
+//!   +24  news seq      u32  doorbell: its futex word
+//!   +28  room seq      u32  doorbell: futex word of publishers blocked for room
+//!   +32  room sleepers u64  doorbell: publishers asleep waiting for room
 //!   +40  rings_used    u64  bitmap of rings a publisher ever joined (subscribers poll only these)
-//! 384                  publisher table: P entries of 128 B
-//!   +0   state         u64  0 free, 1 active
-//!   +8   owner         u64  pid << 32 | low 32 bits of start time
-//!   +64  tail          u64  ring: next position
+//! 384                  publisher table: P entries of 2 cache lines
+//!   +0   state         u64  0 free, 1 active (shm::entry)
+//!   +8   owner         u64  pid << 32 | low 32 bits of start time (shm::entry)
+//!   +64  tail          u64  ring: next position (its own cache line)
 //!   +72  msgs          u64  ring: messages committed
-//! ..                   subscriber table: S entries of 64 B
-//!   +0   state         u64  0 free, 1 active
+//! ..                   subscriber table: S entries of 1 cache line
+//!   +0   state         u64  as above
 //!   +8   owner         u64  as above
-//! ..                   cursor matrix: S × P entries of 128 B, subscriber-major
+//! ..                   cursor matrix: S × P entries of 2 cache lines, subscriber-major
 //!   +0   cursor        u64  next position of subscriber s in ring p
 //!   +8   held[H]       u64  positions s reads in place from ring p (u64::MAX = none)
-//! ..                   rings: P rings of N slots of `stride` bytes
-//!   +0   stamp         u64  position << 2 | state
+//! ..                   rings (2-line aligned): P rings of N slots of `stride` bytes
+//!   +0   stamp         u64  position << 2 | state (ring::broadcast)
 //!   +8   seq           u64  message number
 //!   +16  len           u64  payload length in bytes
 //!   +24  reserved      u64
 //!   +32  payload       max_message_size bytes, padded so stride is a multiple of 64
 //! ```
 //!
-//! Total: `384 + 128·P + 64·S + 128·S·P + P·N·stride` bytes, where
+//! Total: `384 + 128·P + 64·S + 128·S·P` rounded up to 128, plus `P·N·stride` bytes, where
 //! `stride = round_up(32 + max_message_size, 64)`.
 
 use crate::error::OpenError;
-use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS};
-use crate::shm::{Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN};
+use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS, NONE};
+use crate::shm::entry::{Members, Table};
+use crate::shm::{
+    check_config, disjoint, one_line, Header, Region, TypeIdentity, CACHE_LINE, CONFIG_WORDS,
+    HEADER_LEN, U32, U64,
+};
+use crate::sync::Doorbell;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 /// Segment kind of a topic.
 pub const KIND_TOPIC: u32 = 1;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
 /// of another version is refused with [`OpenError::VersionMismatch`].
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
-pub(crate) const CTRL: usize = HEADER_LEN;
-pub(crate) const CTRL_ACTIVE: usize = CTRL;
-pub(crate) const CTRL_ROSTER: usize = CTRL + 8;
-pub(crate) const CTRL_SUBS_WAITING: usize = CTRL + 16;
-pub(crate) const CTRL_PUBS_WAITING: usize = CTRL + 24;
-pub(crate) const CTRL_WAKE_SEQ: usize = CTRL + 32;
-pub(crate) const CTRL_SPACE_SEQ: usize = CTRL + 36;
-pub(crate) const CTRL_RINGS_USED: usize = CTRL + 40;
-const CTRL_LEN: usize = 128;
-const PUB_TABLE: usize = CTRL + CTRL_LEN;
-const PUB_ENTRY: usize = 128;
-const PUB_TAIL: usize = 64;
-const PUB_MSGS: usize = 72;
-const SUB_ENTRY: usize = 64;
-const CURSOR_ENTRY: usize = 128;
-const CURSOR_HELD: usize = 8;
+/// Control block: right after the header.
+pub const CTRL: usize = HEADER_LEN;
+/// Bitmap of registered subscribers.
+pub const CTRL_ACTIVE: usize = CTRL;
+/// Bumped on every subscriber join, leave or reclaim.
+pub const CTRL_ROSTER: usize = CTRL_ACTIVE + U64;
+/// Doorbell of subscribers waiting for a message: sleeper bitmap.
+pub const CTRL_NEWS_SLEEPERS: usize = CTRL_ROSTER + U64;
+/// Doorbell of subscribers waiting for a message: futex word.
+pub const CTRL_NEWS_SEQ: usize = CTRL_NEWS_SLEEPERS + U64;
+/// Doorbell of publishers blocked for room: futex word.
+pub const CTRL_ROOM_SEQ: usize = CTRL_NEWS_SEQ + U32;
+/// Doorbell of publishers blocked for room: sleeper bitmap.
+pub const CTRL_ROOM_SLEEPERS: usize = CTRL_ROOM_SEQ + U32;
+/// Bitmap of rings a publisher ever joined.
+pub const CTRL_RINGS_USED: usize = CTRL_ROOM_SLEEPERS + U64;
+const CTRL_END: usize = CTRL_RINGS_USED + U64;
+/// Bytes of the control block.
+pub const CTRL_LEN: usize = 2 * CACHE_LINE;
+/// Publisher table.
+pub const PUB_TABLE: usize = CTRL + CTRL_LEN;
+/// Bytes of a publisher entry: the entry words, then the ring's tail on its own line.
+pub const PUB_ENTRY: usize = 2 * CACHE_LINE;
+/// A ring's next position (in its publisher's entry).
+pub const PUB_TAIL: usize = CACHE_LINE;
+/// A ring's count of committed messages.
+pub const PUB_MSGS: usize = PUB_TAIL + U64;
+/// Bytes of a subscriber entry.
+pub const SUB_ENTRY: usize = CACHE_LINE;
+/// Bytes of a cursor-matrix entry.
+pub const CURSOR_ENTRY: usize = 2 * CACHE_LINE;
+/// Offset of the cursor in a matrix entry.
+pub const CURSOR_POS: usize = 0;
+/// Offset of the first pin in a matrix entry.
+pub const CURSOR_HELD: usize = CURSOR_POS + U64;
+
+const _: () = {
+    assert!(CTRL_END <= CTRL + CTRL_LEN);
+    // Every control word a reader polls on its hot path sits on the first line.
+    assert!(one_line(CTRL_ACTIVE, CTRL_RINGS_USED + U64 - CTRL_ACTIVE));
+    assert!(disjoint(CTRL_NEWS_SEQ, U32, CTRL_ROOM_SEQ, U32));
+    assert!(PUB_TABLE % CACHE_LINE == 0);
+    // The tail is written on every send: away from the entry words others read.
+    assert!(!one_line(crate::shm::entry::ENTRY_OWNER, PUB_TAIL));
+    assert!(PUB_MSGS + U64 <= PUB_ENTRY);
+    assert!(CURSOR_HELD + MAX_HELD * U64 <= CURSOR_ENTRY);
+};
+
 /// Bytes of slot header before the payload.
-pub const SLOT_HEADER: usize = 32;
-pub(crate) const SLOT_STAMP: usize = 0;
-pub(crate) const SLOT_SEQ: usize = 8;
-pub(crate) const SLOT_LEN: usize = 16;
+pub const SLOT_HEADER: usize = 4 * U64;
+/// A slot's stamp word (`ring::broadcast`).
+pub const SLOT_STAMP: usize = 0;
+/// A slot's message number.
+pub const SLOT_SEQ: usize = SLOT_STAMP + U64;
+/// A slot's payload length.
+pub const SLOT_LEN: usize = SLOT_SEQ + U64;
+const _: () = assert!(SLOT_LEN + U64 <= SLOT_HEADER);
 /// Largest payload alignment a topic supports (the payload offset within a 64-aligned slot).
 pub const MAX_ALIGN: usize = SLOT_HEADER;
 /// Largest capacity (slots per ring).
@@ -131,31 +173,16 @@ impl TopicLayout {
         history: usize,
         kind: PayloadKind,
     ) -> Result<TopicLayout, OpenError> {
-        if !capacity.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&capacity) {
-            return Err(invalid(format!(
-                "capacity {capacity} must be a power of two in 2..={MAX_CAPACITY}"
-            )));
-        }
-        if !(1..=MAX_MESSAGE_SIZE).contains(&max_message_size) {
-            return Err(invalid(format!(
-                "max message size {max_message_size} must be in 1..={MAX_MESSAGE_SIZE}"
-            )));
-        }
-        if !(1..=MAX_READERS).contains(&max_publishers) {
-            return Err(invalid(format!(
-                "max publishers {max_publishers} must be in 1..=64"
-            )));
-        }
-        if !(1..=MAX_READERS).contains(&max_subscribers) {
-            return Err(invalid(format!(
-                "max subscribers {max_subscribers} must be in 1..=64"
-            )));
-        }
-        if !(1..=MAX_HELD).contains(&max_held) {
-            return Err(invalid(format!(
-                "max held {max_held} must be in 1..={MAX_HELD}"
-            )));
-        }
+        check_config("capacity", capacity, 2..=MAX_CAPACITY, true)?;
+        check_config(
+            "max message size",
+            max_message_size,
+            1..=MAX_MESSAGE_SIZE,
+            false,
+        )?;
+        check_config("max publishers", max_publishers, 1..=MAX_READERS, false)?;
+        check_config("max subscribers", max_subscribers, 1..=MAX_READERS, false)?;
+        check_config("max held", max_held, 1..=MAX_HELD, false)?;
         // A joining subscriber can be promised at most capacity - 2 messages (ring::broadcast,
         // invariant 4).
         if history.saturating_add(2) > capacity {
@@ -163,10 +190,12 @@ impl TopicLayout {
                 "history {history} must be at most capacity {capacity} - 2"
             )));
         }
-        let stride = (SLOT_HEADER + max_message_size).div_ceil(64) * 64;
+        let stride = (SLOT_HEADER + max_message_size).div_ceil(CACHE_LINE) * CACHE_LINE;
         let subs_table = PUB_TABLE + PUB_ENTRY * max_publishers;
         let matrix = subs_table + SUB_ENTRY * max_subscribers;
-        let rings = (matrix + CURSOR_ENTRY * max_subscribers * max_publishers).div_ceil(128) * 128;
+        let rings = (matrix + CURSOR_ENTRY * max_subscribers * max_publishers)
+            .div_ceil(2 * CACHE_LINE)
+            * (2 * CACHE_LINE);
         let ring_len = capacity
             .checked_mul(stride)
             .ok_or_else(|| invalid("ring size overflows".into()))?;
@@ -258,13 +287,7 @@ impl TopicLayout {
     }
 
     pub(crate) fn pub_entry(&self, p: usize) -> usize {
-        debug_assert!(p < self.max_publishers);
-        PUB_TABLE + PUB_ENTRY * p
-    }
-
-    pub(crate) fn sub_entry(&self, s: usize) -> usize {
-        debug_assert!(s < self.max_subscribers);
-        self.subs_table + SUB_ENTRY * s
+        self.table(Role::Publisher).entry(p)
     }
 
     fn cursor_entry(&self, s: usize, p: usize) -> usize {
@@ -280,6 +303,73 @@ impl TopicLayout {
             slot0: self.rings + self.ring_len * p,
             pub_entry: self.pub_entry(p),
         }
+    }
+}
+
+/// The two member tables of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The publisher table (one ring each).
+    Publisher,
+    /// The subscriber table.
+    Subscriber,
+}
+
+impl Members for TopicLayout {
+    type Role = Role;
+    const ROLES: [Role; 2] = [Role::Publisher, Role::Subscriber];
+
+    fn table(&self, role: Role) -> Table {
+        match role {
+            Role::Publisher => Table {
+                base: PUB_TABLE,
+                stride: PUB_ENTRY,
+                len: self.max_publishers,
+                role: "publisher",
+            },
+            Role::Subscriber => Table {
+                base: self.subs_table,
+                stride: SUB_ENTRY,
+                len: self.max_subscribers,
+                role: "subscriber",
+            },
+        }
+    }
+
+    /// A publisher leaves its ring as it is (the next publisher of the entry continues its
+    /// positions) and only its doorbell bit. A subscriber leaves pins, a cursor and its bits in the
+    /// roster and the news doorbell; publishers blocked on it are woken to look again.
+    fn release(&self, r: &Region, role: Role, i: usize) {
+        match role {
+            Role::Publisher => self.room_bell(r).forget(i),
+            Role::Subscriber => {
+                // SeqCst: the leave half of the roster handshake (ring::broadcast); a writer
+                // waiting on this subscriber is woken below and rereads the active bitmap.
+                r.u64_at(CTRL_ACTIVE)
+                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
+                self.news_bell(r).forget(i);
+                for p in 0..self.max_publishers {
+                    let c = self.cells(r, p);
+                    for h in 0..self.max_held {
+                        c.held(i, h).store(NONE, Ordering::SeqCst);
+                    }
+                }
+                r.u64_at(CTRL_ROSTER).fetch_add(1, Ordering::SeqCst);
+                self.room_bell(r).wake(crate::sync::doorbell::ALL);
+            }
+        }
+    }
+}
+
+impl TopicLayout {
+    /// The doorbell subscribers sleep on, waiting for a message.
+    pub(crate) fn news_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_NEWS_SEQ, CTRL_NEWS_SLEEPERS)
+    }
+
+    /// The doorbell publishers sleep on, blocked for room.
+    pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_ROOM_SEQ, CTRL_ROOM_SLEEPERS)
     }
 }
 
@@ -340,7 +430,8 @@ impl Cells for RingCells<'_> {
     }
     #[inline]
     fn cursor(&self, r: usize) -> &AtomicU64 {
-        self.region.u64_at(self.layout.cursor_entry(r, self.ring))
+        self.region
+            .u64_at(self.layout.cursor_entry(r, self.ring) + CURSOR_POS)
     }
     #[inline]
     fn held(&self, r: usize, h: usize) -> &AtomicU64 {
@@ -362,6 +453,7 @@ mod tests {
     fn formula_matches_layout() {
         let l = TopicLayout::new(Policy::Block, 64, 100, 4, 8, 2, 0, PayloadKind::Bytes).unwrap();
         assert_eq!(l.stride, 192);
+        // Spelled out once here, as the module doc states it.
         let rings = (384 + 128 * 4 + 64 * 8 + 128 * 8 * 4usize).div_ceil(128) * 128;
         assert_eq!(l.len, rings + 4 * 64 * 192);
     }

@@ -22,8 +22,9 @@ pub use subscriber::{Sample, Subscriber};
 
 use crate::error::OpenError;
 use crate::shm::{Backing, OpenMode};
+use layout::Role;
 use layout::TopicLayout;
-use shared::{Joined, Role, TopicShared};
+use shared::{Joined, TopicShared};
 
 /// Options for opening or creating a topic. Made by [`crate::Node::topic`],
 /// [`crate::Node::topic_bytes`] or [`crate::Node::topic_rkyv`].

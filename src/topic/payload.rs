@@ -14,9 +14,30 @@ pub enum Bytes {}
 /// Marker for topics of rkyv-archived `T`, validated (bytecheck) before a subscriber sees them.
 pub struct Rkyv<T>(PhantomData<fn() -> T>);
 
-/// A kind of message a topic can carry. Implemented for every `T: bytemuck::Pod` (with alignment
-/// at most 32), for [`Bytes`] and for [`Rkyv<T>`]; not meant to be implemented elsewhere.
-pub trait Payload: 'static {
+impl<T> std::fmt::Debug for Rkyv<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rkyv<{}>", std::any::type_name::<T>())
+    }
+}
+
+/// Keeps [`Payload`] closed: its methods read shared bytes under a contract only ringbus keeps.
+mod sealed {
+    pub trait Sealed {}
+    impl<T: bytemuck::Pod> Sealed for T {}
+    impl Sealed for super::Bytes {}
+    impl<T> Sealed for super::Rkyv<T> {}
+}
+
+/// A kind of message a topic, service or queue can carry: every `T: bytemuck::Pod` (with
+/// alignment at most 32; at most 16 in a durable queue), [`Bytes`] and [`Rkyv<T>`]. Sealed: it
+/// cannot be implemented outside ringbus.
+///
+/// ```
+/// fn carries<P: ringbus::Payload + ?Sized>() {}
+/// carries::<[u64; 4]>();
+/// carries::<ringbus::Bytes>();
+/// ```
+pub trait Payload: sealed::Sealed + 'static {
     /// What a received sample dereferences to.
     type View: ?Sized;
     /// What a sender passes to be copied or serialised in (`T` for `Pod` and `Rkyv<T>`, `[u8]`
@@ -29,17 +50,31 @@ pub trait Payload: 'static {
     /// Fixed size of every message, or `None` for variable-length payloads.
     #[doc(hidden)]
     fn fixed_size() -> Option<usize>;
-    /// Checks the `len` bytes at `ptr` (32-aligned, pinned, stable) and views them.
+    /// Checks the `len` bytes at `ptr` (pinned, stable) and views them.
     ///
     /// # Safety
-    /// `ptr` must be valid for reads of `len` bytes, aligned to 32, and not written while the
-    /// returned reference lives.
+    /// `ptr` must be valid for reads of `len` bytes, aligned to at least the alignment
+    /// [`Payload::identity`] declares (every pattern checks that alignment against where it
+    /// places payloads when its builder opens: 32 for topics, services and in-memory queues, 16
+    /// for durable queues), and not written while the returned reference lives.
     #[doc(hidden)]
     unsafe fn view<'a>(ptr: *const u8, len: usize) -> Result<&'a Self::View, String>;
-    /// Writes `input` into `buf` (a loaned slot's payload area, 32-aligned) and returns the
-    /// number of bytes written.
+    /// Writes `input` into `buf` (a loaned slot's payload area, aligned as for
+    /// [`Payload::view`]) and returns the number of bytes written.
     #[doc(hidden)]
     fn encode(input: &Self::Input, buf: &mut [u8]) -> Result<usize, SendError>;
+}
+
+/// Copies `bytes` to the start of `buf`, or says it does not fit.
+fn copy_in(bytes: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
+    let max = buf.len();
+    buf.get_mut(..bytes.len())
+        .ok_or(SendError::TooLarge {
+            len: bytes.len(),
+            max,
+        })?
+        .copy_from_slice(bytes);
+    Ok(bytes.len())
 }
 
 impl<T: bytemuck::Pod> Payload for T {
@@ -66,21 +101,13 @@ impl<T: bytemuck::Pod> Payload for T {
             ));
         }
         debug_assert!(std::mem::align_of::<T>() <= MAX_ALIGN);
-        // SAFETY: the caller guarantees `len` readable, stable bytes at a 32-aligned `ptr`; T's
-        // alignment is at most 32 (checked when the topic was built); T is Pod, so any bytes are a
-        // valid T.
+        debug_assert!(ptr as usize % std::mem::align_of::<T>() == 0);
+        // SAFETY: the caller guarantees `len` (= size_of T) readable, stable bytes at a `ptr`
+        // aligned for T (the alignment `identity` declares); T is Pod, so any bytes are a valid T.
         Ok(unsafe { &*(ptr as *const T) })
     }
     fn encode(input: &T, buf: &mut [u8]) -> Result<usize, SendError> {
-        let bytes = bytemuck::bytes_of(input);
-        let max = buf.len();
-        buf.get_mut(..bytes.len())
-            .ok_or(SendError::TooLarge {
-                len: bytes.len(),
-                max,
-            })?
-            .copy_from_slice(bytes);
-        Ok(bytes.len())
+        copy_in(bytemuck::bytes_of(input), buf)
     }
 }
 
@@ -101,14 +128,7 @@ impl Payload for Bytes {
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
     fn encode(input: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
-        let max = buf.len();
-        buf.get_mut(..input.len())
-            .ok_or(SendError::TooLarge {
-                len: input.len(),
-                max,
-            })?
-            .copy_from_slice(input);
-        Ok(input.len())
+        copy_in(input, buf)
     }
 }
 

@@ -2,16 +2,16 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::layout::{Policy, CTRL_PUBS_WAITING, CTRL_SPACE_SEQ, CTRL_SUBS_WAITING};
+use super::layout::{Policy, Role};
 use super::payload::{Bytes, Payload, Rkyv};
 use super::shared::TopicShared;
 use crate::error::SendError;
 use crate::ring::broadcast::{Claim, Writer};
-use crate::sync::futex;
+use crate::sync::doorbell::ALL;
 
 /// How long a blocked publisher spins before it sleeps in the kernel.
 const SPIN: Duration = Duration::from_micros(20);
@@ -96,12 +96,10 @@ impl<P: Payload + ?Sized> Publisher<P> {
     /// Whether some subscriber of the topic has announced that it sleeps in the kernel waiting
     /// for a message (a hint: it may be about to wake or to sleep).
     pub fn has_sleeping_subscriber(&self) -> bool {
-        // Relaxed: a hint read by the caller, ordered by nothing.
         self.shared
-            .region()
-            .u64_at(CTRL_SUBS_WAITING)
-            .load(Ordering::Relaxed)
-            != 0
+            .layout
+            .news_bell(self.shared.region())
+            .has_sleepers()
     }
 
     /// Claims the next slot. `wait`: under `Block`, wait up to the timeout for room; otherwise
@@ -153,25 +151,22 @@ impl<P: Payload + ?Sized> Publisher<P> {
                     continue;
                 }
             }
-            // Sleep until a subscriber advances (it wakes us if our bit is set at its next fence),
-            // or a backoff that grows to the check interval.
-            let space = region.u32_at(CTRL_SPACE_SEQ);
-            let waiting = region.u64_at(CTRL_PUBS_WAITING);
-            let bit = 1u64 << self.index;
-            // The publisher half of the room handshake: announce, fence, recheck the cursors.
-            // Acquire: a later futex value means a wake we must not sleep through.
-            let seen = space.load(Ordering::Acquire);
-            waiting.fetch_or(bit, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            // Sleep until a subscriber advances (the room handshake: it moves its cursor, then
+            // rings), or a backoff that grows to the check interval.
             let n = layout.capacity as u64;
-            let still = self.writer.lagging_reader(&cells, self.writer.next() - n);
-            if still.is_some() {
-                let left = dl.map_or(backoff, |dl| dl - now);
-                futex::wait(space, seen, left.min(backoff));
+            let left = dl.map_or(backoff, |dl| dl - now);
+            let writer = &mut self.writer;
+            let room = layout
+                .room_bell(region)
+                .sleep_unless(self.index, left.min(backoff), || {
+                    writer
+                        .lagging_reader(&cells, writer.next() - n)
+                        .is_none()
+                        .then_some(())
+                });
+            if room.is_none() {
                 backoff = (backoff * 2).min(CHECK_INTERVAL);
             }
-            // Relaxed: a hint for subscribers; a stale bit costs one spare wake.
-            waiting.fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
@@ -182,13 +177,12 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let cells = self.shared.layout.cells(region, self.index);
         // Relaxed: published by the commit's Release stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
-        // The publisher half of the sleep handshake: commit, fence (inside `Writer::commit`), load
-        // the sleepers (Relaxed: ordered by that fence) and wake them before anything else. A
-        // subscriber announces, fences, rechecks the stamp.
-        let (shared, wakes) = (&self.shared, &mut self.wakes);
+        // The publisher half of the news handshake (sync::doorbell): commit, then ring, before
+        // anything else.
+        let bell = self.shared.layout.news_bell(region);
+        let wakes = &mut self.wakes;
         self.writer.commit(&cells, pos, slot, || {
-            if region.u64_at(CTRL_SUBS_WAITING).load(Ordering::Relaxed) != 0 {
-                shared.wake_subscribers();
+            if bell.ring(ALL) {
                 *wakes += 1;
             }
         });
@@ -237,6 +231,15 @@ pub struct Loan<'a, P: Payload + ?Sized> {
     ptr: *mut u8,
     len: usize,
     sent: bool,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Loan<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: Payload + ?Sized> Loan<'_, P> {
@@ -406,6 +409,6 @@ impl<P: Payload + ?Sized> Drop for Publisher<P> {
     fn drop(&mut self) {
         let cells = self.shared.layout.cells(self.shared.region(), self.index);
         self.writer.release_claim(&cells);
-        self.shared.leave_publisher(self.index);
+        self.shared.leave(Role::Publisher, self.index);
     }
 }

@@ -3,16 +3,16 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::layout::{CTRL_PUBS_WAITING, CTRL_RINGS_USED, CTRL_SUBS_WAITING, CTRL_WAKE_SEQ};
+use super::layout::{Role, CTRL_RINGS_USED};
 use super::payload::Payload;
 use super::shared::TopicShared;
 use crate::error::ReceiveError;
 use crate::ring::broadcast::{Read, Reader};
-use crate::sync::futex;
+use crate::sync::doorbell::ALL;
 
 /// Longest single sleep; the subscriber rechecks (and honours its deadline) at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -67,6 +67,15 @@ pub struct Sample<'a, P: Payload + ?Sized> {
     sub: &'a Subscriber<P>,
     hit: Hit,
     view: &'a P::View,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Sample<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("ring", &self.hit.ring)
+            .field("len", &self.hit.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: Payload + ?Sized> Deref for Sample<'_, P> {
@@ -148,9 +157,17 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         st.held -= 1;
     }
 
+    /// The subscriber half of the room handshake, after its cursor moved: wakes publishers
+    /// blocked for room, if any announced itself.
+    #[inline]
+    fn ring_room(&self, st: &mut State) {
+        if self.shared.layout.room_bell(self.shared.region()).ring(ALL) {
+            self.woke_publishers(st);
+        }
+    }
+
     #[cold]
-    fn wake_publishers(&self, st: &mut State) {
-        self.shared.wake_publishers();
+    fn woke_publishers(&self, st: &mut State) {
         st.wakes = st.wakes.wrapping_add(1);
         if st.wakes % 1024 == 0 {
             // A publisher that died asleep leaves its bit set: every read would pay a wake.
@@ -189,11 +206,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             let Read::Message { slot, missed, .. } = read else {
                 continue;
             };
-            // Relaxed: after the reader's pin fence, which follows our earlier cursor stores: the
-            // subscriber half of the room handshake (publisher.rs).
-            if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
-                self.wake_publishers(&mut st);
-            }
+            // Our cursor moved: the room handshake (publisher.rs).
+            self.ring_room(&mut st);
             // Relaxed: written before the COMMITTED stamp the reader acquired; stable while pinned.
             let len = cells.len_word(slot).load(Ordering::Relaxed);
             let fixed = P::fixed_size();
@@ -222,13 +236,9 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             return Ok(hit);
         }
         if st.unfenced {
-            // Nothing to read: order our last cursor stores before the check (room handshake).
+            // Nothing to read, but our cursor moved since the last ring: the room handshake.
             st.unfenced = false;
-            fence(Ordering::SeqCst);
-            // Relaxed: ordered by the fence.
-            if region.u64_at(CTRL_PUBS_WAITING).load(Ordering::Relaxed) != 0 {
-                self.wake_publishers(&mut st);
-            }
+            self.ring_room(&mut st);
         }
         Err(ReceiveError::Empty)
     }
@@ -293,9 +303,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         }
         let spin_until = Instant::now() + self.spin;
         let region = self.shared.region();
-        let wake = region.u32_at(CTRL_WAKE_SEQ);
-        let waiting = region.u64_at(CTRL_SUBS_WAITING);
-        let bit = 1u64 << self.index;
+        let bell = self.shared.layout.news_bell(region);
         loop {
             let now = Instant::now();
             if now < spin_until {
@@ -314,24 +322,18 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
             };
-            // The subscriber half of the sleep handshake: read the futex word, announce, fence,
-            // recheck; a publisher commits, fences, then loads `subs_waiting`.
-            // Acquire: a later value means a wake we must not sleep through (futex compares it).
-            let seen = wake.load(Ordering::Acquire);
-            waiting.fetch_or(bit, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let got = self.poll();
-            if matches!(got, Err(ReceiveError::Empty)) {
-                futex::wait(wake, seen, nap);
-            }
-            // Relaxed: only a hint for publishers; a stale bit costs one spare wake.
-            waiting.fetch_and(!bit, Ordering::Relaxed);
+            // The subscriber half of the news handshake (sync::doorbell): a publisher commits,
+            // then rings.
+            let got = bell.sleep_unless(self.index, nap, || match self.poll() {
+                Err(ReceiveError::Empty) => None,
+                other => Some(other),
+            });
             match got {
-                Err(ReceiveError::Empty) => match self.poll() {
+                Some(other) => return other,
+                None => match self.poll() {
                     Err(ReceiveError::Empty) => continue,
                     other => return other,
                 },
-                other => return other,
             }
         }
     }
@@ -344,6 +346,6 @@ impl<P: Payload + ?Sized> Drop for Subscriber<P> {
         if let Some(hit) = pending {
             self.release(hit);
         }
-        self.shared.leave_subscriber(self.index);
+        self.shared.leave(Role::Subscriber, self.index);
     }
 }
