@@ -14,13 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::layout::Role;
 use super::layout::*;
 use super::producer::ProducerCore;
-use super::shared::{wake_room, QueueShared, Role};
+use super::shared::QueueShared;
 use crate::error::{AckError, OpenError, ReceiveError};
 use crate::log::{LogSegment, Record};
 use crate::ring::work::{self, Acked, AtCursor, Behind, Claim};
-use crate::sync::{barrier, futex, lock, ProcessId, FIRST_POLLS};
+use crate::sync::{lock, ProcessId, FIRST_POLLS};
 use crate::topic::Payload;
 
 /// How often claims look for expired deliveries and dead consumers even when nothing was handed
@@ -290,7 +291,7 @@ impl ConsumerCore {
         r.u64_at(CTRL_CURSOR).store(cursor, Ordering::Relaxed);
         if skipped {
             // Slots given up were freed: producers may be waiting for them.
-            wake_room(r);
+            self.shared.ring_room();
         }
 
         // Move the head over acknowledged positions.
@@ -381,7 +382,6 @@ impl ConsumerCore {
         check_alive: bool,
     ) {
         let l = &self.shared.layout;
-        let r = self.shared.region();
         let cells = self.shared.cells();
         let before = c.buffer.len();
         // Bounded by the capacity whatever the shared words say.
@@ -418,7 +418,7 @@ impl ConsumerCore {
                 // head can pass it.
                 Behind::Skipped(s) => {
                     if work::pass(&cells, pos, s) {
-                        wake_room(r);
+                        self.shared.ring_room();
                     }
                 }
                 Behind::Acked if check_alive => {
@@ -429,7 +429,7 @@ impl ConsumerCore {
                             && !self.owner_alive(c, o)
                             && work::release_stale(&cells, pos, o)
                         {
-                            wake_room(r);
+                            self.shared.ring_room();
                         }
                     }
                 }
@@ -536,7 +536,7 @@ impl ConsumerCore {
                 // position we still hold (an expired one) needs it.
                 let still_views = self.views.borrow().iter().any(|&(p, _)| p == pos);
                 if work::close(&sh.cells(), pos, s, self.index, still_views) {
-                    wake_room(sh.region());
+                    sh.ring_room();
                 }
             }
         }
@@ -564,7 +564,6 @@ impl ConsumerCore {
     /// Hands delivery `s` of `pos` back to the queue. `undo` takes back the delivery count
     /// (a prefetched message the application never saw).
     pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
-        let r = self.shared.region();
         // A prefetched claim (`undo`) was never handed out: no view to count.
         let last_view = !undo && self.unhold(pos);
         if work::nack(&self.shared.cells(), pos, s, self.index, undo, last_view).is_err() {
@@ -573,11 +572,7 @@ impl ConsumerCore {
             return Err(AckError::Expired);
         }
         self.shared.count(CTRL_RETURNED, 1);
-        barrier::light();
-        // Relaxed: ordered by the barrier (sleepers use the heavy one).
-        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_consumers(1);
-        }
+        self.shared.ring_news();
         Ok(())
     }
 
@@ -620,14 +615,10 @@ impl ConsumerCore {
         }
     }
 
+    /// A slot was freed: the room doorbell.
     #[inline]
     fn freed(&self) {
-        let r = self.shared.region();
-        barrier::light();
-        // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-        if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_producers();
-        }
+        self.shared.ring_room();
     }
 
     #[cold]
@@ -639,10 +630,6 @@ impl ConsumerCore {
                 return Ok(g);
             }
         }
-        let r = self.shared.region();
-        let ready = r.u32_at(CTRL_READY);
-        let waiters = r.u64_at(CTRL_READY_WAITERS);
-        let bit = 1u64 << self.index;
         let mut spins = 0u32;
         loop {
             if let g @ Got::Message(..) = self.try_once()? {
@@ -664,19 +651,19 @@ impl ConsumerCore {
                 continue;
             }
             let nap = deadline.map_or(SCAN_INTERVAL, |d| (d - now).min(SCAN_INTERVAL));
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = ready.load(Ordering::Acquire);
-            // SeqCst, with the heavy barrier: a producer that publishes after our check below
-            // sees our bit (its light barrier pairs with ours).
-            waiters.fetch_or(bit, Ordering::SeqCst);
-            let nap = barrier::heavy(nap);
-            let got = self.try_once();
-            if !matches!(got, Ok(Got::Nothing)) {
-                waiters.fetch_and(!bit, Ordering::SeqCst);
+            // Sleep until news (the news doorbell: a producer publishes, then rings),
+            // rechecking once announced.
+            let got = self
+                .shared
+                .layout
+                .news_bell(self.shared.region())
+                .sleep_unless(self.index, nap, || match self.try_once() {
+                    Ok(Got::Nothing) => None,
+                    got => Some(got),
+                });
+            if let Some(got) = got {
                 return got;
             }
-            futex::wait(ready, seen, nap);
-            waiters.fetch_and(!bit, Ordering::SeqCst);
         }
     }
 }

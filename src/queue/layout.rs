@@ -25,6 +25,7 @@
 //!   +392  ready_waiters u64  bitmap of consumers (by entry) asleep on `ready`
 //!   +400  room          u32  futex word producers sleep on (bumped by acks)
 //!   +404  ready         u32  futex word consumers sleep on (bumped by producers)
+//!         (two `sync::Doorbell`s: room = room_waiters + room, news = ready_waiters + ready)
 //!         (a sleeper sets its own bit and clears it when it wakes; the bit of a participant
 //!         that died asleep is cleared when its entry is reclaimed, so a crash never leaves
 //!         wakers paying a futex wake per message)
@@ -56,9 +57,11 @@
 
 use crate::error::OpenError;
 use crate::log::LogShape;
-use crate::loom::atomic::AtomicU64;
+use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::ring::work;
+use crate::shm::entry::{claim_entry, entry_free, free_entry, Members, Table};
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
+use crate::sync::doorbell::{Doorbell, ALL};
 use crate::topic::PayloadKind;
 
 pub use crate::ring::work::{
@@ -355,11 +358,6 @@ impl QueueLayout {
         PRODUCER_TABLE + i * ENTRY_LEN
     }
 
-    #[inline]
-    pub(crate) fn consumer_entry(&self, i: usize) -> usize {
-        self.consumer_table + i * ENTRY_LEN
-    }
-
     /// Offset of the slot of position `pos`.
     #[inline]
     pub(crate) fn slot(&self, pos: u64) -> usize {
@@ -370,6 +368,119 @@ impl QueueLayout {
     #[inline]
     pub(crate) fn cells<'a>(&'a self, r: &'a Region) -> WorkCells<'a> {
         WorkCells { r, l: self }
+    }
+}
+
+/// The two member tables of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The producer table.
+    Producer,
+    /// The consumer table.
+    Consumer,
+}
+
+impl Members for QueueLayout {
+    type Role = Role;
+    const ROLES: [Role; 2] = [Role::Producer, Role::Consumer];
+
+    fn table(&self, role: Role) -> Table {
+        match role {
+            Role::Producer => Table {
+                base: PRODUCER_TABLE,
+                stride: ENTRY_LEN,
+                len: self.producers,
+                role: "producer",
+            },
+            Role::Consumer => Table {
+                base: self.consumer_table,
+                stride: ENTRY_LEN,
+                len: self.consumers,
+                role: "consumer",
+            },
+        }
+    }
+
+    /// A durable queue's segment is kept when its last member leaves (the next open recovers
+    /// it); an in-memory queue's goes.
+    fn outlives_members(&self) -> bool {
+        self.durable
+    }
+
+    /// A producer leaves a position it reserved and never published (given up: SKIP) and its
+    /// bit in the room doorbell. A consumer leaves deliveries (back to the queue, their count
+    /// kept: a delivery to a consumer that died counts), stale-reader bits (an acknowledged slot
+    /// it was the last reader of is freed) and its bit in the news doorbell.
+    fn release(&self, r: &Region, role: Role, i: usize) {
+        let cells = self.cells(r);
+        match role {
+            Role::Producer => {
+                work::producer_died(&cells, i);
+                self.room_bell(r).forget(i);
+            }
+            Role::Consumer => {
+                let (mut returned, mut freed) = (0, false);
+                for slot in 0..self.capacity {
+                    let (back, free) = work::consumer_died(&cells, slot, i);
+                    returned += u64::from(back);
+                    freed |= free;
+                }
+                if returned > 0 {
+                    // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
+                    r.u64_at(CTRL_RETURNED)
+                        .fetch_add(returned, Ordering::Relaxed);
+                }
+                if freed {
+                    self.room_bell(r).ring(ALL);
+                }
+                self.news_bell(r).forget(i);
+            }
+        }
+    }
+
+    /// As the default, and a producer's `writing` word starts at 0 (published by the entry's
+    /// Release claim): a stale one must not make a consumer take the new producer for the
+    /// filler of an old reservation.
+    fn join(&self, r: &Region, role: Role) -> Result<usize, OpenError> {
+        let t = self.table(role);
+        let i = (0..t.len)
+            .find(|&i| entry_free(r, t.entry(i)))
+            .ok_or(OpenError::NoFreeEntry {
+                role: t.role,
+                max: t.len,
+            })?;
+        if role == Role::Producer {
+            work::producer_joined(&self.cells(r), i);
+        }
+        claim_entry(r, t.entry(i));
+        Ok(i)
+    }
+}
+
+impl QueueLayout {
+    /// The doorbell consumers sleep on, waiting for a message (rung by producers after a
+    /// publish, by consumers after a nack).
+    pub(crate) fn news_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_READY, CTRL_READY_WAITERS)
+    }
+
+    /// The doorbell producers sleep on, waiting for room (rung when a slot is freed).
+    pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_ROOM, CTRL_ROOM_WAITERS)
+    }
+
+    /// Every entry of both tables is freed, whatever its state word says, after its member's
+    /// leftovers are released: no participant is alive (recovery, under the segment lock).
+    pub(crate) fn free_every_entry(&self, r: &Region) {
+        for role in Self::ROLES {
+            let t = self.table(role);
+            for i in 0..t.len {
+                if !entry_free(r, t.entry(i)) {
+                    self.release(r, role, i);
+                    free_entry(r, t.entry(i));
+                }
+            }
+        }
     }
 }
 

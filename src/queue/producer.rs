@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::layout::Role;
 use super::layout::*;
-use super::shared::{QueueShared, Role};
+use super::shared::QueueShared;
 use super::FullPolicy;
 use crate::error::{OpenError, SendError};
 use crate::log::{LogSegment, SyncPolicy};
 use crate::ring::work;
-use crate::sync::{barrier, futex, lock, ProcessId};
+use crate::sync::{lock, ProcessId};
 use crate::topic::{Bytes, Payload};
 
 /// Sends messages to a queue. Made by [`crate::QueueBuilder::producer`].
@@ -151,7 +152,6 @@ pub(crate) struct ProducerCore {
     max_payload: usize,
     /// Remembers an append lock found stuck (see [`lock::Waiter`]).
     append_waiter: lock::Waiter,
-    asymmetric: bool,
     sent: u64,
     last_written: Option<u64>,
 }
@@ -188,7 +188,6 @@ impl ProducerCore {
             full,
             spin,
             durable,
-            asymmetric: barrier::asymmetric(),
             sent: 0,
             last_written: None,
         }
@@ -256,10 +255,6 @@ impl ProducerCore {
     fn wait_for_room(&mut self, timeout: Duration) -> Result<u64, SendError> {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
-        let r = self.shared.region();
-        let room = r.u32_at(CTRL_ROOM);
-        let waiters = r.u64_at(CTRL_ROOM_WAITERS);
-        let bit = 1u64 << self.index;
         let mut next_reclaim = start + lock::CHECK_INTERVAL;
         let (mut polls, mut backoff) = (0u32, 1u32);
         let oversubscribed = self.shared.oversubscribed();
@@ -298,19 +293,20 @@ impl ProducerCore {
             let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
                 (d - now).min(lock::CHECK_INTERVAL)
             });
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = room.load(Ordering::Acquire);
-            // SeqCst, with the barrier: an acker that frees a slot after our check below sees
-            // our bit (its light barrier pairs with our heavy one).
-            waiters.fetch_or(bit, Ordering::SeqCst);
-            let nap = barrier::heavy(nap);
-            let reserved = self.try_reserve();
-            if !matches!(reserved, Ok(None)) {
-                waiters.fetch_and(!bit, Ordering::SeqCst);
-                return reserved.map(|pos| pos.expect("not None"));
+            // Sleep until a slot is freed (the room doorbell: an acknowledger frees, then rings),
+            // rechecking the tail once announced.
+            let shared = &self.shared;
+            let reserved = shared.layout.room_bell(shared.region()).sleep_unless(
+                self.index,
+                nap,
+                || match self.try_reserve() {
+                    Ok(None) => None,
+                    got => Some(got),
+                },
+            );
+            if let Some(got) = reserved {
+                return got.map(|pos| pos.expect("not None"));
             }
-            futex::wait(room, seen, nap);
-            waiters.fetch_and(!bit, Ordering::SeqCst);
             let now = Instant::now();
             if now >= next_reclaim {
                 // A consumer that died holding the oldest message frees it only once reclaimed.
@@ -389,13 +385,8 @@ impl ProducerCore {
             return Err(self.reclaimed(pos));
         }
         self.sent += 1;
-        barrier::light_as(self.asymmetric);
-        // Relaxed: ordered after the publication by the barrier (a sleeping consumer's heavy
-        // barrier pairs with it).
-        let waiters = r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed);
-        if waiters != 0 {
-            self.shared.wake_consumers(1);
-        }
+        // The news doorbell: published, then ring.
+        self.shared.ring_news();
         self.last_written = Some(pos);
         if let Some(Durable {
             flusher: Some(f), ..
@@ -452,13 +443,9 @@ impl ProducerCore {
 
     /// Gives up reserved position `pos` without a message: consumers skip it.
     pub(crate) fn abandon(&mut self, pos: u64) {
-        let r = self.shared.region();
         work::abandon(&self.shared.cells(), pos, self.index);
-        barrier::light_as(self.asymmetric);
-        // Relaxed: as in `publish`.
-        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_consumers(1);
-        }
+        // A consumer waiting at this position passes it now.
+        self.shared.ring_news();
     }
 
     /// Reserves, encodes with `encode` into the payload area, and publishes.

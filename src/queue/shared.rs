@@ -14,12 +14,9 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::ring::work::{self, Recorded, Reset};
-use crate::shm::entry::{
-    abandon_entry, claim_entry, entry_active, entry_alive, entry_free, entry_live, find_free,
-    free_entry, ENTRY_OWNER,
-};
+use crate::shm::entry::{self, entry_active, Members};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
-use crate::sync::{futex, ProcessId};
+use crate::sync::doorbell::ALL;
 
 /// One mapped queue segment, its validated layout, and (durable) its log.
 pub(crate) struct QueueShared {
@@ -155,7 +152,7 @@ impl SegmentSpec for Spec<'_> {
         if l.durable && r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot_hash() {
             return false;
         }
-        any_live(r, &l)
+        l.any_live(r)
     }
 
     fn durable(&self) -> bool {
@@ -171,13 +168,6 @@ impl SegmentSpec for Spec<'_> {
         let log = dir.open(&l)?;
         recover(r, &l, &log)
     }
-}
-
-/// Which table to join.
-#[derive(Clone, Copy)]
-pub(crate) enum Role {
-    Producer,
-    Consumer,
 }
 
 impl QueueShared {
@@ -213,8 +203,8 @@ impl QueueShared {
             // The log takes the joined ring's shape, before we join (an error leaves nothing
             // registered).
             let log = log.map(|d| d.open(&layout)).transpose()?;
-            reclaim_dead(r, &layout);
-            let index = join(r, &layout, role)?;
+            layout.reclaim_dead(r);
+            let index = layout.join(r, role)?;
             Ok((layout, index, log))
         })?;
         Ok((
@@ -250,37 +240,21 @@ impl QueueShared {
     }
 
     /// Leaves entry `i` of `role`. A producer's unfinished write is skipped; a consumer's
-    /// deliveries are handed back. An in-memory queue's segment is removed when nobody live is
-    /// left; a durable one stays.
+    /// deliveries are handed back (see `Members::release` for [`QueueLayout`]). An in-memory
+    /// queue's segment is removed when nobody live is left; a durable one stays.
     pub(crate) fn leave(&self, role: Role, i: usize) {
-        let l = &self.layout;
-        let off = match role {
-            Role::Producer => l.producer_entry(i),
-            Role::Consumer => l.consumer_entry(i),
-        };
-        self.seg.leave(
-            |r| {
-                // An entry reclaimed meanwhile (we were judged gone) may be another process's
-                // now: only our own is freed.
-                // Relaxed: the owner word is written under the lock we hold.
-                let ours = entry_active(r, off)
-                    && r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)
-                        == ProcessId::current().pack();
-                if ours {
-                    match role {
-                        Role::Producer => free_producer(r, l, i),
-                        Role::Consumer => free_consumer(r, l, i),
-                    }
-                }
-                !l.durable && !any_live(r, l)
-            },
-            |r| abandon_entry(r, off),
-        );
+        entry::leave(&self.seg, &self.layout, role, i);
     }
 
     /// Whether producer `p` is registered to a live process.
     pub(crate) fn producer_live(&self, p: usize) -> bool {
-        p < self.layout.producers && entry_live(self.region(), self.layout.producer_entry(p))
+        self.member_live(Role::Producer, p)
+    }
+
+    /// Whether member `i` of `role` is registered to a live process.
+    fn member_live(&self, role: Role, i: usize) -> bool {
+        let t = self.layout.table(role);
+        i < t.len && t.is_live(self.region(), i)
     }
 
     /// The work ring's cells.
@@ -291,16 +265,14 @@ impl QueueShared {
 
     /// Whether consumer `c` is registered to a live process.
     pub(crate) fn consumer_live(&self, c: usize) -> bool {
-        c < self.layout.consumers && entry_live(self.region(), self.layout.consumer_entry(c))
+        self.member_live(Role::Consumer, c)
     }
 
     /// Frees the entries of dead participants (handing back what they held), if the segment lock
     /// is free now.
     #[cold]
     pub(crate) fn reclaim_dead(&self) {
-        if let Some(_guard) = self.seg.try_lock() {
-            reclaim_dead(self.region(), &self.layout);
-        }
+        entry::reclaim_dead_now(&self.seg, &self.layout);
     }
 
     /// Whether more producers and consumers are registered than this machine has CPUs: then
@@ -310,32 +282,28 @@ impl QueueShared {
         static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         let cpus = *CPUS.get_or_init(online_cpus);
         let r = self.region();
-        let l = &self.layout;
-        let active = (0..l.producers)
-            .filter(|&p| entry_active(r, l.producer_entry(p)))
-            .count()
-            + (0..l.consumers)
-                .filter(|&c| entry_active(r, l.consumer_entry(c)))
-                .count();
+        let active: usize = QueueLayout::ROLES
+            .iter()
+            .map(|&role| {
+                let t = self.layout.table(role);
+                (0..t.len).filter(|&i| entry_active(r, t.entry(i))).count()
+            })
+            .sum();
         active > cpus
     }
 
-    /// Wakes sleeping consumers (a message was published or handed back).
-    #[cold]
-    pub(crate) fn wake_consumers(&self, n: u32) {
-        let w = self.region().u32_at(CTRL_READY);
-        // SeqCst: a consumer that read the old value before sleeping gets EAGAIN or the wake.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake(w, n);
+    /// After a message was published or handed back: wakes one sleeping consumer, if any
+    /// announced itself (the news doorbell).
+    #[inline]
+    pub(crate) fn ring_news(&self) {
+        self.layout.news_bell(self.region()).ring(1);
     }
 
-    /// Wakes producers waiting for room.
-    #[cold]
-    pub(crate) fn wake_producers(&self) {
-        let w = self.region().u32_at(CTRL_ROOM);
-        // SeqCst: as in `wake_consumers`.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(w);
+    /// After a slot was freed: wakes the producers asleep waiting for room, if any (the room
+    /// doorbell).
+    #[inline]
+    pub(crate) fn ring_room(&self) {
+        self.layout.room_bell(self.region()).ring(ALL);
     }
 
     /// Counts one of the statistics words.
@@ -367,109 +335,20 @@ fn online_cpus() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn any_live(r: &Region, l: &QueueLayout) -> bool {
-    (0..l.producers).any(|p| entry_live(r, l.producer_entry(p)))
-        || (0..l.consumers).any(|c| entry_live(r, l.consumer_entry(c)))
-}
-
-fn join(r: &Region, l: &QueueLayout, role: Role) -> Result<usize, OpenError> {
-    let (n, entry, what): (usize, fn(&QueueLayout, usize) -> usize, _) = match role {
-        Role::Producer => (l.producers, QueueLayout::producer_entry, "producer"),
-        Role::Consumer => (l.consumers, QueueLayout::consumer_entry, "consumer"),
-    };
-    let i = find_free(r, (0..n).map(|i| (i, entry(l, i))))
-        .ok_or(OpenError::NoFreeEntry { role: what, max: n })?;
-    let off = entry(l, i);
-    if let Role::Producer = role {
-        work::producer_joined(&l.cells(r), i);
-    }
-    claim_entry(r, off);
-    Ok(i)
-}
-
-/// Frees every entry whose owner died, handing back what it held. Runs under the lock.
-fn reclaim_dead(r: &Region, l: &QueueLayout) {
-    for p in 0..l.producers {
-        let off = l.producer_entry(p);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_producer(r, l, p);
-        }
-    }
-    for c in 0..l.consumers {
-        let off = l.consumer_entry(c);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_consumer(r, l, c);
-        }
-    }
-}
-
-/// Frees producer `p`: a slot it reserved and never published is skipped. Under the lock.
-fn free_producer(r: &Region, l: &QueueLayout, p: usize) {
-    work::producer_died(&l.cells(r), p);
-    // A producer that died asleep leaves its bit: wakers would pay a wake per free for ever.
-    // Relaxed: the entry's Release free below publishes it; a waker that still sees the bit
-    // only makes one futex wake too many.
-    r.u64_at(CTRL_ROOM_WAITERS)
-        .fetch_and(!(1 << p), Ordering::Relaxed);
-    free_entry(r, l.producer_entry(p));
-}
-
-/// Frees consumer `c`: every delivery it held goes back to the queue, and it stops counting as
-/// a reader of slots it lost to their deadline. Under the lock.
-fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
-    let cells = l.cells(r);
-    let (mut returned, mut freed) = (0, false);
-    for slot in 0..l.capacity {
-        let (back, free) = work::consumer_died(&cells, slot, c);
-        returned += u64::from(back);
-        freed |= free;
-    }
-    if returned > 0 {
-        // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
-        r.u64_at(CTRL_RETURNED)
-            .fetch_add(returned, Ordering::Relaxed);
-    }
-    if freed {
-        wake_room(r);
-    }
-    // Relaxed: as for a producer's bit (`free_producer`).
-    r.u64_at(CTRL_READY_WAITERS)
-        .fetch_and(!(1 << c), Ordering::Relaxed);
-    free_entry(r, l.consumer_entry(c));
-}
-
-/// After a slot was freed: wakes producers asleep waiting for room, if any.
-pub(crate) fn wake_room(r: &Region) {
-    crate::sync::barrier::light();
-    // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-    if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
-        let w = r.u32_at(CTRL_ROOM);
-        // SeqCst: a producer that read the old value before sleeping gets EAGAIN or the wake.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(w);
-    }
-}
-
 /// Repairs a durable queue whose participants all died, under the segment lock.
 fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     let started = Instant::now();
     // Everyone is dead: entries (whatever their state word says), locks and sleepers go.
-    for p in 0..l.producers {
-        if !entry_free(r, l.producer_entry(p)) {
-            free_producer(r, l, p);
-        }
-    }
-    for c in 0..l.consumers {
-        if !entry_free(r, l.consumer_entry(c)) {
-            free_consumer(r, l, c);
-        }
-    }
+    l.free_every_entry(r);
     for w in [CTRL_APPEND, CTRL_CLAIM] {
         // Relaxed: under the segment lock, with no live participant.
         r.u64_at(w).store(0, Ordering::Relaxed);
     }
-    r.u64_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
-    r.u64_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
+    for bell in [l.news_bell(r), l.room_bell(r)] {
+        for bit in 0..64 {
+            bell.forget(bit);
+        }
+    }
     // Only this queue's producers take its log's sync locks, and none is alive (after a
     // restart, whatever pid the word names): they are free.
     log.clear_sync_locks()?;

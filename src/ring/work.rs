@@ -1072,6 +1072,7 @@ mod tests {
         assert_eq!(recorded(&c, 1), Recorded::Unused);
         reset(&c, 0, Reset::Done);
         assert_eq!(recorded(&c, 0), Recorded::Later);
+        assert_eq!(c.word(0), State::free(4));
         reset(&c, 1, Reset::GivenUp);
         assert_eq!(recorded(&c, 1), Recorded::Skipped);
         assert_eq!(recorded(&c, 5), Recorded::Garbage);
