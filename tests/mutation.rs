@@ -535,19 +535,52 @@ fn service_hot(
 }
 
 fn queue_hot(cap: usize, stride: usize, producers: usize, consumers: usize) -> Vec<Hot> {
-    let consumer_table = 1024 + 64 * producers;
-    let slots = round(consumer_table + 64 * consumers, 128);
+    use ringbus::layout::queue as q;
+    let entry = q::ENTRY_LEN;
+    let consumer_table = q::PRODUCER_TABLE + entry * producers;
+    let slots = q::slots_offset(producers, consumers);
     let mut h = header_hot();
     h.extend([
-        hot("tail/append", 256, 272, 8),
-        hot("cursor/claim/head/returned", 384, 416, 10),
-        hot("counters", 512, 560, 3),
-        hot("boot", 560, 568, 3),
-        hot("waiters", 640, 656, 3),
-        hot("dead-letter name", 768, 976, 3),
-        strided("producer entry", 1024, consumer_table, 64, 24, 8),
-        strided("consumer entry", consumer_table, slots, 64, 16, 6),
-        strided("slot header", slots, slots + cap * stride, stride, 32, 12),
+        hot("tail/append", q::CTRL_TAIL, q::CTRL_APPEND + 8, 8),
+        hot(
+            "cursor/claim/head/returned",
+            q::CTRL_CURSOR,
+            q::CTRL_RETURNED + 8,
+            10,
+        ),
+        hot("counters", q::CTRL_DEAD_LETTERED, q::CTRL_BOOT, 3),
+        hot("boot", q::CTRL_BOOT, q::CTRL_BOOT + 8, 3),
+        hot("waiters", q::CTRL_ROOM_WAITERS, q::CTRL_ROOM, 3),
+        hot(
+            "dead-letter name",
+            q::CTRL_DLQ_LEN,
+            q::CTRL_DLQ_NAME + q::DLQ_NAME_CAP,
+            3,
+        ),
+        strided(
+            "producer entry",
+            q::PRODUCER_TABLE,
+            consumer_table,
+            entry,
+            q::PRODUCER_WRITING + 8,
+            8,
+        ),
+        strided(
+            "consumer entry",
+            consumer_table,
+            slots,
+            entry,
+            q::ENTRY_OWNER + 8,
+            6,
+        ),
+        strided(
+            "slot header",
+            slots,
+            slots + cap * stride,
+            stride,
+            q::SLOT_HEADER,
+            12,
+        ),
     ]);
     h
 }

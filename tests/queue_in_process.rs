@@ -597,7 +597,11 @@ fn open_after_restart(
     dir: &std::path::Path,
     name: &str,
 ) -> (u64, u64, Vec<u64>) {
-    patch(&dir.join(format!("queue_{name}")), 256 + 304, &[0x5a; 8]);
+    patch(
+        &dir.join(format!("queue_{name}")),
+        common::ring::BOOT,
+        &[0x5a; 8],
+    );
     let c = q.consumer().unwrap();
     let stats = c.stats();
     (stats.recovered, stats.torn, common::drain_acked(&c))

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use ringbus::{FullPolicy, Node, ProcessId, SendError, SyncPolicy};
 
-/// Offsets of a durable `u64` queue's files with the default 8 producers and 8 consumers
-/// (ARCHITECTURE.md, "Queue segment" and "The log").
-const ROOM_WAITERS: u64 = ring::CTRL + 384;
+/// Offsets of a durable `u64` queue's log files (ARCHITECTURE.md, "The log"); the ring file's
+/// are `common::ring`'s.
 const SEGMENT_HEADER: u64 = 4096;
 /// A record's payload, after its 16-byte header; `u64` records have a stride of 32.
 fn payload_at(pos: u64) -> u64 {
@@ -156,12 +155,12 @@ fn after_a_restart_every_recorded_process_is_dead_whatever_its_pid() {
     let me = ProcessId::current().pack();
     let ring = dir.join("queue_reboot");
     let entry = ring::PRODUCERS;
-    patch(&ring, entry + 8, &me.to_le_bytes());
-    patch(&ring, entry + 16, &4u64.to_le_bytes());
+    patch(&ring, entry + ring::OWNER, &me.to_le_bytes());
+    patch(&ring, entry + ring::PRODUCER_WRITING, &4u64.to_le_bytes());
     patch(&ring, entry, &1u64.to_le_bytes());
     patch(
         &ring,
-        ring::SLOTS + 3 * 64,
+        ring::SLOTS + 3 * ring::STRIDE,
         &ring::state(ring::WRITING, 3, 0, 0).to_le_bytes(),
     );
     patch(
@@ -241,7 +240,7 @@ fn a_participant_killed_asleep_leaves_no_sleeper_behind() {
     child.expect("full");
     let ring = root.join("queue_sleepers");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while read_u64(&ring, ROOM_WAITERS) == 0 {
+    while read_u64(&ring, ring::ROOM_WAITERS) == 0 {
         assert!(Instant::now() < deadline, "the child never went to sleep");
         std::thread::yield_now();
     }
@@ -250,7 +249,7 @@ fn a_participant_killed_asleep_leaves_no_sleeper_behind() {
     let mut joiner = ChildRole::spawn("join", &root, "queue=sleepers");
     joiner.expect("joined");
     assert_eq!(
-        read_u64(&ring, ROOM_WAITERS),
+        read_u64(&ring, ring::ROOM_WAITERS),
         0,
         "a dead sleeper stayed registered"
     );
@@ -277,7 +276,7 @@ fn a_late_publish_of_a_passed_over_position_overwrites_nothing() {
     // Producer entry 0 (ours) as a process judged dead leaves it: owner 0.
     patch(
         &root.join("queue_late"),
-        ring::PRODUCERS + 8,
+        ring::PRODUCERS + ring::OWNER,
         &0u64.to_le_bytes(),
     );
     // Another process joins: it reclaims the entry and passes over position 0.

@@ -222,7 +222,7 @@ fn a_taken_state_with_an_owner_past_64_does_not_panic_a_scan() {
         .find(|p| p.file_name().unwrap().to_string_lossy().contains("q-owner"))
         .expect("the ring file");
     // TAKEN (3) by owner 200, count 1, position 0.
-    patch(&ring, SLOTS, &state(3, 0, 200, 1).to_le_bytes());
+    patch(&ring, SLOTS, &state(TAKEN, 0, 200, 1).to_le_bytes());
     std::thread::sleep(Duration::from_millis(5)); // past the deadline, before the next check
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         drop(c.try_receive()); // the buffered message, handed back: `returned` moves

@@ -99,7 +99,7 @@ fn a_failed_dead_letter_move_clears_the_reader_bit_of_a_delivery_still_held() {
     let _ = x.try_receive(); // take-back, dead-letter claim, failed move
     let y = helper.join().unwrap();
 
-    let bits = read_u64(&q_ring, SLOTS + 16);
+    let bits = read_u64(&q_ring, SLOTS + SLOT_STALE);
     // Room in the dead-letter queue; Y's claim expires and the next move succeeds.
     for _ in 0..2 {
         dc.try_receive().unwrap().ack().unwrap();

@@ -14,12 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::layout::Role;
 use super::layout::*;
 use super::producer::ProducerCore;
-use super::shared::{free_acked, QueueShared, Role};
+use super::shared::QueueShared;
 use crate::error::{AckError, OpenError, ReceiveError};
 use crate::log::{LogSegment, Record};
-use crate::sync::{barrier, futex, lock, ProcessId, FIRST_POLLS};
+use crate::ring::work::{self, Acked, AtCursor, Behind, Claim};
+use crate::sync::{lock, ProcessId, FIRST_POLLS};
 use crate::topic::Payload;
 
 /// How often claims look for expired deliveries and dead consumers even when nothing was handed
@@ -140,18 +142,7 @@ impl ConsumerCore {
     /// state to acknowledge.
     #[inline]
     fn mark_reader(&self, pos: u64, s: State) -> Option<State> {
-        let l = &self.shared.layout;
-        let state = l.state(self.shared.region(), pos);
-        if s.kind() == OPEN {
-            // Claimed open, to be handed out at once.
-            return Some(s);
-        }
-        let open = s.with_kind(OPEN);
-        // SeqCst: in one order with a scanner's bit then take-back (see `release_stale`).
-        state
-            .compare_exchange(s.0, open.0, Ordering::SeqCst, Ordering::Relaxed)
-            .ok()
-            .map(|_| open)
+        work::open(&self.shared.cells(), pos, s)
     }
 
     /// Views claimed position `pos` (delivery state `s`), or drops it if it is invalid.
@@ -223,14 +214,14 @@ impl ConsumerCore {
         let sh = &self.shared;
         let l = &sh.layout;
         let r = sh.region();
-        let n = l.capacity as u64;
         let mut c = self.claims.borrow_mut();
         let c = &mut *c;
         let want = want.min(self.prefetch);
         // Nothing new, nothing handed back and no scan due: done without the lock. Relaxed
         // loads: a hint; the claim below rereads everything under the lock.
         let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
-        if l.state(r, cursor).load(Ordering::Relaxed) == State::new(FREE, cursor, 0, 0).0
+        let cells = sh.cells();
+        if work::is_free_for(&cells, cursor)
             && r.u64_at(CTRL_RETURNED).load(Ordering::Relaxed) == c.returned_seen
             && now_ms() < c.next_scan
         {
@@ -267,41 +258,32 @@ impl ConsumerCore {
         let mut steps = 0;
         while c.buffer.len() - before < want && steps < l.capacity {
             steps += 1;
-            let state = l.state(r, cursor);
-            // Acquire: pairs with the producer's Release store of READY (payload visible).
-            let s = State(state.load(Ordering::Acquire));
-            if s.is_for(cursor) {
-                match s.kind() {
-                    READY => self.claim_one(c, cursor, s, deadline),
-                    WRITING if !self.writer_gone(c, cursor, s) => break,
-                    // Given up (SKIP), or reserved by a producer that is gone (WRITING): the
-                    // slot goes to the producer of the next lap. Release: nothing was written
-                    // here for anyone to read, but the next producer Acquires the FREE state.
-                    // If the producer published or gave up meanwhile, the CAS fails and the
-                    // slot is looked at again.
-                    WRITING | SKIP => {
-                        if state
-                            .compare_exchange(
-                                s.0,
-                                State::new(FREE, cursor + n, 0, 0).0,
-                                Ordering::Release,
-                                Ordering::Relaxed,
-                            )
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        skipped = true;
-                    }
-                    FREE => break,
-                    // TAKEN or ACKED at the cursor: a claimer died after marking it and before
-                    // moving the cursor. It is delivered already.
-                    _ => {}
+            match work::at_cursor(&cells, cursor) {
+                AtCursor::Ready(s) => self.claim_one(c, cursor, s, deadline),
+                // Reserved: its producer is judged (liveness, `writing` word) only once the slot
+                // has been stuck for a check interval.
+                AtCursor::Writing(s)
+                    if !self.judge_writer_now(c, cursor)
+                        || !work::writer_gone(&cells, cursor, s, |p| sh.producer_live(p)) =>
+                {
+                    break
                 }
-            } else if !s.is_after(cursor) {
+                // Given up (SKIP), or reserved by a producer that is gone (WRITING): the slot
+                // goes to the producer of the next lap. If the producer published or gave up
+                // meanwhile, the pass fails and the slot is looked at again.
+                AtCursor::Writing(s) | AtCursor::Skipped(s) => {
+                    if !work::pass(&cells, cursor, s) {
+                        continue;
+                    }
+                    skipped = true;
+                }
+                AtCursor::Empty => break,
+                // Delivered already (a claimer died after marking it and before moving the
+                // cursor), or freed for a later lap.
+                AtCursor::Done => {}
                 // Neither this lap nor freed for the next: a corrupt state. Stop here rather
                 // than guess; the queue stalls at this position (see ARCHITECTURE.md).
-                break;
+                AtCursor::Corrupt => break,
             }
             // Wrapping: a corrupt cursor must not overflow.
             cursor = cursor.wrapping_add(1);
@@ -309,20 +291,14 @@ impl ConsumerCore {
         r.u64_at(CTRL_CURSOR).store(cursor, Ordering::Relaxed);
         if skipped {
             // Slots given up were freed: producers may be waiting for them.
-            super::shared::wake_room(r);
+            self.shared.ring_room();
         }
 
         // Move the head over acknowledged positions.
         let mut h = head;
-        while h < cursor && h - head < HEAD_STEPS {
-            // Relaxed: the state only says whether position h is done with; nothing is read
-            // on the strength of it.
-            let s = State(l.state(r, h).load(Ordering::Relaxed));
-            // Done with: freed for the next lap, or already reused by a later lap (a producer
-            // may reuse the slot as soon as it is freed, before the head gets there).
-            if !s.is_after(h) {
-                break;
-            }
+        // Done with: freed for the next lap, or already reused by a later lap (a producer may
+        // reuse the slot as soon as it is freed, before the head gets there).
+        while h < cursor && h - head < HEAD_STEPS && work::done_with(&cells, h) {
             h += 1;
         }
         if h != head {
@@ -369,24 +345,18 @@ impl ConsumerCore {
     #[inline]
     fn claim_one(&self, c: &mut Claims, pos: u64, s: State, deadline: u64) {
         let l = &self.shared.layout;
-        let r = self.shared.region();
         let count = s.count();
         let dead = l.max_deliveries != 0 && count >= l.max_deliveries;
         // The first claim into an empty buffer is handed out at once: claimed OPEN, it needs no
         // compare-and-swap to open (see `mark_reader`). Others wait, TAKEN.
-        let kind = if !dead && c.buffer.is_empty() {
-            OPEN
+        let how = if dead {
+            Claim::DeadLetter
+        } else if c.buffer.is_empty() {
+            Claim::Open
         } else {
-            TAKEN
+            Claim::Take
         };
-        let taken = State::new(kind, pos, self.index, if dead { count } else { count + 1 })
-            .with_stale(s.stale());
-        // Relaxed: the deadline is read by claimers only, under the claim lock we hold.
-        r.u64_at(l.slot(pos) + SLOT_DEADLINE)
-            .store(deadline, Ordering::Relaxed);
-        // Relaxed: nobody but a claim-lock holder changes a READY slot; the unlock publishes
-        // the new state to the next claimer, and the ack's CAS reads our own store.
-        l.state(r, pos).store(taken.0, Ordering::Relaxed);
+        let taken = work::claim(&self.shared.cells(), pos, s, self.index, how, deadline);
         if dead {
             c.dead_letters.push((pos, taken));
         } else {
@@ -412,96 +382,58 @@ impl ConsumerCore {
         check_alive: bool,
     ) {
         let l = &self.shared.layout;
-        let r = self.shared.region();
+        let cells = self.shared.cells();
         let before = c.buffer.len();
         // Bounded by the capacity whatever the shared words say.
         for pos in head..cursor.min(head.wrapping_add(l.capacity as u64)) {
-            let state = l.state(r, pos);
-            // Acquire: a READY state handed back by a nack publishes nothing new, but a message
-            // returned by reclaim must be read after its state.
-            let s = State(state.load(Ordering::Acquire));
-            if !s.is_for(pos) {
-                continue;
-            }
-            match s.kind() {
-                READY if c.buffer.len() - before < want => {
+            match work::behind(&cells, pos) {
+                Behind::Ready(s) if c.buffer.len() - before < want => {
                     self.claim_one(c, pos, s, deadline);
                 }
-                READY => {
+                Behind::Ready(_) => {
                     // Handed back, not claimed (prefetch full): scan again at the next claim.
                     c.returned_seen = c.returned_seen.wrapping_sub(1);
                 }
-                TAKEN | OPEN => {
+                Behind::Delivered(s) => {
                     let o = s.owner();
                     // An owner that cannot be (a garbage state) counts as dead.
                     let dead = o >= l.consumers || (check_alive && !self.owner_alive(c, o));
-                    // Relaxed: written under the claim lock we hold.
-                    let expired = r
-                        .u64_at(l.slot(pos) + SLOT_DEADLINE)
-                        .load(Ordering::Relaxed)
-                        <= now;
-                    if !dead && !expired {
+                    if !dead && !work::expired(&cells, pos, now) {
                         continue;
                     }
-                    // A live owner that opened it may be reading it: it is
-                    // registered as a reader (its bit, before the take-back), and the message
-                    // goes back with the STALE flag, so its next acknowledgement waits for the
-                    // bit to clear. Only scanners set bits, under the claim lock we hold.
-                    let reader = s.kind() == OPEN && !dead;
-                    let stale_word = r.u64_at(l.slot(pos) + SLOT_STALE);
-                    let bit = 1u64 << (o % MAX_QUEUE_PARTICIPANTS);
-                    // SeqCst: see `release_stale`.
-                    let set_here = reader && stale_word.fetch_or(bit, Ordering::SeqCst) & bit == 0;
-                    let back =
-                        State((s.0 & !(0xff << 4) & !7) | READY).with_stale(reader || s.stale());
-                    // SeqCst: ordered with the owner's ack CAS (see `release_stale`).
-                    if state
-                        .compare_exchange(s.0, back.0, Ordering::SeqCst, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        if dead {
-                            // A dead reader reads nothing: its bit goes (a stray bit would pin
-                            // the slot in a later lap).
-                            release_stale(l, r, pos, o);
-                        }
-                        if c.buffer.len() - before < want {
-                            self.claim_one(c, pos, back, deadline);
-                        } else {
-                            // Left for later: scan again at the next claim.
-                            c.returned_seen = c.returned_seen.wrapping_sub(1);
-                        }
-                    } else if set_here {
-                        // The owner acknowledged or handed it back first: undo our bit (and
-                        // free the slot if that was the last reader of an acknowledged one).
-                        release_stale(l, r, pos, o);
+                    // A live owner that opened it may be reading it: the ring registers it as
+                    // a stale reader (invariant 4 of ring::work).
+                    let Some(back) = work::take_back(&cells, pos, s, dead) else {
+                        continue;
+                    };
+                    if c.buffer.len() - before < want {
+                        self.claim_one(c, pos, back, deadline);
+                    } else {
+                        // Left for later: scan again at the next claim.
+                        c.returned_seen = c.returned_seen.wrapping_sub(1);
                     }
                 }
                 // Given up behind the cursor (a record found torn at recovery, after it had
                 // been handed back): nothing to deliver; the slot goes to the next lap so the
-                // head can pass it. Release: as for a SKIP at the cursor (`fill`).
-                SKIP if state
-                    .compare_exchange(
-                        s.0,
-                        State::new(FREE, pos + l.capacity as u64, 0, 0).0,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok() =>
-                {
-                    super::shared::wake_room(r);
+                // head can pass it.
+                Behind::Skipped(s) => {
+                    if work::pass(&cells, pos, s) {
+                        self.shared.ring_room();
+                    }
                 }
-                ACKED if s.stale() && check_alive => {
+                Behind::Acked if check_alive => {
                     // Stale readers that died let go.
-                    let word = r.u64_at(l.slot(pos) + SLOT_STALE);
-                    // SeqCst: see `release_stale`.
-                    let mask = word.load(Ordering::SeqCst);
+                    let mask = work::stale_readers(&cells, pos);
                     for o in 0..l.consumers {
-                        if mask & 1 << o != 0 && !self.owner_alive(c, o) {
-                            release_stale(l, r, pos, o);
+                        if mask & 1 << o != 0
+                            && !self.owner_alive(c, o)
+                            && work::release_stale(&cells, pos, o)
+                        {
+                            self.shared.ring_room();
                         }
                     }
                 }
-                _ => {}
+                Behind::Acked | Behind::Nothing => {}
             }
         }
     }
@@ -516,10 +448,10 @@ impl ConsumerCore {
         c.alive[o] == 1
     }
 
-    /// Whether the producer that reserved `pos` (state `s`, WRITING) is gone. Judged only after
-    /// the slot has been stuck for a check interval (a /proc read is not for the hot path).
+    /// Whether it is time to judge the producer that reserved `pos` (WRITING): only after the
+    /// slot has been stuck for a check interval (a /proc read is not for the hot path).
     #[cold]
-    fn writer_gone(&self, c: &mut Claims, pos: u64, s: State) -> bool {
+    fn judge_writer_now(&self, c: &mut Claims, pos: u64) -> bool {
         let now = Instant::now();
         match c.stuck {
             Some((p, since)) if p == pos => {
@@ -527,7 +459,7 @@ impl ConsumerCore {
                     return false;
                 }
                 c.stuck = Some((pos, now));
-                !self.shared.producer_writing(s.owner(), pos)
+                true
             }
             _ => {
                 c.stuck = Some((pos, now));
@@ -600,21 +532,11 @@ impl ConsumerCore {
                 // Not moved (the dead-letter queue is full): the message stays taken and is
                 // retried when its deadline passes. We read it no longer: un-open it, so the
                 // take-back does not register us as a reader.
-                let state = l.state(sh.region(), pos);
-                // Acquire on failure: a take-back's bit (set before its CAS) is then visible.
-                if state
-                    .compare_exchange(
-                        s.0,
-                        s.with_kind(TAKEN).0,
-                        Ordering::SeqCst,
-                        Ordering::Acquire,
-                    )
-                    .is_err()
-                    // Taken back meanwhile: our bit goes, unless a delivery of this position we
-                    // still hold (an expired one) needs it.
-                    && !self.views.borrow().iter().any(|&(p, _)| p == pos)
-                {
-                    release_stale(l, sh.region(), pos, self.index);
+                // If it was taken back meanwhile, our bit goes, unless a delivery of this
+                // position we still hold (an expired one) needs it.
+                let still_views = self.views.borrow().iter().any(|&(p, _)| p == pos);
+                if work::close(&sh.cells(), pos, s, self.index, still_views) {
+                    sh.ring_room();
                 }
             }
         }
@@ -624,87 +546,33 @@ impl ConsumerCore {
 
     /// Acknowledges delivery `s` of `pos`: the message is removed.
     pub(crate) fn ack(&self, pos: u64, s: State) -> Result<(), AckError> {
-        let l = &self.shared.layout;
-        let r = self.shared.region();
         let last_view = self.unhold(pos);
-        let state = l.state(r, pos);
-        if !s.stale() {
-            // Nobody else can be reading it (no delivery of it was taken back from a reader).
-            // Release: our reads of the payload happen-before the next producer's writes (its
-            // Acquire load of FREE).
-            let free = State::new(FREE, pos + l.capacity as u64, 0, 0);
-            if state
-                .compare_exchange(s.0, free.0, Ordering::Release, Ordering::Acquire)
-                .is_ok()
-            {
+        match work::ack(&self.shared.cells(), pos, s, self.index, last_view) {
+            Ok(Acked::Freed) => {
                 self.freed();
-                return Ok(());
+                Ok(())
             }
-        } else {
-            // Others that lost this message to its deadline may still read it: mark it
-            // acknowledged, and free it only once none does.
-            let acked = State::new(ACKED, pos, 0, 0).with_stale(true);
-            // SeqCst: see `release_stale`.
-            if state
-                .compare_exchange(s.0, acked.0, Ordering::SeqCst, Ordering::Acquire)
-                .is_ok()
-            {
-                let stale = r.u64_at(l.slot(pos) + SLOT_STALE);
-                let me = 1u64 << self.index;
-                // SeqCst: see `release_stale`. Our own bit (from an older, expired delivery
-                // of this message) goes if this was our last view of it.
-                let mask = if last_view {
-                    stale.fetch_and(!me, Ordering::SeqCst) & !me
-                } else {
-                    stale.load(Ordering::SeqCst)
-                };
-                if mask == 0 {
-                    free_acked(r, l, acked);
-                }
+            Ok(Acked::Held) => Ok(()),
+            Err(work::Expired) => {
+                // Our stale bit, if any, was let go by the ring: that may have freed the slot.
                 self.freed();
-                return Ok(());
+                Err(AckError::Expired)
             }
         }
-        // Taken back: a scanner registered us as a reader; we no longer read it. (Acquire on
-        // the failed CAS: the scanner's bit, set before its take-back, is visible.)
-        if last_view {
-            release_stale(l, r, pos, self.index);
-        }
-        Err(AckError::Expired)
     }
 
     /// Hands delivery `s` of `pos` back to the queue. `undo` takes back the delivery count
     /// (a prefetched message the application never saw).
     pub(crate) fn nack(&self, pos: u64, s: State, undo: bool) -> Result<(), AckError> {
-        let l = &self.shared.layout;
-        let r = self.shared.region();
         // A prefetched claim (`undo`) was never handed out: no view to count.
         let last_view = !undo && self.unhold(pos);
-        let count = if undo {
-            s.count().saturating_sub(1)
-        } else {
-            s.count()
-        };
-        let back = State::new(READY, pos, 0, count).with_stale(s.stale());
-        // Release: our reads of the payload are done before another consumer claims it.
-        let handed_back = l
-            .state(r, pos)
-            .compare_exchange(s.0, back.0, Ordering::Release, Ordering::Acquire)
-            .is_ok();
-        if last_view && (!handed_back || s.stale()) {
-            // Registered as a reader by a take-back (of this or an older delivery): we no
-            // longer read it.
-            release_stale(l, r, pos, self.index);
-        }
-        if !handed_back {
+        if work::nack(&self.shared.cells(), pos, s, self.index, undo, last_view).is_err() {
+            // Our stale bit, if any, was let go: that may have freed the slot.
+            self.freed();
             return Err(AckError::Expired);
         }
         self.shared.count(CTRL_RETURNED, 1);
-        barrier::light();
-        // Relaxed: ordered by the barrier (sleepers use the heavy one).
-        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_consumers(1);
-        }
+        self.shared.ring_news();
         Ok(())
     }
 
@@ -747,14 +615,10 @@ impl ConsumerCore {
         }
     }
 
+    /// A slot was freed: the room doorbell.
     #[inline]
     fn freed(&self) {
-        let r = self.shared.region();
-        barrier::light();
-        // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-        if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_producers();
-        }
+        self.shared.ring_room();
     }
 
     #[cold]
@@ -766,10 +630,6 @@ impl ConsumerCore {
                 return Ok(g);
             }
         }
-        let r = self.shared.region();
-        let ready = r.u32_at(CTRL_READY);
-        let waiters = r.u64_at(CTRL_READY_WAITERS);
-        let bit = 1u64 << self.index;
         let mut spins = 0u32;
         loop {
             if let g @ Got::Message(..) = self.try_once()? {
@@ -791,48 +651,19 @@ impl ConsumerCore {
                 continue;
             }
             let nap = deadline.map_or(SCAN_INTERVAL, |d| (d - now).min(SCAN_INTERVAL));
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = ready.load(Ordering::Acquire);
-            // SeqCst, with the heavy barrier: a producer that publishes after our check below
-            // sees our bit (its light barrier pairs with ours).
-            waiters.fetch_or(bit, Ordering::SeqCst);
-            let nap = barrier::heavy(nap);
-            let got = self.try_once();
-            if !matches!(got, Ok(Got::Nothing)) {
-                waiters.fetch_and(!bit, Ordering::SeqCst);
+            // Sleep until news (the news doorbell: a producer publishes, then rings),
+            // rechecking once announced.
+            let got = self
+                .shared
+                .layout
+                .news_bell(self.shared.region())
+                .sleep_unless(self.index, nap, || match self.try_once() {
+                    Ok(Got::Nothing) => None,
+                    got => Some(got),
+                });
+            if let Some(got) = got {
                 return got;
             }
-            futex::wait(ready, seen, nap);
-            waiters.fetch_and(!bit, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Consumer `o` no longer reads `pos` (it let go of a delivery it lost to the deadline, or
-/// died): clears its reader bit, and frees the slot if it was acknowledged and nobody else
-/// still reads it.
-///
-/// Reader bits are set only by scanners (under the claim lock), when they take back an OPEN
-/// delivery of a live owner: bit first, then the CAS to READY with the STALE flag; the owner's
-/// failed CAS (Acquire) then sees its bit. Ordering of the release (all SeqCst): an acker of a
-/// STALE-flagged message CASes it to ACKED, then loads the bits; a reader letting go clears its
-/// bit, then loads the state. Whichever runs second sees the other's write, so an acker never
-/// frees a slot a registered reader still reads, and at least one side frees an acknowledged
-/// slot once the last reader is gone (the free is a CAS: at most one succeeds).
-fn release_stale(l: &QueueLayout, r: &crate::shm::Region, pos: u64, o: usize) {
-    if o >= MAX_QUEUE_PARTICIPANTS {
-        return;
-    }
-    let word = r.u64_at(l.slot(pos) + SLOT_STALE);
-    // SeqCst: see above.
-    if word.load(Ordering::SeqCst) & 1 << o == 0 {
-        return;
-    }
-    let left = word.fetch_and(!(1 << o), Ordering::SeqCst) & !(1 << o);
-    if left == 0 {
-        let acked = State::new(ACKED, pos, 0, 0).with_stale(true);
-        if l.state(r, pos).load(Ordering::SeqCst) == acked.0 {
-            free_acked(r, l, acked);
         }
     }
 }

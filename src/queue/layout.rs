@@ -1,14 +1,19 @@
-//! The byte layout of a queue segment, every offset named, and the slot state word.
+//! The byte layout of a queue segment: every offset named, built in order from named sizes,
+//! with compile-time checks that fields do not overlap and sit on the cache lines said here.
+//! The slot state word and its transitions are [`crate::ring::work`]'s.
 //!
 //! ```text
 //! 0      segment header (256 B, see shm::header)
-//! 256    control block (768 B)
+//! 256    control block (768 B), in 128-byte blocks (two cache lines each: the CPU's adjacent-
+//!        line prefetch pairs lines, so writers of different blocks never share a pair)
 //!   +0    tail          u64  next position to reserve (moved under `append`)
 //!   +8    append        u64  append lock: 0, or the holder's owner word
+//!         (written by producers at every message)
 //!   +128  cursor        u64  next position to deliver for the first time (moved under `claim`)
 //!   +136  claim         u64  claim lock: 0, or the holder's owner word
 //!   +144  head          u64  every position below is acknowledged (moved under `claim`)
 //!   +152  returned      u64  count of messages handed back (nack, drop, expiry): prompts scans
+//!         (written by consumers at every claim)
 //!   +256  dead_lettered u64  messages moved to the dead-letter queue
 //!   +264  dropped       u64  messages dropped: past max deliveries with no dead-letter queue
 //!   +272  redelivered   u64  deliveries beyond a message's first
@@ -20,6 +25,7 @@
 //!   +392  ready_waiters u64  bitmap of consumers (by entry) asleep on `ready`
 //!   +400  room          u32  futex word producers sleep on (bumped by acks)
 //!   +404  ready         u32  futex word consumers sleep on (bumped by producers)
+//!         (two `sync::Doorbell`s: room = room_waiters + room, news = ready_waiters + ready)
 //!         (a sleeper sets its own bit and clears it when it wakes; the bit of a participant
 //!         that died asleep is cleared when its entry is reclaimed, so a crash never leaves
 //!         wakers paying a futex wake per message)
@@ -27,70 +33,166 @@
 //!         only by sleepers, apart from the lines producers and consumers write)
 //!   +512  dlq_len       u64  length of the dead-letter queue's name (0: none)
 //!   +520  dlq_name      200 bytes
-//! 1024   producer table: P entries of 64 B
+//! 1024   producer table: P entries of 64 B (one line each)
 //!   +0    state   u64  0 free, 1 active
 //!   +8    owner   u64  pid << 32 | low 32 bits of start time
 //!   +16   writing u64  position + 1 of the slot it is filling (0: none)
 //! ..     consumer table: C entries of 64 B (state, owner)
-//! ..     slots, 64-aligned: N slots of `stride` bytes
-//!   +0    state    u64  see below
+//! ..     slots, 128-aligned: N slots of `stride` bytes (a multiple of 64)
+//!   +0    state    u64  see ring::work::State
 //!   +8    deadline u64  visibility deadline, CLOCK_MONOTONIC milliseconds (under `claim`)
 //!   +16   stale    u64  bitmap of consumers that lost this delivery to its deadline but may
 //!                       still be reading it (in memory, the slot is not reused until they let go)
 //!   +24   len      u64  payload length
 //!   +32   payload  max_message_size bytes (in-memory queues; durable ones keep it in the log)
+//!         (the state word and the payload's first 32 bytes share a cache line)
 //! ```
 //!
-//! In-memory stride: `round_up(32 + max_message_size, 64)`; durable: 64.
+//! In-memory stride: `round_up(32 + max_message_size, 64)`; durable: 64 (one line).
 //!
-//! The state word: `position (40 bits) << 24 | count (12) << 12 | owner (8) << 4 | stale (1) << 3
-//! | kind (3)`; kinds FREE, WRITING, READY, TAKEN (claimed), OPEN (handed to the application),
-//! ACKED (acknowledged, stale readers left), SKIP (given up). The position names the lap, so a stale compare-and-swap from an earlier lap fails.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The state word ([`State`]): `position (40 bits) << 24 | count (12) << 12 | owner (8) << 4 |
+//! stale (1) << 3 | kind (3)`; kinds FREE, WRITING, READY, TAKEN (claimed), OPEN (handed to the
+//! application), ACKED (acknowledged, stale readers left), SKIP (given up). The position names
+//! the lap, so a stale compare-and-swap from an earlier lap fails.
 
 use crate::error::OpenError;
 use crate::log::LogShape;
+use crate::loom::atomic::{AtomicU64, Ordering};
+use crate::ring::work;
+use crate::shm::entry::{claim_entry, entry_free, free_entry, Members, Table};
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
+use crate::sync::doorbell::{Doorbell, ALL};
 use crate::topic::PayloadKind;
+
+pub use crate::ring::work::{
+    State, ACKED, FREE, MAX_COUNT, OPEN, POS_BITS, READY, SKIP, STALE, TAKEN, WRITING,
+};
+pub use crate::shm::entry::{ACTIVE as ENTRY_ACTIVE, ENTRY_OWNER, ENTRY_STATE};
 
 /// Segment kind of a queue.
 pub const KIND_QUEUE: u32 = 3;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
-/// of another version is refused with [`OpenError::VersionMismatch`].
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// of another version is refused with [`OpenError::VersionMismatch`]. 3: the slot transitions
+/// moved to `ring::work` (same bytes; raised with the layout's rewrite, issue item 5).
+pub const LAYOUT_VERSION: u32 = 3;
 
-pub(crate) const CTRL_TAIL: usize = HEADER_LEN;
-pub(crate) const CTRL_APPEND: usize = HEADER_LEN + 8;
-pub(crate) const CTRL_ROOM_WAITERS: usize = HEADER_LEN + 384;
-pub(crate) const CTRL_ROOM: usize = HEADER_LEN + 400;
-pub(crate) const CTRL_CURSOR: usize = HEADER_LEN + 128;
-pub(crate) const CTRL_CLAIM: usize = HEADER_LEN + 136;
-pub(crate) const CTRL_HEAD: usize = HEADER_LEN + 144;
-pub(crate) const CTRL_RETURNED: usize = HEADER_LEN + 152;
-pub(crate) const CTRL_READY_WAITERS: usize = HEADER_LEN + 392;
-pub(crate) const CTRL_READY: usize = HEADER_LEN + 404;
-pub(crate) const CTRL_DEAD_LETTERED: usize = HEADER_LEN + 256;
-pub(crate) const CTRL_DROPPED: usize = HEADER_LEN + 264;
-pub(crate) const CTRL_REDELIVERED: usize = HEADER_LEN + 272;
-pub(crate) const CTRL_TORN: usize = HEADER_LEN + 280;
-pub(crate) const CTRL_RECOVERED: usize = HEADER_LEN + 288;
-pub(crate) const CTRL_RECOVERIES: usize = HEADER_LEN + 296;
-pub(crate) const CTRL_BOOT: usize = HEADER_LEN + 304;
-pub(crate) const CTRL_DLQ_LEN: usize = HEADER_LEN + 512;
-pub(crate) const CTRL_DLQ_NAME: usize = HEADER_LEN + 520;
-const CTRL_LEN: usize = 768;
-const PRODUCER_TABLE: usize = HEADER_LEN + CTRL_LEN;
-const ENTRY_LEN: usize = 64;
-pub(crate) const PRODUCER_WRITING: usize = 16;
+/// A cache line.
+pub const LINE: usize = 64;
+/// A block of the control area: two lines (adjacent-line prefetch pairs them).
+pub const BLOCK: usize = 2 * LINE;
+const U64: usize = 8;
+const U32: usize = 4;
+
+/// The control block.
+pub const CTRL: usize = HEADER_LEN;
+// Producers' block.
+/// Next position to reserve.
+pub const CTRL_TAIL: usize = CTRL;
+/// The append lock.
+pub const CTRL_APPEND: usize = CTRL_TAIL + U64;
+const CTRL_PRODUCERS_END: usize = CTRL_APPEND + U64;
+// Consumers' block.
+/// Next position to deliver for the first time.
+pub const CTRL_CURSOR: usize = CTRL_TAIL + BLOCK;
+/// The claim lock.
+pub const CTRL_CLAIM: usize = CTRL_CURSOR + U64;
+/// Every position below is acknowledged.
+pub const CTRL_HEAD: usize = CTRL_CLAIM + U64;
+/// Messages handed back (prompts scans).
+pub const CTRL_RETURNED: usize = CTRL_HEAD + U64;
+const CTRL_CONSUMERS_END: usize = CTRL_RETURNED + U64;
+// Counters' block.
+/// Messages moved to the dead-letter queue.
+pub const CTRL_DEAD_LETTERED: usize = CTRL_CURSOR + BLOCK;
+/// Messages dropped past their maximum deliveries.
+pub const CTRL_DROPPED: usize = CTRL_DEAD_LETTERED + U64;
+/// Deliveries beyond a message's first.
+pub const CTRL_REDELIVERED: usize = CTRL_DROPPED + U64;
+/// Records found torn or corrupt.
+pub const CTRL_TORN: usize = CTRL_REDELIVERED + U64;
+/// Messages found waiting by the last recovery.
+pub const CTRL_RECOVERED: usize = CTRL_TORN + U64;
+/// Recoveries run.
+pub const CTRL_RECOVERIES: usize = CTRL_RECOVERED + U64;
+/// Hash of the boot id the segment was last recovered under.
+pub const CTRL_BOOT: usize = CTRL_RECOVERIES + U64;
+const CTRL_COUNTERS_END: usize = CTRL_BOOT + U64;
+// Sleepers' block.
+/// Bitmap of producers asleep on `room`.
+pub const CTRL_ROOM_WAITERS: usize = CTRL_DEAD_LETTERED + BLOCK;
+/// Bitmap of consumers asleep on `ready`.
+pub const CTRL_READY_WAITERS: usize = CTRL_ROOM_WAITERS + U64;
+/// Futex word producers sleep on.
+pub const CTRL_ROOM: usize = CTRL_READY_WAITERS + U64;
+/// Futex word consumers sleep on.
+pub const CTRL_READY: usize = CTRL_ROOM + U32;
+const CTRL_SLEEPERS_END: usize = CTRL_READY + U32;
+// Dead-letter queue's name.
+/// Length of the dead-letter queue's name (0: none).
+pub const CTRL_DLQ_LEN: usize = CTRL_ROOM_WAITERS + BLOCK;
+/// The dead-letter queue's name.
+pub const CTRL_DLQ_NAME: usize = CTRL_DLQ_LEN + U64;
+/// Longest dead-letter queue name.
+pub const DLQ_NAME_CAP: usize = 200;
+const CTRL_DLQ_END: usize = CTRL_DLQ_NAME + DLQ_NAME_CAP;
+/// Bytes of the control block.
+pub const CTRL_LEN: usize = 6 * BLOCK;
+/// The producer table.
+pub const PRODUCER_TABLE: usize = CTRL + CTRL_LEN;
+/// Bytes of a producer or consumer entry.
+pub const ENTRY_LEN: usize = LINE;
+/// A producer entry's `writing` word (after the entry's state and owner words).
+pub const PRODUCER_WRITING: usize = ENTRY_OWNER + U64;
+/// Alignment of the slots.
+pub const SLOTS_ALIGN: usize = BLOCK;
 
 /// Slot field offsets.
-pub(crate) const SLOT_STATE: usize = 0;
-pub(crate) const SLOT_DEADLINE: usize = 8;
-pub(crate) const SLOT_STALE: usize = 16;
-pub(crate) const SLOT_LEN: usize = 24;
+pub const SLOT_STATE: usize = 0;
+/// Visibility deadline.
+pub const SLOT_DEADLINE: usize = SLOT_STATE + U64;
+/// Stale-reader bitmap.
+pub const SLOT_STALE: usize = SLOT_DEADLINE + U64;
+/// Payload length.
+pub const SLOT_LEN: usize = SLOT_STALE + U64;
 /// Bytes of slot header before an in-memory payload.
-pub const SLOT_HEADER: usize = 32;
+pub const SLOT_HEADER: usize = SLOT_LEN + U64;
+/// Stride of a durable queue's slots (no payload: it is in the log).
+pub const DURABLE_STRIDE: usize = LINE;
+
+// Each block holds its fields and starts a pair of lines; the blocks follow one another.
+const _: () = assert!(CTRL % BLOCK == 0 && CTRL_CURSOR % BLOCK == 0);
+const _: () = assert!(CTRL_DEAD_LETTERED % BLOCK == 0 && CTRL_ROOM_WAITERS % BLOCK == 0);
+const _: () = assert!(CTRL_DLQ_LEN % BLOCK == 0);
+const _: () = assert!(CTRL_PRODUCERS_END <= CTRL_CURSOR);
+const _: () = assert!(CTRL_CONSUMERS_END <= CTRL_DEAD_LETTERED);
+const _: () = assert!(CTRL_COUNTERS_END <= CTRL_ROOM_WAITERS);
+const _: () = assert!(CTRL_SLEEPERS_END <= CTRL_DLQ_LEN);
+const _: () = assert!(CTRL_DLQ_END <= PRODUCER_TABLE);
+// The futex words are 4-aligned, the rest 8-aligned.
+const _: () = assert!(CTRL_ROOM % U32 == 0 && CTRL_READY % U32 == 0 && CTRL_DLQ_NAME % U64 == 0);
+// The tables start on lines; an entry is one line.
+const _: () = assert!(PRODUCER_TABLE % BLOCK == 0 && ENTRY_LEN == LINE);
+const _: () = assert!(PRODUCER_WRITING + U64 <= ENTRY_LEN);
+// A slot's header fits its first line, with the payload's start (32-aligned).
+const _: () = assert!(SLOT_HEADER <= LINE && SLOT_HEADER % 32 == 0);
+const _: () = assert!(DURABLE_STRIDE >= SLOT_HEADER && DURABLE_STRIDE % LINE == 0);
+// The stale bitmap has a bit per consumer, and the count field holds every allowed count.
+const _: () = assert!(MAX_QUEUE_PARTICIPANTS <= work::MAX_OWNERS);
+const _: () = assert!(MAX_DELIVERIES < MAX_COUNT);
+
+/// Offset of the slots of a queue with `producers` and `consumers` entries.
+pub const fn slots_offset(producers: usize, consumers: usize) -> usize {
+    (PRODUCER_TABLE + (producers + consumers) * ENTRY_LEN).next_multiple_of(SLOTS_ALIGN)
+}
+
+/// Bytes of a slot of a queue of messages up to `max_message_size` bytes.
+pub const fn stride(max_message_size: usize, durable: bool) -> usize {
+    if durable {
+        DURABLE_STRIDE
+    } else {
+        (SLOT_HEADER + max_message_size).next_multiple_of(LINE)
+    }
+}
 
 /// Largest capacity (slots) of a queue.
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
@@ -100,81 +202,6 @@ pub const MAX_QUEUE_MESSAGE: usize = 16 << 20;
 pub const MAX_QUEUE_PARTICIPANTS: usize = 64;
 /// Most deliveries [`crate::QueueBuilder::max_deliveries`] may allow (the count field's range).
 pub const MAX_DELIVERIES: u32 = 4000;
-/// Longest dead-letter queue name.
-pub(crate) const DLQ_NAME_CAP: usize = 200;
-
-// State word kinds.
-pub(crate) const FREE: u64 = 0;
-pub(crate) const WRITING: u64 = 1;
-pub(crate) const READY: u64 = 2;
-pub(crate) const TAKEN: u64 = 3;
-pub(crate) const ACKED: u64 = 4;
-pub(crate) const SKIP: u64 = 5;
-pub(crate) const OPEN: u64 = 6;
-pub(crate) const STALE: u64 = 1 << 3;
-const POS_BITS: u32 = 40;
-const POS_MASK: u64 = (1 << POS_BITS) - 1;
-
-/// A decoded slot state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct State(pub u64);
-
-impl State {
-    #[inline]
-    pub(crate) fn new(kind: u64, pos: u64, owner: usize, count: u32) -> State {
-        State(
-            (pos & POS_MASK) << 24
-                | (u64::from(count) & 0xfff) << 12
-                | (owner as u64 & 0xff) << 4
-                | kind,
-        )
-    }
-    #[inline]
-    pub(crate) fn kind(self) -> u64 {
-        self.0 & 7
-    }
-    #[inline]
-    pub(crate) fn stale(self) -> bool {
-        self.0 & STALE != 0
-    }
-    #[inline]
-    pub(crate) fn owner(self) -> usize {
-        ((self.0 >> 4) & 0xff) as usize
-    }
-    #[inline]
-    pub(crate) fn count(self) -> u32 {
-        ((self.0 >> 12) & 0xfff) as u32
-    }
-    /// Whether the state is about position `pos` (its lap).
-    #[inline]
-    pub(crate) fn is_for(self, pos: u64) -> bool {
-        self.0 >> 24 == pos & POS_MASK
-    }
-    /// Whether the state is about a position after `pos` (a later lap of the slot: position
-    /// `pos` is done with, whatever happened since).
-    #[inline]
-    pub(crate) fn is_after(self, pos: u64) -> bool {
-        let d = (self.0 >> 24).wrapping_sub(pos & POS_MASK) & POS_MASK;
-        d != 0 && d < 1 << (POS_BITS - 1)
-    }
-    #[inline]
-    pub(crate) fn with_kind(self, kind: u64) -> State {
-        State(self.0 & !7 | kind)
-    }
-    /// Whether the state is a delivery (TAKEN, or OPEN: handed to the application).
-    #[inline]
-    pub(crate) fn is_delivered(self) -> bool {
-        matches!(self.kind(), TAKEN | OPEN)
-    }
-    #[inline]
-    pub(crate) fn with_stale(self, stale: bool) -> State {
-        State(if stale {
-            self.0 | STALE
-        } else {
-            self.0 & !STALE
-        })
-    }
-}
 
 /// Whether a segment is durable, and the payload kind, packed in one config word.
 fn flags(durable: bool, kind: PayloadKind) -> u64 {
@@ -239,13 +266,9 @@ impl QueueLayout {
         if durable && !(1..=1 << 24).contains(&log_records) {
             return bad(format!("{log_records} records per log segment"));
         }
-        let stride = if durable {
-            64
-        } else {
-            (SLOT_HEADER + max_message_size).next_multiple_of(64)
-        };
+        let stride = stride(max_message_size, durable);
         let consumer_table = PRODUCER_TABLE + producers * ENTRY_LEN;
-        let slots = (consumer_table + consumers * ENTRY_LEN).next_multiple_of(128);
+        let slots = slots_offset(producers, consumers);
         let Some(len) = capacity
             .checked_mul(stride)
             .and_then(|b| b.checked_add(slots))
@@ -335,29 +358,164 @@ impl QueueLayout {
         PRODUCER_TABLE + i * ENTRY_LEN
     }
 
-    #[inline]
-    pub(crate) fn consumer_entry(&self, i: usize) -> usize {
-        self.consumer_table + i * ENTRY_LEN
-    }
-
     /// Offset of the slot of position `pos`.
     #[inline]
     pub(crate) fn slot(&self, pos: u64) -> usize {
         self.slots + (pos as usize & (self.capacity - 1)) * self.stride
     }
 
-    /// The slot state word of position `pos`.
+    /// The work ring's cells in region `r` (a segment of this layout).
     #[inline]
-    pub(crate) fn state<'r>(&self, r: &'r Region, pos: u64) -> &'r AtomicU64 {
-        r.u64_at(self.slot(pos) + SLOT_STATE)
+    pub(crate) fn cells<'a>(&'a self, r: &'a Region) -> WorkCells<'a> {
+        WorkCells { r, l: self }
+    }
+}
+
+/// The two member tables of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The producer table.
+    Producer,
+    /// The consumer table.
+    Consumer,
+}
+
+impl Members for QueueLayout {
+    type Role = Role;
+    const ROLES: [Role; 2] = [Role::Producer, Role::Consumer];
+
+    fn table(&self, role: Role) -> Table {
+        match role {
+            Role::Producer => Table {
+                base: PRODUCER_TABLE,
+                stride: ENTRY_LEN,
+                len: self.producers,
+                role: "producer",
+            },
+            Role::Consumer => Table {
+                base: self.consumer_table,
+                stride: ENTRY_LEN,
+                len: self.consumers,
+                role: "consumer",
+            },
+        }
     }
 
-    /// Writes FREE(i) into every slot of a new segment, so position i's slot is free for lap 0.
-    pub(crate) fn init_slots(&self, r: &Region) {
-        for i in 0..self.capacity as u64 {
-            // Relaxed: the segment is not published yet.
-            self.state(r, i)
-                .store(State::new(FREE, i, 0, 0).0, Ordering::Relaxed);
+    /// A durable queue's segment is kept when its last member leaves (the next open recovers
+    /// it); an in-memory queue's goes.
+    fn outlives_members(&self) -> bool {
+        self.durable
+    }
+
+    /// A producer leaves a position it reserved and never published (given up: SKIP) and its
+    /// bit in the room doorbell. A consumer leaves deliveries (back to the queue, their count
+    /// kept: a delivery to a consumer that died counts), stale-reader bits (an acknowledged slot
+    /// it was the last reader of is freed) and its bit in the news doorbell.
+    fn release(&self, r: &Region, role: Role, i: usize) {
+        let cells = self.cells(r);
+        match role {
+            Role::Producer => {
+                work::producer_died(&cells, i);
+                self.room_bell(r).forget(i);
+            }
+            Role::Consumer => {
+                let (mut returned, mut freed) = (0, false);
+                for slot in 0..self.capacity {
+                    let (back, free) = work::consumer_died(&cells, slot, i);
+                    returned += u64::from(back);
+                    freed |= free;
+                }
+                if returned > 0 {
+                    // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
+                    r.u64_at(CTRL_RETURNED)
+                        .fetch_add(returned, Ordering::Relaxed);
+                }
+                if freed {
+                    self.room_bell(r).ring(ALL);
+                }
+                self.news_bell(r).forget(i);
+            }
         }
+    }
+
+    /// As the default, and a producer's `writing` word starts at 0 (published by the entry's
+    /// Release claim): a stale one must not make a consumer take the new producer for the
+    /// filler of an old reservation.
+    fn join(&self, r: &Region, role: Role) -> Result<usize, OpenError> {
+        let t = self.table(role);
+        let i = (0..t.len)
+            .find(|&i| entry_free(r, t.entry(i)))
+            .ok_or(OpenError::NoFreeEntry {
+                role: t.role,
+                max: t.len,
+            })?;
+        if role == Role::Producer {
+            work::producer_joined(&self.cells(r), i);
+        }
+        claim_entry(r, t.entry(i));
+        Ok(i)
+    }
+}
+
+impl QueueLayout {
+    /// The doorbell consumers sleep on, waiting for a message (rung by producers after a
+    /// publish, by consumers after a nack).
+    pub(crate) fn news_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_READY, CTRL_READY_WAITERS)
+    }
+
+    /// The doorbell producers sleep on, waiting for room (rung when a slot is freed).
+    pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
+        Doorbell::at(r, CTRL_ROOM, CTRL_ROOM_WAITERS)
+    }
+
+    /// Every entry of both tables is freed, whatever its state word says, after its member's
+    /// leftovers are released: no participant is alive (recovery, under the segment lock).
+    pub(crate) fn free_every_entry(&self, r: &Region) {
+        for role in Self::ROLES {
+            let t = self.table(role);
+            for i in 0..t.len {
+                if !entry_free(r, t.entry(i)) {
+                    self.release(r, role, i);
+                    free_entry(r, t.entry(i));
+                }
+            }
+        }
+    }
+}
+
+/// The cells of a queue segment's work ring ([`crate::ring::work::Cells`]).
+pub(crate) struct WorkCells<'a> {
+    r: &'a Region,
+    l: &'a QueueLayout,
+}
+
+impl work::Cells for WorkCells<'_> {
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.l.capacity as u64 - 1
+    }
+    #[inline]
+    fn state(&self, slot: usize) -> &AtomicU64 {
+        self.r
+            .u64_at(self.l.slots + slot * self.l.stride + SLOT_STATE)
+    }
+    #[inline]
+    fn deadline(&self, slot: usize) -> &AtomicU64 {
+        self.r
+            .u64_at(self.l.slots + slot * self.l.stride + SLOT_DEADLINE)
+    }
+    #[inline]
+    fn stale(&self, slot: usize) -> &AtomicU64 {
+        self.r
+            .u64_at(self.l.slots + slot * self.l.stride + SLOT_STALE)
+    }
+    #[inline]
+    fn tail(&self) -> &AtomicU64 {
+        self.r.u64_at(CTRL_TAIL)
+    }
+    #[inline]
+    fn writing(&self, p: usize) -> Option<&AtomicU64> {
+        (p < self.l.producers).then(|| self.r.u64_at(self.l.producer_entry(p) + PRODUCER_WRITING))
     }
 }

@@ -47,8 +47,9 @@ use crate::shm::{Backing, OpenMode, Root};
 use crate::topic::{Payload, MAX_ALIGN};
 use consumer::{ConsumerCore, DlqOpener};
 use layout::QueueLayout;
+use layout::Role;
 use producer::ProducerCore;
-use shared::{LogDir, QueueShared, Role};
+use shared::{LogDir, QueueShared};
 
 /// Target size of a durable queue's log segment files.
 const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;

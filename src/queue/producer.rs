@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::layout::Role;
 use super::layout::*;
-use super::shared::{QueueShared, Role};
+use super::shared::QueueShared;
 use super::FullPolicy;
 use crate::error::{OpenError, SendError};
 use crate::log::{LogSegment, SyncPolicy};
-use crate::sync::{barrier, futex, lock, ProcessId};
+use crate::ring::work;
+use crate::sync::{lock, ProcessId};
 use crate::topic::{Bytes, Payload};
 
 /// Sends messages to a queue. Made by [`crate::QueueBuilder::producer`].
@@ -150,7 +152,6 @@ pub(crate) struct ProducerCore {
     max_payload: usize,
     /// Remembers an append lock found stuck (see [`lock::Waiter`]).
     append_waiter: lock::Waiter,
-    asymmetric: bool,
     sent: u64,
     last_written: Option<u64>,
 }
@@ -187,7 +188,6 @@ impl ProducerCore {
             full,
             spin,
             durable,
-            asymmetric: barrier::asymmetric(),
             sent: 0,
             last_written: None,
         }
@@ -210,50 +210,14 @@ impl ProducerCore {
     /// append lock stays held by a live process (stopped inside it, or a corrupt word).
     #[inline]
     fn try_reserve(&self) -> Result<Option<u64>, SendError> {
-        let l = &self.shared.layout;
         let r = self.shared.region();
         let append = r.u64_at(CTRL_APPEND);
         if !self.append_waiter.lock(append, self.me) {
             return Err(SendError::Busy);
         }
-        // Relaxed: under the append lock, which orders it with the last holder's store.
-        let mut tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
-        let mut state = l.state(r, tail);
-        let mut passed = 0;
-        loop {
-            // Acquire: pairs with the Release that freed the slot (an ack), so every read of the
-            // previous message happened before we overwrite it.
-            let s = State(state.load(Ordering::Acquire));
-            if s == State::new(FREE, tail, 0, 0) {
-                break;
-            }
-            let done_with = s.is_after(tail) || (s.is_for(tail) && s.kind() != FREE);
-            if !done_with || passed == l.capacity {
-                // Still holding a message of the previous lap: full.
-                lock::unlock(append);
-                return Ok(None);
-            }
-            // Already reserved for this lap (or even consumed and freed): a holder of the lock
-            // died after marking the slot and before moving the tail. Move past it. (Wrapping:
-            // a corrupt tail must not overflow; its state words then never match.)
-            tail = tail.wrapping_add(1);
-            passed += 1;
-            r.u64_at(CTRL_TAIL).store(tail, Ordering::Relaxed);
-            state = l.state(r, tail);
-        }
-        // Relaxed: ordered before the WRITING store by its Release.
-        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
-            .store(tail.wrapping_add(1), Ordering::Relaxed);
-        // Release: a consumer that sees WRITING (Acquire) and judges this producer also sees
-        // its `writing` word naming the position, so a live producer is never judged gone.
-        state.store(
-            State::new(WRITING, tail, self.index, 0).0,
-            Ordering::Release,
-        );
-        r.u64_at(CTRL_TAIL)
-            .store(tail.wrapping_add(1), Ordering::Relaxed);
+        let reserved = work::reserve(&self.shared.cells(), self.index);
         lock::unlock(append);
-        Ok(Some(tail))
+        Ok(reserved)
     }
 
     /// Durable queues: maps (creating if needed) the log segment of `pos`.
@@ -291,10 +255,6 @@ impl ProducerCore {
     fn wait_for_room(&mut self, timeout: Duration) -> Result<u64, SendError> {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
-        let r = self.shared.region();
-        let room = r.u32_at(CTRL_ROOM);
-        let waiters = r.u64_at(CTRL_ROOM_WAITERS);
-        let bit = 1u64 << self.index;
         let mut next_reclaim = start + lock::CHECK_INTERVAL;
         let (mut polls, mut backoff) = (0u32, 1u32);
         let oversubscribed = self.shared.oversubscribed();
@@ -333,19 +293,20 @@ impl ProducerCore {
             let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
                 (d - now).min(lock::CHECK_INTERVAL)
             });
-            // Acquire: a later value means a wake we must not sleep through.
-            let seen = room.load(Ordering::Acquire);
-            // SeqCst, with the barrier: an acker that frees a slot after our check below sees
-            // our bit (its light barrier pairs with our heavy one).
-            waiters.fetch_or(bit, Ordering::SeqCst);
-            let nap = barrier::heavy(nap);
-            let reserved = self.try_reserve();
-            if !matches!(reserved, Ok(None)) {
-                waiters.fetch_and(!bit, Ordering::SeqCst);
-                return reserved.map(|pos| pos.expect("not None"));
+            // Sleep until a slot is freed (the room doorbell: an acknowledger frees, then rings),
+            // rechecking the tail once announced.
+            let shared = &self.shared;
+            let reserved = shared.layout.room_bell(shared.region()).sleep_unless(
+                self.index,
+                nap,
+                || match self.try_reserve() {
+                    Ok(None) => None,
+                    got => Some(got),
+                },
+            );
+            if let Some(got) = reserved {
+                return got.map(|pos| pos.expect("not None"));
             }
-            futex::wait(room, seen, nap);
-            waiters.fetch_and(!bit, Ordering::SeqCst);
             let now = Instant::now();
             if now >= next_reclaim {
                 // A consumer that died holding the oldest message frees it only once reclaimed.
@@ -417,36 +378,15 @@ impl ProducerCore {
                 }
             }
         }
-        // Relaxed: published by the Release CAS to READY below.
+        // Relaxed: published by the ring's Release CAS to READY below.
         r.u64_at(l.slot(pos) + SLOT_LEN)
             .store(len as u64, Ordering::Relaxed);
-        // Release: the payload and length are visible to the consumer that Acquire-loads READY.
-        // A CAS from our exact WRITING word, never a store: if the queue judged us gone and
-        // passed the position over, the slot may belong to the next lap already.
-        let published = l
-            .state(r, pos)
-            .compare_exchange(
-                State::new(WRITING, pos, self.index, 0).0,
-                State::new(READY, pos, 0, 0).0,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok();
-        // Relaxed: our own bookkeeping for the reclaim of a dead producer, which CASes the
-        // state (no longer our WRITING word, so it will not match).
-        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
-            .store(0, Ordering::Relaxed);
-        if !published {
+        if work::publish(&self.shared.cells(), pos, self.index).is_err() {
             return Err(self.reclaimed(pos));
         }
         self.sent += 1;
-        barrier::light_as(self.asymmetric);
-        // Relaxed: ordered after the publication by the barrier (a sleeping consumer's heavy
-        // barrier pairs with it).
-        let waiters = r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed);
-        if waiters != 0 {
-            self.shared.wake_consumers(1);
-        }
+        // The news doorbell: published, then ring.
+        self.shared.ring_news();
         self.last_written = Some(pos);
         if let Some(Durable {
             flusher: Some(f), ..
@@ -503,23 +443,9 @@ impl ProducerCore {
 
     /// Gives up reserved position `pos` without a message: consumers skip it.
     pub(crate) fn abandon(&mut self, pos: u64) {
-        let l = &self.shared.layout;
-        let r = self.shared.region();
-        // Release: consumers that see SKIP free the slot; nothing was written they could read.
-        // A CAS from our WRITING word: a position already passed over is left to its new lap.
-        let _ = l.state(r, pos).compare_exchange(
-            State::new(WRITING, pos, self.index, 0).0,
-            State::new(SKIP, pos, 0, 0).0,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        r.u64_at(l.producer_entry(self.index) + PRODUCER_WRITING)
-            .store(0, Ordering::Relaxed);
-        barrier::light_as(self.asymmetric);
-        // Relaxed: as in `publish`.
-        if r.u64_at(CTRL_READY_WAITERS).load(Ordering::Relaxed) != 0 {
-            self.shared.wake_consumers(1);
-        }
+        work::abandon(&self.shared.cells(), pos, self.index);
+        // A consumer waiting at this position passes it now.
+        self.shared.ring_news();
     }
 
     /// Reserves, encodes with `encode` into the payload area, and publishes.

@@ -13,12 +13,10 @@ use std::time::Instant;
 use super::layout::*;
 use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
-use crate::shm::entry::{
-    abandon_entry, claim_entry, entry_active, entry_alive, entry_free, entry_live, find_free,
-    free_entry, ENTRY_OWNER,
-};
+use crate::ring::work::{self, Recorded, Reset};
+use crate::shm::entry::{self, entry_active, Members};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
-use crate::sync::{futex, ProcessId};
+use crate::sync::doorbell::ALL;
 
 /// One mapped queue segment, its validated layout, and (durable) its log.
 pub(crate) struct QueueShared {
@@ -83,7 +81,7 @@ impl SegmentSpec for Spec<'_> {
 
     fn init(&self, r: &Region) -> Result<(), OpenError> {
         self.layout.header(self.ty.clone()).write(r)?;
-        self.layout.init_slots(r);
+        work::init(&self.layout.cells(r));
         let name = self.dlq.unwrap_or("").as_bytes();
         // Relaxed, every store here: the segment is published later with Release.
         r.u64_at(CTRL_DLQ_LEN)
@@ -154,7 +152,7 @@ impl SegmentSpec for Spec<'_> {
         if l.durable && r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot_hash() {
             return false;
         }
-        any_live(r, &l)
+        l.any_live(r)
     }
 
     fn durable(&self) -> bool {
@@ -170,13 +168,6 @@ impl SegmentSpec for Spec<'_> {
         let log = dir.open(&l)?;
         recover(r, &l, &log)
     }
-}
-
-/// Which table to join.
-#[derive(Clone, Copy)]
-pub(crate) enum Role {
-    Producer,
-    Consumer,
 }
 
 impl QueueShared {
@@ -212,8 +203,8 @@ impl QueueShared {
             // The log takes the joined ring's shape, before we join (an error leaves nothing
             // registered).
             let log = log.map(|d| d.open(&layout)).transpose()?;
-            reclaim_dead(r, &layout);
-            let index = join(r, &layout, role)?;
+            layout.reclaim_dead(r);
+            let index = layout.join(r, role)?;
             Ok((layout, index, log))
         })?;
         Ok((
@@ -249,58 +240,39 @@ impl QueueShared {
     }
 
     /// Leaves entry `i` of `role`. A producer's unfinished write is skipped; a consumer's
-    /// deliveries are handed back. An in-memory queue's segment is removed when nobody live is
-    /// left; a durable one stays.
+    /// deliveries are handed back (see `Members::release` for [`QueueLayout`]). An in-memory
+    /// queue's segment is removed when nobody live is left; a durable one stays.
     pub(crate) fn leave(&self, role: Role, i: usize) {
-        let l = &self.layout;
-        let off = match role {
-            Role::Producer => l.producer_entry(i),
-            Role::Consumer => l.consumer_entry(i),
-        };
-        self.seg.leave(
-            |r| {
-                // An entry reclaimed meanwhile (we were judged gone) may be another process's
-                // now: only our own is freed.
-                // Relaxed: the owner word is written under the lock we hold.
-                let ours = entry_active(r, off)
-                    && r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)
-                        == ProcessId::current().pack();
-                if ours {
-                    match role {
-                        Role::Producer => free_producer(r, l, i),
-                        Role::Consumer => free_consumer(r, l, i),
-                    }
-                }
-                !l.durable && !any_live(r, l)
-            },
-            |r| abandon_entry(r, off),
-        );
+        entry::leave(&self.seg, &self.layout, role, i);
     }
 
-    /// Whether producer `p` is registered to a live process whose `writing` word is `pos + 1`.
-    pub(crate) fn producer_writing(&self, p: usize, pos: u64) -> bool {
-        let r = self.region();
-        let l = &self.layout;
-        if p >= l.producers {
-            return false;
-        }
-        let off = l.producer_entry(p);
-        // Relaxed: a judgement on a slow path; the slot CAS that follows decides.
-        entry_live(r, off) && r.u64_at(off + PRODUCER_WRITING).load(Ordering::Relaxed) == pos + 1
+    /// Whether producer `p` is registered to a live process.
+    pub(crate) fn producer_live(&self, p: usize) -> bool {
+        self.member_live(Role::Producer, p)
+    }
+
+    /// Whether member `i` of `role` is registered to a live process.
+    fn member_live(&self, role: Role, i: usize) -> bool {
+        let t = self.layout.table(role);
+        i < t.len && t.is_live(self.region(), i)
+    }
+
+    /// The work ring's cells.
+    #[inline]
+    pub(crate) fn cells(&self) -> WorkCells<'_> {
+        self.layout.cells(self.region())
     }
 
     /// Whether consumer `c` is registered to a live process.
     pub(crate) fn consumer_live(&self, c: usize) -> bool {
-        c < self.layout.consumers && entry_live(self.region(), self.layout.consumer_entry(c))
+        self.member_live(Role::Consumer, c)
     }
 
     /// Frees the entries of dead participants (handing back what they held), if the segment lock
     /// is free now.
     #[cold]
     pub(crate) fn reclaim_dead(&self) {
-        if let Some(_guard) = self.seg.try_lock() {
-            reclaim_dead(self.region(), &self.layout);
-        }
+        entry::reclaim_dead_now(&self.seg, &self.layout);
     }
 
     /// Whether more producers and consumers are registered than this machine has CPUs: then
@@ -310,32 +282,28 @@ impl QueueShared {
         static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         let cpus = *CPUS.get_or_init(online_cpus);
         let r = self.region();
-        let l = &self.layout;
-        let active = (0..l.producers)
-            .filter(|&p| entry_active(r, l.producer_entry(p)))
-            .count()
-            + (0..l.consumers)
-                .filter(|&c| entry_active(r, l.consumer_entry(c)))
-                .count();
+        let active: usize = QueueLayout::ROLES
+            .iter()
+            .map(|&role| {
+                let t = self.layout.table(role);
+                (0..t.len).filter(|&i| entry_active(r, t.entry(i))).count()
+            })
+            .sum();
         active > cpus
     }
 
-    /// Wakes sleeping consumers (a message was published or handed back).
-    #[cold]
-    pub(crate) fn wake_consumers(&self, n: u32) {
-        let w = self.region().u32_at(CTRL_READY);
-        // SeqCst: a consumer that read the old value before sleeping gets EAGAIN or the wake.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake(w, n);
+    /// After a message was published or handed back: wakes one sleeping consumer, if any
+    /// announced itself (the news doorbell).
+    #[inline]
+    pub(crate) fn ring_news(&self) {
+        self.layout.news_bell(self.region()).ring(1);
     }
 
-    /// Wakes producers waiting for room.
-    #[cold]
-    pub(crate) fn wake_producers(&self) {
-        let w = self.region().u32_at(CTRL_ROOM);
-        // SeqCst: as in `wake_consumers`.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(w);
+    /// After a slot was freed: wakes the producers asleep waiting for room, if any (the room
+    /// doorbell).
+    #[inline]
+    pub(crate) fn ring_room(&self) {
+        self.layout.room_bell(self.region()).ring(ALL);
     }
 
     /// Counts one of the statistics words.
@@ -367,174 +335,20 @@ fn online_cpus() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn any_live(r: &Region, l: &QueueLayout) -> bool {
-    (0..l.producers).any(|p| entry_live(r, l.producer_entry(p)))
-        || (0..l.consumers).any(|c| entry_live(r, l.consumer_entry(c)))
-}
-
-fn join(r: &Region, l: &QueueLayout, role: Role) -> Result<usize, OpenError> {
-    let (n, entry, what): (usize, fn(&QueueLayout, usize) -> usize, _) = match role {
-        Role::Producer => (l.producers, QueueLayout::producer_entry, "producer"),
-        Role::Consumer => (l.consumers, QueueLayout::consumer_entry, "consumer"),
-    };
-    let i = find_free(r, (0..n).map(|i| (i, entry(l, i))))
-        .ok_or(OpenError::NoFreeEntry { role: what, max: n })?;
-    let off = entry(l, i);
-    if let Role::Producer = role {
-        // Relaxed: published by claim_entry's Release.
-        r.u64_at(off + PRODUCER_WRITING).store(0, Ordering::Relaxed);
-    }
-    claim_entry(r, off);
-    Ok(i)
-}
-
-/// Frees every entry whose owner died, handing back what it held. Runs under the lock.
-fn reclaim_dead(r: &Region, l: &QueueLayout) {
-    for p in 0..l.producers {
-        let off = l.producer_entry(p);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_producer(r, l, p);
-        }
-    }
-    for c in 0..l.consumers {
-        let off = l.consumer_entry(c);
-        if entry_active(r, off) && !entry_alive(r, off) {
-            free_consumer(r, l, c);
-        }
-    }
-}
-
-/// Frees producer `p`: a slot it reserved and never published is skipped. Under the lock.
-fn free_producer(r: &Region, l: &QueueLayout, p: usize) {
-    let off = l.producer_entry(p);
-    // Relaxed: written by the producer itself before its slot's state; a stale value only makes
-    // the CAS below fail.
-    let writing = r.u64_at(off + PRODUCER_WRITING).load(Ordering::Relaxed);
-    if let Some(pos) = writing.checked_sub(1) {
-        let expect = State::new(WRITING, pos, p, 0);
-        // AcqRel: the skip is published to consumers (Release); Acquire orders nothing here but
-        // keeps the CAS symmetric with the producer's own publication.
-        let _ = l.state(r, pos).compare_exchange(
-            expect.0,
-            State::new(SKIP, pos, 0, 0).0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        r.u64_at(off + PRODUCER_WRITING).store(0, Ordering::Relaxed);
-    }
-    // A producer that died asleep leaves its bit: wakers would pay a wake per free for ever.
-    // Relaxed: the entry's Release free below publishes it; a waker that still sees the bit
-    // only makes one futex wake too many.
-    r.u64_at(CTRL_ROOM_WAITERS)
-        .fetch_and(!(1 << p), Ordering::Relaxed);
-    free_entry(r, off);
-}
-
-/// Frees consumer `c`: every delivery it held goes back to the queue, and it stops counting as
-/// a reader of slots it lost to their deadline. Under the lock.
-fn free_consumer(r: &Region, l: &QueueLayout, c: usize) {
-    let mut returned = 0;
-    for i in 0..l.capacity as u64 {
-        let slot = l.slot(i);
-        let state = r.u64_at(slot + SLOT_STATE);
-        // First its deliveries go back (a scanner that judged the owner alive may set its bit
-        // meanwhile: the bit is handled after, with a fresh look at the state).
-        // SeqCst: in one order with scanners' bits and take-backs.
-        let s = State(state.load(Ordering::SeqCst));
-        if s.is_delivered() && s.owner() == c {
-            let back = State((s.0 & !(0xff << 4) & !7) | READY);
-            if state
-                .compare_exchange(s.0, back.0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                returned += 1;
-            }
-        }
-        // Then its reader bit: cleared, and an acknowledged slot with no reader left is freed.
-        let stale = r.u64_at(slot + SLOT_STALE);
-        // SeqCst: paired with the SeqCst accesses of `release_stale` (see there).
-        if stale.load(Ordering::SeqCst) & 1 << c != 0 {
-            let left = stale.fetch_and(!(1 << c), Ordering::SeqCst) & !(1 << c);
-            let now = State(state.load(Ordering::SeqCst));
-            if left == 0 && now.kind() == ACKED && now.stale() {
-                free_acked(r, l, now);
-            }
-        }
-    }
-    if returned > 0 {
-        // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
-        r.u64_at(CTRL_RETURNED)
-            .fetch_add(returned, Ordering::Relaxed);
-    }
-    // Relaxed: as for a producer's bit (`free_producer`).
-    r.u64_at(CTRL_READY_WAITERS)
-        .fetch_and(!(1 << c), Ordering::Relaxed);
-    free_entry(r, l.consumer_entry(c));
-}
-
-/// Frees an ACKED slot (state `s`) for its next lap, and wakes producers waiting for room.
-pub(crate) fn free_acked(r: &Region, l: &QueueLayout, s: State) {
-    let pos = position_of(l, r, s);
-    // Release: every reader's use of the payload happens-before the next producer's write
-    // (its Acquire load of FREE).
-    if l.state(r, pos)
-        .compare_exchange(
-            s.0,
-            State::new(FREE, pos + l.capacity as u64, 0, 0).0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .is_ok()
-    {
-        wake_room(r);
-    }
-}
-
-/// After a slot was freed: wakes producers asleep waiting for room, if any.
-pub(crate) fn wake_room(r: &Region) {
-    crate::sync::barrier::light();
-    // Relaxed: ordered by the barrier (a sleeping producer's heavy barrier pairs with it).
-    if r.u64_at(CTRL_ROOM_WAITERS).load(Ordering::Relaxed) != 0 {
-        let w = r.u32_at(CTRL_ROOM);
-        // SeqCst: a producer that read the old value before sleeping gets EAGAIN or the wake.
-        w.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(w);
-    }
-}
-
-/// The full position a state word refers to: the state keeps 40 bits; the rest comes from the
-/// cursor, which is within one lap of every live position.
-pub(crate) fn position_of(l: &QueueLayout, r: &Region, s: State) -> u64 {
-    // Relaxed: only the high bits are used, which change once per 2^40 positions.
-    let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
-    let low = s.0 >> 24;
-    let mut pos = (cursor & !((1u64 << 40) - 1)) | low;
-    if pos > cursor + l.capacity as u64 {
-        pos -= 1 << 40;
-    }
-    pos
-}
-
 /// Repairs a durable queue whose participants all died, under the segment lock.
 fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     let started = Instant::now();
     // Everyone is dead: entries (whatever their state word says), locks and sleepers go.
-    for p in 0..l.producers {
-        if !entry_free(r, l.producer_entry(p)) {
-            free_producer(r, l, p);
-        }
-    }
-    for c in 0..l.consumers {
-        if !entry_free(r, l.consumer_entry(c)) {
-            free_consumer(r, l, c);
-        }
-    }
+    l.free_every_entry(r);
     for w in [CTRL_APPEND, CTRL_CLAIM] {
         // Relaxed: under the segment lock, with no live participant.
         r.u64_at(w).store(0, Ordering::Relaxed);
     }
-    r.u64_at(CTRL_ROOM_WAITERS).store(0, Ordering::Relaxed);
-    r.u64_at(CTRL_READY_WAITERS).store(0, Ordering::Relaxed);
+    for bell in [l.news_bell(r), l.room_bell(r)] {
+        for bit in 0..64 {
+            bell.forget(bit);
+        }
+    }
     // Only this queue's producers take its log's sync locks, and none is alive (after a
     // restart, whatever pid the word names): they are free.
     log.clear_sync_locks()?;
@@ -585,24 +399,21 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
     // position of the lap, also past a tail a crash or corruption left behind) has its record
     // checked. A state of no lap is given up too.
     let n = l.capacity as u64;
+    let cells = l.cells(r);
     let mut seg: Option<Arc<LogSegment>> = None;
     let mut waiting = 0u64;
     let mut torn = Vec::new();
-    let mut new_states = Vec::new();
+    let mut resets = Vec::new();
     let mut free = Vec::new();
     let mut end = tail;
     for pos in head..head.wrapping_add(n) {
-        let s = State(l.state(r, pos).load(Ordering::Relaxed));
-        if s.is_after(pos) {
-            continue;
-        }
-        let kind = if s.is_for(pos) { s.kind() } else { SKIP };
-        let new = match kind {
-            FREE => {
+        let to = match work::recorded(&cells, pos) {
+            Recorded::Later => continue,
+            Recorded::Unused => {
                 free.push(pos);
                 continue;
             }
-            READY | TAKEN | OPEN => {
+            Recorded::Waiting { count } => {
                 if !seg.as_ref().is_some_and(|g| g.contains(pos)) {
                     // A file gone: its records are lost (counted as torn below). Any other
                     // error may be passing (out of file descriptors or memory): the open fails,
@@ -614,31 +425,31 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
                     .is_some_and(|g| matches!(g.read(pos), Record::Valid(_)));
                 if ok {
                     waiting += 1;
-                    State::new(READY, pos, 0, s.count())
+                    Reset::Waiting(count)
                 } else {
                     torn.push(pos);
-                    State::new(SKIP, pos, 0, 0)
+                    Reset::GivenUp
                 }
             }
-            ACKED => State::new(FREE, pos.wrapping_add(n), 0, 0),
-            _ => State::new(SKIP, pos, 0, 0),
+            Recorded::Acked => Reset::Done,
+            Recorded::Writing | Recorded::Skipped | Recorded::Garbage => Reset::GivenUp,
         };
         end = end.max(pos.wrapping_add(1));
-        new_states.push((pos, new));
+        resets.push((pos, to));
     }
     // Positions below the (new) tail are never reserved again: one still free for its lap
     // (the tail was found behind a later message) is given up, or the claim would wait on it.
-    new_states.extend(
+    resets.extend(
         free.into_iter()
             .filter(|&pos| pos < end)
-            .map(|pos| (pos, State::new(SKIP, pos, 0, 0))),
+            .map(|pos| (pos, Reset::GivenUp)),
     );
     // Torn records become SKIP: never delivered; the slot is passed over wherever it is (at or
-    // past the cursor by the claim, behind it by the scan).
-    for (pos, new) in new_states {
-        l.state(r, pos).store(new.0, Ordering::Relaxed);
-        r.u64_at(l.slot(pos) + SLOT_STALE)
-            .store(0, Ordering::Relaxed);
+    // past the cursor by the claim, behind it by the scan). Deliveries go back (the same as
+    // `take_back` of a dead owner), acknowledged slots are freed (their stale readers are dead),
+    // unfinished writes are given up (as `producer_died`).
+    for (pos, to) in resets {
+        work::reset(&cells, pos, to);
     }
     r.u64_at(CTRL_TAIL).store(end, Ordering::Relaxed);
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
@@ -692,42 +503,41 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
             };
         }
     }
+    let cells = l.cells(r);
     for (i, rec) in kinds.iter().enumerate().take((end - first) as usize) {
         let pos = first + i as u64;
-        let old = State(l.state(r, pos).load(Ordering::Relaxed));
-        // Freed for a later lap: acknowledged (an acknowledgement on disk is never wrong).
-        let acked = trust_acks && old.is_after(pos);
-        // Given up (a send whose sync failed, a torn record): never delivered, whatever its
-        // record says now.
-        let given_up = trust_acks && old.kind() == SKIP && old.is_for(pos);
-        let new = match rec {
-            Some(true) if acked => State::new(FREE, pos + n, 0, 0),
-            Some(true) if given_up => State::new(SKIP, pos, 0, 0),
-            Some(true) => {
-                waiting += 1;
-                let count = if trust_acks && old.is_for(pos) {
-                    old.count()
-                } else {
-                    0
-                };
-                State::new(READY, pos, 0, count)
-            }
-            Some(false) => {
-                torn += 1;
-                State::new(SKIP, pos, 0, 0)
-            }
-            None => State::new(SKIP, pos, 0, 0),
+        // What the old ring says, if it is trusted (same boot: its acknowledgements and
+        // give-ups are on disk with it).
+        let old = if trust_acks {
+            work::recorded(&cells, pos)
+        } else {
+            Recorded::Garbage
         };
-        // Relaxed: under the segment lock with no live participant (or not yet published).
-        l.state(r, pos).store(new.0, Ordering::Relaxed);
-        r.u64_at(l.slot(pos) + SLOT_STALE)
-            .store(0, Ordering::Relaxed);
+        let to = match (rec, old) {
+            // Freed for a later lap: acknowledged (an acknowledgement on disk is never wrong).
+            (Some(true), Recorded::Later) => Reset::Done,
+            // Given up (a send whose sync failed, a torn record): never delivered, whatever its
+            // record says now.
+            (Some(true), Recorded::Skipped) => Reset::GivenUp,
+            (Some(true), old) => {
+                waiting += 1;
+                let count = match old {
+                    Recorded::Waiting { count } => count,
+                    _ => 0,
+                };
+                Reset::Waiting(count)
+            }
+            (Some(false), _) => {
+                torn += 1;
+                Reset::GivenUp
+            }
+            (None, _) => Reset::GivenUp,
+        };
+        // Under the segment lock with no live participant (or not yet published).
+        work::reset(&cells, pos, to);
     }
     for pos in end..first + n {
-        l.state(r, pos)
-            .store(State::new(FREE, pos, 0, 0).0, Ordering::Relaxed);
-        r.u64_at(l.slot(pos) + SLOT_STALE)
-            .store(0, Ordering::Relaxed);
+        work::reset(&cells, pos, Reset::Unused);
     }
     for (w, v) in [(CTRL_HEAD, first), (CTRL_CURSOR, first), (CTRL_TAIL, end)] {
         r.u64_at(w).store(v, Ordering::Relaxed);

@@ -149,6 +149,12 @@ pub trait Members {
         Ok(i)
     }
 
+    /// Whether the segment outlives its members: [`leave`] then never removes it, even when
+    /// nobody live is left (a durable queue, repaired by the next open instead).
+    fn outlives_members(&self) -> bool {
+        false
+    }
+
     /// Whether any member of either table is registered to a live process.
     fn any_live(&self, r: &Region) -> bool {
         Self::ROLES.iter().any(|&role| self.table(role).any_live(r))
@@ -181,7 +187,7 @@ pub fn leave<M: Members>(seg: &Segment, m: &M, role: M::Role, i: usize) {
                 m.release(r, role, i);
                 free_entry(r, off);
             }
-            !m.any_live(r)
+            !m.outlives_members() && !m.any_live(r)
         },
         |r| {
             if owned_by_us(r, off) {

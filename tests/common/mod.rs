@@ -189,28 +189,40 @@ pub fn patch(path: &std::path::Path, at: u64, bytes: &[u8]) {
 }
 
 /// Byte offsets of a queue ring file with the default 8 producers and 8 consumers, for tests
-/// that write a crash state into it (ARCHITECTURE.md, "Queue segment").
+/// that write a crash state into it, taken from the library's own layout
+/// (`ringbus::layout::queue`, ARCHITECTURE.md "Queue segment").
+#[allow(dead_code)]
 pub mod ring {
+    use ringbus::layout::queue as q;
+    #[allow(unused_imports)]
+    pub use ringbus::layout::queue::{OPEN, SKIP, STALE, TAKEN, WRITING};
+
     /// Control block.
-    pub const CTRL: u64 = 256;
+    pub const CTRL: u64 = q::CTRL as u64;
     /// The append lock word.
-    pub const APPEND: u64 = CTRL + 8;
+    pub const APPEND: u64 = q::CTRL_APPEND as u64;
     /// The boot word.
-    pub const BOOT: u64 = CTRL + 304;
+    pub const BOOT: u64 = q::CTRL_BOOT as u64;
+    /// The producer sleepers' bitmap.
+    pub const ROOM_WAITERS: u64 = q::CTRL_ROOM_WAITERS as u64;
     /// The producer table.
-    pub const PRODUCERS: u64 = 1024;
-    /// The slots (a `u64` queue's stride is 64).
-    pub const SLOTS: u64 = 2048;
-    /// Slot state kinds.
-    pub const WRITING: u64 = 1;
-    pub const SKIP: u64 = 5;
-    pub const OPEN: u64 = 6;
-    /// The STALE flag of a slot state.
-    pub const STALE: u64 = 1 << 3;
+    pub const PRODUCERS: u64 = q::PRODUCER_TABLE as u64;
+    /// A producer or consumer entry's length.
+    pub const ENTRY: u64 = q::ENTRY_LEN as u64;
+    /// An entry's owner word.
+    pub const OWNER: u64 = q::ENTRY_OWNER as u64;
+    /// A producer entry's `writing` word.
+    pub const PRODUCER_WRITING: u64 = q::PRODUCER_WRITING as u64;
+    /// The slots (of a queue with the default 8 producers and 8 consumers).
+    pub const SLOTS: u64 = q::slots_offset(8, 8) as u64;
+    /// A `u64` queue's slot stride (in memory and durable alike).
+    pub const STRIDE: u64 = q::stride(8, false) as u64;
+    /// A slot's stale-reader bitmap.
+    pub const SLOT_STALE: u64 = q::SLOT_STALE as u64;
 
     /// A slot state word.
     pub fn state(kind: u64, pos: u64, owner: u64, count: u64) -> u64 {
-        pos << 24 | count << 12 | owner << 4 | kind
+        q::State::new(kind, pos, owner as usize, count as u32).0
     }
 
     /// Makes the ring file `ring` (of a `u64` queue) look as if producer entry 1, owned by a
@@ -218,11 +230,11 @@ pub mod ring {
     /// moving the tail.
     pub fn producer_died_in_append_lock(ring: &std::path::Path) {
         let dead_owner: u64 = 1; // pid 0, start 1: dead to everyone
-        let entry = PRODUCERS + 64;
-        super::patch(ring, entry + 8, &dead_owner.to_le_bytes());
-        super::patch(ring, entry + 16, &2u64.to_le_bytes()); // writing = position 1 + 1
-        super::patch(ring, entry, &1u64.to_le_bytes()); // ACTIVE
-        super::patch(ring, SLOTS + 64, &state(WRITING, 1, 1, 0).to_le_bytes());
+        let entry = PRODUCERS + ENTRY;
+        super::patch(ring, entry + OWNER, &dead_owner.to_le_bytes());
+        super::patch(ring, entry + PRODUCER_WRITING, &2u64.to_le_bytes()); // position 1 + 1
+        super::patch(ring, entry, &q::ENTRY_ACTIVE.to_le_bytes());
+        super::patch(ring, SLOTS + STRIDE, &state(WRITING, 1, 1, 0).to_le_bytes());
         super::patch(ring, APPEND, &dead_owner.to_le_bytes());
     }
 }
