@@ -33,6 +33,7 @@
 //! argument of each ring and crash recovery.
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 // A loom build compiles only the lock-free cores (rings, doorbell), not the code that uses them.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 

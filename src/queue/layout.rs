@@ -59,7 +59,7 @@ use crate::error::OpenError;
 use crate::log::LogShape;
 use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::ring::work;
-use crate::shm::entry::{claim_entry, entry_free, free_entry, Members, Table};
+use crate::shm::entry::{Members, Table};
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
 use crate::sync::doorbell::{Doorbell, ALL};
 use crate::topic::PayloadKind;
@@ -438,22 +438,12 @@ impl Members for QueueLayout {
         }
     }
 
-    /// As the default, and a producer's `writing` word starts at 0 (published by the entry's
-    /// Release claim): a stale one must not make a consumer take the new producer for the
-    /// filler of an old reservation.
-    fn join(&self, r: &Region, role: Role) -> Result<usize, OpenError> {
-        let t = self.table(role);
-        let i = (0..t.len)
-            .find(|&i| entry_free(r, t.entry(i)))
-            .ok_or(OpenError::NoFreeEntry {
-                role: t.role,
-                max: t.len,
-            })?;
+    /// A producer's `writing` word starts at 0 (published by the entry's Release claim): a stale
+    /// one must not make a consumer take the new producer for the filler of an old reservation.
+    fn joining(&self, r: &Region, role: Role, i: usize) {
         if role == Role::Producer {
             work::producer_joined(&self.cells(r), i);
         }
-        claim_entry(r, t.entry(i));
-        Ok(i)
     }
 }
 
@@ -467,20 +457,6 @@ impl QueueLayout {
     /// The doorbell producers sleep on, waiting for room (rung when a slot is freed).
     pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
         Doorbell::at(r, CTRL_ROOM, CTRL_ROOM_WAITERS)
-    }
-
-    /// Every entry of both tables is freed, whatever its state word says, after its member's
-    /// leftovers are released: no participant is alive (recovery, under the segment lock).
-    pub(crate) fn free_every_entry(&self, r: &Region) {
-        for role in Self::ROLES {
-            let t = self.table(role);
-            for i in 0..t.len {
-                if !entry_free(r, t.entry(i)) {
-                    self.release(r, role, i);
-                    free_entry(r, t.entry(i));
-                }
-            }
-        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::ring::work::{self, Recorded, Reset};
-use crate::shm::entry::{self, entry_active, Members};
+use crate::shm::entry::{self, Members};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::doorbell::ALL;
 
@@ -284,10 +284,7 @@ impl QueueShared {
         let r = self.region();
         let active: usize = QueueLayout::ROLES
             .iter()
-            .map(|&role| {
-                let t = self.layout.table(role);
-                (0..t.len).filter(|&i| entry_active(r, t.entry(i))).count()
-            })
+            .map(|&role| self.layout.table(role).active(r))
             .sum();
         active > cpus
     }
@@ -339,7 +336,7 @@ fn online_cpus() -> usize {
 fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     let started = Instant::now();
     // Everyone is dead: entries (whatever their state word says), locks and sleepers go.
-    l.free_every_entry(r);
+    l.reclaim_all(r);
     for w in [CTRL_APPEND, CTRL_CLAIM] {
         // Relaxed: under the segment lock, with no live participant.
         r.u64_at(w).store(0, Ordering::Relaxed);

@@ -37,7 +37,7 @@ pub fn entry_active(r: &Region, off: usize) -> bool {
 
 /// Whether the entry at `off` is unused (its state word is `FREE`; anything else, registered
 /// or garbage, is not).
-pub fn entry_free(r: &Region, off: usize) -> bool {
+fn entry_free(r: &Region, off: usize) -> bool {
     // Acquire: as in `entry_active`.
     r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE
 }
@@ -50,12 +50,12 @@ pub fn entry_alive(r: &Region, off: usize) -> bool {
 }
 
 /// Whether the entry at `off` is registered to a live process.
-pub fn entry_live(r: &Region, off: usize) -> bool {
+fn entry_live(r: &Region, off: usize) -> bool {
     entry_active(r, off) && entry_alive(r, off)
 }
 
 /// Registers the current process in the entry at `off`. Runs under the lock.
-pub fn claim_entry(r: &Region, off: usize) {
+fn claim_entry(r: &Region, off: usize) {
     // Relaxed: published by the Release store of ACTIVE below; all under the lock.
     r.u64_at(off + ENTRY_OWNER)
         .store(ProcessId::current().pack(), Ordering::Relaxed);
@@ -63,24 +63,16 @@ pub fn claim_entry(r: &Region, off: usize) {
 }
 
 /// Marks the entry at `off` free. Runs under the lock, after the caller's own cleanup.
-pub fn free_entry(r: &Region, off: usize) {
+fn free_entry(r: &Region, off: usize) {
     // Release: the cleanup before is visible to whoever claims the entry next.
     r.u64_at(off + ENTRY_STATE).store(FREE, Ordering::Release);
 }
 
 /// Leaving without the lock (it stayed busy): an owner of pid 0 is dead to everyone, so the next
 /// reclaim frees the entry as if this process had died.
-pub fn abandon_entry(r: &Region, off: usize) {
+fn abandon_entry(r: &Region, off: usize) {
     // Release: the entry's last state is published with it.
     r.u64_at(off + ENTRY_OWNER).store(0, Ordering::Release);
-}
-
-/// The first free entry among `offs` (index, offset) pairs.
-pub fn find_free(r: &Region, offs: impl Iterator<Item = (usize, usize)>) -> Option<usize> {
-    offs.into_iter()
-        // Acquire: pairs with the Release store of FREE when an entry is left.
-        .find(|(_, off)| r.u64_at(off + ENTRY_STATE).load(Ordering::Acquire) == FREE)
-        .map(|(i, _)| i)
 }
 
 /// One table of member entries in a segment: `len` entries of `stride` bytes from `base`.
@@ -113,6 +105,13 @@ impl Table {
         (0..self.len).any(|i| self.is_live(r, i))
     }
 
+    /// How many entries are registered (live or not).
+    pub fn active(&self, r: &Region) -> usize {
+        (0..self.len)
+            .filter(|&i| entry_active(r, self.entry(i)))
+            .count()
+    }
+
     /// Whether entry `i` is taken (registered, or garbage) and its owner is dead: a member to
     /// reclaim.
     pub fn is_dead(&self, r: &Region, i: usize) -> bool {
@@ -136,6 +135,10 @@ pub trait Members {
     /// leaves or died; must tolerate a member that died half-way through its join.
     fn release(&self, r: &Region, role: Self::Role, i: usize);
 
+    /// Prepares entry `i` of `role`, about to be claimed by a joining member, for its new owner
+    /// (before the claim publishes it). Runs under the lock. Nothing by default.
+    fn joining(&self, _r: &Region, _role: Self::Role, _i: usize) {}
+
     /// Claims the first free entry of `role`'s table for this process. Runs under the lock.
     fn join(&self, r: &Region, role: Self::Role) -> Result<usize, OpenError> {
         let t = self.table(role);
@@ -145,6 +148,7 @@ pub trait Members {
                 role: t.role,
                 max: t.len,
             })?;
+        self.joining(r, role, i);
         claim_entry(r, t.entry(i));
         Ok(i)
     }
@@ -162,10 +166,22 @@ pub trait Members {
 
     /// Releases and frees every entry whose owner died. Runs under the lock.
     fn reclaim_dead(&self, r: &Region) {
+        self.reclaim_where(r, |t, i| t.is_dead(r, i));
+    }
+
+    /// Releases and frees every entry that is not free, whatever its owner: for recovery, when
+    /// no member can be alive. Runs under the lock.
+    fn reclaim_all(&self, r: &Region) {
+        self.reclaim_where(r, |t, i| !entry_free(r, t.entry(i)));
+    }
+
+    /// Releases and frees the entries `gone` picks.
+    #[doc(hidden)]
+    fn reclaim_where(&self, r: &Region, gone: impl Fn(&Table, usize) -> bool) {
         for role in Self::ROLES {
             let t = self.table(role);
             for i in 0..t.len {
-                if t.is_dead(r, i) {
+                if gone(&t, i) {
                     self.release(r, role, i);
                     free_entry(r, t.entry(i));
                 }
