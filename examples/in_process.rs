@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ringbus::{Node, Policy};
+use ringbus::{topic::Policy, Node};
 
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ringbus::{Node, Policy, ReceiveError};
+use ringbus::{topic::Policy, Node, ReceiveError};
 
 const TOPIC: &str = "example-greetings";
 const COUNT: u64 = 10;

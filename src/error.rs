@@ -141,7 +141,7 @@ pub enum SendError {
     /// reclaimed as a dead process's, e.g. after it was stopped for long) and passed over its
     /// position. The message was not sent; sending again is safe.
     Reclaimed,
-    /// Queue: the append lock stayed held by a live process for [`crate::sync::lock::HOLD_LIMIT`]
+    /// Queue: the append lock stayed held by a live process for a second
     /// (a process stopped inside it, or a corrupt lock word). Nothing was sent.
     Busy,
 }
@@ -202,7 +202,7 @@ pub enum ReceiveError {
     Invalid(String),
     /// Durable queue: the log could not be read now (the I/O error); the message stays queued.
     Storage(String),
-    /// Queue: the claim lock stayed held by a live process for [`crate::sync::lock::HOLD_LIMIT`]
+    /// Queue: the claim lock stayed held by a live process for a second
     /// (a process stopped inside it, or a corrupt lock word). Nothing was received.
     Busy,
 }

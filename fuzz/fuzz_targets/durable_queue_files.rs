@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringbus::{FullPolicy, Node, SyncPolicy};
+use ringbus::{queue::Policy, Node, SyncPolicy};
 
 mod common;
 
@@ -21,7 +21,7 @@ fuzz_target!(|input: &[u8]| {
         .segment_records(4)
         .durable(&data)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     {
         let mut p = q.producer().unwrap();
         for m in SENT {

@@ -3,14 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringbus::{FullPolicy, Node};
+use ringbus::{queue::Policy, Node};
 
 mod common;
 
 fuzz_target!(|input: &[u8]| {
     let scratch = common::Scratch::new("queue");
     let node = Node::with_root(&scratch.0).unwrap();
-    let q = node.queue_bytes("f").capacity(8).max_message_size(64).full_policy(FullPolicy::Fail);
+    let q = node.queue_bytes("f").capacity(8).max_message_size(64).policy(Policy::Fail);
     {
         let mut p = q.producer().unwrap();
         p.send(b"a message").unwrap();

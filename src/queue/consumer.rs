@@ -52,7 +52,7 @@ struct Claims {
     seg: Option<Arc<LogSegment>>,
     /// Segments left while deliveries were held: kept mapped until none is.
     retired: Vec<Arc<LogSegment>>,
-    alive: [u8; MAX_QUEUE_PARTICIPANTS],
+    alive: [u8; MAX_PARTICIPANTS],
 }
 
 /// The payload-independent consumer.
@@ -108,7 +108,7 @@ impl ConsumerCore {
                 dlq: None,
                 seg: None,
                 retired: Vec::new(),
-                alive: [0; MAX_QUEUE_PARTICIPANTS],
+                alive: [0; MAX_PARTICIPANTS],
             }),
             dlq_opener,
         }
@@ -246,7 +246,7 @@ impl ConsumerCore {
             let check_alive = now >= c.next_scan;
             if check_alive {
                 c.next_scan = now + SCAN_INTERVAL.as_millis() as u64;
-                c.alive = [0; MAX_QUEUE_PARTICIPANTS];
+                c.alive = [0; MAX_PARTICIPANTS];
                 self.oversubscribed.set(sh.oversubscribed());
             }
             self.scan(c, head, cursor, want, deadline, now, check_alive);
@@ -439,7 +439,7 @@ impl ConsumerCore {
     }
 
     fn owner_alive(&self, c: &mut Claims, o: usize) -> bool {
-        if o >= MAX_QUEUE_PARTICIPANTS {
+        if o >= MAX_PARTICIPANTS {
             return false;
         }
         if c.alive[o] == 0 {
@@ -797,9 +797,9 @@ impl<P: Payload + ?Sized> Consumer<P> {
     }
 
     /// Queue-wide counters kept in the segment.
-    pub fn stats(&self) -> QueueStats {
+    pub fn stats(&self) -> Stats {
         let s = &self.core.shared;
-        QueueStats {
+        Stats {
             dead_lettered: s.stat(CTRL_DEAD_LETTERED),
             dropped: s.stat(CTRL_DROPPED),
             redelivered: s.stat(CTRL_REDELIVERED),
@@ -821,7 +821,7 @@ impl ConsumerCore {
 
 /// Counters of a queue, shared by all its handles (see [`Consumer::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
+pub struct Stats {
     /// Messages moved to the dead-letter queue after their maximum deliveries.
     pub dead_lettered: u64,
     /// Messages dropped after their maximum deliveries (no dead-letter queue configured).

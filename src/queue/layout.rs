@@ -1,6 +1,6 @@
 //! The byte layout of a queue segment: every offset named, built in order from named sizes,
 //! with compile-time checks that fields do not overlap and sit on the cache lines said here.
-//! The slot state word and its transitions are [`crate::ring::work`]'s.
+//! The slot state word and its transitions are `ring::work`'s.
 //!
 //! ```text
 //! 0      segment header (256 B, see shm::header)
@@ -177,7 +177,7 @@ const _: () = assert!(PRODUCER_WRITING + U64 <= ENTRY_LEN);
 const _: () = assert!(SLOT_HEADER <= LINE && SLOT_HEADER % 32 == 0);
 const _: () = assert!(DURABLE_STRIDE >= SLOT_HEADER && DURABLE_STRIDE % LINE == 0);
 // The stale bitmap has a bit per consumer, and the count field holds every allowed count.
-const _: () = assert!(MAX_QUEUE_PARTICIPANTS <= work::MAX_OWNERS);
+const _: () = assert!(MAX_PARTICIPANTS <= work::MAX_OWNERS);
 const _: () = assert!(MAX_DELIVERIES < MAX_COUNT);
 
 /// Offset of the slots of a queue with `producers` and `consumers` entries.
@@ -195,11 +195,11 @@ pub const fn stride(max_message_size: usize, durable: bool) -> usize {
 }
 
 /// Largest capacity (slots) of a queue.
-pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+pub const MAX_CAPACITY: usize = 1 << 24;
 /// Largest message of a queue.
-pub const MAX_QUEUE_MESSAGE: usize = 16 << 20;
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Most producers, and most consumers, of one queue.
-pub const MAX_QUEUE_PARTICIPANTS: usize = 64;
+pub const MAX_PARTICIPANTS: usize = 64;
 /// Most deliveries [`crate::QueueBuilder::max_deliveries`] may allow (the count field's range).
 pub const MAX_DELIVERIES: u32 = 4000;
 
@@ -240,19 +240,19 @@ impl QueueLayout {
         log_records: u64,
     ) -> Result<QueueLayout, OpenError> {
         let bad = |what: String| Err(OpenError::InvalidConfig(what));
-        if !capacity.is_power_of_two() || !(2..=MAX_QUEUE_CAPACITY).contains(&capacity) {
+        if !capacity.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&capacity) {
             return bad(format!(
-                "capacity {capacity} is not a power of two in 2..={MAX_QUEUE_CAPACITY}"
+                "capacity {capacity} is not a power of two in 2..={MAX_CAPACITY}"
             ));
         }
-        if !(1..=MAX_QUEUE_MESSAGE).contains(&max_message_size) {
+        if !(1..=MAX_MESSAGE_SIZE).contains(&max_message_size) {
             return bad(format!(
-                "max message size {max_message_size} is not in 1..={MAX_QUEUE_MESSAGE}"
+                "max message size {max_message_size} is not in 1..={MAX_MESSAGE_SIZE}"
             ));
         }
         for (n, what) in [(producers, "producers"), (consumers, "consumers")] {
-            if !(1..=MAX_QUEUE_PARTICIPANTS).contains(&n) {
-                return bad(format!("{n} {what} is not in 1..={MAX_QUEUE_PARTICIPANTS}"));
+            if !(1..=MAX_PARTICIPANTS).contains(&n) {
+                return bad(format!("{n} {what} is not in 1..={MAX_PARTICIPANTS}"));
             }
         }
         if max_deliveries > MAX_DELIVERIES {

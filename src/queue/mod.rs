@@ -24,10 +24,11 @@
 //! # Durable queues
 //!
 //! With [`QueueBuilder::durable`], the ring lives in a file of the given directory and payloads
-//! are records of an append-only [`crate::log::Log`] next to it; see [`SyncPolicy`] for what a
+//! are records of an append-only log next to it; see [`SyncPolicy`] for what a
 //! machine crash can lose, and ARCHITECTURE.md for recovery.
 
 mod consumer;
+#[doc(hidden)]
 pub mod layout;
 mod producer;
 mod shared;
@@ -37,9 +38,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use consumer::{Consumer, Delivery, QueueStats};
-pub use layout::{MAX_DELIVERIES, MAX_QUEUE_CAPACITY, MAX_QUEUE_MESSAGE, MAX_QUEUE_PARTICIPANTS};
-pub use producer::{Producer, QueueLoan};
+pub use consumer::{Consumer, Delivery, Stats};
+pub use layout::{MAX_DELIVERIES, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
+pub use producer::{Producer, Loan};
 
 use crate::error::OpenError;
 use crate::log::{LogShape, SyncPolicy};
@@ -56,7 +57,7 @@ const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
 
 /// What a producer does when the queue is full (`capacity` messages sent and not acknowledged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullPolicy {
+pub enum Policy {
     /// Wait for room up to this long, then [`crate::SendError::Timeout`].
     Block(Duration),
     /// Fail at once with [`crate::SendError::Full`].
@@ -72,7 +73,7 @@ pub enum FullPolicy {
 /// handle's own.
 ///
 /// ```
-/// use ringbus::{FullPolicy, Node};
+/// use ringbus::{queue::Policy, Node};
 /// use std::time::Duration;
 ///
 /// let node = Node::in_process();
@@ -83,7 +84,7 @@ pub enum FullPolicy {
 ///     .visibility_timeout(Duration::from_secs(10))
 ///     .max_deliveries(3)
 ///     .dead_letter("doc-jobs-dead")
-///     .full_policy(FullPolicy::Fail);
+///     .policy(Policy::Fail);
 /// let mut producer = jobs.producer()?;
 /// let worker = jobs.consumer()?;
 /// producer.send(&[1, 2])?;
@@ -104,7 +105,7 @@ pub struct QueueBuilder<P: Payload + ?Sized> {
     visibility: Duration,
     max_deliveries: u32,
     dead_letter: Option<String>,
-    full: FullPolicy,
+    full: Policy,
     durable: Option<PathBuf>,
     sync: SyncPolicy,
     log_records: u64,
@@ -139,7 +140,7 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             visibility: Duration::from_secs(30),
             max_deliveries: 0,
             dead_letter: None,
-            full: FullPolicy::Block(Duration::from_secs(1)),
+            full: Policy::Block(Duration::from_secs(1)),
             durable: None,
             sync: SyncPolicy::Batch(Duration::from_millis(10)),
             log_records: 0,
@@ -212,10 +213,16 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         self
     }
 
-    /// What a producer does when the queue is full (default [`FullPolicy::Block`] for 1 s).
-    pub fn full_policy(mut self, policy: FullPolicy) -> Self {
+    /// What a producer does when the queue is full (default [`Policy::Block`] for 1 s).
+    pub fn policy(mut self, policy: Policy) -> Self {
         self.full = policy;
         self
+    }
+
+    // TEMPORARY old name, removed once the tests use `policy`.
+    #[doc(hidden)]
+    pub fn full_policy(self, policy: Policy) -> Self {
+        self.policy(policy)
     }
 
     /// Keeps the queue in files under `dir` (created 0700) instead of shared memory: messages
@@ -365,7 +372,7 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             b.mode = OpenMode::OpenOrCreate;
             b.capacity = shared.layout.capacity;
             b.max_message_size = Some(shared.layout.max_message_size);
-            b.full = FullPolicy::Fail;
+            b.full = Policy::Fail;
             let opener: DlqOpener = Box::new(move || {
                 let (s, i) = b.open(Role::Producer)?;
                 Ok(ProducerCore::new(s, i, b.full, b.spin, b.sync))

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::layout::Role;
 use super::layout::*;
 use super::shared::QueueShared;
-use super::FullPolicy;
+use super::Policy;
 use crate::error::{OpenError, SendError};
 use crate::log::{LogSegment, SyncPolicy};
 use crate::ring::work;
@@ -141,7 +141,7 @@ pub(crate) struct ProducerCore {
     pub(crate) shared: Arc<QueueShared>,
     index: usize,
     me: u64,
-    full: FullPolicy,
+    full: Policy,
     spin: Duration,
     durable: Option<Durable>,
     /// How far past the tail a full queue's producer looks for room (see `wait_for_room`).
@@ -160,7 +160,7 @@ impl ProducerCore {
     pub(crate) fn new(
         shared: Arc<QueueShared>,
         index: usize,
-        full: FullPolicy,
+        full: Policy,
         spin: Duration,
         sync: SyncPolicy,
     ) -> ProducerCore {
@@ -199,8 +199,8 @@ impl ProducerCore {
             return self.prepare(pos);
         }
         let timeout = match self.full {
-            FullPolicy::Fail => return Err(SendError::Full),
-            FullPolicy::Block(t) => t,
+            Policy::Fail => return Err(SendError::Full),
+            Policy::Block(t) => t,
         };
         let pos = self.wait_for_room(timeout)?;
         self.prepare(pos)
@@ -511,8 +511,8 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// Copies (or serialises) `input` into the queue. Returns the message's position: positions
     /// count every message sent to the queue, from 0.
     ///
-    /// Errors: [`SendError::Full`] ([`FullPolicy::Fail`]), [`SendError::Timeout`]
-    /// ([`FullPolicy::Block`]), [`SendError::TooLarge`], [`SendError::Serialize`], and for
+    /// Errors: [`SendError::Full`] ([`Policy::Fail`]), [`SendError::Timeout`]
+    /// ([`Policy::Block`]), [`SendError::TooLarge`], [`SendError::Serialize`], and for
     /// durable queues [`SendError::Storage`] (the log could not be written or synced: the
     /// message is not delivered).
     #[inline]
@@ -536,9 +536,9 @@ impl<P: Payload + ?Sized> Producer<P> {
     }
 }
 
-/// A slot of the queue loaned to a producer: written in place, then [`QueueLoan::send`].
+/// A slot of the queue loaned to a producer: written in place, then [`Loan::send`].
 /// Dropped unsent, it is given up (consumers skip it).
-pub struct QueueLoan<'a, P: Payload + ?Sized> {
+pub struct Loan<'a, P: Payload + ?Sized> {
     producer: &'a mut ProducerCore,
     pos: u64,
     len: usize,
@@ -546,16 +546,16 @@ pub struct QueueLoan<'a, P: Payload + ?Sized> {
     _p: PhantomData<fn(&P)>,
 }
 
-impl<P: Payload + ?Sized> std::fmt::Debug for QueueLoan<'_, P> {
+impl<P: Payload + ?Sized> std::fmt::Debug for Loan<'_, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueLoan")
+        f.debug_struct("Loan")
             .field("position", &self.pos)
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }
 
-impl<P: Payload + ?Sized> QueueLoan<'_, P> {
+impl<P: Payload + ?Sized> Loan<'_, P> {
     /// Publishes the message; returns its position.
     pub fn send(self) -> Result<u64, SendError> {
         let me = std::mem::ManuallyDrop::new(self);
@@ -565,7 +565,7 @@ impl<P: Payload + ?Sized> QueueLoan<'_, P> {
     }
 }
 
-impl<P: Payload + ?Sized> Drop for QueueLoan<'_, P> {
+impl<P: Payload + ?Sized> Drop for Loan<'_, P> {
     fn drop(&mut self) {
         self.producer.abandon(self.pos);
     }
@@ -575,14 +575,14 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// Reserves the next position and zeroes `len` bytes of its payload area for a loan;
     /// [`SendError::TooLarge`] if `len` exceeds the area (whatever the segment's header says
     /// of the payload type).
-    fn zeroed_loan(&mut self, len: usize) -> Result<QueueLoan<'_, P>, SendError> {
+    fn zeroed_loan(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
         SendError::check_fits(len, self.core.max_payload())?;
         let pos = self.core.reserve()?;
         let ptr = self.core.payload(pos);
         // SAFETY: the payload area of our reserved position holds `max_payload` bytes, at
         // least `len` (checked above), and is ours alone until published or given up.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
-        Ok(QueueLoan {
+        Ok(Loan {
             producer: &mut self.core,
             pos,
             len,
@@ -594,19 +594,19 @@ impl<P: Payload + ?Sized> Producer<P> {
 
 impl<T: bytemuck::Pod> Producer<T> {
     /// Loans the next slot, zeroed, to be written in place.
-    pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, SendError> {
+    pub fn loan(&mut self) -> Result<Loan<'_, T>, SendError> {
         self.zeroed_loan(std::mem::size_of::<T>())
     }
 }
 
 impl Producer<Bytes> {
     /// Loans the next slot for a message of `len` bytes (zeroed), to be written in place.
-    pub fn loan(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, SendError> {
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_, Bytes>, SendError> {
         self.zeroed_loan(len)
     }
 }
 
-impl<T: bytemuck::Pod> Deref for QueueLoan<'_, T> {
+impl<T: bytemuck::Pod> Deref for Loan<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the payload area is aligned for T (32 in memory, 16 in a log; T's alignment was
@@ -616,14 +616,14 @@ impl<T: bytemuck::Pod> Deref for QueueLoan<'_, T> {
     }
 }
 
-impl<T: bytemuck::Pod> DerefMut for QueueLoan<'_, T> {
+impl<T: bytemuck::Pod> DerefMut for Loan<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
         unsafe { &mut *(self.ptr as *mut T) }
     }
 }
 
-impl Deref for QueueLoan<'_, Bytes> {
+impl Deref for Loan<'_, Bytes> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: `len` initialised bytes of our reserved payload area.
@@ -631,7 +631,7 @@ impl Deref for QueueLoan<'_, Bytes> {
     }
 }
 
-impl DerefMut for QueueLoan<'_, Bytes> {
+impl DerefMut for Loan<'_, Bytes> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }

@@ -11,7 +11,8 @@ use super::layout::{CallRing, Role, CLIENT_BIT};
 use super::shared::{ClientEnv, ServiceShared};
 use crate::error::{CallError, SendError};
 use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
-use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
+use crate::sync::CHECK_INTERVAL;
+use crate::topic::{Bytes, Payload};
 
 pub(crate) use crate::sync::FIRST_POLLS;
 

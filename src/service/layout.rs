@@ -189,7 +189,7 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Largest number of clients or servers of one service.
 pub const MAX_PARTICIPANTS: usize = call::MAX_SERVERS;
 /// Largest request or response size.
-pub const MAX_SERVICE_MESSAGE: usize = 1 << 30;
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
 /// Largest stream depth (response items per call slot).
 pub const MAX_STREAM_DEPTH: usize = 64;
 
@@ -333,9 +333,9 @@ impl ServiceLayout {
             )));
         }
         for (what, n) in [("request", max_request), ("response", max_response)] {
-            if !(1..=MAX_SERVICE_MESSAGE).contains(&n) {
+            if !(1..=MAX_MESSAGE_SIZE).contains(&n) {
                 return Err(invalid(format!(
-                    "max {what} size {n} must be in 1..={MAX_SERVICE_MESSAGE}"
+                    "max {what} size {n} must be in 1..={MAX_MESSAGE_SIZE}"
                 )));
             }
         }

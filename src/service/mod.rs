@@ -7,6 +7,7 @@
 //! client reads. See `ARCHITECTURE.md` for the layout and the protocol.
 
 mod client;
+#[doc(hidden)]
 pub mod layout;
 mod server;
 mod shared;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use client::ClientOptions;
 pub use client::{Client, Pending, RequestLoan, Response};
-pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_SERVICE_MESSAGE, MAX_STREAM_DEPTH};
+pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
 pub use server::{Request, ResponseLoan, ResponseStream, Server};
 
 use crate::error::OpenError;

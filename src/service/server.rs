@@ -14,7 +14,8 @@ use crate::error::{ReceiveError, SendError};
 use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
 use crate::sync::doorbell::ALL;
 use crate::sync::{barrier, ProcessId};
-use crate::topic::{Bytes, Payload, CHECK_INTERVAL};
+use crate::sync::CHECK_INTERVAL;
+use crate::topic::{Bytes, Payload};
 
 /// Longest single sleep of an idle server.
 const MAX_SLEEP: Duration = Duration::from_millis(100);

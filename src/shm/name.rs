@@ -7,7 +7,7 @@ pub const MAX_NAME_LEN: usize = 200;
 
 /// Checks that `name` can be used as a segment name.
 ///
-/// A name is 1 to [`MAX_NAME_LEN`] characters from `[A-Za-z0-9_-]`. That rules out path separators,
+/// A name is 1 to 200 characters from `[A-Za-z0-9_-]`. That rules out path separators,
 /// `.` and `..`, hidden files and anything the shell or the file system would treat specially, so a
 /// name can never reach outside the ringbus root directory.
 ///

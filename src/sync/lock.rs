@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::ProcessId;
 
-/// How often a waiter checks whether the holder is still alive.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+pub use super::CHECK_INTERVAL;
 
 const SPINS: u32 = 128;
 /// A waiter's pause between polls once the lock has been held for a [`CHECK_INTERVAL`].

@@ -2,19 +2,25 @@
 //! futex on a word in the mapping, and the identity
 //! of a process (pid and start time) that tells a live peer from a dead one whose pid was reused.
 
-#[cfg(not(loom))]
-pub mod barrier;
 pub(crate) mod doorbell;
-#[cfg(not(loom))]
-pub mod futex;
-#[cfg(not(loom))]
-pub mod liveness;
-#[cfg(not(loom))]
-pub mod lock;
-
 pub(crate) use doorbell::Doorbell;
+
+crate::outside_loom! {
+    pub mod barrier;
+    pub mod futex;
+    pub mod liveness;
+    pub mod lock;
+
+    pub use liveness::ProcessId;
+}
+
+/// How often a waiting handle checks that the peer it waits for is alive: the detection interval
+/// for a subscriber killed while a `Block` publisher waits on it, for a service's server killed
+/// while a client waits on its call (the call then fails with [`crate::CallError::Disconnected`],
+/// or [`crate::CallError::NoServer`] if no server had taken it and none is left), and for the
+/// holder of a queue's append or claim lock.
 #[cfg(not(loom))]
-pub use liveness::ProcessId;
+pub const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Polls a waiting receiver (subscriber, client, server) makes before it first reads the clock,
 /// about a microsecond of spinning: a round trip is a few hundred nanoseconds, and a clock read

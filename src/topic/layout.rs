@@ -110,6 +110,8 @@ const _: () = assert!(SLOT_LEN + U64 <= SLOT_HEADER);
 pub const MAX_ALIGN: usize = SLOT_HEADER;
 /// Largest capacity (slots per ring).
 pub const MAX_CAPACITY: usize = 1 << 20;
+/// Most publishers, and most subscribers, a topic may have registered at once.
+pub const MAX_PARTICIPANTS: usize = MAX_READERS;
 /// Largest message size.
 pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
 
@@ -180,8 +182,8 @@ impl TopicLayout {
             1..=MAX_MESSAGE_SIZE,
             false,
         )?;
-        check_config("max publishers", max_publishers, 1..=MAX_READERS, false)?;
-        check_config("max subscribers", max_subscribers, 1..=MAX_READERS, false)?;
+        check_config("max publishers", max_publishers, 1..=MAX_PARTICIPANTS, false)?;
+        check_config("max subscribers", max_subscribers, 1..=MAX_PARTICIPANTS, false)?;
         check_config("max held", max_held, 1..=MAX_HELD, false)?;
         // A joining subscriber can be promised at most capacity - 2 messages (ring::broadcast,
         // invariant 4).

@@ -1,10 +1,11 @@
 //! Publish/subscribe topics: every subscriber sees every message, read in place.
 //!
 //! A topic segment holds one single-writer broadcast ring per publisher (see
-//! [`crate::ring::broadcast`]) and a cursor per (subscriber, ring). Publishers never contend with
+//! `ring::broadcast`) and a cursor per (subscriber, ring). Publishers never contend with
 //! each other; a subscriber polls the rings of all publishers, so each publisher's messages arrive
 //! in the order they were sent, and messages of different publishers interleave.
 
+#[doc(hidden)]
 pub mod layout;
 mod payload;
 mod publisher;
@@ -15,9 +16,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 pub(crate) use layout::PayloadKind;
-pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE};
+pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
 pub use payload::{Bytes, Payload, Rkyv};
-pub use publisher::{Loan, Publisher, CHECK_INTERVAL};
+pub use publisher::{Loan, Publisher};
 pub use subscriber::{Sample, Subscriber};
 
 use crate::error::OpenError;
@@ -34,7 +35,7 @@ use shared::{Joined, TopicShared};
 /// [`OpenError::TypeMismatch`]).
 ///
 /// ```
-/// use ringbus::{Node, Policy};
+/// use ringbus::{topic::Policy, Node};
 /// use std::time::Duration;
 ///
 /// let node = Node::in_process();

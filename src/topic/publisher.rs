@@ -18,12 +18,7 @@ const SPIN: Duration = Duration::from_micros(20);
 /// A publisher whose pre-claim keeps failing looks for dead participants once per this many
 /// commits.
 const HOUSEKEEPING_EVERY: u32 = 4096;
-/// How often a waiting handle checks that the peer it waits for is alive: the detection interval
-/// for a subscriber killed while a `Block` publisher waits on it, and for a service's server
-/// killed while a client waits on its call (the call then fails with
-/// [`crate::CallError::Disconnected`], or [`crate::CallError::NoServer`] if no server had taken
-/// it and none is left).
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+use crate::sync::CHECK_INTERVAL;
 
 /// Publishes messages of kind `P` on a topic. Created by [`crate::TopicBuilder::publisher`].
 ///

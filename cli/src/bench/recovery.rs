@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::queue::DiskDir;
 use super::util::{err, options_or_exit, Parsed, Result, Words};
-use ringbus::{FullPolicy, Node, SyncPolicy};
+use ringbus::{queue::Policy, Node, SyncPolicy};
 
 const USAGE: &str = "\
 usage: ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]
@@ -57,7 +57,7 @@ fn queue(node: &Node, dir: &std::path::Path, messages: u64) -> ringbus::QueueBui
         .capacity((messages as usize).next_power_of_two().max(2))
         .durable(dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail)
+        .policy(Policy::Fail)
 }
 
 fn drop_caches() -> Result<()> {

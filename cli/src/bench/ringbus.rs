@@ -23,7 +23,9 @@ use super::util::{
     check_seq, consume_payload, err, fill_payload, spin_until, timed_receives, Result, MSG_TIMEOUT,
 };
 use super::STREAM_CAPACITY;
-use ringbus::{Bytes, Node, Policy, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder};
+use ringbus::{
+    topic::Policy, Bytes, Node, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder,
+};
 
 mod rpc;
 

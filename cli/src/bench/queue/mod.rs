@@ -13,7 +13,7 @@
 //!
 //! All queues hold [`QUEUE_CAPACITY`] messages; ringbus queues are byte queues with
 //! `max_message_size` = the payload size, `max_producers`/`max_consumers` = the shape's,
-//! `FullPolicy::Block(QUEUE_WAIT)` and the default prefetch.
+//! `Policy::Block(QUEUE_WAIT)` and the default prefetch.
 //!
 //! **Processes.** The ringbus rows run every producer and every consumer in its own
 //! process: the parent spawns four long-lived `bench-peer` workers (the child of the
@@ -29,7 +29,7 @@
 //! message it receives (the queue's cost; for `crossbeam` the pop is the ack).
 //!
 //! **Waits.** Each transport waits as it waits best. ringbus roles use the library's own
-//! waits: a producer facing a full queue blocks in `send` (`FullPolicy::Block`), a
+//! waits: a producer facing a full queue blocks in `send` (`Policy::Block`), a
 //! consumer takes what is there with `try_receive` and, when nothing is, waits in
 //! `receive_timeout` (both spin briefly, then sleep on a futex; the consumer's timeout is
 //! 1 ms, so it looks at the stop counter now and then). `crossbeam` has no blocking calls:

@@ -3,7 +3,7 @@
 //!
 //! Every end builds the queue with the same options: capacity [`QUEUE_CAPACITY`],
 //! `max_message_size` = the payload size, `max_producers` / `max_consumers` = the shape's,
-//! `FullPolicy::Block(QUEUE_WAIT)`, default prefetch, spin time and visibility timeout;
+//! `Policy::Block(QUEUE_WAIT)`, default prefetch, spin time and visibility timeout;
 //! the durable ones add `durable(dir)` (a fresh directory on disk per queue) and their
 //! sync policy (`Batch` every [`BATCH_INTERVAL`]). A producer loans a slot of the payload
 //! size and writes only the header in place, then sends (waiting in the library while the
@@ -19,7 +19,8 @@ use super::worker::{
 };
 use super::{EndSpec, QueueSetup, QueueTransport, Role, QUEUE_CAPACITY};
 use ringbus::{
-    Bytes, Consumer, Delivery, FullPolicy, Node, Producer, QueueBuilder, ReceiveError, SyncPolicy,
+    queue::Policy, Bytes, Consumer, Delivery, Node, Producer, QueueBuilder, ReceiveError,
+    SyncPolicy,
 };
 
 /// Longest a consumer sleeps in `receive_timeout` before it looks at the stop counter.
@@ -64,7 +65,7 @@ impl RingbusQueue {
             .max_message_size(setup.payload)
             .max_producers(setup.shape.producers)
             .max_consumers(setup.shape.consumers)
-            .full_policy(FullPolicy::Block(QUEUE_WAIT));
+            .policy(Policy::Block(QUEUE_WAIT));
         Ok(match self.sync_policy() {
             None => builder,
             Some(policy) => {

@@ -21,7 +21,7 @@ use super::child::{read_records, ready, say, Args, Ctl, Records};
 use super::harness::{AfterTrial, Harness, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::{err, Result};
-use ringbus::{FullPolicy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
+use ringbus::{queue::Policy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
 
 type Msg = [u64; 8];
 
@@ -49,7 +49,7 @@ fn builder(node: &Node, durable: Option<&Path>) -> QueueBuilder<Msg> {
         .max_consumers(8)
         .prefetch(8)
         .visibility_timeout(Duration::from_secs(60))
-        .full_policy(FullPolicy::Block(Duration::from_secs(30)));
+        .policy(Policy::Block(Duration::from_secs(30)));
     match durable {
         Some(dir) => b
             .durable(dir)

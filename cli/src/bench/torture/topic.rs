@@ -14,7 +14,7 @@ use super::child::{ready, say, Args, Ctl};
 use super::harness::{AfterTrial, Harness, Miss, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::Result;
-use ringbus::{Bytes, Node, Policy, ReceiveError, SendError, TopicBuilder};
+use ringbus::{topic::Policy, Bytes, Node, ReceiveError, SendError, TopicBuilder};
 
 /// Slots per publisher ring: small, so publishers wait on subscribers often.
 const CAPACITY: usize = 256;
