@@ -1,4 +1,5 @@
-//! Mutation tests of every file format (issue 10, section 3).
+//! Mutation tests of every file format: corrupted, truncated, forged or replaced files must end
+//! in a typed error or a correct result.
 //!
 //! Valid topic, service, queue (in-memory segment file) and durable-queue files (ring file and log
 //! segment files) are made once by the public API under a private root. Each case copies them,
@@ -17,7 +18,7 @@
 //! - `cargo test --test mutation -- --nocapture`: `RINGBUS_MUTATION_CASES` cases per format
 //!   (default: [`default_cases`], about 10-15 s per format in a debug build);
 //! - `RINGBUS_MUTATION_CASES=100000 cargo test --release --test mutation -- --nocapture`: the full
-//!   count the issue asks for;
+//!   count (100,000 cases per format);
 //! - `RINGBUS_MUTATION_SEED=<u64>`: another seed (default [`DEFAULT_SEED`]);
 //! - `RINGBUS_MUTATION_FORMAT=durable RINGBUS_MUTATION_CASE=1234 cargo test --test mutation --
 //!   --nocapture`: one case, in the test process, printing its mutations and how it ended (a panic
@@ -747,8 +748,8 @@ fn make_base(kind: Kind, dir: &Path) -> Base {
             snap(kind)
         }
         Kind::ServiceLong => {
-            // Payload type names longer than the header's 128 bytes (issue 10, defect 5): a
-            // second handle may fail to join; the file is kept as far as it got.
+            // Payload type names longer than the header's 128 bytes: a second handle may fail to
+            // join; the file is kept as far as it got.
             let b = service_long(&node);
             let server = b
                 .server()
@@ -974,7 +975,7 @@ struct Case {
     files: Vec<CaseFile>,
     desc: Vec<String>,
     /// Only a log record's payload bytes were changed: a durable queue must recover and keep
-    /// making progress (issue 10, defect 4).
+    /// making progress (one corrupt record never stops it).
     payload_only: bool,
 }
 

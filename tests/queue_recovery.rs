@@ -1,4 +1,7 @@
-//! Durable queues reopened after trouble: a record corrupted on disk, a restart whose new
+//! Durable queues reopened after trouble: a clean shutdown with the head lagging behind a
+//! lapped ring, a rebuild after a machine restart from a log holding more records than the
+//! capacity, a producer killed inside the append lock (with or without a send after it), a send
+//! abandoned after its record was sealed, a record corrupted on disk, a restart whose new
 //! processes share pids with the old ones, a log rotated by another process while we open, a
 //! participant killed while asleep, and a producer whose position was passed over while it
 //! wrote. Roles that must be other processes run in children of this test binary (see
@@ -9,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::ring::{producer_died_in_append_lock, state, BOOT, SKIP, SLOTS};
 use common::*;
 use ringbus::{FullPolicy, Node, ProcessId, SendError, SyncPolicy};
 
@@ -295,4 +299,194 @@ fn a_late_publish_of_a_passed_over_position_overwrites_nothing() {
     assert!(joiner.finish());
     drop((c, late, other));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Reproduces: a durable queue whose head lags (every message acknowledged, but no claim ran since
+/// to walk the head) while producers lapped the ring is refused as corrupt at the next open
+/// ("queue positions head 0, tail 8 exceed the capacity"), after a clean shutdown.
+#[test]
+fn durable_reopen_after_clean_shutdown_with_a_lagging_head() {
+    let dir = data_dir("lagging-head");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("lag")
+        .capacity(4)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never)
+        .full_policy(FullPolicy::Fail);
+    {
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        for i in 0..4 {
+            p.send(&i).unwrap();
+        }
+        // One claim takes all four (prefetch 16); the head stays at 0 (they are TAKEN).
+        let ds: Vec<_> = (0..4).map(|_| c.try_receive().unwrap()).collect();
+        for d in ds {
+            d.ack().unwrap();
+        }
+        // The ring is free again: four more, never received.
+        for i in 4..8 {
+            p.send(&i).unwrap();
+        }
+    } // clean shutdown of every handle
+    let c = q.consumer();
+    assert!(c.is_ok(), "reopen after a clean shutdown: {c:?}");
+    let c = c.unwrap();
+    let got = common::drain_acked(&c);
+    assert_eq!(got, vec![4, 5, 6, 7]);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// Reproduces: the rebuild after a machine restart starts at the first segment file and refuses a
+/// log holding valid records more than `capacity` positions past it, which every queue that has
+/// carried more than `capacity` messages in its oldest segment does: the queue cannot be opened.
+#[test]
+fn durable_rebuild_after_restart_with_more_records_than_the_capacity() {
+    let dir = data_dir("rebuild-capacity");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("big")
+        .capacity(4)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Always);
+    {
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        for i in 0..10u64 {
+            p.send(&i).unwrap();
+            c.try_receive().unwrap().ack().unwrap();
+        }
+        p.send(&10).unwrap();
+        p.send(&11).unwrap();
+    }
+    // Another boot id in the ring file: what a machine restart looks like.
+    patch(&dir.join("queue_big"), BOOT, &[0x5a; 8]);
+    let c = q.consumer();
+    assert!(c.is_ok(), "reopen after a restart: {c:?}");
+    let c = c.unwrap();
+    let got = common::drain_acked(&c);
+    // At least once after a machine crash: 10 and 11 must be there (acknowledged ones may
+    // come back, but no more than the last `capacity` positions can be unacknowledged).
+    assert!(got.ends_with(&[10, 11]), "{got:?}");
+    assert!(got.len() <= 4, "acknowledged messages resurrected: {got:?}");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// Reproduces: a producer SIGKILLed inside the append lock after marking its slot WRITING and
+/// before moving `tail`. A consumer frees the slot (WRITING of a dead producer -> FREE(pos + N))
+/// and moves the cursor past `tail`; the producer that then takes the lock over finds the slot of
+/// `tail` "for a later lap", reads it as full, and every send fails for ever. The durable queue is
+/// then also refused at the next open (head > tail).
+///
+/// The crash state is written into the ring file: the append lock held by a dead process (pid 0),
+/// producer entry 1 active for that process with `writing` = 2, slot of position 1 WRITING by 1.
+#[test]
+fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
+    let dir = data_dir("append-death");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("wedge")
+        .capacity(4)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never)
+        .full_policy(FullPolicy::Fail);
+    let ring = dir.join("queue_wedge");
+    let mut p = q.producer().unwrap(); // entry 0
+    let c = q.consumer().unwrap();
+    p.send(&0).unwrap();
+    c.try_receive().unwrap().ack().unwrap();
+
+    // The crash: tail stays 1.
+    producer_died_in_append_lock(&ring);
+
+    // The consumer waits a check interval on the WRITING slot, then judges its producer dead.
+    for _ in 0..5 {
+        assert!(c.try_receive().is_err());
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    // The queue holds nothing: three slots are free. The producer takes the dead holder's lock
+    // over (after a check interval) and must be able to send.
+    let mut sent = Vec::new();
+    for i in 1..4u64 {
+        sent.push(p.send(&i));
+    }
+    assert!(
+        sent.iter().all(|r| r.is_ok()),
+        "sends into an empty queue after a producer died in the append lock: {sent:?}"
+    );
+    let got = common::drain_acked(&c);
+    assert_eq!(got, vec![1, 2, 3]);
+    drop((p, c));
+    let again = q.consumer();
+    assert!(again.is_ok(), "reopen: {again:?}");
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// A producer dies inside the append lock after marking its slot WRITING and before moving `tail`
+/// (as in `a_producer_killed_inside_the_append_lock_wedges_the_queue`), but this time no producer
+/// sends again before every handle exits. The consumer already judged the slot's producer dead
+/// (FREE(pos + N)) and moved cursor and head past `tail`. The same-boot recovery (`check_records`)
+/// then refuses the queue: "head 2, tail 1 exceed the capacity". The durable queue cannot be opened
+/// any more.
+#[test]
+fn recovery_after_a_producer_died_in_the_append_lock_and_nobody_sent_again() {
+    let dir = data_dir("append-death-no-send");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("wedge2")
+        .capacity(4)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Never)
+        .full_policy(FullPolicy::Fail);
+    let ring = dir.join("queue_wedge2");
+    {
+        let mut p = q.producer().unwrap(); // entry 0
+        let c = q.consumer().unwrap();
+        p.send(&0).unwrap();
+        c.try_receive().unwrap().ack().unwrap();
+        producer_died_in_append_lock(&ring);
+        for _ in 0..5 {
+            assert!(c.try_receive().is_err());
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    } // every handle leaves; the dead entry stays: the next open recovers
+    let again = q.consumer();
+    assert!(again.is_ok(), "reopen: {again:?}");
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
+}
+
+/// An `Always` send whose sync fails is abandoned (SKIP) and reported failed, but its record
+/// stays valid in the log. After a machine restart the rebuild trusts the old ring's acks and
+/// ignores its SKIP: the failed send is delivered. (The sync failure is simulated: a valid record
+/// whose slot says SKIP, exactly what `publish` leaves.)
+#[test]
+fn a_send_abandoned_after_its_record_was_sealed_is_delivered_after_a_restart() {
+    let dir = data_dir("skip-resurrected");
+    let node = Node::in_process();
+    let q = node
+        .queue::<u64>("skipped")
+        .capacity(4)
+        .durable(&dir)
+        .sync_policy(SyncPolicy::Always);
+    let ring = dir.join("queue_skipped");
+    {
+        let mut p = q.producer().unwrap();
+        p.send(&7).unwrap();
+        // What `publish` leaves when `sync_covering` fails: the record sealed, the slot SKIP.
+        patch(&ring, SLOTS, &state(SKIP, 0, 0, 0).to_le_bytes());
+    }
+    patch(&ring, BOOT, &[0x5a; 8]); // a machine restart
+    let c = q.consumer().unwrap();
+    let got = c.try_receive().map(|d| *d);
+    assert!(
+        got.is_err(),
+        "a send that returned Err was delivered: {got:?}"
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
