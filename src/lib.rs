@@ -98,11 +98,6 @@ outside_loom! {
     pub use sync::{ProcessId, CHECK_INTERVAL};
     pub use topic::{Bytes, Payload, Publisher, Rkyv, Sample, Subscriber, TopicBuilder};
 
-    // TEMPORARY old names, removed once the tests use the pattern modules.
-    #[doc(hidden)]
-    pub use queue::{Policy as FullPolicy, MAX_MESSAGE_SIZE as MAX_QUEUE_MESSAGE};
-    #[doc(hidden)]
-    pub use topic::{Loan, Policy};
 }
 
 /// The byte layout of each segment kind (offsets, sizes, state encodings), for tests and tools

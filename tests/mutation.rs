@@ -48,8 +48,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ringbus::{
-    Bytes, Consumer, FullPolicy, Node, OpenMode, Payload, Policy, ProcessId, QueueBuilder,
-    ReceiveError, ServiceBuilder, SyncPolicy, TopicBuilder,
+    queue, topic, Bytes, Consumer, Node, OpenMode, Payload, ProcessId, QueueBuilder, ReceiveError,
+    ServiceBuilder, SyncPolicy, TopicBuilder,
 };
 
 /// Cases per format by default: about 10-15 s each in a debug build, as CI runs them (a topic
@@ -267,7 +267,7 @@ fn topic_bytes(node: &Node) -> TopicBuilder<Bytes> {
         .max_subscribers(T_SUBS)
         .max_held(2)
         .history(2)
-        .policy(Policy::DropOldest)
+        .policy(topic::Policy::DropOldest)
         .send_timeout(Duration::from_millis(2))
         .spin_before_sleep(Duration::ZERO)
 }
@@ -278,7 +278,7 @@ fn topic_pod(node: &Node) -> TopicBuilder<TopicPod> {
         .max_publishers(2)
         .max_subscribers(3)
         .max_held(1)
-        .policy(Policy::Block)
+        .policy(topic::Policy::Block)
         .send_timeout(Duration::from_millis(2))
         .spin_before_sleep(Duration::ZERO)
 }
@@ -318,7 +318,7 @@ fn queue_common<P: Payload + ?Sized>(b: QueueBuilder<P>, cap: usize) -> QueueBui
         .max_consumers(4)
         .prefetch(2)
         .visibility_timeout(Duration::from_secs(60))
-        .full_policy(FullPolicy::Fail)
+        .policy(queue::Policy::Fail)
         .spin_before_sleep(Duration::ZERO)
 }
 
@@ -2328,7 +2328,7 @@ fn run_queue_bytes(dir: &Path, n: u64, rng: &mut Rng, run: &mut Run) -> Result<S
         },
         |v: &[u8]| {
             let _ = v.iter().fold(0u8, |a, b| a ^ b);
-            (v.len() > ringbus::MAX_QUEUE_MESSAGE)
+            (v.len() > ringbus::queue::MAX_MESSAGE_SIZE)
                 .then(|| format!("a delivery of {} bytes", v.len()))
         },
     )

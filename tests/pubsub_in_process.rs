@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ringbus::{Node, OpenError, Policy, ReceiveError, SendError};
+use ringbus::{topic::Policy, Node, OpenError, ReceiveError, SendError};
 
 fn nodes(test: &str) -> Vec<Node> {
     let root = std::env::temp_dir().join(format!("ringbus-test-{}-{test}", std::process::id()));

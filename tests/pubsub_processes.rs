@@ -8,7 +8,9 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
-use ringbus::{Bytes, Node, OpenError, OpenMode, Policy, ReceiveError, SendError, TopicBuilder};
+use ringbus::{
+    topic::Policy, Bytes, Node, OpenError, OpenMode, ReceiveError, SendError, TopicBuilder,
+};
 
 const MAX: usize = 4096;
 const HDR: usize = 32;

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{data_dir, patch};
 use ringbus::{
-    AckError, Bytes, FullPolicy, Node, OpenError, QueueBuilder, ReceiveError, SendError, SyncPolicy,
+    queue::Policy, AckError, Bytes, Node, OpenError, QueueBuilder, ReceiveError, SendError,
+    SyncPolicy,
 };
 
 fn shm_node(test: &str) -> (Node, PathBuf) {
@@ -183,7 +184,7 @@ fn visibility_timeout_redelivers_and_the_late_ack_fails() {
             .visibility_timeout(Duration::from_millis(50))
             .capacity(2)
             .prefetch(1)
-            .full_policy(FullPolicy::Fail);
+            .policy(Policy::Fail);
         let mut p = q.producer().unwrap();
         let slow = q.consumer().unwrap();
         let fast = q.consumer().unwrap();
@@ -254,10 +255,7 @@ fn without_a_dead_letter_queue_the_message_is_dropped_and_counted() {
 #[test]
 fn full_policies() {
     for node in nodes("full") {
-        let fail = node
-            .queue::<u8>("q-full")
-            .capacity(2)
-            .full_policy(FullPolicy::Fail);
+        let fail = node.queue::<u8>("q-full").capacity(2).policy(Policy::Fail);
         let mut p = fail.producer().unwrap();
         let c = fail.consumer().unwrap();
         p.send(&1).unwrap();
@@ -265,7 +263,7 @@ fn full_policies() {
         assert_eq!(p.send(&3), Err(SendError::Full));
         let mut blocking = fail
             .clone()
-            .full_policy(FullPolicy::Block(Duration::from_millis(20)))
+            .policy(Policy::Block(Duration::from_millis(20)))
             .producer()
             .unwrap();
         assert!(matches!(blocking.send(&3), Err(SendError::Timeout(_))));
@@ -280,7 +278,7 @@ fn a_blocked_producer_is_woken_by_an_ack() {
     let q = node
         .queue::<u64>("q-wake")
         .capacity(4)
-        .full_policy(FullPolicy::Block(Duration::from_secs(30)))
+        .policy(Policy::Block(Duration::from_secs(30)))
         .spin_before_sleep(Duration::ZERO);
     let mut p = q.producer().unwrap();
     let c = q.consumer().unwrap();
@@ -545,7 +543,7 @@ fn a_late_reader_of_a_durable_message_keeps_its_record_while_files_are_reused() 
         .segment_records(4)
         .prefetch(1)
         .visibility_timeout(Duration::from_millis(50))
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let slow = q.consumer().unwrap();
     let fast = q.consumer().unwrap();
@@ -683,7 +681,7 @@ fn a_message_handed_back_laps_after_a_slow_ack_is_still_redelivered() {
             .queue::<u64>("q-head-lap")
             .capacity(4)
             .prefetch(1)
-            .full_policy(FullPolicy::Fail);
+            .policy(Policy::Fail);
         let mut p = q.producer().unwrap();
         let a = q.consumer().unwrap();
         let b = q.consumer().unwrap();
@@ -722,7 +720,7 @@ fn durable_producers_of_one_process_share_segment_creation() {
         .segment_records(64)
         .durable(&dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Block(Duration::from_secs(30)));
+        .policy(Policy::Block(Duration::from_secs(30)));
     let c = q.consumer().unwrap();
     let senders: Vec<_> = (0..2u64)
         .map(|id| {
@@ -822,7 +820,7 @@ fn handed_back_messages_are_not_reported_empty() {
     let q = node
         .queue::<u64>("q-backlog")
         .capacity(64)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     {
         let a = q.clone().prefetch(32).consumer().unwrap();
@@ -883,7 +881,7 @@ fn segments_deleted_by_another_consumer_stay_mapped_for_ever() {
         .segment_records(16)
         .durable(&dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let a = q.consumer().unwrap();
     let b = q.consumer().unwrap();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringbus::{FullPolicy, Node, QueueBuilder, ReceiveError, SyncPolicy};
+use ringbus::{queue::Policy, Node, QueueBuilder, ReceiveError, SyncPolicy};
 
 /// A message: producer id, sequence number, a checksum of both, padding.
 type Msg = [u64; 4];
@@ -41,7 +41,7 @@ fn queue(node: &Node, name: &str) -> QueueBuilder<Msg> {
         .visibility_timeout(Duration::from_secs(60))
         .max_deliveries(8)
         .dead_letter(&format!("{name}-dead"))
-        .full_policy(FullPolicy::Block(Duration::from_secs(60)))
+        .policy(Policy::Block(Duration::from_secs(60)))
 }
 
 fn durable(node: &Node, dir: &str, name: &str, sync: SyncPolicy) -> QueueBuilder<Msg> {
@@ -50,14 +50,14 @@ fn durable(node: &Node, dir: &str, name: &str, sync: SyncPolicy) -> QueueBuilder
         .segment_records(4096)
         .durable(dir)
         .sync_policy(sync)
-        .full_policy(FullPolicy::Block(Duration::from_secs(60)))
+        .policy(Policy::Block(Duration::from_secs(60)))
 }
 
 /// The queue of the slow-producer tests.
 fn slow_queue(node: &Node) -> QueueBuilder<u64> {
     node.queue::<u64>("slow")
         .capacity(64)
-        .full_policy(FullPolicy::Block(Duration::from_secs(10)))
+        .policy(Policy::Block(Duration::from_secs(10)))
 }
 
 /// What a consumer records, one 8-byte word per event, written with one `write` each so a kill

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::ring::{producer_died_in_append_lock, state, BOOT, SKIP, SLOTS};
 use common::*;
-use ringbus::{FullPolicy, Node, ProcessId, SendError, SyncPolicy};
+use ringbus::{queue::Policy, Node, ProcessId, SendError, SyncPolicy};
 
 /// Offsets of a durable `u64` queue's log files (ARCHITECTURE.md, "The log"); the ring file's
 /// are `common::ring`'s.
@@ -72,7 +72,7 @@ fn child_entry() {
             let q = node
                 .queue::<u64>("sleepers")
                 .capacity(2)
-                .full_policy(FullPolicy::Block(Duration::from_secs(600)));
+                .policy(Policy::Block(Duration::from_secs(600)));
             let mut p = q.producer().unwrap();
             p.send(&1).unwrap();
             p.send(&2).unwrap();
@@ -101,7 +101,7 @@ fn a_corrupt_record_is_passed_over_and_never_stalls_the_queue() {
         .queue::<u64>("corrupt")
         .capacity(4)
         .durable(&dir)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     {
         let mut p = q.producer().unwrap();
         let c = q.consumer().unwrap();
@@ -146,7 +146,7 @@ fn after_a_restart_every_recorded_process_is_dead_whatever_its_pid() {
         .capacity(16)
         .durable(&dir)
         .sync_policy(SyncPolicy::Always)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     {
         let mut p = q.producer().unwrap();
         for i in 0..3 {
@@ -269,10 +269,7 @@ fn a_participant_killed_asleep_leaves_no_sleeper_behind() {
 fn a_late_publish_of_a_passed_over_position_overwrites_nothing() {
     let root = test_root("late");
     let node = Node::with_root(&root).unwrap();
-    let q = node
-        .queue::<u64>("late")
-        .capacity(2)
-        .full_policy(FullPolicy::Fail);
+    let q = node.queue::<u64>("late").capacity(2).policy(Policy::Fail);
     let c = q.consumer().unwrap();
     let mut late = q.producer().unwrap();
     let mut loan = late.loan().unwrap();
@@ -313,7 +310,7 @@ fn durable_reopen_after_clean_shutdown_with_a_lagging_head() {
         .capacity(4)
         .durable(&dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     {
         let mut p = q.producer().unwrap();
         let c = q.consumer().unwrap();
@@ -392,7 +389,7 @@ fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
         .capacity(4)
         .durable(&dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let ring = dir.join("queue_wedge");
     let mut p = q.producer().unwrap(); // entry 0
     let c = q.consumer().unwrap();
@@ -441,7 +438,7 @@ fn recovery_after_a_producer_died_in_the_append_lock_and_nobody_sent_again() {
         .capacity(4)
         .durable(&dir)
         .sync_policy(SyncPolicy::Never)
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let ring = dir.join("queue_wedge2");
     {
         let mut p = q.producer().unwrap(); // entry 0

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::ring::*;
 use common::{data_dir, patch};
-use ringbus::{FullPolicy, Node, ProcessId};
+use ringbus::{queue::Policy, Node, ProcessId};
 
 fn read_u64(path: &Path, at: u64) -> u64 {
     let f = std::fs::File::open(path).unwrap();
@@ -58,7 +58,7 @@ fn a_stale_reader_holding_two_deliveries_of_one_message_loses_its_protection() {
         .queue::<u64>("q-stale-twice")
         .capacity(2)
         .visibility_timeout(Duration::from_millis(30))
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let o = q.consumer().unwrap();
     let x = q.consumer().unwrap();
@@ -95,7 +95,7 @@ fn prefetched_claims_lost_to_their_deadline_pin_slots_while_their_consumer_is_id
         .queue::<u64>("q-prefetch-pin")
         .capacity(8)
         .visibility_timeout(Duration::from_millis(30))
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let a = q.clone().prefetch(4).consumer().unwrap();
     let b = q.consumer().unwrap();
@@ -117,7 +117,7 @@ fn prefetched_claims_lost_to_their_deadline_pin_slots_while_their_consumer_is_id
 }
 
 /// A message past its maximum deliveries whose move to the dead-letter queue fails once (the
-/// dead-letter queue is full: its producer uses `FullPolicy::Fail`) stays TAKEN by the consumer
+/// dead-letter queue is full: its producer uses `Policy::Fail`) stays TAKEN by the consumer
 /// until its deadline. The scan that takes it back sets that consumer's stale-reader bit (it
 /// never viewed it); the next move succeeds and acknowledges it: ACKED|STALE. Nothing ever clears
 /// the bit while the consumer lives (it is in no buffer and no view of the consumer): the slot
@@ -137,7 +137,7 @@ fn a_dead_letter_move_that_failed_once_pins_its_slot_for_ever() {
         .max_deliveries(1)
         .visibility_timeout(Duration::from_millis(30))
         .dead_letter("q-dlq-pin-dlq")
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let a = q.consumer().unwrap();
     p.send(&1).unwrap();
@@ -183,7 +183,7 @@ fn a_failed_dead_letter_move_clears_the_reader_bit_of_a_delivery_still_held() {
         .max_deliveries(1)
         .visibility_timeout(Duration::from_millis(20))
         .dead_letter("held-bit-dl")
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let q_ring = ring(&dir, "held-bit-q");
     let dl_ring = ring(&dir, "held-bit-dl");
@@ -250,7 +250,7 @@ fn a_taken_state_with_an_owner_past_64_does_not_panic_a_scan() {
         .queue::<u64>("q-owner")
         .capacity(4)
         .visibility_timeout(Duration::from_millis(1))
-        .full_policy(FullPolicy::Fail);
+        .policy(Policy::Fail);
     let mut p = q.producer().unwrap();
     let c = q.consumer().unwrap();
     p.send(&1).unwrap();

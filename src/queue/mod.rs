@@ -219,12 +219,6 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         self
     }
 
-    // TEMPORARY old name, removed once the tests use `policy`.
-    #[doc(hidden)]
-    pub fn full_policy(self, policy: Policy) -> Self {
-        self.policy(policy)
-    }
-
     /// Keeps the queue in files under `dir` (created 0700) instead of shared memory: messages
     /// survive the exit or SIGKILL of every process, and a machine crash as [`SyncPolicy`] says.
     /// `dir` must be on a real file system (not tmpfs) for the data to outlive a reboot.
