@@ -274,6 +274,11 @@ pub fn run(ctx: &Ctx, tally: &mut Tally) -> Result<()> {
             }
         }
     }
+    // Clients first: a client still running when a server is killed here would fail its calls
+    // (Disconnected, NoServer) with no server death on record, and be judged wrong.
+    for c in &mut clients {
+        h.kill_slot(c);
+    }
     h.shutdown();
     let fails = std::mem::take(&mut h.fails);
     drop(h);
