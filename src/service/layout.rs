@@ -167,22 +167,24 @@ const _: () = {
     assert!(RING_ALIGN % CACHE_LINE == 0);
 };
 
-/// Configuration word: max clients C.
-pub const CONFIG_MAX_CLIENTS: usize = 0;
-/// Configuration word: max servers S.
-pub const CONFIG_MAX_SERVERS: usize = 1;
-/// Configuration word: in flight per client F.
-pub const CONFIG_IN_FLIGHT: usize = 2;
-/// Configuration word: max request size.
-pub const CONFIG_MAX_REQUEST: usize = 3;
-/// Configuration word: max response size.
-pub const CONFIG_MAX_RESPONSE: usize = 4;
-/// Configuration word: stream depth K.
-pub const CONFIG_DEPTH: usize = 5;
-/// Configuration word: payload kinds (request | response << 8).
-pub const CONFIG_KINDS: usize = 6;
-/// Configuration word: the response type's identity word.
-pub const CONFIG_RESPONSE_TYPE: usize = 7;
+crate::numbered! { usize:
+    /// Configuration word: max clients C.
+    pub CONFIG_MAX_CLIENTS,
+    /// Configuration word: max servers S.
+    pub CONFIG_MAX_SERVERS,
+    /// Configuration word: in flight per client F.
+    pub CONFIG_IN_FLIGHT,
+    /// Configuration word: max request size.
+    pub CONFIG_MAX_REQUEST,
+    /// Configuration word: max response size.
+    pub CONFIG_MAX_RESPONSE,
+    /// Configuration word: stream depth K.
+    pub CONFIG_DEPTH,
+    /// Configuration word: payload kinds (request | response << 8).
+    pub CONFIG_KINDS,
+    /// Configuration word: the response type's identity word.
+    pub CONFIG_RESPONSE_TYPE,
+}
 
 /// Largest in-flight limit per client (call slots).
 pub const MAX_IN_FLIGHT: usize = 1024;
