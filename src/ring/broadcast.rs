@@ -266,12 +266,8 @@ impl Writer {
 
     /// The first active reader that has not read position `p`, refreshing snapshots as needed.
     pub fn lagging_reader(&mut self, c: &impl Cells, p: u64) -> Option<usize> {
-        for r in self.check_roster(c) {
-            if self.snaps[r].cursor <= p && self.refresh(c, r).cursor <= p {
-                return Some(r);
-            }
-        }
-        None
+        self.check_roster(c)
+            .find(|&r| self.snaps[r].cursor <= p && self.refresh(c, r).cursor <= p)
     }
 
     /// Whether some active reader pins the payload in the slot of position `p`: position `p`

@@ -52,7 +52,7 @@
 use crate::error::OpenError;
 use crate::loom::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::call::{self, Cells, ClientLock, Holder};
-use crate::shm::entry::{Members, Table, ENTRY_OWNER};
+use crate::shm::entry::{Members, Table, Tables, ENTRY_OWNER};
 pub use crate::shm::CACHE_LINE;
 use crate::shm::{
     disjoint, one_line, Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN, U32, U64,
@@ -457,38 +457,19 @@ impl ServiceLayout {
     }
 }
 
-/// The two member tables of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The server table.
-    Server,
-    /// The client table (one call ring each).
-    Client,
+crate::shm::entry::member_tables! {
+    /// The two member tables of a service.
+    ServiceLayout, |l| {
+        // Servers first: releasing a client may wait for a server's claim lock, which a dead
+        // server's release has freed by then.
+        /// The server table.
+        Server => Table::new(SERVER_TABLE, SERVER_ENTRY, l.max_servers, "server"),
+        /// The client table (one call ring each).
+        Client => Table::new(l.client_table, CLIENT_ENTRY, l.max_clients, "client"),
+    }
 }
 
 impl Members for ServiceLayout {
-    type Role = Role;
-    // Servers first: releasing a client may wait for a server's claim lock, which a dead
-    // server's release has freed by then.
-    const ROLES: [Role; 2] = [Role::Server, Role::Client];
-
-    fn table(&self, role: Role) -> Table {
-        match role {
-            Role::Server => Table {
-                base: SERVER_TABLE,
-                stride: SERVER_ENTRY,
-                len: self.max_servers,
-                role: "server",
-            },
-            Role::Client => Table {
-                base: self.client_table,
-                stride: CLIENT_ENTRY,
-                len: self.max_clients,
-                role: "client",
-            },
-        }
-    }
-
     /// A server leaves the claim locks it held (`ring::call` invariant 7; a leaving server holds
     /// none), its bit in the server bitmap and in the servers' doorbell; the calls it took stay
     /// TAKEN and their clients find it gone. A client leaves its posted calls, cancelled here
