@@ -73,6 +73,21 @@ macro_rules! outside_loom {
 }
 pub(crate) use outside_loom;
 
+/// Constants numbered `0, 1, 2, …` of type `$ty` in the order listed (the kinds of a state word,
+/// the indices of configuration words), so that no number is typed by hand twice.
+macro_rules! numbered {
+    ($ty:ty: $($list:tt)*) => {
+        $crate::numbered!(@next $ty, 0; $($list)*);
+    };
+    (@next $ty:ty, $n:expr; $(#[$m:meta])* $vis:vis $name:ident, $($rest:tt)*) => {
+        $(#[$m])*
+        $vis const $name: $ty = $n;
+        $crate::numbered!(@next $ty, $name + 1; $($rest)*);
+    };
+    (@next $ty:ty, $n:expr;) => {};
+}
+pub(crate) use numbered;
+
 mod loom;
 mod ring;
 mod sync;

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use memmap2::MmapOptions;
-use rustix::fs::{Mode, OFlags};
 
 use super::layout::*;
 use super::LogShape;
@@ -281,12 +280,7 @@ impl LogSegment {
         let n = CREATES.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp-{:x}-{n}-{base}", ProcessId::current().pack()));
         let what = tmp.display().to_string();
-        let fd = rustix::fs::open(
-            &tmp,
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| OpenError::from_io(e.into(), &what))?;
+        let fd = crate::shm::create_exclusive(&tmp)?;
         let len = shape.file_len();
         let made = (|| -> Result<LogSegment, OpenError> {
             rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64)

@@ -18,6 +18,7 @@ use super::layout::Role;
 use super::layout::*;
 use super::producer::ProducerCore;
 use super::shared::QueueShared;
+use crate::sync::doorbell::Bells;
 use crate::error::{AckError, OpenError, ReceiveError};
 use crate::log::{LogSegment, Record};
 use crate::ring::work::{self, Acked, AtCursor, Behind, Claim};

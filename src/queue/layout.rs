@@ -61,7 +61,7 @@ use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::ring::work;
 use crate::shm::entry::{Members, Table};
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
-use crate::sync::doorbell::{Doorbell, ALL};
+use crate::sync::doorbell::{Bells, ALL};
 use crate::topic::PayloadKind;
 
 pub use crate::ring::work::{
@@ -371,36 +371,17 @@ impl QueueLayout {
     }
 }
 
-/// The two member tables of a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The producer table.
-    Producer,
-    /// The consumer table.
-    Consumer,
+crate::shm::entry::member_tables! {
+    /// The two member tables of a queue.
+    QueueLayout, |l| {
+        /// The producer table.
+        Producer => Table::new(PRODUCER_TABLE, ENTRY_LEN, l.producers, "producer"),
+        /// The consumer table.
+        Consumer => Table::new(l.consumer_table, ENTRY_LEN, l.consumers, "consumer"),
+    }
 }
 
 impl Members for QueueLayout {
-    type Role = Role;
-    const ROLES: [Role; 2] = [Role::Producer, Role::Consumer];
-
-    fn table(&self, role: Role) -> Table {
-        match role {
-            Role::Producer => Table {
-                base: PRODUCER_TABLE,
-                stride: ENTRY_LEN,
-                len: self.producers,
-                role: "producer",
-            },
-            Role::Consumer => Table {
-                base: self.consumer_table,
-                stride: ENTRY_LEN,
-                len: self.consumers,
-                role: "consumer",
-            },
-        }
-    }
-
     /// A durable queue's segment is kept when its last member leaves (the next open recovers
     /// it); an in-memory queue's goes.
     fn outlives_members(&self) -> bool {
@@ -447,17 +428,11 @@ impl Members for QueueLayout {
     }
 }
 
-impl QueueLayout {
-    /// The doorbell consumers sleep on, waiting for a message (rung by producers after a
-    /// publish, by consumers after a nack).
-    pub(crate) fn news_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
-        Doorbell::at(r, CTRL_READY, CTRL_READY_WAITERS)
-    }
-
-    /// The doorbell producers sleep on, waiting for room (rung when a slot is freed).
-    pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
-        Doorbell::at(r, CTRL_ROOM, CTRL_ROOM_WAITERS)
-    }
+/// Consumers sleep on news of a message (rung by producers after a publish, by consumers after
+/// a nack), producers on room (rung when a slot is freed).
+impl Bells for QueueLayout {
+    const NEWS: (usize, usize) = (CTRL_READY, CTRL_READY_WAITERS);
+    const ROOM: (usize, usize) = (CTRL_ROOM, CTRL_ROOM_WAITERS);
 }
 
 /// The cells of a queue segment's work ring ([`crate::ring::work::Cells`]).

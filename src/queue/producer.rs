@@ -17,6 +17,7 @@ use super::layout::Role;
 use super::layout::*;
 use super::shared::QueueShared;
 use super::Policy;
+use crate::sync::doorbell::Bells;
 use crate::error::{OpenError, SendError};
 use crate::log::{LogSegment, SyncPolicy};
 use crate::ring::work;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::layout::*;
+use crate::sync::doorbell::Bells;
 use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::ring::work::{self, Recorded, Reset};
-use crate::shm::entry::{self, Members};
+use crate::shm::entry::{self, Members, Tables};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::doorbell::ALL;
 

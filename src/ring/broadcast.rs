@@ -133,6 +133,29 @@ const STALE: Snapshot = Snapshot {
     held: [NONE; MAX_HELD],
 };
 
+/// The active readers the writer keeps snapshots for (bits of the `active` bitmap below the
+/// snapshot count), lowest first: what every scan of the roster walks.
+struct ActiveReaders {
+    bits: u64,
+    len: usize,
+}
+
+impl Iterator for ActiveReaders {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits != 0 {
+            let r = self.bits.trailing_zeros() as usize;
+            self.bits &= self.bits - 1;
+            if r < self.len {
+                return Some(r);
+            }
+        }
+        None
+    }
+}
+
 /// Outcome of [`Writer::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -212,16 +235,21 @@ impl Writer {
         self.msgs
     }
 
-    /// Drops cached snapshots if readers joined or left since they were taken.
-    fn check_roster(&mut self, c: &impl Cells) -> u64 {
+    /// Drops cached snapshots if readers joined or left since they were taken; returns the
+    /// active readers this writer keeps snapshots for.
+    #[inline]
+    fn check_roster(&mut self, c: &impl Cells) -> ActiveReaders {
         // Acquire: after the writer's fence (pin handshake); pairs with the joiner's bump.
         let roster = c.roster().load(Ordering::Acquire);
         if roster != self.roster {
             self.roster = roster;
             self.snaps.fill(STALE);
         }
-        // Acquire: as roster.
-        c.active().load(Ordering::Acquire)
+        ActiveReaders {
+            // Acquire: as roster.
+            bits: c.active().load(Ordering::Acquire),
+            len: self.snaps.len(),
+        }
     }
 
     fn refresh(&mut self, c: &impl Cells, r: usize) -> &Snapshot {
@@ -238,18 +266,8 @@ impl Writer {
 
     /// The first active reader that has not read position `p`, refreshing snapshots as needed.
     pub fn lagging_reader(&mut self, c: &impl Cells, p: u64) -> Option<usize> {
-        let mut active = self.check_roster(c);
-        while active != 0 {
-            let r = active.trailing_zeros() as usize;
-            active &= active - 1;
-            if r >= self.snaps.len() {
-                continue;
-            }
-            if self.snaps[r].cursor <= p && self.refresh(c, r).cursor <= p {
-                return Some(r);
-            }
-        }
-        None
+        self.check_roster(c)
+            .find(|&r| self.snaps[r].cursor <= p && self.refresh(c, r).cursor <= p)
     }
 
     /// Whether some active reader pins the payload in the slot of position `p`: position `p`
@@ -259,13 +277,7 @@ impl Writer {
         let mask = c.mask();
         let in_slot =
             |held: &[u64; MAX_HELD]| held.iter().any(|&h| h != NONE && h & mask == p & mask);
-        let mut active = self.check_roster(c);
-        while active != 0 {
-            let r = active.trailing_zeros() as usize;
-            active &= active - 1;
-            if r >= self.snaps.len() {
-                continue;
-            }
+        for r in self.check_roster(c) {
             let s = &self.snaps[r];
             // Invariant 3: a snapshot past `p` without a pin in this slot stays true while we
             // hold the slot (the only newer position of it is the one we are writing).
@@ -283,16 +295,10 @@ impl Writer {
     #[cold]
     fn every_slot_pinned(&mut self, c: &impl Cells) -> bool {
         let n = c.mask() + 1;
-        let mut active = self.check_roster(c);
         // At most 64 readers × MAX_HELD pins: far fewer slots than most rings have.
         let mut slots = [u64::MAX; 64 * MAX_HELD];
         let mut count = 0;
-        while active != 0 {
-            let r = active.trailing_zeros() as usize;
-            active &= active - 1;
-            if r >= self.snaps.len() {
-                continue;
-            }
+        for r in self.check_roster(c) {
             for &h in self.refresh(c, r).held.iter().filter(|&&h| h != NONE) {
                 let slot = h & c.mask();
                 if count < slots.len() && !slots[..count].contains(&slot) {
@@ -566,15 +572,16 @@ impl Reader {
 #[cfg(any(test, loom))]
 pub mod model {
     use super::*;
+    use crate::ring::words::{words, Words};
 
     /// A ring's cells as plain vectors.
     pub struct VecCells {
         /// slot count - 1
         pub mask: u64,
         /// stamps
-        pub stamps: Vec<AtomicU64>,
+        pub stamps: Words,
         /// seqs
-        pub seqs: Vec<AtomicU64>,
+        pub seqs: Words,
         /// tail
         pub tail: AtomicU64,
         /// msgs
@@ -584,9 +591,9 @@ pub mod model {
         /// roster
         pub roster: AtomicU64,
         /// cursors
-        pub cursors: Vec<AtomicU64>,
+        pub cursors: Words,
         /// pins, reader-major
-        pub held: Vec<AtomicU64>,
+        pub held: Words,
         /// pins per reader
         pub max_held: usize,
     }
@@ -594,17 +601,16 @@ pub mod model {
     impl VecCells {
         /// A ring of `slots` slots and `readers` readers (all inactive).
         pub fn new(slots: usize, readers: usize, max_held: usize) -> VecCells {
-            let v = |n: usize, x: u64| (0..n).map(|_| AtomicU64::new(x)).collect::<Vec<_>>();
             VecCells {
                 mask: slots as u64 - 1,
-                stamps: v(slots, 0),
-                seqs: v(slots, 0),
+                stamps: words(slots, 0),
+                seqs: words(slots, 0),
                 tail: AtomicU64::new(0),
                 msgs: AtomicU64::new(0),
                 active: AtomicU64::new(0),
                 roster: AtomicU64::new(0),
-                cursors: v(readers, 0),
-                held: v(readers * max_held, NONE),
+                cursors: words(readers, 0),
+                held: words(readers * max_held, NONE),
                 max_held,
             }
         }
@@ -625,26 +631,10 @@ pub mod model {
         fn mask(&self) -> u64 {
             self.mask
         }
-        fn stamp(&self, slot: usize) -> &AtomicU64 {
-            &self.stamps[slot]
-        }
-        fn seq(&self, slot: usize) -> &AtomicU64 {
-            &self.seqs[slot]
-        }
-        fn tail(&self) -> &AtomicU64 {
-            &self.tail
-        }
-        fn msgs(&self) -> &AtomicU64 {
-            &self.msgs
-        }
-        fn active(&self) -> &AtomicU64 {
-            &self.active
-        }
-        fn roster(&self) -> &AtomicU64 {
-            &self.roster
-        }
-        fn cursor(&self, r: usize) -> &AtomicU64 {
-            &self.cursors[r]
+        crate::ring::word_accessors! {
+            tail, msgs, active, roster;
+            stamp => stamps, seq => seqs [slot];
+            cursor => cursors [r];
         }
         fn held(&self, r: usize, h: usize) -> &AtomicU64 {
             &self.held[r * self.max_held + h]
@@ -668,6 +658,14 @@ mod tests {
             }
             other => other,
         }
+    }
+
+    /// A ring of `slots` slots, its writer and one reader (joined at 0) with `max_held` pins.
+    fn one_reader(slots: usize, max_held: usize) -> (VecCells, Reader, Writer) {
+        let c = VecCells::new(slots, 1, max_held);
+        let rd = c.join(0, 0);
+        let w = Writer::adopt(&c, 1);
+        (c, rd, w)
     }
 
     fn read_one(rd: &mut Reader, c: &VecCells) -> Read {
@@ -731,9 +729,7 @@ mod tests {
     /// `AllPinned` (invariant 5; the error showed as a flaky cross-process test).
     #[test]
     fn a_lap_skipped_over_pins_that_moved_is_not_all_pinned() {
-        let c = VecCells::new(2, 1, 1);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(2, 1);
         publish(&mut w, &c, true);
         publish(&mut w, &c, true);
         // Holds message 0 (cursor 1): the writer's position 2 must skip slot 0.
@@ -767,9 +763,7 @@ mod tests {
 
     #[test]
     fn in_order_then_empty() {
-        let c = VecCells::new(4, 1, 2);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(4, 2);
         for _ in 0..3 {
             publish(&mut w, &c, true);
         }
@@ -783,9 +777,7 @@ mod tests {
 
     #[test]
     fn block_stops_at_slowest_reader() {
-        let c = VecCells::new(4, 1, 2);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(4, 2);
         for _ in 0..4 {
             assert!(matches!(publish(&mut w, &c, true), Claim::Ready { .. }));
         }
@@ -802,9 +794,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_counts_exactly() {
-        let c = VecCells::new(4, 1, 2);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(4, 2);
         assert!(matches!(read_one(&mut rd, &c), Read::Empty));
         publish(&mut w, &c, false);
         assert!(matches!(
@@ -830,9 +820,7 @@ mod tests {
 
     #[test]
     fn pinned_slot_is_skipped_not_overwritten() {
-        let c = VecCells::new(4, 1, 2);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(4, 2);
         publish(&mut w, &c, false); // pos 0 -> slot 0
         let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else {
             panic!()
@@ -863,9 +851,7 @@ mod tests {
 
     #[test]
     fn pinned_slot_survives_many_laps() {
-        let c = VecCells::new(4, 1, 2);
-        let mut rd = c.join(0, 0);
-        let mut w = Writer::adopt(&c, 1);
+        let (c, mut rd, mut w) = one_reader(4, 2);
         publish(&mut w, &c, false);
         let Read::Message { slot: 0, .. } = rd.read(&c, 0, 0) else {
             panic!()

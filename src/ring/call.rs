@@ -125,14 +125,16 @@ use std::cell::Cell;
 
 use crate::loom::atomic::{AtomicU64, Ordering};
 
-/// Call kind (state and claim words): nothing posted (state) / given back (claim).
-pub const UNUSED: u64 = 0;
-/// Call kind (state word): posted by the client.
-pub const POSTED: u64 = 1;
-/// Call kind (claim word): taken by the server named in the word.
-pub const TAKEN: u64 = 2;
-/// Call kind: cancelled by the client (state word), released by its server (claim word).
-pub const CANCELLED: u64 = 3;
+crate::numbered! { u64:
+    /// Call kind (state and claim words): nothing posted (state) / given back (claim).
+    pub UNUSED,
+    /// Call kind (state word): posted by the client.
+    pub POSTED,
+    /// Call kind (claim word): taken by the server named in the word.
+    pub TAKEN,
+    /// Call kind: cancelled by the client (state word), released by its server (claim word).
+    pub CANCELLED,
+}
 
 /// Item flag: the item carries a response.
 pub const DATA: u64 = 1;
@@ -996,6 +998,7 @@ impl Call {
 #[cfg(any(test, loom))]
 pub mod model {
     use super::*;
+    use crate::ring::words::{words, Words};
 
     /// A ring's cells as plain vectors.
     pub struct VecCells {
@@ -1008,46 +1011,45 @@ pub mod model {
         /// claim lock
         pub lock: AtomicU64,
         /// claim words
-        pub claims: Vec<AtomicU64>,
+        pub claims: Words,
         /// taker words
-        pub takers: Vec<AtomicU64>,
+        pub takers: Words,
         /// state words
-        pub states: Vec<AtomicU64>,
+        pub states: Words,
         /// ended words
-        pub ended: Vec<AtomicU64>,
+        pub ended: Words,
         /// request lengths
-        pub lens: Vec<AtomicU64>,
+        pub lens: Words,
         /// consumed words
-        pub consumed: Vec<AtomicU64>,
+        pub consumed: Words,
         /// item stamps, slot-major
-        pub stamps: Vec<AtomicU64>,
+        pub stamps: Words,
         /// item call words
-        pub calls: Vec<AtomicU64>,
+        pub calls: Words,
         /// item lengths
-        pub item_lens: Vec<AtomicU64>,
+        pub item_lens: Words,
         /// item flags
-        pub flags: Vec<AtomicU64>,
+        pub flags: Words,
     }
 
     impl VecCells {
         /// A ring of `slots` call slots of `depth` items each (zeroed: every slot unused).
         pub fn new(slots: usize, depth: usize) -> VecCells {
-            let v = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
             VecCells {
                 slot_mask: slots as u64 - 1,
                 item_mask: depth as u64 - 1,
                 head: AtomicU64::new(0),
                 lock: AtomicU64::new(0),
-                claims: v(slots),
-                takers: v(slots),
-                states: v(slots),
-                ended: v(slots),
-                lens: v(slots),
-                consumed: v(slots),
-                stamps: v(slots * depth),
-                calls: v(slots * depth),
-                item_lens: v(slots * depth),
-                flags: v(slots * depth),
+                claims: words(slots, 0),
+                takers: words(slots, 0),
+                states: words(slots, 0),
+                ended: words(slots, 0),
+                lens: words(slots, 0),
+                consumed: words(slots, 0),
+                stamps: words(slots * depth, 0),
+                calls: words(slots * depth, 0),
+                item_lens: words(slots * depth, 0),
+                flags: words(slots * depth, 0),
             }
         }
 
@@ -1067,41 +1069,12 @@ pub mod model {
         fn item_mask(&self) -> u64 {
             self.item_mask
         }
-        fn head(&self) -> &AtomicU64 {
-            &self.head
-        }
-        fn lock(&self) -> &AtomicU64 {
-            &self.lock
-        }
-        fn claim(&self, slot: usize) -> &AtomicU64 {
-            &self.claims[self.s(slot)]
-        }
-        fn taker(&self, slot: usize) -> &AtomicU64 {
-            &self.takers[self.s(slot)]
-        }
-        fn state(&self, slot: usize) -> &AtomicU64 {
-            &self.states[self.s(slot)]
-        }
-        fn ended(&self, slot: usize) -> &AtomicU64 {
-            &self.ended[self.s(slot)]
-        }
-        fn len(&self, slot: usize) -> &AtomicU64 {
-            &self.lens[self.s(slot)]
-        }
-        fn consumed(&self, slot: usize) -> &AtomicU64 {
-            &self.consumed[self.s(slot)]
-        }
-        fn stamp(&self, slot: usize, n: u64) -> &AtomicU64 {
-            &self.stamps[self.i(slot, n)]
-        }
-        fn item_call(&self, slot: usize, n: u64) -> &AtomicU64 {
-            &self.calls[self.i(slot, n)]
-        }
-        fn item_len(&self, slot: usize, n: u64) -> &AtomicU64 {
-            &self.item_lens[self.i(slot, n)]
-        }
-        fn item_flags(&self, slot: usize, n: u64) -> &AtomicU64 {
-            &self.flags[self.i(slot, n)]
+        crate::ring::word_accessors! {
+            head, lock;
+            claim => claims, taker => takers, state => states, ended => ended, len => lens,
+            consumed => consumed [s(slot: usize)];
+            stamp => stamps, item_call => calls, item_len => item_lens, item_flags => flags
+            [i(slot: usize, n: u64)];
         }
     }
 
@@ -1148,10 +1121,37 @@ mod tests {
         got
     }
 
+    /// The positions of the calls server `server` takes.
+    fn positions(c: &VecCells, server: usize) -> Vec<u64> {
+        take_all(c, server).iter().map(|call| call.pos).collect()
+    }
+
+    /// A ring of `slots` call slots of `depth` items and its client.
+    fn client(slots: usize, depth: usize) -> (VecCells, Caller) {
+        let c = VecCells::new(slots, depth);
+        let caller = Caller::adopt(&c);
+        (c, caller)
+    }
+
+    /// A ring of `slots` call slots where a client posted two calls (positions 0 and 1).
+    fn two_posted(slots: usize) -> VecCells {
+        let (c, caller) = client(slots, 1);
+        send(&caller, &c);
+        send(&caller, &c);
+        c
+    }
+
+    /// A ring and its client, whose first call (in the returned slot) server 0 took.
+    fn taken(slots: usize, depth: usize) -> (VecCells, Caller, usize, Call) {
+        let (c, caller) = client(slots, depth);
+        let (slot, _) = send(&caller, &c);
+        let call = take_all(&c, 0)[0];
+        (c, caller, slot, call)
+    }
+
     #[test]
     fn post_take_respond_read() {
-        let c = VecCells::new(2, 2);
-        let caller = Caller::adopt(&c);
+        let (c, caller) = client(2, 2);
         let (slot, pos) = send(&caller, &c);
         assert!(worth_taking(&c));
         let calls = take_all(&c, 3);
@@ -1175,21 +1175,16 @@ mod tests {
 
     #[test]
     fn cancel_before_take_is_skipped_by_servers() {
-        let c = VecCells::new(4, 1);
-        let caller = Caller::adopt(&c);
+        let (c, caller) = client(4, 1);
         let (s0, _) = send(&caller, &c);
         let (_, p1) = send(&caller, &c);
         assert!(caller.cancel(&c, s0, &mut live()));
-        let calls = take_all(&c, 0);
-        assert_eq!(calls.iter().map(|c| c.pos).collect::<Vec<_>>(), [p1]);
+        assert_eq!(positions(&c, 0), [p1]);
     }
 
     #[test]
     fn cancel_after_take_fails_and_abandons() {
-        let c = VecCells::new(1, 1);
-        let caller = Caller::adopt(&c);
-        let (slot, _) = send(&caller, &c);
-        let mut call = take_all(&c, 0)[0];
+        let (c, caller, slot, mut call) = taken(1, 1);
         assert_eq!(caller.finish(&c, slot, &mut live()), 0);
         assert_eq!(caller.phase(slot), Phase::Abandoned);
         assert!(c.consumed[0].load(Ordering::SeqCst) & CONSUMED_ABANDONED != 0);
@@ -1202,10 +1197,7 @@ mod tests {
 
     #[test]
     fn stream_waits_for_room_and_stops_when_abandoned() {
-        let c = VecCells::new(1, 2);
-        let caller = Caller::adopt(&c);
-        let (slot, _) = send(&caller, &c);
-        let mut call = take_all(&c, 0)[0];
+        let (c, caller, slot, mut call) = taken(1, 2);
         for _ in 0..2 {
             assert_eq!(call.room(&c, true), Room::Ready);
             call.commit(&c, DATA, 1);
@@ -1225,8 +1217,7 @@ mod tests {
 
     #[test]
     fn dead_taker_frees_only_when_judged() {
-        let c = VecCells::new(1, 1);
-        let caller = Caller::adopt(&c);
+        let (c, caller) = client(1, 1);
         let (slot, _) = send(&caller, &c);
         take_all(&c, 2);
         caller.finish(&c, slot, &mut live());
@@ -1241,10 +1232,7 @@ mod tests {
 
     #[test]
     fn give_back_reposts() {
-        let c = VecCells::new(4, 1);
-        let caller = Caller::adopt(&c);
-        send(&caller, &c);
-        send(&caller, &c);
+        let c = two_posted(4);
         let calls = take_all(&c, 0);
         assert_eq!(calls.len(), 2);
         {
@@ -1252,14 +1240,12 @@ mod tests {
             lock.give_back(&calls[1]);
             assert_eq!(ServerLock::acquire(&c, 1).err(), Some(Holder::Server(0)));
         }
-        let again = take_all(&c, 1);
-        assert_eq!(again.iter().map(|c| c.pos).collect::<Vec<_>>(), [1]);
+        assert_eq!(positions(&c, 1), [1]);
     }
 
     #[test]
     fn a_reused_slot_makes_the_head_jump() {
-        let c = VecCells::new(2, 1);
-        let caller = Caller::adopt(&c);
+        let (c, caller) = client(2, 1);
         for _ in 0..3 {
             let (slot, pos) = send(&caller, &c);
             caller.unpost(&c, slot, pos); // the state word moves on; the head stays at 0
@@ -1269,14 +1255,12 @@ mod tests {
         // (2), then passes it. A walk is bounded by F steps: the next take goes on from there.
         assert!(take_all(&c, 0).is_empty());
         assert_eq!(c.head.load(Ordering::SeqCst), p);
-        let calls = take_all(&c, 0);
-        assert_eq!(calls.iter().map(|c| c.pos).collect::<Vec<_>>(), [p]);
+        assert_eq!(positions(&c, 0), [p]);
     }
 
     #[test]
     fn adoption_continues_after_the_highest_position() {
-        let c = VecCells::new(4, 1);
-        let old = Caller::adopt(&c);
+        let (c, old) = client(4, 1);
         let (s0, _) = send(&old, &c);
         let (s1, _) = send(&old, &c);
         let mut calls = take_all(&c, 0);
@@ -1298,10 +1282,7 @@ mod tests {
 
     #[test]
     fn reclaiming_a_dead_client_cancels_its_posted_calls() {
-        let c = VecCells::new(2, 1);
-        let caller = Caller::adopt(&c);
-        send(&caller, &c);
-        send(&caller, &c);
+        let c = two_posted(2);
         {
             let _held = ServerLock::acquire(&c, 5).unwrap();
             // The server dies holding the lock; its reclaim frees it.
@@ -1319,10 +1300,7 @@ mod tests {
 
     #[test]
     fn stale_items_of_an_earlier_call_are_skipped() {
-        let c = VecCells::new(1, 2);
-        let caller = Caller::adopt(&c);
-        let (slot, _) = send(&caller, &c);
-        let mut call = take_all(&c, 0)[0];
+        let (c, caller, slot, mut call) = taken(1, 2);
         call.commit(&c, DATA, 0);
         call.commit(&c, DATA | END, 0);
         assert_eq!(
@@ -1439,6 +1417,47 @@ mod loom_tests {
         }
     }
 
+    /// A model where a client posted request 1 in a ring of one slot of one item: `server` runs
+    /// in a second thread (and takes the call itself), `client` in the model's own thread with the
+    /// call's slot; then the server is joined.
+    fn posted(server: fn(&Ring), client: fn(&Ring, &Caller, usize)) {
+        one_call(false, move |r, _| server(r), client);
+    }
+
+    /// As [`posted`], but server 0 took the call before the threads start: `server` runs with it.
+    fn taken(server: fn(&Ring, Call), client: fn(&Ring, &Caller, usize)) {
+        one_call(
+            true,
+            move |r, call| server(r, call.expect("posted")),
+            client,
+        );
+    }
+
+    /// The set-up of [`posted`] and [`taken`].
+    fn one_call(
+        taken: bool,
+        server: impl Fn(&Ring, Option<Call>) + Copy + Send + Sync + 'static,
+        client: fn(&Ring, &Caller, usize),
+    ) {
+        model(move || {
+            let r = Ring::new(1);
+            let caller = Caller::adopt(&r.c);
+            let slot = r.call(&caller, 1);
+            let call = if taken { r.take(0) } else { None };
+            let r2 = r.clone();
+            let server = loom::thread::spawn(move || server(&r2, call));
+            client(&r, &caller, slot);
+            server.join().unwrap();
+        });
+    }
+
+    /// The client gives up on its call in `slot` (drops it) and writes its next request there
+    /// once the slot is free.
+    fn abandon(r: &Ring, caller: &Caller, slot: usize) {
+        caller.finish(&r.c, slot, &mut live());
+        r.reuse(caller, slot);
+    }
+
     /// A client drops its pending call (cancel under the claim lock) while a server takes it:
     /// either the cancel wins and no server ever reads the request, or the take wins and the
     /// client waits for the call's END before it reuses the slot. Loom fails the model on the race
@@ -1453,21 +1472,15 @@ mod loom_tests {
     /// may miss the TAKEN claim the server stored under it.
     #[test]
     fn cancel_vs_claim() {
-        model(|| {
-            let r = Ring::new(1);
-            let caller = Caller::adopt(&r.c);
-            let slot = r.call(&caller, 1);
-            let r2 = r.clone();
-            let server = loom::thread::spawn(move || {
-                if let Some(mut call) = r2.take(0) {
-                    assert_eq!(r2.read_request(), 1, "read another call's request");
-                    r2.send(&mut call, 10, DATA | END, false);
+        posted(
+            |r| {
+                if let Some(mut call) = r.take(0) {
+                    assert_eq!(r.read_request(), 1, "read another call's request");
+                    r.send(&mut call, 10, DATA | END, false);
                 }
-            });
-            caller.finish(&r.c, slot, &mut live());
-            r.reuse(&caller, slot);
-            server.join().unwrap();
-        });
+            },
+            abandon,
+        );
     }
 
     /// A server answers a call while its client abandons it (a timeout): the client discards the
@@ -1479,20 +1492,13 @@ mod loom_tests {
     /// without the server's earlier read happening before).
     #[test]
     fn respond_vs_abandon() {
-        model(|| {
-            let r = Ring::new(1);
-            let caller = Caller::adopt(&r.c);
-            let slot = r.call(&caller, 1);
-            let mut call = r.take(0).unwrap();
-            let r2 = r.clone();
-            let server = loom::thread::spawn(move || {
-                assert_eq!(r2.read_request(), 1);
-                r2.send(&mut call, 10, DATA | END, false);
-            });
-            caller.finish(&r.c, slot, &mut live());
-            r.reuse(&caller, slot);
-            server.join().unwrap();
-        });
+        taken(
+            |r, mut call| {
+                assert_eq!(r.read_request(), 1);
+                r.send(&mut call, 10, DATA | END, false);
+            },
+            abandon,
+        );
     }
 
     /// A streaming server (depth 1) reads its request between items while the client abandons
@@ -1504,27 +1510,20 @@ mod loom_tests {
     /// (the client saw the released claim without the read happening before).
     #[test]
     fn stream_stop_vs_abandon() {
-        model(|| {
-            let r = Ring::new(1);
-            let caller = Caller::adopt(&r.c);
-            let slot = r.call(&caller, 1);
-            let mut call = r.take(0).unwrap();
-            let r2 = r.clone();
-            let server = loom::thread::spawn(move || {
-                assert_eq!(r2.read_request(), 1);
-                if r2.send(&mut call, 10, DATA, true) {
-                    assert_eq!(r2.read_request(), 1);
-                    if !r2.send(&mut call, 0, END, true) {
-                        call.release(&r2.c, 0);
+        taken(
+            |r, mut call| {
+                assert_eq!(r.read_request(), 1);
+                if r.send(&mut call, 10, DATA, true) {
+                    assert_eq!(r.read_request(), 1);
+                    if !r.send(&mut call, 0, END, true) {
+                        call.release(&r.c, 0);
                     }
                 } else {
-                    call.release(&r2.c, 0);
+                    call.release(&r.c, 0);
                 }
-            });
-            caller.finish(&r.c, slot, &mut live());
-            r.reuse(&caller, slot);
-            server.join().unwrap();
-        });
+            },
+            abandon,
+        );
     }
 
     /// A server streams three items and END through one item slot (depth 1) while the client
@@ -1537,39 +1536,35 @@ mod loom_tests {
     /// saw the count without the client's read happening before).
     #[test]
     fn stream_room() {
-        model(|| {
-            let r = Ring::new(1);
-            let caller = Caller::adopt(&r.c);
-            let slot = r.call(&caller, 1);
-            let mut call = r.take(0).unwrap();
-            let r2 = r.clone();
-            let server = loom::thread::spawn(move || {
+        taken(
+            |r, mut call| {
                 for v in 0..2 {
-                    assert!(r2.send(&mut call, v, DATA, true));
+                    assert!(r.send(&mut call, v, DATA, true));
                 }
-                assert!(r2.send(&mut call, 0, END, true));
-            });
-            let mut got = vec![];
-            loop {
-                let Some(item) = caller.poll(&r.c, slot) else {
-                    loom::thread::yield_now();
-                    continue;
-                };
-                let end = item.flags & END != 0;
-                if !end {
-                    let at = (item.n & r.c.item_mask) as usize;
-                    // SAFETY: loom fails the model if the server writes the item concurrently.
-                    got.push(r.items[at].with(|p| unsafe { *p }));
+                assert!(r.send(&mut call, 0, END, true));
+            },
+            |r, caller, slot| {
+                let mut got = vec![];
+                loop {
+                    let Some(item) = caller.poll(&r.c, slot) else {
+                        loom::thread::yield_now();
+                        continue;
+                    };
+                    let end = item.flags & END != 0;
+                    if !end {
+                        let at = (item.n & r.c.item_mask) as usize;
+                        // SAFETY: loom fails the model if the server writes the item concurrently.
+                        got.push(r.items[at].with(|p| unsafe { *p }));
+                    }
+                    caller.consume(&r.c, slot, end);
+                    if end {
+                        break;
+                    }
                 }
-                caller.consume(&r.c, slot, end);
-                if end {
-                    break;
-                }
-            }
-            assert_eq!(got, [0, 1]);
-            caller.finish(&r.c, slot, &mut live());
-            assert_eq!(caller.phase(slot), Phase::Free);
-            server.join().unwrap();
-        });
+                assert_eq!(got, [0, 1]);
+                caller.finish(&r.c, slot, &mut live());
+                assert_eq!(caller.phase(slot), Phase::Free);
+            },
+        );
     }
 }

@@ -117,20 +117,22 @@
 
 use crate::loom::atomic::{AtomicU64, Ordering};
 
-/// Kind: writable for the word's position.
-pub const FREE: u64 = 0;
-/// Kind: reserved by producer `owner`.
-pub const WRITING: u64 = 1;
-/// Kind: published, `count` deliveries so far.
-pub const READY: u64 = 2;
-/// Kind: claimed by consumer `owner` (its `count`-th delivery), not yet handed out.
-pub const TAKEN: u64 = 3;
-/// Kind: acknowledged while stale readers still read it (always with [`STALE`]).
-pub const ACKED: u64 = 4;
-/// Kind: reserved, then given up: no message at this position.
-pub const SKIP: u64 = 5;
-/// Kind: claimed by consumer `owner` and handed to the application.
-pub const OPEN: u64 = 6;
+crate::numbered! { u64:
+    /// Kind: writable for the word's position.
+    pub FREE,
+    /// Kind: reserved by producer `owner`.
+    pub WRITING,
+    /// Kind: published, `count` deliveries so far.
+    pub READY,
+    /// Kind: claimed by consumer `owner` (its `count`-th delivery), not yet handed out.
+    pub TAKEN,
+    /// Kind: acknowledged while stale readers still read it (always with [`STALE`]).
+    pub ACKED,
+    /// Kind: reserved, then given up: no message at this position.
+    pub SKIP,
+    /// Kind: claimed by consumer `owner` and handed to the application.
+    pub OPEN,
+}
 /// Flag: some delivery of the message was taken back from a consumer that may still read it.
 pub const STALE: u64 = 1 << 3;
 /// Bits of the position kept in a state word.
@@ -884,34 +886,34 @@ pub fn reset(c: &impl Cells, pos: u64, to: Reset) {
 #[cfg(any(test, loom))]
 pub mod model {
     use super::*;
+    use crate::ring::words::{words, Words};
 
     /// A ring's cells as plain vectors.
     pub struct VecCells {
         /// slot count - 1
         pub mask: u64,
         /// state words
-        pub states: Vec<AtomicU64>,
+        pub states: Words,
         /// deadlines
-        pub deadlines: Vec<AtomicU64>,
+        pub deadlines: Words,
         /// stale bitmaps
-        pub stales: Vec<AtomicU64>,
+        pub stales: Words,
         /// tail
         pub tail: AtomicU64,
         /// producers' `writing` words
-        pub writing: Vec<AtomicU64>,
+        pub writing: Words,
     }
 
     impl VecCells {
         /// A ring of `slots` slots and `producers` producers, every slot free for lap 0.
         pub fn new(slots: usize, producers: usize) -> VecCells {
-            let v = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
             let c = VecCells {
                 mask: slots as u64 - 1,
-                states: v(slots),
-                deadlines: v(slots),
-                stales: v(slots),
+                states: words(slots, 0),
+                deadlines: words(slots, 0),
+                stales: words(slots, 0),
                 tail: AtomicU64::new(0),
-                writing: v(producers),
+                writing: words(producers, 0),
             };
             init(&c);
             c
@@ -927,17 +929,9 @@ pub mod model {
         fn mask(&self) -> u64 {
             self.mask
         }
-        fn state(&self, slot: usize) -> &AtomicU64 {
-            &self.states[slot]
-        }
-        fn deadline(&self, slot: usize) -> &AtomicU64 {
-            &self.deadlines[slot]
-        }
-        fn stale(&self, slot: usize) -> &AtomicU64 {
-            &self.stales[slot]
-        }
-        fn tail(&self) -> &AtomicU64 {
-            &self.tail
+        crate::ring::word_accessors! {
+            tail;
+            state => states, deadline => deadlines, stale => stales [slot];
         }
         fn writing(&self, p: usize) -> Option<&AtomicU64> {
             self.writing.get(p)
@@ -954,6 +948,22 @@ mod tests {
         let pos = reserve(c, p).expect("room");
         publish(c, pos, p).unwrap();
         pos
+    }
+
+    /// The published message at `pos`, as a consumer finds it at the cursor.
+    fn ready_at(c: &VecCells, pos: u64) -> State {
+        let AtCursor::Ready(s) = at_cursor(c, pos) else {
+            panic!("no message ready at {pos}")
+        };
+        s
+    }
+
+    /// A ring of two slots where one message waits at the cursor, and its state.
+    fn one_ready() -> (VecCells, State) {
+        let c = VecCells::new(2, 1);
+        send(&c, 0);
+        let s = ready_at(&c, 0);
+        (c, s)
     }
 
     #[test]
@@ -974,9 +984,7 @@ mod tests {
         assert_eq!(send(&c, 0), 0);
         assert_eq!(send(&c, 0), 1);
         assert_eq!(reserve(&c, 0), None, "full");
-        let AtCursor::Ready(s) = at_cursor(&c, 0) else {
-            panic!()
-        };
+        let s = ready_at(&c, 0);
         let d = claim(&c, 0, s, 3, Claim::Take, 100);
         let d = open(&c, 0, d).unwrap();
         assert_eq!(d.count(), 1);
@@ -987,11 +995,7 @@ mod tests {
 
     #[test]
     fn a_live_reader_keeps_a_taken_back_slot_until_it_lets_go() {
-        let c = VecCells::new(2, 1);
-        send(&c, 0);
-        let AtCursor::Ready(s) = at_cursor(&c, 0) else {
-            panic!()
-        };
+        let (c, s) = one_ready();
         let a = claim(&c, 0, s, 0, Claim::Open, 0);
         assert!(expired(&c, 0, 1));
         let Behind::Delivered(seen) = behind(&c, 0) else {
@@ -1013,11 +1017,7 @@ mod tests {
 
     #[test]
     fn nack_keeps_the_count_and_undo_takes_it_back() {
-        let c = VecCells::new(2, 1);
-        send(&c, 0);
-        let AtCursor::Ready(s) = at_cursor(&c, 0) else {
-            panic!()
-        };
+        let (c, s) = one_ready();
         let d = claim(&c, 0, s, 0, Claim::Take, 0);
         nack(&c, 0, d, 0, true, false).unwrap();
         let Behind::Ready(s) = behind(&c, 0) else {
@@ -1048,9 +1048,7 @@ mod tests {
         assert!(pass(&c, pos, s));
         assert_eq!(publish(&c, pos, 1), Err(PassedOver));
         let pos = send(&c, 0);
-        let AtCursor::Ready(s) = at_cursor(&c, pos) else {
-            panic!()
-        };
+        let s = ready_at(&c, pos);
         claim(&c, pos, s, 5, Claim::Open, 0);
         assert_eq!(consumer_died(&c, pos as usize, 5), (true, false));
         assert!(matches!(behind(&c, pos), Behind::Ready(s) if s.count() == 1));
@@ -1130,10 +1128,17 @@ mod loom_tests {
         p.with(|x| unsafe { *x })
     }
 
+    /// A ring of `slots` slots for `producers` producers, and a payload cell for its messages.
+    fn ring(slots: usize, producers: usize) -> (Arc<VecCells>, Payload) {
+        (
+            Arc::new(VecCells::new(slots, producers)),
+            Arc::new(UnsafeCell::new(0)),
+        )
+    }
+
     /// A ring of one slot holding message 100 at position 0, claimed OPEN by consumer 0.
     fn delivered() -> (Arc<VecCells>, Payload, State) {
-        let c = Arc::new(VecCells::new(1, 1));
-        let data: Payload = Arc::new(UnsafeCell::new(0));
+        let (c, data) = ring(1, 1);
         let pos = reserve(&*c, 0).unwrap();
         write(&data, 100);
         publish(&*c, pos, 0).unwrap();
@@ -1299,8 +1304,7 @@ mod loom_tests {
     fn live_producer_is_never_passed_over() {
         model(|| {
             let gate = Gate::new();
-            let c = Arc::new(VecCells::new(1, 1));
-            let data: Payload = Arc::new(UnsafeCell::new(0));
+            let (c, data) = ring(1, 1);
             let (c1, d1, g1) = (c.clone(), data.clone(), gate.clone());
             let producer = loom::thread::spawn(move || {
                 g1.pass();
@@ -1345,8 +1349,7 @@ mod loom_tests {
     fn dead_producer_skip() {
         model(|| {
             let gate = Gate::new();
-            let c = Arc::new(VecCells::new(1, 2));
-            let data: Payload = Arc::new(UnsafeCell::new(0));
+            let (c, data) = ring(1, 2);
             assert_eq!(reserve(&*c, 0), Some(0));
             let published = Arc::new(AtomicBool::new(false));
             let (c1, g1) = (c.clone(), gate.clone());

@@ -52,7 +52,7 @@
 use crate::error::OpenError;
 use crate::loom::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::call::{self, Cells, ClientLock, Holder};
-use crate::shm::entry::{Members, Table, ENTRY_OWNER};
+use crate::shm::entry::{Members, Table, Tables, ENTRY_OWNER};
 pub use crate::shm::CACHE_LINE;
 use crate::shm::{
     disjoint, one_line, Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN, U32, U64,
@@ -167,22 +167,24 @@ const _: () = {
     assert!(RING_ALIGN % CACHE_LINE == 0);
 };
 
-/// Configuration word: max clients C.
-pub const CONFIG_MAX_CLIENTS: usize = 0;
-/// Configuration word: max servers S.
-pub const CONFIG_MAX_SERVERS: usize = 1;
-/// Configuration word: in flight per client F.
-pub const CONFIG_IN_FLIGHT: usize = 2;
-/// Configuration word: max request size.
-pub const CONFIG_MAX_REQUEST: usize = 3;
-/// Configuration word: max response size.
-pub const CONFIG_MAX_RESPONSE: usize = 4;
-/// Configuration word: stream depth K.
-pub const CONFIG_DEPTH: usize = 5;
-/// Configuration word: payload kinds (request | response << 8).
-pub const CONFIG_KINDS: usize = 6;
-/// Configuration word: the response type's identity word.
-pub const CONFIG_RESPONSE_TYPE: usize = 7;
+crate::numbered! { usize:
+    /// Configuration word: max clients C.
+    pub CONFIG_MAX_CLIENTS,
+    /// Configuration word: max servers S.
+    pub CONFIG_MAX_SERVERS,
+    /// Configuration word: in flight per client F.
+    pub CONFIG_IN_FLIGHT,
+    /// Configuration word: max request size.
+    pub CONFIG_MAX_REQUEST,
+    /// Configuration word: max response size.
+    pub CONFIG_MAX_RESPONSE,
+    /// Configuration word: stream depth K.
+    pub CONFIG_DEPTH,
+    /// Configuration word: payload kinds (request | response << 8).
+    pub CONFIG_KINDS,
+    /// Configuration word: the response type's identity word.
+    pub CONFIG_RESPONSE_TYPE,
+}
 
 /// Largest in-flight limit per client (call slots).
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -455,38 +457,19 @@ impl ServiceLayout {
     }
 }
 
-/// The two member tables of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The server table.
-    Server,
-    /// The client table (one call ring each).
-    Client,
+crate::shm::entry::member_tables! {
+    /// The two member tables of a service.
+    ServiceLayout, |l| {
+        // Servers first: releasing a client may wait for a server's claim lock, which a dead
+        // server's release has freed by then.
+        /// The server table.
+        Server => Table::new(SERVER_TABLE, SERVER_ENTRY, l.max_servers, "server"),
+        /// The client table (one call ring each).
+        Client => Table::new(l.client_table, CLIENT_ENTRY, l.max_clients, "client"),
+    }
 }
 
 impl Members for ServiceLayout {
-    type Role = Role;
-    // Servers first: releasing a client may wait for a server's claim lock, which a dead
-    // server's release has freed by then.
-    const ROLES: [Role; 2] = [Role::Server, Role::Client];
-
-    fn table(&self, role: Role) -> Table {
-        match role {
-            Role::Server => Table {
-                base: SERVER_TABLE,
-                stride: SERVER_ENTRY,
-                len: self.max_servers,
-                role: "server",
-            },
-            Role::Client => Table {
-                base: self.client_table,
-                stride: CLIENT_ENTRY,
-                len: self.max_clients,
-                role: "client",
-            },
-        }
-    }
-
     /// A server leaves the claim locks it held (`ring::call` invariant 7; a leaving server holds
     /// none), its bit in the server bitmap and in the servers' doorbell; the calls it took stay
     /// TAKEN and their clients find it gone. A client leaves its posted calls, cancelled here

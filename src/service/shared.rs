@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::layout::*;
 use crate::error::OpenError;
 use crate::ring::call::{Env, Holder};
-use crate::shm::entry::{self, entry_active, entry_alive, Members};
+use crate::shm::entry::{self, entry_active, entry_alive, Members, Tables};
 use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
 use crate::sync::ProcessId;
 

@@ -89,6 +89,16 @@ pub struct Table {
 }
 
 impl Table {
+    /// `len` entries of `stride` bytes from `base`, of members called `role`.
+    pub const fn new(base: usize, stride: usize, len: usize, role: &'static str) -> Table {
+        Table {
+            base,
+            stride,
+            len,
+            role,
+        }
+    }
+
     /// Offset of entry `i`.
     pub fn entry(&self, i: usize) -> usize {
         debug_assert!(i < self.len);
@@ -120,8 +130,8 @@ impl Table {
     }
 }
 
-/// A segment kind's two member tables and what a departed member leaves behind.
-pub trait Members {
+/// A segment kind's two member tables (declared with [`member_tables!`]).
+pub trait Tables {
     /// Names the two tables (e.g. publishers and subscribers).
     type Role: Copy;
     /// Every role, in the order reclaim visits them.
@@ -129,7 +139,39 @@ pub trait Members {
 
     /// The table of `role`.
     fn table(&self, role: Self::Role) -> Table;
+}
 
+/// Declares a segment kind's `Role` enum (its two tables, in the order reclaim visits them) and
+/// implements [`Tables`] for its layout: `Variant => table`, each table an expression over the
+/// layout, bound to the name given between bars.
+macro_rules! member_tables {
+    ($(#[$m:meta])* $layout:ty, |$l:ident| {
+        $($(#[$vm:meta])* $role:ident => $table:expr,)+
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Role {
+            $($(#[$vm])* $role,)+
+        }
+
+        impl $crate::shm::entry::Tables for $layout {
+            type Role = Role;
+            const ROLES: [Role; 2] = [$(Role::$role),+];
+
+            #[inline]
+            fn table(&self, role: Role) -> $crate::shm::entry::Table {
+                let $l = self;
+                match role {
+                    $(Role::$role => $table,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use member_tables;
+
+/// What a departed member of a segment kind leaves behind, and the membership operations.
+pub trait Members: Tables {
     /// Releases what member `i` of `role` holds in the segment (pins, waiter bits, claimed calls,
     /// deliveries), before its entry is freed. Runs under the segment lock, for a member that
     /// leaves or died; must tolerate a member that died half-way through its join.

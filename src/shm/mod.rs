@@ -24,7 +24,7 @@ pub use header::{Header, TypeIdentity, HEADER_LEN};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub use root::Root;
-pub(crate) use root::{map_file, open_regular, private_dir};
+pub(crate) use root::{create_exclusive, map_file, open_regular, private_dir};
 pub use segment::{Backing, OpenMode, Segment, SegmentSpec, LOCK_WAIT};
 
 /// Bytes of a cache line, the unit every layout places its hot words by.

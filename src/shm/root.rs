@@ -138,12 +138,7 @@ impl Root {
     pub fn create_segment(&self, file: &str, len: usize) -> Result<Region, OpenError> {
         let path = self.dir.join(file);
         let what = path.display().to_string();
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| OpenError::from_io(e.into(), &what))?;
+        let fd = create_exclusive(&path)?;
         let reserve =
             rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64);
         if let Err(e) = reserve {
@@ -174,6 +169,17 @@ impl Root {
 
 /// Opens the regular file at `path` read-write, never following a symlink, and maps it whole:
 /// the file, its length, and its mapping (`None` if it is empty). `Ok(None)` if there is no file.
+/// Creates file `path` for reading and writing: exclusively (so the file is ours), never through
+/// a symlink, owner-only (0600), closed on exec.
+pub(crate) fn create_exclusive(path: &Path) -> Result<rustix::fd::OwnedFd, OpenError> {
+    rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| OpenError::from_io(e.into(), &path.display().to_string()))
+}
+
 pub(crate) fn open_file(path: &Path) -> Result<Option<(File, u64, Option<Region>)>, OpenError> {
     let Some((file, meta)) = open_regular(path)? else {
         return Ok(None);

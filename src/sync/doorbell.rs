@@ -47,6 +47,28 @@ pub(crate) struct Doorbell<'a> {
     sleepers: &'a AtomicU64,
 }
 
+/// The two doorbells of a segment kind whose receivers wait for news and whose senders wait for
+/// room (topics, queues): where each one's futex word and sleeper bitmap sit.
+#[cfg(not(loom))]
+pub(crate) trait Bells {
+    /// Offsets of the news doorbell's futex word and sleeper bitmap (receivers sleep on it).
+    const NEWS: (usize, usize);
+    /// Offsets of the room doorbell's futex word and sleeper bitmap (blocked senders sleep on it).
+    const ROOM: (usize, usize);
+
+    /// The doorbell receivers sleep on, waiting for a message.
+    #[inline]
+    fn news_bell<'a>(&self, r: &'a crate::shm::Region) -> Doorbell<'a> {
+        Doorbell::at(r, Self::NEWS.0, Self::NEWS.1)
+    }
+
+    /// The doorbell senders sleep on, waiting for room.
+    #[inline]
+    fn room_bell<'a>(&self, r: &'a crate::shm::Region) -> Doorbell<'a> {
+        Doorbell::at(r, Self::ROOM.0, Self::ROOM.1)
+    }
+}
+
 /// What [`Doorbell::arm`] returns: the value of the futex word to wait on, and the longest
 /// wait that is safe (shorter than asked where the barrier could not cover every ringer).
 #[derive(Debug, Clone, Copy)]

@@ -34,12 +34,12 @@
 
 use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS, NONE};
-use crate::shm::entry::{Members, Table};
+use crate::shm::entry::{Members, Table, Tables};
 use crate::shm::{
     check_config, disjoint, one_line, Header, Region, TypeIdentity, CACHE_LINE, CONFIG_WORDS,
     HEADER_LEN, U32, U64,
 };
-use crate::sync::Doorbell;
+use crate::sync::doorbell::Bells;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
@@ -308,36 +308,17 @@ impl TopicLayout {
     }
 }
 
-/// The two member tables of a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The publisher table (one ring each).
-    Publisher,
-    /// The subscriber table.
-    Subscriber,
+crate::shm::entry::member_tables! {
+    /// The two member tables of a topic.
+    TopicLayout, |l| {
+        /// The publisher table (one ring each).
+        Publisher => Table::new(PUB_TABLE, PUB_ENTRY, l.max_publishers, "publisher"),
+        /// The subscriber table.
+        Subscriber => Table::new(l.subs_table, SUB_ENTRY, l.max_subscribers, "subscriber"),
+    }
 }
 
 impl Members for TopicLayout {
-    type Role = Role;
-    const ROLES: [Role; 2] = [Role::Publisher, Role::Subscriber];
-
-    fn table(&self, role: Role) -> Table {
-        match role {
-            Role::Publisher => Table {
-                base: PUB_TABLE,
-                stride: PUB_ENTRY,
-                len: self.max_publishers,
-                role: "publisher",
-            },
-            Role::Subscriber => Table {
-                base: self.subs_table,
-                stride: SUB_ENTRY,
-                len: self.max_subscribers,
-                role: "subscriber",
-            },
-        }
-    }
-
     /// A publisher leaves its ring as it is (the next publisher of the entry continues its
     /// positions) and only its doorbell bit. A subscriber leaves pins, a cursor and its bits in the
     /// roster and the news doorbell; publishers blocked on it are woken to look again.
@@ -363,16 +344,10 @@ impl Members for TopicLayout {
     }
 }
 
-impl TopicLayout {
-    /// The doorbell subscribers sleep on, waiting for a message.
-    pub(crate) fn news_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
-        Doorbell::at(r, CTRL_NEWS_SEQ, CTRL_NEWS_SLEEPERS)
-    }
-
-    /// The doorbell publishers sleep on, blocked for room.
-    pub(crate) fn room_bell<'a>(&self, r: &'a Region) -> Doorbell<'a> {
-        Doorbell::at(r, CTRL_ROOM_SEQ, CTRL_ROOM_SLEEPERS)
-    }
+/// Subscribers sleep on news of a message, publishers blocked for room on room.
+impl Bells for TopicLayout {
+    const NEWS: (usize, usize) = (CTRL_NEWS_SEQ, CTRL_NEWS_SLEEPERS);
+    const ROOM: (usize, usize) = (CTRL_ROOM_SEQ, CTRL_ROOM_SLEEPERS);
 }
 
 /// Ring `ring` of a topic segment, as [`Cells`].

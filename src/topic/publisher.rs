@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::layout::{Policy, Role};
 use super::payload::{Bytes, Payload, Rkyv};
 use super::shared::TopicShared;
+use crate::sync::doorbell::Bells;
 use crate::error::SendError;
 use crate::ring::broadcast::{Claim, Writer};
 use crate::sync::doorbell::ALL;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::layout::{Role, CTRL_RINGS_USED};
 use super::payload::Payload;
 use super::shared::TopicShared;
+use crate::sync::doorbell::Bells;
 use crate::error::ReceiveError;
 use crate::ring::broadcast::{Read, Reader};
 use crate::sync::doorbell::ALL;
