@@ -3,21 +3,24 @@
 //! Every error a caller can meet is a variant here: bad input, a peer that broke the shared layout,
 //! a limit reached, a timeout. No operation panics on bad input or on bytes read from shared memory.
 
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
 /// Opening or creating a shared segment (a topic, a service, a queue) failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     /// The name is empty, too long, or holds characters other than `[A-Za-z0-9_-]`.
+    #[error("invalid name {0:?}: use 1 to {max} characters from [A-Za-z0-9_-]", max = crate::shm::MAX_NAME_LEN)]
     InvalidName(String),
     /// `open` (without create) found no segment of that name.
+    #[error("no segment named {0:?}")]
     NotFound(String),
     /// `create` (exclusive) found a live segment of that name.
+    #[error("a live segment named {0:?} already exists")]
     AlreadyExists(String),
     /// The segment was written by another layout version of ringbus.
+    #[error("layout version mismatch: this build reads {expected}, segment has {found}")]
     VersionMismatch {
         /// The version this build understands.
         expected: u32,
@@ -25,6 +28,7 @@ pub enum OpenError {
         found: u32,
     },
     /// The segment holds another payload type or another kind of segment.
+    #[error("type mismatch: expected {expected}, segment holds {found}")]
     TypeMismatch {
         /// What this handle asked for.
         expected: String,
@@ -32,12 +36,16 @@ pub enum OpenError {
         found: String,
     },
     /// The segment's bytes are not a valid ringbus segment (garbage, truncated, inconsistent).
+    #[error("corrupt segment: {0}")]
     Corrupt(String),
     /// The operating system refused access (file modes, another user's directory).
+    #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// A builder option is out of range.
+    #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// The segment has no free publisher or subscriber entry.
+    #[error("all {max} {role} entries of the segment are in use")]
     NoFreeEntry {
         /// "publisher" or "subscriber".
         role: &'static str,
@@ -45,56 +53,15 @@ pub enum OpenError {
         max: usize,
     },
     /// The segment does not fit where shared memory lives (for instance a small /dev/shm).
+    #[error("not enough shared memory: {0}")]
     NoSpace(String),
     /// The segment's lock stayed taken (a participant stopped while holding it) for the whole
     /// wait ([`crate::LOCK_WAIT`]).
+    #[error("segment lock {0} stayed busy")]
     Busy(String),
     /// Any other I/O error.
-    Io(io::Error),
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpenError::InvalidName(n) => write!(
-                f,
-                "invalid name {n:?}: use 1 to {} characters from [A-Za-z0-9_-]",
-                crate::shm::MAX_NAME_LEN
-            ),
-            OpenError::NotFound(n) => write!(f, "no segment named {n:?}"),
-            OpenError::AlreadyExists(n) => write!(f, "a live segment named {n:?} already exists"),
-            OpenError::VersionMismatch { expected, found } => {
-                write!(
-                    f,
-                    "layout version mismatch: this build reads {expected}, segment has {found}"
-                )
-            }
-            OpenError::TypeMismatch { expected, found } => {
-                write!(
-                    f,
-                    "type mismatch: expected {expected}, segment holds {found}"
-                )
-            }
-            OpenError::Corrupt(why) => write!(f, "corrupt segment: {why}"),
-            OpenError::PermissionDenied(why) => write!(f, "permission denied: {why}"),
-            OpenError::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
-            OpenError::NoFreeEntry { role, max } => {
-                write!(f, "all {max} {role} entries of the segment are in use")
-            }
-            OpenError::NoSpace(why) => write!(f, "not enough shared memory: {why}"),
-            OpenError::Busy(what) => write!(f, "segment lock {what} stayed busy"),
-            OpenError::Io(e) => write!(f, "i/o error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            OpenError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
+    #[error("i/o error: {0}")]
+    Io(#[source] io::Error),
 }
 
 impl OpenError {
@@ -115,14 +82,17 @@ impl OpenError {
 }
 
 /// Sending (or loaning a slot to send) failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
     /// `Block` policy: the slowest live subscriber did not make room within the timeout.
+    #[error("no room in the ring within {0:?}")]
     Timeout(Duration),
     /// `Block` policy, non-blocking call: the ring is full.
+    #[error("the ring is full")]
     Full,
     /// The message is larger than the topic's maximum message size.
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// Bytes asked for.
         len: usize,
@@ -130,47 +100,27 @@ pub enum SendError {
         max: usize,
     },
     /// Every slot of the ring is held by subscribers (cannot happen with a valid configuration).
+    #[error("every slot is held by a subscriber")]
     AllSlotsHeld,
     /// rkyv serialisation failed (for instance the value does not fit the maximum size).
+    #[error("serialisation failed: {0}")]
     Serialize(String),
     /// Service response: the client that made the call has left or died.
+    #[error("the caller has left or died")]
     Disconnected,
     /// Durable queue: the log could not be written or synced (the I/O error).
+    #[error("durable storage failed: {0}")]
     Storage(String),
     /// Queue: while this producer wrote the message, the queue judged it gone (its entry was
     /// reclaimed as a dead process's, e.g. after it was stopped for long) and passed over its
     /// position. The message was not sent; sending again is safe.
+    #[error("the queue passed over this message's position (the producer was judged gone)")]
     Reclaimed,
     /// Queue: the append lock stayed held by a live process for a second
     /// (a process stopped inside it, or a corrupt lock word). Nothing was sent.
+    #[error("the queue's append lock stayed held (a stopped process, or a corrupt lock word)")]
     Busy,
 }
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Timeout(d) => write!(f, "no room in the ring within {d:?}"),
-            SendError::Full => write!(f, "the ring is full"),
-            SendError::TooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the maximum of {max}")
-            }
-            SendError::AllSlotsHeld => write!(f, "every slot is held by a subscriber"),
-            SendError::Serialize(e) => write!(f, "serialisation failed: {e}"),
-            SendError::Disconnected => write!(f, "the caller has left or died"),
-            SendError::Storage(e) => write!(f, "durable storage failed: {e}"),
-            SendError::Busy => write!(
-                f,
-                "the queue's append lock stayed held (a stopped process, or a corrupt lock word)"
-            ),
-            SendError::Reclaimed => write!(
-                f,
-                "the queue passed over this message's position (the producer was judged gone)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
 
 impl SendError {
     /// The one check every loan (topic, service, queue) makes before handing out `len` bytes of
@@ -186,91 +136,67 @@ impl SendError {
 }
 
 /// Receiving failed, or has something to report before the next message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiveError {
     /// `try_receive`: nothing to read now.
+    #[error("no message available")]
     Empty,
     /// `receive_timeout`: nothing arrived within the timeout.
+    #[error("no message within {0:?}")]
     Timeout(Duration),
     /// `DropOldest` policy: this many messages were overwritten before this subscriber read them.
     /// The next call returns the oldest message still available.
+    #[error("subscriber lagged: {0} messages were missed")]
     Lagged(u64),
     /// The subscriber already holds its maximum number of samples; drop one first.
+    #[error("already holding the maximum of {0} samples; drop one first")]
     TooManyHeld(usize),
     /// A message failed validation (wrong length, invalid rkyv archive): it is skipped.
+    #[error("invalid message skipped: {0}")]
     Invalid(String),
     /// Durable queue: the log could not be read now (the I/O error); the message stays queued.
+    #[error("durable storage failed: {0}")]
     Storage(String),
     /// Queue: the claim lock stayed held by a live process for a second
     /// (a process stopped inside it, or a corrupt lock word). Nothing was received.
+    #[error("the queue's claim lock stayed held (a stopped process, or a corrupt lock word)")]
     Busy,
 }
 
-impl fmt::Display for ReceiveError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReceiveError::Empty => write!(f, "no message available"),
-            ReceiveError::Timeout(d) => write!(f, "no message within {d:?}"),
-            ReceiveError::Lagged(n) => write!(f, "subscriber lagged: {n} messages were missed"),
-            ReceiveError::TooManyHeld(n) => {
-                write!(
-                    f,
-                    "already holding the maximum of {n} samples; drop one first"
-                )
-            }
-            ReceiveError::Invalid(why) => write!(f, "invalid message skipped: {why}"),
-            ReceiveError::Storage(e) => write!(f, "durable storage failed: {e}"),
-            ReceiveError::Busy => write!(
-                f,
-                "the queue's claim lock stayed held (a stopped process, or a corrupt lock word)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ReceiveError {}
-
 /// Acknowledging (or handing back) a queue delivery failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
     /// The delivery's visibility timeout passed and the queue took the message back: it is (or
     /// was) delivered again, and this acknowledgement does not count.
+    #[error("the delivery expired (visibility timeout) and was taken back")]
     Expired,
 }
 
-impl fmt::Display for AckError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AckError::Expired => write!(
-                f,
-                "the delivery expired (visibility timeout) and was taken back"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for AckError {}
-
 /// A call to a service failed. Every outcome of a call that is not a response is one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
     /// No response within the timeout. The call is abandoned: a response that arrives later is
     /// discarded, and the call's slot is reused once the server is done with it.
+    #[error("no response within {0:?}")]
     Timeout(Duration),
     /// No live server serves the service.
+    #[error("no live server serves the service")]
     NoServer,
     /// The server that took the call died before it finished answering.
+    #[error("the server handling the call died")]
     Disconnected,
     /// Every call slot of this client is in use (see `ServiceBuilder::max_in_flight`); wait for a
     /// response or drop a pending call first.
+    #[error("all {max_in_flight} call slots of the client are in use")]
     Busy {
         /// The client's in-flight limit.
         max_in_flight: usize,
     },
     /// The request is larger than the service's maximum request size.
+    #[error("request of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// Bytes asked for.
         len: usize,
@@ -278,42 +204,22 @@ pub enum CallError {
         max: usize,
     },
     /// rkyv serialisation of the request failed.
+    #[error("serialisation failed: {0}")]
     Serialize(String),
     /// The server dropped the request without answering, or could not read it.
+    #[error("the server dropped the request without answering")]
     Aborted,
     /// A response failed validation (wrong length, invalid rkyv archive); it was skipped.
+    #[error("invalid response skipped: {0}")]
     Invalid(String),
     /// The call has already delivered its response, or its stream has ended.
+    #[error("the call has no more responses")]
     Finished,
     /// A request loan of this client is still out: send or drop it before the next call (calls
     /// are taken in the order they were loaned).
+    #[error("a request loan is still out: send or drop it first")]
     LoanOutstanding,
 }
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Timeout(d) => write!(f, "no response within {d:?}"),
-            CallError::NoServer => write!(f, "no live server serves the service"),
-            CallError::Disconnected => write!(f, "the server handling the call died"),
-            CallError::Busy { max_in_flight } => {
-                write!(f, "all {max_in_flight} call slots of the client are in use")
-            }
-            CallError::TooLarge { len, max } => {
-                write!(f, "request of {len} bytes exceeds the maximum of {max}")
-            }
-            CallError::Serialize(e) => write!(f, "serialisation failed: {e}"),
-            CallError::Aborted => write!(f, "the server dropped the request without answering"),
-            CallError::Invalid(why) => write!(f, "invalid response skipped: {why}"),
-            CallError::Finished => write!(f, "the call has no more responses"),
-            CallError::LoanOutstanding => {
-                write!(f, "a request loan is still out: send or drop it first")
-            }
-        }
-    }
-}
-
-impl std::error::Error for CallError {}
 
 impl From<SendError> for CallError {
     fn from(e: SendError) -> CallError {

@@ -73,6 +73,23 @@ macro_rules! outside_loom {
 }
 pub(crate) use outside_loom;
 
+/// `Debug` for a handle generic over payload kinds: its name and the fields named; the rest is
+/// elided (a formatter has no business reading shared memory).
+#[cfg(not(loom))]
+macro_rules! debug_fields {
+    ($name:ident<$($lt:lifetime,)? $($g:ident),*>: $($field:ident),+) => {
+        impl<$($g: $crate::topic::Payload + ?Sized),*> std::fmt::Debug for $name<$($lt,)? $($g),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    $(.field(stringify!($field), &self.$field))+
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+#[cfg(not(loom))]
+pub(crate) use debug_fields;
+
 /// Constants numbered `0, 1, 2, …` of type `$ty` in the order listed (the kinds of a state word,
 /// the indices of configuration words), so that no number is typed by hand twice.
 macro_rules! numbered {
@@ -111,7 +128,7 @@ outside_loom! {
     };
     pub use shm::{validate_name, OpenMode, LOCK_WAIT};
     pub use sync::{ProcessId, CHECK_INTERVAL};
-    pub use topic::{Bytes, Payload, Publisher, Rkyv, Sample, Subscriber, TopicBuilder};
+    pub use topic::{Bytes, InPlace, Payload, Publisher, Rkyv, Sample, Subscriber, TopicBuilder};
 
 }
 

@@ -7,7 +7,6 @@
 //! order it sent them.
 
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -547,14 +546,7 @@ pub struct Loan<'a, P: Payload + ?Sized> {
     _p: PhantomData<fn(&P)>,
 }
 
-impl<P: Payload + ?Sized> std::fmt::Debug for Loan<'_, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loan")
-            .field("position", &self.pos)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(Loan<'_, P>: pos, len);
 
 impl<P: Payload + ?Sized> Loan<'_, P> {
     /// Publishes the message; returns its position.
@@ -563,6 +555,13 @@ impl<P: Payload + ?Sized> Loan<'_, P> {
         // SAFETY: `me` is never used or dropped again; the producer borrow moves out once.
         let producer = unsafe { std::ptr::read(&me.producer) };
         producer.publish(me.pos, me.len)
+    }
+
+    /// The loaned bytes (the payload area of the slot, `len` bytes), as every loan has them.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the reserved payload area is ours alone until published or given up, and ptr is
+        // valid for len bytes (bounds-checked when the loan was made).
+        unsafe { <crate::topic::Bytes as crate::topic::InPlace>::in_place_mut(self.ptr, self.len) }
     }
 }
 
@@ -607,34 +606,5 @@ impl Producer<Bytes> {
     }
 }
 
-impl<T: bytemuck::Pod> Deref for Loan<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the payload area is aligned for T (32 in memory, 16 in a log; T's alignment was
-        // checked against it when the queue was built), holds size_of::<T>() initialised bytes (zeroed at loan), is ours
-        // alone until published, and T is Pod.
-        unsafe { &*(self.ptr as *const T) }
-    }
-}
+crate::topic::loan_views!(Loan<'_, P> writes P);
 
-impl<T: bytemuck::Pod> DerefMut for Loan<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
-        unsafe { &mut *(self.ptr as *mut T) }
-    }
-}
-
-impl Deref for Loan<'_, Bytes> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `len` initialised bytes of our reserved payload area.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl DerefMut for Loan<'_, Bytes> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}

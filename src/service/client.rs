@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -553,14 +553,7 @@ pub struct RequestLoan<'c, Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&Q, &R)>,
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for RequestLoan<'_, Q, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestLoan")
-            .field("position", &self.pos)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(RequestLoan<'_, Q, R>: pos, len);
 
 impl<'c, Q: Payload + ?Sized, R: Payload + ?Sized> RequestLoan<'c, Q, R> {
     /// Posts the request; returns the pending call.
@@ -598,35 +591,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for RequestLoan<'_, Q, R> {
     }
 }
 
-impl<T: bytemuck::Pod, R: Payload + ?Sized> Deref for RequestLoan<'_, T, R> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: as in `bytes_mut`; ptr is 32-aligned, T's alignment is at most 32 (checked by
-        // the builder), len == size_of::<T>() and any bytes are a valid Pod.
-        unsafe { &*(self.ptr as *const T) }
-    }
-}
-
-impl<T: bytemuck::Pod, R: Payload + ?Sized> DerefMut for RequestLoan<'_, T, R> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`, and the slot is exclusively ours until posted.
-        unsafe { &mut *(self.ptr as *mut T) }
-    }
-}
-
-impl<R: Payload + ?Sized> Deref for RequestLoan<'_, Bytes, R> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl<R: Payload + ?Sized> DerefMut for RequestLoan<'_, Bytes, R> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.bytes_mut()
-    }
-}
+crate::topic::loan_views!(RequestLoan<'_, Q, R> writes Q);
 
 /// A call in flight. [`Pending::wait`] returns its response; [`Pending::next_response`] reads a stream of
 /// responses one by one. Dropping it abandons the call: its slot is reused once the server is done
@@ -639,14 +604,7 @@ pub struct Pending<'c, R: Payload + ?Sized> {
     _r: PhantomData<fn() -> Box<R>>,
 }
 
-impl<R: Payload + ?Sized> std::fmt::Debug for Pending<'_, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("slot", &self.slot)
-            .field("done", &self.done)
-            .finish()
-    }
-}
+crate::debug_fields!(Pending<'_, R>: slot, done);
 
 impl<'c, R: Payload + ?Sized> Pending<'c, R> {
     /// Waits for the response, up to the service's timeout (counted from this call). On

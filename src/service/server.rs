@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -543,14 +543,7 @@ pub struct Request<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     _p: PhantomData<fn(&R)>,
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for Request<'_, Q, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request")
-            .field("answered", &self.answered)
-            .field("streaming", &self.streaming)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(Request<'_, Q, R>: answered, streaming);
 
 impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
     /// Index of the calling client's entry in the service (stable while the client lives).
@@ -641,14 +634,7 @@ pub struct ResponseLoan<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     len: usize,
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ResponseLoan<'_, Q, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseLoan")
-            .field("request", &self.request)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(ResponseLoan<'_, Q, R>: request, len);
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseLoan<'_, Q, R> {
     /// Publishes the response to the caller.
@@ -667,35 +653,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseLoan<'_, Q, R> {
     }
 }
 
-impl<Q: Payload + ?Sized, T: bytemuck::Pod> Deref for ResponseLoan<'_, Q, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: as in `bytes_mut`; ptr is 32-aligned, T's alignment at most 32 (checked by the
-        // builder), len == size_of::<T>() and any bytes are a valid Pod.
-        unsafe { &*(self.ptr as *const T) }
-    }
-}
-
-impl<Q: Payload + ?Sized, T: bytemuck::Pod> DerefMut for ResponseLoan<'_, Q, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`, and the item is exclusively ours.
-        unsafe { &mut *(self.ptr as *mut T) }
-    }
-}
-
-impl<Q: Payload + ?Sized> Deref for ResponseLoan<'_, Q, Bytes> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl<Q: Payload + ?Sized> DerefMut for ResponseLoan<'_, Q, Bytes> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.bytes_mut()
-    }
-}
+crate::topic::loan_views!(ResponseLoan<'_, Q, R> writes R);
 
 /// A stream of responses to one request (like gRPC server streaming). The caller reads them in
 /// order with [`crate::Pending::next_response`]; a full stream waits for the caller (up to the
@@ -725,13 +683,7 @@ pub struct ResponseStream<'s, Q: Payload + ?Sized, R: Payload + ?Sized> {
     request: Request<'s, Q, R>,
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ResponseStream<'_, Q, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseStream")
-            .field("request", &self.request)
-            .finish()
-    }
-}
+crate::debug_fields!(ResponseStream<'_, Q, R>: request);
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseStream<'_, Q, R> {
     /// The request being answered.

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 pub(crate) use layout::PayloadKind;
 pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
-pub use payload::{Bytes, Payload, Rkyv};
+pub(crate) use payload::loan_views;
+pub use payload::{Bytes, InPlace, Payload, Rkyv};
 pub use publisher::{Loan, Publisher};
 pub use subscriber::{Sample, Subscriber};
 

@@ -65,6 +65,85 @@ pub trait Payload: sealed::Sealed + 'static {
     fn encode(input: &Self::Input, buf: &mut [u8]) -> Result<usize, SendError>;
 }
 
+/// Payload kinds a loan is written through in place: every `Pod` type (the loan dereferences to
+/// the value) and [`Bytes`] (to the loaned bytes). rkyv archives are serialised instead.
+pub trait InPlace: Payload {
+    /// The payload area as a view.
+    ///
+    /// # Safety
+    /// `ptr` is valid for `len` bytes (`size_of` the type for a `Pod`), aligned for the type,
+    /// and not written by anyone else while the view lives.
+    #[doc(hidden)]
+    unsafe fn in_place<'a>(ptr: *mut u8, len: usize) -> &'a Self::View;
+
+    /// The payload area as a mutable view.
+    ///
+    /// # Safety
+    /// As [`InPlace::in_place`], and not read by anyone else while the view lives either.
+    #[doc(hidden)]
+    unsafe fn in_place_mut<'a>(ptr: *mut u8, len: usize) -> &'a mut Self::View;
+}
+
+impl<T: bytemuck::Pod> InPlace for T {
+    #[inline]
+    unsafe fn in_place<'a>(ptr: *mut u8, len: usize) -> &'a T {
+        debug_assert!(len == std::mem::size_of::<T>() && ptr as usize % std::mem::align_of::<T>() == 0);
+        // SAFETY: the caller's contract: size_of::<T>() readable bytes aligned for T, stable;
+        // any bytes are a valid Pod.
+        unsafe { &*(ptr as *const T) }
+    }
+    #[inline]
+    unsafe fn in_place_mut<'a>(ptr: *mut u8, len: usize) -> &'a mut T {
+        debug_assert!(len == std::mem::size_of::<T>() && ptr as usize % std::mem::align_of::<T>() == 0);
+        // SAFETY: as in `in_place`, and exclusive by the caller's contract.
+        unsafe { &mut *(ptr as *mut T) }
+    }
+}
+
+impl InPlace for Bytes {
+    #[inline]
+    unsafe fn in_place<'a>(ptr: *mut u8, len: usize) -> &'a [u8] {
+        // SAFETY: the caller's contract: `len` readable, stable bytes.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+    #[inline]
+    unsafe fn in_place_mut<'a>(ptr: *mut u8, len: usize) -> &'a mut [u8] {
+        // SAFETY: as in `in_place`, and exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
+
+/// `Deref` and `DerefMut` of a loan (a struct with `ptr` and `len` fields naming its payload
+/// area) to the payload it writes in place, for every [`InPlace`] payload kind.
+macro_rules! loan_views {
+    ($name:ident<$lt:lifetime, $($g:ident),*> writes $p:ident) => {
+        impl<$($g: $crate::topic::Payload + ?Sized),*> std::ops::Deref for $name<$lt, $($g),*>
+        where
+            $p: $crate::topic::InPlace,
+        {
+            type Target = <$p as $crate::topic::Payload>::View;
+            #[inline]
+            fn deref(&self) -> &Self::Target {
+                // SAFETY: `ptr` and `len` are the loaned payload area: in bounds (Region::ptr),
+                // aligned for the payload type (checked when the handle was built), and ours
+                // alone until the loan is sent or dropped.
+                unsafe { <$p as $crate::topic::InPlace>::in_place(self.ptr, self.len) }
+            }
+        }
+        impl<$($g: $crate::topic::Payload + ?Sized),*> std::ops::DerefMut for $name<$lt, $($g),*>
+        where
+            $p: $crate::topic::InPlace,
+        {
+            #[inline]
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                // SAFETY: as in `deref`; `&mut self` makes the view exclusive.
+                unsafe { <$p as $crate::topic::InPlace>::in_place_mut(self.ptr, self.len) }
+            }
+        }
+    };
+}
+pub(crate) use loan_views;
+
 /// Copies `bytes` to the start of `buf`, or says it does not fit.
 fn copy_in(bytes: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
     let max = buf.len();

@@ -1,7 +1,6 @@
 //! The sending side of a topic: one single-writer ring per publisher.
 
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,14 +228,7 @@ pub struct Loan<'a, P: Payload + ?Sized> {
     sent: bool,
 }
 
-impl<P: Payload + ?Sized> std::fmt::Debug for Loan<'_, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loan")
-            .field("position", &self.pos)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(Loan<'_, P>: pos, len);
 
 impl<P: Payload + ?Sized> Loan<'_, P> {
     /// Publishes the message to every subscriber.
@@ -265,35 +257,7 @@ impl<P: Payload + ?Sized> Drop for Loan<'_, P> {
     }
 }
 
-impl<T: bytemuck::Pod> Deref for Loan<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: as in `bytes_mut`; ptr is 32-aligned and T's alignment is at most 32 (checked
-        // when the topic was built); len == size_of::<T>(); any bytes are a valid Pod.
-        unsafe { &*(self.ptr as *const T) }
-    }
-}
-
-impl<T: bytemuck::Pod> DerefMut for Loan<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`, and the slot is exclusively ours.
-        unsafe { &mut *(self.ptr as *mut T) }
-    }
-}
-
-impl Deref for Loan<'_, Bytes> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl DerefMut for Loan<'_, Bytes> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.bytes_mut()
-    }
-}
+crate::topic::loan_views!(Loan<'_, P> writes P);
 
 impl<T: bytemuck::Pod> Publisher<T> {
     /// Loans a slot for one `T`, waiting for room under `Block` (up to the send timeout). Write
