@@ -9,7 +9,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -849,12 +848,7 @@ pub struct Delivery<'a, P: Payload + ?Sized> {
     done: bool,
 }
 
-impl<P: Payload + ?Sized> Deref for Delivery<'_, P> {
-    type Target = P::View;
-    fn deref(&self) -> &P::View {
-        self.view
-    }
-}
+crate::topic::received_view!(Delivery<'_, P> reads P);
 
 impl<P: Payload + ?Sized> Delivery<'_, P> {
     /// How many times this message has been delivered, this time included (1 the first time).

@@ -2,7 +2,6 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -696,12 +695,7 @@ impl<R: Payload + ?Sized> Response<'_, R> {
     }
 }
 
-impl<R: Payload + ?Sized> Deref for Response<'_, R> {
-    type Target = R::View;
-    fn deref(&self) -> &R::View {
-        self.view
-    }
-}
+crate::topic::received_view!(Response<'_, R> reads R);
 
 impl<R: Payload + ?Sized> std::fmt::Debug for Response<'_, R>
 where

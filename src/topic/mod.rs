@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub(crate) use layout::PayloadKind;
 pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
-pub(crate) use payload::loan_views;
+pub(crate) use payload::{loan_views, received_view};
 pub use payload::{Bytes, InPlace, Payload, Rkyv};
 pub use publisher::{Loan, Publisher};
 pub use subscriber::{Sample, Subscriber};

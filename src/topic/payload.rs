@@ -144,6 +144,21 @@ macro_rules! loan_views {
 }
 pub(crate) use loan_views;
 
+/// `Deref` of a received message (a struct whose `view` field is the validated view of bytes it
+/// holds in place) to that view.
+macro_rules! received_view {
+    ($name:ident<$lt:lifetime, $($g:ident),*> reads $p:ident) => {
+        impl<$($g: $crate::topic::Payload + ?Sized),*> std::ops::Deref for $name<$lt, $($g),*> {
+            type Target = <$p as $crate::topic::Payload>::View;
+            #[inline]
+            fn deref(&self) -> &Self::Target {
+                self.view
+            }
+        }
+    };
+}
+pub(crate) use received_view;
+
 /// Copies `bytes` to the start of `buf`, or says it does not fit.
 fn copy_in(bytes: &[u8], buf: &mut [u8]) -> Result<usize, SendError> {
     let max = buf.len();

@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,12 +78,7 @@ impl<P: Payload + ?Sized> std::fmt::Debug for Sample<'_, P> {
     }
 }
 
-impl<P: Payload + ?Sized> Deref for Sample<'_, P> {
-    type Target = P::View;
-    fn deref(&self) -> &P::View {
-        self.view
-    }
-}
+crate::topic::received_view!(Sample<'_, P> reads P);
 
 impl<P: Payload + ?Sized> Sample<'_, P> {
     /// Length of the message in bytes.
