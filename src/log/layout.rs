@@ -35,46 +35,53 @@ pub const LOG_VERSION: u32 = 3;
 /// Magic of a segment file.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RBUSLOG\0");
 
-/// Magic word.
-pub const OFF_MAGIC: usize = 0;
-/// Layout version.
-pub const OFF_VERSION: usize = OFF_MAGIC + U64;
-/// Header length.
-pub const OFF_HEADER_LEN: usize = OFF_VERSION + U32;
-/// Base offset the file was created for.
-pub const OFF_BASE: usize = OFF_HEADER_LEN + U32;
-/// Records per segment.
-pub const OFF_RECORDS: usize = OFF_BASE + U64;
-/// Record stride.
-pub const OFF_STRIDE: usize = OFF_RECORDS + U64;
-/// Largest payload.
-pub const OFF_MAX_PAYLOAD: usize = OFF_STRIDE + U32;
-/// crc32c of the bytes before it.
-pub const OFF_HEADER_CRC: usize = OFF_MAX_PAYLOAD + U32;
-/// Syncs begun (the written-by-writers words start on their own cache line).
-pub const OFF_SYNCS_BEGUN: usize = CACHE_LINE;
-/// Syncs done.
-pub const OFF_SYNCS_DONE: usize = OFF_SYNCS_BEGUN + U64;
-/// Sync lock word.
-pub const OFF_SYNC_LOCK: usize = OFF_SYNCS_DONE + U64;
-/// Bytes the last completed sync covered.
-pub const OFF_SYNCED_END: usize = OFF_SYNC_LOCK + U64;
-/// Base + 1 of the name last made durable.
-pub const OFF_NAMED: usize = OFF_SYNCED_END + U64;
-/// Futex word of the sync lock's waiters.
-pub const OFF_SYNC_BELL: usize = OFF_NAMED + U64;
+crate::shm::fields! { from 0;
+    /// Magic word.
+    pub OFF_MAGIC: U64,
+    /// Layout version.
+    pub OFF_VERSION: U32,
+    /// Header length.
+    pub OFF_HEADER_LEN: U32,
+    /// Base offset the file was created for.
+    pub OFF_BASE: U64,
+    /// Records per segment.
+    pub OFF_RECORDS: U64,
+    /// Record stride.
+    pub OFF_STRIDE: U32,
+    /// Largest payload.
+    pub OFF_MAX_PAYLOAD: U32,
+    /// crc32c of the bytes before it.
+    pub OFF_HEADER_CRC: U32,
+}
+crate::shm::fields! { from CACHE_LINE;
+    /// Syncs begun (the written-by-writers words start on their own cache line).
+    pub OFF_SYNCS_BEGUN: U64,
+    /// Syncs done.
+    pub OFF_SYNCS_DONE: U64,
+    /// Sync lock word.
+    pub OFF_SYNC_LOCK: U64,
+    /// Bytes the last completed sync covered.
+    pub OFF_SYNCED_END: U64,
+    /// Base + 1 of the name last made durable.
+    pub OFF_NAMED: U64,
+    /// Futex word of the sync lock's waiters.
+    pub OFF_SYNC_BELL: U32,
+}
 
 /// Bytes before the first record of a segment file (one page).
 pub const SEGMENT_HEADER: usize = 4096;
 
-/// A record's crc.
-pub const REC_CRC: usize = 0;
-/// A record's payload length.
-pub const REC_LEN: usize = REC_CRC + U32;
-/// A record's own offset.
-pub const REC_OFFSET: usize = REC_LEN + U32;
-/// Bytes before a record's payload.
-pub const RECORD_HEADER: usize = REC_OFFSET + U64;
+crate::shm::fields! { from 0;
+    /// A record's crc.
+    pub REC_CRC: U32,
+    /// A record's payload length.
+    pub REC_LEN: U32,
+    /// A record's own offset.
+    pub REC_OFFSET: U64,
+    /// Bytes before a record's payload.
+    pub RECORD_HEADER,
+}
+
 /// Alignment of record payloads (and of strides).
 pub const RECORD_ALIGN: usize = 16;
 

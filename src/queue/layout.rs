@@ -59,7 +59,7 @@ use crate::error::OpenError;
 use crate::log::LogShape;
 use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::ring::work;
-use crate::shm::entry::{Members, Table};
+use crate::shm::entry::Table;
 use crate::shm::{Header, Region, TypeIdentity, HEADER_LEN};
 use crate::sync::doorbell::{Bells, ALL};
 use crate::topic::PayloadKind;
@@ -85,56 +85,66 @@ const U32: usize = 4;
 
 /// The control block.
 pub const CTRL: usize = HEADER_LEN;
-// Producers' block.
-/// Next position to reserve.
-pub const CTRL_TAIL: usize = CTRL;
-/// The append lock.
-pub const CTRL_APPEND: usize = CTRL_TAIL + U64;
-const CTRL_PRODUCERS_END: usize = CTRL_APPEND + U64;
-// Consumers' block.
-/// Next position to deliver for the first time.
-pub const CTRL_CURSOR: usize = CTRL_TAIL + BLOCK;
-/// The claim lock.
-pub const CTRL_CLAIM: usize = CTRL_CURSOR + U64;
-/// Every position below is acknowledged.
-pub const CTRL_HEAD: usize = CTRL_CLAIM + U64;
-/// Messages handed back (prompts scans).
-pub const CTRL_RETURNED: usize = CTRL_HEAD + U64;
-const CTRL_CONSUMERS_END: usize = CTRL_RETURNED + U64;
-// Counters' block.
-/// Messages moved to the dead-letter queue.
-pub const CTRL_DEAD_LETTERED: usize = CTRL_CURSOR + BLOCK;
-/// Messages dropped past their maximum deliveries.
-pub const CTRL_DROPPED: usize = CTRL_DEAD_LETTERED + U64;
-/// Deliveries beyond a message's first.
-pub const CTRL_REDELIVERED: usize = CTRL_DROPPED + U64;
-/// Records found torn or corrupt.
-pub const CTRL_TORN: usize = CTRL_REDELIVERED + U64;
-/// Messages found waiting by the last recovery.
-pub const CTRL_RECOVERED: usize = CTRL_TORN + U64;
-/// Recoveries run.
-pub const CTRL_RECOVERIES: usize = CTRL_RECOVERED + U64;
-/// Hash of the boot id the segment was last recovered under.
-pub const CTRL_BOOT: usize = CTRL_RECOVERIES + U64;
-const CTRL_COUNTERS_END: usize = CTRL_BOOT + U64;
-// Sleepers' block.
-/// Bitmap of producers asleep on `room`.
-pub const CTRL_ROOM_WAITERS: usize = CTRL_DEAD_LETTERED + BLOCK;
-/// Bitmap of consumers asleep on `ready`.
-pub const CTRL_READY_WAITERS: usize = CTRL_ROOM_WAITERS + U64;
-/// Futex word producers sleep on.
-pub const CTRL_ROOM: usize = CTRL_READY_WAITERS + U64;
-/// Futex word consumers sleep on.
-pub const CTRL_READY: usize = CTRL_ROOM + U32;
-const CTRL_SLEEPERS_END: usize = CTRL_READY + U32;
-// Dead-letter queue's name.
-/// Length of the dead-letter queue's name (0: none).
-pub const CTRL_DLQ_LEN: usize = CTRL_ROOM_WAITERS + BLOCK;
-/// The dead-letter queue's name.
-pub const CTRL_DLQ_NAME: usize = CTRL_DLQ_LEN + U64;
+crate::shm::fields! { from CTRL;
+    // Producers' block.
+    /// Next position to reserve.
+    pub CTRL_TAIL: U64,
+    /// The append lock.
+    pub CTRL_APPEND: U64,
+    CTRL_PRODUCERS_END,
+}
+crate::shm::fields! { from CTRL_TAIL + BLOCK;
+    // Consumers' block.
+    /// Next position to deliver for the first time.
+    pub CTRL_CURSOR: U64,
+    /// The claim lock.
+    pub CTRL_CLAIM: U64,
+    /// Every position below is acknowledged.
+    pub CTRL_HEAD: U64,
+    /// Messages handed back (prompts scans).
+    pub CTRL_RETURNED: U64,
+    CTRL_CONSUMERS_END,
+}
+crate::shm::fields! { from CTRL_CURSOR + BLOCK;
+    // Counters' block.
+    /// Messages moved to the dead-letter queue.
+    pub CTRL_DEAD_LETTERED: U64,
+    /// Messages dropped past their maximum deliveries.
+    pub CTRL_DROPPED: U64,
+    /// Deliveries beyond a message's first.
+    pub CTRL_REDELIVERED: U64,
+    /// Records found torn or corrupt.
+    pub CTRL_TORN: U64,
+    /// Messages found waiting by the last recovery.
+    pub CTRL_RECOVERED: U64,
+    /// Recoveries run.
+    pub CTRL_RECOVERIES: U64,
+    /// Hash of the boot id the segment was last recovered under.
+    pub CTRL_BOOT: U64,
+    CTRL_COUNTERS_END,
+}
+crate::shm::fields! { from CTRL_DEAD_LETTERED + BLOCK;
+    // Sleepers' block.
+    /// Bitmap of producers asleep on `room`.
+    pub CTRL_ROOM_WAITERS: U64,
+    /// Bitmap of consumers asleep on `ready`.
+    pub CTRL_READY_WAITERS: U64,
+    /// Futex word producers sleep on.
+    pub CTRL_ROOM: U32,
+    /// Futex word consumers sleep on.
+    pub CTRL_READY: U32,
+    CTRL_SLEEPERS_END,
+}
 /// Longest dead-letter queue name.
 pub const DLQ_NAME_CAP: usize = 200;
-const CTRL_DLQ_END: usize = CTRL_DLQ_NAME + DLQ_NAME_CAP;
+crate::shm::fields! { from CTRL_ROOM_WAITERS + BLOCK;
+    // Dead-letter queue's name.
+    /// Length of the dead-letter queue's name (0: none).
+    pub CTRL_DLQ_LEN: U64,
+    /// The dead-letter queue's name.
+    pub CTRL_DLQ_NAME: DLQ_NAME_CAP,
+    CTRL_DLQ_END,
+}
 /// Bytes of the control block.
 pub const CTRL_LEN: usize = 6 * BLOCK;
 /// The producer table.
@@ -146,16 +156,18 @@ pub const PRODUCER_WRITING: usize = ENTRY_OWNER + U64;
 /// Alignment of the slots.
 pub const SLOTS_ALIGN: usize = BLOCK;
 
-/// Slot field offsets.
-pub const SLOT_STATE: usize = 0;
-/// Visibility deadline.
-pub const SLOT_DEADLINE: usize = SLOT_STATE + U64;
-/// Stale-reader bitmap.
-pub const SLOT_STALE: usize = SLOT_DEADLINE + U64;
-/// Payload length.
-pub const SLOT_LEN: usize = SLOT_STALE + U64;
-/// Bytes of slot header before an in-memory payload.
-pub const SLOT_HEADER: usize = SLOT_LEN + U64;
+crate::shm::fields! { from 0;
+    /// Slot field offsets.
+    pub SLOT_STATE: U64,
+    /// Visibility deadline.
+    pub SLOT_DEADLINE: U64,
+    /// Stale-reader bitmap.
+    pub SLOT_STALE: U64,
+    /// Payload length.
+    pub SLOT_LEN: U64,
+    /// Bytes of slot header before an in-memory payload.
+    pub SLOT_HEADER,
+}
 /// Stride of a durable queue's slots (no payload: it is in the log).
 pub const DURABLE_STRIDE: usize = LINE;
 
@@ -369,6 +381,35 @@ impl QueueLayout {
     pub(crate) fn cells<'a>(&'a self, r: &'a Region) -> WorkCells<'a> {
         WorkCells { r, l: self }
     }
+
+    /// What producer `i` leaves (its part of `Members::release`): a position it reserved and
+    /// never published (given up: SKIP) and its bit in the room doorbell.
+    fn release_producer(&self, r: &Region, i: usize) {
+        work::producer_died(&self.cells(r), i);
+        self.room_bell(r).forget(i);
+    }
+
+    /// What consumer `i` leaves (its part of `Members::release`): deliveries (back to the queue,
+    /// their count kept: a delivery to a consumer that died counts), stale-reader bits (an
+    /// acknowledged slot it was the last reader of is freed) and its bit in the news doorbell.
+    fn release_consumer(&self, r: &Region, i: usize) {
+        let cells = self.cells(r);
+        let (mut returned, mut freed) = (0, false);
+        for slot in 0..self.capacity {
+            let (back, free) = work::consumer_died(&cells, slot, i);
+            returned += u64::from(back);
+            freed |= free;
+        }
+        if returned > 0 {
+            // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
+            r.u64_at(CTRL_RETURNED)
+                .fetch_add(returned, Ordering::Relaxed);
+        }
+        if freed {
+            self.room_bell(r).ring(ALL);
+        }
+        self.news_bell(r).forget(i);
+    }
 }
 
 crate::shm::entry::member_tables! {
@@ -379,44 +420,12 @@ crate::shm::entry::member_tables! {
         /// The consumer table.
         Consumer => Table::new(l.consumer_table, ENTRY_LEN, l.consumers, "consumer"),
     }
-}
+    release: Producer => release_producer, Consumer => release_consumer;
 
-impl Members for QueueLayout {
     /// A durable queue's segment is kept when its last member leaves (the next open recovers
     /// it); an in-memory queue's goes.
     fn outlives_members(&self) -> bool {
         self.durable
-    }
-
-    /// A producer leaves a position it reserved and never published (given up: SKIP) and its
-    /// bit in the room doorbell. A consumer leaves deliveries (back to the queue, their count
-    /// kept: a delivery to a consumer that died counts), stale-reader bits (an acknowledged slot
-    /// it was the last reader of is freed) and its bit in the news doorbell.
-    fn release(&self, r: &Region, role: Role, i: usize) {
-        let cells = self.cells(r);
-        match role {
-            Role::Producer => {
-                work::producer_died(&cells, i);
-                self.room_bell(r).forget(i);
-            }
-            Role::Consumer => {
-                let (mut returned, mut freed) = (0, false);
-                for slot in 0..self.capacity {
-                    let (back, free) = work::consumer_died(&cells, slot, i);
-                    returned += u64::from(back);
-                    freed |= free;
-                }
-                if returned > 0 {
-                    // Relaxed: a prompt to scan; consumers reread slot states with Acquire.
-                    r.u64_at(CTRL_RETURNED)
-                        .fetch_add(returned, Ordering::Relaxed);
-                }
-                if freed {
-                    self.room_bell(r).ring(ALL);
-                }
-                self.news_bell(r).forget(i);
-            }
-        }
     }
 
     /// A producer's `writing` word starts at 0 (published by the entry's Release claim): a stale

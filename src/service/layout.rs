@@ -52,7 +52,7 @@
 use crate::error::OpenError;
 use crate::loom::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::call::{self, Cells, ClientLock, Holder};
-use crate::shm::entry::{Members, Table, Tables, ENTRY_OWNER};
+use crate::shm::entry::{Table, Tables, ENTRY_OWNER};
 pub use crate::shm::CACHE_LINE;
 use crate::shm::{
     disjoint, one_line, Header, Region, TypeIdentity, CONFIG_WORDS, HEADER_LEN, U32, U64,
@@ -70,15 +70,17 @@ pub const LAYOUT_VERSION: u32 = 2;
 
 /// The control block.
 pub const CTRL: usize = HEADER_LEN;
-/// Bitmap of registered servers.
-pub const CTRL_SERVERS: usize = CTRL;
-/// Bitmap of registered clients.
-pub const CTRL_CLIENTS: usize = CTRL_SERVERS + U64;
-/// Doorbell of servers waiting for a call: sleeper bitmap (bit = server).
-pub const CTRL_SERVERS_WAITING: usize = CTRL_CLIENTS + U64;
-/// Doorbell of servers waiting for a call: futex word (u32).
-pub const CTRL_REQUEST_SEQ: usize = CTRL_SERVERS_WAITING + U64;
-const CTRL_USED: usize = CTRL_REQUEST_SEQ + U32;
+crate::shm::fields! { from CTRL;
+    /// Bitmap of registered servers.
+    pub CTRL_SERVERS: U64,
+    /// Bitmap of registered clients.
+    pub CTRL_CLIENTS: U64,
+    /// Doorbell of servers waiting for a call: sleeper bitmap (bit = server).
+    pub CTRL_SERVERS_WAITING: U64,
+    /// Doorbell of servers waiting for a call: futex word (u32).
+    pub CTRL_REQUEST_SEQ: U32,
+    CTRL_USED,
+}
 /// Length of the control block.
 pub const CTRL_LEN: usize = 2 * CACHE_LINE;
 
@@ -90,53 +92,63 @@ pub const SERVER_TABLE: usize = CTRL + CTRL_LEN;
 /// Bytes per server entry (the entry words only).
 pub const SERVER_ENTRY: usize = CACHE_LINE;
 
-/// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
-/// [`CLIENT_BIT`] while the client sleeps).
-pub const CLIENT_WAITING: usize = ENTRY_HEADER;
-/// Client entry: doorbell of the client waiting for a response: futex word (u32).
-pub const CLIENT_WAKE: usize = CLIENT_WAITING + U64;
+crate::shm::fields! { from ENTRY_HEADER;
+    /// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
+    /// [`CLIENT_BIT`] while the client sleeps).
+    pub CLIENT_WAITING: U64,
+    /// Client entry: doorbell of the client waiting for a response: futex word (u32).
+    pub CLIENT_WAKE: U32,
+    CLIENT_LINE0_USED,
+}
 /// The client's bit in its own doorbell (it is the only member that sleeps on it).
 pub const CLIENT_BIT: usize = 0;
-const CLIENT_LINE0_USED: usize = CLIENT_WAKE + U32;
-/// Client entry: the call ring's `head`, on the entry's second line.
-pub const CLIENT_HEAD: usize = CACHE_LINE;
-/// Client entry: the call ring's claim lock.
-pub const CLIENT_LOCK_WORD: usize = CLIENT_HEAD + U64;
-const CLIENT_LINE1_USED: usize = CLIENT_LOCK_WORD + U64;
+crate::shm::fields! { from CACHE_LINE;
+    /// Client entry: the call ring's `head`, on the entry's second line.
+    pub CLIENT_HEAD: U64,
+    /// Client entry: the call ring's claim lock.
+    pub CLIENT_LOCK_WORD: U64,
+    CLIENT_LINE1_USED,
+}
 /// Bytes per client entry.
 pub const CLIENT_ENTRY: usize = 2 * CACHE_LINE;
 
 /// Alignment of the first call ring.
 pub const RING_ALIGN: usize = 2 * CACHE_LINE;
 
-/// Claim entry: the claim word.
-pub const CLAIM_WORD: usize = 0;
-/// Claim entry: the taker's owner word.
-pub const CLAIM_TAKER: usize = CLAIM_WORD + U64;
-/// Bytes per claim entry.
-pub const CLAIM_ENTRY: usize = CLAIM_TAKER + U64;
+crate::shm::fields! { from 0;
+    /// Claim entry: the claim word.
+    pub CLAIM_WORD: U64,
+    /// Claim entry: the taker's owner word.
+    pub CLAIM_TAKER: U64,
+    /// Bytes per claim entry.
+    pub CLAIM_ENTRY,
+}
 
-/// Call slot: the state word.
-pub const CALL_STATE: usize = 0;
-/// Call slot: the `ended` word.
-pub const CALL_ENDED: usize = CALL_STATE + U64;
-/// Call slot: the request length.
-pub const CALL_LEN: usize = CALL_ENDED + U64;
-/// Call slot: the consumed word.
-pub const CALL_CONSUMED: usize = CALL_LEN + U64;
-/// Bytes of call-slot header before the request.
-pub const CALL_HEADER: usize = CALL_CONSUMED + U64;
+crate::shm::fields! { from 0;
+    /// Call slot: the state word.
+    pub CALL_STATE: U64,
+    /// Call slot: the `ended` word.
+    pub CALL_ENDED: U64,
+    /// Call slot: the request length.
+    pub CALL_LEN: U64,
+    /// Call slot: the consumed word.
+    pub CALL_CONSUMED: U64,
+    /// Bytes of call-slot header before the request.
+    pub CALL_HEADER,
+}
 
-/// Item: the stamp.
-pub const ITEM_STAMP: usize = 0;
-/// Item: the position answered.
-pub const ITEM_CALL: usize = ITEM_STAMP + U64;
-/// Item: the payload length.
-pub const ITEM_LEN: usize = ITEM_CALL + U64;
-/// Item: the flags.
-pub const ITEM_FLAGS: usize = ITEM_LEN + U64;
-/// Bytes of item header before the payload.
-pub const ITEM_HEADER: usize = ITEM_FLAGS + U64;
+crate::shm::fields! { from 0;
+    /// Item: the stamp.
+    pub ITEM_STAMP: U64,
+    /// Item: the position answered.
+    pub ITEM_CALL: U64,
+    /// Item: the payload length.
+    pub ITEM_LEN: U64,
+    /// Item: the flags.
+    pub ITEM_FLAGS: U64,
+    /// Bytes of item header before the payload.
+    pub ITEM_HEADER,
+}
 
 const _: () = {
     // The control block: its words fit on its first line (clients read the server bitmap and
@@ -455,6 +467,49 @@ impl ServiceLayout {
             item_mask: self.depth as u64 - 1,
         }
     }
+
+    /// What server `i` leaves (its part of `Members::release`): the claim locks it held
+    /// (`ring::call` invariant 7; a leaving server holds none), its bit in the server bitmap and
+    /// in the servers' doorbell. The calls it took stay TAKEN and their clients find it gone.
+    fn release_server(&self, r: &Region, i: usize) {
+        for c in 0..self.max_clients {
+            call::release_lock_of_dead(&self.ring(r, c), i);
+        }
+        // SeqCst: bookkeeping under the segment lock; clients read it as a hint.
+        r.u64_at(CTRL_SERVERS)
+            .fetch_and(!(1u64 << i), Ordering::SeqCst);
+        self.request_bell(r).forget(i);
+    }
+
+    /// What client `i` leaves (its part of `Members::release`): its posted calls, cancelled here
+    /// under its ring's claim lock (if a live server keeps that lock for long, they are left to
+    /// the next owner of the entry), its bit in the client bitmap and its doorbell.
+    fn release_client(&self, r: &Region, i: usize) {
+        let ring = self.ring(r, i);
+        let servers = self.table(Role::Server);
+        // The client is gone or leaving, so a CLIENT_LOCK holder is its own stale lock (taken
+        // over); the lock of a server that is not live is released (under the segment lock no
+        // server can join meanwhile); a live holder is waited for a moment; garbage is left
+        // alone.
+        let busy = |holder: Holder, attempt: u32| match holder {
+            Holder::Server(s) if attempt < 1000 && s < servers.len => {
+                if servers.is_live(r, s) {
+                    std::thread::yield_now();
+                } else {
+                    call::release_lock_of_dead(&ring, s);
+                }
+                true
+            }
+            _ => false,
+        };
+        if let Some(lock) = ClientLock::acquire(&ring, busy) {
+            lock.cancel_all_posted();
+        }
+        // SeqCst: bookkeeping under the segment lock; servers stop polling this ring.
+        r.u64_at(CTRL_CLIENTS)
+            .fetch_and(!(1u64 << i), Ordering::SeqCst);
+        ring.bell().forget(CLIENT_BIT);
+    }
 }
 
 crate::shm::entry::member_tables! {
@@ -467,53 +522,7 @@ crate::shm::entry::member_tables! {
         /// The client table (one call ring each).
         Client => Table::new(l.client_table, CLIENT_ENTRY, l.max_clients, "client"),
     }
-}
-
-impl Members for ServiceLayout {
-    /// A server leaves the claim locks it held (`ring::call` invariant 7; a leaving server holds
-    /// none), its bit in the server bitmap and in the servers' doorbell; the calls it took stay
-    /// TAKEN and their clients find it gone. A client leaves its posted calls, cancelled here
-    /// under its ring's claim lock (if a live server keeps that lock for long, they are left to
-    /// the next owner of the entry), its bit in the client bitmap and its doorbell.
-    fn release(&self, r: &Region, role: Role, i: usize) {
-        match role {
-            Role::Server => {
-                for c in 0..self.max_clients {
-                    call::release_lock_of_dead(&self.ring(r, c), i);
-                }
-                // SeqCst: bookkeeping under the segment lock; clients read it as a hint.
-                r.u64_at(CTRL_SERVERS)
-                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
-                self.request_bell(r).forget(i);
-            }
-            Role::Client => {
-                let ring = self.ring(r, i);
-                let servers = self.table(Role::Server);
-                // The client is gone or leaving, so a CLIENT_LOCK holder is its own stale lock
-                // (taken over); the lock of a server that is not live is released (under the
-                // segment lock no server can join meanwhile); a live holder is waited for a
-                // moment; garbage is left alone.
-                let busy = |holder: Holder, attempt: u32| match holder {
-                    Holder::Server(s) if attempt < 1000 && s < servers.len => {
-                        if servers.is_live(r, s) {
-                            std::thread::yield_now();
-                        } else {
-                            call::release_lock_of_dead(&ring, s);
-                        }
-                        true
-                    }
-                    _ => false,
-                };
-                if let Some(lock) = ClientLock::acquire(&ring, busy) {
-                    lock.cancel_all_posted();
-                }
-                // SeqCst: bookkeeping under the segment lock; servers stop polling this ring.
-                r.u64_at(CTRL_CLIENTS)
-                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
-                ring.bell().forget(CLIENT_BIT);
-            }
-        }
-    }
+    release: Server => release_server, Client => release_client;
 }
 
 impl ServiceLayout {
@@ -557,6 +566,12 @@ pub(crate) struct CallRing {
 unsafe impl Send for CallRing {}
 
 impl CallRing {
+    /// Byte offset of `slot`'s claim entry within the ring.
+    #[inline(always)]
+    fn claim_entry(&self, slot: usize) -> usize {
+        CLAIM_ENTRY * (slot & self.slot_mask)
+    }
+
     /// Byte offset of `slot` within the ring.
     #[inline(always)]
     fn slot(&self, slot: usize) -> usize {
@@ -648,6 +663,28 @@ impl CallRing {
     }
 }
 
+/// `Cells` accessors of a call ring's words, each `#[inline(always)]`: `name => FIELD` is the word
+/// at `FIELD` of the client entry (through `entry_word`), `name(args) => area + FIELD` the word at
+/// `FIELD` of the ring area (claim entry, call slot or item) that `self.area(args)` locates
+/// (through `word`). Both readers check bounds and alignment (see their SAFETY comments).
+macro_rules! ring_words {
+    () => {};
+    ($name:ident => $field:ident, $($rest:tt)*) => {
+        #[inline(always)]
+        fn $name(&self) -> &AtomicU64 {
+            self.entry_word($field)
+        }
+        ring_words!($($rest)*);
+    };
+    ($name:ident($($arg:ident: $t:ty),+) => $area:ident + $field:ident, $($rest:tt)*) => {
+        #[inline(always)]
+        fn $name(&self, $($arg: $t),+) -> &AtomicU64 {
+            self.word(self.$area($($arg),+) + $field)
+        }
+        ring_words!($($rest)*);
+    };
+}
+
 impl Cells for CallRing {
     #[inline(always)]
     fn slot_mask(&self) -> u64 {
@@ -657,53 +694,19 @@ impl Cells for CallRing {
     fn item_mask(&self) -> u64 {
         self.item_mask
     }
-    #[inline(always)]
-    fn head(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_HEAD)
-    }
-    #[inline(always)]
-    fn lock(&self) -> &AtomicU64 {
-        self.entry_word(CLIENT_LOCK_WORD)
-    }
-    #[inline(always)]
-    fn claim(&self, slot: usize) -> &AtomicU64 {
-        self.word(CLAIM_ENTRY * (slot & self.slot_mask) + CLAIM_WORD)
-    }
-    #[inline(always)]
-    fn taker(&self, slot: usize) -> &AtomicU64 {
-        self.word(CLAIM_ENTRY * (slot & self.slot_mask) + CLAIM_TAKER)
-    }
-    #[inline(always)]
-    fn state(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_STATE)
-    }
-    #[inline(always)]
-    fn ended(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_ENDED)
-    }
-    #[inline(always)]
-    fn len(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_LEN)
-    }
-    #[inline(always)]
-    fn consumed(&self, slot: usize) -> &AtomicU64 {
-        self.word(self.slot(slot) + CALL_CONSUMED)
-    }
-    #[inline(always)]
-    fn stamp(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_STAMP)
-    }
-    #[inline(always)]
-    fn item_call(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_CALL)
-    }
-    #[inline(always)]
-    fn item_len(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_LEN)
-    }
-    #[inline(always)]
-    fn item_flags(&self, slot: usize, n: u64) -> &AtomicU64 {
-        self.word(self.item(slot, n) + ITEM_FLAGS)
+    ring_words! {
+        head => CLIENT_HEAD,
+        lock => CLIENT_LOCK_WORD,
+        claim(slot: usize) => claim_entry + CLAIM_WORD,
+        taker(slot: usize) => claim_entry + CLAIM_TAKER,
+        state(slot: usize) => slot + CALL_STATE,
+        ended(slot: usize) => slot + CALL_ENDED,
+        len(slot: usize) => slot + CALL_LEN,
+        consumed(slot: usize) => slot + CALL_CONSUMED,
+        stamp(slot: usize, n: u64) => item + ITEM_STAMP,
+        item_call(slot: usize, n: u64) => item + ITEM_CALL,
+        item_len(slot: usize, n: u64) => item + ITEM_LEN,
+        item_flags(slot: usize, n: u64) => item + ITEM_FLAGS,
     }
 }
 

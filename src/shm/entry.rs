@@ -142,12 +142,18 @@ pub trait Tables {
 }
 
 /// Declares a segment kind's `Role` enum (its two tables, in the order reclaim visits them) and
-/// implements [`Tables`] for its layout: `Variant => table`, each table an expression over the
-/// layout, bound to the name given between bars.
+/// implements [`Tables`] and [`Members`] for its layout. First `Variant => table`, each table an
+/// expression over the layout, bound to the name given between bars; then
+/// `release: Variant => hook, …;`, naming for each role the layout's method
+/// `fn hook(&self, r: &Region, i: usize)` that releases what member `i` of that role leaves behind
+/// (it is [`Members::release`] for that role); then the other [`Members`] items the kind
+/// overrides, if any.
 macro_rules! member_tables {
     ($(#[$m:meta])* $layout:ty, |$l:ident| {
         $($(#[$vm:meta])* $role:ident => $table:expr,)+
-    }) => {
+    }
+    release: $($released:ident => $hook:ident),+;
+    $($members:tt)*) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Role {
@@ -166,6 +172,16 @@ macro_rules! member_tables {
                 }
             }
         }
+
+        impl $crate::shm::entry::Members for $layout {
+            fn release(&self, r: &$crate::shm::Region, role: Role, i: usize) {
+                match role {
+                    $(Role::$released => self.$hook(r, i),)+
+                }
+            }
+
+            $($members)*
+        }
     };
 }
 pub(crate) use member_tables;
@@ -174,7 +190,8 @@ pub(crate) use member_tables;
 pub trait Members: Tables {
     /// Releases what member `i` of `role` holds in the segment (pins, waiter bits, claimed calls,
     /// deliveries), before its entry is freed. Runs under the segment lock, for a member that
-    /// leaves or died; must tolerate a member that died half-way through its join.
+    /// leaves or died; must tolerate a member that died half-way through its join. Written by
+    /// [`member_tables!`], which calls the kind's hook for `role`.
     fn release(&self, r: &Region, role: Self::Role, i: usize);
 
     /// Prepares entry `i` of `role`, about to be claimed by a joining member, for its new owner

@@ -7,9 +7,11 @@
 //! # The layout convention
 //! Each segment kind's byte layout is one module (`topic::layout`, `service::layout`,
 //! `queue::layout`, `log::layout`) holding its byte diagram. Fixed offsets are `const`s built in
-//! order from named sizes (`CTRL_B = CTRL_A + U64`), never retyped numbers; `const` assertions
-//! check that fields do not overlap ([`disjoint`]) and sit on the cache lines the design says
-//! ([`one_line`], [`CACHE_LINE`]). Offsets that depend on a segment's configuration are computed
+//! order from named sizes (`CTRL_B = CTRL_A + U64`), never retyped numbers: a run of consecutive
+//! fields is one [`fields!`] block (`from ORIGIN; NAME: SIZE, …`), and a field placed on purpose
+//! elsewhere (a new cache line) starts a new block. `const` assertions check that fields do not
+//! overlap ([`disjoint`]) and sit on the cache lines the design says ([`one_line`],
+//! [`CACHE_LINE`]). Offsets that depend on a segment's configuration are computed
 //! once, by the layout's constructor, from the same named sizes.
 
 pub mod entry;
@@ -33,6 +35,27 @@ pub const CACHE_LINE: usize = 64;
 pub const U64: usize = std::mem::size_of::<u64>();
 /// Bytes of a `u32` word of a layout.
 pub const U32: usize = std::mem::size_of::<u32>();
+
+/// Declares a block of consecutive fields of a layout as `usize` offsets: `from ORIGIN;` then
+/// `NAME: SIZE,` entries (each with its doc and visibility), the first at `ORIGIN` and each next
+/// one at the previous offset plus the previous size (`B = A + SIZE_A`). An entry without a size
+/// (`NAME,`, last) names the offset just past the block, e.g. its end or a header's length.
+macro_rules! fields {
+    (from $origin:expr; $($fields:tt)*) => {
+        $crate::shm::fields!(@at $origin; $($fields)*);
+    };
+    (@at $off:expr; $(#[$m:meta])* $vis:vis $name:ident: $size:expr, $($rest:tt)*) => {
+        $(#[$m])*
+        $vis const $name: usize = $off;
+        $crate::shm::fields!(@at $name + $size; $($rest)*);
+    };
+    (@at $off:expr; $(#[$m:meta])* $vis:vis $name:ident $(,)?) => {
+        $(#[$m])*
+        $vis const $name: usize = $off;
+    };
+    (@at $off:expr;) => {};
+}
+pub(crate) use fields;
 
 /// Whether `[a, a + a_len)` and `[b, b + b_len)` are disjoint: for layouts' `const` assertions.
 pub const fn disjoint(a: usize, a_len: usize, b: usize, b_len: usize) -> bool {

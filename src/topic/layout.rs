@@ -34,7 +34,7 @@
 
 use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, MAX_HELD, MAX_READERS, NONE};
-use crate::shm::entry::{Members, Table, Tables};
+use crate::shm::entry::{Table, Tables};
 use crate::shm::{
     check_config, disjoint, one_line, Header, Region, TypeIdentity, CACHE_LINE, CONFIG_WORDS,
     HEADER_LEN, U32, U64,
@@ -51,39 +51,45 @@ pub const LAYOUT_VERSION: u32 = 2;
 
 /// Control block: right after the header.
 pub const CTRL: usize = HEADER_LEN;
-/// Bitmap of registered subscribers.
-pub const CTRL_ACTIVE: usize = CTRL;
-/// Bumped on every subscriber join, leave or reclaim.
-pub const CTRL_ROSTER: usize = CTRL_ACTIVE + U64;
-/// Doorbell of subscribers waiting for a message: sleeper bitmap.
-pub const CTRL_NEWS_SLEEPERS: usize = CTRL_ROSTER + U64;
-/// Doorbell of subscribers waiting for a message: futex word.
-pub const CTRL_NEWS_SEQ: usize = CTRL_NEWS_SLEEPERS + U64;
-/// Doorbell of publishers blocked for room: futex word.
-pub const CTRL_ROOM_SEQ: usize = CTRL_NEWS_SEQ + U32;
-/// Doorbell of publishers blocked for room: sleeper bitmap.
-pub const CTRL_ROOM_SLEEPERS: usize = CTRL_ROOM_SEQ + U32;
-/// Bitmap of rings a publisher ever joined.
-pub const CTRL_RINGS_USED: usize = CTRL_ROOM_SLEEPERS + U64;
-const CTRL_END: usize = CTRL_RINGS_USED + U64;
+crate::shm::fields! { from CTRL;
+    /// Bitmap of registered subscribers.
+    pub CTRL_ACTIVE: U64,
+    /// Bumped on every subscriber join, leave or reclaim.
+    pub CTRL_ROSTER: U64,
+    /// Doorbell of subscribers waiting for a message: sleeper bitmap.
+    pub CTRL_NEWS_SLEEPERS: U64,
+    /// Doorbell of subscribers waiting for a message: futex word.
+    pub CTRL_NEWS_SEQ: U32,
+    /// Doorbell of publishers blocked for room: futex word.
+    pub CTRL_ROOM_SEQ: U32,
+    /// Doorbell of publishers blocked for room: sleeper bitmap.
+    pub CTRL_ROOM_SLEEPERS: U64,
+    /// Bitmap of rings a publisher ever joined.
+    pub CTRL_RINGS_USED: U64,
+    CTRL_END,
+}
 /// Bytes of the control block.
 pub const CTRL_LEN: usize = 2 * CACHE_LINE;
 /// Publisher table.
 pub const PUB_TABLE: usize = CTRL + CTRL_LEN;
 /// Bytes of a publisher entry: the entry words, then the ring's tail on its own line.
 pub const PUB_ENTRY: usize = 2 * CACHE_LINE;
-/// A ring's next position (in its publisher's entry).
-pub const PUB_TAIL: usize = CACHE_LINE;
-/// A ring's count of committed messages.
-pub const PUB_MSGS: usize = PUB_TAIL + U64;
+crate::shm::fields! { from CACHE_LINE;
+    /// A ring's next position (in its publisher's entry).
+    pub PUB_TAIL: U64,
+    /// A ring's count of committed messages.
+    pub PUB_MSGS: U64,
+}
 /// Bytes of a subscriber entry.
 pub const SUB_ENTRY: usize = CACHE_LINE;
 /// Bytes of a cursor-matrix entry.
 pub const CURSOR_ENTRY: usize = 2 * CACHE_LINE;
-/// Offset of the cursor in a matrix entry.
-pub const CURSOR_POS: usize = 0;
-/// Offset of the first pin in a matrix entry.
-pub const CURSOR_HELD: usize = CURSOR_POS + U64;
+crate::shm::fields! { from 0;
+    /// Offset of the cursor in a matrix entry.
+    pub CURSOR_POS: U64,
+    /// Offset of the first pin in a matrix entry.
+    pub CURSOR_HELD: MAX_HELD * U64,
+}
 
 const _: () = {
     assert!(CTRL_END <= CTRL + CTRL_LEN);
@@ -99,12 +105,14 @@ const _: () = {
 
 /// Bytes of slot header before the payload.
 pub const SLOT_HEADER: usize = 4 * U64;
-/// A slot's stamp word (`ring::broadcast`).
-pub const SLOT_STAMP: usize = 0;
-/// A slot's message number.
-pub const SLOT_SEQ: usize = SLOT_STAMP + U64;
-/// A slot's payload length.
-pub const SLOT_LEN: usize = SLOT_SEQ + U64;
+crate::shm::fields! { from 0;
+    /// A slot's stamp word (`ring::broadcast`).
+    pub SLOT_STAMP: U64,
+    /// A slot's message number.
+    pub SLOT_SEQ: U64,
+    /// A slot's payload length.
+    pub SLOT_LEN: U64,
+}
 const _: () = assert!(SLOT_LEN + U64 <= SLOT_HEADER);
 /// Largest payload alignment a topic supports (the payload offset within a 64-aligned slot).
 pub const MAX_ALIGN: usize = SLOT_HEADER;
@@ -306,6 +314,30 @@ impl TopicLayout {
             pub_entry: self.pub_entry(p),
         }
     }
+
+    /// What publisher `i` leaves (its part of `Members::release`): its ring as it is (the next
+    /// publisher of the entry continues its positions) and only its doorbell bit.
+    fn release_publisher(&self, r: &Region, i: usize) {
+        self.room_bell(r).forget(i);
+    }
+
+    /// What subscriber `i` leaves (its part of `Members::release`): pins, a cursor and its bits
+    /// in the roster and the news doorbell; publishers blocked on it are woken to look again.
+    fn release_subscriber(&self, r: &Region, i: usize) {
+        // SeqCst: the leave half of the roster handshake (ring::broadcast); a writer waiting on
+        // this subscriber is woken below and rereads the active bitmap.
+        r.u64_at(CTRL_ACTIVE)
+            .fetch_and(!(1u64 << i), Ordering::SeqCst);
+        self.news_bell(r).forget(i);
+        for p in 0..self.max_publishers {
+            let c = self.cells(r, p);
+            for h in 0..self.max_held {
+                c.held(i, h).store(NONE, Ordering::SeqCst);
+            }
+        }
+        r.u64_at(CTRL_ROSTER).fetch_add(1, Ordering::SeqCst);
+        self.room_bell(r).wake(crate::sync::doorbell::ALL);
+    }
 }
 
 crate::shm::entry::member_tables! {
@@ -316,32 +348,7 @@ crate::shm::entry::member_tables! {
         /// The subscriber table.
         Subscriber => Table::new(l.subs_table, SUB_ENTRY, l.max_subscribers, "subscriber"),
     }
-}
-
-impl Members for TopicLayout {
-    /// A publisher leaves its ring as it is (the next publisher of the entry continues its
-    /// positions) and only its doorbell bit. A subscriber leaves pins, a cursor and its bits in the
-    /// roster and the news doorbell; publishers blocked on it are woken to look again.
-    fn release(&self, r: &Region, role: Role, i: usize) {
-        match role {
-            Role::Publisher => self.room_bell(r).forget(i),
-            Role::Subscriber => {
-                // SeqCst: the leave half of the roster handshake (ring::broadcast); a writer
-                // waiting on this subscriber is woken below and rereads the active bitmap.
-                r.u64_at(CTRL_ACTIVE)
-                    .fetch_and(!(1u64 << i), Ordering::SeqCst);
-                self.news_bell(r).forget(i);
-                for p in 0..self.max_publishers {
-                    let c = self.cells(r, p);
-                    for h in 0..self.max_held {
-                        c.held(i, h).store(NONE, Ordering::SeqCst);
-                    }
-                }
-                r.u64_at(CTRL_ROSTER).fetch_add(1, Ordering::SeqCst);
-                self.room_bell(r).wake(crate::sync::doorbell::ALL);
-            }
-        }
-    }
+    release: Publisher => release_publisher, Subscriber => release_subscriber;
 }
 
 /// Subscribers sleep on news of a message, publishers blocked for room on room.
