@@ -50,7 +50,7 @@ use consumer::{ConsumerCore, DlqOpener};
 use layout::QueueLayout;
 use layout::Role;
 use producer::ProducerCore;
-use shared::{LogDir, QueueShared};
+use shared::{LogDir, QueueShared, Spec};
 
 /// Target size of a durable queue's log segment files.
 const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
@@ -335,16 +335,13 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
                 (Backing::Shm(root), Some(log))
             }
         };
-        QueueShared::open(
-            &backing,
-            &self.name,
-            &layout,
-            &ty,
-            self.dead_letter.as_deref(),
-            log.as_ref(),
-            role,
-            self.mode,
-        )
+        let spec = Spec {
+            layout: &layout,
+            ty: &ty,
+            dlq: self.dead_letter.as_deref(),
+            log: log.as_ref(),
+        };
+        QueueShared::open(&backing, &self.name, &spec, role, self.mode)
     }
 
     /// Opens (or creates, or recovers) the queue and registers a producer.
