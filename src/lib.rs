@@ -96,6 +96,7 @@ outside_loom! {
     pub mod error;
     mod log;
     mod node;
+    mod options;
     pub mod queue;
     pub mod service;
     mod shm;

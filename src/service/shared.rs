@@ -83,8 +83,7 @@ impl ServiceShared {
             layout: wanted,
             types,
         };
-        let (seg, layout, index) =
-            Segment::open_reclaimed(backing, name, mode, &spec, |r, l| join(r, l, role))?;
+        let (seg, layout, index) = Segment::open_kind(backing, name, mode, &spec, |r, l| join(r, l, role))?;
         let name = name.to_string();
         Ok((Arc::new(ServiceShared { seg, layout, name }), index))
     }
@@ -159,9 +158,10 @@ fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
     Ok(c)
 }
 
-/// Registers this process as a `role` in the service of layout `l`; returns the entry index.
-/// Runs under the lock.
+/// Reclaims the entries of dead members, then registers this process as a `role` in the
+/// service of layout `l`; returns the entry index. Runs under the lock.
 fn join(r: &Region, l: &ServiceLayout, role: Role) -> Result<usize, OpenError> {
+    l.reclaim_dead(r);
     match role {
         Role::Server => join_server(r, l),
         Role::Client => join_client(r, l),

@@ -197,21 +197,6 @@ impl Segment {
         Ok((seg, layout, joined))
     }
 
-    /// [`Segment::open_kind`], with the entries of dead members reclaimed (under the lock) before
-    /// `join` runs.
-    pub fn open_reclaimed<S: SegmentSpec, T>(
-        backing: &Backing,
-        name: &str,
-        mode: OpenMode,
-        spec: &S,
-        join: impl FnOnce(&Region, &S::Layout) -> Result<T, OpenError>,
-    ) -> Result<(Segment, S::Layout, T), OpenError> {
-        Self::open_kind(backing, name, mode, spec, |r, layout| {
-            layout.reclaim_dead(r);
-            join(r, layout)
-        })
-    }
-
     /// Opens segment `file` (already a validated file name) as `mode` allows, creating it if
     /// missing or stale, and runs `join` under the lock so the caller registers before anyone can
     /// judge the segment unused.

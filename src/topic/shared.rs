@@ -84,8 +84,7 @@ impl TopicShared {
         mode: OpenMode,
     ) -> Result<(Arc<TopicShared>, Joined), OpenError> {
         let spec = Spec { layout: wanted, ty };
-        let (seg, layout, joined) =
-            Segment::open_reclaimed(backing, name, mode, &spec, |r, l| join(r, l, role))?;
+        let (seg, layout, joined) = Segment::open_kind(backing, name, mode, &spec, |r, l| join(r, l, role))?;
         let name = name.to_string();
         Ok((Arc::new(TopicShared { seg, layout, name }), joined))
     }
@@ -142,8 +141,10 @@ fn join_subscriber(r: &Region, l: &TopicLayout) -> Result<Joined, OpenError> {
     Ok(Joined::Subscriber(s, readers))
 }
 
-/// Registers this process as a `role` in the topic of layout `l`. Runs under the lock.
+/// Reclaims the entries of dead members, then registers this process as a `role` in the topic
+/// of layout `l`. Runs under the lock.
 fn join(r: &Region, l: &TopicLayout, role: Role) -> Result<Joined, OpenError> {
+    l.reclaim_dead(r);
     match role {
         Role::Publisher => join_publisher(r, l),
         Role::Subscriber => join_subscriber(r, l),
