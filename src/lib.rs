@@ -113,6 +113,7 @@ outside_loom! {
     pub mod error;
     mod log;
     mod node;
+    mod options;
     pub mod queue;
     pub mod service;
     mod shm;

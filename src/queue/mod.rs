@@ -44,13 +44,14 @@ pub use producer::{Producer, Loan};
 
 use crate::error::OpenError;
 use crate::log::{LogShape, SyncPolicy};
+use crate::options::payload_size;
 use crate::shm::{Backing, OpenMode, Root};
 use crate::topic::{Payload, MAX_ALIGN};
 use consumer::{ConsumerCore, DlqOpener};
 use layout::QueueLayout;
 use layout::Role;
 use producer::ProducerCore;
-use shared::{LogDir, QueueShared};
+use shared::{LogDir, QueueShared, Spec};
 
 /// Target size of a durable queue's log segment files.
 const DEFAULT_SEGMENT_BYTES: usize = 1 << 20;
@@ -95,205 +96,102 @@ pub enum Policy {
 /// ```
 #[derive(Debug)]
 pub struct QueueBuilder<P: Payload + ?Sized> {
-    backing: Backing,
-    name: String,
-    capacity: usize,
-    max_message_size: Option<usize>,
-    producers: usize,
-    consumers: usize,
-    prefetch: usize,
-    visibility: Duration,
-    max_deliveries: u32,
-    dead_letter: Option<String>,
-    full: Policy,
-    durable: Option<PathBuf>,
-    sync: SyncPolicy,
-    log_records: u64,
-    spin: Duration,
-    mode: OpenMode,
+    options: QueueOptions,
     _p: PhantomData<fn(&P)>,
 }
 
 impl<P: Payload + ?Sized> Clone for QueueBuilder<P> {
     fn clone(&self) -> Self {
         QueueBuilder {
-            backing: self.backing.clone(),
-            name: self.name.clone(),
-            dead_letter: self.dead_letter.clone(),
-            durable: self.durable.clone(),
+            options: self.options.clone(),
             _p: PhantomData,
-            ..*self
         }
     }
 }
 
-impl<P: Payload + ?Sized> QueueBuilder<P> {
-    pub(crate) fn new(backing: Backing, name: &str) -> Self {
-        QueueBuilder {
-            backing,
-            name: name.to_string(),
-            capacity: 1024,
-            max_message_size: None,
-            producers: 8,
-            consumers: 8,
-            prefetch: 16,
-            visibility: Duration::from_secs(30),
-            max_deliveries: 0,
-            dead_letter: None,
-            full: Policy::Block(Duration::from_secs(1)),
-            durable: None,
-            sync: SyncPolicy::Batch(Duration::from_millis(10)),
-            log_records: 0,
-            spin: Duration::from_micros(20),
-            mode: OpenMode::OpenOrCreate,
-            _p: PhantomData,
-        }
-    }
-
+crate::options::options! { QueueOptions for [P: Payload + ?Sized] QueueBuilder<P> {
     /// Messages the queue holds, sent and not yet acknowledged: a power of two, 2 to 2^24
     /// (default 1024). Room is freed in position order: a message held unacknowledged for long
     /// keeps the slot of its position, so producers find the queue full once they are
     /// `capacity` positions past it.
-    pub fn capacity(mut self, n: usize) -> Self {
-        self.capacity = n;
-        self
-    }
-
+    capacity(n: usize) -> capacity: usize = 1024;
     /// Largest message in bytes, for byte and rkyv queues (default 4096). Ignored for `Pod`
     /// types, whose size is fixed.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = Some(bytes);
-        self
-    }
-
-    /// Producers that may be registered at once (1 to 64, default 8).
-    pub fn max_producers(mut self, n: usize) -> Self {
-        self.producers = n;
-        self
-    }
-
-    /// Consumers that may be registered at once (1 to 64, default 8).
-    pub fn max_consumers(mut self, n: usize) -> Self {
-        self.consumers = n;
-        self
-    }
-
+    max_message_size(bytes: usize) -> max_message_size: Option<usize> = None => Some(bytes);
+    max_producers / max_consumers = participants("Producers", 8, "Consumers", 8);
     /// Unacknowledged deliveries one consumer may hold, counting messages it claimed ahead
     /// (default 16, at least 1; at most the capacity). A consumer claims up to this many messages at once, which makes
     /// claiming cheaper; claimed messages wait for it even if another consumer is idle, and
     /// their visibility timeout runs from the claim. [`Consumer::try_receive`] fails with
     /// [`crate::ReceiveError::TooManyHeld`] while it holds this many.
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n;
-        self
-    }
-
+    prefetch(n: usize) -> prefetch: usize = 16;
     /// How long a delivery may stay unacknowledged before the queue takes it back and delivers
     /// it again (default 30 s; resolution a few milliseconds). The late consumer's
     /// [`Delivery::ack`] then fails with [`crate::AckError::Expired`]; what it reads stays
     /// valid until it lets go of the delivery.
-    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
-        self.visibility = timeout;
-        self
-    }
-
+    visibility_timeout(timeout: Duration) -> visibility: Duration = Duration::from_secs(30);
     /// Deliveries after which a message that is handed back again goes to the dead-letter queue
     /// (or is dropped and counted, without one). 0, the default, is unlimited; at most
     /// [`MAX_DELIVERIES`].
-    pub fn max_deliveries(mut self, n: u32) -> Self {
-        self.max_deliveries = n;
-        self
-    }
-
+    max_deliveries(n: u32) -> max_deliveries: u32 = 0;
     /// The queue that receives messages past their maximum deliveries: a queue like any other,
     /// of the same payload type, created (with this queue's capacity, size and durability) when
     /// the first message moves there.
-    pub fn dead_letter(mut self, queue: &str) -> Self {
-        self.dead_letter = Some(queue.to_string());
-        self
-    }
-
+    dead_letter(queue: &str) -> dead_letter: Option<String> = None
+        => Some(queue.to_string());
     /// What a producer does when the queue is full (default [`Policy::Block`] for 1 s).
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.full = policy;
-        self
-    }
-
+    policy(policy: Policy) -> full: Policy = Policy::Block(Duration::from_secs(1));
     /// Keeps the queue in files under `dir` (created 0700) instead of shared memory: messages
     /// survive the exit or SIGKILL of every process, and a machine crash as [`SyncPolicy`] says.
     /// `dir` must be on a real file system (not tmpfs) for the data to outlive a reboot.
-    pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.durable = Some(dir.into());
-        self
-    }
-
+    durable(dir: impl Into<PathBuf>) -> durable: Option<PathBuf> = None => Some(dir.into());
     /// When a durable queue's records reach the disk (default `Batch(10 ms)`); a producer's own
     /// choice.
-    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
-        self.sync = policy;
-        self
-    }
-
+    sync_policy(policy: SyncPolicy) -> sync: SyncPolicy
+        = SyncPolicy::Batch(Duration::from_millis(10));
     /// Records per log segment file of a durable queue (default: as many as fill about 1 MiB,
     /// and at least the capacity). Acknowledged space is returned a whole segment file at a
     /// time: a file whose records are all acknowledged is reused as a segment ahead (two at
     /// most), or deleted. So the disk holds the unacknowledged backlog plus at most three
     /// segments.
-    pub fn segment_records(mut self, n: u64) -> Self {
-        self.log_records = n;
-        self
-    }
-
+    segment_records(n: u64) -> log_records: u64 = 0;
     /// How long a blocked `receive` or `send` spins before sleeping in the kernel (default
     /// 20 µs; zero sleeps at once).
-    pub fn spin_before_sleep(mut self, spin: Duration) -> Self {
-        self.spin = spin;
-        self
-    }
-
+    spin_before_sleep(spin: Duration) -> common.spin;
     /// Whether handles may create the queue (default), must find it, or must create it; see
     /// [`OpenMode`].
-    pub fn open_mode(mut self, mode: OpenMode) -> Self {
-        self.mode = mode;
-        self
-    }
+    open_mode(mode: OpenMode) -> common.mode;
+} }
 
+impl<P: Payload + ?Sized> QueueBuilder<P> {
     fn layout(&self) -> Result<QueueLayout, OpenError> {
-        let size = match P::fixed_size() {
-            Some(size) => size.max(1),
-            None => self.max_message_size.unwrap_or(4096),
-        };
-        let align = P::identity(size).align as usize;
-        let max_align = if self.durable.is_some() {
+        let o = &self.options;
+        let max_align = if o.durable.is_some() {
             crate::log::RECORD_ALIGN
         } else {
             MAX_ALIGN
         };
-        if align > max_align {
-            return Err(OpenError::InvalidConfig(format!(
-                "payload alignment {align} exceeds the supported {max_align}"
-            )));
-        }
-        if self.prefetch == 0 {
+        let size = payload_size::<P>(o.max_message_size, max_align)?;
+        if o.prefetch == 0 {
             return Err(OpenError::InvalidConfig("a prefetch of 0".into()));
         }
-        if let Some(d) = &self.dead_letter {
+        if let Some(d) = &o.dead_letter {
             crate::shm::validate_name(d)?;
-            if *d == self.name {
+            if *d == o.common.name {
                 return Err(OpenError::InvalidConfig(
                     "a queue cannot be its own dead-letter queue".into(),
                 ));
             }
         }
-        if let SyncPolicy::Batch(d) = self.sync {
+        if let SyncPolicy::Batch(d) = o.sync {
             if d.is_zero() {
                 return Err(OpenError::InvalidConfig(
                     "a zero batch interval: use SyncPolicy::Always".into(),
                 ));
             }
         }
-        let ms = self.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-        let records = if self.log_records == 0 {
+        let ms = o.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let records = if o.log_records == 0 {
             // About 1 MiB per segment file, and at least the capacity: small enough that the
             // few files in rotation stay in the CPU caches, large enough that moving to the
             // next segment (a rename and an open) is rare.
@@ -303,19 +201,19 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             }
             .stride();
             ((DEFAULT_SEGMENT_BYTES / stride) as u64)
-                .max(self.capacity as u64)
+                .max(o.capacity as u64)
                 .min(1 << 24)
         } else {
-            self.log_records
+            o.log_records
         };
         QueueLayout::new(
-            self.capacity,
+            o.capacity,
             size,
-            self.producers,
-            self.consumers,
-            self.durable.is_some(),
+            o.max_producers,
+            o.max_consumers,
+            o.durable.is_some(),
             P::kind(),
-            self.max_deliveries,
+            o.max_deliveries,
             ms,
             records,
         )
@@ -323,35 +221,38 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
 
     fn open(&self, role: Role) -> Result<(Arc<QueueShared>, usize), OpenError> {
         let layout = self.layout()?;
+        let o = &self.options;
         let ty = P::identity(layout.max_message_size);
-        crate::shm::validate_name(&self.name)?;
-        let (backing, log) = match &self.durable {
-            None => (self.backing.clone(), None),
+        crate::shm::validate_name(&o.common.name)?;
+        let (backing, log) = match &o.durable {
+            None => (o.common.backing.clone(), None),
             Some(dir) => {
                 let root = Root::open(dir.clone())?;
                 // The log is opened once the ring's shape is known (the joined ring's own, not
                 // this handle's options): see `LogDir`.
-                let log = LogDir::new(dir.join(format!("queue_{}.log", self.name)));
+                let log = LogDir::new(dir.join(format!("queue_{}.log", o.common.name)));
                 (Backing::Shm(root), Some(log))
             }
         };
-        QueueShared::open(
-            &backing,
-            &self.name,
-            &layout,
-            &ty,
-            self.dead_letter.as_deref(),
-            log.as_ref(),
-            role,
-            self.mode,
-        )
+        let spec = Spec {
+            layout: &layout,
+            ty: &ty,
+            dlq: o.dead_letter.as_deref(),
+            log: log.as_ref(),
+        };
+        QueueShared::open(&backing, &o.common.name, &spec, role, o.common.mode)
     }
 
     /// Opens (or creates, or recovers) the queue and registers a producer.
     pub fn producer(&self) -> Result<Producer<P>, OpenError> {
         let (shared, index) = self.open(Role::Producer)?;
+        let o = &self.options;
         Ok(Producer::new(ProducerCore::new(
-            shared, index, self.full, self.spin, self.sync,
+            shared,
+            index,
+            o.full,
+            o.common.spin,
+            o.sync,
         )))
     }
 
@@ -360,22 +261,29 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         let (shared, index) = self.open(Role::Consumer)?;
         let dlq = shared.dead_letter_name().map(|name| {
             let mut b = self.clone();
-            b.name = name;
-            b.dead_letter = None;
-            b.max_deliveries = 0;
-            b.mode = OpenMode::OpenOrCreate;
-            b.capacity = shared.layout.capacity;
-            b.max_message_size = Some(shared.layout.max_message_size);
-            b.full = Policy::Fail;
+            let o = &mut b.options;
+            o.common.name = name;
+            o.dead_letter = None;
+            o.max_deliveries = 0;
+            o.common.mode = OpenMode::OpenOrCreate;
+            o.capacity = shared.layout.capacity;
+            o.max_message_size = Some(shared.layout.max_message_size);
+            o.full = Policy::Fail;
             let opener: DlqOpener = Box::new(move || {
                 let (s, i) = b.open(Role::Producer)?;
-                Ok(ProducerCore::new(s, i, b.full, b.spin, b.sync))
+                let o = &b.options;
+                Ok(ProducerCore::new(s, i, o.full, o.common.spin, o.sync))
             });
             opener
         });
-        let prefetch = self.prefetch.min(shared.layout.capacity);
+        let o = &self.options;
+        let prefetch = o.prefetch.min(shared.layout.capacity);
         Ok(Consumer::new(ConsumerCore::new(
-            shared, index, prefetch, self.spin, dlq,
+            shared,
+            index,
+            prefetch,
+            o.common.spin,
+            dlq,
         )))
     }
 }

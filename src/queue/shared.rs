@@ -16,8 +16,12 @@ use crate::error::OpenError;
 use crate::log::{Log, LogSegment, Record};
 use crate::ring::work::{self, Recorded, Reset};
 use crate::shm::entry::{self, Members, Tables};
-use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
+use crate::shm::{
+    Backing, Header, OpenMode, Region, Segment, SegmentLayout, SegmentSpec, TypeIdentity,
+};
 use crate::sync::doorbell::ALL;
+
+crate::shm::segment_layout!(QueueLayout, KIND_QUEUE, "queue");
 
 /// One mapped queue segment, its validated layout, and (durable) its log.
 pub(crate) struct QueueShared {
@@ -27,11 +31,13 @@ pub(crate) struct QueueShared {
     pub(crate) log: Option<Arc<Log>>,
 }
 
-struct Spec<'a> {
-    layout: &'a QueueLayout,
-    ty: &'a TypeIdentity,
-    dlq: Option<&'a str>,
-    log: Option<&'a LogDir>,
+/// What a queue opening wants: the layout, payload type, dead-letter queue and (durable) log
+/// directory it creates the segment with.
+pub(crate) struct Spec<'a> {
+    pub(crate) layout: &'a QueueLayout,
+    pub(crate) ty: &'a TypeIdentity,
+    pub(crate) dlq: Option<&'a str>,
+    pub(crate) log: Option<&'a LogDir>,
 }
 
 /// A durable queue's log directory, opened with the shape of the ring it serves: the ring found
@@ -76,9 +82,7 @@ pub(crate) fn boot_hash() -> u64 {
 }
 
 impl SegmentSpec for Spec<'_> {
-    fn segment_len(&self) -> usize {
-        self.layout.len
-    }
+    type Layout = QueueLayout;
 
     fn init(&self, r: &Region) -> Result<(), OpenError> {
         self.layout.header(self.ty.clone()).write(r)?;
@@ -104,14 +108,8 @@ impl SegmentSpec for Spec<'_> {
         Ok(())
     }
 
-    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
-        if h.kind != KIND_QUEUE {
-            return Err(OpenError::Corrupt(format!(
-                "a queue file holds segment kind {}",
-                h.kind
-            )));
-        }
-        QueueLayout::from_header(h, r.len()).map(|_| ())
+    fn segment_len(&self) -> usize {
+        self.layout.len
     }
 
     fn check_type(&self, h: &Header) -> Result<(), OpenError> {
@@ -143,8 +141,7 @@ impl SegmentSpec for Spec<'_> {
     }
 
     fn has_live_participants(&self, r: &Region) -> bool {
-        let Ok(h) = Header::read(r) else { return false };
-        let Ok(l) = QueueLayout::from_header(&h, r.len()) else {
+        let Some(l) = QueueLayout::found(r) else {
             return false;
         };
         // A durable queue last recovered under another boot: every process it records (entries,
@@ -161,8 +158,7 @@ impl SegmentSpec for Spec<'_> {
     }
 
     fn recover(&self, r: &Region) -> Result<(), OpenError> {
-        let h = Header::read(r)?;
-        let l = QueueLayout::from_header(&h, r.len())?;
+        let l = QueueLayout::read(r)?;
         let dir = self
             .log
             .ok_or_else(|| OpenError::Corrupt("a durable queue opened without its log".into()))?;
@@ -172,41 +168,28 @@ impl SegmentSpec for Spec<'_> {
 }
 
 impl QueueShared {
-    /// Opens (or creates, or recovers) queue `name` and registers a producer or a consumer;
-    /// returns the entry index.
-    #[allow(clippy::too_many_arguments)]
+    /// Opens (or creates, or recovers) queue `name` as `spec` wants it and registers a producer
+    /// or a consumer; returns the entry index.
     pub(crate) fn open(
         backing: &Backing,
         name: &str,
-        wanted: &QueueLayout,
-        ty: &TypeIdentity,
-        dlq: Option<&str>,
-        log: Option<&LogDir>,
+        spec: &Spec,
         role: Role,
         mode: OpenMode,
     ) -> Result<(Arc<QueueShared>, usize), OpenError> {
-        crate::shm::validate_name(name)?;
-        let file = format!("queue_{name}");
-        let spec = Spec {
-            layout: wanted,
-            ty,
-            dlq,
-            log,
-        };
-        let (seg, (layout, index, log)) = Segment::open(backing, &file, mode, &spec, |r| {
-            let h = Header::read(r)?;
-            let layout = QueueLayout::from_header(&h, r.len())?;
-            if layout.durable != log.is_some() {
+        let log = spec.log;
+        let (seg, layout, (index, log)) = Segment::open_kind(backing, name, mode, spec, |r, l| {
+            if l.durable != log.is_some() {
                 return Err(OpenError::Corrupt(
                     "a queue file's durability does not match its place".into(),
                 ));
             }
             // The log takes the joined ring's shape, before we join (an error leaves nothing
             // registered).
-            let log = log.map(|d| d.open(&layout)).transpose()?;
-            layout.reclaim_dead(r);
-            let index = layout.join(r, role)?;
-            Ok((layout, index, log))
+            let log = log.map(|d| d.open(l)).transpose()?;
+            l.reclaim_dead(r);
+            let index = l.join(r, role)?;
+            Ok((index, log))
         })?;
         Ok((
             Arc::new(QueueShared {

@@ -21,7 +21,8 @@ pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_D
 pub use server::{Request, ResponseLoan, ResponseStream, Server};
 
 use crate::error::OpenError;
-use crate::shm::{Backing, OpenMode};
+use crate::options::payload_size;
+use crate::shm::OpenMode;
 use crate::topic::{Payload, MAX_ALIGN};
 use layout::{type_word, Role, ServiceLayout};
 use shared::{ServiceShared, Types};
@@ -54,167 +55,82 @@ use shared::{ServiceShared, Types};
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServiceBuilder<Q: Payload + ?Sized, R: Payload + ?Sized> {
-    backing: Backing,
-    name: String,
-    max_in_flight: usize,
-    max_clients: usize,
-    max_servers: usize,
-    max_request: Option<usize>,
-    max_response: Option<usize>,
-    depth: usize,
-    timeout: Duration,
-    spin: Duration,
-    wait_for_server: bool,
-    wait_when_busy: bool,
-    mode: OpenMode,
+    options: ServiceOptions,
     _p: PhantomData<fn(&Q, &R)>,
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
-    pub(crate) fn new(backing: Backing, name: &str) -> Self {
-        ServiceBuilder {
-            backing,
-            name: name.to_string(),
-            max_in_flight: 16,
-            max_clients: 8,
-            max_servers: 4,
-            max_request: None,
-            max_response: None,
-            depth: 2,
-            timeout: Duration::from_secs(1),
-            spin: Duration::from_micros(20),
-            wait_for_server: false,
-            wait_when_busy: false,
-            mode: OpenMode::OpenOrCreate,
-            _p: PhantomData,
-        }
-    }
-
+crate::options::options! { ServiceOptions for [Q: Payload + ?Sized, R: Payload + ?Sized] ServiceBuilder<Q, R> {
     /// Calls one client may have in flight: a power of two, 1 to 1024 (default 16). A client uses
     /// its call slots in turn, so a call's slot is needed again `max_in_flight` calls later; if it
     /// is still held then (by an unanswered or unread call), sending fails with
     /// [`crate::CallError::Busy`].
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n;
-        self
-    }
-
-    /// Clients that may be registered at once (1 to 64, default 8).
-    pub fn max_clients(mut self, n: usize) -> Self {
-        self.max_clients = n;
-        self
-    }
-
-    /// Servers that may be registered at once (1 to 64, default 4).
-    pub fn max_servers(mut self, n: usize) -> Self {
-        self.max_servers = n;
-        self
-    }
-
+    max_in_flight(n: usize) -> max_in_flight: usize = 16;
+    max_clients / max_servers = participants("Clients", 8, "Servers", 4);
     /// Largest request in bytes, for byte and rkyv requests (default 4096; ignored for `Pod`).
-    pub fn max_request_size(mut self, bytes: usize) -> Self {
-        self.max_request = Some(bytes);
-        self
-    }
-
+    max_request_size(bytes: usize) -> max_request: Option<usize> = None => Some(bytes);
     /// Largest response in bytes, for byte and rkyv responses (default 4096; ignored for `Pod`).
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.max_response = Some(bytes);
-        self
-    }
-
+    max_response_size(bytes: usize) -> max_response: Option<usize> = None => Some(bytes);
     /// Responses of a stream that may wait unread in a call slot: a power of two, 1 to 64
     /// (default 2). A streaming server waits for the caller beyond that.
-    pub fn stream_depth(mut self, n: usize) -> Self {
-        self.depth = n;
-        self
-    }
-
+    stream_depth(n: usize) -> depth: usize = 2;
     /// How long a call waits for its response (default 1 s), and how long a streaming server
     /// waits for a caller that does not read.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
+    timeout(timeout: Duration) -> timeout: Duration = Duration::from_secs(1);
     /// How long waiting clients and servers spin before sleeping in the kernel (default 20 µs;
     /// zero sleeps at once).
-    pub fn spin_before_sleep(mut self, spin: Duration) -> Self {
-        self.spin = spin;
-        self
-    }
-
+    spin_before_sleep(spin: Duration) -> common.spin;
     /// With `true`, a call made while no server is registered waits (up to the timeout) for one
     /// to appear instead of failing at once with [`crate::CallError::NoServer`] (default false).
-    pub fn wait_for_server(mut self, wait: bool) -> Self {
-        self.wait_for_server = wait;
-        self
-    }
-
+    wait_for_server(wait: bool) -> wait_for_server: bool = false;
     /// With `true`, a send whose call slot is still held by an abandoned call (one that timed out
     /// while a server works on it) waits, up to the timeout, for that call to end, instead of
     /// failing at once with [`crate::CallError::Busy`] (default false). A slot held by a call the
     /// caller itself still holds (a `Pending` or a `Response`) fails at once either way.
-    pub fn wait_when_busy(mut self, wait: bool) -> Self {
-        self.wait_when_busy = wait;
-        self
-    }
-
+    wait_when_busy(wait: bool) -> wait_when_busy: bool = false;
     /// Whether handles may create the service (default), must find a live one, or must create
     /// it (see [`OpenMode`]).
-    pub fn open_mode(mut self, mode: OpenMode) -> Self {
-        self.mode = mode;
-        self
-    }
+    open_mode(mode: OpenMode) -> common.mode;
+} }
 
-    fn size<P: Payload + ?Sized>(explicit: Option<usize>) -> Result<usize, OpenError> {
-        let size = match P::fixed_size() {
-            Some(size) => size.max(1),
-            None => explicit.unwrap_or(4096),
-        };
-        let align = P::identity(size).align as usize;
-        if align > MAX_ALIGN {
-            return Err(OpenError::InvalidConfig(format!(
-                "payload alignment {align} exceeds the supported {MAX_ALIGN}"
-            )));
-        }
-        Ok(size)
-    }
-
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
     fn open(&self, role: Role) -> Result<(std::sync::Arc<ServiceShared>, usize), OpenError> {
-        let request = Self::size::<Q>(self.max_request)?;
-        let response = Self::size::<R>(self.max_response)?;
+        let o = &self.options;
+        let request = payload_size::<Q>(o.max_request, MAX_ALIGN)?;
+        let response = payload_size::<R>(o.max_response, MAX_ALIGN)?;
         let layout = ServiceLayout::new(
-            self.max_clients,
-            self.max_servers,
-            self.max_in_flight,
+            o.max_clients,
+            o.max_servers,
+            o.max_in_flight,
             request,
             response,
-            self.depth,
+            o.depth,
             (Q::kind(), R::kind()),
         )?;
         let types = Types {
             request: Q::identity(request),
             response: type_word(&R::identity(response)),
         };
-        ServiceShared::open(&self.backing, &self.name, &layout, &types, role, self.mode)
+        let c = &o.common;
+        ServiceShared::open(&c.backing, &c.name, &layout, &types, role, c.mode)
     }
 
     /// Opens (or creates) the service and registers a server.
     pub fn server(&self) -> Result<Server<Q, R>, OpenError> {
         let (shared, index) = self.open(Role::Server)?;
-        Ok(Server::new(shared, index, self.spin, self.timeout))
+        let o = &self.options;
+        Ok(Server::new(shared, index, o.common.spin, o.timeout))
     }
 
     /// Opens (or creates) the service and registers a client. A client that takes the entry of
     /// one that died first discards what the dead one left in flight.
     pub fn client(&self) -> Result<Client<Q, R>, OpenError> {
         let (shared, index) = self.open(Role::Client)?;
+        let o = &self.options;
         let options = ClientOptions {
-            timeout: self.timeout,
-            spin: self.spin,
-            wait_for_server: self.wait_for_server,
-            wait_when_busy: self.wait_when_busy,
+            timeout: o.timeout,
+            spin: o.common.spin,
+            wait_for_server: o.wait_for_server,
+            wait_when_busy: o.wait_when_busy,
         };
         Ok(Client::new(shared, index, options))
     }

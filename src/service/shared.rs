@@ -10,8 +10,12 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::ring::call::{Env, Holder};
 use crate::shm::entry::{self, entry_active, entry_alive, Members, Tables};
-use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
+use crate::shm::{
+    Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity,
+};
 use crate::sync::ProcessId;
+
+crate::shm::segment_layout!(ServiceLayout, KIND_SERVICE, "service");
 
 /// One mapped service segment and its validated layout.
 pub(crate) struct ServiceShared {
@@ -32,9 +36,7 @@ struct Spec<'a> {
 }
 
 impl SegmentSpec for Spec<'_> {
-    fn segment_len(&self) -> usize {
-        self.layout.len
-    }
+    type Layout = ServiceLayout;
 
     fn init(&self, r: &Region) -> Result<(), OpenError> {
         // A zeroed segment is a valid empty service: every call slot UNUSED, every head 0.
@@ -43,14 +45,8 @@ impl SegmentSpec for Spec<'_> {
             .write(r)
     }
 
-    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
-        if h.kind != KIND_SERVICE {
-            return Err(OpenError::Corrupt(format!(
-                "a service file holds segment kind {}",
-                h.kind
-            )));
-        }
-        ServiceLayout::from_header(h, r.len()).map(|_| ())
+    fn segment_len(&self) -> usize {
+        self.layout.len
     }
 
     fn check_type(&self, h: &Header) -> Result<(), OpenError> {
@@ -70,11 +66,6 @@ impl SegmentSpec for Spec<'_> {
         }
         Ok(())
     }
-
-    fn has_live_participants(&self, r: &Region) -> bool {
-        let Ok(h) = Header::read(r) else { return false };
-        ServiceLayout::from_header(&h, r.len()).is_ok_and(|l| l.any_live(r))
-    }
 }
 
 impl ServiceShared {
@@ -88,30 +79,13 @@ impl ServiceShared {
         role: Role,
         mode: OpenMode,
     ) -> Result<(Arc<ServiceShared>, usize), OpenError> {
-        crate::shm::validate_name(name)?;
-        let file = format!("service_{name}");
         let spec = Spec {
             layout: wanted,
             types,
         };
-        let (seg, (layout, index)) = Segment::open(backing, &file, mode, &spec, |r| {
-            let h = Header::read(r)?;
-            let layout = ServiceLayout::from_header(&h, r.len())?;
-            layout.reclaim_dead(r);
-            let index = match role {
-                Role::Server => join_server(r, &layout)?,
-                Role::Client => join_client(r, &layout)?,
-            };
-            Ok((layout, index))
-        })?;
-        Ok((
-            Arc::new(ServiceShared {
-                seg,
-                layout,
-                name: name.to_string(),
-            }),
-            index,
-        ))
+        let (seg, layout, index) = Segment::open_kind(backing, name, mode, &spec, |r, l| join(r, l, role))?;
+        let name = name.to_string();
+        Ok((Arc::new(ServiceShared { seg, layout, name }), index))
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -182,6 +156,16 @@ fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
     // SeqCst: servers poll the rings of the clients in this bitmap.
     r.u64_at(CTRL_CLIENTS).fetch_or(1u64 << c, Ordering::SeqCst);
     Ok(c)
+}
+
+/// Reclaims the entries of dead members, then registers this process as a `role` in the
+/// service of layout `l`; returns the entry index. Runs under the lock.
+fn join(r: &Region, l: &ServiceLayout, role: Role) -> Result<usize, OpenError> {
+    l.reclaim_dead(r);
+    match role {
+        Role::Server => join_server(r, l),
+        Role::Client => join_client(r, l),
+    }
 }
 
 /// How long a client waits for its ring's claim lock before giving up (servers hold it for a few

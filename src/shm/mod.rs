@@ -27,7 +27,8 @@ pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub use root::Root;
 pub(crate) use root::{create_exclusive, map_file, open_regular, private_dir};
-pub use segment::{Backing, OpenMode, Segment, SegmentSpec, LOCK_WAIT};
+pub(crate) use segment::segment_layout;
+pub use segment::{Backing, OpenMode, Segment, SegmentLayout, SegmentSpec, LOCK_WAIT};
 
 /// Bytes of a cache line, the unit every layout places its hot words by.
 pub const CACHE_LINE: usize = 64;

@@ -17,25 +17,79 @@ use std::time::Duration;
 /// How long open, join and leave wait for a segment's lock before [`OpenError::Busy`].
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+use super::entry::Members;
 use super::header::{Header, HEADER_LEN, MAGIC, STATE_READY};
 use super::region::Region;
 use super::root::{Root, SegmentLock};
 use crate::error::OpenError;
 
+/// A segment kind's layout (topic, service, queue), as its header describes it: what the generic
+/// checks of [`SegmentSpec`] need to know of the kind.
+pub trait SegmentLayout: Members + Sized {
+    /// The header's kind word for this kind of segment.
+    const KIND: u32;
+    /// What this kind is called in error messages ("topic").
+    const NAME: &'static str;
+    /// The layout header `h` gives, validated against the segment's real length (a
+    /// [`OpenError::Corrupt`] if they are inconsistent).
+    fn from_header(h: &Header, region_len: usize) -> Result<Self, OpenError>;
+    /// The layout published segment `r`'s header gives, validated against `r`'s length.
+    fn read(r: &Region) -> Result<Self, OpenError> {
+        let h = Header::read(r)?;
+        Self::from_header(&h, r.len())
+    }
+    /// The layout of published segment `r`, or `None` if its header or layout does not read.
+    fn found(r: &Region) -> Option<Self> {
+        Self::read(r).ok()
+    }
+}
+
+/// Implements [`SegmentLayout`] for layout type `$layout`, whose inherent `from_header` validates
+/// a header of kind word `$kind`, a kind called `$name`.
+macro_rules! segment_layout {
+    ($layout:ty, $kind:expr, $name:literal) => {
+        impl $crate::shm::SegmentLayout for $layout {
+            const KIND: u32 = $kind;
+            const NAME: &'static str = $name;
+
+            fn from_header(
+                h: &$crate::shm::Header,
+                region_len: usize,
+            ) -> Result<Self, $crate::error::OpenError> {
+                <$layout>::from_header(h, region_len)
+            }
+        }
+    };
+}
+pub(crate) use segment_layout;
+
 /// What the kind of segment (topic, service, queue) tells the generic open logic.
 pub trait SegmentSpec {
+    /// The kind's layout.
+    type Layout: SegmentLayout;
     /// Total length of a new segment.
     fn segment_len(&self) -> usize;
     /// Writes the header (via [`Header::write`]) and initial structure of a new, zeroed segment.
     fn init(&self, r: &Region) -> Result<(), OpenError>;
     /// Validates an existing, published segment's kind and layout against its real length
     /// (a [`OpenError::Corrupt`] if they are inconsistent).
-    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError>;
+    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
+        if h.kind != Self::Layout::KIND {
+            return Err(OpenError::Corrupt(format!(
+                "a {} file holds segment kind {}",
+                Self::Layout::NAME,
+                h.kind
+            )));
+        }
+        Self::Layout::from_header(h, r.len()).map(|_| ())
+    }
     /// Checks that a live segment carries what the caller expects ([`OpenError::TypeMismatch`]).
     fn check_type(&self, h: &Header) -> Result<(), OpenError>;
     /// Whether any participant registered in the segment (whose layout passed `check_layout`) is
-    /// still alive.
-    fn has_live_participants(&self, r: &Region) -> bool;
+    /// still alive: by default, whether any member of the layout found in the header is.
+    fn has_live_participants(&self, r: &Region) -> bool {
+        Self::Layout::found(r).is_some_and(|l| l.any_live(r))
+    }
     /// Whether the segment keeps its data when every participant has died (durable queues).
     /// Such a segment is not replaced: [`SegmentSpec::recover`] runs on it under the lock, and
     /// leaving never removes it.
@@ -121,6 +175,28 @@ impl OpenMode {
 }
 
 impl Segment {
+    /// Opens segment `name` of `spec`'s kind (file `<kind>_<name>`, after [`validate_name`]) as
+    /// [`Segment::open`] does; `join` runs under the lock with the layout the segment's header
+    /// gives, which is returned with the segment.
+    ///
+    /// [`validate_name`]: super::validate_name
+    pub fn open_kind<S: SegmentSpec, T>(
+        backing: &Backing,
+        name: &str,
+        mode: OpenMode,
+        spec: &S,
+        join: impl FnOnce(&Region, &S::Layout) -> Result<T, OpenError>,
+    ) -> Result<(Segment, S::Layout, T), OpenError> {
+        super::validate_name(name)?;
+        let file = format!("{}_{name}", S::Layout::NAME);
+        let (seg, (layout, joined)) = Segment::open(backing, &file, mode, spec, |r| {
+            let layout = S::Layout::read(r)?;
+            let joined = join(r, &layout)?;
+            Ok((layout, joined))
+        })?;
+        Ok((seg, layout, joined))
+    }
+
     /// Opens segment `file` (already a validated file name) as `mode` allows, creating it if
     /// missing or stale, and runs `join` under the lock so the caller registers before anyone can
     /// judge the segment unused.

@@ -23,7 +23,8 @@ pub use publisher::{Loan, Publisher};
 pub use subscriber::{Sample, Subscriber};
 
 use crate::error::OpenError;
-use crate::shm::{Backing, OpenMode};
+use crate::options::payload_size;
+use crate::shm::OpenMode;
 use layout::Role;
 use layout::TopicLayout;
 use shared::{Joined, TopicShared};
@@ -55,104 +56,36 @@ use shared::{Joined, TopicShared};
 /// ```
 #[derive(Debug, Clone)]
 pub struct TopicBuilder<P: Payload + ?Sized> {
-    backing: Backing,
-    name: String,
-    policy: Policy,
-    capacity: usize,
-    max_message_size: Option<usize>,
-    max_publishers: usize,
-    max_subscribers: usize,
-    max_held: usize,
-    history: usize,
-    send_timeout: Duration,
-    spin: Duration,
-    mode: OpenMode,
+    options: TopicOptions,
     _p: PhantomData<fn(&P)>,
 }
 
-impl<P: Payload + ?Sized> TopicBuilder<P> {
-    pub(crate) fn new(backing: Backing, name: &str) -> Self {
-        TopicBuilder {
-            backing,
-            name: name.to_string(),
-            policy: Policy::Block,
-            capacity: 64,
-            max_message_size: None,
-            max_publishers: 4,
-            max_subscribers: 8,
-            max_held: 2,
-            history: 0,
-            send_timeout: Duration::from_secs(1),
-            spin: Duration::from_micros(20),
-            mode: OpenMode::OpenOrCreate,
-            _p: PhantomData,
-        }
-    }
-
+crate::options::options! { TopicOptions for [P: Payload + ?Sized] TopicBuilder<P> {
     /// Slots per publisher ring: a power of two, 2 to 2^20 (default 64). Subscribers may pin up
     /// to `max_subscribers × max_held` slots; a publisher skips pinned slots, and if every slot
     /// is pinned its send fails with [`crate::SendError::AllSlotsHeld`], so keep the capacity
     /// above that product.
-    pub fn capacity(mut self, slots: usize) -> Self {
-        self.capacity = slots;
-        self
-    }
-
+    capacity(slots: usize) -> capacity: usize = 64;
     /// Largest message in bytes, for byte and rkyv topics (default 4096). Ignored for `Pod` types,
     /// whose size is fixed.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = Some(bytes);
-        self
-    }
-
-    /// Publishers that may be registered at once (1 to 64, default 4).
-    pub fn max_publishers(mut self, n: usize) -> Self {
-        self.max_publishers = n;
-        self
-    }
-
-    /// Subscribers that may be registered at once (1 to 64, default 8).
-    pub fn max_subscribers(mut self, n: usize) -> Self {
-        self.max_subscribers = n;
-        self
-    }
-
+    max_message_size(bytes: usize) -> max_message_size: Option<usize> = None => Some(bytes);
+    max_publishers / max_subscribers = participants("Publishers", 4, "Subscribers", 8);
     /// Samples one subscriber may hold at once (1 to 6, default 2).
-    pub fn max_held(mut self, n: usize) -> Self {
-        self.max_held = n;
-        self
-    }
-
+    max_held(n: usize) -> max_held: usize = 2;
     /// Recent messages of each publisher a late-joining subscriber receives (at most capacity
     /// − 2; default 0). Best effort at the moment of joining: messages a publisher overwrites
     /// while the subscriber joins (before it can have seen the subscriber) are passed over
     /// silently, and the subscriber starts with the oldest one still there. Losses are
     /// reported ([`crate::ReceiveError::Lagged`]) only for messages it was promised: those a
     /// publisher overwrote after it saw the subscriber (`DropOldest`).
-    pub fn history(mut self, n: usize) -> Self {
-        self.history = n;
-        self
-    }
-
+    history(n: usize) -> history: usize = 0;
     /// Slow-subscriber policy (default [`Policy::Block`]).
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
+    policy(policy: Policy) -> policy: Policy = Policy::Block;
     /// How long a `Block` publisher waits for room before [`crate::SendError::Timeout`]
     /// (default 1 s).
-    pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
-        self
-    }
-
+    send_timeout(timeout: Duration) -> send_timeout: Duration = Duration::from_secs(1);
     /// How long `receive` spins before sleeping in the kernel (default 20 µs; zero sleeps at once).
-    pub fn spin_before_sleep(mut self, spin: Duration) -> Self {
-        self.spin = spin;
-        self
-    }
-
+    spin_before_sleep(spin: Duration) -> common.spin;
     /// Whether handles may create the topic ([`OpenMode::OpenOrCreate`], the default), must find
     /// a live one ([`OpenMode::OpenExisting`]: else [`OpenError::NotFound`]) or must create it
     /// ([`OpenMode::CreateNew`]: else [`OpenError::AlreadyExists`]).
@@ -167,30 +100,21 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     /// assert!(matches!(again, Err(OpenError::AlreadyExists(_))));
     /// # Ok::<(), OpenError>(())
     /// ```
-    pub fn open_mode(mut self, mode: OpenMode) -> Self {
-        self.mode = mode;
-        self
-    }
+    open_mode(mode: OpenMode) -> common.mode;
+} }
 
+impl<P: Payload + ?Sized> TopicBuilder<P> {
     fn layout(&self) -> Result<TopicLayout, OpenError> {
-        let size = match P::fixed_size() {
-            Some(size) => size.max(1),
-            None => self.max_message_size.unwrap_or(4096),
-        };
-        let align = P::identity(size).align as usize;
-        if align > MAX_ALIGN {
-            return Err(OpenError::InvalidConfig(format!(
-                "payload alignment {align} exceeds the supported {MAX_ALIGN}"
-            )));
-        }
+        let o = &self.options;
+        let size = payload_size::<P>(o.max_message_size, MAX_ALIGN)?;
         TopicLayout::new(
-            self.policy,
-            self.capacity,
+            o.policy,
+            o.capacity,
             size,
-            self.max_publishers,
-            self.max_subscribers,
-            self.max_held,
-            self.history,
+            o.max_publishers,
+            o.max_subscribers,
+            o.max_held,
+            o.history,
             P::kind(),
         )
     }
@@ -198,14 +122,15 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     fn open(&self, role: Role) -> Result<(std::sync::Arc<TopicShared>, Joined), OpenError> {
         let layout = self.layout()?;
         let ty = P::identity(layout.max_message_size);
-        TopicShared::open(&self.backing, &self.name, &layout, &ty, role, self.mode)
+        let c = &self.options.common;
+        TopicShared::open(&c.backing, &c.name, &layout, &ty, role, c.mode)
     }
 
     /// Opens (or creates) the topic and registers a publisher.
     pub fn publisher(&self) -> Result<Publisher<P>, OpenError> {
         match self.open(Role::Publisher)? {
             (shared, Joined::Publisher(index, writer)) => {
-                Ok(Publisher::new(shared, index, writer, self.send_timeout))
+                Ok(Publisher::new(shared, index, writer, self.options.send_timeout))
             }
             _ => unreachable!("joined as publisher"),
         }
@@ -216,7 +141,7 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     pub fn subscriber(&self) -> Result<Subscriber<P>, OpenError> {
         match self.open(Role::Subscriber)? {
             (shared, Joined::Subscriber(index, readers)) => {
-                Ok(Subscriber::new(shared, index, readers, self.spin))
+                Ok(Subscriber::new(shared, index, readers, self.options.common.spin))
             }
             _ => unreachable!("joined as subscriber"),
         }

@@ -11,7 +11,17 @@ use super::layout::*;
 use crate::error::OpenError;
 use crate::ring::broadcast::{Cells, Reader, Writer, NONE};
 use crate::shm::entry::{self, Members};
-use crate::shm::{Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity};
+use crate::shm::{
+    Backing, Header, OpenMode, Region, Segment, SegmentSpec, TypeIdentity,
+};
+
+crate::shm::segment_layout!(TopicLayout, KIND_TOPIC, "topic");
+
+/// What a topic opening wants: the layout and payload type it creates the segment with.
+struct Spec<'a> {
+    layout: &'a TopicLayout,
+    ty: &'a TypeIdentity,
+}
 
 /// One mapped topic segment and its validated layout.
 pub(crate) struct TopicShared {
@@ -20,15 +30,8 @@ pub(crate) struct TopicShared {
     pub(crate) name: String,
 }
 
-struct Spec<'a> {
-    layout: &'a TopicLayout,
-    ty: &'a TypeIdentity,
-}
-
 impl SegmentSpec for Spec<'_> {
-    fn segment_len(&self) -> usize {
-        self.layout.len
-    }
+    type Layout = TopicLayout;
 
     fn init(&self, r: &Region) -> Result<(), OpenError> {
         self.layout.header(self.ty.clone()).write(r)?;
@@ -44,14 +47,8 @@ impl SegmentSpec for Spec<'_> {
         Ok(())
     }
 
-    fn check_layout(&self, r: &Region, h: &Header) -> Result<(), OpenError> {
-        if h.kind != KIND_TOPIC {
-            return Err(OpenError::Corrupt(format!(
-                "a topic file holds segment kind {}",
-                h.kind
-            )));
-        }
-        TopicLayout::from_header(h, r.len()).map(|_| ())
+    fn segment_len(&self) -> usize {
+        self.layout.len
     }
 
     fn check_type(&self, h: &Header) -> Result<(), OpenError> {
@@ -64,12 +61,6 @@ impl SegmentSpec for Spec<'_> {
         }
         Ok(())
     }
-
-    fn has_live_participants(&self, r: &Region) -> bool {
-        // The layout is the one found in the header (checked equal in length by `check`).
-        let Ok(h) = Header::read(r) else { return false };
-        TopicLayout::from_header(&h, r.len()).is_ok_and(|l| l.any_live(r))
-    }
 }
 
 /// What a handle got when it joined.
@@ -79,6 +70,10 @@ pub(crate) enum Joined {
 }
 
 impl TopicShared {
+    pub(crate) fn region(&self) -> &Region {
+        self.seg.region()
+    }
+
     /// Opens (or creates) topic `name` and registers a publisher or a subscriber in it.
     pub(crate) fn open(
         backing: &Backing,
@@ -88,31 +83,10 @@ impl TopicShared {
         role: Role,
         mode: OpenMode,
     ) -> Result<(Arc<TopicShared>, Joined), OpenError> {
-        crate::shm::validate_name(name)?;
-        let file = format!("topic_{name}");
         let spec = Spec { layout: wanted, ty };
-        let (seg, (layout, joined)) = Segment::open(backing, &file, mode, &spec, |r| {
-            let h = Header::read(r)?;
-            let layout = TopicLayout::from_header(&h, r.len())?;
-            layout.reclaim_dead(r);
-            let joined = match role {
-                Role::Publisher => join_publisher(r, &layout)?,
-                Role::Subscriber => join_subscriber(r, &layout)?,
-            };
-            Ok((layout, joined))
-        })?;
-        Ok((
-            Arc::new(TopicShared {
-                seg,
-                layout,
-                name: name.to_string(),
-            }),
-            joined,
-        ))
-    }
-
-    pub(crate) fn region(&self) -> &Region {
-        self.seg.region()
+        let (seg, layout, joined) = Segment::open_kind(backing, name, mode, &spec, |r, l| join(r, l, role))?;
+        let name = name.to_string();
+        Ok((Arc::new(TopicShared { seg, layout, name }), joined))
     }
 
     /// Member `i` of `role` leaves; the segment's name is removed if nobody live is left.
@@ -165,4 +139,14 @@ fn join_subscriber(r: &Region, l: &TopicLayout) -> Result<Joined, OpenError> {
         reader.joined(&l.cells(r, p), s);
     }
     Ok(Joined::Subscriber(s, readers))
+}
+
+/// Reclaims the entries of dead members, then registers this process as a `role` in the topic
+/// of layout `l`. Runs under the lock.
+fn join(r: &Region, l: &TopicLayout, role: Role) -> Result<Joined, OpenError> {
+    l.reclaim_dead(r);
+    match role {
+        Role::Publisher => join_publisher(r, l),
+        Role::Subscriber => join_subscriber(r, l),
+    }
 }
