@@ -372,6 +372,39 @@ fn durable_rebuild_after_restart_with_more_records_than_the_capacity() {
     let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
 
+/// A durable `u64` queue of 4 slots (`Fail` when full) in which producer entry 0 sent and had
+/// acknowledged one message, then producer entry 1, owned by a dead process, died inside the
+/// append lock after marking position 1 WRITING and before moving `tail` (the crash state is
+/// written into the ring file), and whose consumer has since waited a check interval on that
+/// slot and judged its producer dead. Returns the builder, the live producer and the consumer.
+fn after_a_death_in_the_append_lock(
+    dir: &Path,
+    name: &str,
+) -> (
+    ringbus::QueueBuilder<u64>,
+    ringbus::Producer<u64>,
+    ringbus::Consumer<u64>,
+) {
+    let q = Node::in_process()
+        .queue::<u64>(name)
+        .capacity(4)
+        .durable(dir)
+        .sync_policy(SyncPolicy::Never)
+        .policy(Policy::Fail);
+    let mut p = q.producer().unwrap(); // entry 0
+    let c = q.consumer().unwrap();
+    p.send(&0).unwrap();
+    c.try_receive().unwrap().ack().unwrap();
+    // The crash: tail stays 1.
+    producer_died_in_append_lock(&dir.join(format!("queue_{name}")));
+    // The consumer waits a check interval on the WRITING slot, then judges its producer dead.
+    for _ in 0..5 {
+        assert!(c.try_receive().is_err());
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    (q, p, c)
+}
+
 /// Reproduces: a producer SIGKILLed inside the append lock after marking its slot WRITING and
 /// before moving `tail`. A consumer frees the slot (WRITING of a dead producer -> FREE(pos + N))
 /// and moves the cursor past `tail`; the producer that then takes the lock over finds the slot of
@@ -383,27 +416,7 @@ fn durable_rebuild_after_restart_with_more_records_than_the_capacity() {
 #[test]
 fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
     let dir = data_dir("append-death");
-    let node = Node::in_process();
-    let q = node
-        .queue::<u64>("wedge")
-        .capacity(4)
-        .durable(&dir)
-        .sync_policy(SyncPolicy::Never)
-        .policy(Policy::Fail);
-    let ring = dir.join("queue_wedge");
-    let mut p = q.producer().unwrap(); // entry 0
-    let c = q.consumer().unwrap();
-    p.send(&0).unwrap();
-    c.try_receive().unwrap().ack().unwrap();
-
-    // The crash: tail stays 1.
-    producer_died_in_append_lock(&ring);
-
-    // The consumer waits a check interval on the WRITING slot, then judges its producer dead.
-    for _ in 0..5 {
-        assert!(c.try_receive().is_err());
-        std::thread::sleep(Duration::from_millis(15));
-    }
+    let (q, mut p, c) = after_a_death_in_the_append_lock(&dir, "wedge");
     // The queue holds nothing: three slots are free. The producer takes the dead holder's lock
     // over (after a check interval) and must be able to send.
     let mut sent = Vec::new();
@@ -432,25 +445,9 @@ fn a_producer_killed_inside_the_append_lock_wedges_the_queue() {
 #[test]
 fn recovery_after_a_producer_died_in_the_append_lock_and_nobody_sent_again() {
     let dir = data_dir("append-death-no-send");
-    let node = Node::in_process();
-    let q = node
-        .queue::<u64>("wedge2")
-        .capacity(4)
-        .durable(&dir)
-        .sync_policy(SyncPolicy::Never)
-        .policy(Policy::Fail);
-    let ring = dir.join("queue_wedge2");
-    {
-        let mut p = q.producer().unwrap(); // entry 0
-        let c = q.consumer().unwrap();
-        p.send(&0).unwrap();
-        c.try_receive().unwrap().ack().unwrap();
-        producer_died_in_append_lock(&ring);
-        for _ in 0..5 {
-            assert!(c.try_receive().is_err());
-            std::thread::sleep(Duration::from_millis(15));
-        }
-    } // every handle leaves; the dead entry stays: the next open recovers
+    let (q, p, c) = after_a_death_in_the_append_lock(&dir, "wedge2");
+    // Every handle leaves; the dead entry stays: the next open recovers.
+    drop((p, c));
     let again = q.consumer();
     assert!(again.is_ok(), "reopen: {again:?}");
     drop(again);
