@@ -404,6 +404,9 @@ impl ConsumerCore {
                     // A live owner that opened it may be reading it: the ring registers it as
                     // a stale reader (invariant 4 of ring::work).
                     let Some(back) = work::take_back(&cells, pos, s, dead) else {
+                        // The owner acknowledged or handed it back first; undoing our reader
+                        // bit may have freed an acknowledged slot: producers may have room.
+                        self.shared.ring_room();
                         continue;
                     };
                     if c.buffer.len() - before < want {

@@ -79,13 +79,9 @@ pub fn check_config(
     if range.contains(&value) && (!power_of_two || value.is_power_of_two()) {
         return Ok(());
     }
-    let kind = if power_of_two {
-        "a power of two"
-    } else {
-        "a number"
-    };
+    let kind = if power_of_two { "a power of two " } else { "" };
     Err(crate::error::OpenError::InvalidConfig(format!(
-        "{what} {value} must be {kind} in {}..={}",
+        "{what} {value} must be {kind}in {}..={}",
         range.start(),
         range.end()
     )))
