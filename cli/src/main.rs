@@ -1,32 +1,202 @@
 //! `ringbus` command-line tool: `ringbus bench [pattern] [flags]` (see `ringbus bench
 //! --help`), `ringbus torture [scenario] [flags]` (see `ringbus torture --help`), and the hidden
 //! `bench-peer` and `torture-child` subcommands they spawn as their child processes.
+//!
+//! The command line is parsed by clap: `--help` prints the help and exits 0, a bad command
+//! line prints the error and the usage on stderr and exits 2; a failed run exits 1.
 
 use std::process::ExitCode;
 
+use clap::{CommandFactory as _, Parser, Subcommand};
+
 mod bench;
 
-const USAGE: &str = "\
-usage: ringbus bench [pubsub|rpc|queue|recovery] [flags]   (ringbus bench --help for flags)
-       ringbus torture [topic|service|queue|durable-queue|all] [--trials N] [--seed S] [--json]
-                                                     (ringbus torture --help: what is checked)";
+use bench::{recovery, torture};
+
+/// The `ringbus` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringbus",
+    about = "The ringbus tool: same-run benchmarks against reference transports, and a crash \
+             loop that checks nothing is torn, wrong or lost",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Same-run latency and throughput of ringbus against reference transports
+    #[command(
+        long_about = bench::LONG_ABOUT,
+        after_long_help = bench::AFTER_LONG_HELP,
+        args_conflicts_with_subcommands = true,
+        args_override_self = true
+    )]
+    Bench {
+        #[command(subcommand)]
+        sub: Option<BenchCommand>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
+    /// Crash loop: SIGKILLs processes that use ringbus at random moments and checks that
+    /// nothing is torn, wrong, lost or hung
+    #[command(
+        long_about = torture::LONG_ABOUT,
+        after_long_help = torture::AFTER_LONG_HELP,
+        args_override_self = true
+    )]
+    Torture(torture::TortureArgs),
+    /// The child process of `bench` (not meant to be run by hand).
+    #[command(name = "bench-peer", hide = true)]
+    BenchPeer(bench::PeerArgs),
+    /// A child process of `torture` (not meant to be run by hand).
+    #[command(name = "torture-child", hide = true)]
+    TortureChild(torture::ChildArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Time to open a durable queue holding 1,000,000 messages after every participant is
+    /// gone (same-boot recovery, and the rebuild after a restart)
+    #[command(long_about = recovery::LONG_ABOUT, args_override_self = true)]
+    Recovery(recovery::RecoveryArgs),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bench") => bench::bench_main(&args[1..]),
-        // Hidden: the child process of `bench`; not meant to be run by hand.
-        Some("bench-peer") => bench::peer_main(&args[1..]),
-        Some("torture") => bench::torture::torture_main(&args[1..]),
-        // Hidden: a child process of `torture`.
-        Some("torture-child") => bench::torture::child_main(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    match Cli::parse().command {
+        Command::Bench {
+            sub: Some(BenchCommand::Recovery(args)),
+            ..
+        } => recovery::main(&args),
+        Command::Bench { sub: None, args } => match args.options() {
+            Ok(opts) => bench::bench_main(&opts),
+            Err(msg) => usage_error("bench", &msg),
+        },
+        Command::Torture(args) => torture::torture_main(&args.options()),
+        Command::BenchPeer(args) => bench::peer_main(&args),
+        Command::TortureChild(args) => torture::child_main(&args),
+    }
+}
+
+/// Reports a command line of `ringbus <sub>` that clap accepted but the subcommand cannot
+/// run (e.g. a transport the pattern does not have) as clap reports usage errors: the
+/// message and the usage on stderr, exit code 2.
+fn usage_error(sub: &str, msg: &str) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = cmd.find_subcommand_mut(sub).expect("a subcommand of Cli");
+    sub.error(clap::error::ErrorKind::ValueValidation, msg)
+        .exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ringbus").chain(line.split_whitespace()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_readme_commands_parse() {
+        let Command::Bench { sub: None, args } = parse("bench").unwrap() else {
+            panic!("bench")
+        };
+        let o = args.options().unwrap();
+        assert_eq!(o.pattern, bench::transport::Pattern::PubSub);
+        let Command::Bench { sub: None, args } = parse("bench rpc --sizes 64 --rounds 3").unwrap()
+        else {
+            panic!("bench rpc")
+        };
+        let o = args.options().unwrap();
+        assert_eq!(o.pattern, bench::transport::Pattern::Rpc);
+        assert_eq!((o.sizes, o.rounds), (vec![64], 3));
+        let Command::Torture(args) = parse("torture all --trials 50 --seed 1 --json").unwrap()
+        else {
+            panic!("torture")
+        };
+        let o = args.options();
+        assert_eq!(
+            (o.scenarios.len(), o.trials, o.seed, o.json),
+            (4, 50, 1, true)
+        );
+        let Command::Bench {
+            sub: Some(BenchCommand::Recovery(_)),
+            ..
+        } = parse("bench recovery --json --messages 1000 --rounds 2 --cold").unwrap()
+        else {
+            panic!("bench recovery")
+        };
+    }
+
+    #[test]
+    fn a_bad_command_line_is_a_usage_error() {
+        for line in [
+            "bench --bogus",
+            "bench --rounds 0",
+            "bench --sizes 4",
+            "bench nope",
+            "bench pubsub extra",
+            "bench recovery --msgs 3",
+            "bench recovery --messages 16777217",
+            "torture --trials",
+            "torture bogus",
+            "",
+            "nope",
+        ] {
+            let e = parse(line).expect_err(line);
+            assert_eq!(e.exit_code(), 2, "{line}: {e}");
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        assert_eq!(parse("--help").unwrap_err().exit_code(), 0);
+        assert_eq!(parse("bench --help").unwrap_err().exit_code(), 0);
+    }
+
+    #[test]
+    fn the_hidden_children_parse_their_spawn_words() {
+        let Command::BenchPeer(_) =
+            parse("bench-peer --key rb-bench-1 --dir /tmp/x --parent 12 --cpu 1").unwrap()
+        else {
+            panic!("bench-peer")
+        };
+        assert!(
+            parse("bench-peer --dir /tmp/x").is_err(),
+            "--key is required"
+        );
+        let Command::TortureChild(_) =
+            parse("torture-child topic publisher slot=0 inc=1 parent=2 seed=3").unwrap()
+        else {
+            panic!("torture-child")
+        };
+    }
+
+    #[test]
+    fn the_help_keeps_the_documented_text() {
+        let mut cmd = Cli::command();
+        let bench = cmd.find_subcommand_mut("bench").unwrap();
+        let help = bench.render_long_help().to_string();
+        for text in [
+            "--transports",
+            "ringbus-blocking",
+            "x floor",
+            "recovery",
+            "--no-pin",
+        ] {
+            assert!(help.contains(text), "bench --help lacks {text}:\n{help}");
+        }
+        let torture = cmd.find_subcommand_mut("torture").unwrap();
+        let help = torture.render_long_help().to_string();
+        for text in ["durable-queue", "Columns:", "--seed"] {
+            assert!(help.contains(text), "torture --help lacks {text}:\n{help}");
         }
     }
 }

@@ -60,12 +60,9 @@ use std::time::Instant;
 
 use stats::{LatencyRecord, Row};
 use transport::{LatencyRound, Mode, Pattern, PingEnd, Placement, Setup, Transport};
-use util::{
-    allowed_cpus, err, options_or_exit, pin_current_thread, positive, Parsed, Result, Words,
-    HEADER_BYTES,
-};
+use util::{allowed_cpus, err, pin_current_thread, positive, Result, HEADER_BYTES};
 
-pub use peer::peer_main;
+pub use peer::{peer_main, PeerArgs};
 
 /// Ring / channel capacity used by every streaming transport.
 pub const STREAM_CAPACITY: usize = 8;
@@ -80,33 +77,17 @@ const STREAM_FACTOR: u64 = 200;
 /// Streaming rounds per payload size (fewer if `--rounds` is smaller); msgs/s is their median.
 const STREAM_ROUNDS: usize = 7;
 
-const USAGE: &str = "\
-usage: ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
-                     [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
-       ringbus bench recovery [--json] [--messages N] [--rounds N]
+/// `ringbus bench --help`: what the command does (above the flags).
+pub const LONG_ABOUT: &str = "\
+Same-run latency and throughput comparison of ringbus against reference transports
+between two processes (ping and pong).
 
-  pubsub        publish-subscribe (default): ping publishes, pong publishes it back
-  rpc           request/response: ping is the client, pong the server; request of the
-                payload size, 8-byte response (the request's sequence number)
-  queue         work queue: 1->1 and 2->2 producers->consumers, each a process (see
-                below)
-  recovery      time to open a durable queue holding 1,000,000 messages after every
-                participant is gone (same-boot recovery, and the rebuild after a restart)
-  --json        print exactly one JSON object on stdout
-  --touch       also measure rows where the sender writes and the receiver reads every
-                payload byte (transport name suffix \"+touch\")
-  --rounds N    latency cycles, i.e. rounds per payload size and transport (default 80;
-                each cycle runs all sizes; streaming uses min(N, 7) rounds per size)
-  --msgs N      round trips per latency round for payloads up to 4 KiB (default 500;
-                scaled down for larger payloads, to at least 50), preceded by 10% more
-                (at most 100) unrecorded warm-up ones; streaming rounds send 200x as many
-  --sizes L     payload sizes in bytes, each at least 8
-  --transports L  floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default
-                all; floor is always measured: it is the reference for the ratio; futex is
-                a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
-                in-process pubsub streaming only)
-  --no-pin      do not pin ping and pong to separate CPUs (queue: the workers)
+  ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
+                [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
+  ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]";
 
+/// `ringbus bench --help`: how to read the figures (below the flags).
+pub const AFTER_LONG_HELP: &str = "\
 pubsub: latency numbers are one-way (round trip / 2) in ns: p50, p99, p99.9, max over
 all rounds; msgs/s is the median over streaming rounds (counted by the receiver).
 rpc: latency numbers are full round trips (request out, response back) in ns; calls/s
@@ -129,6 +110,55 @@ CLOCK_MONOTONIC stamps in the payload; msgs/s is the median over rounds; \"x ref
 (JSON ratio_msgs_per_s, ratio_reference) is the median over rounds of msgs/s divided by
 the reference row's msgs/s in the same round.";
 
+/// The command line of `ringbus bench` (the ping/pong and queue patterns; `recovery` is
+/// its own subcommand). [`BenchArgs::options`] checks what clap cannot (transport names
+/// per pattern, `--touch` with `queue`) and fills the pattern's defaults.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Messaging pattern under test (default: pubsub); it may follow the flags
+    #[arg(value_enum, value_name = "PATTERN")]
+    pattern: Option<Pattern>,
+    /// Print exactly one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+    /// Also measure rows where the sender writes and the receiver reads every payload
+    /// byte (transport name suffix "+touch")
+    #[arg(long)]
+    touch: bool,
+    /// Latency cycles, i.e. rounds per payload size and transport (default 80; each
+    /// cycle runs all sizes; streaming uses min(N, 7) rounds per size)
+    #[arg(long, value_name = "N", value_parser = util::positive_usize)]
+    rounds: Option<usize>,
+    /// Round trips per latency round for payloads up to 4 KiB (default 500; scaled down
+    /// for larger payloads, to at least 50), preceded by 10% more (at most 100)
+    /// unrecorded warm-up ones; streaming rounds send 200x as many
+    #[arg(long, value_name = "N", value_parser = positive)]
+    msgs: Option<u64>,
+    /// Payload sizes in bytes, each at least 8 (default 8,64,1024,65536,1048576)
+    #[arg(long, value_name = "L", value_delimiter = ',', value_parser = payload_size)]
+    sizes: Option<Vec<usize>>,
+    /// floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all; floor
+    /// is always measured: it is the reference for the ratio; futex is a raw futex
+    /// ping-pong, the kernel-wake floor, latency only; crossbeam is in-process pubsub
+    /// streaming only)
+    #[arg(long, value_name = "L", value_delimiter = ',')]
+    transports: Option<Vec<String>>,
+    /// Do not pin ping and pong to separate CPUs (queue: the workers)
+    #[arg(long)]
+    no_pin: bool,
+}
+
+/// A `--sizes` entry: a positive payload size that holds the header word.
+fn payload_size(s: &str) -> std::result::Result<usize, String> {
+    let n = util::positive_usize(s)?;
+    if n < HEADER_BYTES {
+        return Err(format!(
+            "payload size {n} is smaller than the {HEADER_BYTES}-byte header"
+        ));
+    }
+    Ok(n)
+}
+
 /// Parsed `bench` options.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -150,107 +180,54 @@ pub struct Options {
     pub pin: bool,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            pattern: Pattern::PubSub,
-            json: false,
-            touch: false,
-            rounds: DEFAULT_ROUNDS,
-            msgs: DEFAULT_MSGS,
-            sizes: DEFAULT_SIZES.to_vec(),
-            transports: None,
-            pin: true,
+impl BenchArgs {
+    /// The options of the run, or (as text) why this command line is unusable.
+    pub fn options(self) -> std::result::Result<Options, String> {
+        let pattern = self.pattern.unwrap_or(Pattern::PubSub);
+        let transports = self.transports.map(|names| {
+            names
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let known = match pattern {
+            Pattern::Queue => queue::TRANSPORTS,
+            Pattern::PubSub | Pattern::Rpc => transport::KNOWN_TRANSPORTS,
+        };
+        if let Some(bad) = transports
+            .iter()
+            .flatten()
+            .find(|n| !known.contains(&n.as_str()))
+        {
+            return Err(format!("unknown {} transport `{bad}`", pattern.as_str()));
         }
-    }
-}
-
-fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
-    let mut opts = Options::default();
-    let mut words = Words::new(args);
-    let mut pattern_seen = false;
-    let (mut rounds_given, mut sizes_given) = (false, false);
-    while let Some(arg) = words.next_word() {
-        match arg {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--json" => opts.json = true,
-            "--touch" => opts.touch = true,
-            "--no-pin" => opts.pin = false,
-            "--rounds" => {
-                opts.rounds = words.positive(arg)? as usize;
-                rounds_given = true;
-            }
-            "--msgs" => opts.msgs = words.positive(arg)?,
-            "--sizes" => {
-                opts.sizes = words
-                    .value(arg)?
-                    .split(',')
-                    .map(|s| positive(s.trim(), arg).map(|n| n as usize))
-                    .collect::<Result<_>>()?;
-                sizes_given = true;
-                if let Some(&s) = opts.sizes.iter().find(|&&s| s < HEADER_BYTES) {
-                    return Err(err(format!(
-                        "payload size {s} is smaller than the {HEADER_BYTES}-byte header"
-                    )));
+        let (rounds, sizes) = match pattern {
+            Pattern::Queue => {
+                if self.touch {
+                    return Err("--touch is not supported for queue".into());
                 }
+                (queue::DEFAULT_ROUNDS, queue::DEFAULT_SIZES)
             }
-            "--transports" => {
-                let names: Vec<String> = words
-                    .value(arg)?
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                opts.transports = Some(names);
-            }
-            s if !s.starts_with('-') && !pattern_seen => {
-                opts.pattern = Pattern::parse(s)?;
-                pattern_seen = true;
-            }
-            s => return Err(err(format!("unexpected argument `{s}`"))),
-        }
+            Pattern::PubSub | Pattern::Rpc => (DEFAULT_ROUNDS, DEFAULT_SIZES),
+        };
+        Ok(Options {
+            pattern,
+            json: self.json,
+            touch: self.touch,
+            rounds: self.rounds.unwrap_or(rounds),
+            msgs: self.msgs.unwrap_or(DEFAULT_MSGS),
+            sizes: self.sizes.unwrap_or_else(|| sizes.to_vec()),
+            transports,
+            pin: !self.no_pin,
+        })
     }
-    // Checked once the pattern is known (it may follow the flags).
-    let known = match opts.pattern {
-        Pattern::Queue => queue::TRANSPORTS,
-        Pattern::PubSub | Pattern::Rpc => transport::KNOWN_TRANSPORTS,
-    };
-    if let Some(bad) = opts
-        .transports
-        .iter()
-        .flatten()
-        .find(|n| !known.contains(&n.as_str()))
-    {
-        return Err(err(format!(
-            "unknown {} transport `{bad}`",
-            opts.pattern.as_str()
-        )));
-    }
-    if opts.pattern == Pattern::Queue {
-        if opts.touch {
-            return Err(err("--touch is not supported for queue"));
-        }
-        if !rounds_given {
-            opts.rounds = queue::DEFAULT_ROUNDS;
-        }
-        if !sizes_given {
-            opts.sizes = queue::DEFAULT_SIZES.to_vec();
-        }
-    }
-    Ok(Parsed::Run(opts))
 }
 
-/// Entry point of the `bench` subcommand (`args` follow the word `bench`).
-pub fn bench_main(args: &[String]) -> ExitCode {
-    if args.first().map(String::as_str) == Some("recovery") {
-        return recovery::main(&args[1..]);
-    }
-    let opts = match options_or_exit("ringbus bench", USAGE, parse_options(args)) {
-        Ok(opts) => opts,
-        Err(code) => return code,
-    };
+/// Entry point of the `bench` subcommand (the ping/pong and queue patterns).
+pub fn bench_main(opts: &Options) -> ExitCode {
     let t0 = Instant::now();
-    match run(&opts) {
+    match run(opts) {
         Ok(rows) => {
             if opts.json {
                 println!("{}", report::json(opts.pattern, &rows));
@@ -723,11 +700,16 @@ fn run_round<T>(
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Options> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match parse_options(&args)? {
-            Parsed::Run(opts) => Ok(opts),
-            Parsed::Help => Err(err("help")),
+    /// `ringbus bench ARGS` as parsed by the tool's own command line.
+    fn parse(args: &[&str]) -> std::result::Result<Options, String> {
+        use clap::Parser as _;
+        let words = ["ringbus", "bench"].iter().chain(args);
+        match crate::Cli::try_parse_from(words)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            crate::Command::Bench { sub: None, args } => args.options(),
+            other => Err(format!("not the bench patterns: {other:?}")),
         }
     }
 
@@ -776,6 +758,29 @@ mod tests {
         // The pattern may follow the flags.
         assert_eq!(parse(&["--no-pin", "rpc"]).unwrap().pattern, Pattern::Rpc);
         assert_eq!(Pattern::parse("rpc").unwrap().as_str(), "rpc");
+        // A later flag wins, as before.
+        assert_eq!(
+            parse(&["--rounds", "2", "--rounds", "4"]).unwrap().rounds,
+            4
+        );
+        let o = parse(&[
+            "--no-pin",
+            "--sizes",
+            "64, 128",
+            "--transports",
+            "uds,,ringbus",
+        ])
+        .unwrap();
+        assert!(!o.pin);
+        assert_eq!(o.sizes, vec![64, 128]);
+        assert_eq!(o.transports.unwrap(), vec!["uds", "ringbus"]);
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.rounds, o.msgs, o.pin),
+            (DEFAULT_ROUNDS, DEFAULT_MSGS, true)
+        );
+        assert_eq!(o.sizes, DEFAULT_SIZES);
+        assert!(o.transports.is_none());
         assert_eq!(
             Pattern::Rpc.latency_kind(),
             transport::LatencyKind::RoundTrip

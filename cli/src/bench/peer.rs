@@ -282,41 +282,26 @@ fn say(line: &str) {
     let _ = writeln!(out, "{PREFIX}{line}").and_then(|()| out.flush());
 }
 
-struct PeerArgs {
+/// The command line of the hidden `bench-peer` subcommand (the words [`Peer::spawn`]
+/// starts it with).
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    /// Key that names this run's resources.
+    #[arg(long)]
     key: String,
+    /// Directory of this run's files.
+    #[arg(long)]
     dir: PathBuf,
+    /// Process id of the parent (the child dies with it).
+    #[arg(long)]
     parent: Option<u32>,
+    /// CPU to pin the child to.
+    #[arg(long)]
     cpu: Option<usize>,
 }
 
-fn parse_peer_args(args: &[String]) -> Result<PeerArgs> {
-    let mut parsed = PeerArgs {
-        key: String::new(),
-        dir: PathBuf::new(),
-        parent: None,
-        cpu: None,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| err(format!("{flag} needs a value")))?;
-        match flag.as_str() {
-            "--key" => parsed.key.clone_from(value),
-            "--dir" => parsed.dir = PathBuf::from(value),
-            "--parent" => parsed.parent = Some(value.parse()?),
-            "--cpu" => parsed.cpu = Some(value.parse()?),
-            _ => return Err(err(format!("unknown bench-peer flag {flag}"))),
-        }
-    }
-    if parsed.key.is_empty() || parsed.dir.as_os_str().is_empty() {
-        return Err(err("bench-peer needs --key and --dir"));
-    }
-    Ok(parsed)
-}
-
 /// Entry point of the hidden `bench-peer` subcommand.
-pub fn peer_main(args: &[String]) -> ExitCode {
+pub fn peer_main(args: &PeerArgs) -> ExitCode {
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -326,8 +311,7 @@ pub fn peer_main(args: &[String]) -> ExitCode {
     }
 }
 
-fn serve(args: &[String]) -> Result<()> {
-    let args = parse_peer_args(args)?;
+fn serve(args: &PeerArgs) -> Result<()> {
     tie_to_parent(args.parent)?;
     if let Some(cpu) = args.cpu {
         pin_current_thread(cpu)?;
@@ -357,7 +341,7 @@ fn serve(args: &[String]) -> Result<()> {
                 };
                 let key = (run.transport.clone(), run.payload, run.mode);
                 if !ends.contains_key(&key) {
-                    match create_end(&transports, &args, &run) {
+                    match create_end(&transports, args, &run) {
                         Ok(end) => {
                             ends.insert(key.clone(), end);
                         }

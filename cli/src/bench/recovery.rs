@@ -18,17 +18,33 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::queue::DiskDir;
-use super::util::{err, options_or_exit, Parsed, Result, Words};
+use super::util::{err, positive_usize, Result};
 use ringbus::{queue::Policy, Node, SyncPolicy};
 
-const USAGE: &str = "\
-usage: ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]
+/// `ringbus bench recovery --help`: what the command does (above the flags).
+pub const LONG_ABOUT: &str = "\
+Opens a durable queue holding N messages of 64 bytes (default 1000000) after every
+participant is gone, timed: same-boot recovery (checksums of every waiting record), and
+the rebuild after a machine restart (ring rebuilt from the log).";
 
-  Opens a durable queue holding N messages of 64 bytes (default 1000000) after every
-  participant is gone, timed: same-boot recovery (checksums of every waiting record), and
-  the rebuild after a machine restart (ring rebuilt from the log).
-  --cold  before each timed open, write everything back and drop the page cache (as after
-          a restart; needs root to write /proc/sys/vm/drop_caches).";
+/// The command line of `ringbus bench recovery`.
+#[derive(clap::Args, Debug)]
+pub struct RecoveryArgs {
+    /// Print exactly one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+    /// Messages of 64 bytes the queue holds (1..=16777216)
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    messages: u64,
+    /// Timed opens of each kind (min / median / max are reported)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive_usize)]
+    rounds: usize,
+    /// Before each timed open, write everything back and drop the page cache (as after
+    /// a restart; needs root to write /proc/sys/vm/drop_caches)
+    #[arg(long)]
+    cold: bool,
+}
 
 /// Byte offset of the ring file's boot word (ARCHITECTURE.md, \"Queue segment\").
 const BOOT_WORD: u64 = 256 + 304;
@@ -124,37 +140,14 @@ fn stats(v: &mut [Duration]) -> (f64, f64, f64) {
     (ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
 }
 
-/// `--json`, `--messages`, `--rounds`, `--cold`.
-type Options = (bool, u64, usize, bool);
-
-fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
-    let (mut json, mut messages, mut rounds, mut cold) = (false, 1_000_000u64, 3usize, false);
-    let mut words = Words::new(args);
-    while let Some(arg) = words.next_word() {
-        match arg {
-            "--json" => json = true,
-            "--cold" => cold = true,
-            "--messages" => {
-                messages = words.positive(arg)?;
-                if messages > 1 << 24 {
-                    return Err(err("--messages needs 1..=16777216"));
-                }
-            }
-            "--rounds" => rounds = words.positive(arg)? as usize,
-            "-h" | "--help" => return Ok(Parsed::Help),
-            other => return Err(err(format!("unexpected argument `{other}`"))),
-        }
-    }
-    Ok(Parsed::Run((json, messages, rounds, cold)))
-}
-
 /// Entry point of `ringbus bench recovery`.
-pub fn main(args: &[String]) -> ExitCode {
-    let (json, messages, rounds, cold) =
-        match options_or_exit("ringbus bench recovery", USAGE, parse_options(args)) {
-            Ok(opts) => opts,
-            Err(code) => return code,
-        };
+pub fn main(args: &RecoveryArgs) -> ExitCode {
+    let &RecoveryArgs {
+        json,
+        messages,
+        rounds,
+        cold,
+    } = args;
     let mut f = match measure(messages, rounds, cold) {
         Ok(f) => f,
         Err(e) => {

@@ -17,19 +17,31 @@ use super::util::{err, Result, HEADER_BYTES};
 /// Messaging pattern under test. `pubsub` and `rpc` use the [`Transport`]s of
 /// [`registry`]; `queue` has its own transports, roles and rounds (see
 /// [`super::queue`]) and shares the child process, statistics and reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// It is also the `PATTERN` word of `ringbus bench`; each `#[value(help)]` is the
+/// line `ringbus bench --help` prints for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Pattern {
     /// One publisher, one subscriber per direction. Latency is reported one-way (round
     /// trip / 2); streaming counts messages at the receiver (pong).
+    #[value(
+        name = "pubsub",
+        help = "publish-subscribe (default): ping publishes, pong publishes it back"
+    )]
     PubSub,
     /// Request/response: ping is the client, pong the server. A request carries the
     /// payload, the response 8 bytes (the request's sequence number, checked by the
     /// client). Latency is the full round trip; streaming means pipelined calls with
     /// [`RPC_WINDOW`] in flight, counted at the client (ping).
+    #[value(
+        help = "request/response: ping is the client, pong the server; request of the \
+                payload size, 8-byte response (the request's sequence number)"
+    )]
     Rpc,
     /// Work queue: producers send, competing consumers receive and ack every message.
     /// Latency is one-way, send to receive, from timestamps carried in the payload;
     /// throughput counts acked messages (see [`super::queue`]).
+    #[value(help = "work queue: 1->1 and 2->2 producers->consumers, each a process (see below)")]
     Queue,
 }
 

@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
@@ -26,68 +25,18 @@ pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the header word the sender writes into every payload (a sequence number).
 pub const HEADER_BYTES: usize = 8;
 
-/// What a subcommand's command line asked for.
-pub enum Parsed<T> {
-    /// Run with these options.
-    Run(T),
-    /// Print the usage.
-    Help,
-}
-
-/// The options `parsed` holds, or the exit code once the usage is printed: on stdout for
-/// `--help` (success), on stderr after the error for a bad command line (exit code 2).
-pub fn options_or_exit<T>(
-    command: &str,
-    usage: &str,
-    parsed: Result<Parsed<T>>,
-) -> std::result::Result<T, ExitCode> {
-    match parsed {
-        Ok(Parsed::Run(opts)) => Ok(opts),
-        Ok(Parsed::Help) => {
-            println!("{usage}");
-            Err(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{command}: {e}\n\n{usage}");
-            Err(ExitCode::from(2))
-        }
-    }
-}
-
-/// The words of a subcommand's command line, read flag by flag.
-pub struct Words<'a>(std::slice::Iter<'a, String>);
-
-impl<'a> Words<'a> {
-    /// The words `args`.
-    pub fn new(args: &'a [String]) -> Self {
-        Self(args.iter())
-    }
-
-    /// The next word: a flag or a positional word.
-    pub fn next_word(&mut self) -> Option<&'a str> {
-        self.0.next().map(String::as_str)
-    }
-
-    /// The value that follows `flag`.
-    pub fn value(&mut self, flag: &str) -> Result<&'a str> {
-        self.next_word()
-            .ok_or_else(|| err(format!("{flag} needs a value")))
-    }
-
-    /// The positive integer that follows `flag`.
-    pub fn positive(&mut self, flag: &str) -> Result<u64> {
-        positive(self.value(flag)?, flag)
-    }
-}
-
-/// `s`, given for `flag`, as a positive integer.
-pub fn positive(s: &str, flag: &str) -> Result<u64> {
-    match s.parse::<u64>() {
+/// `s` as a positive integer: the value parser of the count flags (`--rounds`, `--msgs`,
+/// `--trials`, ...).
+pub fn positive(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(err(format!(
-            "{flag}: expected a positive integer, got `{s}`"
-        ))),
+        _ => Err(format!("expected a positive integer, got `{s}`")),
     }
+}
+
+/// [`positive`], as a `usize`.
+pub fn positive_usize(s: &str) -> std::result::Result<usize, String> {
+    positive(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
 }
 
 /// Builds a [`BoxError`] from text.
@@ -367,23 +316,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_read_flags_values_and_positive_integers() {
-        let args: Vec<String> = ["--rounds", "3", "--msgs", "0", "--sizes"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut w = Words::new(&args);
-        assert_eq!(w.next_word(), Some("--rounds"));
-        assert_eq!(w.positive("--rounds").unwrap(), 3);
-        assert_eq!(w.next_word(), Some("--msgs"));
-        let e = w.positive("--msgs").unwrap_err().to_string();
-        assert_eq!(e, "--msgs: expected a positive integer, got `0`");
-        assert_eq!(w.next_word(), Some("--sizes"));
+    fn positive_accepts_only_positive_integers() {
+        assert_eq!(positive("3"), Ok(3));
+        assert_eq!(positive_usize(" 64"), Ok(64));
         assert_eq!(
-            w.value("--sizes").unwrap_err().to_string(),
-            "--sizes needs a value"
+            positive("0").unwrap_err(),
+            "expected a positive integer, got `0`"
         );
-        assert_eq!(w.next_word(), None);
+        assert!(positive("-1").is_err());
+        assert!(positive("x").is_err());
+        assert!(positive("").is_err());
     }
 
     #[test]

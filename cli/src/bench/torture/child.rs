@@ -183,24 +183,36 @@ fn serve_stdin(ctl: Arc<Ctl>) {
     std::process::exit(0);
 }
 
-/// Entry point of the hidden `torture-child` verb: `torture-child <scenario> <role> key=value..`.
-pub fn child_main(args: &[String]) -> ExitCode {
+/// The command line of the hidden `torture-child` verb: `torture-child <scenario> <role>
+/// key=value..` (the words [`super::harness`] spawns it with).
+#[derive(clap::Args, Debug)]
+pub struct ChildArgs {
+    /// Scenario name (`topic`, `service`, `queue`, `durable-queue`).
+    scenario: String,
+    /// Role in the scenario (`publisher`, `server`, `producer`, ...).
+    role: String,
+    /// `key=value` words, read by [`Args::parse`].
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+/// Entry point of the hidden `torture-child` verb.
+pub fn child_main(args: &ChildArgs) -> ExitCode {
     match run_child(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!(
-                "torture-child {}: {e}",
-                args.get(1).map_or("", String::as_str)
-            );
+            eprintln!("torture-child {}: {e}", args.role);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run_child(args: &[String]) -> Result<()> {
-    let [scenario, role, rest @ ..] = args else {
-        return Err(err("usage: torture-child <scenario> <role> key=value.."));
-    };
+fn run_child(args: &ChildArgs) -> Result<()> {
+    let ChildArgs {
+        scenario,
+        role,
+        rest,
+    } = args;
     let a = Args::parse(rest)?;
     tie_to_parent(Some(u32::try_from(a.u64("parent")?)?))?;
     let ctl = Ctl::new();

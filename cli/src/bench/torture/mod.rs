@@ -42,9 +42,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::report::push_json_str;
-use super::util::{err, options_or_exit, Parsed, Result, Words};
+use super::util::{err, positive, Result};
 
-pub use child::child_main;
+pub use child::{child_main, ChildArgs};
 
 /// Trials per scenario unless `--trials` says otherwise.
 pub const DEFAULT_TRIALS: u64 = 1000;
@@ -62,26 +62,13 @@ const MAX_CONSECUTIVE_HANGS: u32 = 5;
 /// Failure texts kept per kind (the counts are always complete).
 const SAMPLES_PER_KIND: usize = 8;
 
-const USAGE: &str = "\
-usage: ringbus torture [topic|service|queue|durable-queue|all] [--trials N] [--seed S] [--json]
-
+/// `ringbus torture --help`: what the command does (above the flags).
+pub const LONG_ABOUT: &str = "\
 Spawns real processes that use ringbus, SIGKILLs them at random moments, restarts them and
-verifies, from numbered and checksummed payloads, that nothing is torn, wrong or lost.
+verifies, from numbered and checksummed payloads, that nothing is torn, wrong or lost.";
 
-  topic          2 publishers, 2 subscribers (Policy::Block, 256 slots, history 64,
-                 40..512-byte messages)
-  service        2 echo servers, 2 clients (1..4 calls in flight, 1 s timeout)
-  queue          2 producers, 2 consumers, in shared memory (the parent keeps one producer
-                 handle open, so the queue outlives \"every child killed\")
-  durable-queue  the same on disk (SyncPolicy::Always, 64-record log segments, so the log
-                 rotates often); \"every child killed\" kills every process of the queue
-  all            all four, one after the other (default)
-  --trials N     trials per scenario (default 1000)
-  --seed S       seed of the PRNG that picks victims and moments (default: from the clock;
-                 printed either way). Process timing is not seeded, so a seed replays the
-                 choices, not the exact interleaving.
-  --json         print exactly one JSON object on stdout
-
+/// `ringbus torture --help`: what a trial is and what the columns count (below the flags).
+pub const AFTER_LONG_HELP: &str = "\
 A trial: the children run for a random 0-20 ms; the victim is SIGKILLed (one child at random;
 topics: 1 trial in 16 kills every child, 1 in 16 a publisher and a subscriber; queues: 1 in 4
 kills every child; services: 1 in 8 kills both servers); each killed child is replaced (1
@@ -107,6 +94,43 @@ were never delivered; duplicates = extra deliveries of queue messages (expected 
 hangs = no progress within 10 s, a call returning more than 3 s after its timeout; unexpected
 = a child that exited on its own (its stderr is shown). The exit code is 1 if any torn, wrong,
 lost, hang or unexpected exit was counted.";
+
+/// The `SCENARIO` word of `ringbus torture`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    /// 2 publishers, 2 subscribers (Policy::Block, 256 slots, history 64, 40..512-byte
+    /// messages)
+    Topic,
+    /// 2 echo servers, 2 clients (1..4 calls in flight, 1 s timeout)
+    Service,
+    /// 2 producers, 2 consumers, in shared memory (the parent keeps one producer handle
+    /// open, so the queue outlives "every child killed")
+    Queue,
+    /// the same on disk (SyncPolicy::Always, 64-record log segments, so the log rotates
+    /// often); "every child killed" kills every process of the queue
+    DurableQueue,
+    /// all four, one after the other (default)
+    All,
+}
+
+/// The command line of `ringbus torture`.
+#[derive(clap::Args, Debug)]
+pub struct TortureArgs {
+    /// Scenario to run
+    #[arg(value_enum, value_name = "SCENARIO", default_value_t = Which::All)]
+    scenario: Which,
+    /// Trials per scenario
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TRIALS, value_parser = positive)]
+    trials: u64,
+    /// Seed of the PRNG that picks victims and moments, decimal or 0x-prefixed hex
+    /// (default: from the clock; printed either way). Process timing is not seeded, so a
+    /// seed replays the choices, not the exact interleaving.
+    #[arg(long, value_name = "S", value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// Print exactly one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+}
 
 /// A scenario of the crash loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,10 +163,6 @@ impl Scenario {
             Scenario::DurableQueue => "durable-queue",
         }
     }
-
-    fn parse(s: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|x| x.name() == s)
-    }
 }
 
 /// Parsed `torture` options.
@@ -158,43 +178,32 @@ pub struct Options {
     pub json: bool,
 }
 
-fn parse_options(args: &[String]) -> Result<Parsed<Options>> {
-    let mut scenarios = None;
-    let mut trials = DEFAULT_TRIALS;
-    let mut seed = None;
-    let mut json = false;
-    let mut words = Words::new(args);
-    while let Some(arg) = words.next_word() {
-        match arg {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--json" => json = true,
-            "--trials" => trials = words.positive(arg)?,
-            "--seed" => {
-                let v = words.value(arg)?;
-                seed = Some(parse_seed(v).ok_or_else(|| err(format!("--seed: bad number `{v}`")))?);
-            }
-            "all" if scenarios.is_none() => scenarios = Some(Scenario::ALL.to_vec()),
-            s if !s.starts_with('-') && scenarios.is_none() => {
-                let sc =
-                    Scenario::parse(s).ok_or_else(|| err(format!("unknown scenario `{s}`")))?;
-                scenarios = Some(vec![sc]);
-            }
-            s => return Err(err(format!("unexpected argument `{s}`"))),
+impl TortureArgs {
+    /// The options of the run (the seed drawn from the clock unless given).
+    pub fn options(&self) -> Options {
+        let scenarios = match self.scenario {
+            Which::Topic => vec![Scenario::Topic],
+            Which::Service => vec![Scenario::Service],
+            Which::Queue => vec![Scenario::Queue],
+            Which::DurableQueue => vec![Scenario::DurableQueue],
+            Which::All => Scenario::ALL.to_vec(),
+        };
+        Options {
+            scenarios,
+            trials: self.trials,
+            seed: self.seed.unwrap_or_else(clock_seed),
+            json: self.json,
         }
     }
-    Ok(Parsed::Run(Options {
-        scenarios: scenarios.unwrap_or_else(|| Scenario::ALL.to_vec()),
-        trials,
-        seed: seed.unwrap_or_else(clock_seed),
-        json,
-    }))
 }
 
-fn parse_seed(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
+/// A `--seed` value: decimal, or hexadecimal after `0x`.
+fn parse_seed(s: &str) -> std::result::Result<u64, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("bad number `{s}`"))
 }
 
 fn clock_seed() -> u64 {
@@ -472,11 +481,7 @@ fn scenario_seed(seed: u64, s: Scenario) -> u64 {
 }
 
 /// Entry point of the `torture` subcommand (`args` follow the word `torture`).
-pub fn torture_main(args: &[String]) -> ExitCode {
-    let opts = match options_or_exit("ringbus torture", USAGE, parse_options(args)) {
-        Ok(opts) => opts,
-        Err(code) => return code,
-    };
+pub fn torture_main(opts: &Options) -> ExitCode {
     eprintln!(
         "ringbus torture: seed {} ({} trials per scenario: {})",
         opts.seed,
@@ -528,9 +533,9 @@ pub fn torture_main(args: &[String]) -> ExitCode {
     }
     drop(dirs);
     if opts.json {
-        println!("{}", json(&opts, &tallies));
+        println!("{}", json(opts, &tallies));
     } else {
-        print!("{}", table(&opts, &tallies));
+        print!("{}", table(opts, &tallies));
     }
     if tallies.iter().any(Tally::failed) {
         ExitCode::FAILURE
@@ -635,21 +640,37 @@ fn table(opts: &Options, tallies: &[Tally]) -> String {
 mod tests {
     use super::*;
 
+    /// `ringbus torture ARGS` as parsed by the tool's own command line.
+    fn parse(args: &str) -> std::result::Result<Options, String> {
+        use clap::Parser as _;
+        let words = ["ringbus", "torture"]
+            .into_iter()
+            .chain(args.split_whitespace());
+        match crate::Cli::try_parse_from(words)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            crate::Command::Torture(args) => Ok(args.options()),
+            other => Err(format!("not torture: {other:?}")),
+        }
+    }
+
     #[test]
     fn options_parse() {
-        let a = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let Ok(Parsed::Run(o)) = parse_options(&a("queue --trials 5 --seed 0x10 --json")) else {
-            panic!()
-        };
+        let o = parse("queue --trials 5 --seed 0x10 --json").unwrap();
         assert_eq!(o.scenarios, vec![Scenario::Queue]);
         assert_eq!((o.trials, o.seed, o.json), (5, 16, true));
-        let Ok(Parsed::Run(o)) = parse_options(&a("--seed 3")) else {
-            panic!()
-        };
-        assert_eq!(o.scenarios.len(), 4);
-        assert_eq!(o.trials, DEFAULT_TRIALS);
-        assert!(parse_options(&a("bogus")).is_err());
-        assert!(parse_options(&a("--trials 0")).is_err());
+        let o = parse("--seed 3").unwrap();
+        assert_eq!(o.scenarios, Scenario::ALL);
+        assert_eq!((o.trials, o.seed, o.json), (DEFAULT_TRIALS, 3, false));
+        // The scenario may follow the flags.
+        let o = parse("--trials 2 durable-queue").unwrap();
+        assert_eq!((o.scenarios, o.trials), (vec![Scenario::DurableQueue], 2));
+        assert_eq!(parse("all").unwrap().scenarios, Scenario::ALL);
+        assert!(parse("bogus").is_err());
+        assert!(parse("--trials 0").is_err());
+        assert!(parse("--seed 0xg").is_err());
+        assert!(parse("topic queue").is_err());
     }
 
     #[test]
