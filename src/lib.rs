@@ -110,6 +110,7 @@ mod ring;
 mod sync;
 
 outside_loom! {
+    pub mod admin;
     pub mod error;
     mod log;
     mod node;

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod admin;
+mod args;
 mod bench;
+mod talk;
 
 use bench::{recovery, torture};
 
@@ -23,6 +26,10 @@ use bench::{recovery, torture};
     arg_required_else_help = true
 )]
 struct Cli {
+    /// Log the library's rare events (a dead participant reclaimed, a recovery, a torn record,
+    /// a dead-letter move, a lock taken over) on stderr; -vv for more
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +57,15 @@ enum Command {
         args_override_self = true
     )]
     Torture(torture::TortureArgs),
+    // --- Operating: see what exists under a root and remove what dead processes left (admin/).
+    /// Every topic, service and queue under the root, with its participants
+    List(admin::list::ListArgs),
+    /// One topic, service or queue in detail: participants, lag, depth, counters
+    Inspect(admin::inspect::InspectArgs),
+    /// Remove segments (and lock files) whose participants are all dead
+    Clean(admin::clean::CleanArgs),
+    // --- Talking: byte topics, queues and services from a terminal or a script (talk/).
+    // --- End of the verbs.
     /// The child process of `bench` (not meant to be run by hand).
     #[command(name = "bench-peer", hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -67,7 +83,12 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let _ = cli.verbose;
+    match cli.command {
+        Command::List(args) => admin::list::main(&args),
+        Command::Inspect(args) => admin::inspect::main(&args),
+        Command::Clean(args) => admin::clean::main(&args),
         Command::Bench {
             sub: Some(BenchCommand::Recovery(args)),
             ..
