@@ -37,7 +37,11 @@
 //!   +0    state   u64  0 free, 1 active
 //!   +8    owner   u64  pid << 32 | low 32 bits of start time
 //!   +16   writing u64  position + 1 of the slot it is filling (0: none)
-//! ..     consumer table: C entries of 64 B (state, owner)
+//!   +24   sync    u64  the producer's sync policy, for observers (`SyncCode`; written at join)
+//! ..     consumer table: C entries of 64 B (one line each)
+//!   +0    state    u64  as above
+//!   +8    owner    u64  as above
+//!   +16   prefetch u64  the consumer's prefetch, for observers (written at join)
 //! ..     slots, 128-aligned: N slots of `stride` bytes (a multiple of 64)
 //!   +0    state    u64  see ring::work::State
 //!   +8    deadline u64  visibility deadline, CLOCK_MONOTONIC milliseconds (under `claim`)
@@ -73,8 +77,10 @@ pub use crate::shm::entry::{ACTIVE as ENTRY_ACTIVE, ENTRY_OWNER, ENTRY_STATE};
 pub const KIND_QUEUE: u32 = 3;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
 /// of another version is refused with [`OpenError::VersionMismatch`]. 3: the slot transitions
-/// moved to `ring::work` (same bytes; raised with the layout's rewrite, issue item 5).
-pub const LAYOUT_VERSION: u32 = 3;
+/// moved to `ring::work` (same bytes; raised with the layout's rewrite, issue item 5). 4: each
+/// entry records what observers show of its member (a producer's sync policy, a consumer's
+/// prefetch).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// A cache line.
 pub const LINE: usize = 64;
@@ -153,6 +159,10 @@ pub const PRODUCER_TABLE: usize = CTRL + CTRL_LEN;
 pub const ENTRY_LEN: usize = LINE;
 /// A producer entry's `writing` word (after the entry's state and owner words).
 pub const PRODUCER_WRITING: usize = ENTRY_OWNER + U64;
+/// A producer entry's sync policy word ([`sync_code`]), read by observers only.
+pub const PRODUCER_SYNC: usize = PRODUCER_WRITING + U64;
+/// A consumer entry's prefetch word, read by observers only.
+pub const CONSUMER_PREFETCH: usize = ENTRY_OWNER + U64;
 /// Alignment of the slots.
 pub const SLOTS_ALIGN: usize = BLOCK;
 
@@ -184,7 +194,7 @@ const _: () = assert!(CTRL_DLQ_END <= PRODUCER_TABLE);
 const _: () = assert!(CTRL_ROOM % U32 == 0 && CTRL_READY % U32 == 0 && CTRL_DLQ_NAME % U64 == 0);
 // The tables start on lines; an entry is one line.
 const _: () = assert!(PRODUCER_TABLE % BLOCK == 0 && ENTRY_LEN == LINE);
-const _: () = assert!(PRODUCER_WRITING + U64 <= ENTRY_LEN);
+const _: () = assert!(PRODUCER_SYNC + U64 <= ENTRY_LEN && CONSUMER_PREFETCH + U64 <= ENTRY_LEN);
 // A slot's header fits its first line, with the payload's start (32-aligned).
 const _: () = assert!(SLOT_HEADER <= LINE && SLOT_HEADER % 32 == 0);
 const _: () = assert!(DURABLE_STRIDE >= SLOT_HEADER && DURABLE_STRIDE % LINE == 0);
@@ -214,6 +224,46 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 pub const MAX_PARTICIPANTS: usize = 64;
 /// Most deliveries [`crate::QueueBuilder::max_deliveries`] may allow (the count field's range).
 pub const MAX_DELIVERIES: u32 = 4000;
+
+/// A sync policy as a producer entry records it: 0 none (an in-memory queue), 1 `Always`,
+/// 2 `Never`, 3 `Batch`, with the interval in milliseconds above 8 bits.
+pub fn sync_code(durable: bool, policy: crate::SyncPolicy) -> u64 {
+    use crate::SyncPolicy::*;
+    match (durable, policy) {
+        (false, _) => 0,
+        (true, Always) => 1,
+        (true, Never) => 2,
+        (true, Batch(every)) => 3 | (every.as_millis().min(1 << 40) as u64) << 8,
+    }
+}
+
+/// The sync policy a producer entry's word records (`None`: none, or a word no producer
+/// writes).
+pub fn sync_of(code: u64) -> Option<crate::SyncPolicy> {
+    use crate::SyncPolicy::*;
+    match code & 0xff {
+        1 => Some(Always),
+        2 => Some(Never),
+        3 => Some(Batch(std::time::Duration::from_millis(code >> 8))),
+        _ => None,
+    }
+}
+
+/// The dead-letter queue's name recorded in queue segment `r` (validated), if any.
+pub(crate) fn dead_letter_name(r: &Region) -> Option<String> {
+    // Relaxed: written before the segment was published.
+    let len = usize::try_from(r.u64_at(CTRL_DLQ_LEN).load(Ordering::Relaxed)).ok()?;
+    if len == 0 || len > DLQ_NAME_CAP {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..len.div_ceil(8))
+        // Relaxed: as the length.
+        .flat_map(|w| r.u64_at(CTRL_DLQ_NAME + 8 * w).load(Ordering::Relaxed).to_le_bytes())
+        .take(len)
+        .collect();
+    let name = String::from_utf8(bytes).ok()?;
+    crate::shm::validate_name(&name).is_ok().then_some(name)
+}
 
 /// Whether a segment is durable, and the payload kind, packed in one config word.
 fn flags(durable: bool, kind: PayloadKind) -> u64 {

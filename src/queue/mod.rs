@@ -220,8 +220,12 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
     }
 
     fn open(&self, role: Role) -> Result<(Arc<QueueShared>, usize), OpenError> {
-        let layout = self.layout()?;
         let o = &self.options;
+        let shown = |l: &QueueLayout| match role {
+            Role::Producer => layout::sync_code(l.durable, o.sync),
+            Role::Consumer => o.prefetch.min(l.capacity) as u64,
+        };
+        let layout = self.layout()?;
         let ty = P::identity(layout.max_message_size);
         crate::shm::validate_name(&o.common.name)?;
         let (backing, log) = match &o.durable {
@@ -240,7 +244,7 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             dlq: o.dead_letter.as_deref(),
             log: log.as_ref(),
         };
-        QueueShared::open(&backing, &o.common.name, &spec, role, o.common.mode)
+        QueueShared::open(&backing, &o.common.name, &spec, role, shown, o.common.mode)
     }
 
     /// Opens (or creates, or recovers) the queue and registers a producer.

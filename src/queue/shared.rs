@@ -169,12 +169,14 @@ impl SegmentSpec for Spec<'_> {
 
 impl QueueShared {
     /// Opens (or creates, or recovers) queue `name` as `spec` wants it and registers a producer
-    /// or a consumer; returns the entry index.
+    /// or a consumer, recording in its entry what observers show of it (`shown`: a producer's
+    /// sync policy, a consumer's prefetch; see the layout); returns the entry index.
     pub(crate) fn open(
         backing: &Backing,
         name: &str,
         spec: &Spec,
         role: Role,
+        shown: impl FnOnce(&QueueLayout) -> u64,
         mode: OpenMode,
     ) -> Result<(Arc<QueueShared>, usize), OpenError> {
         let log = spec.log;
@@ -189,6 +191,12 @@ impl QueueShared {
             let log = log.map(|d| d.open(l)).transpose()?;
             l.reclaim_dead(r);
             let index = l.join(r, role)?;
+            let word = match role {
+                Role::Producer => l.producer_entry(index) + PRODUCER_SYNC,
+                Role::Consumer => l.table(role).entry(index) + CONSUMER_PREFETCH,
+            };
+            // Relaxed: read by observers only, as a snapshot; written under the lock.
+            r.u64_at(word).store(shown(l), Ordering::Relaxed);
             Ok((index, log))
         })?;
         Ok((
@@ -208,19 +216,7 @@ impl QueueShared {
 
     /// The dead-letter queue's name recorded in the segment (validated), if any.
     pub(crate) fn dead_letter_name(&self) -> Option<String> {
-        let r = self.region();
-        // Relaxed: written before the segment was published.
-        let len = r.u64_at(CTRL_DLQ_LEN).load(Ordering::Relaxed) as usize;
-        if len == 0 || len > DLQ_NAME_CAP {
-            return None;
-        }
-        let mut bytes = Vec::with_capacity(DLQ_NAME_CAP.next_multiple_of(8));
-        for i in 0..DLQ_NAME_CAP.div_ceil(8) {
-            let w = r.u64_at(CTRL_DLQ_NAME + 8 * i).load(Ordering::Relaxed);
-            bytes.extend_from_slice(&w.to_le_bytes());
-        }
-        let name = String::from_utf8(bytes[..len].to_vec()).ok()?;
-        crate::shm::validate_name(&name).ok().map(|_| name)
+        dead_letter_name(self.region())
     }
 
     /// Leaves entry `i` of `role`. A producer's unfinished write is skipped; a consumer's

@@ -406,6 +406,14 @@ impl ClientCore {
         self.discarded.set(self.discarded.get() + d);
     }
 
+    /// Counts a call given up at its timeout, for observers (`ringbus inspect`).
+    #[cold]
+    fn count_timeout(&self) {
+        // Relaxed: a statistic; only this client writes the word.
+        let t = self.ring.timeouts();
+        t.store(t.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Checks, for a waiting call, that someone can still answer it.
     #[cold]
     fn check_call(&self, slot: usize) -> Result<(), CallError> {
@@ -476,6 +484,7 @@ impl ClientCore {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
+                self.count_timeout();
                 return Err(CallError::Timeout(timeout));
             }
             if now >= last_check + CHECK_INTERVAL {

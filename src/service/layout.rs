@@ -1,4 +1,4 @@
-//! The byte layout of a service segment (layout version 2), every offset named and built in order
+//! The byte layout of a service segment (layout version 3), every offset named and built in order
 //! from named sizes. What the call ring's words mean and how they change is `ring::call`'s.
 //!
 //! ```text
@@ -18,7 +18,9 @@
 //!   +0   state            u64  as a server entry
 //!   +8   owner            u64  as a server entry
 //!   +16  waiting          u64  client's doorbell: sleeper bitmap (bit 0)  CLIENT_WAITING
-//!   +24  wake             u32  client's doorbell: futex word              CLIENT_WAKE
+//!   +24  timeouts         u64  calls the client gave up on at their       CLIENT_TIMEOUTS
+//!                              timeout (for observers; written when one ends so: cold)
+//!   +32  wake             u32  client's doorbell: futex word              CLIENT_WAKE
 //!   line 1, written under the ring's claim lock (servers, at every take):
 //!   +64  head             u64  ring::call `head`                           CLIENT_HEAD
 //!   +72  lock             u64  ring::call `lock`                           CLIENT_LOCK_WORD
@@ -65,8 +67,8 @@ pub const KIND_SERVICE: u32 = 2;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
 /// of another version is refused with [`OpenError::VersionMismatch`]. 2: the layout built from
 /// named sizes, the call ring's protocol in `ring::call`, the sleep words used as doorbells
-/// (`sync::Doorbell`: the client's sleep flag is a bitmap).
-pub const LAYOUT_VERSION: u32 = 2;
+/// (`sync::Doorbell`: the client's sleep flag is a bitmap). 3: the client's timeout count.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The control block.
 pub const CTRL: usize = HEADER_LEN;
@@ -96,6 +98,8 @@ crate::shm::fields! { from ENTRY_HEADER;
     /// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
     /// [`CLIENT_BIT`] while the client sleeps).
     pub CLIENT_WAITING: U64,
+    /// Client entry: calls the client gave up on at their timeout (read by observers).
+    pub CLIENT_TIMEOUTS: U64,
     /// Client entry: doorbell of the client waiting for a response: futex word (u32).
     pub CLIENT_WAKE: U32,
     CLIENT_LINE0_USED,
@@ -638,6 +642,11 @@ impl CallRing {
         // SAFETY: CLIENT_WAKE is a 4-aligned offset inside the checked entry span.
         let seq = unsafe { &*(self.entry.add(CLIENT_WAKE) as *const AtomicU32) };
         Doorbell::new(seq, self.entry_word(CLIENT_WAITING))
+    }
+    /// The client entry's count of calls given up at their timeout.
+    #[inline]
+    pub(crate) fn timeouts(&self) -> &AtomicU64 {
+        self.entry_word(CLIENT_TIMEOUTS)
     }
     /// The client entry's owner word.
     #[inline]

@@ -110,6 +110,16 @@ impl Table {
         entry_live(r, self.entry(i))
     }
 
+    /// The process entry `i` is registered to, or `None` if the entry is free (a garbage state
+    /// word reads as registered to whatever its owner word names).
+    pub fn owner(&self, r: &Region, i: usize) -> Option<ProcessId> {
+        let off = self.entry(i);
+        // Relaxed: an observer's snapshot; the owner word is stable while the entry is taken,
+        // and `entry_free` (Acquire) was read first.
+        (!entry_free(r, off))
+            .then(|| ProcessId::unpack(r.u64_at(off + ENTRY_OWNER).load(Ordering::Relaxed)))
+    }
+
     /// Whether any entry is registered to a live process.
     pub fn any_live(&self, r: &Region) -> bool {
         (0..self.len).any(|i| self.is_live(r, i))

@@ -23,9 +23,11 @@ mod segment;
 
 pub(crate) use header::{fnv1a, CONFIG_WORDS};
 pub use header::{Header, TypeIdentity, HEADER_LEN};
+pub(crate) use header::{MAGIC, STATE_READY};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use region::Region;
 pub use root::Root;
+pub(crate) use root::{existing_private_dir, map_read_only};
 pub(crate) use root::{create_exclusive, map_file, open_regular, private_dir};
 pub(crate) use segment::segment_layout;
 pub use segment::{Backing, OpenMode, Segment, SegmentLayout, SegmentSpec, LOCK_WAIT};

@@ -294,6 +294,51 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     rustix::fs::fsync(&fd).map_err(Into::into)
 }
 
+/// Opens the regular file at `path` for reading only (never through a symbolic link, refused as
+/// [`open_regular`] refuses it if another user owns it or may write it) and maps it whole,
+/// read-only: an observer's view, which can never change the file. `Ok(None)` if there is no
+/// file; an empty file maps to an empty region.
+pub(crate) fn map_read_only(path: &Path) -> Result<Option<(Region, std::fs::Metadata)>, OpenError> {
+    let what = path.display().to_string();
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
+    if !meta.file_type().is_file() {
+        return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
+    }
+    // Only the owner can truncate the file under our mapping (a read past its end would be a
+    // SIGBUS); ringbus never truncates a segment.
+    check_owner(meta.uid(), meta.mode(), &what, "file")?;
+    if meta.len() == 0 {
+        return Ok(Some((Region::heap(0), meta)));
+    }
+    let len =
+        usize::try_from(meta.len()).map_err(|_| OpenError::Corrupt(format!("{what} is too large")))?;
+    let map = MmapOptions::new()
+        .len(len)
+        .map_raw_read_only(&file)
+        .map_err(|e| OpenError::from_io(e, &what))?;
+    Ok(Some((Region::from_map(map), meta)))
+}
+
+/// Refuses directory `dir` (`kind` names it in errors) unless it is a plain directory that
+/// [`check_owner`] accepts; never creates it. `Ok(false)` if it does not exist.
+pub(crate) fn existing_private_dir(dir: &Path, kind: &str) -> Result<bool, OpenError> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(OpenError::from_io(e, &dir.display().to_string())),
+        Ok(_) => private_dir(dir, kind).map(|()| true),
+    }
+}
+
 /// Maps `len` bytes of `file` (opened from `path`) shared; `None` if `len` is 0.
 pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<Option<Region>, OpenError> {
     let what = path.display().to_string();

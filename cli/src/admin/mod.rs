@@ -4,3 +4,4 @@
 pub mod clean;
 pub mod inspect;
 pub mod list;
+mod show;
