@@ -41,6 +41,7 @@ pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
+pub mod plot;
 pub mod process;
 pub mod queue;
 pub mod recovery;
@@ -84,6 +85,7 @@ between two processes (ping and pong).
 
   ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
                 [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
+                [--plot DIR]
   ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]";
 
 /// `ringbus bench --help`: how to read the figures (below the flags).
@@ -146,6 +148,11 @@ pub struct BenchArgs {
     /// Do not pin ping and pong to separate CPUs (queue: the workers)
     #[arg(long)]
     no_pin: bool,
+    /// Also draw the figures into DIR (created if missing), as SVG and PNG: per payload
+    /// size, latency by percentile (p50 .. p99.99, one line per transport) and msgs/s per
+    /// transport
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
 }
 
 /// A `--sizes` entry: a positive payload size that holds the header word.
@@ -178,6 +185,8 @@ pub struct Options {
     pub transports: Option<Vec<String>>,
     /// Pin ping and pong to separate CPUs.
     pub pin: bool,
+    /// Directory for the charts (`--plot`).
+    pub plot: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -220,6 +229,7 @@ impl BenchArgs {
             sizes: self.sizes.unwrap_or_else(|| sizes.to_vec()),
             transports,
             pin: !self.no_pin,
+            plot: self.plot,
         })
     }
 }
@@ -243,6 +253,30 @@ pub fn bench_main(opts: &Options) -> ExitCode {
                 );
                 print!("{}", report::table(opts.pattern, &rows, &note));
             }
+            match &opts.plot {
+                Some(dir) => plot_main(opts, dir, &rows),
+                None => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("ringbus bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Draws the charts of `--plot DIR` (after the figures are printed: a failure here loses
+/// nothing but the charts).
+fn plot_main(opts: &Options, dir: &std::path::Path, rows: &[Row]) -> ExitCode {
+    let pinned = opts.pin && allowed_cpus().len() >= 2;
+    let settings = plot::Settings::of(opts, pinned);
+    match plot::write(dir, opts.pattern, &settings, rows) {
+        Ok(files) => {
+            eprintln!(
+                "ringbus bench: {} charts (SVG and PNG) written to {}",
+                files.len() / 2,
+                dir.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
