@@ -43,6 +43,7 @@ pub mod iceoryx2;
 pub mod peer;
 pub mod plot;
 pub mod process;
+pub mod progress;
 pub mod queue;
 pub mod recovery;
 pub mod report;
@@ -237,6 +238,11 @@ impl BenchArgs {
 /// Entry point of the `bench` subcommand (the ping/pong and queue patterns).
 pub fn bench_main(opts: &Options) -> ExitCode {
     let t0 = Instant::now();
+    // Before the run pins this thread: the machine's CPUs, not the pinned one.
+    let plot_settings = opts
+        .plot
+        .as_ref()
+        .map(|_| plot::Settings::of(opts, opts.pin && allowed_cpus().len() >= 2));
     match run(opts) {
         Ok(rows) => {
             if opts.json {
@@ -253,9 +259,9 @@ pub fn bench_main(opts: &Options) -> ExitCode {
                 );
                 print!("{}", report::table(opts.pattern, &rows, &note));
             }
-            match &opts.plot {
-                Some(dir) => plot_main(opts, dir, &rows),
-                None => ExitCode::SUCCESS,
+            match (&opts.plot, &plot_settings) {
+                (Some(dir), Some(settings)) => plot_main(opts.pattern, dir, settings, &rows),
+                _ => ExitCode::SUCCESS,
             }
         }
         Err(e) => {
@@ -267,10 +273,13 @@ pub fn bench_main(opts: &Options) -> ExitCode {
 
 /// Draws the charts of `--plot DIR` (after the figures are printed: a failure here loses
 /// nothing but the charts).
-fn plot_main(opts: &Options, dir: &std::path::Path, rows: &[Row]) -> ExitCode {
-    let pinned = opts.pin && allowed_cpus().len() >= 2;
-    let settings = plot::Settings::of(opts, pinned);
-    match plot::write(dir, opts.pattern, &settings, rows) {
+fn plot_main(
+    pattern: Pattern,
+    dir: &std::path::Path,
+    settings: &plot::Settings,
+    rows: &[Row],
+) -> ExitCode {
+    match plot::write(dir, pattern, settings, rows) {
         Ok(files) => {
             eprintln!(
                 "ringbus bench: {} charts (SVG and PNG) written to {}",
@@ -345,7 +354,7 @@ impl Ctx<'_> {
 }
 
 fn note(msg: &str) {
-    eprintln!("ringbus bench: note: {msg}");
+    progress::note(&format!("ringbus bench: note: {msg}"));
 }
 
 impl Ctx<'_> {
@@ -407,7 +416,13 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
         .filter(|v| v.transport.placement() == Placement::CrossProcess)
         .collect();
     let t0 = Instant::now();
-    let records = latency_phase(&ctx, &mut peer, &lat_variants)?;
+    let progress = progress::Progress::start(
+        "ringbus bench: latency",
+        (opts.rounds * opts.sizes.len() * lat_variants.len()) as u64,
+        "rounds",
+    );
+    let records = latency_phase(&ctx, &mut peer, &lat_variants, &progress)?;
+    drop(progress);
     peer.reset()?;
     eprintln!(
         "ringbus bench: latency ({} cycles over {} sizes) done in {:.1} s",
@@ -419,11 +434,23 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
     // Streaming: size by size (only rates of the same size are compared).
     let stream_variants = variants(opts, &selected, Mode::Stream);
     let t0 = Instant::now();
+    let progress = progress::Progress::start(
+        "ringbus bench: streaming",
+        (opts.sizes.len() * opts.rounds.min(STREAM_ROUNDS) * stream_variants.len()) as u64,
+        "rounds",
+    );
     let mut rates = Vec::with_capacity(opts.sizes.len());
     for &payload in &opts.sizes {
-        rates.push(stream_size(&ctx, &mut peer, &stream_variants, payload)?);
+        rates.push(stream_size(
+            &ctx,
+            &mut peer,
+            &stream_variants,
+            payload,
+            &progress,
+        )?);
         peer.reset()?;
     }
+    drop(progress);
     eprintln!(
         "ringbus bench: streaming done in {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -503,6 +530,7 @@ fn latency_phase(
     ctx: &Ctx<'_>,
     peer: &mut peer::Peer,
     lat_variants: &[Variant<'_>],
+    progress: &progress::Progress,
 ) -> Result<Vec<Vec<LatencyRecord>>> {
     let opts = ctx.opts;
     let setups: Vec<Setup> = opts
@@ -532,6 +560,8 @@ fn latency_phase(
             let warmup = warmup_count(count);
             for i in cycle_order(lat_variants.len(), cycle) {
                 let (v, record) = (&lat_variants[i], &mut size_records[i]);
+                // Between rounds: the bar is redrawn here, never during one.
+                progress.inc(1);
                 if ends.failed(v, setup.payload) {
                     continue;
                 }
@@ -571,6 +601,7 @@ fn stream_size(
     peer: &mut peer::Peer,
     stream_variants: &[Variant<'_>],
     payload: usize,
+    progress: &progress::Progress,
 ) -> Result<Vec<Vec<RoundRate>>> {
     let opts = ctx.opts;
     let setup = ctx.setup(Mode::Stream, payload);
@@ -580,6 +611,7 @@ fn stream_size(
     let mut rates: Vec<Vec<RoundRate>> = stream_variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..opts.rounds.min(STREAM_ROUNDS) {
         for (v, rate) in stream_variants.iter().zip(&mut rates) {
+            progress.inc(1);
             if ends.failed(v, payload) {
                 continue;
             }
@@ -764,6 +796,7 @@ mod tests {
         ])
         .unwrap();
         assert!(o.json && o.touch);
+        assert!(o.plot.is_none());
         assert_eq!((o.rounds, o.msgs), (3, 10));
         assert_eq!(o.sizes, vec![8, 64]);
         assert_eq!(o.transports.unwrap(), vec!["uds", "futex", "ringbus"]);
@@ -808,6 +841,9 @@ mod tests {
         assert!(!o.pin);
         assert_eq!(o.sizes, vec![64, 128]);
         assert_eq!(o.transports.unwrap(), vec!["uds", "ringbus"]);
+        let o = parse(&["rpc", "--plot", "/tmp/charts"]).unwrap();
+        assert_eq!(o.plot.as_deref(), Some(std::path::Path::new("/tmp/charts")));
+        assert!(parse(&["--plot"]).is_err(), "--plot needs a directory");
         let o = parse(&[]).unwrap();
         assert_eq!(
             (o.rounds, o.msgs, o.pin),

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -118,7 +118,12 @@ fn size_text(bytes: usize) -> String {
 type GroupKey = (usize, Option<(usize, usize)>);
 
 /// Writes the charts of `rows` into `dir` (created if missing); returns the files written.
-pub fn write(dir: &Path, pattern: Pattern, settings: &Settings, rows: &[Row]) -> Result<Vec<PathBuf>> {
+pub fn write(
+    dir: &Path,
+    pattern: Pattern,
+    settings: &Settings,
+    rows: &[Row],
+) -> Result<Vec<PathBuf>> {
     font_ready()?;
     std::fs::create_dir_all(dir)
         .map_err(|e| err(format!("--plot: cannot create {}: {e}", dir.display())))?;
@@ -135,7 +140,10 @@ pub fn write(dir: &Path, pattern: Pattern, settings: &Settings, rows: &[Row]) ->
     };
     let mut groups: BTreeMap<GroupKey, Vec<&Row>> = BTreeMap::new();
     for r in rows {
-        groups.entry((r.payload_bytes, r.shape)).or_default().push(r);
+        groups
+            .entry((r.payload_bytes, r.shape))
+            .or_default()
+            .push(r);
     }
     let mut written = Vec::new();
     for ((size, shape), rows) in &groups {
@@ -147,7 +155,11 @@ pub fn write(dir: &Path, pattern: Pattern, settings: &Settings, rows: &[Row]) ->
             Some((p, c)) => format!("{} payloads, {p}→{c}", size_text(*size)),
             None => format!("{} payloads", size_text(*size)),
         };
-        let latency: Vec<&Row> = rows.iter().copied().filter(|r| r.latency.is_some()).collect();
+        let latency: Vec<&Row> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.latency.is_some())
+            .collect();
         if !latency.is_empty() {
             let chart = LatencyChart {
                 pattern,
@@ -159,7 +171,11 @@ pub fn write(dir: &Path, pattern: Pattern, settings: &Settings, rows: &[Row]) ->
             let base = dir.join(format!("{}-latency-{suffix}", pattern.as_str()));
             written.extend(both(&base, &chart)?);
         }
-        let rates: Vec<&Row> = rows.iter().copied().filter(|r| r.msgs_per_s.is_some()).collect();
+        let rates: Vec<&Row> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.msgs_per_s.is_some())
+            .collect();
         if !rates.is_empty() {
             let chart = RateChart {
                 pattern,
@@ -176,7 +192,8 @@ pub fn write(dir: &Path, pattern: Pattern, settings: &Settings, rows: &[Row]) ->
 }
 
 /// What drawing into a plotters area returns.
-type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+type DrawResult<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// A chart that can be drawn on any backend (SVG and bitmap).
 trait Chart {
@@ -284,7 +301,11 @@ fn ns_text(ns: f64) -> String {
         n if n >= 1e3 => (n / 1e3, "k"),
         n => (n, ""),
     };
-    let digits = if v < 10.0 && v.fract().abs() > 1e-9 { 1 } else { 0 };
+    let digits = if v < 10.0 && v.fract().abs() > 1e-9 {
+        1
+    } else {
+        0
+    };
     format!("{v:.digits$}{unit}")
 }
 
@@ -476,7 +497,9 @@ struct RateChart<'a> {
 impl Chart for RateChart<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let what = match self.pattern {
-            Pattern::PubSub => "messages per second (streaming, counted by the receiver)".to_string(),
+            Pattern::PubSub => {
+                "messages per second (streaming, counted by the receiver)".to_string()
+            }
             Pattern::Rpc => format!("calls per second (pipelined, {RPC_WINDOW} in flight)"),
             Pattern::Queue => "messages per second (sent and acked)".to_string(),
         };
@@ -535,5 +558,48 @@ impl Chart for RateChart<'_> {
             )))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_percentile_axis_is_labelled_in_nines() {
+        let labels: Vec<String> = [nines(0.5), 1.0, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|&x| percentile_text(x))
+            .collect();
+        assert_eq!(labels, ["p50", "p90", "p99", "p99.9", "p99.99"]);
+        let axis = NinesAxis;
+        assert_eq!(axis.key_points(5usize).len(), 5);
+        assert!(axis.map(&nines(0.5), (0, 1000)) < axis.map(&1.0, (0, 1000)));
+        assert!(axis.map(&4.0, (0, 1000)) <= 1000);
+    }
+
+    #[test]
+    fn bars_run_from_the_top_and_a_lone_bar_is_not_a_slab() {
+        let axis = RowAxis { bars: 2 };
+        assert_eq!(axis.range(), 0.0..4.0);
+        assert_eq!(axis.bottom_of(0), 3.0);
+        assert_eq!(axis.from_top(3.5), 0);
+        assert_eq!(axis.from_top(2.5), 1);
+        assert_eq!(axis.key_points(10usize), [3.5, 2.5]);
+        let axis = RowAxis { bars: 6 };
+        assert_eq!(axis.range(), 0.0..6.0);
+        assert_eq!(axis.from_top(0.5), 5);
+    }
+
+    #[test]
+    fn numbers_read_short() {
+        assert_eq!(ns_text(100.0), "100");
+        assert_eq!(ns_text(1000.0), "1k");
+        assert_eq!(ns_text(10_000_000.0), "10M");
+        assert_eq!(rate_text(1_234_567.0), "1.23M");
+        assert_eq!(rate_text(950.0), "950");
+        assert_eq!(size_text(64), "64 B");
+        assert_eq!(size_text(65536), "64 KiB");
+        assert_eq!(size_text(1_048_576), "1 MiB");
     }
 }
