@@ -50,15 +50,17 @@ impl Progress {
     pub fn start(what: impl Into<String>, total: u64, unit: &'static str) -> Progress {
         let what = what.into();
         let shown = if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{prefix} [{wide_bar}] {pos}/{len} {msg} ({elapsed}, about {eta} left)",
+                "{prefix} [{wide_bar}] {pos}/{len} {msg}, {elapsed} (eta {eta})",
             )
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_message(unit);
-            bar.set_prefix(what);
-            bar.set_style(style);
+            // Styled before it is given a target: its first draw is already the right one.
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+                .with_style(style)
+                .with_prefix(what)
+                .with_message(unit);
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             Shown::Bar(bar)
         } else {
             let now = Instant::now();

@@ -101,7 +101,7 @@ fn measure(messages: u64, rounds: usize, cold: bool) -> Result<Figures> {
     let progress = super::progress::Progress::start(
         "ringbus bench recovery",
         1 + 2 * rounds as u64,
-        "steps (fill, then 2 opens per round)",
+        "steps",
     );
     fill(&dir, messages)?;
     progress.inc(1);
