@@ -377,7 +377,7 @@ impl RowAxis {
     }
 
     /// Bar (counted from the top) at `y`.
-    fn from_top(&self, y: f64) -> usize {
+    fn bar_at(&self, y: f64) -> usize {
         let row = y.floor().max(0.0) as usize;
         self.rows().saturating_sub(1 + row)
     }
@@ -532,8 +532,8 @@ impl Chart for RateChart<'_> {
             .x_label_formatter(&|x| rate_text(*x))
             .y_labels(n.max(1))
             .y_label_formatter(&|y| {
-                let from_top = RowAxis { bars: n }.from_top(*y);
-                names.get(from_top).cloned().unwrap_or_default()
+                let k = RowAxis { bars: n }.bar_at(*y);
+                names.get(k).cloned().unwrap_or_default()
             })
             .axis_desc_style((FONT, 16))
             .label_style((FONT, 14))
@@ -583,12 +583,12 @@ mod tests {
         let axis = RowAxis { bars: 2 };
         assert_eq!(axis.range(), 0.0..4.0);
         assert_eq!(axis.bottom_of(0), 3.0);
-        assert_eq!(axis.from_top(3.5), 0);
-        assert_eq!(axis.from_top(2.5), 1);
+        assert_eq!(axis.bar_at(3.5), 0);
+        assert_eq!(axis.bar_at(2.5), 1);
         assert_eq!(axis.key_points(10usize), [3.5, 2.5]);
         let axis = RowAxis { bars: 6 };
         assert_eq!(axis.range(), 0.0..6.0);
-        assert_eq!(axis.from_top(0.5), 5);
+        assert_eq!(axis.bar_at(0.5), 5);
     }
 
     #[test]

@@ -98,11 +98,8 @@ fn measure(messages: u64, rounds: usize, cold: bool) -> Result<Figures> {
     let disk = DiskDir::create(&format!("rb-bench-{}-recovery", std::process::id()))?;
     let dir = disk.path().to_path_buf();
     // Steps: the fill, then two timed opens per round (updated between them only).
-    let progress = super::progress::Progress::start(
-        "ringbus bench recovery",
-        1 + 2 * rounds as u64,
-        "steps",
-    );
+    let progress =
+        super::progress::Progress::start("ringbus bench recovery", 1 + 2 * rounds as u64, "steps");
     fill(&dir, messages)?;
     progress.inc(1);
     let disk_bytes = std::fs::read_dir(dir.join("queue_recovery.log"))
