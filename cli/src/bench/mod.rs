@@ -41,7 +41,9 @@ pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
 pub mod peer;
+pub mod plot;
 pub mod process;
+pub mod progress;
 pub mod queue;
 pub mod recovery;
 pub mod report;
@@ -84,6 +86,7 @@ between two processes (ping and pong).
 
   ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
                 [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
+                [--plot DIR]
   ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]";
 
 /// `ringbus bench --help`: how to read the figures (below the flags).
@@ -146,6 +149,11 @@ pub struct BenchArgs {
     /// Do not pin ping and pong to separate CPUs (queue: the workers)
     #[arg(long)]
     no_pin: bool,
+    /// Also draw the figures into DIR (created if missing), as SVG and PNG: per payload
+    /// size, latency by percentile (p50 .. p99.99, one line per transport) and msgs/s per
+    /// transport
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
 }
 
 /// A `--sizes` entry: a positive payload size that holds the header word.
@@ -178,6 +186,8 @@ pub struct Options {
     pub transports: Option<Vec<String>>,
     /// Pin ping and pong to separate CPUs.
     pub pin: bool,
+    /// Directory for the charts (`--plot`).
+    pub plot: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -220,6 +230,7 @@ impl BenchArgs {
             sizes: self.sizes.unwrap_or_else(|| sizes.to_vec()),
             transports,
             pin: !self.no_pin,
+            plot: self.plot,
         })
     }
 }
@@ -227,6 +238,11 @@ impl BenchArgs {
 /// Entry point of the `bench` subcommand (the ping/pong and queue patterns).
 pub fn bench_main(opts: &Options) -> ExitCode {
     let t0 = Instant::now();
+    // Before the run pins this thread: the machine's CPUs, not the pinned one.
+    let plot_settings = opts
+        .plot
+        .as_ref()
+        .map(|_| plot::Settings::of(opts, opts.pin && allowed_cpus().len() >= 2));
     match run(opts) {
         Ok(rows) => {
             if opts.json {
@@ -243,6 +259,33 @@ pub fn bench_main(opts: &Options) -> ExitCode {
                 );
                 print!("{}", report::table(opts.pattern, &rows, &note));
             }
+            match (&opts.plot, &plot_settings) {
+                (Some(dir), Some(settings)) => plot_main(opts.pattern, dir, settings, &rows),
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("ringbus bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Draws the charts of `--plot DIR` (after the figures are printed: a failure here loses
+/// nothing but the charts).
+fn plot_main(
+    pattern: Pattern,
+    dir: &std::path::Path,
+    settings: &plot::Settings,
+    rows: &[Row],
+) -> ExitCode {
+    match plot::write(dir, pattern, settings, rows) {
+        Ok(files) => {
+            eprintln!(
+                "ringbus bench: {} charts (SVG and PNG) written to {}",
+                files.len() / 2,
+                dir.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -311,7 +354,7 @@ impl Ctx<'_> {
 }
 
 fn note(msg: &str) {
-    eprintln!("ringbus bench: note: {msg}");
+    progress::note(&format!("ringbus bench: note: {msg}"));
 }
 
 impl Ctx<'_> {
@@ -373,7 +416,13 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
         .filter(|v| v.transport.placement() == Placement::CrossProcess)
         .collect();
     let t0 = Instant::now();
-    let records = latency_phase(&ctx, &mut peer, &lat_variants)?;
+    let progress = progress::Progress::start(
+        "ringbus bench: latency",
+        (opts.rounds * opts.sizes.len() * lat_variants.len()) as u64,
+        "rounds",
+    );
+    let records = latency_phase(&ctx, &mut peer, &lat_variants, &progress)?;
+    drop(progress);
     peer.reset()?;
     eprintln!(
         "ringbus bench: latency ({} cycles over {} sizes) done in {:.1} s",
@@ -385,11 +434,23 @@ fn run(opts: &Options) -> Result<Vec<Row>> {
     // Streaming: size by size (only rates of the same size are compared).
     let stream_variants = variants(opts, &selected, Mode::Stream);
     let t0 = Instant::now();
+    let progress = progress::Progress::start(
+        "ringbus bench: streaming",
+        (opts.sizes.len() * opts.rounds.min(STREAM_ROUNDS) * stream_variants.len()) as u64,
+        "rounds",
+    );
     let mut rates = Vec::with_capacity(opts.sizes.len());
     for &payload in &opts.sizes {
-        rates.push(stream_size(&ctx, &mut peer, &stream_variants, payload)?);
+        rates.push(stream_size(
+            &ctx,
+            &mut peer,
+            &stream_variants,
+            payload,
+            &progress,
+        )?);
         peer.reset()?;
     }
+    drop(progress);
     eprintln!(
         "ringbus bench: streaming done in {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -469,6 +530,7 @@ fn latency_phase(
     ctx: &Ctx<'_>,
     peer: &mut peer::Peer,
     lat_variants: &[Variant<'_>],
+    progress: &progress::Progress,
 ) -> Result<Vec<Vec<LatencyRecord>>> {
     let opts = ctx.opts;
     let setups: Vec<Setup> = opts
@@ -498,6 +560,8 @@ fn latency_phase(
             let warmup = warmup_count(count);
             for i in cycle_order(lat_variants.len(), cycle) {
                 let (v, record) = (&lat_variants[i], &mut size_records[i]);
+                // Between rounds: the bar is redrawn here, never during one.
+                progress.inc(1);
                 if ends.failed(v, setup.payload) {
                     continue;
                 }
@@ -537,6 +601,7 @@ fn stream_size(
     peer: &mut peer::Peer,
     stream_variants: &[Variant<'_>],
     payload: usize,
+    progress: &progress::Progress,
 ) -> Result<Vec<Vec<RoundRate>>> {
     let opts = ctx.opts;
     let setup = ctx.setup(Mode::Stream, payload);
@@ -546,6 +611,7 @@ fn stream_size(
     let mut rates: Vec<Vec<RoundRate>> = stream_variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..opts.rounds.min(STREAM_ROUNDS) {
         for (v, rate) in stream_variants.iter().zip(&mut rates) {
+            progress.inc(1);
             if ends.failed(v, payload) {
                 continue;
             }
@@ -730,6 +796,7 @@ mod tests {
         ])
         .unwrap();
         assert!(o.json && o.touch);
+        assert!(o.plot.is_none());
         assert_eq!((o.rounds, o.msgs), (3, 10));
         assert_eq!(o.sizes, vec![8, 64]);
         assert_eq!(o.transports.unwrap(), vec!["uds", "futex", "ringbus"]);
@@ -774,6 +841,9 @@ mod tests {
         assert!(!o.pin);
         assert_eq!(o.sizes, vec![64, 128]);
         assert_eq!(o.transports.unwrap(), vec!["uds", "ringbus"]);
+        let o = parse(&["rpc", "--plot", "/tmp/charts"]).unwrap();
+        assert_eq!(o.plot.as_deref(), Some(std::path::Path::new("/tmp/charts")));
+        assert!(parse(&["--plot"]).is_err(), "--plot needs a directory");
         let o = parse(&[]).unwrap();
         assert_eq!(
             (o.rounds, o.msgs, o.pin),

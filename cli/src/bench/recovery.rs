@@ -97,7 +97,11 @@ fn open_timed(dir: &std::path::Path, messages: u64, cold: bool) -> Result<(Durat
 fn measure(messages: u64, rounds: usize, cold: bool) -> Result<Figures> {
     let disk = DiskDir::create(&format!("rb-bench-{}-recovery", std::process::id()))?;
     let dir = disk.path().to_path_buf();
+    // Steps: the fill, then two timed opens per round (updated between them only).
+    let progress =
+        super::progress::Progress::start("ringbus bench recovery", 1 + 2 * rounds as u64, "steps");
     fill(&dir, messages)?;
+    progress.inc(1);
     let disk_bytes = std::fs::read_dir(dir.join("queue_recovery.log"))
         .map_err(|e| err(e.to_string()))?
         .flatten()
@@ -116,6 +120,7 @@ fn measure(messages: u64, rounds: usize, cold: bool) -> Result<Figures> {
         .map_err(|e| err(e.to_string()))?;
     for _ in 0..rounds {
         let (t, n) = open_timed(&dir, messages, cold)?;
+        progress.inc(1);
         f.same_boot.push(t);
         f.recovered = n;
         if n != messages {
@@ -124,6 +129,7 @@ fn measure(messages: u64, rounds: usize, cold: bool) -> Result<Figures> {
         ring.write_all_at(&0x5a5a_5a5a_5a5a_5a5au64.to_le_bytes(), BOOT_WORD)
             .map_err(|e| err(e.to_string()))?;
         let (t, n) = open_timed(&dir, messages, cold)?;
+        progress.inc(1);
         f.after_restart.push(t);
         if n != messages {
             return Err(err(format!(

@@ -255,6 +255,7 @@ fn queue_table(rows: &[Row], header_note: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::stats::CURVE_POINTS;
 
     #[test]
     fn json_has_one_object_with_nulls() {
@@ -269,6 +270,7 @@ mod tests {
                     p999_ns: 80,
                     max_ns: 90,
                     samples: 10,
+                    curve: [0; CURVE_POINTS],
                 }),
                 msgs_per_s: Some(1e6),
                 ratio_p50_to_floor: Some(1.0),
@@ -313,6 +315,7 @@ mod tests {
                 p999_ns: 3000,
                 max_ns: 4000,
                 samples: 10,
+                curve: [0; CURVE_POINTS],
             }),
             msgs_per_s: Some(4e6),
             ratio_p50_to_floor: Some(1.5),
@@ -349,6 +352,7 @@ mod tests {
                 p999_ns: 3000,
                 max_ns: 4000,
                 samples: 3500,
+                curve: [0; CURVE_POINTS],
             }),
             msgs_per_s: Some(5e6),
             ratio_p50_to_floor: None,

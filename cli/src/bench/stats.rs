@@ -78,6 +78,30 @@ pub struct LatencySummary {
     pub max_ns: u64,
     /// Number of round trips (`queue`: messages) behind the numbers.
     pub samples: u64,
+    /// The latency at each of [`curve_quantile`]`(0..CURVE_POINTS)`: p50 up to p99.99, evenly
+    /// spaced on the HdrHistogram-style `log10(1 / (1 - q))` axis (the `--plot` curves).
+    pub curve: [u64; CURVE_POINTS],
+}
+
+/// Points of [`LatencySummary::curve`].
+pub const CURVE_POINTS: usize = 16;
+
+/// Position of a quantile `q` on the percentile axis of the plots: `log10(1 / (1 - q))`, so
+/// p90 is 1, p99 is 2, p99.9 is 3 and p99.99 is 4 (p50 is log10 2, about 0.3).
+pub fn nines(q: f64) -> f64 {
+    -(1.0 - q).log10()
+}
+
+/// Quantile of curve point `i`: p50 first, then 0.5, 0.75, … 4.0 on the [`nines`] axis (p99.99
+/// last).
+pub fn curve_quantile(i: usize) -> f64 {
+    if i == 0 {
+        0.5
+    } else {
+        // Rounded so that p90, p99, … are the same quantiles as the table's.
+        let q = 1.0 - 10f64.powf(-0.25 * (i + 1) as f64);
+        (q * 1e12).round() / 1e12
+    }
 }
 
 impl LatencySummary {
@@ -92,6 +116,7 @@ impl LatencySummary {
             p999_ns: scale(hist.value_at_quantile(0.999)),
             max_ns: scale(hist.max()),
             samples: hist.len(),
+            curve: std::array::from_fn(|i| scale(hist.value_at_quantile(curve_quantile(i)))),
         })
     }
 }
@@ -188,6 +213,23 @@ mod tests {
             "round trip is not halved"
         );
         assert_eq!(rt.samples, 2);
+    }
+
+    #[test]
+    fn the_curve_runs_from_p50_to_p99_99() {
+        assert_eq!(curve_quantile(0), 0.5);
+        assert!((nines(curve_quantile(3)) - 1.0).abs() < 1e-9, "p90");
+        assert!((curve_quantile(CURVE_POINTS - 1) - 0.9999).abs() < 1e-12);
+        let mut h = new_histogram();
+        for v in 1..=100_000u64 {
+            h.record(v).unwrap();
+        }
+        let s = LatencySummary::of(&h, |v| v).unwrap();
+        assert!(s.curve.windows(2).all(|w| w[0] <= w[1]), "{:?}", s.curve);
+        assert_eq!(s.curve[0], s.p50_ns);
+        assert_eq!(s.curve[7], s.p99_ns);
+        assert_eq!(s.curve[11], s.p999_ns);
+        assert!(s.curve[CURVE_POINTS - 1] >= 99_900, "{:?}", s.curve);
     }
 
     #[test]

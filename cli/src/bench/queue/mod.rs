@@ -717,15 +717,22 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
 
     let per_group = selected.len().max(1);
     let t0 = std::time::Instant::now();
+    let progress = super::progress::Progress::start(
+        "ringbus bench: queue",
+        (opts.rounds * cells.len()) as u64,
+        "rows x rounds",
+    );
     for r in 0..opts.rounds {
         for group in cells.chunks_mut(per_group) {
             let n = group.len();
             for i in 0..n {
                 let cell = &mut group[(i + r) % n];
                 run_cell_round(&mut run, cell, r)?;
+                progress.inc(1);
             }
         }
     }
+    drop(progress);
     eprintln!(
         "ringbus bench: {} queue rounds done in {:.1} s",
         opts.rounds,

@@ -611,6 +611,7 @@ impl Harness<'_> {
     /// Counts the trial just verified and says what to do about a hang in it.
     pub fn end_trial(&mut self) -> AfterTrial {
         self.tally.trials += 1;
+        crate::bench::progress::advance(1);
         if self.tally.hangs == self.trial_hangs {
             self.consecutive_hangs = 0;
             return AfterTrial::Next;

@@ -503,6 +503,12 @@ pub fn torture_main(opts: &Options) -> ExitCode {
     for &s in &opts.scenarios {
         let t0 = Instant::now();
         let mut tally = Tally::new(s.name());
+        // Moved by the harness at the end of each trial (super::progress::advance).
+        let progress = super::progress::Progress::start(
+            format!("ringbus torture: {}", s.name()),
+            opts.trials,
+            "trials",
+        );
         let result = dirs.scenario(s).and_then(|(root, data, records)| {
             let ctx = Ctx {
                 root,
@@ -521,6 +527,7 @@ pub fn torture_main(opts: &Options) -> ExitCode {
         if let Err(e) = result {
             tally.aborted = Some(e.to_string());
         }
+        drop(progress);
         tally.wall = t0.elapsed();
         if !opts.json {
             eprintln!(
