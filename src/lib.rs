@@ -105,6 +105,22 @@ macro_rules! numbered {
 }
 pub(crate) use numbered;
 
+/// Logs a rare event (a dead participant reclaimed, a recovery, a torn record, a dead-letter
+/// move, a lock taken over) through `tracing` at `$level` (`info`, `warn`, `debug`...), with
+/// `tracing`'s syntax of fields and message. Without the `tracing` feature it expands to nothing:
+/// the arguments are not even evaluated, so the call costs nothing. Cold paths only.
+#[cfg(feature = "tracing")]
+macro_rules! log_rare {
+    ($level:ident, $($arg:tt)+) => {
+        ::tracing::$level!(target: "ringbus", $($arg)+)
+    };
+}
+#[cfg(not(feature = "tracing"))]
+macro_rules! log_rare {
+    ($level:ident, $($arg:tt)+) => {};
+}
+pub(crate) use log_rare;
+
 mod loom;
 mod ring;
 mod sync;

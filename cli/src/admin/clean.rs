@@ -13,5 +13,8 @@ pub struct CleanArgs {
 
 /// Runs `ringbus clean`.
 pub fn main(args: &CleanArgs) -> ExitCode {
-    crate::args::fail(format!("clean is not built yet (root {})", args.root.dir().display()))
+    crate::args::fail(format!(
+        "clean is not built yet (root {})",
+        args.root.dir().display()
+    ))
 }

@@ -13,5 +13,8 @@ pub struct InspectArgs {
 
 /// Runs `ringbus inspect`.
 pub fn main(args: &InspectArgs) -> ExitCode {
-    crate::args::fail(format!("inspect is not built yet (root {})", args.root.dir().display()))
+    crate::args::fail(format!(
+        "inspect is not built yet (root {})",
+        args.root.dir().display()
+    ))
 }

@@ -13,5 +13,8 @@ pub struct ListArgs {
 
 /// Runs `ringbus list`.
 pub fn main(args: &ListArgs) -> ExitCode {
-    crate::args::fail(format!("list is not built yet (root {})", args.root.dir().display()))
+    crate::args::fail(format!(
+        "list is not built yet (root {})",
+        args.root.dir().display()
+    ))
 }
