@@ -121,6 +121,25 @@ macro_rules! log_rare {
 }
 pub(crate) use log_rare;
 
+#[cfg(all(test, not(loom)))]
+mod log_rare_tests {
+    /// Without the `tracing` feature a log call is nothing; with it, and nobody listening (no
+    /// subscriber installed), `tracing` does not evaluate the fields either.
+    #[test]
+    fn a_log_nobody_listens_to_evaluates_nothing() {
+        let evaluated = std::cell::Cell::new(false);
+        crate::log_rare!(
+            warn,
+            field = {
+                evaluated.set(true);
+                1
+            },
+            "not shown"
+        );
+        assert!(!evaluated.get());
+    }
+}
+
 mod loom;
 mod ring;
 mod sync;
