@@ -110,12 +110,14 @@ pub(crate) use numbered;
 /// `tracing`'s syntax of fields and message. Without the `tracing` feature it expands to nothing:
 /// the arguments are not even evaluated, so the call costs nothing. Cold paths only.
 #[cfg(feature = "tracing")]
+#[cfg_attr(loom, allow(unused_macros))] // its callers are outside the loom build
 macro_rules! log_rare {
     ($level:ident, $($arg:tt)+) => {
         ::tracing::$level!(target: "ringbus", $($arg)+)
     };
 }
 #[cfg(not(feature = "tracing"))]
+#[cfg_attr(loom, allow(unused_macros))] // its callers are outside the loom build
 macro_rules! log_rare {
     ($level:ident, $($arg:tt)+) => {};
 }
