@@ -105,6 +105,43 @@ macro_rules! numbered {
 }
 pub(crate) use numbered;
 
+/// Logs a rare event (a dead participant reclaimed, a recovery, a torn record, a dead-letter
+/// move, a lock taken over) through `tracing` at `$level` (`info`, `warn`, `debug`...), with
+/// `tracing`'s syntax of fields and message. Without the `tracing` feature it expands to nothing:
+/// the arguments are not even evaluated, so the call costs nothing. Cold paths only.
+#[cfg(feature = "tracing")]
+#[cfg_attr(loom, allow(unused_macros))] // its callers are outside the loom build
+macro_rules! log_rare {
+    ($level:ident, $($arg:tt)+) => {
+        ::tracing::$level!(target: "ringbus", $($arg)+)
+    };
+}
+#[cfg(not(feature = "tracing"))]
+#[cfg_attr(loom, allow(unused_macros))] // its callers are outside the loom build
+macro_rules! log_rare {
+    ($level:ident, $($arg:tt)+) => {};
+}
+pub(crate) use log_rare;
+
+#[cfg(all(test, not(loom)))]
+mod log_rare_tests {
+    /// Without the `tracing` feature a log call is nothing; with it, and nobody listening (no
+    /// subscriber installed), `tracing` does not evaluate the fields either.
+    #[test]
+    fn a_log_nobody_listens_to_evaluates_nothing() {
+        let evaluated = std::cell::Cell::new(false);
+        crate::log_rare!(
+            warn,
+            field = {
+                evaluated.set(true);
+                1
+            },
+            "not shown"
+        );
+        assert!(!evaluated.get());
+    }
+}
+
 mod loom;
 mod ring;
 mod sync;

@@ -12,6 +12,8 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 mod admin;
 mod args;
 mod bench;
+mod completions;
+mod logging;
 mod talk;
 
 use bench::{recovery, torture};
@@ -65,6 +67,19 @@ enum Command {
     /// Remove segments (and lock files) whose participants are all dead
     Clean(admin::clean::CleanArgs),
     // --- Talking: byte topics, queues and services from a terminal or a script (talk/).
+    /// Publish messages (lines of stdin, a file, or -m) to a byte topic
+    Pub(talk::topic::PubArgs),
+    /// Print the messages of a byte topic as they arrive
+    Sub(talk::topic::SubArgs),
+    /// Send messages (lines of stdin, a file, or -m) to a byte queue
+    Send(talk::queue::SendArgs),
+    /// Receive (and acknowledge, or hand back) messages of a byte queue
+    Recv(talk::queue::RecvArgs),
+    /// Call a byte service: each line of stdin is a request, each response is printed
+    Call(talk::service::CallArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_long_help = completions::AFTER_LONG_HELP)]
+    Completions(completions::CompletionsArgs),
     // --- End of the verbs.
     /// The child process of `bench` (not meant to be run by hand).
     #[command(name = "bench-peer", hide = true)]
@@ -84,8 +99,14 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = cli.verbose;
+    logging::init(cli.verbose);
     match cli.command {
+        Command::Pub(args) => talk::topic::pub_main(&args),
+        Command::Sub(args) => talk::topic::sub_main(&args),
+        Command::Send(args) => talk::queue::send_main(&args),
+        Command::Recv(args) => talk::queue::recv_main(&args),
+        Command::Call(args) => talk::service::call_main(&args),
+        Command::Completions(args) => completions::main(&args, Cli::command()),
         Command::List(args) => admin::list::main(&args),
         Command::Inspect(args) => admin::inspect::main(&args),
         Command::Clean(args) => admin::clean::main(&args),

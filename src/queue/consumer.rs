@@ -204,6 +204,8 @@ impl ConsumerCore {
         self.hold(pos);
         let _ = self.ack(pos, s);
         self.shared.count(CTRL_TORN, 1);
+        crate::log_rare!(warn, queue = %self.shared.name, position = pos, why = %why,
+            "dropped a torn or invalid message");
         ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
     }
 
@@ -483,6 +485,8 @@ impl ConsumerCore {
                 self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DROPPED, 1);
+                crate::log_rare!(info, queue = %sh.name, position = pos, deliveries = s.count(),
+                    "dropped a message past its maximum deliveries (no dead-letter queue)");
                 continue;
             };
             if c.dlq.is_none() {
@@ -531,12 +535,16 @@ impl ConsumerCore {
                 self.hold(pos);
                 let _ = self.ack(pos, s);
                 sh.count(CTRL_DEAD_LETTERED, 1);
+                crate::log_rare!(info, queue = %sh.name, position = pos, deliveries = s.count(),
+                    "moved a message past its maximum deliveries to the dead-letter queue");
             } else {
                 // Not moved (the dead-letter queue is full): the message stays taken and is
                 // retried when its deadline passes. We read it no longer: un-open it, so the
                 // take-back does not register us as a reader.
                 // If it was taken back meanwhile, our bit goes, unless a delivery of this
                 // position we still hold (an expired one) needs it.
+                crate::log_rare!(debug, queue = %sh.name, position = pos,
+                    "could not move a message to the dead-letter queue yet: retried later");
                 let still_views = self.views.borrow().iter().any(|&(p, _)| p == pos);
                 if work::close(&sh.cells(), pos, s, self.index, still_views) {
                     sh.ring_room();
@@ -818,6 +826,8 @@ impl ConsumerCore {
     fn drop_invalid_held(&self, pos: u64, s: State, why: String) -> ReceiveError {
         let _ = self.ack(pos, s);
         self.shared.count(CTRL_TORN, 1);
+        crate::log_rare!(warn, queue = %self.shared.name, position = pos, why = %why,
+            "dropped a message that failed validation");
         ReceiveError::Invalid(format!("message at position {pos} dropped: {why}"))
     }
 }

@@ -163,6 +163,7 @@ impl SegmentSpec for Spec<'_> {
             .log
             .ok_or_else(|| OpenError::Corrupt("a durable queue opened without its log".into()))?;
         let log = dir.open(&l)?;
+        crate::log_rare!(info, log = %dir.dir.display(), "recovering a durable queue");
         recover(r, &l, &log)
     }
 }
@@ -330,7 +331,8 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
     // restart, whatever pid the word names): they are free.
     log.clear_sync_locks()?;
     let boot = boot_hash();
-    if r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot {
+    let restarted = r.u64_at(CTRL_BOOT).load(Ordering::Relaxed) != boot;
+    if restarted {
         // The machine restarted: pages of the ring file may be older than the log's, whose
         // records the sync policy put on disk. Rebuild the ring from the log.
         rebuild(r, l, log, true)?;
@@ -339,6 +341,13 @@ fn recover(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError> {
         check_records(r, l, log)?;
     }
     r.u64_at(CTRL_RECOVERIES).fetch_add(1, Ordering::Relaxed);
+    crate::log_rare!(
+        info,
+        waiting = r.u64_at(CTRL_RECOVERED).load(Ordering::Relaxed),
+        rebuilt_from_log = restarted,
+        micros = started.elapsed().as_micros() as u64,
+        "recovered a durable queue whose participants all died"
+    );
     let _ = started;
     Ok(())
 }
@@ -432,6 +441,14 @@ fn check_records(r: &Region, l: &QueueLayout, log: &Log) -> Result<(), OpenError
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
     r.u64_at(CTRL_TORN)
         .fetch_add(torn.len() as u64, Ordering::Relaxed);
+    if !torn.is_empty() {
+        crate::log_rare!(
+            warn,
+            torn = torn.len(),
+            first_position = torn[0],
+            "recovery found torn or missing records: skipped, never delivered"
+        );
+    }
     Ok(())
 }
 
@@ -521,6 +538,13 @@ fn rebuild(r: &Region, l: &QueueLayout, log: &Log, trust_acks: bool) -> Result<(
     }
     r.u64_at(CTRL_RECOVERED).store(waiting, Ordering::Relaxed);
     r.u64_at(CTRL_TORN).fetch_add(torn, Ordering::Relaxed);
+    if torn > 0 {
+        crate::log_rare!(
+            warn,
+            torn,
+            "rebuilding from the log found torn records: skipped, never delivered"
+        );
+    }
     Ok(())
 }
 

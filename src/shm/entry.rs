@@ -251,6 +251,7 @@ pub trait Members: Tables {
             let t = self.table(role);
             for i in 0..t.len {
                 if gone(&t, i) {
+                    log_reclaim(r, &t, i);
                     self.release(r, role, i);
                     free_entry(r, t.entry(i));
                 }
@@ -295,6 +296,7 @@ pub fn reclaim_if_dead<M: Members>(seg: &Segment, m: &M, role: M::Role, i: usize
     };
     // Recheck under the lock: someone else may have reclaimed it, or a new owner joined.
     if t.is_dead(r, i) {
+        log_reclaim(r, &t, i);
         m.release(r, role, i);
         free_entry(r, t.entry(i));
         true
@@ -310,6 +312,22 @@ pub fn reclaim_dead_now<M: Members>(seg: &Segment, m: &M) {
     if let Some(_guard) = seg.try_lock() {
         m.reclaim_dead(seg.region());
     }
+}
+
+/// Logs that entry `i` of table `t`, registered to a dead process (or found so by a recovery), is
+/// being reclaimed. Cold: reclaims are rare.
+#[cold]
+fn log_reclaim(r: &Region, t: &Table, i: usize) {
+    // Relaxed: read for the log only.
+    let owner = ProcessId::unpack(r.u64_at(t.entry(i) + ENTRY_OWNER).load(Ordering::Relaxed));
+    crate::log_rare!(
+        info,
+        role = t.role,
+        entry = i,
+        pid = owner.pid,
+        "reclaimed the entry of a dead participant"
+    );
+    let _ = owner;
 }
 
 /// Whether the entry at `off` is registered to this process.

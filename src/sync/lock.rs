@@ -88,6 +88,7 @@ fn lock_slow(word: &AtomicU64, me: u64, wait: Option<Duration>) -> bool {
                     .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    log_take_over(holder);
                     return true;
                 }
             }
@@ -96,6 +97,17 @@ fn lock_slow(word: &AtomicU64, me: u64, wait: Option<Duration>) -> bool {
             return false;
         }
     }
+}
+
+/// Logs that a lock held by the dead process `holder` (a packed [`ProcessId`]) was taken over.
+#[cold]
+fn log_take_over(holder: u64) {
+    crate::log_rare!(
+        warn,
+        pid = ProcessId::unpack(holder).pid,
+        "took over a lock whose holder died holding it"
+    );
+    let _ = holder;
 }
 
 /// A handle's memory of a short lock it gave up on: the holder word it found stuck. The next
@@ -161,6 +173,7 @@ pub fn lock_sleeping(word: &AtomicU64, bell: &AtomicU32, me: u64, wait: Duration
                 .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
+                log_take_over(holder);
                 return true;
             }
             continue;
