@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::log::SyncPolicy;
 use crate::queue::layout::{self as ql, QueueLayout};
-use crate::ring::broadcast::Cells as _;
+use crate::ring::broadcast::{self, Cells as _};
 use crate::ring::call::{self, Cells as _};
 use crate::ring::work::{self, Cells as _, State};
 use crate::service::layout::{Role as ServiceRole, ServiceLayout};
@@ -55,10 +55,11 @@ pub struct SubscriberCounters {
     /// Its entry (as in [`super::Participant::index`]).
     pub index: usize,
     /// Its read positions summed over the rings: grows by one per message it moves past (read,
-    /// or lost to a lap). The difference of two readings over an interval is its rate.
+    /// or lost to a lap; and by one per position a publisher gave up without a message, when it
+    /// left). The difference of two readings over an interval is its rate.
     pub read: u64,
-    /// Messages sent that it has not moved past yet, over every ring. More than the capacity
-    /// on a `DropOldest` topic: it was lapped, and loses the oldest at its next receive.
+    /// Messages sent that it has not read yet, over every ring. More than the capacity on a
+    /// `DropOldest` topic: it was lapped, and loses the oldest at its next receive.
     pub lag: u64,
 }
 
@@ -211,7 +212,7 @@ pub(super) fn topic(l: &TopicLayout, r: &Region) -> TopicDetails {
                 let tail = ring.tail().load(Ordering::Relaxed);
                 let cursor = ring.cursor(index).load(Ordering::Relaxed);
                 read = read.wrapping_add(cursor);
-                lag = lag.saturating_add(tail.saturating_sub(cursor));
+                lag = lag.saturating_add(unread(&ring, cursor, tail));
             }
             SubscriberCounters { index, read, lag }
         })
@@ -226,6 +227,22 @@ pub(super) fn topic(l: &TopicLayout, r: &Region) -> TopicDetails {
         publishers,
         subscribers,
     }
+}
+
+/// Messages of ring `ring` from position `cursor` to `tail`: the positions whose slot holds a
+/// committed message (a writer that leaves or skips a pinned slot moves `tail` past a position
+/// without one). More than a lap apart, the reader was lapped: every position counts.
+fn unread(ring: &impl broadcast::Cells, cursor: u64, tail: u64) -> u64 {
+    let behind = tail.saturating_sub(cursor);
+    if behind > ring.mask() {
+        return behind;
+    }
+    (cursor..tail)
+        .filter(|&pos| {
+            let slot = (pos & ring.mask()) as usize;
+            ring.stamp(slot).load(Ordering::Relaxed) == broadcast::stamp(pos, broadcast::COMMITTED)
+        })
+        .count() as u64
 }
 
 pub(super) fn service(l: &ServiceLayout, r: &Region) -> ServiceDetails {

@@ -213,15 +213,12 @@ pub fn list(dir: &Path) -> Result<Vec<SegmentInfo>, OpenError> {
 }
 
 /// The segments named `name` in directory `dir` (a topic, a service and a queue may share a
-/// name), read without joining. [`OpenError::NotFound`] if there is none;
+/// name), read without joining. [`OpenError::NotFound`] (holding the name) if there is none;
 /// [`OpenError::InvalidName`] for a name no segment can have.
 pub fn inspect(dir: &Path, name: &str) -> Result<Vec<SegmentInfo>, OpenError> {
     crate::shm::validate_name(name)?;
     if !crate::shm::existing_private_dir(dir, "root")? {
-        return Err(OpenError::NotFound(format!(
-            "{name}: directory {} does not exist",
-            dir.display()
-        )));
+        return Err(OpenError::NotFound(name.to_string()));
     }
     let found: Vec<SegmentInfo> = Kind::ALL
         .into_iter()
@@ -229,10 +226,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Vec<SegmentInfo>, OpenError> {
         .map(|k| observe::observe(dir, k, name))
         .collect();
     if found.is_empty() {
-        return Err(OpenError::NotFound(format!(
-            "no topic, service or queue named {name} in {}",
-            dir.display()
-        )));
+        return Err(OpenError::NotFound(name.to_string()));
     }
     Ok(found)
 }

@@ -55,11 +55,15 @@ pub fn main(args: &InspectArgs) -> ExitCode {
     let read = || admin::inspect(&dir, &args.name);
     let mut before = match read() {
         Ok(found) => found,
-        Err(e) => {
+        Err(ringbus::OpenError::NotFound(_)) => {
             return fail(format_args!(
-                "{e} (`ringbus list` shows what exists; --root or --dir look elsewhere)"
+                "no topic, service or queue named {} in {}: `ringbus list` shows what exists \
+                 there (--root DIR or --dir DIR look elsewhere)",
+                args.name,
+                dir.display()
             ))
         }
+        Err(e) => return fail(format_args!("cannot inspect {}: {e}", args.name)),
     };
     let interval = Duration::from_secs_f64(args.interval);
     let mut taken = Instant::now();
