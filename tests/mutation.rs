@@ -7,8 +7,9 @@
 //! or random ranges, pieces of other kinds' files spliced in, configurations reshaped consistently
 //! with a matching file length, log headers and records forged with valid checksums, files deleted,
 //! renamed, duplicated or replaced by directories, links and FIFOs), makes every participant
-//! recorded in it alive (a live process), dead, or a mix, and then opens, joins, sends, receives and
-//! recovers a little, with bounded waits. Every case must end in a typed error or a correct result:
+//! recorded in it alive (a live process), dead, or a mix, reads it as an observer would
+//! (`ringbus::admin`: list, inspect, a dry-run clean, which must change no file), and then opens,
+//! joins, sends, receives and recovers a little, with bounded waits. Every case must end in a typed error or a correct result:
 //! a panic, a hang, a crash or a wrong result (a delivery of bytes never sent after a durable
 //! recovery, a response that does not answer the request, a durable queue that no longer makes
 //! progress after one corrupt record) is a failure. The test collects every failure and asserts
@@ -2563,6 +2564,7 @@ fn run_durable(
 /// Runs `case` in `dir`: how it ended (an error label or an ok label) and what it did.
 fn run_case(case: &Case, dir: &Path, n: u64, rng: &mut Rng) -> (Result<String, String>, Run) {
     let mut run = Run::default();
+    observe(dir, &mut run);
     let ring = case
         .files
         .iter()
@@ -2641,6 +2643,22 @@ fn run_case(case: &Case, dir: &Path, n: u64, rng: &mut Rng) -> (Result<String, S
         }
     };
     (end, run)
+}
+
+/// An observer (`ringbus list`, `inspect`, `clean --dry-run`) reads whatever the case made of the
+/// files without a panic or a hang, and changes none of them.
+fn observe(dir: &Path, run: &mut Run) {
+    let before = snapshot(dir);
+    let listed = ringbus::admin::list(dir);
+    run.op("admin-list", &listed);
+    for seg in listed.iter().flatten() {
+        let found = ringbus::admin::inspect(dir, &seg.name);
+        run.op("admin-inspect", &found);
+    }
+    run.op("admin-clean-dry", &ringbus::admin::clean(dir, true));
+    if snapshot(dir) != before {
+        run.wrong("an observer (admin list, inspect, clean --dry-run) changed a file".into());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

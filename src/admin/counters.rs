@@ -95,7 +95,9 @@ pub struct ClientCounters {
     pub waiting: usize,
     /// Calls a server took whose last response the client has not read yet.
     pub in_service: usize,
-    /// Calls it gave up on at their timeout.
+    /// Calls it abandoned at their timeout (`call`, `wait` or `wait_timeout` ending in
+    /// `CallError::Timeout`; a `next_response_timeout` that expires leaves the call going and
+    /// is not counted).
     pub timeouts: u64,
 }
 

@@ -406,7 +406,7 @@ impl ClientCore {
         self.discarded.set(self.discarded.get() + d);
     }
 
-    /// Counts a call given up at its timeout, for observers (`ringbus inspect`).
+    /// Counts a call abandoned at its timeout, for observers (`ringbus inspect`).
     #[cold]
     fn count_timeout(&self) {
         // Relaxed: a statistic; only this client writes the word.
@@ -484,7 +484,6 @@ impl ClientCore {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                self.count_timeout();
                 return Err(CallError::Timeout(timeout));
             }
             if now >= last_check + CHECK_INTERVAL {
@@ -628,7 +627,15 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
         if self.done || !self.core.is_current(self.slot, self.pos) {
             return Err(CallError::Finished);
         }
-        let item = self.core.wait_item(self.slot, timeout)?;
+        let item = match self.core.wait_item(self.slot, timeout) {
+            Err(e @ CallError::Timeout(_)) => {
+                // The call is abandoned (dropped with `self`): count it for observers. A
+                // `next_response_timeout` that expires leaves the call going, and is not counted.
+                self.core.count_timeout();
+                return Err(e);
+            }
+            r => r?,
+        };
         self.take(item)
     }
 

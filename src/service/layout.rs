@@ -98,7 +98,7 @@ crate::shm::fields! { from ENTRY_HEADER;
     /// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
     /// [`CLIENT_BIT`] while the client sleeps).
     pub CLIENT_WAITING: U64,
-    /// Client entry: calls the client gave up on at their timeout (read by observers).
+    /// Client entry: calls the client abandoned at their timeout (read by observers).
     pub CLIENT_TIMEOUTS: U64,
     /// Client entry: doorbell of the client waiting for a response: futex word (u32).
     pub CLIENT_WAKE: U32,
