@@ -1,6 +1,7 @@
 //! The talking verbs through the built `ringbus` binary, across real processes: `pub` → `sub`,
 //! `send` → `recv --ack` / `--nack`, `call` against a server in this test process, shell
-//! completions, `-v` showing the library's log, and usage errors (exit 2). Each test has its own
+//! completions, `-v` showing the library's log, usage errors (exit 2), and SIGINT, SIGTERM or
+//! SIGHUP ending a verb cleanly (exit 0, its handle gone from the segment). Each test has its own
 //! root directory. Processes synchronise on what they print (`sub` and `recv` say on stderr when
 //! they are attached), never on sleeps; every waiting verb is given a `--timeout` so that a bug
 //! fails the test instead of hanging it.
@@ -8,12 +9,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use ringbus::{Bytes, Node, ReceiveError};
+use rustix::process::{kill_process, Pid, Signal};
 
 /// A fresh root directory (mode 0700) for one test.
 fn root(test: &str) -> PathBuf {
@@ -334,5 +336,204 @@ fn a_bad_command_line_exits_2() {
     // A bad input line is an error of the run (1), not of the command line.
     let out = run(&root, &["pub", "t", "--hex", "-m", "zz"], "");
     assert_exit(&out, 1, "pub --hex zz");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+// --- Stopping: Ctrl-C (SIGINT), SIGTERM or SIGHUP end a talking verb cleanly (exit 0), and it
+// leaves the segment (a segment in memory whose last participant leaves is removed).
+
+/// Sends `sig` to `child`.
+fn signal(child: &Child, sig: Signal) {
+    kill_process(Pid::from_child(child), sig).expect("signal the child");
+}
+
+/// Spawns `ringbus ARGS` with piped stdio and returns it once its first stderr line (the one
+/// saying it is attached) is `expect`.
+fn spawn_attached(root: &Path, args: &[&str], expect: &str) -> (Child, BufReader<ChildStderr>) {
+    let mut child = ringbus(root, args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringbus");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), expect, "{}", args.join(" "));
+    (child, stderr)
+}
+
+/// Waits for `child`, asserting it exited 0 with nothing more on stderr.
+fn assert_clean_exit(mut child: Child, mut stderr: impl Read, what: &str) {
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{what}: {status}, stderr {rest:?}");
+    assert!(rest.is_empty(), "{what}: stderr {rest:?}");
+}
+
+/// The names of the files under `root`.
+fn files(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `ringbus list --json` of `root`: the participants (role, pid) of segment `name`.
+fn participants(root: &Path, name: &str) -> Vec<(String, u64)> {
+    let out = run(root, &["list", "--json"], "");
+    assert_exit(&out, 0, "list");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name)
+        .flat_map(|s| s["participants"].as_array().unwrap().clone())
+        .map(|p| {
+            (
+                p["role"].as_str().unwrap().to_string(),
+                p["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Returns once `call` is a client of service `name` (as `ringbus list` shows; it says nothing
+/// itself), failing after 10 s.
+fn wait_for_client(root: &Path, name: &str, call: &Child) {
+    let me = ("client".to_string(), u64::from(call.id()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !participants(root, name).contains(&me) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call never joined service {name}"
+        );
+    }
+}
+
+#[test]
+fn sigint_ends_sub_cleanly_and_it_leaves_the_topic() {
+    let root = root("sigsub");
+    let (sub, stderr) = spawn_attached(
+        &root,
+        &["sub", "temps"],
+        "ringbus: subscribed to topic temps",
+    );
+    assert!(files(&root).contains(&"topic_temps".to_string()));
+    signal(&sub, Signal::INT);
+    assert_clean_exit(sub, stderr, "sub after SIGINT");
+    // It was the topic's only participant: leaving removed the segment (and its lock file).
+    assert_eq!(files(&root), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn sighup_ends_recv_cleanly_and_it_leaves_the_queue() {
+    let root = root("sigrecv");
+    // No --timeout: only the signal ends it. The queue is created by `recv` and held by nothing
+    // else.
+    let (recv, stderr) = spawn_attached(
+        &root,
+        &["recv", "jobs"],
+        "ringbus: consuming from queue jobs",
+    );
+    assert!(!files(&root).is_empty());
+    signal(&recv, Signal::HUP);
+    assert_clean_exit(recv, stderr, "recv after SIGHUP");
+    assert_eq!(files(&root), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn sigterm_ends_pub_blocked_on_stdin_and_it_leaves_the_topic() {
+    let root = root("sigpub");
+    let node = Node::with_root(&root).unwrap();
+    let sub = node.topic_bytes("temps").subscriber().unwrap();
+    let mut publisher = ringbus(&root, &["pub", "temps"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One line through proves `pub` is attached (its signal handlers are installed before it
+    // opens the topic); the pipe then stays open, so `pub` waits on stdin.
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    let got = sub.receive_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(&*got, b"first");
+    drop(got);
+    let pid = u64::from(publisher.id());
+    assert!(participants(&root, "temps").contains(&("publisher".to_string(), pid)));
+    signal(&publisher, Signal::TERM);
+    let stderr = publisher.stderr.take().unwrap();
+    assert_clean_exit(publisher, stderr, "pub after SIGTERM");
+    // Only this test's subscriber is left: no publisher, dead or alive.
+    assert_eq!(
+        participants(&root, "temps"),
+        vec![("subscriber".to_string(), u64::from(std::process::id()))]
+    );
+    drop(stdin);
+    drop(sub);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn sigint_ends_call_waiting_for_a_server_and_it_leaves_the_service() {
+    let root = root("sigcall");
+    let mut call = ringbus(
+        &root,
+        &[
+            "call",
+            "later",
+            "--wait-for-server",
+            "--timeout",
+            "60s",
+            "-m",
+            "x",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // `call` says nothing when attached: watch for its client in the service's participants
+    // (it installs its signal handlers before it opens the service).
+    wait_for_client(&root, "later", &call);
+    signal(&call, Signal::INT);
+    let stderr = call.stderr.take().unwrap();
+    assert_clean_exit(call, stderr, "call after SIGINT");
+    assert_eq!(files(&root), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn call_waits_for_a_server_that_comes_later() {
+    let root = root("callwait");
+    let call = ringbus(
+        &root,
+        &[
+            "call",
+            "late",
+            "--wait-for-server",
+            "--timeout",
+            "10s",
+            "-m",
+            "hi",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_client(&root, "late", &call);
+    let server = Upper::start(&root, "late");
+    let out = call.wait_with_output().unwrap();
+    assert_exit(&out, 0, "call --wait-for-server");
+    assert_eq!(text(&out.stdout), "HI\n");
+    drop(server);
     let _ = std::fs::remove_dir_all(&root);
 }

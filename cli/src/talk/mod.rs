@@ -8,15 +8,18 @@
 
 pub mod queue;
 pub mod service;
+pub mod stop;
 pub mod topic;
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use stop::{Lines, Stop};
 
 /// Where the messages a verb sends come from.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -36,10 +39,13 @@ pub struct InputArgs {
 impl InputArgs {
     /// Calls `each` with every message, in order, as they are read (a line is sent when it is
     /// typed). A line is a message without its `\n`; an empty line is an empty message. With
-    /// `hex`, each message is written in hex digits (whitespace ignored).
+    /// `hex`, each message is written in hex digits (whitespace ignored). Once `stop` is asked
+    /// for, no further message is taken (the input is read on a helper thread, so a read that
+    /// waits for stdin does not hold the stop up) and this returns `Ok`.
     pub fn for_each(
         &self,
         hex: bool,
+        stop: &Stop,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
         let decode = |raw: &[u8]| -> Result<Vec<u8>, String> {
@@ -51,41 +57,27 @@ impl InputArgs {
         };
         if !self.messages.is_empty() {
             for m in &self.messages {
+                if stop.requested() {
+                    break;
+                }
                 each(&decode(m.as_bytes())?)?;
             }
             return Ok(());
         }
-        let mut reader: Box<dyn BufRead> = match &self.file {
-            Some(path) => Box::new(BufReader::new(File::open(path).map_err(|e| {
-                format!("cannot read {}: {e}; name a readable file", path.display())
-            })?)),
-            None => Box::new(BufReader::new(io::stdin().lock())),
+        let (input, what): (Box<dyn io::Read + Send>, String) = match &self.file {
+            Some(path) => (
+                Box::new(File::open(path).map_err(|e| {
+                    format!("cannot read {}: {e}; name a readable file", path.display())
+                })?),
+                path.display().to_string(),
+            ),
+            None => (Box::new(io::stdin()), "stdin".to_string()),
         };
-        let what = || match &self.file {
-            Some(path) => path.display().to_string(),
-            None => "stdin".to_string(),
-        };
-        if self.whole {
-            let mut all = Vec::new();
-            reader
-                .read_to_end(&mut all)
-                .map_err(|e| format!("reading {}: {e}", what()))?;
-            return each(&decode(&all)?);
+        let lines = Lines::spawn(input, self.whole, what);
+        while let Some(raw) = lines.next(stop)? {
+            each(&decode(&raw)?)?;
         }
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("reading {}: {e}", what()))?;
-            if n == 0 {
-                return Ok(());
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            each(&decode(&line)?)?;
-        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use ringbus::{OpenError, OpenMode, ReceiveError, SendError};
 use serde::Serialize;
 
+use super::stop::{Slice, Stop};
 use super::{CreateArgs, InputArgs, OutputArgs, PrintError, Printer, UntilArgs};
 use crate::args::{fail, RootArgs};
 
@@ -18,6 +19,9 @@ A queue in shared memory lives only while some process holds it, so `send` does 
 `ringbus recv NAME` or your consumer runs. A durable queue (--durable DIR) lives in files and is
 created (with --capacity and --max-size) if missing. A full queue makes a send wait up to 1 s,
 then fail.
+
+Ctrl-C, SIGTERM or SIGHUP end it cleanly: it leaves the queue and exits 0 (a message being sent
+is finished first); a second one ends it at once (exit 1).
 
 Examples:
   printf 'job 1\\njob 2\\n' | ringbus send jobs
@@ -40,6 +44,10 @@ for a durable queue.
 
 Exit status: 0 after --count messages (or when stdout is closed); 1 if --timeout passed first
 (or on an error); without --count, a --timeout with at least one message received is 0.
+
+Ctrl-C, SIGTERM or SIGHUP end it cleanly: it leaves the queue and exits 0 (a message being
+printed is finished first, and acknowledged; no message is acknowledged unprinted); a second one
+ends it at once (exit 1).
 
 Examples:
   ringbus recv jobs --count 2
@@ -136,6 +144,10 @@ fn send_problem(e: &SendError) -> String {
 /// Runs `ringbus send`.
 pub fn send_main(args: &SendArgs) -> ExitCode {
     let name = &args.name;
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("send {name}: cannot handle signals: {e}")),
+    };
     let durable = args.durable.durable.is_some();
     let opened = builder(&args.root, name, &args.durable, &args.create).and_then(|q| {
         let mode = if durable {
@@ -157,7 +169,7 @@ pub fn send_main(args: &SendArgs) -> ExitCode {
         }
         Err(e) => return fail(format_args!("send {name}: {e}")),
     };
-    let sent = args.input.for_each(args.hex, |msg| {
+    let sent = args.input.for_each(args.hex, &stop, |msg| {
         producer
             .send(msg)
             .map(drop)
@@ -172,6 +184,10 @@ pub fn send_main(args: &SendArgs) -> ExitCode {
 /// Runs `ringbus recv`.
 pub fn recv_main(args: &RecvArgs) -> ExitCode {
     let name = &args.name;
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("recv {name}: cannot handle signals: {e}")),
+    };
     let consumer =
         match builder(&args.root, name, &args.durable, &args.create).and_then(|q| q.consumer()) {
             Ok(c) => c,
@@ -180,18 +196,25 @@ pub fn recv_main(args: &RecvArgs) -> ExitCode {
     eprintln!("ringbus: consuming from queue {name}");
     let mut printer = Printer::new(&args.output);
     while !args.until.done(printer.n) {
-        let got = match args.until.timeout {
-            Some(t) => consumer.receive_timeout(t),
-            None => consumer.receive(),
+        let wait = stop.wait(args.until.timeout);
+        let got = loop {
+            match wait.slice() {
+                Slice::Wait(slice) => match consumer.receive_timeout(slice) {
+                    Err(ReceiveError::Timeout(_)) => {}
+                    got => break got,
+                },
+                // Returning drops the consumer: it leaves the queue (nothing is held unacked).
+                Slice::Stopped => return ExitCode::SUCCESS,
+                Slice::TimedOut => {
+                    return match args.until.timed_out(printer.n, &format!("queue {name}")) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(format_args!("recv {name}: {e}")),
+                    }
+                }
+            }
         };
         let delivery = match got {
             Ok(d) => d,
-            Err(ReceiveError::Timeout(_)) => {
-                return match args.until.timed_out(printer.n, &format!("queue {name}")) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(format_args!("recv {name}: {e}")),
-                }
-            }
             Err(ReceiveError::Invalid(why)) => {
                 eprintln!("ringbus: recv {name}: {why}");
                 continue;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ringbus::{CallError, OpenError, OpenMode};
 use serde::Serialize;
 
+use super::stop::{Slice, Stop};
 use super::{parse_duration, InputArgs, OutputArgs, PrintError, Printer};
 use crate::args::{fail, RootArgs};
 
@@ -22,9 +23,16 @@ each call waits up to --timeout for a server).
 
 Exit status: 0 once every request was answered; 1 on a timeout or any other error.
 
+Ctrl-C, SIGTERM or SIGHUP end it cleanly: it leaves the service and exits 0 (a response being
+printed is finished first; a call still waiting for its response is abandoned); a second one
+ends it at once (exit 1).
+
 Examples:
   ringbus call echo -m 'hello'
   printf 'a\\nb\\n' | ringbus call echo --json --timeout 5s";
+
+/// How often `call --wait-for-server` looks for a server while none is registered.
+const SERVER_POLL: Duration = Duration::from_millis(10);
 
 /// `ringbus call NAME`.
 #[derive(clap::Args, Debug)]
@@ -72,9 +80,17 @@ fn call_problem(name: &str, e: &CallError) -> String {
 /// Runs `ringbus call`.
 pub fn call_main(args: &CallArgs) -> ExitCode {
     let name = &args.name;
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("call {name}: cannot handle signals: {e}")),
+    };
     let opened = args.root.node().and_then(|node| {
         node.service::<ringbus::Bytes, ringbus::Bytes>(name)
-            .timeout(args.timeout)
+            // Every wait of this client is explicit, in slices: the response's
+            // (`next_response_timeout`) and, with --wait-for-server, the server's (below). The
+            // client's own timeout bounds only the wait for a server within `send`: none, so
+            // that `send` answers at once and the wait is cut into slices here.
+            .timeout(Duration::ZERO)
             .wait_for_server(args.wait_for_server)
             .open_mode(if args.wait_for_server {
                 // The client then holds the service while it waits for a server to join.
@@ -97,13 +113,43 @@ pub fn call_main(args: &CallArgs) -> ExitCode {
     let mut printer = Printer::new(&args.output);
     let mut call = 0u64;
     let mut closed = false;
-    let done = args.input.for_each(args.output.hex, |request| {
+    let done = args.input.for_each(args.output.hex, &stop, |request| {
         if closed {
             return Ok(());
         }
-        let mut pending = client.send(request).map_err(|e| call_problem(name, &e))?;
+        // With --wait-for-server, a send while no server is registered fails at once
+        // (the client's timeout is zero): it is tried again, for up to --timeout.
+        let wait = stop.wait(Some(args.timeout));
+        let mut pending = loop {
+            match client.send(request) {
+                Err(CallError::NoServer) if args.wait_for_server => {}
+                sent => break sent.map_err(|e| call_problem(name, &e))?,
+            }
+            match wait.slice() {
+                // A server's join is polled, at most every SERVER_POLL (as the library does).
+                Slice::Wait(slice) => std::thread::sleep(slice.min(SERVER_POLL)),
+                Slice::Stopped => return Ok(()),
+                Slice::TimedOut => return Err(call_problem(name, &CallError::NoServer)),
+            }
+        };
         loop {
-            let response = match pending.next_response_timeout(args.timeout) {
+            // Each response is waited for up to --timeout, in slices (a slice that ends does
+            // not abandon the call).
+            let wait = stop.wait(Some(args.timeout));
+            let got = loop {
+                match wait.slice() {
+                    Slice::Wait(slice) => match pending.next_response_timeout(slice) {
+                        Err(CallError::Timeout(_)) => {}
+                        got => break got,
+                    },
+                    // Dropping the pending call abandons it; `for_each` then stops.
+                    Slice::Stopped => return Ok(()),
+                    Slice::TimedOut => {
+                        return Err(call_problem(name, &CallError::Timeout(args.timeout)))
+                    }
+                }
+            };
+            let response = match got {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => return Err(call_problem(name, &e)),

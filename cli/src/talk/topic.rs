@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use ringbus::{ReceiveError, SendError};
 use serde::Serialize;
 
+use super::stop::{Slice, Stop};
 use super::{CreateArgs, InputArgs, OutputArgs, PrintError, Printer, UntilArgs};
 use crate::args::{fail, RootArgs};
 
@@ -16,6 +17,9 @@ The topic is created (with --capacity and --max-size) if it does not exist. A to
 message for a subscriber that is not there yet: start `ringbus sub NAME` first and wait for its
 \"subscribed\" line on stderr. With subscribers that fall behind, a send waits for room up to 1 s,
 then fails.
+
+Ctrl-C, SIGTERM or SIGHUP end it cleanly: it leaves the topic and exits 0 (a message being sent
+is finished first); a second one ends it at once (exit 1).
 
 Examples:
   printf 'a\\nb\\n' | ringbus pub temps
@@ -35,6 +39,9 @@ The topic is created (with --capacity and --max-size) if it does not exist.
 
 Exit status: 0 after --count messages (or when stdout is closed); 1 if --timeout passed first
 (or on an error); without --count, a --timeout with at least one message received is 0.
+
+Ctrl-C, SIGTERM or SIGHUP end it cleanly: it leaves the topic and exits 0 (a message being
+printed is finished first); a second one ends it at once (exit 1).
 
 Examples:
   ringbus sub temps --count 3
@@ -111,11 +118,15 @@ pub fn send_problem(e: &SendError) -> String {
 /// Runs `ringbus pub`.
 pub fn pub_main(args: &PubArgs) -> ExitCode {
     let name = &args.name;
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("pub {name}: cannot handle signals: {e}")),
+    };
     let mut publisher = match builder(&args.root, name, &args.create).and_then(|t| t.publisher()) {
         Ok(p) => p,
         Err(e) => return fail(format_args!("pub {name}: {e}")),
     };
-    let sent = args.input.for_each(args.hex, |msg| {
+    let sent = args.input.for_each(args.hex, &stop, |msg| {
         publisher.send_copy(msg).map_err(|e| send_problem(&e))
     });
     match sent {
@@ -127,6 +138,10 @@ pub fn pub_main(args: &PubArgs) -> ExitCode {
 /// Runs `ringbus sub`.
 pub fn sub_main(args: &SubArgs) -> ExitCode {
     let name = &args.name;
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("sub {name}: cannot handle signals: {e}")),
+    };
     let sub = match builder(&args.root, name, &args.create).and_then(|t| t.subscriber()) {
         Ok(s) => s,
         Err(e) => return fail(format_args!("sub {name}: {e}")),
@@ -134,18 +149,25 @@ pub fn sub_main(args: &SubArgs) -> ExitCode {
     eprintln!("ringbus: subscribed to topic {name}");
     let mut printer = Printer::new(&args.output);
     while !args.until.done(printer.n) {
-        let got = match args.until.timeout {
-            Some(t) => sub.receive_timeout(t),
-            None => sub.receive(),
+        let wait = stop.wait(args.until.timeout);
+        let got = loop {
+            match wait.slice() {
+                Slice::Wait(slice) => match sub.receive_timeout(slice) {
+                    Err(ReceiveError::Timeout(_)) => {}
+                    got => break got,
+                },
+                // Returning drops the subscriber: it leaves the topic.
+                Slice::Stopped => return ExitCode::SUCCESS,
+                Slice::TimedOut => {
+                    return match args.until.timed_out(printer.n, &format!("topic {name}")) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(format_args!("sub {name}: {e}")),
+                    }
+                }
+            }
         };
         let sample = match got {
             Ok(sample) => sample,
-            Err(ReceiveError::Timeout(_)) => {
-                return match args.until.timed_out(printer.n, &format!("topic {name}")) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(format_args!("sub {name}: {e}")),
-                }
-            }
             Err(ReceiveError::Lagged(n)) => {
                 eprintln!("ringbus: sub {name}: missed {n} messages (this subscriber fell behind)");
                 continue;
