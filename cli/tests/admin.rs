@@ -163,15 +163,16 @@ fn members(seg: &Value) -> Vec<(String, u64, bool)> {
     m
 }
 
-/// Names and lengths of the files in `dir`.
-fn files(dir: &Path) -> Vec<(String, u64)> {
+/// Names and contents of the files in `dir` (nothing writes them while the test reads: the
+/// live holder waits on its stdin, the other is dead).
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut f: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
             (
                 e.file_name().into_string().unwrap(),
-                e.metadata().unwrap().len(),
+                std::fs::read(e.path()).unwrap(),
             )
         })
         .collect();
@@ -226,10 +227,15 @@ fn list_inspect_and_clean_see_live_and_dead_participants_across_processes() {
     assert_eq!(q["consumers"][0]["prefetch"], PREFETCH, "{q}");
     assert_eq!(q["consumers"][0]["in_flight"], PREFETCH, "{q}");
 
-    // Observing changed nothing and registered nobody: the dead ones are still dead.
+    // Observing changes nothing and registers nobody: the dead ones are still dead, and every
+    // byte of every file is as it was.
     let before = files(&root);
     let again = ringbus_json(&root, &["list"]);
     assert_eq!(segment(&again, "topic", "t-dead")["status"], "dead");
+    for name in ["t-dead", "s-dead", "q-dead", "t-live", "q-live"] {
+        ringbus_json(&root, &["inspect", name, "--interval", "0"]);
+    }
+    assert_eq!(files(&root), before, "list and inspect change nothing");
 
     // clean --dry-run names the dead one's segments and changes nothing.
     let dry = ringbus_json(&root, &["clean", "--dry-run"]);

@@ -300,9 +300,11 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 /// file; an empty file maps to an empty region.
 pub(crate) fn map_read_only(path: &Path) -> Result<Option<(Region, std::fs::Metadata)>, OpenError> {
     let what = path.display().to_string();
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer (the flag does
+    // nothing to a regular file, which is all that is read below).
     let fd = match rustix::fs::open(
         path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
