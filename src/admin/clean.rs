@@ -39,6 +39,10 @@ pub enum Outcome {
     /// Left: not a segment this version of ringbus reads (the reason); remove it by hand if it
     /// is yours.
     Unreadable(String),
+    /// Left: its lock file could not be taken or the file could not be removed (the reason,
+    /// naming the file and the fix: a lock file planted by another user, a directory in its
+    /// place). The other files are still cleaned.
+    Failed(String),
 }
 
 /// Removes, from directory `dir`, every segment whose registered participants are all dead
@@ -76,16 +80,26 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
         } else {
             match root.lock(&file, std::time::Duration::ZERO) {
                 Err(OpenError::Busy(_)) => Outcome::Busy,
-                Err(e) => return Err(e),
+                // One file that cannot be locked does not stop the others being cleaned.
+                Err(e) => lock_failed(dir, &file, e),
                 Ok(_lock) => {
                     let outcome = judge(dir, kind, &name, Outcome::Removed);
                     if outcome == Outcome::Removed {
-                        root.remove_segment(&file)
-                            .map_err(|e| OpenError::from_io(e, &file))?;
-                        // Under the lock: a process waiting on it sees it gone and retries.
-                        root.remove_lock(&file);
+                        match root.remove_segment(&file) {
+                            Err(e) => Outcome::Failed(
+                                OpenError::from_io(e, &dir.join(&file).display().to_string())
+                                    .to_string(),
+                            ),
+                            Ok(()) => {
+                                // Under the lock: a process waiting on it sees it gone and
+                                // retries.
+                                root.remove_lock(&file);
+                                outcome
+                            }
+                        }
+                    } else {
+                        outcome
                     }
-                    outcome
                 }
             }
         };
@@ -101,7 +115,7 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
         } else {
             match root.lock(&file, std::time::Duration::ZERO) {
                 Err(OpenError::Busy(_)) => Outcome::Busy,
-                Err(e) => return Err(e),
+                Err(e) => lock_failed(dir, &file, e),
                 // Judged again under the lock: a segment created meanwhile keeps its lock file.
                 Ok(_lock) if dir.join(&file).exists() => Outcome::Live,
                 Ok(_lock) => {
@@ -120,6 +134,18 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
     }
     done.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(done)
+}
+
+/// The outcome of a segment whose lock file could not be taken: error `e`, naming the lock file
+/// (an I/O error alone does not).
+fn lock_failed(dir: &Path, file: &str, e: OpenError) -> Outcome {
+    Outcome::Failed(match e {
+        OpenError::Io(io) => format!(
+            "lock file {}: {io}; remove it if it is not a ringbus lock file",
+            dir.join(format!("{file}.lock")).display()
+        ),
+        e => e.to_string(),
+    })
 }
 
 /// What to do with segment `name` of `kind`: `remove` if nobody alive uses it.
@@ -150,4 +176,43 @@ fn orphan_locks(dir: &Path) -> Result<Vec<String>, OpenError> {
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A lock file that cannot be taken (a directory in its place, one others may write) is
+    /// reported for that file, and every other file is still cleaned.
+    #[test]
+    fn a_bad_lock_file_does_not_stop_the_others() {
+        let dir = std::env::temp_dir().join(format!("ringbus-clean-bad-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Unfinished segments (empty files) that clean removes, one with a directory as its
+        // lock file and one whose lock file the group may write.
+        for f in ["topic_a", "topic_b", "topic_c"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        std::fs::create_dir(dir.join("topic_a.lock")).unwrap();
+        std::fs::write(dir.join("topic_b.lock"), b"").unwrap();
+        std::fs::set_permissions(dir.join("topic_b.lock"), std::fs::Permissions::from_mode(0o620))
+            .unwrap();
+        let done = clean(&dir, false).expect("one bad lock file must not fail the whole clean");
+        let outcome = |f: &str| {
+            done.iter()
+                .find(|c| c.path == dir.join(f))
+                .map(|c| c.outcome.clone())
+        };
+        assert!(matches!(outcome("topic_a"), Some(Outcome::Failed(ref w)) if w.contains("topic_a.lock")), "{done:?}");
+        assert!(matches!(outcome("topic_b"), Some(Outcome::Failed(ref w)) if w.contains("topic_b.lock")), "{done:?}");
+        assert_eq!(outcome("topic_c"), Some(Outcome::Removed), "{done:?}");
+        assert!(dir.join("topic_a").exists() && dir.join("topic_b").exists());
+        assert!(!dir.join("topic_c").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

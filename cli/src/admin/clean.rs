@@ -41,6 +41,7 @@ fn outcome_str(o: &Outcome) -> &'static str {
         Outcome::Durable => "durable",
         Outcome::Busy => "busy",
         Outcome::Unreadable(_) => "unreadable",
+        Outcome::Failed(_) => "failed",
     }
 }
 
@@ -55,6 +56,10 @@ pub fn main(args: &CleanArgs) -> ExitCode {
             Err(e) => return fail(format_args!("cannot clean {}: {e}", dir.display())),
         }
     }
+    let failed = done
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Failed(_)))
+        .count();
     if args.json {
         let files: Vec<_> = done
             .iter()
@@ -63,17 +68,21 @@ pub fn main(args: &CleanArgs) -> ExitCode {
                     "path": c.path,
                     "kind": c.kind.map(|k| k.as_str()).unwrap_or("lock"),
                     "outcome": outcome_str(&c.outcome),
-                    "reason": match &c.outcome { Outcome::Unreadable(w) => Some(w), _ => None },
+                    "reason": match &c.outcome {
+                        Outcome::Unreadable(w) | Outcome::Failed(w) => Some(w),
+                        _ => None,
+                    },
                 })
             })
             .collect();
         println!("{}", json!({ "dry_run": args.dry_run, "files": files }));
-        return ExitCode::SUCCESS;
+        return status(failed);
     }
     let mut rows = vec![vec!["OUTCOME".to_string(), "KIND".into(), "FILE".into()]];
     for c in &done {
         let outcome = match &c.outcome {
             Outcome::Unreadable(why) => format!("unreadable ({why})"),
+            Outcome::Failed(why) => format!("failed ({why})"),
             o => outcome_str(o).to_string(),
         };
         rows.push(vec![
@@ -101,5 +110,15 @@ pub fn main(args: &CleanArgs) -> ExitCode {
             }
         );
     }
-    ExitCode::SUCCESS
+    status(failed)
+}
+
+/// Exit 1 (after the report) if some file could not be cleaned: its row says why.
+fn status(failed: usize) -> ExitCode {
+    if failed == 0 {
+        return ExitCode::SUCCESS;
+    }
+    crate::args::fail(format_args!(
+        "{failed} file(s) could not be cleaned: see their rows for the reason and the fix"
+    ))
 }
