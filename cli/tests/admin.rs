@@ -310,3 +310,38 @@ fn inspecting_a_name_that_does_not_exist_is_an_error_naming_the_fix() {
     assert_eq!(bad.status.code(), Some(1), "an invalid name is refused");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `inspect --watch | head -1`: once the reader of stdout is gone, the watch ends quietly with
+/// status 0 (no panic on the broken pipe).
+#[test]
+fn a_watch_whose_reader_goes_away_ends_quietly() {
+    let root = root("watch-pipe");
+    let node = Node::with_root(&root).unwrap();
+    let publisher = node.topic::<u64>("watched").publisher().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringbus"))
+        .args([
+            "inspect",
+            "watched",
+            "--watch",
+            "--interval",
+            "0.05",
+            "--root",
+        ])
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("topic watched"), "{first}");
+    // The reader of the pipe is dropped here: the next redraw finds it closed.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(&root);
+}

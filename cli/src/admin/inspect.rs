@@ -68,8 +68,7 @@ pub fn main(args: &InspectArgs) -> ExitCode {
     let interval = Duration::from_secs_f64(args.interval);
     let mut taken = Instant::now();
     if interval.is_zero() {
-        show(args, &before, None);
-        return ExitCode::SUCCESS;
+        return shown(show(args, &before, None));
     }
     let clear = args.watch && !args.json && std::io::stdout().is_terminal();
     loop {
@@ -90,37 +89,52 @@ pub fn main(args: &InspectArgs) -> ExitCode {
                     .unwrap_or_default()
             })
             .collect();
-        if clear {
-            // Clear the screen and go home, as `watch` and `top` redraw.
-            print!("\x1b[2J\x1b[H");
+        let drawn = (|| {
+            if clear {
+                // Clear the screen and go home, as `watch` and `top` redraw.
+                write!(std::io::stdout(), "\x1b[2J\x1b[H")?;
+            }
+            show(args, &now, Some(&rates))?;
+            std::io::stdout().flush()
+        })();
+        if drawn.is_err() || !args.watch {
+            return shown(drawn);
         }
-        show(args, &now, Some(&rates));
-        if !args.watch {
-            return ExitCode::SUCCESS;
-        }
-        let _ = std::io::stdout().flush();
         before = now;
     }
 }
 
-fn show(args: &InspectArgs, found: &[SegmentInfo], rates: Option<&[Rates]>) {
+/// The exit status once output ended with `written`: 0 also when the reader of stdout went
+/// away (`inspect NAME --watch | head`), 1 on another write error.
+fn shown(written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("stdout: {e}")),
+    }
+}
+
+fn show(args: &InspectArgs, found: &[SegmentInfo], rates: Option<&[Rates]>) -> std::io::Result<()> {
     let rate = |i: usize| rates.and_then(|r| r.get(i));
+    let mut out = std::io::stdout().lock();
     if args.json {
         let segments: Vec<_> = found
             .iter()
             .enumerate()
             .map(|(i, s)| show::segment_json(s, rate(i)))
             .collect();
-        println!(
+        writeln!(
+            out,
             "{}",
             json!({ "interval_s": rates.map(|_| args.interval), "segments": segments })
-        );
+        )?;
     } else {
         for (i, s) in found.iter().enumerate() {
             if i > 0 {
-                println!();
+                writeln!(out)?;
             }
-            print!("{}", show::segment_text(s, rate(i)));
+            write!(out, "{}", show::segment_text(s, rate(i)))?;
         }
     }
+    out.flush()
 }
