@@ -76,7 +76,8 @@ impl OpenError {
             _ if e.raw_os_error() == Some(40) => {
                 OpenError::PermissionDenied(format!("{what} is a symbolic link"))
             }
-            _ => OpenError::Io(e),
+            // The path, which the error alone does not name.
+            _ => OpenError::Io(io::Error::new(e.kind(), format!("{what}: {e}"))),
         }
     }
 }

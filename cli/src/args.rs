@@ -12,16 +12,19 @@ use ringbus::{Node, OpenError};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RootArgs {
     /// Directory of the segments [default: $RINGBUS_ROOT, else /dev/shm/ringbus-<euid>]
-    #[arg(long, value_name = "DIR", env = "RINGBUS_ROOT", hide_env_values = true)]
+    // Not clap's `env`: an empty RINGBUS_ROOT means the default, as in the library.
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }
 
 impl RootArgs {
-    /// The root directory these options name (not created: a reader must not make one).
+    /// The root directory these options name (not created: a reader must not make one):
+    /// `--root`, else the library's default (`$RINGBUS_ROOT` unless empty, else
+    /// `/dev/shm/ringbus-<euid>`).
     pub fn dir(&self) -> PathBuf {
         match &self.root {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
-            _ => ringbus::admin::default_root(),
+            Some(dir) => dir.clone(),
+            None => ringbus::admin::default_root(),
         }
     }
 

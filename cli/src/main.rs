@@ -22,8 +22,9 @@ use bench::{recovery, torture};
 #[derive(Parser, Debug)]
 #[command(
     name = "ringbus",
-    about = "The ringbus tool: same-run benchmarks against reference transports, and a crash \
-             loop that checks nothing is torn, wrong or lost",
+    about = "The ringbus tool: see, clean and talk to the topics, services and queues under a \
+             root; same-run benchmarks against reference transports; and a crash loop that \
+             checks nothing is torn, wrong or lost",
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -127,7 +128,7 @@ fn main() -> ExitCode {
 /// Reports a command line of `ringbus <sub>` that clap accepted but the subcommand cannot
 /// run (e.g. a transport the pattern does not have) as clap reports usage errors: the
 /// message and the usage on stderr, exit code 2.
-fn usage_error(sub: &str, msg: &str) -> ! {
+pub(crate) fn usage_error(sub: &str, msg: &str) -> ! {
     let mut cmd = Cli::command();
     cmd.build();
     let sub = cmd.find_subcommand_mut(sub).expect("a subcommand of Cli");

@@ -5,7 +5,7 @@
 use std::io::{BufRead as _, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use ringbus::Node;
@@ -311,6 +311,23 @@ fn inspecting_a_name_that_does_not_exist_is_an_error_naming_the_fix() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// Starts `ringbus inspect NAME --watch --interval 0.05 EXTRA`; returns it, its stdout and
+/// the first line read from it.
+fn watch(root: &Path, name: &str, extra: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringbus"))
+        .args(["inspect", name, "--watch", "--interval", "0.05", "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    (child, stdout, first)
+}
+
 /// `inspect --watch | head -1`: once the reader of stdout is gone, the watch ends quietly with
 /// status 0 (no panic on the broken pipe).
 #[test]
@@ -318,30 +335,72 @@ fn a_watch_whose_reader_goes_away_ends_quietly() {
     let root = root("watch-pipe");
     let node = Node::with_root(&root).unwrap();
     let publisher = node.topic::<u64>("watched").publisher().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringbus"))
-        .args([
-            "inspect",
-            "watched",
-            "--watch",
-            "--interval",
-            "0.05",
-            "--root",
-        ])
-        .arg(&root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (child, stdout, first) = watch(&root, "watched", &[]);
     assert!(first.starts_with("topic watched"), "{first}");
-    // The reader of the pipe is dropped here: the next redraw finds it closed.
+    // The reader of the pipe goes away: the next redraw finds it closed.
+    drop(stdout);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_watch_ends_quietly_when_what_it_watches_is_gone() {
+    let root = root("watch-gone");
+    let node = Node::with_root(&root).unwrap();
+    let publisher = node.topic::<u64>("leaving").publisher().unwrap();
+    let (child, mut stdout, first) = watch(&root, "leaving", &["--json"]);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(segment(&first, "topic", "leaving")["status"], "live");
+    // The last participant leaves: the segment is removed, and the next redraw finds it gone.
+    drop(publisher);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("leaving is gone"), "{err}");
+    for line in rest.lines() {
+        serde_json::from_str::<Value>(line).expect("every line a JSON object");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn clean_leaves_no_lock_file_beside_a_file_it_keeps() {
+    let root = root("clean-keeps");
+    let node = Node::with_root(&root).unwrap();
+    let publisher = node.topic::<u64>("kept").publisher().unwrap();
+    std::fs::write(root.join("queue_junk"), [7u8; 300]).unwrap();
+    std::fs::set_permissions(
+        root.join("queue_junk"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let before: Vec<String> = files(&root).into_iter().map(|(n, _)| n).collect();
+    let done = ringbus_json(&root, &["clean"]);
+    let outcome = |file: &str| {
+        done["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(file))
+            .map(|f| f["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        outcome("queue_junk").as_deref(),
+        Some("unreadable"),
+        "{done}"
+    );
+    assert_eq!(outcome("topic_kept").as_deref(), Some("live"), "{done}");
+    let after: Vec<String> = files(&root).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        after, before,
+        "clean created or removed a file beside ones it keeps"
+    );
     drop(publisher);
     let _ = std::fs::remove_dir_all(&root);
 }

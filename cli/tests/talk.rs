@@ -51,12 +51,8 @@ fn run(root: &Path, args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ringbus");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    // A child that stops reading early (a refused input) closes the pipe: not an error here.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -535,5 +531,32 @@ fn call_waits_for_a_server_that_comes_later() {
     assert_exit(&out, 0, "call --wait-for-server");
     assert_eq!(text(&out.stdout), "HI\n");
     drop(server);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn an_input_longer_than_the_largest_message_fails_without_reading_it_all() {
+    let root = root("too-long");
+    // 1 MiB of one line against 64-byte messages: refused once 66 bytes are read.
+    let long = "x".repeat(1 << 20);
+    let out = run(&root, &["pub", "long", "--max-size", "64"], &long);
+    assert_exit(&out, 1, "pub of a too long line");
+    let err = text(&out.stderr);
+    assert!(err.contains("longer than 64 bytes"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = run(
+        &root,
+        &["pub", "long", "--max-size", "64", "--whole"],
+        &"y".repeat(65),
+    );
+    assert_exit(&out, 1, "pub --whole of a too long input");
+    // A line of exactly the largest size goes through.
+    let out = run(&root, &["pub", "long", "--max-size", "64"], &"z".repeat(64));
+    assert_exit(&out, 0, "pub of a line of the largest size");
+    assert!(
+        files(&root).is_empty(),
+        "every pub left: {:?}",
+        files(&root)
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -75,33 +75,31 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
     let mut done = Vec::new();
     for (kind, name) in super::segment_files(dir)? {
         let file = kind.file(&name);
-        let outcome = if dry_run {
-            judge(dir, kind, &name, Outcome::WouldRemove)
-        } else {
-            match root.lock(&file, std::time::Duration::ZERO) {
+        // Judged first without the lock, and only a file to remove is locked and judged again:
+        // taking the lock of one that stays would leave a lock file beside it (beside a file
+        // that is not a segment, one it never had).
+        let outcome = match judge(dir, kind, &name, Outcome::Removed) {
+            Outcome::Removed if dry_run => Outcome::WouldRemove,
+            Outcome::Removed => match root.lock(&file, std::time::Duration::ZERO) {
                 Err(OpenError::Busy(_)) => Outcome::Busy,
                 // One file that cannot be locked does not stop the others being cleaned.
-                Err(e) => lock_failed(dir, &file, e),
-                Ok(_lock) => {
-                    let outcome = judge(dir, kind, &name, Outcome::Removed);
-                    if outcome == Outcome::Removed {
-                        match root.remove_segment(&file) {
-                            Err(e) => Outcome::Failed(
-                                OpenError::from_io(e, &dir.join(&file).display().to_string())
-                                    .to_string(),
-                            ),
-                            Ok(()) => {
-                                // Under the lock: a process waiting on it sees it gone and
-                                // retries.
-                                root.remove_lock(&file);
-                                outcome
-                            }
+                Err(e) => lock_failed(e),
+                Ok(_lock) => match judge(dir, kind, &name, Outcome::Removed) {
+                    Outcome::Removed => match root.remove_segment(&file) {
+                        Err(e) => Outcome::Failed(
+                            OpenError::from_io(e, &dir.join(&file).display().to_string())
+                                .to_string(),
+                        ),
+                        Ok(()) => {
+                            // Under the lock: a process waiting on it sees it gone and retries.
+                            root.remove_lock(&file);
+                            Outcome::Removed
                         }
-                    } else {
-                        outcome
-                    }
-                }
-            }
+                    },
+                    stays => stays,
+                },
+            },
+            stays => stays,
         };
         done.push(Cleaned {
             path: dir.join(&file),
@@ -115,7 +113,7 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
         } else {
             match root.lock(&file, std::time::Duration::ZERO) {
                 Err(OpenError::Busy(_)) => Outcome::Busy,
-                Err(e) => lock_failed(dir, &file, e),
+                Err(e) => lock_failed(e),
                 // Judged again under the lock: a segment created meanwhile keeps its lock file.
                 Ok(_lock) if dir.join(&file).exists() => Outcome::Live,
                 Ok(_lock) => {
@@ -136,14 +134,11 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<Cleaned>, OpenError> {
     Ok(done)
 }
 
-/// The outcome of a segment whose lock file could not be taken: error `e`, naming the lock file
-/// (an I/O error alone does not).
-fn lock_failed(dir: &Path, file: &str, e: OpenError) -> Outcome {
+/// The outcome of a segment whose lock file could not be taken: error `e` (which names the lock
+/// file) and the fix.
+fn lock_failed(e: OpenError) -> Outcome {
     Outcome::Failed(match e {
-        OpenError::Io(io) => format!(
-            "lock file {}: {io}; remove it if it is not a ringbus lock file",
-            dir.join(format!("{file}.lock")).display()
-        ),
+        OpenError::Io(io) => format!("{io}: remove it if it is not a ringbus lock file"),
         e => e.to_string(),
     })
 }

@@ -215,16 +215,30 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, std::fs::Metadat
 /// effective uid owns it and neither its group nor others may write it.
 fn check_owner(uid: u32, mode: u32, what: &str, kind: &str) -> Result<(), OpenError> {
     let me = rustix::process::geteuid().as_raw();
+    // A directory may be a shared one (/tmp): the fix is another directory, not removing it.
+    let dir = mode & 0o170000 == 0o040000;
     if uid != me {
+        let fix = if dir {
+            format!(
+                "use a directory of your own instead (e.g. `mkdir -m 700 DIR`), or, if this \
+                 one should be yours, have it removed or chown it to uid {me}"
+            )
+        } else {
+            format!("another user may have planted it; remove it or chown it to uid {me}")
+        };
         return Err(OpenError::PermissionDenied(format!(
-            "{kind} {what} is owned by uid {uid}, not by this process's effective uid {me}: \
-             another user may have planted it; remove it or chown it to uid {me}"
+            "{kind} {what} is owned by uid {uid}, not by this process's effective uid {me}: {fix}"
         )));
     }
     if mode & 0o022 != 0 {
+        let fix = if dir {
+            "use a directory only you can write instead (e.g. `mkdir -m 700 DIR`), or, if this \
+             one is yours alone, chmod go-w it"
+        } else {
+            "remove it or chmod go-w it"
+        };
         return Err(OpenError::PermissionDenied(format!(
-            "{kind} {what} is writable by its group or by others (mode {:o}): remove it or \
-             chmod go-w it",
+            "{kind} {what} is writable by its group or by others (mode {:o}): {fix}",
             mode & 0o7777
         )));
     }
@@ -245,7 +259,8 @@ pub(crate) fn private_dir(dir: &Path, kind: &str) -> Result<(), OpenError> {
         Ok(fd) => fd,
         Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
             return Err(OpenError::PermissionDenied(format!(
-                "{kind} {what} is not a plain directory (a symbolic link or a file): remove it"
+                "{kind} {what} is not a plain directory (a symbolic link or a file): use the \
+                 path of a directory of your own"
             )))
         }
         Err(e) => return Err(OpenError::from_io(e.into(), &what)),

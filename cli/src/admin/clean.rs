@@ -80,16 +80,16 @@ pub fn main(args: &CleanArgs) -> ExitCode {
     }
     let mut rows = vec![vec!["OUTCOME".to_string(), "KIND".into(), "FILE".into()]];
     for c in &done {
-        let outcome = match &c.outcome {
-            Outcome::Unreadable(why) => format!("unreadable ({why})"),
-            Outcome::Failed(why) => format!("failed ({why})"),
-            o => outcome_str(o).to_string(),
-        };
-        rows.push(vec![
-            outcome,
+        let mut row = vec![
+            outcome_str(&c.outcome).to_string(),
             c.kind.map(|k| k.as_str()).unwrap_or("lock").to_string(),
             c.path.display().to_string(),
-        ]);
+        ];
+        // The reason last, so that it does not widen the other columns.
+        if let Outcome::Unreadable(why) | Outcome::Failed(why) = &c.outcome {
+            row.push(format!("({why})"));
+        }
+        rows.push(row);
     }
     let removed = done
         .iter()

@@ -15,7 +15,8 @@ use crate::args::{fail, RootArgs};
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Shows, for a topic: its publishers (messages sent) and subscribers \
-    (lag: messages not read yet; rate: messages read per second); for a service: its servers, \
+    (lag: messages not read yet; read and rate: positions read, and per second: one per \
+    message, and one per publisher that left); for a service: its servers, \
     clients, calls in flight and timeouts; for a queue: depth (waiting), in flight \
     (unacknowledged), redelivered, dead-lettered, dropped and torn counts, its consumers with \
     their prefetch and, for a durable queue, its log files and disk use.\n\
@@ -33,7 +34,8 @@ pub struct InspectArgs {
     /// Redraw every --interval until interrupted, like `top` (with --json: one JSON line each)
     #[arg(long)]
     pub watch: bool,
-    /// Seconds over which rates are measured (and between redraws); 0 shows no rates
+    /// Seconds over which rates are measured (and between redraws); 0 shows no rates (and
+    /// cannot --watch)
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0,
           value_parser = parse_interval)]
     pub interval: f64,
@@ -68,6 +70,12 @@ pub fn main(args: &InspectArgs) -> ExitCode {
     let interval = Duration::from_secs_f64(args.interval);
     let mut taken = Instant::now();
     if interval.is_zero() {
+        if args.watch {
+            crate::usage_error(
+                "inspect",
+                "--watch redraws every --interval: give one above 0 (e.g. --interval 1)",
+            );
+        }
         return shown(show(args, &before, None));
     }
     let clear = args.watch && !args.json && std::io::stdout().is_terminal();
@@ -75,7 +83,16 @@ pub fn main(args: &InspectArgs) -> ExitCode {
         std::thread::sleep(interval);
         let now = match read() {
             Ok(found) => found,
-            Err(e) => return fail(e),
+            // What was watched is gone: its last participant left (or `clean` removed it).
+            Err(ringbus::OpenError::NotFound(_)) => {
+                eprintln!(
+                    "ringbus: {} is gone from {}: its last participant left, or it was cleaned",
+                    args.name,
+                    dir.display()
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => return fail(format_args!("cannot inspect {}: {e}", args.name)),
         };
         let dt = taken.elapsed();
         taken = Instant::now();

@@ -199,6 +199,8 @@ fn rate(r: Option<f64>) -> String {
 pub fn payload(s: &SegmentInfo) -> String {
     match &s.payload {
         None => "-".into(),
+        // No encoding: the layout did not read (the header alone did).
+        Some(p) if p.encoding.is_empty() => p.name.clone(),
         Some(p) if p.size == 0 => format!("{} ({})", p.name, p.encoding),
         Some(p) => format!("{} ({}, {} B)", p.name, p.encoding, p.size),
     }
@@ -229,8 +231,12 @@ pub fn shape(s: &SegmentInfo) -> String {
     }
 }
 
-/// The participants in one cell: `publisher 4121, subscriber 4122 (dead)`.
+/// The participants in one cell: `publisher 4121, subscriber 4122 (dead)`; for an unreadable
+/// file, why.
 pub fn participants(s: &SegmentInfo) -> String {
+    if let Status::Unreadable(why) = &s.status {
+        return why.clone();
+    }
     if s.participants.is_empty() {
         return "-".into();
     }

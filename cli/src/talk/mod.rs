@@ -42,9 +42,14 @@ impl InputArgs {
     /// `hex`, each message is written in hex digits (whitespace ignored). Once `stop` is asked
     /// for, no further message is taken (the input is read on a helper thread, so a read that
     /// waits for stdin does not hold the stop up) and this returns `Ok`.
+    ///
+    /// A message is at most `max` bytes: a longer line (or whole input) is an error once
+    /// `max + 1` bytes of it are read (so `--file /dev/zero` fails at once instead of filling
+    /// memory).
     pub fn for_each(
         &self,
         hex: bool,
+        max: usize,
         stop: &Stop,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
@@ -73,7 +78,13 @@ impl InputArgs {
             ),
             None => (Box::new(io::stdin()), "stdin".to_string()),
         };
-        let lines = Lines::spawn(input, self.whole, what);
+        // Hex takes two digits a byte, and whitespace between them.
+        let limit = if hex {
+            max.saturating_mul(3).saturating_add(2)
+        } else {
+            max
+        };
+        let lines = Lines::spawn(input, self.whole, limit, what);
         while let Some(raw) = lines.next(stop)? {
             each(&decode(&raw)?)?;
         }
@@ -89,9 +100,11 @@ pub fn from_hex(raw: &[u8]) -> Result<Vec<u8>, String> {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     let bad = || {
+        // At most the first 40 bytes of the input: enough to find it, never a page of it.
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(40)]).into_owned();
+        let more = if raw.len() > 40 { "…" } else { "" };
         format!(
-            "{:?} is not hex: write pairs of hex digits such as \"68 69\", or drop --hex",
-            String::from_utf8_lossy(raw)
+            "{shown:?}{more} is not hex: write pairs of hex digits such as \"68 69\", or drop --hex"
         )
     };
     if digits.len() % 2 != 0 {

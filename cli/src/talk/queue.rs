@@ -91,7 +91,8 @@ pub struct RecvArgs {
     #[arg(long, conflicts_with = "nack")]
     pub ack: bool,
     /// Hand each message back once printed: it stays in the queue and is delivered again
-    #[arg(long)]
+    /// (needs --count: the same message would otherwise come back forever)
+    #[arg(long, requires = "count")]
     pub nack: bool,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -169,7 +170,8 @@ pub fn send_main(args: &SendArgs) -> ExitCode {
         }
         Err(e) => return fail(format_args!("send {name}: {e}")),
     };
-    let sent = args.input.for_each(args.hex, &stop, |msg| {
+    let max = producer.max_message_size();
+    let sent = args.input.for_each(args.hex, max, &stop, |msg| {
         producer
             .send(msg)
             .map(drop)

@@ -113,7 +113,8 @@ pub fn call_main(args: &CallArgs) -> ExitCode {
     let mut printer = Printer::new(&args.output);
     let mut call = 0u64;
     let mut closed = false;
-    let done = args.input.for_each(args.output.hex, &stop, |request| {
+    let max = client.max_request_size();
+    let done = args.input.for_each(args.output.hex, max, &stop, |request| {
         if closed {
             return Ok(());
         }

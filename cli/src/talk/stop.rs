@@ -96,24 +96,45 @@ impl Lines {
     /// (without its `\n`), or the whole input as one item. The thread ends at the end of input
     /// or an error; if the verb stops first, it is left blocked in its read and ends with the
     /// process.
-    pub fn spawn(input: Box<dyn Read + Send>, whole: bool, what: String) -> Lines {
+    pub fn spawn(input: Box<dyn Read + Send>, whole: bool, limit: usize, what: String) -> Lines {
         // One line ahead at most: reading does not run far ahead of sending.
         let (tx, rx) = mpsc::sync_channel(1);
         thread::spawn(move || {
             let mut reader = BufReader::new(input);
             let err = |e: io::Error| Err(format!("reading {what}: {e}"));
+            let too_long = || {
+                Err(format!(
+                    "{what}: a message longer than {limit} bytes, the largest this segment takes: \
+                     send shorter lines (or a smaller --whole input)"
+                ))
+            };
+            // Never more than one byte past the limit is read into memory.
+            let cap = (limit as u64).saturating_add(1);
             if whole {
                 let mut all = Vec::new();
-                let _ = tx.send(reader.read_to_end(&mut all).map(|_| all).or_else(err));
+                let read = (&mut reader).take(cap).read_to_end(&mut all);
+                let _ = tx.send(match read {
+                    Err(e) => err(e),
+                    Ok(_) if all.len() > limit => too_long(),
+                    Ok(_) => Ok(all),
+                });
                 return;
             }
             loop {
                 let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
+                // A line is at most `limit` bytes and its newline.
+                match (&mut reader)
+                    .take(cap.saturating_add(1))
+                    .read_until(b'\n', &mut line)
+                {
                     Ok(0) => return,
                     Ok(_) => {
                         if line.last() == Some(&b'\n') {
                             line.pop();
+                        }
+                        if line.len() > limit {
+                            let _ = tx.send(too_long());
+                            return;
                         }
                         if tx.send(Ok(line)).is_err() {
                             return;

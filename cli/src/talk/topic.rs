@@ -126,7 +126,8 @@ pub fn pub_main(args: &PubArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format_args!("pub {name}: {e}")),
     };
-    let sent = args.input.for_each(args.hex, &stop, |msg| {
+    let max = publisher.max_message_size();
+    let sent = args.input.for_each(args.hex, max, &stop, |msg| {
         publisher.send_copy(msg).map_err(|e| send_problem(&e))
     });
     match sent {
