@@ -72,6 +72,10 @@ impl OpenError {
             io::ErrorKind::AlreadyExists => OpenError::AlreadyExists(what.to_string()),
             io::ErrorKind::PermissionDenied => OpenError::PermissionDenied(format!("{what}: {e}")),
             _ if e.raw_os_error() == Some(28) => OpenError::NoSpace(format!("{what}: {e}")),
+            // EFBIG: larger than the file system takes.
+            _ if e.raw_os_error() == Some(27) => OpenError::NoSpace(format!(
+                "{what}: {e}: ask for a smaller capacity or message size"
+            )),
             // ELOOP: the path is a symbolic link, which ringbus never follows.
             _ if e.raw_os_error() == Some(40) => {
                 OpenError::PermissionDenied(format!("{what} is a symbolic link"))

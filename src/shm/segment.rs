@@ -225,10 +225,19 @@ impl Segment {
                     Found::Stale => {
                         root.remove_segment(file)
                             .map_err(|e| OpenError::from_io(e, file))?;
-                        Arc::new(Self::create(
-                            root.create_segment(file, spec.segment_len())?,
-                            spec,
-                        )?)
+                        let created = root
+                            .create_segment(file, spec.segment_len())
+                            .and_then(|r| Self::create(r, spec));
+                        match created {
+                            Ok(region) => Arc::new(region),
+                            Err(e) => {
+                                // Nothing half-made is left behind, nor a lock file that
+                                // guards nothing (we hold the lock: waiters retry afresh).
+                                let _ = root.remove_segment(file);
+                                root.remove_lock(file);
+                                return Err(e);
+                            }
+                        }
                     }
                 };
                 let t = join(&region)?;
