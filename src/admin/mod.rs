@@ -86,10 +86,20 @@ impl Kind {
 
     /// The kind and segment name a file name stands for (`"topic_prices"` → topic `prices`);
     /// `None` for lock files, log directories and names no segment has.
+    ///
+    /// ```
+    /// use ringbus::admin::Kind;
+    ///
+    /// assert_eq!(Kind::of_file("queue_jobs"), Some((Kind::Queue, "jobs")));
+    /// assert_eq!(Kind::of_file("queue_jobs.lock"), None);
+    /// assert_eq!(Kind::of_file("notes.txt"), None);
+    /// assert_eq!(Kind::Topic.file("prices"), "topic_prices");
+    /// ```
     pub fn of_file(file: &str) -> Option<(Kind, &str)> {
         let (prefix, name) = file.split_once('_')?;
         let kind = Kind::ALL.into_iter().find(|k| k.as_str() == prefix)?;
-        (crate::shm::validate_name(name).is_ok() && !name.ends_with(".lock")).then_some((kind, name))
+        // A valid name has no dot: `topic_x.lock` is not a segment.
+        crate::shm::validate_name(name).is_ok().then_some((kind, name))
     }
 
     /// The file name of segment `name` of this kind.

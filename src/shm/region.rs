@@ -34,7 +34,8 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Wraps a shared file mapping.
+    /// Wraps a shared file mapping. A read-only mapping (an observer's, `admin`) is only ever
+    /// loaded from: a store through it would fault, never change the file.
     pub fn from_map(map: MmapRaw) -> Region {
         let len = map.len();
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
