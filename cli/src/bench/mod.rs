@@ -912,6 +912,28 @@ mod tests {
     }
 
     #[test]
+    fn tokio_uds_is_selectable_in_pubsub_and_rpc() {
+        for pattern in ["pubsub", "rpc"] {
+            let o = parse(&[pattern, "--transports", "tokio-uds"]).unwrap();
+            assert_eq!(
+                o.transports.as_deref(),
+                Some(&["tokio-uds".to_string()][..])
+            );
+            let all = transport::registry();
+            let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
+            for mode in [Mode::Latency, Mode::Stream] {
+                let labels: Vec<String> = variants(&o, &selected, mode)
+                    .iter()
+                    .map(Variant::label)
+                    .collect();
+                let uds = labels.iter().position(|n| n == "uds").unwrap();
+                assert_eq!(labels.get(uds + 1).map(String::as_str), Some("tokio-uds"));
+            }
+        }
+        assert!(parse(&["queue", "--transports", "tokio-uds"]).is_err());
+    }
+
+    #[test]
     fn cycles_open_with_floor_and_rotate() {
         let orders: Vec<Vec<usize>> = (0..4).map(|c| cycle_order(4, c).collect()).collect();
         assert_eq!(
