@@ -230,6 +230,7 @@ mod tests {
         for text in [
             "--transports",
             "ringbus-blocking",
+            "tokio-uds",
             "x floor",
             "recovery",
             "--no-pin",

@@ -49,6 +49,7 @@ pub mod recovery;
 pub mod report;
 pub mod ringbus;
 pub mod stats;
+pub mod tokio_uds;
 pub mod torture;
 pub mod transport;
 pub mod uds;
@@ -140,10 +141,11 @@ pub struct BenchArgs {
     /// Payload sizes in bytes, each at least 8 (default 8,64,1024,65536,1048576)
     #[arg(long, value_name = "L", value_delimiter = ',', value_parser = payload_size)]
     sizes: Option<Vec<usize>>,
-    /// floor,uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all; floor
-    /// is always measured: it is the reference for the ratio; futex is a raw futex
-    /// ping-pong, the kernel-wake floor, latency only; crossbeam is in-process pubsub
-    /// streaming only)
+    /// floor,uds,tokio-uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all;
+    /// floor is always measured: it is the reference for the ratio; tokio-uds is the uds
+    /// exchange through tokio's async UnixStream, a current-thread runtime per end; futex
+    /// is a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
+    /// in-process pubsub streaming only)
     #[arg(long, value_name = "L", value_delimiter = ',')]
     transports: Option<Vec<String>>,
     /// Do not pin ping and pong to separate CPUs (queue: the workers)
@@ -907,6 +909,28 @@ mod tests {
             .collect();
         assert_eq!(latency.first().map(String::as_str), Some("floor"));
         assert!(latency.iter().any(|n| n == "futex"));
+    }
+
+    #[test]
+    fn tokio_uds_is_selectable_in_pubsub_and_rpc() {
+        for pattern in ["pubsub", "rpc"] {
+            let o = parse(&[pattern, "--transports", "tokio-uds"]).unwrap();
+            assert_eq!(
+                o.transports.as_deref(),
+                Some(&["tokio-uds".to_string()][..])
+            );
+            let all = transport::registry();
+            let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
+            for mode in [Mode::Latency, Mode::Stream] {
+                let labels: Vec<String> = variants(&o, &selected, mode)
+                    .iter()
+                    .map(Variant::label)
+                    .collect();
+                let uds = labels.iter().position(|n| n == "uds").unwrap();
+                assert_eq!(labels.get(uds + 1).map(String::as_str), Some("tokio-uds"));
+            }
+        }
+        assert!(parse(&["queue", "--transports", "tokio-uds"]).is_err());
     }
 
     #[test]

@@ -349,6 +349,7 @@ pub fn registry() -> Vec<Box<dyn Transport>> {
     let mut all: Vec<Box<dyn Transport>> = vec![
         Box::new(super::floor::Floor),
         Box::new(super::uds::Uds),
+        Box::new(super::tokio_uds::TokioUds),
         Box::new(super::futex::Futex),
     ];
     #[cfg(feature = "peers")]
@@ -363,6 +364,7 @@ pub fn registry() -> Vec<Box<dyn Transport>> {
 pub const KNOWN_TRANSPORTS: &[&str] = &[
     "floor",
     "uds",
+    "tokio-uds",
     "futex",
     "iceoryx2",
     "ringbus",
