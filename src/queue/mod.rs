@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use consumer::{Consumer, Delivery, Stats};
+pub use consumer::{Consumer, Delivery, Receive, Stats};
 pub use layout::{MAX_DELIVERIES, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
 pub use producer::{Producer, Loan};
 

@@ -23,8 +23,6 @@
 //!   [`POLL_NAP`]: a wake is then late by up to a millisecond, and an idle process with a
 //!   registered future wakes a thousand times a second (a few microseconds each).
 
-// Used by the receiving futures (next commit).
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

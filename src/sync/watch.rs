@@ -34,8 +34,6 @@
 //!
 //! The loom model below checks invariants 2 and 3 together with the doorbell's handshake.
 
-#![cfg_attr(not(test), allow(dead_code))] // Used by the receiving futures (next commit).
-
 use crate::loom::atomic::{AtomicU32, Ordering};
 use crate::loom::Mutex;
 

@@ -20,7 +20,7 @@ pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIP
 pub(crate) use payload::{loan_views, received_view};
 pub use payload::{Bytes, InPlace, Payload, Rkyv};
 pub use publisher::{Loan, Publisher};
-pub use subscriber::{Sample, Subscriber};
+pub use subscriber::{Receive, Sample, Subscriber};
 
 use crate::error::OpenError;
 use crate::options::payload_size;
