@@ -65,6 +65,19 @@ fn child_entry() {
             tell("done");
             wait_parent();
         }
+        "holder" => {
+            // Takes one message, says so, holds it until killed.
+            let c = node
+                .queue::<u64>(&name)
+                .capacity(8)
+                .prefetch(1)
+                .consumer()
+                .unwrap();
+            let d = c.receive_timeout(HANG).unwrap();
+            tell(&format!("holding {}", *d));
+            wait_parent();
+            drop(d);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -335,6 +348,42 @@ fn a_publisher_killed_while_a_future_waits_leaves_it_waiting_as_receive_does() {
         let got = tokio::time::timeout(HANG, waiting).await.expect("not hung");
         assert_eq!(*got.unwrap(), 0);
         assert!(next.finish());
+    });
+    assert_eq!(live_registrations(), 0);
+}
+
+#[test]
+fn a_future_takes_back_the_delivery_of_a_consumer_killed_while_it_waits() {
+    let _serial = serial();
+    let root = test_root("async-holder");
+    let node = Node::with_root(&root).unwrap();
+    let queue = node.queue::<u64>("async-holder").capacity(8).prefetch(1);
+    let mut producer = queue.producer().unwrap();
+    let mut holder = ChildRole::spawn("holder", &root, "name=async-holder");
+    producer.send(&5).unwrap();
+    assert_eq!(holder.expect("holding"), "5");
+    let mut consumer = queue.consumer().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut waiting = std::pin::pin!(consumer.receive_async());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err(),
+            "the only message is held"
+        );
+        holder.kill();
+        // No producer rings: the future's own periodic scan (as `receive`'s) finds the dead
+        // consumer and takes its delivery back.
+        let start = std::time::Instant::now();
+        let job = tokio::time::timeout(HANG, waiting)
+            .await
+            .expect("not hung")
+            .unwrap();
+        // Not woken by the timeout's timer (which polls the future first).
+        assert!(start.elapsed() < HANG / 4, "woken by its own scan");
+        assert_eq!((*job, job.delivery_count()), (5, 2));
+        job.ack().unwrap();
     });
     assert_eq!(live_registrations(), 0);
 }

@@ -160,41 +160,49 @@ impl Registration {
     pub(crate) fn arm(&self, seen: u32, nap: Duration, waker: &Waker) {
         let now = Instant::now();
         let deadline = now.checked_add(nap).unwrap_or(now + IDLE);
+        let mut old = None;
         self.shard.change(|t| {
             let e = &mut t.entries[self.id];
             e.armed = true;
             e.seen = seen;
             e.deadline = deadline;
-            match &mut e.waker {
-                Some(w) => w.clone_from(waker),
-                None => e.waker = Some(waker.clone()),
+            if !e.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                old = e.waker.replace(waker.clone());
             }
             true
         });
+        // Dropped outside the lock: the last reference to a task may drop a future that holds
+        // a registration of this same table.
+        drop(old);
     }
 
     /// Unregisters if registered (the slot stays this future's).
     pub(crate) fn disarm(&self) {
+        let mut old = None;
         self.shard.change(|t| {
             let e = &mut t.entries[self.id];
-            e.waker = None;
+            old = e.waker.take();
             // Bumped only if the thread watched the word: it then stops watching it at once.
             std::mem::replace(&mut e.armed, false)
         });
+        // Outside the lock, as in `arm`.
+        drop(old);
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let mut old = (None, None);
         self.shard.change(|t| {
             let e = &mut t.entries[self.id];
             let was = std::mem::replace(&mut e.armed, false);
-            e.waker = None;
-            e.keep = None;
+            old = (e.waker.take(), e.keep.take());
             e.word = std::ptr::null();
             t.free.push(self.id);
             was
         });
+        // Outside the lock, as in `arm` (the last reference to a segment unmaps it).
+        drop(old);
         // Relaxed: a count for tests.
         LIVE.fetch_sub(1, Ordering::Relaxed);
     }
