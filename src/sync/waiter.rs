@@ -46,7 +46,7 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// Registrations alive in this process (for tests: all are gone once their futures are).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// How many [`Registration`]s are alive in this process (futures waiting, or holding a slot to
+/// How many waiter registrations are alive in this process (futures waiting, or holding a slot to
 /// wait again). Zero once every receiving future is dropped or done.
 pub fn live_registrations() -> usize {
     // Relaxed: a count for tests, read after the futures it counts are gone.
