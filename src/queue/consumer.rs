@@ -865,7 +865,8 @@ impl<P: Payload + ?Sized> Consumer<P> {
     /// deadline. It does not spin.
     ///
     /// It borrows the consumer mutably so that the future is `Send`; the delivery it returns
-    /// borrows the consumer as `receive`'s does. Cancel-safe: dropping the future loses no
+    /// keeps that borrow until it is acknowledged or dropped, so async receives hold one
+    /// delivery at a time (the blocking calls may hold up to the prefetch). Cancel-safe: dropping the future loses no
     /// message (a message is claimed only by the poll that returns it; one prefetched meanwhile
     /// stays in the consumer's buffer for its next receive) and unregisters it.
     ///

@@ -18,6 +18,9 @@
 //! - Cancel safety: dropping a [`Registration`] clears its slot under the table lock; after that
 //!   the thread never reads its word (watch invariant 4). Every future has its own registration
 //!   and its own doorbell bit, so removing one never unregisters another.
+//! - `fork`: a child starts its own waiter threads at its first registration (the parent's are
+//!   not copied); a future that was waiting at the fork must not be polled in the child, whose
+//!   copy of its registration has no thread behind it.
 //! - Fallback: where `futex_waitv` is missing (`ENOSYS`) or refused (a seccomp filter), the
 //!   thread sleeps on its control word alone and polls the registered words every
 //!   [`POLL_NAP`]: a wake is then late by up to a millisecond, and an idle process with a
@@ -91,8 +94,9 @@ struct Table {
 
 type Shard = WatchTable<Table>;
 
-/// The process's waiter threads, one table each.
-static SHARDS: OnceLock<Mutex<Vec<Arc<Shard>>>> = OnceLock::new();
+/// The process's waiter threads, one table each, and the process they were started in (a child
+/// made by `fork` inherits the tables but not the threads: it starts its own).
+static SHARDS: OnceLock<Mutex<(u32, Vec<Arc<Shard>>)>> = OnceLock::new();
 
 /// A future's slot in a waiter thread's table (module doc). Dropping it unregisters.
 pub(crate) struct Registration {
@@ -112,8 +116,15 @@ impl Registration {
     /// # Safety
     /// `word` must stay valid (mapped) while `keep` is alive.
     pub(crate) unsafe fn new(word: &AtomicU32, keep: Arc<dyn Send + Sync>) -> Registration {
-        let shards = SHARDS.get_or_init(|| Mutex::new(Vec::new()));
-        let mut shards = shards.lock().unwrap_or_else(|e| e.into_inner());
+        let shards = SHARDS.get_or_init(|| Mutex::new((std::process::id(), Vec::new())));
+        let mut guard = shards.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, shards) = &mut *guard;
+        if *pid != std::process::id() {
+            // Forked: the parent's threads are not here. Their tables are left alone (another
+            // thread of the parent may have held their locks at the fork).
+            std::mem::forget(std::mem::take(shards));
+            *pid = std::process::id();
+        }
         let mut keep = Some(keep);
         for shard in shards.iter() {
             // SAFETY: the caller's contract.

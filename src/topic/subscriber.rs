@@ -291,8 +291,9 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     /// for a deadline. It does not spin ([`Subscriber::set_spin`] is for the blocking calls).
     ///
     /// It borrows the subscriber mutably so that the future is `Send` (it can be awaited in a
-    /// task of a multi-threaded runtime); the sample it returns borrows the subscriber as the
-    /// blocking `receive`'s does. Cancel-safe: dropping the future loses no message (a message
+    /// task of a multi-threaded runtime); the sample it returns keeps that borrow until it is
+    /// dropped, so async receives hold one sample at a time (the blocking calls may hold up to
+    /// `max_held`). Cancel-safe: dropping the future loses no message (a message
     /// is taken only by the poll that returns it) and unregisters it.
     ///
     /// ```
