@@ -371,6 +371,7 @@ fn until(timeout: Duration) -> rustix::time::Timespec {
 mod tests {
     use super::*;
     use crate::loom::atomic::AtomicU64;
+    use crate::sync::doorbell::ALL;
     use std::sync::atomic::AtomicBool;
     use std::task::Wake;
 
@@ -457,6 +458,86 @@ mod tests {
         reg.arm(0, IDLE, &Waker::from(flag.clone()));
         Doorbell::new(&w.0, &w.1).wake(1);
         assert!(wait_flag(&flag, Duration::from_secs(10)), "woken by a poll");
+    }
+
+    /// Register/notify races without naps to hide a loss: waiters (threads standing in for
+    /// futures) park with an hour-long nap on more doorbells than one waiter thread takes;
+    /// ringers publish each doorbell's next news once its waiter took the last one, and ring.
+    /// Every news is the last until taken, so a lost wake-up leaves a waiter asleep for good
+    /// (its flag never set) and fails the test after 20 s.
+    #[test]
+    fn register_notify_races_never_lose_a_wake_up() {
+        const PAIRS: usize = PER_THREAD + 9;
+        const NEWS: u32 = 300;
+        // The doorbell's two words, the news, what the waiter took.
+        type Words = (AtomicU32, AtomicU64, AtomicU32, AtomicU32);
+        let all: Vec<Arc<Words>> = (0..PAIRS)
+            .map(|_| {
+                Arc::new((
+                    AtomicU32::new(0),
+                    AtomicU64::new(0),
+                    AtomicU32::new(0),
+                    AtomicU32::new(0),
+                ))
+            })
+            .collect();
+        let waiters: Vec<_> = all
+            .iter()
+            .cloned()
+            .map(|w| {
+                std::thread::spawn(move || {
+                    let flag = Arc::new(Flag(AtomicBool::new(false), std::thread::current()));
+                    let waker = Waker::from(flag.clone());
+                    let bell = Doorbell::new(&w.0, &w.1);
+                    let mut parking = Parking::default();
+                    let mut seen = 0;
+                    let news = || w.2.load(Ordering::SeqCst);
+                    while seen < NEWS {
+                        w.3.store(seen, Ordering::SeqCst);
+                        if news() > seen {
+                            seen = news();
+                            continue;
+                        }
+                        flag.0.store(false, Ordering::SeqCst);
+                        let keep = || w.clone() as Arc<dyn Send + Sync>;
+                        match parking.park(bell, 0, IDLE, keep, &waker, || {
+                            let n = news();
+                            (n > seen).then_some(n)
+                        }) {
+                            Some(n) => seen = n,
+                            None => assert!(
+                                wait_flag(&flag, Duration::from_secs(20)),
+                                "lost wake-up after news {seen}"
+                            ),
+                        }
+                    }
+                    parking.finish(bell, 0);
+                })
+            })
+            .collect();
+        let ringers: Vec<_> = all
+            .chunks(PAIRS / 4 + 1)
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                std::thread::spawn(move || {
+                    for k in 1..=NEWS {
+                        for w in &chunk {
+                            let end = Instant::now() + Duration::from_secs(30);
+                            while w.3.load(Ordering::SeqCst) < k - 1 {
+                                assert!(Instant::now() < end, "a waiter is stuck");
+                                std::thread::yield_now();
+                            }
+                            // Relaxed: ordered before the sleeper check by the fence in `ring`.
+                            w.2.store(k, Ordering::Relaxed);
+                            Doorbell::new(&w.0, &w.1).ring(ALL);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in ringers.into_iter().chain(waiters) {
+            t.join().unwrap();
+        }
     }
 
     #[test]
