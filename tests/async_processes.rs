@@ -387,3 +387,45 @@ fn a_future_takes_back_the_delivery_of_a_consumer_killed_while_it_waits() {
     });
     assert_eq!(live_registrations(), 0);
 }
+
+#[test]
+fn a_producer_killed_while_a_future_waits_leaves_it_waiting_as_receive_does() {
+    let _serial = serial();
+    let root = test_root("async-producer-kill");
+    let node = Node::with_root(&root).unwrap();
+    let mut consumer = node
+        .queue::<u64>("async-producer-kill")
+        .capacity(8)
+        .consumer()
+        .unwrap();
+    let mut victim = ChildRole::spawn("producer", &root, "name=async-producer-kill count=0");
+    victim.expect("ready");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut waiting = std::pin::pin!(consumer.receive_async());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        victim.kill();
+        // Its scans find the dead producer and nothing to take: it keeps waiting...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), waiting.as_mut())
+                .await
+                .is_err(),
+            "nothing to receive"
+        );
+        // ...and receives from the next one.
+        let mut next = ChildRole::spawn("producer", &root, "name=async-producer-kill count=1");
+        next.expect("ready");
+        let job = tokio::time::timeout(HANG, waiting)
+            .await
+            .expect("not hung")
+            .unwrap();
+        assert_eq!(*job, 0);
+        job.ack().unwrap();
+        assert!(next.finish());
+    });
+    assert_eq!(live_registrations(), 0);
+}
