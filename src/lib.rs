@@ -187,6 +187,7 @@ pub mod layout {
 #[doc(hidden)]
 pub mod testing {
     pub use crate::sync::liveness::{liveness_method, LivenessMethod};
+    pub use crate::sync::waiter::live_registrations;
 }
 
 /// The README's example, compiled and run as a doctest.

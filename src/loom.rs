@@ -1,6 +1,7 @@
 //! The one switch between std's primitives and loom's model-checked ones (as tokio does it).
 //!
-//! Lock-free algorithms (the rings in [`crate::ring`], the doorbell's handshake) take their atomics
+//! Lock-free algorithms (the rings in [`crate::ring`], the doorbell's handshake, the async waiter's
+//! watch table) take their atomics
 //! from here, so `RUSTFLAGS="--cfg loom"` model-checks the very code that runs over shared memory.
 //! Only what those algorithms use is re-exported.
 
@@ -8,6 +9,12 @@
 pub(crate) use ::loom::sync::atomic;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic;
+
+/// The lock of the async waiter's watch table ([`crate::sync::watch`]).
+#[cfg(loom)]
+pub(crate) use ::loom::sync::Mutex;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Mutex;
 
 /// The model runner every loom test of this crate uses.
 #[cfg(loom)]

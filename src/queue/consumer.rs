@@ -8,9 +8,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::layout::Role;
@@ -21,6 +24,7 @@ use crate::sync::doorbell::Bells;
 use crate::error::{AckError, OpenError, ReceiveError};
 use crate::log::{LogSegment, Record};
 use crate::ring::work::{self, Acked, AtCursor, Behind, Claim};
+use crate::sync::waiter::Parking;
 use crate::sync::{lock, ProcessId, FIRST_POLLS};
 use crate::topic::Payload;
 
@@ -725,6 +729,72 @@ impl<P: Payload + ?Sized> std::fmt::Debug for Consumer<P> {
     }
 }
 
+/// The future of [`Consumer::receive_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Receive<'a, P: Payload + ?Sized> {
+    /// None once the future returned.
+    consumer: Option<&'a mut Consumer<P>>,
+    parking: Parking,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Receive<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receive")
+            .field("consumer", &self.consumer)
+            .field("parking", &self.parking)
+            .finish()
+    }
+}
+
+impl<'a, P: Payload + ?Sized> Future for Receive<'a, P> {
+    type Output = Result<Delivery<'a, P>, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let core = &this
+            .consumer
+            .as_deref()
+            .expect("Receive polled after it returned")
+            .core;
+        let bell = core.shared.layout.news_bell(core.shared.region());
+        let got = match core.try_once() {
+            Ok(Got::Nothing) => {
+                let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
+                // The news handshake, as `wait`'s, with the waiter watching the word instead of
+                // a blocked thread; the nap brings the scans `try_once` makes.
+                this.parking
+                    .park(bell, core.index, SCAN_INTERVAL, keep, cx.waker(), || {
+                        match core.try_once() {
+                            Ok(Got::Nothing) => None,
+                            got => Some(got),
+                        }
+                    })
+            }
+            got => {
+                this.parking.finish(bell, core.index);
+                Some(got)
+            }
+        };
+        match got {
+            None => Poll::Pending,
+            Some(got) => {
+                let consumer: &'a Consumer<P> = this.consumer.take().expect("checked above");
+                Poll::Ready(got.and_then(|got| consumer.deliver(got)))
+            }
+        }
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Receive<'_, P> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.as_deref() {
+            let core = &consumer.core;
+            let bell = core.shared.layout.news_bell(core.shared.region());
+            self.parking.finish(bell, core.index);
+        }
+    }
+}
+
 impl<P: Payload + ?Sized> std::fmt::Debug for Delivery<'_, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
@@ -785,6 +855,43 @@ impl<P: Payload + ?Sized> Consumer<P> {
         }
         let got = self.core.wait(None)?;
         self.deliver(got)
+    }
+
+    /// Waits for the next message without blocking a thread: a future that tries at once, then
+    /// sleeps in the process's waiter ([`crate::queue`] module doc, "Async") until a producer
+    /// rings. The same results as [`Consumer::receive`], and the same upkeep while it waits:
+    /// it wakes at least every scan interval to take back deliveries of dead consumers and
+    /// judge stuck locks, as `receive` does. Compose it with the runtime's timeout for a
+    /// deadline. It does not spin.
+    ///
+    /// It borrows the consumer mutably so that the future is `Send`; the delivery it returns
+    /// keeps that borrow until it is acknowledged or dropped, so async receives hold one
+    /// delivery at a time (the blocking calls may hold up to the prefetch). Cancel-safe: dropping the future loses no
+    /// message (a message is claimed only by the poll that returns it; one prefetched meanwhile
+    /// stays in the consumer's buffer for its next receive) and unregisters it.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-consumer-async");
+    /// let mut producer = queue.producer()?;
+    /// let mut consumer = queue.consumer()?;
+    /// let sender = std::thread::spawn(move || producer.send(&7));
+    /// futures::executor::block_on(async {
+    ///     let job = consumer.receive_async().await?;
+    ///     assert_eq!(*job, 7);
+    ///     job.ack()?;
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// sender.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_async(&mut self) -> Receive<'_, P> {
+        Receive {
+            consumer: Some(self),
+            parking: Parking::default(),
+        }
     }
 
     /// Waits up to `timeout` for the next message ([`ReceiveError::Timeout`]).

@@ -26,6 +26,40 @@
 //! With [`QueueBuilder::durable`], the ring lives in a file of the given directory and payloads
 //! are records of an append-only log next to it; see [`SyncPolicy`] for what a
 //! machine crash can lose, and ARCHITECTURE.md for recovery.
+//!
+//! # Async
+//!
+//! [`Consumer::receive_async`] waits for a message without blocking a thread, in any executor
+//! (only `std::task` is used): the future tries at once, then registers the queue's news
+//! doorbell with the process's waiter (a thread sleeping on every registered futex word at once
+//! with `futex_waitv`), which wakes it when a producer rings, or after the scan interval, so that
+//! a waiting consumer still takes back the deliveries of consumers that died. Dropping the future
+//! at any point loses no message. See ARCHITECTURE.md ("Async").
+//!
+//! ```
+//! use ringbus::Node;
+//!
+//! let node = Node::in_process();
+//! let queue = node.queue::<u64>("doc-queue-async");
+//! let mut producer = queue.producer()?;
+//! let mut consumer = queue.consumer()?;
+//! let worker = std::thread::spawn(move || {
+//!     futures::executor::block_on(async {
+//!         let mut sum = 0;
+//!         for _ in 0..3 {
+//!             let job = consumer.receive_async().await?;
+//!             sum += *job;
+//!             job.ack().expect("acknowledged in time");
+//!         }
+//!         Ok::<u64, ringbus::ReceiveError>(sum)
+//!     })
+//! });
+//! for n in [1, 2, 3] {
+//!     producer.send(&n)?;
+//! }
+//! assert_eq!(worker.join().unwrap()?, 6);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod consumer;
 #[doc(hidden)]
@@ -38,7 +72,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use consumer::{Consumer, Delivery, Stats};
+pub use consumer::{Consumer, Delivery, Receive, Stats};
 pub use layout::{MAX_DELIVERIES, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
 pub use producer::{Producer, Loan};
 

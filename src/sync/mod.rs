@@ -4,12 +4,14 @@
 
 pub(crate) mod doorbell;
 pub(crate) use doorbell::Doorbell;
+pub(crate) mod watch;
 
 crate::outside_loom! {
     pub mod barrier;
     pub mod futex;
     pub mod liveness;
     pub mod lock;
+    pub(crate) mod waiter;
 
     pub use liveness::ProcessId;
 }

@@ -4,6 +4,38 @@
 //! `ring::broadcast`) and a cursor per (subscriber, ring). Publishers never contend with
 //! each other; a subscriber polls the rings of all publishers, so each publisher's messages arrive
 //! in the order they were sent, and messages of different publishers interleave.
+//!
+//! # Async
+//!
+//! [`Subscriber::receive_async`] waits for a message without blocking a thread, in any executor
+//! (only `std::task` is used). The future tries at once; finding nothing, it arms the topic's
+//! news doorbell, rechecks, and registers the doorbell's futex word with the process's waiter,
+//! a thread that sleeps on every registered word at once (`futex_waitv`) and wakes the future
+//! when a publisher rings. Dropping the future at any point loses no message. See
+//! ARCHITECTURE.md ("Async").
+//!
+//! ```
+//! use ringbus::Node;
+//!
+//! let node = Node::in_process();
+//! let topic = node.topic::<u32>("doc-topic-async");
+//! let mut publisher = topic.publisher()?;
+//! let mut subscriber = topic.subscriber()?;
+//! futures::executor::block_on(async {
+//!     {
+//!         // Nothing yet: a wait raced against a ready future loses, and is dropped (a
+//!         // runtime's timeout works alike).
+//!         let waiting = subscriber.receive_async();
+//!         futures::pin_mut!(waiting);
+//!         let first = futures::future::select(waiting, futures::future::ready(())).await;
+//!         assert!(matches!(first, futures::future::Either::Right(_)));
+//!     }
+//!     publisher.send_copy(&5)?;
+//!     assert_eq!(*subscriber.receive_async().await?, 5);
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #[doc(hidden)]
 pub mod layout;
@@ -20,7 +52,7 @@ pub use layout::{Policy, MAX_ALIGN, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIP
 pub(crate) use payload::{loan_views, received_view};
 pub use payload::{Bytes, InPlace, Payload, Rkyv};
 pub use publisher::{Loan, Publisher};
-pub use subscriber::{Sample, Subscriber};
+pub use subscriber::{Receive, Sample, Subscriber};
 
 use crate::error::OpenError;
 use crate::options::payload_size;

@@ -1,9 +1,12 @@
 //! The receiving side of a topic: reads every publisher's ring, in place.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::layout::{Role, CTRL_RINGS_USED};
@@ -13,6 +16,7 @@ use crate::sync::doorbell::Bells;
 use crate::error::ReceiveError;
 use crate::ring::broadcast::{Read, Reader};
 use crate::sync::doorbell::ALL;
+use crate::sync::waiter::Parking;
 
 /// Longest single sleep; the subscriber rechecks (and honours its deadline) at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -281,6 +285,40 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         self.sample(hit)
     }
 
+    /// Waits for the next message without blocking a thread: a future that tries at once, then
+    /// sleeps in the process's waiter ([`crate::topic`] module doc, "Async") until a publisher
+    /// rings. The same results as [`Subscriber::receive`]; compose it with the runtime's timeout
+    /// for a deadline. It does not spin ([`Subscriber::set_spin`] is for the blocking calls).
+    ///
+    /// It borrows the subscriber mutably so that the future is `Send` (it can be awaited in a
+    /// task of a multi-threaded runtime); the sample it returns keeps that borrow until it is
+    /// dropped, so async receives hold one sample at a time (the blocking calls may hold up to
+    /// `max_held`). Cancel-safe: dropping the future loses no message (a message
+    /// is taken only by the poll that returns it) and unregisters it.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u64>("doc-receive-async");
+    /// let mut publisher = topic.publisher()?;
+    /// let mut subscriber = topic.subscriber()?;
+    /// let sender = std::thread::spawn(move || publisher.send_copy(&42));
+    /// let got = futures::executor::block_on(async {
+    ///     let sample = subscriber.receive_async().await?;
+    ///     Ok::<u64, ringbus::ReceiveError>(*sample)
+    /// })?;
+    /// assert_eq!(got, 42);
+    /// sender.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_async(&mut self) -> Receive<'_, P> {
+        Receive {
+            sub: Some(self),
+            parking: Parking::default(),
+        }
+    }
+
     fn wait(&self, deadline: Option<(Instant, Duration)>) -> Result<Hit, ReceiveError> {
         match self.poll() {
             Err(ReceiveError::Empty) => {}
@@ -330,6 +368,67 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                     other => return other,
                 },
             }
+        }
+    }
+}
+
+/// The future of [`Subscriber::receive_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Receive<'a, P: Payload + ?Sized> {
+    /// None once the future returned.
+    sub: Option<&'a mut Subscriber<P>>,
+    parking: Parking,
+}
+
+impl<P: Payload + ?Sized> std::fmt::Debug for Receive<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receive")
+            .field("subscriber", &self.sub)
+            .field("parking", &self.parking)
+            .finish()
+    }
+}
+
+impl<'a, P: Payload + ?Sized> Future for Receive<'a, P> {
+    type Output = Result<Sample<'a, P>, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let sub = this.sub.as_deref().expect("Receive polled after it returned");
+        let bell = sub.shared.layout.news_bell(sub.shared.region());
+        let got = match sub.poll() {
+            Err(ReceiveError::Empty) => {
+                let keep = || sub.shared.clone() as Arc<dyn Send + Sync>;
+                // The subscriber half of the news handshake, as `wait`'s, with the waiter
+                // watching the word instead of a blocked thread.
+                this.parking
+                    .park(bell, sub.index, MAX_SLEEP, keep, cx.waker(), || {
+                        match sub.poll() {
+                            Err(ReceiveError::Empty) => None,
+                            other => Some(other),
+                        }
+                    })
+            }
+            other => {
+                this.parking.finish(bell, sub.index);
+                Some(other)
+            }
+        };
+        match got {
+            None => Poll::Pending,
+            Some(got) => {
+                let sub: &'a Subscriber<P> = this.sub.take().expect("checked above");
+                Poll::Ready(got.and_then(|hit| sub.sample(hit)))
+            }
+        }
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Receive<'_, P> {
+    fn drop(&mut self) {
+        if let Some(sub) = self.sub.as_deref() {
+            let bell = sub.shared.layout.news_bell(sub.shared.region());
+            self.parking.finish(bell, sub.index);
         }
     }
 }
