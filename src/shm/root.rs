@@ -192,10 +192,20 @@ pub(crate) fn open_file(path: &Path) -> Result<Option<(File, u64, Option<Region>
 /// Opens the regular file at `path` read-write, never following a symlink: the file and its
 /// metadata. `Ok(None)` if there is no file.
 pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, OpenError> {
+    open_checked(path, OFlags::RDWR)
+}
+
+/// Opens the file at `path` with `access` (and never through a symbolic link, closed on exec),
+/// and refuses it unless it is a regular file that [`check_owner`] accepts. `Ok(None)` if there
+/// is no file.
+fn open_checked(
+    path: &Path,
+    access: OFlags,
+) -> Result<Option<(File, std::fs::Metadata)>, OpenError> {
     let what = path.display().to_string();
     let fd = match rustix::fs::open(
         path,
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -316,24 +326,12 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 pub(crate) fn map_read_only(path: &Path) -> Result<Option<(Region, std::fs::Metadata)>, OpenError> {
     let what = path.display().to_string();
     // Non-blocking: opening a FIFO for reading would otherwise wait for a writer (the flag does
-    // nothing to a regular file, which is all that is read below).
-    let fd = match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(OpenError::from_io(e.into(), &what)),
+    // nothing to a regular file, which is all that is mapped). Only the owner can truncate the
+    // file under our mapping (a read past its end would be a SIGBUS); ringbus never truncates a
+    // segment.
+    let Some((file, meta)) = open_checked(path, OFlags::RDONLY | OFlags::NONBLOCK)? else {
+        return Ok(None);
     };
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(|e| OpenError::from_io(e, &what))?;
-    if !meta.file_type().is_file() {
-        return Err(OpenError::Corrupt(format!("{what} is not a regular file")));
-    }
-    // Only the owner can truncate the file under our mapping (a read past its end would be a
-    // SIGBUS); ringbus never truncates a segment.
-    check_owner(meta.uid(), meta.mode(), &what, "file")?;
     if meta.len() == 0 {
         return Ok(Some((Region::heap(0), meta)));
     }
