@@ -231,6 +231,7 @@ mod tests {
             "--transports",
             "ringbus-blocking",
             "tokio-uds",
+            "ringbus-async",
             "x floor",
             "recovery",
             "--no-pin",

@@ -141,11 +141,12 @@ pub struct BenchArgs {
     /// Payload sizes in bytes, each at least 8 (default 8,64,1024,65536,1048576)
     #[arg(long, value_name = "L", value_delimiter = ',', value_parser = payload_size)]
     sizes: Option<Vec<usize>>,
-    /// floor,uds,tokio-uds,futex,iceoryx2,ringbus,ringbus-blocking,crossbeam (default all;
-    /// floor is always measured: it is the reference for the ratio; tokio-uds is the uds
-    /// exchange through tokio's async UnixStream, a current-thread runtime per end; futex
-    /// is a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
-    /// in-process pubsub streaming only)
+    /// floor,uds,tokio-uds,futex,iceoryx2,ringbus,ringbus-async,ringbus-blocking,crossbeam
+    /// (default all; floor is always measured: it is the reference for the ratio; tokio-uds
+    /// is the uds exchange through tokio's async UnixStream, a current-thread runtime per
+    /// end; ringbus-async awaits receive_async in such a runtime, pubsub only; futex is a
+    /// raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is in-process
+    /// pubsub streaming only)
     #[arg(long, value_name = "L", value_delimiter = ',')]
     transports: Option<Vec<String>>,
     /// Do not pin ping and pong to separate CPUs (queue: the workers)
@@ -213,6 +214,15 @@ impl BenchArgs {
             .find(|n| !known.contains(&n.as_str()))
         {
             return Err(format!("unknown {} transport `{bad}`", pattern.as_str()));
+        }
+        if pattern == Pattern::Rpc {
+            if let Some(bad) = transports
+                .iter()
+                .flatten()
+                .find(|n| transport::PUBSUB_ONLY_TRANSPORTS.contains(&n.as_str()))
+            {
+                return Err(format!("transport `{bad}` measures pubsub only, not rpc"));
+            }
         }
         let (rounds, sizes) = match pattern {
             Pattern::Queue => {
@@ -931,6 +941,42 @@ mod tests {
             }
         }
         assert!(parse(&["queue", "--transports", "tokio-uds"]).is_err());
+    }
+
+    #[test]
+    fn ringbus_async_is_selectable_in_pubsub_only() {
+        let o = parse(&["pubsub", "--transports", "ringbus-async"]).unwrap();
+        assert_eq!(
+            o.transports.as_deref(),
+            Some(&["ringbus-async".to_string()][..])
+        );
+        let all = transport::registry();
+        let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
+        for mode in [Mode::Latency, Mode::Stream] {
+            let labels: Vec<String> = variants(&o, &selected, mode)
+                .iter()
+                .map(Variant::label)
+                .collect();
+            let ringbus = labels.iter().position(|n| n == "ringbus").unwrap();
+            assert_eq!(
+                labels.get(ringbus + 1).map(String::as_str),
+                Some("ringbus-async")
+            );
+        }
+        for rejected in [
+            &["rpc", "--transports", "ringbus-async"][..],
+            &["rpc", "--transports", "uds,ringbus-async"][..],
+            &["queue", "--transports", "ringbus-async"][..],
+        ] {
+            assert!(parse(rejected).is_err(), "{rejected:?} was accepted");
+        }
+        // Without --transports, rpc rounds leave it out.
+        let o = parse(&["rpc"]).unwrap();
+        for mode in [Mode::Latency, Mode::Stream] {
+            assert!(!variants(&o, &selected, mode)
+                .iter()
+                .any(|v| v.label() == "ringbus-async"));
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! * `ringbus`: receivers busy-poll `try_receive`.
 //! * `ringbus-blocking`: receivers call `receive_timeout` with zero spin before sleeping,
 //!   so every wait goes through the kernel (futex).
+//! * `ringbus-async` (`pubsub` only, the `async_pubsub` submodule): receivers await
+//!   `receive_async` in a tokio current-thread runtime.
 //!
 //! The pong loans its reply slot before waiting for the request, as for `iceoryx2`. The
 //! ping loans inside the timed round trip (a `Loan` borrows its publisher, so it cannot
@@ -27,7 +29,10 @@ use ringbus::{
     topic::Policy, Bytes, Node, Publisher, ReceiveError, Sample, Subscriber, TopicBuilder,
 };
 
+mod async_pubsub;
 mod rpc;
+
+pub use async_pubsub::RingbusAsync;
 
 /// The library's topic transport: spinning `try_receive` loop, or blocking `receive`
 /// with zero spin time.

@@ -355,10 +355,14 @@ pub fn registry() -> Vec<Box<dyn Transport>> {
     #[cfg(feature = "peers")]
     all.push(Box::new(super::iceoryx2::Iceoryx2));
     all.push(Box::new(super::ringbus::Ringbus { blocking: false }));
+    all.push(Box::new(super::ringbus::RingbusAsync));
     all.push(Box::new(super::ringbus::Ringbus { blocking: true }));
     all.push(Box::new(super::crossbeam::Crossbeam));
     all
 }
+
+/// Names of [`KNOWN_TRANSPORTS`] that `rpc` refuses: they measure `pubsub` only.
+pub const PUBSUB_ONLY_TRANSPORTS: &[&str] = &["ringbus-async"];
 
 /// Names accepted by `--transports`, including ones this build may lack.
 pub const KNOWN_TRANSPORTS: &[&str] = &[
@@ -368,6 +372,7 @@ pub const KNOWN_TRANSPORTS: &[&str] = &[
     "futex",
     "iceoryx2",
     "ringbus",
+    "ringbus-async",
     "ringbus-blocking",
     "crossbeam",
 ];
