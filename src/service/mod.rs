@@ -18,7 +18,7 @@ use std::time::Duration;
 use client::ClientOptions;
 pub use client::{Client, Pending, RequestLoan, Response};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
-pub use server::{Request, ResponseLoan, ResponseStream, Server};
+pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
 
 use crate::error::OpenError;
 use crate::options::payload_size;
