@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use client::ClientOptions;
-pub use client::{Client, Pending, RequestLoan, Response};
+pub use client::{Client, Pending, RequestLoan, Response, WaitResponse};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
 pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
 
