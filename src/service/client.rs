@@ -1,15 +1,19 @@
 //! The calling side of a service: one call ring per client, one call slot per call in flight.
 
 use std::cell::Cell;
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::layout::{CallRing, Role, CLIENT_BIT};
+use super::layout::{CallRing, Role, ASYNC_BITS, CLIENT_BIT};
 use super::shared::{ClientEnv, ServiceShared};
 use crate::error::{CallError, SendError};
 use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
+use crate::sync::waiter::Parking;
 use crate::sync::CHECK_INTERVAL;
 use crate::topic::{Bytes, Payload};
 
@@ -75,6 +79,9 @@ pub(crate) struct ClientCore {
     last_check: Cell<Option<Instant>>,
     /// Responses that arrived for abandoned calls and were dropped unread.
     discarded: Cell<u64>,
+    /// Per async doorbell bit (`ASYNC_BITS`), the awaited calls of this client that armed it:
+    /// the last one to finish clears it.
+    bit_users: [Cell<u32>; ASYNC_BITS],
 }
 
 /// A response item found in a slot.
@@ -178,6 +185,41 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
         self.send(request)?.wait()
     }
 
+    /// Sends `request` and awaits its response without blocking a thread, up to the service's
+    /// timeout: [`Client::send`] (at once, when called), then [`Pending::wait_async`]. The same
+    /// results as [`Client::call`].
+    ///
+    /// The future borrows the client, which is not `Sync`: it is not `Send`. Many calls of one
+    /// client may be awaited at once in one thread (`join`, a `LocalSet`, a current-thread
+    /// runtime); a task of a multi-threaded runtime should own its own client.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-call-async");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let answering = std::thread::spawn(move || {
+    ///     let request = server.receive().unwrap();
+    ///     let squared = *request * *request;
+    ///     request.respond(&squared)
+    /// });
+    /// let got = futures::executor::block_on(async {
+    ///     let response = client.call_async(&7).await?;
+    ///     Ok::<u32, ringbus::CallError>(*response)
+    /// })?;
+    /// assert_eq!(got, 49);
+    /// answering.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_async(&self, request: &Q::Input) -> WaitResponse<'_, R> {
+        match self.send(request) {
+            Ok(pending) => pending.wait_async(),
+            Err(e) => WaitResponse::failed(e),
+        }
+    }
+
     /// Like [`Client::call`] with an explicit timeout.
     pub fn call_timeout(
         &self,
@@ -242,6 +284,7 @@ impl ClientCore {
             wait_when_busy: options.wait_when_busy,
             last_check: Cell::new(None),
             discarded: Cell::new(0),
+            bit_users: std::array::from_fn(|_| Cell::new(0)),
         };
         for slot in 0..core.shared.layout.in_flight {
             core.collect_slot(slot, true);
@@ -546,6 +589,11 @@ impl ClientCore {
     fn ended(&self, slot: usize) -> bool {
         self.caller.ended(slot)
     }
+
+    /// The doorbell bit the awaited call in `slot` arms (`ASYNC_BITS`).
+    fn async_bit(slot: usize) -> usize {
+        1 + slot % ASYNC_BITS
+    }
 }
 
 /// A call slot loaned for writing a request in place. [`RequestLoan::send`] posts it; dropping it
@@ -639,6 +687,48 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
         self.take(item)
     }
 
+    /// Awaits the response without blocking a thread, up to the service's timeout (counted from
+    /// this call): the same results as [`Pending::wait`]. The future tries at once, then sleeps
+    /// in the process's waiter (ARCHITECTURE.md, "Async") until the server answers, waking at
+    /// least every [`crate::CHECK_INTERVAL`] to check that the server still lives (a dead one
+    /// ends it with the error `wait` gives) and at the deadline ([`CallError::Timeout`]).
+    /// `pending.await` does the same ([`IntoFuture`]).
+    ///
+    /// Cancel-safe: dropping the future abandons the call as dropping the `Pending` does, and
+    /// unregisters it. Not `Send` (see [`Client::call_async`]).
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-wait-async");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let pending = client.send(&1)?;
+    /// server.try_receive()?.respond(&2)?;
+    /// let got = futures::executor::block_on(async { pending.await.map(|r| *r) })?;
+    /// assert_eq!(got, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_async(self) -> WaitResponse<'c, R> {
+        let timeout = self.core.timeout;
+        self.wait_timeout_async(timeout)
+    }
+
+    /// Like [`Pending::wait_async`] with an explicit timeout.
+    pub fn wait_timeout_async(self, timeout: Duration) -> WaitResponse<'c, R> {
+        let now = Instant::now();
+        WaitResponse {
+            failed: None,
+            deadline: now.checked_add(timeout),
+            timeout,
+            last_check: now,
+            parking: Parking::default(),
+            bit_held: false,
+            pending: Some(self),
+        }
+    }
+
     /// Returns the response if it has arrived, `None` if not yet. Never blocks.
     pub fn try_wait(&mut self) -> Result<Option<Response<'c, R>>, CallError> {
         if self.done || !self.core.is_current(self.slot, self.pos) {
@@ -686,6 +776,139 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
     }
 }
 
+impl<'c, R: Payload + ?Sized> IntoFuture for Pending<'c, R> {
+    type Output = Result<Response<'c, R>, CallError>;
+    type IntoFuture = WaitResponse<'c, R>;
+
+    /// [`Pending::wait_async`].
+    fn into_future(self) -> WaitResponse<'c, R> {
+        self.wait_async()
+    }
+}
+
+/// The future of [`Pending::wait_async`] and [`Client::call_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitResponse<'c, R: Payload + ?Sized> {
+    /// The call; None once the future returned (or if it failed to send).
+    pending: Option<Pending<'c, R>>,
+    /// The send's error, returned at the first poll.
+    failed: Option<CallError>,
+    /// None: no deadline (a timeout beyond what `Instant` holds).
+    deadline: Option<Instant>,
+    timeout: Duration,
+    /// When the call's server was last checked (or the wait began).
+    last_check: Instant,
+    parking: Parking,
+    /// Whether this future counts among its bit's users (`ClientCore::bit_users`).
+    bit_held: bool,
+}
+
+crate::debug_fields!(WaitResponse<'_, R>: pending, deadline, parking);
+
+impl<'c, R: Payload + ?Sized> WaitResponse<'c, R> {
+    fn failed(e: CallError) -> Self {
+        let now = Instant::now();
+        WaitResponse {
+            pending: None,
+            failed: Some(e),
+            deadline: None,
+            timeout: Duration::ZERO,
+            last_check: now,
+            parking: Parking::default(),
+            bit_held: false,
+        }
+    }
+
+    /// Disarms and unregisters: the future is done or dropped.
+    fn finish(&mut self) {
+        let Some(p) = &self.pending else { return };
+        let bit = ClientCore::async_bit(p.slot);
+        let bell = p.core.ring.bell();
+        let last = if std::mem::replace(&mut self.bit_held, false) {
+            let users = &p.core.bit_users[bit - 1];
+            users.set(users.get() - 1);
+            users.get() == 0
+        } else {
+            true
+        };
+        self.parking.finish_sharing(bell, bit, last);
+    }
+
+    /// Ends the future with `result`: unregisters, then hands the call to the response (or
+    /// drops it: abandoned).
+    fn end(
+        &mut self,
+        result: impl FnOnce(Pending<'c, R>) -> Result<Response<'c, R>, CallError>,
+    ) -> Poll<Result<Response<'c, R>, CallError>> {
+        self.finish();
+        let p = self.pending.take().expect("checked by poll");
+        Poll::Ready(result(p))
+    }
+}
+
+impl<'c, R: Payload + ?Sized> Future for WaitResponse<'c, R> {
+    type Output = Result<Response<'c, R>, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let p = this
+            .pending
+            .as_ref()
+            .expect("WaitResponse polled after it returned");
+        let (core, slot) = (p.core, p.slot);
+        if p.done || !core.is_current(slot, p.pos) {
+            return this.end(|_| Err(CallError::Finished));
+        }
+        if let Some(item) = core.poll_item(slot) {
+            return this.end(|mut p| p.take(item));
+        }
+        // As `wait_item_slow`: the deadline, then now and then the server's liveness.
+        let now = Instant::now();
+        if this.deadline.is_some_and(|d| now >= d) {
+            let timeout = this.timeout;
+            // Abandoned (the `Pending` drops) and counted, as by `wait_timeout`.
+            core.count_timeout();
+            return this.end(|_| Err(CallError::Timeout(timeout)));
+        }
+        if now >= this.last_check + CHECK_INTERVAL {
+            this.last_check = now;
+            if let Err(e) = core.check_call(slot) {
+                return this.end(|_| Err(e));
+            }
+        }
+        let next_check = this.last_check + CHECK_INTERVAL;
+        let until = this.deadline.map_or(next_check, |d| d.min(next_check));
+        let nap = until.saturating_duration_since(now);
+        let bit = ClientCore::async_bit(slot);
+        if !this.bit_held {
+            this.bit_held = true;
+            let users = &core.bit_users[bit - 1];
+            users.set(users.get() + 1);
+        }
+        let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
+        // The client half of the response handshake, as `sleep_unless`'s, on this call's bit,
+        // with the waiter watching the word instead of a blocked thread.
+        let bell = core.ring.bell();
+        match this
+            .parking
+            .park(bell, bit, nap, keep, cx.waker(), || core.poll_item(slot))
+        {
+            None => Poll::Pending,
+            Some(item) => this.end(|mut p| p.take(item)),
+        }
+    }
+}
+
+impl<R: Payload + ?Sized> Drop for WaitResponse<'_, R> {
+    fn drop(&mut self) {
+        // Unregisters; the `Pending` drops after, abandoning the call.
+        self.finish();
+    }
+}
+
 impl<R: Payload + ?Sized> Drop for Pending<'_, R> {
     fn drop(&mut self) {
         if !self.done && self.core.is_current(self.slot, self.pos) {
@@ -728,5 +951,45 @@ impl<R: Payload + ?Sized> Drop for Response<'_, R> {
         if self.owns_call {
             self.core.finish(self.slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Node;
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    /// Two awaited calls whose slots share a doorbell bit (1 and 64): the first to finish leaves
+    /// the bit set for the other, the last clears it.
+    #[test]
+    fn awaited_calls_sharing_a_bit_keep_it_until_the_last_finishes() {
+        let node = Node::in_process();
+        let svc = node.service::<u64, u64>("shared-bit").max_in_flight(128);
+        let server = svc.server().unwrap();
+        let client = svc.client().unwrap();
+        let mut calls: Vec<_> = (0..65).map(|x| Some(client.send(&x).unwrap())).collect();
+        let mut a = Box::pin(calls[1].take().unwrap().wait_async());
+        let mut b = Box::pin(calls[64].take().unwrap().wait_async());
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let bell = || client.core.ring.bell();
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert!(bell().has_sleepers());
+        for _ in 0..2 {
+            let req = server.try_receive().unwrap();
+            let x = *req;
+            req.respond(&(x + 100)).unwrap();
+        }
+        match a.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(r)) => assert_eq!(*r, 101),
+            other => panic!("{other:?}"),
+        }
+        assert!(bell().has_sleepers(), "the other call still waits on the bit");
+        drop(b);
+        assert!(!bell().has_sleepers(), "the last one cleared it");
+        drop(a);
+        drop(calls);
     }
 }

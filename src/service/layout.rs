@@ -96,7 +96,7 @@ pub const SERVER_ENTRY: usize = CACHE_LINE;
 
 crate::shm::fields! { from ENTRY_HEADER;
     /// Client entry: doorbell of the client waiting for a response: sleeper bitmap (bit
-    /// [`CLIENT_BIT`] while the client sleeps).
+    /// [`CLIENT_BIT`] while the client sleeps, the others for its awaited calls).
     pub CLIENT_WAITING: U64,
     /// Client entry: calls the client abandoned at their timeout (read by observers).
     pub CLIENT_TIMEOUTS: U64,
@@ -104,8 +104,11 @@ crate::shm::fields! { from ENTRY_HEADER;
     pub CLIENT_WAKE: U32,
     CLIENT_LINE0_USED,
 }
-/// The client's bit in its own doorbell (it is the only member that sleeps on it).
+/// The client's bit in its own doorbell (it is the only member that sleeps on it). Its awaited
+/// calls use the others: the call in slot `s` uses bit `1 + s % ASYNC_BITS`.
 pub const CLIENT_BIT: usize = 0;
+/// Bits of a client's doorbell used by its awaited calls (all but [`CLIENT_BIT`]).
+pub const ASYNC_BITS: usize = 63;
 crate::shm::fields! { from CACHE_LINE;
     /// Client entry: the call ring's `head`, on the entry's second line.
     pub CLIENT_HEAD: U64,
@@ -512,7 +515,8 @@ impl ServiceLayout {
         // SeqCst: bookkeeping under the segment lock; servers stop polling this ring.
         r.u64_at(CTRL_CLIENTS)
             .fetch_and(!(1u64 << i), Ordering::SeqCst);
-        ring.bell().forget(CLIENT_BIT);
+        // The client's own bit and those of its async calls (`ASYNC_BITS`).
+        ring.bell().forget_all();
     }
 }
 

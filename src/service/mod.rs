@@ -5,6 +5,16 @@
 //! it; servers take posted calls with a compare-and-swap on the slot's state word (so each call
 //! goes to one server) and write the response in place into the same slot, which only the calling
 //! client reads. See `ARCHITECTURE.md` for the layout and the protocol.
+//!
+//! # Async
+//!
+//! [`Server::receive_async`] waits for a call, and [`Client::call_async`] or an awaited
+//! [`Pending`] ([`Pending::wait_async`]) for its response, without blocking a thread, in any
+//! executor (see [`crate::topic`]'s "Async" and ARCHITECTURE.md). The results, the timeout and
+//! the errors after a peer's death are those of the blocking calls; dropping a future at any
+//! point loses no call (a dropped call future abandons its call, as dropping the `Pending`
+//! does). A server's future is `Send`; a client's calls borrow the client, which is not `Sync`,
+//! so they are awaited in the thread that owns it (several at once if need be).
 
 mod client;
 #[doc(hidden)]
@@ -16,9 +26,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use client::ClientOptions;
-pub use client::{Client, Pending, RequestLoan, Response};
+pub use client::{Client, Pending, RequestLoan, Response, WaitResponse};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
-pub use server::{Request, ResponseLoan, ResponseStream, Server};
+pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
 
 use crate::error::OpenError;
 use crate::options::payload_size;

@@ -1,10 +1,13 @@
 //! The answering side of a service: servers take calls from every client's call ring.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::client::FIRST_POLLS;
@@ -14,6 +17,7 @@ use crate::error::{ReceiveError, SendError};
 use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
 use crate::sync::doorbell::ALL;
 use crate::sync::{barrier, ProcessId};
+use crate::sync::waiter::Parking;
 use crate::sync::CHECK_INTERVAL;
 use crate::topic::{Bytes, Payload};
 
@@ -176,6 +180,42 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
         self.request(claim)
     }
 
+    /// Waits for the next request without blocking a thread: a future that tries at once, then
+    /// sleeps in the process's waiter (ARCHITECTURE.md, "Async") until a client posts a call.
+    /// The same results as [`Server::receive`]; compose it with the runtime's timeout for a
+    /// deadline. It does not spin.
+    ///
+    /// It borrows the server mutably so that the future is `Send` (it can be awaited in a task
+    /// of a multi-threaded runtime); the request it returns keeps that borrow until it is
+    /// answered or dropped, so an async server holds one request at a time. Cancel-safe:
+    /// dropping the future loses no call (a call is taken only by the poll that returns it) and
+    /// unregisters it.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-server-receive-async");
+    /// let mut server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let pending = client.send(&21)?;
+    /// futures::executor::block_on(async {
+    ///     let request = server.receive_async().await?;
+    ///     let doubled = *request * 2;
+    ///     request.respond(&doubled)?;
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// assert_eq!(*pending.wait()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_async(&mut self) -> ReceiveRequest<'_, Q, R> {
+        ReceiveRequest {
+            server: Some(self),
+            parking: Parking::default(),
+            busy_rounds: 0,
+        }
+    }
+
     #[inline]
     fn request(&self, claim: Claim) -> Result<Request<'_, Q, R>, ReceiveError> {
         let core = &self.core;
@@ -210,6 +250,90 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 let _ = core.publish(&mut claim, ABORTED | END, false, |_| Ok(0));
                 Err(ReceiveError::Invalid(why))
             }
+        }
+    }
+}
+
+/// The future of [`Server::receive_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct ReceiveRequest<'a, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    /// None once the future returned.
+    server: Option<&'a mut Server<Q, R>>,
+    parking: Parking,
+    /// Polls in a row that found a posted call behind a busy claim lock.
+    busy_rounds: u32,
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ReceiveRequest<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveRequest")
+            .field("server", &self.server)
+            .field("parking", &self.parking)
+            .finish()
+    }
+}
+
+impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveRequest<'a, Q, R> {
+    type Output = Result<Request<'a, Q, R>, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let server = this
+            .server
+            .as_deref()
+            .expect("ReceiveRequest polled after it returned");
+        let core = &server.core;
+        let bell = core.rings[0].request_bell();
+        let got = match core.poll() {
+            None => {
+                // As `wait`: a posted call behind a claim lock held for a moment gets no wake;
+                // yield to the executor a while, then retry at short naps.
+                let nap = if core.busy.replace(false) {
+                    this.busy_rounds += 1;
+                    if this.busy_rounds <= BUSY_ROUNDS {
+                        this.parking.finish(bell, core.index);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    barrier::FALLBACK_NAP
+                } else {
+                    this.busy_rounds = 0;
+                    MAX_SLEEP
+                };
+                let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
+                // The sleeper's half of the servers' doorbell, as `wait`'s, with the waiter
+                // watching the word instead of a blocked thread. A call found behind a busy lock
+                // by the recheck ends the wait too (polled again at once).
+                let got = this
+                    .parking
+                    .park(bell, core.index, nap, keep, cx.waker(), || {
+                        let got = core.poll();
+                        (got.is_some() || core.busy.get()).then_some(got)
+                    });
+                match got {
+                    None => return Poll::Pending,
+                    Some(None) => {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Some(Some(claim)) => claim,
+                }
+            }
+            Some(claim) => {
+                this.parking.finish(bell, core.index);
+                claim
+            }
+        };
+        let server: &'a Server<Q, R> = this.server.take().expect("checked above");
+        Poll::Ready(server.request(got))
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for ReceiveRequest<'_, Q, R> {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.as_deref() {
+            let bell = server.core.rings[0].request_bell();
+            self.parking.finish(bell, server.core.index);
         }
     }
 }

@@ -152,7 +152,7 @@ fn join_server(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
 fn join_client(r: &Region, l: &ServiceLayout) -> Result<usize, OpenError> {
     let c = l.join(r, Role::Client)?;
     // A corrupt or half-reclaimed entry may leave the doorbell's bit set: a spare wake at most.
-    l.ring(r, c).bell().forget(CLIENT_BIT);
+    l.ring(r, c).bell().forget_all();
     // SeqCst: servers poll the rings of the clients in this bitmap.
     r.u64_at(CTRL_CLIENTS).fetch_or(1u64 << c, Ordering::SeqCst);
     Ok(c)

@@ -149,6 +149,13 @@ impl<'a> Doorbell<'a> {
         self.sleepers.fetch_and(!(1 << bit), Ordering::Relaxed);
     }
 
+    /// Clears every member's bit (a doorbell whose only member left, with the bits of its
+    /// futures).
+    pub(crate) fn forget_all(&self) {
+        // Relaxed: as in `disarm`.
+        self.sleepers.store(0, Ordering::Relaxed);
+    }
+
     /// The futex word, for a waiter that is not a blocked thread (module doc).
     #[allow(dead_code)]
     pub(crate) fn word(&self) -> &'a AtomicU32 {

@@ -258,7 +258,13 @@ impl Parking {
     /// The future is done or dropped: disarms the bit and unregisters (the slot is kept until
     /// `self` drops).
     pub(crate) fn finish(&mut self, bell: Doorbell<'_>, bit: usize) {
-        if std::mem::replace(&mut self.armed, false) {
+        self.finish_sharing(bell, bit, true);
+    }
+
+    /// As [`Parking::finish`], but clears the bell's bit only if `last`: futures of one
+    /// process that share a bit (a client's calls) leave it set while another still waits.
+    pub(crate) fn finish_sharing(&mut self, bell: Doorbell<'_>, bit: usize, last: bool) {
+        if std::mem::replace(&mut self.armed, false) && last {
             bell.disarm(bit);
         }
         if let Some(reg) = &self.reg {
