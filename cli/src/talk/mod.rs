@@ -15,11 +15,12 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use stop::{Lines, Stop};
+use stop::{Lines, Slice, Stop};
 
 /// Where the messages a verb sends come from.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -266,6 +267,19 @@ impl UntilArgs {
     /// Whether `got` messages are all that was asked for.
     pub fn done(&self, got: u64) -> bool {
         self.count.is_some_and(|n| got >= n)
+    }
+
+    /// How verb `verb` (e.g. `"sub temps"`) on `what` (`"topic temps"`) ends when its wait
+    /// ended with `end` after `got` messages: 0 when stopped, else as
+    /// [`UntilArgs::timed_out`] judges the timeout.
+    pub fn ended(&self, end: Slice, got: u64, what: &str, verb: &str) -> ExitCode {
+        if matches!(end, Slice::Stopped) {
+            return ExitCode::SUCCESS;
+        }
+        match self.timed_out(got, what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => crate::args::fail(format_args!("{verb}: {e}")),
+        }
     }
 
     /// The outcome once a wait timed out after `got` messages: `Ok` if that is enough, else the

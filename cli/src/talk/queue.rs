@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use ringbus::{OpenError, OpenMode, ReceiveError, SendError};
 use serde::Serialize;
 
-use super::stop::{Slice, Stop};
+use super::stop::Stop;
 use super::{CreateArgs, InputArgs, OutputArgs, PrintError, Printer, UntilArgs};
 use crate::args::{fail, RootArgs};
 
@@ -198,21 +198,19 @@ pub fn recv_main(args: &RecvArgs) -> ExitCode {
     eprintln!("ringbus: consuming from queue {name}");
     let mut printer = Printer::new(&args.output);
     while !args.until.done(printer.n) {
-        let wait = stop.wait(args.until.timeout);
-        let got = loop {
-            match wait.slice() {
-                Slice::Wait(slice) => match consumer.receive_timeout(slice) {
-                    Err(ReceiveError::Timeout(_)) => {}
-                    got => break got,
-                },
-                // Returning drops the consumer: it leaves the queue (nothing is held unacked).
-                Slice::Stopped => return ExitCode::SUCCESS,
-                Slice::TimedOut => {
-                    return match args.until.timed_out(printer.n, &format!("queue {name}")) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => fail(format_args!("recv {name}: {e}")),
-                    }
-                }
+        let got = match stop.wait(args.until.timeout).receive(
+            |slice| consumer.receive_timeout(slice),
+            |e| matches!(e, ReceiveError::Timeout(_)),
+        ) {
+            Ok(got) => got,
+            // Returning drops the consumer: it leaves the queue (nothing is held unacked).
+            Err(end) => {
+                return args.until.ended(
+                    end,
+                    printer.n,
+                    &format!("queue {name}"),
+                    &format!("recv {name}"),
+                )
             }
         };
         let delivery = match got {

@@ -85,6 +85,27 @@ impl Wait<'_> {
     }
 }
 
+impl Wait<'_> {
+    /// Calls `receive(slice)` slice by slice until it returns something other than a slice's
+    /// own timeout (`sliced` tells which errors those are): `Ok` with what it returned, or the
+    /// slice that ended the wait first (`TimedOut` or `Stopped`).
+    pub fn receive<T, E>(
+        &self,
+        mut receive: impl FnMut(Duration) -> Result<T, E>,
+        sliced: impl Fn(&E) -> bool,
+    ) -> Result<Result<T, E>, Slice> {
+        loop {
+            match self.slice() {
+                Slice::Wait(slice) => match receive(slice) {
+                    Err(e) if sliced(&e) => {}
+                    got => return Ok(got),
+                },
+                end => return Err(end),
+            }
+        }
+    }
+}
+
 /// Input read on a helper thread, one item at a time: lines (or the whole input) or the error
 /// that ended the reading.
 pub struct Lines {

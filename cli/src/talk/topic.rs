@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use ringbus::{ReceiveError, SendError};
 use serde::Serialize;
 
-use super::stop::{Slice, Stop};
+use super::stop::Stop;
 use super::{CreateArgs, InputArgs, OutputArgs, PrintError, Printer, UntilArgs};
 use crate::args::{fail, RootArgs};
 
@@ -150,21 +150,19 @@ pub fn sub_main(args: &SubArgs) -> ExitCode {
     eprintln!("ringbus: subscribed to topic {name}");
     let mut printer = Printer::new(&args.output);
     while !args.until.done(printer.n) {
-        let wait = stop.wait(args.until.timeout);
-        let got = loop {
-            match wait.slice() {
-                Slice::Wait(slice) => match sub.receive_timeout(slice) {
-                    Err(ReceiveError::Timeout(_)) => {}
-                    got => break got,
-                },
-                // Returning drops the subscriber: it leaves the topic.
-                Slice::Stopped => return ExitCode::SUCCESS,
-                Slice::TimedOut => {
-                    return match args.until.timed_out(printer.n, &format!("topic {name}")) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => fail(format_args!("sub {name}: {e}")),
-                    }
-                }
+        let got = match stop.wait(args.until.timeout).receive(
+            |slice| sub.receive_timeout(slice),
+            |e| matches!(e, ReceiveError::Timeout(_)),
+        ) {
+            Ok(got) => got,
+            // Returning drops the subscriber: it leaves the topic.
+            Err(end) => {
+                return args.until.ended(
+                    end,
+                    printer.n,
+                    &format!("topic {name}"),
+                    &format!("sub {name}"),
+                )
             }
         };
         let sample = match got {
