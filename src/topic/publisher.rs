@@ -9,9 +9,11 @@ use super::layout::{Policy, Role};
 use super::payload::{Bytes, Payload, Rkyv};
 use super::shared::TopicShared;
 use crate::sync::doorbell::Bells;
+use crate::discovery::PeerJoined;
 use crate::error::SendError;
+use crate::shm::entry::Tables;
 use crate::ring::broadcast::{Claim, Writer};
-use crate::sync::doorbell::ALL;
+use crate::sync::doorbell::{Doorbell, ALL};
 
 /// How long a blocked publisher spins before it sleeps in the kernel.
 const SPIN: Duration = Duration::from_micros(20);
@@ -35,6 +37,8 @@ pub struct Publisher<P: Payload + ?Sized> {
     last_check: Option<Instant>,
     /// Wake-up system calls made for sleeping subscribers.
     wakes: u64,
+    /// The position at which the writer last announced its skips (`announce_skips`).
+    announced: u64,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -63,6 +67,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             lagged_commits: 0,
             last_check: None,
             wakes: 0,
+            announced: u64::MAX,
+
             _p: PhantomData,
         }
     }
@@ -88,6 +94,31 @@ impl<P: Payload + ?Sized> Publisher<P> {
         self.wakes
     }
 
+    /// Waits without a thread until a live subscriber is registered (at once if one is):
+    /// discovery, for a publisher that should not send into a topic nobody reads yet. Checked
+    /// at least every [`crate::discovery::DISCOVERY_NAP`]; no deadline (compose it with the
+    /// runtime's timeout).
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u64>("doc-wait-for-subscriber");
+    /// let mut publisher = topic.publisher()?;
+    /// let _subscriber = topic.subscriber()?; // another process would join
+    /// futures::executor::block_on(publisher.wait_for_subscriber());
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn wait_for_subscriber(&mut self) -> PeerJoined<'_> {
+        let shared = &*self.shared;
+        PeerJoined::new(move || {
+            shared
+                .layout
+                .table(Role::Subscriber)
+                .any_live(shared.region())
+        })
+    }
+
     /// Whether some subscriber of the topic has announced that it sleeps in the kernel waiting
     /// for a message (a hint: it may be about to wake or to sleep).
     pub fn has_sleeping_subscriber(&self) -> bool {
@@ -111,7 +142,11 @@ impl<P: Payload + ?Sized> Publisher<P> {
             let reader = match self.writer.claim(&cells, block) {
                 Claim::Ready { pos, slot } => return Ok((pos, slot)),
                 Claim::AllPinned => return Err(SendError::AllSlotsHeld),
-                Claim::Blocked { reader } => reader,
+                Claim::Blocked { reader } => {
+                    let bell = layout.news_bell(region);
+                    announce_skips(bell, self.writer.next(), &mut self.announced, &mut self.wakes);
+                    reader
+                }
             };
             if !wait {
                 // A subscriber that died keeps the ring full: check it now and then.
@@ -370,5 +405,22 @@ impl<P: Payload + ?Sized> Drop for Publisher<P> {
         let cells = self.shared.layout.cells(self.shared.region(), self.index);
         self.writer.release_claim(&cells);
         self.shared.leave(Role::Publisher, self.index);
+    }
+}
+
+/// A writer found no room, possibly after skipping positions whose slots readers pinned
+/// (`ring::broadcast`, the skip). A skip rings nobody, so a subscriber asleep at a skipped
+/// position would not wake to pass it, and under `Block` that subscriber is the one the writer
+/// now waits for: both would sleep until a nap. Rings `bell` (the news bell) once per position
+/// `next` the writer is stopped at, remembered in `announced` (a compare while nothing changed);
+/// counts a wake-up call in `wakes`.
+#[inline]
+fn announce_skips(bell: Doorbell<'_>, next: u64, announced: &mut u64, wakes: &mut u64) {
+    if *announced != next {
+        *announced = next;
+        // The ringer's half of the news handshake: the skips were stored (Release) before.
+        if bell.ring(ALL) {
+            *wakes += 1;
+        }
     }
 }
