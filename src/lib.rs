@@ -148,6 +148,7 @@ mod sync;
 
 outside_loom! {
     pub mod admin;
+    pub mod discovery;
     pub mod error;
     mod log;
     mod node;
@@ -157,6 +158,7 @@ outside_loom! {
     mod shm;
     pub mod topic;
 
+    pub use discovery::{Found, PeerJoined};
     pub use error::{AckError, CallError, OpenError, ReceiveError, SendError};
     pub use log::SyncPolicy;
     pub use node::Node;

@@ -76,6 +76,7 @@ pub use consumer::{Consumer, Delivery, Receive, Stats};
 pub use layout::{MAX_DELIVERIES, MAX_CAPACITY, MAX_MESSAGE_SIZE, MAX_PARTICIPANTS};
 pub use producer::{Producer, Loan};
 
+use crate::discovery::Found;
 use crate::error::OpenError;
 use crate::log::{LogShape, SyncPolicy};
 use crate::options::payload_size;
@@ -323,6 +324,49 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             o.common.spin,
             dlq,
         )))
+    }
+}
+
+/// Discovery: waiting without a thread for the queue to be created ([`crate::discovery`]).
+impl<P: Payload + ?Sized> QueueBuilder<P> {
+    /// Waits until the queue exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// producer. Checked at once, then at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-producer-when-found");
+    /// let waiting = queue.producer_when_found();
+    /// let _creator = queue.consumer()?; // another process would create it
+    /// let _producer = futures::executor::block_on(waiting)?;
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn producer_when_found(&self) -> Found<QueueBuilder<P>, Producer<P>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            QueueBuilder::producer,
+        )
+    }
+
+    /// Waits until the queue exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// consumer. Checked at once, then at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-consumer-when-found");
+    /// let waiting = queue.consumer_when_found();
+    /// let _creator = queue.producer()?; // another process would create it
+    /// let _consumer = futures::executor::block_on(waiting)?;
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn consumer_when_found(&self) -> Found<QueueBuilder<P>, Consumer<P>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            QueueBuilder::consumer,
+        )
     }
 }
 

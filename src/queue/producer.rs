@@ -17,7 +17,9 @@ use super::layout::*;
 use super::shared::QueueShared;
 use super::Policy;
 use crate::sync::doorbell::Bells;
+use crate::discovery::PeerJoined;
 use crate::error::{OpenError, SendError};
+use crate::shm::entry::Tables;
 use crate::log::{LogSegment, SyncPolicy};
 use crate::ring::work;
 use crate::sync::{lock, ProcessId};
@@ -518,6 +520,31 @@ impl<P: Payload + ?Sized> Producer<P> {
     #[inline]
     pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
         self.core.send_with(|buf| P::encode(input, buf))
+    }
+
+    /// Waits without a thread until a live consumer is registered (at once if one is):
+    /// discovery, for a producer that should not fill a queue nobody works on yet. Checked at
+    /// least every [`crate::discovery::DISCOVERY_NAP`]; no deadline (compose it with the
+    /// runtime's timeout).
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-wait-for-consumer");
+    /// let mut producer = queue.producer()?;
+    /// let _consumer = queue.consumer()?; // another process would join
+    /// futures::executor::block_on(producer.wait_for_consumer());
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn wait_for_consumer(&mut self) -> PeerJoined<'_> {
+        let shared = &*self.core.shared;
+        PeerJoined::new(move || {
+            shared
+                .layout
+                .table(Role::Consumer)
+                .any_live(shared.region())
+        })
     }
 
     /// The queue's name.

@@ -30,6 +30,7 @@ pub use client::{Client, Pending, RequestLoan, Response, WaitResponse};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
 pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
 
+use crate::discovery::Found;
 use crate::error::OpenError;
 use crate::options::payload_size;
 use crate::shm::OpenMode;
@@ -63,10 +64,20 @@ use shared::{ServiceShared, Types};
 /// assert_eq!(*pending.wait()?, 5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServiceBuilder<Q: Payload + ?Sized, R: Payload + ?Sized> {
     options: ServiceOptions,
     _p: PhantomData<fn(&Q, &R)>,
+}
+
+// Not derived: a derived `Clone` would require `Q: Clone, R: Clone`.
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Clone for ServiceBuilder<Q, R> {
+    fn clone(&self) -> Self {
+        ServiceBuilder {
+            options: self.options.clone(),
+            _p: PhantomData,
+        }
+    }
 }
 
 crate::options::options! { ServiceOptions for [Q: Payload + ?Sized, R: Payload + ?Sized] ServiceBuilder<Q, R> {
@@ -143,5 +154,49 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
             wait_when_busy: o.wait_when_busy,
         };
         Ok(Client::new(shared, index, options))
+    }
+}
+
+/// Discovery: waiting without a thread for the service to be created ([`crate::discovery`]).
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
+    /// Waits until the service exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// server. Checked at once, then at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u64, u64>("doc-server-when-found");
+    /// let waiting = svc.server_when_found();
+    /// let _creator = svc.client()?; // another process would create it
+    /// let _server = futures::executor::block_on(waiting)?;
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn server_when_found(&self) -> Found<ServiceBuilder<Q, R>, Server<Q, R>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            ServiceBuilder::server,
+        )
+    }
+
+    /// Waits until the service exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// client; [`Client::wait_for_server`] then waits for a live server. Checked at once, then
+    /// at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u64, u64>("doc-client-when-found");
+    /// let waiting = svc.client_when_found();
+    /// let _creator = svc.server()?; // another process would create it
+    /// let _client = futures::executor::block_on(waiting)?;
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn client_when_found(&self) -> Found<ServiceBuilder<Q, R>, Client<Q, R>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            ServiceBuilder::client,
+        )
     }
 }

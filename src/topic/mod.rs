@@ -54,6 +54,7 @@ pub use payload::{Bytes, InPlace, Payload, Rkyv};
 pub use publisher::{Loan, Publisher};
 pub use subscriber::{Receive, Sample, Subscriber};
 
+use crate::discovery::Found;
 use crate::error::OpenError;
 use crate::options::payload_size;
 use crate::shm::OpenMode;
@@ -86,10 +87,20 @@ use shared::{Joined, TopicShared};
 /// assert_eq!(*late.try_receive()?, [1, 2, 3, 4]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TopicBuilder<P: Payload + ?Sized> {
     options: TopicOptions,
     _p: PhantomData<fn(&P)>,
+}
+
+// Not derived: a derived `Clone` would require `P: Clone`.
+impl<P: Payload + ?Sized> Clone for TopicBuilder<P> {
+    fn clone(&self) -> Self {
+        TopicBuilder {
+            options: self.options.clone(),
+            _p: PhantomData,
+        }
+    }
 }
 
 crate::options::options! { TopicOptions for [P: Payload + ?Sized] TopicBuilder<P> {
@@ -177,5 +188,53 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
             }
             _ => unreachable!("joined as subscriber"),
         }
+    }
+}
+
+/// Discovery: waiting without a thread for the topic to be created ([`crate::discovery`]).
+impl<P: Payload + ?Sized> TopicBuilder<P> {
+    /// Waits until the topic exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// publisher. Checked at once, then at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u64>("doc-publisher-when-found");
+    /// let waiting = topic.publisher_when_found();
+    /// let creator = topic.subscriber()?; // another process would create it
+    /// let publisher = futures::executor::block_on(waiting)?;
+    /// assert_eq!(publisher.topic(), "doc-publisher-when-found");
+    /// # drop(creator);
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn publisher_when_found(&self) -> Found<TopicBuilder<P>, Publisher<P>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            TopicBuilder::publisher,
+        )
+    }
+
+    /// Waits until the topic exists (as [`OpenMode::OpenExisting`] finds it), then registers a
+    /// subscriber. Checked at once, then at least every [`crate::discovery::DISCOVERY_NAP`].
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u64>("doc-subscriber-when-found");
+    /// futures::executor::block_on(async {
+    ///     let waiting = topic.subscriber_when_found();
+    ///     let _creator = topic.publisher()?; // another process would create it
+    ///     let _subscriber = waiting.await?;
+    ///     Ok::<(), ringbus::OpenError>(())
+    /// })?;
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn subscriber_when_found(&self) -> Found<TopicBuilder<P>, Subscriber<P>> {
+        Found::new(
+            self.clone().open_mode(OpenMode::OpenExisting),
+            TopicBuilder::subscriber,
+        )
     }
 }
