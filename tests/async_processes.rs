@@ -240,7 +240,10 @@ fn many_tasks_on_many_handles_in_one_process_never_get_stuck() {
             .topic::<u64>(&format!("stress-{t}"))
             .capacity(4)
             .max_subscribers(subs_per_topic)
-            .send_timeout(HANG);
+            .send_timeout(HANG)
+            // Every wait parks in the waiter (no spin): the register/notify races are the
+            // point, and 150 tasks spinning in turn on two cores would only slow them down.
+            .spin_before_sleep(Duration::ZERO);
         for _ in 0..subs_per_topic {
             let mut sub = topic.subscriber().unwrap();
             tasks.push(rt.spawn(async move {
@@ -257,7 +260,10 @@ fn many_tasks_on_many_handles_in_one_process_never_get_stuck() {
         }));
     }
     // Competing consumers of one queue: every message to exactly one of them.
-    let queue = node.queue::<u64>("stress-queue").capacity(4);
+    let queue = node
+        .queue::<u64>("stress-queue")
+        .capacity(4)
+        .spin_before_sleep(Duration::ZERO);
     let mut producer = queue.producer().unwrap();
     let consumers: Vec<_> = (0..4)
         .map(|_| {

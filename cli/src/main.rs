@@ -16,7 +16,7 @@ mod completions;
 mod logging;
 mod talk;
 
-use bench::{recovery, torture};
+use bench::{async_waits, recovery, torture};
 
 /// The `ringbus` command line.
 #[derive(Parser, Debug)]
@@ -96,6 +96,10 @@ enum BenchCommand {
     /// gone (same-boot recovery, and the rebuild after a restart)
     #[command(long_about = recovery::LONG_ABOUT, args_override_self = true)]
     Recovery(recovery::RecoveryArgs),
+    /// What async waits cost: idle CPU of one awaiting future, and the wake latency of 1,000
+    /// parked futures on 1,000 topics beside one
+    #[command(name = "async", long_about = async_waits::LONG_ABOUT, args_override_self = true)]
+    Async(async_waits::AsyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,10 @@ fn main() -> ExitCode {
             sub: Some(BenchCommand::Recovery(args)),
             ..
         } => recovery::main(&args),
+        Command::Bench {
+            sub: Some(BenchCommand::Async(args)),
+            ..
+        } => async_waits::main(&args),
         Command::Bench { sub: None, args } => match args.options() {
             Ok(opts) => bench::bench_main(&opts),
             Err(msg) => usage_error("bench", &msg),

@@ -25,7 +25,7 @@ use crate::error::{AckError, OpenError, ReceiveError};
 use crate::log::{LogSegment, Record};
 use crate::ring::work::{self, Acked, AtCursor, Behind, Claim};
 use crate::sync::waiter::Parking;
-use crate::sync::{lock, ProcessId, FIRST_POLLS};
+use crate::sync::{lock, ProcessId, FIRST_POLLS, QUIET_NAP};
 use crate::topic::Payload;
 
 /// How often claims look for expired deliveries and dead consumers even when nothing was handed
@@ -119,6 +119,14 @@ impl ConsumerCore {
     }
 
     /// One attempt: a buffered claim, or a new batch.
+    /// Whether every message ever sent is acknowledged (head = tail): nothing waits, nothing is
+    /// in flight, so no scan can find anything to take back. Relaxed loads: a hint for the async
+    /// nap, rechecked at every poll.
+    fn settled(&self) -> bool {
+        let r = self.shared.region();
+        r.u64_at(CTRL_HEAD).load(Ordering::Relaxed) == r.u64_at(CTRL_TAIL).load(Ordering::Relaxed)
+    }
+
     fn try_once(&self) -> Result<Got, ReceiveError> {
         loop {
             let next = self.claims.borrow_mut().buffer.pop_front();
@@ -760,15 +768,28 @@ impl<'a, P: Payload + ?Sized> Future for Receive<'a, P> {
         let got = match core.try_once() {
             Ok(Got::Nothing) => {
                 let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
+                // The nap brings the scans `try_once` makes, which take back the deliveries of
+                // dead consumers and of passed deadlines. A settled queue has none to take back:
+                // a ring (a send) is the only news it can have, and an idle consumer then naps
+                // long. Settling is judged before the handshake, so a queue that stops being
+                // settled by the recheck is polled again at once instead.
+                let settled = core.settled();
+                let nap = if settled { QUIET_NAP } else { SCAN_INTERVAL };
                 // The news handshake, as `wait`'s, with the waiter watching the word instead of
-                // a blocked thread; the nap brings the scans `try_once` makes.
-                this.parking
-                    .park(bell, core.index, SCAN_INTERVAL, keep, cx.waker(), || {
+                // a blocked thread.
+                let got = this
+                    .parking
+                    .park(bell, core.index, nap, keep, cx.waker(), || {
                         match core.try_once() {
-                            Ok(Got::Nothing) => None,
+                            Ok(Got::Nothing) if !settled || core.settled() => None,
                             got => Some(got),
                         }
-                    })
+                    });
+                if let Some(Ok(Got::Nothing)) = got {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                got
             }
             got => {
                 this.parking.finish(bell, core.index);
@@ -862,7 +883,8 @@ impl<P: Payload + ?Sized> Consumer<P> {
     /// rings. The same results as [`Consumer::receive`], and the same upkeep while it waits:
     /// it wakes at least every scan interval to take back deliveries of dead consumers and
     /// judge stuck locks, as `receive` does. Compose it with the runtime's timeout for a
-    /// deadline. It does not spin.
+    /// deadline. It first spins for the handle's
+    /// `spin_before_sleep` without holding its thread (module doc, "Async").
     ///
     /// It borrows the consumer mutably so that the future is `Send`; the delivery it returns
     /// keeps that borrow until it is acknowledged or dropped, so async receives hold one
@@ -889,8 +911,8 @@ impl<P: Payload + ?Sized> Consumer<P> {
     /// ```
     pub fn receive_async(&mut self) -> Receive<'_, P> {
         Receive {
+            parking: Parking::new(self.core.spin),
             consumer: Some(self),
-            parking: Parking::default(),
         }
     }
 

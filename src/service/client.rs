@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{CallRing, Role, ASYNC_BITS, CLIENT_BIT};
 use super::shared::{ClientEnv, ServiceShared};
+use crate::discovery::PeerJoined;
 use crate::error::{CallError, SendError};
 use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
 use crate::sync::waiter::Parking;
@@ -126,6 +127,26 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
     /// How many calls this client may have in flight (its call slots).
     pub fn max_in_flight(&self) -> usize {
         self.core.shared.layout.in_flight
+    }
+
+    /// Waits without a thread until a live server is registered (at once if one is):
+    /// discovery, for a client started before its service's servers. Checked at least every
+    /// [`crate::discovery::DISCOVERY_NAP`]; no deadline (compose it with the runtime's timeout).
+    /// (The blocking alternative is the builder's `wait_for_server(true)`, per call.)
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u64, u64>("doc-wait-for-server");
+    /// let mut client = svc.client()?;
+    /// let _server = svc.server()?; // another process would join
+    /// futures::executor::block_on(client.wait_for_server());
+    /// # Ok::<(), ringbus::OpenError>(())
+    /// ```
+    pub fn wait_for_server(&mut self) -> PeerJoined<'_> {
+        let shared = &*self.core.shared;
+        PeerJoined::new(move || shared.any_live_server())
     }
 
     /// Call slots in use now: calls held by the caller (loans, pending calls, responses) and
@@ -723,7 +744,7 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
             deadline: now.checked_add(timeout),
             timeout,
             last_check: now,
-            parking: Parking::default(),
+            parking: Parking::new(self.core.spin),
             bit_held: false,
             pending: Some(self),
         }

@@ -18,7 +18,7 @@ use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
 use crate::sync::doorbell::ALL;
 use crate::sync::{barrier, ProcessId};
 use crate::sync::waiter::Parking;
-use crate::sync::CHECK_INTERVAL;
+use crate::sync::{CHECK_INTERVAL, QUIET_NAP};
 use crate::topic::{Bytes, Payload};
 
 /// Longest single sleep of an idle server.
@@ -183,7 +183,8 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     /// Waits for the next request without blocking a thread: a future that tries at once, then
     /// sleeps in the process's waiter (ARCHITECTURE.md, "Async") until a client posts a call.
     /// The same results as [`Server::receive`]; compose it with the runtime's timeout for a
-    /// deadline. It does not spin.
+    /// deadline. It first spins for the handle's
+    /// `spin_before_sleep` without holding its thread (module doc, "Async").
     ///
     /// It borrows the server mutably so that the future is `Send` (it can be awaited in a task
     /// of a multi-threaded runtime); the request it returns keeps that borrow until it is
@@ -210,8 +211,8 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     /// ```
     pub fn receive_async(&mut self) -> ReceiveRequest<'_, Q, R> {
         ReceiveRequest {
+            parking: Parking::new(self.core.spin),
             server: Some(self),
-            parking: Parking::default(),
             busy_rounds: 0,
         }
     }
@@ -298,7 +299,7 @@ impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveRequest<'a,
                     barrier::FALLBACK_NAP
                 } else {
                     this.busy_rounds = 0;
-                    MAX_SLEEP
+                    QUIET_NAP
                 };
                 let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
                 // The sleeper's half of the servers' doorbell, as `wait`'s, with the waiter

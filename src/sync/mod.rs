@@ -24,6 +24,13 @@ crate::outside_loom! {
 #[cfg(not(loom))]
 pub const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The nap of an awaiting future whose nap is only a safety net (a subscriber's, a server's): it
+/// has no peer to check on, and a ring wakes it. It bounds how late such a future sees a message
+/// whose sender died after publishing it but before ringing, and keeps an idle process from
+/// waking more than once per nap (the blocking calls nap 100 ms, as they also honour deadlines).
+#[cfg(not(loom))]
+pub(crate) const QUIET_NAP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Polls a waiting receiver (subscriber, client, server) makes before it first reads the clock,
 /// about a microsecond of spinning: a round trip is a few hundred nanoseconds, and a clock read
 /// would delay noticing a message that arrives meanwhile.

@@ -219,18 +219,37 @@ impl Drop for Registration {
     }
 }
 
-/// What a receiving future keeps between polls: whether its doorbell bit is armed, and its
-/// registration (made at its first wait, re-armed at the next ones).
+/// What a waiting future keeps between polls: how long it may spin before it parks, whether its
+/// doorbell bit is armed, and its registration (made at its first wait, re-armed at the next
+/// ones).
+///
+/// The spin is cooperative: a future that finds nothing within its spin wakes itself and
+/// returns `Pending`, so the executor polls it again after the other ready tasks instead of the
+/// future holding its thread. Only once the spin has passed does it arm the doorbell and
+/// register. A future spins once, from its first wait: a wake from the waiter that finds
+/// nothing (a nap, or a ring for another bit) parks again at once.
 #[derive(Debug, Default)]
 pub(crate) struct Parking {
     reg: Option<Registration>,
     armed: bool,
+    spin: Duration,
+    /// The end of the spin, set at the first wait.
+    spin_until: Option<Instant>,
 }
 
 impl Parking {
-    /// The wait of a future that found nothing: arms `bell` for member `bit`, runs `recheck`
-    /// (Some: done, the bit disarmed) and otherwise registers with the armed value and nap, to
-    /// wake `waker` (None: return Pending). `keep` owns the mapping of the bell's word.
+    /// A future's parking that spins for `spin` (zero: parks at its first wait).
+    pub(crate) fn new(spin: Duration) -> Parking {
+        Parking {
+            spin,
+            ..Parking::default()
+        }
+    }
+
+    /// The wait of a future that found nothing: spins (wakes itself, `None`) until its spin has
+    /// passed; then arms `bell` for member `bit`, runs `recheck` (Some: done, the bit disarmed)
+    /// and otherwise registers with the armed value and nap, to wake `waker` (None: return
+    /// Pending). `keep` owns the mapping of the bell's word.
     pub(crate) fn park<T>(
         &mut self,
         bell: Doorbell<'_>,
@@ -240,6 +259,18 @@ impl Parking {
         waker: &Waker,
         recheck: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
+        if !self.spin.is_zero() && !self.armed {
+            let now = Instant::now();
+            let until = *self
+                .spin_until
+                .get_or_insert_with(|| now.checked_add(self.spin).unwrap_or(now));
+            if now < until {
+                // Polled again after the executor's other ready tasks: a spin that does not
+                // hold the thread.
+                waker.wake_by_ref();
+                return None;
+            }
+        }
         let armed = bell.arm(bit, nap);
         self.armed = true;
         if let Some(got) = recheck() {
@@ -270,6 +301,26 @@ impl Parking {
         if let Some(reg) = &self.reg {
             reg.disarm();
         }
+    }
+}
+
+/// A future's nap with no doorbell to watch (discovery polls): a registration on a private word
+/// that nobody changes, so only its nap fires it. Dropping it unregisters.
+#[derive(Debug, Default)]
+pub(crate) struct Nap {
+    reg: Option<Registration>,
+}
+
+impl Nap {
+    /// Wakes `waker` once `nap` has passed (replacing an earlier nap of this `Nap`).
+    pub(crate) fn sleep(&mut self, nap: Duration, waker: &Waker) {
+        let reg = self.reg.get_or_insert_with(|| {
+            let word = Arc::new(AtomicU32::new(0));
+            // SAFETY: the word lives in the allocation the registration keeps.
+            unsafe { Registration::new(&word, word.clone()) }
+        });
+        // The word stays 0: only the nap ends the wait.
+        reg.arm(0, nap, waker);
     }
 }
 

@@ -17,6 +17,7 @@ use crate::error::ReceiveError;
 use crate::ring::broadcast::{Read, Reader};
 use crate::sync::doorbell::ALL;
 use crate::sync::waiter::Parking;
+use crate::sync::QUIET_NAP;
 
 /// Longest single sleep; the subscriber rechecks (and honours its deadline) at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -288,7 +289,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     /// Waits for the next message without blocking a thread: a future that tries at once, then
     /// sleeps in the process's waiter ([`crate::topic`] module doc, "Async") until a publisher
     /// rings. The same results as [`Subscriber::receive`]; compose it with the runtime's timeout
-    /// for a deadline. It does not spin ([`Subscriber::set_spin`] is for the blocking calls).
+    /// for a deadline. It first spins for [`Subscriber::set_spin`] (the builder's
+    /// `spin_before_sleep`) without holding its thread (module doc, "Async").
     ///
     /// It borrows the subscriber mutably so that the future is `Send` (it can be awaited in a
     /// task of a multi-threaded runtime); the sample it returns keeps that borrow until it is
@@ -314,8 +316,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     /// ```
     pub fn receive_async(&mut self) -> Receive<'_, P> {
         Receive {
+            parking: Parking::new(self.spin),
             sub: Some(self),
-            parking: Parking::default(),
         }
     }
 
@@ -402,7 +404,7 @@ impl<'a, P: Payload + ?Sized> Future for Receive<'a, P> {
                 // The subscriber half of the news handshake, as `wait`'s, with the waiter
                 // watching the word instead of a blocked thread.
                 this.parking
-                    .park(bell, sub.index, MAX_SLEEP, keep, cx.waker(), || {
+                    .park(bell, sub.index, QUIET_NAP, keep, cx.waker(), || {
                         match sub.poll() {
                             Err(ReceiveError::Empty) => None,
                             other => Some(other),

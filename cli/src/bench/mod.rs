@@ -35,6 +35,7 @@
 //! they support via [`transport::Transport::supports`], and implement the new exchange in
 //! their ends; the child protocol, orchestration and reports are shared.
 
+pub mod async_waits;
 pub mod crossbeam;
 pub mod floor;
 pub mod futex;
@@ -88,7 +89,8 @@ between two processes (ping and pong).
   ringbus bench [pubsub|rpc|queue] [--json] [--touch] [--rounds N] [--msgs N]
                 [--sizes 8,64,1024,65536,1048576] [--transports a,b,..] [--no-pin]
                 [--plot DIR]
-  ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]";
+  ringbus bench recovery [--json] [--messages N] [--rounds N] [--cold]
+  ringbus bench async [--json] [--idle-secs S] [--futures N] [--rounds N]";
 
 /// `ringbus bench --help`: how to read the figures (below the flags).
 pub const AFTER_LONG_HELP: &str = "\
