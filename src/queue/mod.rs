@@ -36,6 +36,14 @@
 //! a waiting consumer still takes back the deliveries of consumers that died. Dropping the future
 //! at any point loses no message. See ARCHITECTURE.md ("Async").
 //!
+//! [`Producer::send_async`] and `loan_async` wait for room the same way under
+//! [`Policy::Block`]: on the queue's room doorbell, which a consumer rings when it frees a slot,
+//! with the blocking send's deadline ([`crate::SendError::Timeout`]) and its reclaim of dead
+//! participants every [`crate::CHECK_INTERVAL`]; under [`Policy::Fail`] a full queue is
+//! [`crate::SendError::Full`] at once. The message is written (and, for a durable queue, logged
+//! and synced as its [`SyncPolicy`] says, in the executor's thread) in the poll that reserves
+//! its slot, so dropping the future before it completes sends nothing.
+//!
 //! ```
 //! use ringbus::Node;
 //!

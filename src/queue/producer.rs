@@ -685,15 +685,10 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// assert_eq!(worker.join().unwrap(), 15);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_async<'a>(
-        &'a mut self,
-        input: &'a P::Input,
-    ) -> impl Future<Output = Result<u64, SendError>> + 'a {
-        async move {
-            let pos = Room::new(&mut self.core).await?;
-            // In the poll that reserved `pos`: no await between the reservation and the send.
-            self.core.fill(pos, |buf| P::encode(input, buf))
-        }
+    pub async fn send_async(&mut self, input: &P::Input) -> Result<u64, SendError> {
+        let pos = Room::new(&mut self.core).await?;
+        // In the poll that reserved `pos`: no await between the reservation and the send.
+        self.core.fill(pos, |buf| P::encode(input, buf))
     }
 
     /// The queue's name.
@@ -758,16 +753,11 @@ impl<P: Payload + ?Sized> Producer<P> {
     }
 
     /// [`Producer::zeroed_loan`] waiting for room as [`Producer::send_async`] does.
-    fn zeroed_loan_async(
-        &mut self,
-        len: usize,
-    ) -> impl Future<Output = Result<Loan<'_, P>, SendError>> + '_ {
-        async move {
-            SendError::check_fits(len, self.core.max_payload())?;
-            let pos = Room::new(&mut self.core).await?;
-            // In the poll that reserved `pos`: a future dropped before holds no position.
-            Ok(self.loan_at(pos, len))
-        }
+    async fn zeroed_loan_async(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
+        SendError::check_fits(len, self.core.max_payload())?;
+        let pos = Room::new(&mut self.core).await?;
+        // In the poll that reserved `pos`: a future dropped before holds no position.
+        Ok(self.loan_at(pos, len))
     }
 
     /// The loan of reserved position `pos` for `len` ≤ `max_payload` bytes, zeroed.

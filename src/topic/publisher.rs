@@ -199,17 +199,12 @@ impl<P: Payload + ?Sized> Publisher<P> {
     }
 
     /// The async [`Publisher::loan_raw`] (waiting): every async send goes through it.
-    fn loan_raw_async(
-        &mut self,
-        len: usize,
-    ) -> impl Future<Output = Result<Loan<'_, P>, SendError>> + '_ {
-        async move {
-            SendError::check_fits(len, self.shared.layout.max_message_size)?;
-            // The slot is claimed by the poll that completes `Room`, and the loan made in that
-            // same poll: a future dropped before holds no claim.
-            let (pos, slot) = Room::new(self).await?;
-            Ok(self.loan_at(pos, slot, len))
-        }
+    async fn loan_raw_async(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
+        SendError::check_fits(len, self.shared.layout.max_message_size)?;
+        // The slot is claimed by the poll that completes `Room`, and the loan made in that
+        // same poll: a future dropped before holds no claim.
+        let (pos, slot) = Room::new(self).await?;
+        Ok(self.loan_at(pos, slot, len))
     }
 
     /// The loan of claimed slot `slot` (position `pos`) for `len` ≤ max message size bytes.
@@ -487,16 +482,11 @@ impl<T: bytemuck::Pod> Publisher<T> {
     /// assert_eq!(*s.try_receive()?, [1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_copy_async<'a>(
-        &'a mut self,
-        value: &'a T,
-    ) -> impl Future<Output = Result<(), SendError>> + 'a {
-        async move {
-            let mut loan = self.loan_async().await?;
-            *loan = *value;
-            loan.send();
-            Ok(())
-        }
+    pub async fn send_copy_async(&mut self, value: &T) -> Result<(), SendError> {
+        let mut loan = self.loan_async().await?;
+        *loan = *value;
+        loan.send();
+        Ok(())
     }
 }
 
@@ -573,16 +563,11 @@ impl Publisher<Bytes> {
     /// assert_eq!(&*s.try_receive()?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_copy_async<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> impl Future<Output = Result<(), SendError>> + 'a {
-        async move {
-            let mut loan = self.loan_async(bytes.len()).await?;
-            loan.copy_from_slice(bytes);
-            loan.send();
-            Ok(())
-        }
+    pub async fn send_copy_async(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.loan_async(bytes.len()).await?;
+        loan.copy_from_slice(bytes);
+        loan.send();
+        Ok(())
     }
 }
 
@@ -638,15 +623,10 @@ where
     /// assert_eq!(s.try_receive()?.n, 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_async<'a>(
-        &'a mut self,
-        value: &'a T,
-    ) -> impl Future<Output = Result<(), SendError>> + 'a {
-        async move {
-            let max = self.max_message_size();
-            let loan = self.loan_raw_async(max).await?;
-            serialize_into(loan, value)
-        }
+    pub async fn send_async(&mut self, value: &T) -> Result<(), SendError> {
+        let max = self.max_message_size();
+        let loan = self.loan_raw_async(max).await?;
+        serialize_into(loan, value)
     }
 }
 
