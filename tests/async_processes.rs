@@ -851,3 +851,40 @@ fn room_futures_dropped_at_random_points_send_nothing_twice_and_lose_nothing() {
     check_reader(worker, count);
     assert_eq!(live_registrations(), 0, "every dropped future unregistered");
 }
+
+#[test]
+fn an_async_producer_waits_for_room_in_a_durable_queue_as_send_does() {
+    let _serial = serial();
+    let dir = test_root("async-room-durable").join("log");
+    let node = Node::in_process();
+    // Capacity 8 with segments of 16 records: the producer maps new segments while it waits.
+    let queue = node
+        .queue::<u64>("async-room-durable")
+        .capacity(8)
+        .segment_records(16)
+        .policy(Policy::Block(HANG))
+        .durable(&dir)
+        .sync_policy(ringbus::SyncPolicy::Always);
+    let mut producer = queue.producer().unwrap();
+    let consumer = queue.consumer().unwrap();
+    let count = 200u64;
+    let reader = std::thread::spawn(move || {
+        (0..count)
+            .map(|_| {
+                let job = consumer.receive_timeout(HANG).unwrap();
+                let v = *job;
+                job.ack().unwrap();
+                v
+            })
+            .collect::<Vec<_>>()
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        for seq in 0..count {
+            let sent = tokio::time::timeout(HANG, producer.send_async(&seq)).await;
+            assert_eq!(sent.expect("not hung").unwrap(), seq);
+        }
+    });
+    assert_eq!(reader.join().unwrap(), (0..count).collect::<Vec<_>>());
+    assert_eq!(live_registrations(), 0);
+}

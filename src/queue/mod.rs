@@ -344,6 +344,33 @@ mod tests {
         assert_send::<super::Consumer<u64>>();
     }
 
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The room waits can be awaited in a task of a multi-threaded runtime, every payload kind.
+    #[test]
+    fn room_futures_are_send() {
+        #[derive(rkyv::Archive, rkyv::Serialize)]
+        struct Doc {
+            text: String,
+        }
+        let node = crate::Node::in_process();
+        let mut p = node.queue::<u64>("send-room").producer().unwrap();
+        is_send(&p.send_async(&1));
+        is_send(&p.loan_async());
+        let mut p = node.queue_bytes("send-room-bytes").producer().unwrap();
+        is_send(&p.send_async(b"x"));
+        is_send(&p.loan_async(1));
+        let topic = node.topic::<u64>("send-room");
+        let mut p = topic.publisher().unwrap();
+        is_send(&p.send_copy_async(&1));
+        is_send(&p.loan_async());
+        let mut p = node.topic_bytes("send-room-bytes").publisher().unwrap();
+        is_send(&p.send_copy_async(b"x"));
+        is_send(&p.loan_async(1));
+        let mut p = node.topic_rkyv::<Doc>("send-room-rkyv").publisher().unwrap();
+        is_send(&p.send_async(&Doc { text: "x".into() }));
+    }
+
     /// `SyncPolicy::Always` when the disk fails a sync: the send fails, and the message is
     /// delivered neither now nor after a machine restart (the ring rebuilt from the log).
     #[test]
