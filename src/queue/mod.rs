@@ -36,6 +36,14 @@
 //! a waiting consumer still takes back the deliveries of consumers that died. Dropping the future
 //! at any point loses no message. See ARCHITECTURE.md ("Async").
 //!
+//! [`Producer::send_async`] and `loan_async` wait for room the same way under
+//! [`Policy::Block`]: on the queue's room doorbell, which a consumer rings when it frees a slot,
+//! with the blocking send's deadline ([`crate::SendError::Timeout`]) and its reclaim of dead
+//! participants every [`crate::CHECK_INTERVAL`]; under [`Policy::Fail`] a full queue is
+//! [`crate::SendError::Full`] at once. The message is written (and, for a durable queue, logged
+//! and synced as its [`SyncPolicy`] says, in the executor's thread) in the poll that reserves
+//! its slot, so dropping the future before it completes sends nothing.
+//!
 //! ```
 //! use ringbus::Node;
 //!
@@ -378,6 +386,33 @@ mod tests {
     fn handles_are_send() {
         assert_send::<super::Producer<u64>>();
         assert_send::<super::Consumer<u64>>();
+    }
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The room waits can be awaited in a task of a multi-threaded runtime, every payload kind.
+    #[test]
+    fn room_futures_are_send() {
+        #[derive(rkyv::Archive, rkyv::Serialize)]
+        struct Doc {
+            text: String,
+        }
+        let node = crate::Node::in_process();
+        let mut p = node.queue::<u64>("send-room").producer().unwrap();
+        is_send(&p.send_async(&1));
+        is_send(&p.loan_async());
+        let mut p = node.queue_bytes("send-room-bytes").producer().unwrap();
+        is_send(&p.send_async(b"x"));
+        is_send(&p.loan_async(1));
+        let topic = node.topic::<u64>("send-room");
+        let mut p = topic.publisher().unwrap();
+        is_send(&p.send_copy_async(&1));
+        is_send(&p.loan_async());
+        let mut p = node.topic_bytes("send-room-bytes").publisher().unwrap();
+        is_send(&p.send_copy_async(b"x"));
+        is_send(&p.loan_async(1));
+        let mut p = node.topic_rkyv::<Doc>("send-room-rkyv").publisher().unwrap();
+        is_send(&p.send_async(&Doc { text: "x".into() }));
     }
 
     /// `SyncPolicy::Always` when the disk fails a sync: the send fails, and the message is

@@ -6,9 +6,12 @@
 //! READY. Reservations are in tail order, so each producer's messages are in the queue in the
 //! order it sent them.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use crate::error::{OpenError, SendError};
 use crate::shm::entry::Tables;
 use crate::log::{LogSegment, SyncPolicy};
 use crate::ring::work;
+use crate::sync::waiter::Parking;
 use crate::sync::{lock, ProcessId};
 use crate::topic::{Bytes, Payload};
 
@@ -457,6 +461,17 @@ impl ProducerCore {
         encode: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
     ) -> Result<u64, SendError> {
         let pos = self.reserve()?;
+        self.fill(pos, encode)
+    }
+
+    /// Encodes with `encode` into the payload area of reserved position `pos`, and publishes
+    /// (or gives the position up if encoding fails).
+    #[inline]
+    fn fill(
+        &mut self,
+        pos: u64,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, SendError>,
+    ) -> Result<u64, SendError> {
         let max = self.max_payload;
         // SAFETY: `payload` is valid for `max` bytes; position `pos` is ours (WRITING) until we
         // publish it, so nobody else reads or writes these bytes meanwhile; the slice does not
@@ -472,6 +487,117 @@ impl ProducerCore {
                 self.abandon(pos);
                 Err(e)
             }
+        }
+    }
+}
+
+/// The room wait of every async send of a producer ([`Producer::send_async`],
+/// `loan_async`): [`ProducerCore::reserve`] as a future. It reserves at once when it can; a
+/// full queue under [`Policy::Fail`] is [`SendError::Full`] at once; under [`Policy::Block`]
+/// it arms the room doorbell (bit: the producer's index), rechecks by trying to reserve, and
+/// registers with the process's waiter until a consumer frees a slot and rings, or its nap ends.
+///
+/// As `wait_for_room`: its own deadline, from its first wait, ends it with
+/// [`SendError::Timeout`]; it naps at most [`lock::CHECK_INTERVAL`] (and never past the
+/// deadline), and reclaims dead participants once per interval (a consumer that died holding
+/// the oldest message frees it only then). It first spins for the producer's `spin` without holding
+/// its thread (`Parking`). A durable queue's segment is mapped (made, if new) in the poll that
+/// reserves, as `reserve` does. Cancel-safe: the position is reserved by the poll that returns
+/// it; dropped before, it holds no position and no registration.
+struct Room<'a> {
+    core: &'a mut ProducerCore,
+    /// Set at the first wait: the deadline (None: beyond what `Instant` holds) and the next
+    /// reclaim.
+    waiting: Option<(Option<Instant>, Instant)>,
+    parking: Parking,
+    /// Returned: the bit is disarmed already.
+    done: bool,
+}
+
+impl<'a> Room<'a> {
+    fn new(core: &'a mut ProducerCore) -> Self {
+        Room {
+            parking: Parking::new(core.spin),
+            core,
+            waiting: None,
+            done: false,
+        }
+    }
+
+    /// Reserves, or parks (`None`: pending).
+    fn step(&mut self, waker: &Waker) -> Option<Result<u64, SendError>> {
+        let core = &mut *self.core;
+        let reserved = match core.try_reserve() {
+            Ok(None) => {
+                let timeout = match core.full {
+                    Policy::Fail => return Some(Err(SendError::Full)),
+                    Policy::Block(t) => t,
+                };
+                let now = Instant::now();
+                let (deadline, next_reclaim) = self
+                    .waiting
+                    .get_or_insert_with(|| (now.checked_add(timeout), now + lock::CHECK_INTERVAL));
+                if deadline.is_some_and(|d| now >= d) {
+                    return Some(Err(SendError::Timeout(timeout)));
+                }
+                if now >= *next_reclaim {
+                    // A consumer that died holding the oldest message frees it only once
+                    // reclaimed (the recheck below tries the tail again).
+                    *next_reclaim = now + lock::CHECK_INTERVAL;
+                    core.shared.reclaim_dead();
+                }
+                let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
+                    (d - now).min(lock::CHECK_INTERVAL)
+                });
+                let shared = &core.shared;
+                let keep = || shared.clone() as Arc<dyn Send + Sync>;
+                let core = &*core;
+                // The producer half of the room handshake, as `wait_for_room`'s
+                // `sleep_unless`, with the waiter watching the word instead of a blocked
+                // thread: a consumer frees a slot, then rings.
+                self.parking.park(
+                    shared.layout.room_bell(shared.region()),
+                    core.index,
+                    nap,
+                    keep,
+                    waker,
+                    || match core.try_reserve() {
+                        Ok(None) => None,
+                        got => Some(got),
+                    },
+                )?
+            }
+            got => got,
+        };
+        Some(reserved.and_then(|pos| core.prepare(pos.expect("not None"))))
+    }
+}
+
+impl Future for Room<'_> {
+    type Output = Result<u64, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.done, "Room polled after it returned");
+        match this.step(cx.waker()) {
+            None => Poll::Pending,
+            Some(got) => {
+                this.done = true;
+                let shared = &this.core.shared;
+                this.parking
+                    .finish(shared.layout.room_bell(shared.region()), this.core.index);
+                Poll::Ready(got)
+            }
+        }
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let shared = &self.core.shared;
+            self.parking
+                .finish(shared.layout.room_bell(shared.region()), self.core.index);
         }
     }
 }
@@ -520,6 +646,52 @@ impl<P: Payload + ?Sized> Producer<P> {
     #[inline]
     pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
         self.core.send_with(|buf| P::encode(input, buf))
+    }
+
+    /// [`Producer::send`] without blocking a thread: under [`Policy::Block`], a future that
+    /// waits for room in the process's waiter ([`crate::queue`] module doc, "Async") until a
+    /// consumer frees a slot; under [`Policy::Fail`], ready at once. The message is encoded
+    /// and published in the poll that reserves its position. The same errors as `send`:
+    /// [`SendError::Timeout`] after the policy's timeout (counted from the future's first
+    /// wait), [`SendError::Full`], [`SendError::TooLarge`], [`SendError::Serialize`],
+    /// [`SendError::Busy`], and for durable queues [`SendError::Storage`]. A durable queue
+    /// under [`SyncPolicy::Always`] syncs in that last poll, blocking the executor's thread for
+    /// the `fsync`, as `send` blocks its caller. It first spins for the
+    /// builder's `spin_before_sleep` without holding its thread (module doc, "Async").
+    ///
+    /// Cancel-safe: dropped before it completes, it sent nothing and holds no position and no
+    /// registration; once it returns `Ok`, the message is in the queue.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-producer-send-async").capacity(2);
+    /// let mut producer = queue.producer()?;
+    /// let consumer = queue.consumer()?;
+    /// // The consumer takes its time: the producer's future waits for room.
+    /// let worker = std::thread::spawn(move || {
+    ///     let mut sum = 0;
+    ///     for _ in 0..5 {
+    ///         let job = consumer.receive().unwrap();
+    ///         sum += *job;
+    ///         job.ack().unwrap();
+    ///     }
+    ///     sum
+    /// });
+    /// futures::executor::block_on(async {
+    ///     for n in 1..=5 {
+    ///         producer.send_async(&n).await?;
+    ///     }
+    ///     Ok::<(), ringbus::SendError>(())
+    /// })?;
+    /// assert_eq!(worker.join().unwrap(), 15);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn send_async(&mut self, input: &P::Input) -> Result<u64, SendError> {
+        let pos = Room::new(&mut self.core).await?;
+        // In the poll that reserved `pos`: no await between the reservation and the send.
+        self.core.fill(pos, |buf| P::encode(input, buf))
     }
 
     /// Waits without a thread until a live consumer is registered (at once if one is):
@@ -605,17 +777,30 @@ impl<P: Payload + ?Sized> Producer<P> {
     fn zeroed_loan(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
         SendError::check_fits(len, self.core.max_payload())?;
         let pos = self.core.reserve()?;
+        Ok(self.loan_at(pos, len))
+    }
+
+    /// [`Producer::zeroed_loan`] waiting for room as [`Producer::send_async`] does.
+    async fn zeroed_loan_async(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
+        SendError::check_fits(len, self.core.max_payload())?;
+        let pos = Room::new(&mut self.core).await?;
+        // In the poll that reserved `pos`: a future dropped before holds no position.
+        Ok(self.loan_at(pos, len))
+    }
+
+    /// The loan of reserved position `pos` for `len` ≤ `max_payload` bytes, zeroed.
+    fn loan_at(&mut self, pos: u64, len: usize) -> Loan<'_, P> {
         let ptr = self.core.payload(pos);
         // SAFETY: the payload area of our reserved position holds `max_payload` bytes, at
-        // least `len` (checked above), and is ours alone until published or given up.
+        // least `len` (the callers check it), and is ours alone until published or given up.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
-        Ok(Loan {
+        Loan {
             producer: &mut self.core,
             pos,
             len,
             ptr,
             _p: PhantomData,
-        })
+        }
     }
 }
 
@@ -624,12 +809,62 @@ impl<T: bytemuck::Pod> Producer<T> {
     pub fn loan(&mut self) -> Result<Loan<'_, T>, SendError> {
         self.zeroed_loan(std::mem::size_of::<T>())
     }
+
+    /// [`Producer::loan`] without blocking a thread: waits for room as
+    /// [`Producer::send_async`] does, with the same errors (but `Serialize`) and cancel
+    /// safety; the loan is made in the poll that reserves its slot (a loan dropped unsent gives
+    /// the slot up: consumers skip it).
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<[u32; 4]>("doc-producer-loan-async");
+    /// let mut producer = queue.producer()?;
+    /// let consumer = queue.consumer()?;
+    /// futures::executor::block_on(async {
+    ///     let mut loan = producer.loan_async().await?;
+    ///     loan[3] = 9;
+    ///     loan.send()
+    /// })?;
+    /// assert_eq!(*consumer.try_receive()?, [0, 0, 0, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan_async(&mut self) -> impl Future<Output = Result<Loan<'_, T>, SendError>> + '_ {
+        self.zeroed_loan_async(std::mem::size_of::<T>())
+    }
 }
 
 impl Producer<Bytes> {
     /// Loans the next slot for a message of `len` bytes (zeroed), to be written in place.
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_, Bytes>, SendError> {
         self.zeroed_loan(len)
+    }
+
+    /// [`Producer::loan`] without blocking a thread: waits for room as
+    /// [`Producer::send_async`] does, with the same errors (a `len` above the largest message
+    /// is [`SendError::TooLarge`] at the first poll) and cancel safety.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue_bytes("doc-producer-bytes-loan-async");
+    /// let mut producer = queue.producer()?;
+    /// let consumer = queue.consumer()?;
+    /// futures::executor::block_on(async {
+    ///     let mut loan = producer.loan_async(3).await?;
+    ///     loan.copy_from_slice(b"job");
+    ///     loan.send()
+    /// })?;
+    /// assert_eq!(&*consumer.try_receive()?, b"job");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan_async(
+        &mut self,
+        len: usize,
+    ) -> impl Future<Output = Result<Loan<'_, Bytes>, SendError>> + '_ {
+        self.zeroed_loan_async(len)
     }
 }
 

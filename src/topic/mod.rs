@@ -14,6 +14,14 @@
 //! when a publisher rings. Dropping the future at any point loses no message. See
 //! ARCHITECTURE.md ("Async").
 //!
+//! The sends have async forms too: [`Publisher::loan_async`], `send_copy_async` and (rkyv)
+//! `send_async`. Under [`Policy::Block`] they wait for room the same way, on the topic's room
+//! doorbell, which a subscriber rings when its cursor moves; they keep the blocking send's
+//! deadline ([`crate::SendError::Timeout`] after the send timeout) and its check for dead
+//! subscribers every [`crate::CHECK_INTERVAL`]. Under `DropOldest` they are ready at once.
+//! Dropping one before it completes sends nothing and holds no slot. The futures borrow the
+//! handle mutably and are `Send`.
+//!
 //! ```
 //! use ringbus::Node;
 //!

@@ -1,8 +1,11 @@
 //! The sending side of a topic: one single-writer ring per publisher.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::layout::{Policy, Role};
@@ -14,9 +17,12 @@ use crate::error::SendError;
 use crate::shm::entry::Tables;
 use crate::ring::broadcast::{Claim, Writer};
 use crate::sync::doorbell::{Doorbell, ALL};
+use crate::sync::waiter::Parking;
 
 /// How long a blocked publisher spins before it sleeps in the kernel.
 const SPIN: Duration = Duration::from_micros(20);
+/// The first nap of a publisher waiting for room; it doubles up to [`CHECK_INTERVAL`].
+const FIRST_NAP: Duration = Duration::from_micros(100);
 /// A publisher whose pre-claim keeps failing looks for dead participants once per this many
 /// commits.
 const HOUSEKEEPING_EVERY: u32 = 4096;
@@ -68,7 +74,6 @@ impl<P: Payload + ?Sized> Publisher<P> {
             last_check: None,
             wakes: 0,
             announced: u64::MAX,
-
             _p: PhantomData,
         }
     }
@@ -137,7 +142,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let block = layout.policy == Policy::Block;
         // (start of waiting, deadline if representable)
         let mut deadline: Option<(Instant, Option<Instant>)> = None;
-        let mut backoff = Duration::from_micros(100);
+        let mut backoff = FIRST_NAP;
         loop {
             let reader = match self.writer.claim(&cells, block) {
                 Claim::Ready { pos, slot } => return Ok((pos, slot)),
@@ -150,12 +155,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             };
             if !wait {
                 // A subscriber that died keeps the ring full: check it now and then.
-                let now = Instant::now();
-                if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
-                    self.last_check = Some(now);
-                    if self.shared.reclaim_subscriber_if_dead(reader) {
-                        continue;
-                    }
+                if reclaim_if_due(&mut self.last_check, &self.shared, reader, Instant::now()) {
+                    continue;
                 }
                 return Err(SendError::Full);
             }
@@ -163,11 +164,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             let (start, dl) = *deadline.get_or_insert((now, now.checked_add(self.timeout)));
             if dl.is_some_and(|dl| now >= dl) {
                 // Even with a very short timeout, a dead subscriber must not block for good.
-                if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
-                    self.last_check = Some(now);
-                    if self.shared.reclaim_subscriber_if_dead(reader) {
-                        continue;
-                    }
+                if reclaim_if_due(&mut self.last_check, &self.shared, reader, now) {
+                    continue;
                 }
                 return Err(SendError::Timeout(self.timeout));
             }
@@ -175,11 +173,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 std::hint::spin_loop();
                 continue;
             }
-            if self.last_check.map_or(true, |t| now >= t + CHECK_INTERVAL) {
-                self.last_check = Some(now);
-                if self.shared.reclaim_subscriber_if_dead(reader) {
-                    continue;
-                }
+            if reclaim_if_due(&mut self.last_check, &self.shared, reader, now) {
+                continue;
             }
             // Sleep until a subscriber advances (the room handshake: it moves its cursor, then
             // rings), or a backoff that grows to the check interval.
@@ -232,23 +227,172 @@ impl<P: Payload + ?Sized> Publisher<P> {
     }
 
     fn loan_raw(&mut self, len: usize, wait: bool) -> Result<Loan<'_, P>, SendError> {
-        let max = self.shared.layout.max_message_size;
-        SendError::check_fits(len, max)?;
+        SendError::check_fits(len, self.shared.layout.max_message_size)?;
         let (pos, slot) = self.claim(wait)?;
+        Ok(self.loan_at(pos, slot, len))
+    }
+
+    /// The async [`Publisher::loan_raw`] (waiting): every async send goes through it.
+    async fn loan_raw_async(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
+        SendError::check_fits(len, self.shared.layout.max_message_size)?;
+        // The slot is claimed by the poll that completes `Room`, and the loan made in that
+        // same poll: a future dropped before holds no claim.
+        let (pos, slot) = Room::new(self).await?;
+        Ok(self.loan_at(pos, slot, len))
+    }
+
+    /// The loan of claimed slot `slot` (position `pos`) for `len` ≤ max message size bytes.
+    fn loan_at(&mut self, pos: u64, slot: usize, len: usize) -> Loan<'_, P> {
+        let max = self.shared.layout.max_message_size;
         let off = self
             .shared
             .layout
             .cells(self.shared.region(), self.index)
             .payload(slot);
         let ptr = self.shared.region().ptr(off, max);
-        Ok(Loan {
+        Loan {
             publisher: self,
             pos,
             slot,
             ptr,
             len,
             sent: false,
-        })
+        }
+    }
+}
+
+/// The room wait of every async send of a publisher ([`Publisher::loan_async`],
+/// `send_copy_async`, `send_async`): `claim(wait = true)` as a future. It claims at once when it
+/// can (always under `DropOldest`); under `Block`, finding a subscriber a whole ring behind, it
+/// arms the room doorbell (bit: the publisher's index), rechecks, and registers with the
+/// process's waiter until a subscriber moves its cursor and rings, or its nap ends.
+///
+/// As the blocking wait: its own deadline, from its first wait for room, ends it with
+/// [`SendError::Timeout`]; its nap doubles from 100 µs to [`CHECK_INTERVAL`] (and never passes
+/// the deadline), and once per `CHECK_INTERVAL` it reclaims the lagging subscriber if that one
+/// died. It first spins [`SPIN`], as the blocking call does, but
+/// without holding its thread (`Parking`). Cancel-safe: its output is
+/// claimed by the poll that returns it; dropped before, it holds no claim and no registration.
+struct Room<'a, P: Payload + ?Sized> {
+    publisher: &'a mut Publisher<P>,
+    /// Set at the first wait: the deadline (None: beyond what `Instant` holds).
+    deadline: Option<Option<Instant>>,
+    /// The next nap, while nothing but a check or the deadline rings.
+    backoff: Duration,
+    parking: Parking,
+    /// Returned: the bit is disarmed already.
+    done: bool,
+}
+
+impl<'a, P: Payload + ?Sized> Room<'a, P> {
+    fn new(publisher: &'a mut Publisher<P>) -> Self {
+        Room {
+            publisher,
+            deadline: None,
+            backoff: FIRST_NAP,
+            // The blocking claim's spin, here cooperative (`Parking`).
+            parking: Parking::new(SPIN),
+            done: false,
+        }
+    }
+
+    /// Claims, or parks (`None`: pending).
+    fn step(&mut self, waker: &Waker) -> Option<Result<(u64, usize), SendError>> {
+        let p = &mut *self.publisher;
+        let layout = &p.shared.layout;
+        let region = p.shared.region();
+        let cells = layout.cells(region, p.index);
+        let block = layout.policy == Policy::Block;
+        loop {
+            let reader = match p.writer.claim(&cells, block) {
+                Claim::Ready { pos, slot } => return Some(Ok((pos, slot))),
+                Claim::AllPinned => return Some(Err(SendError::AllSlotsHeld)),
+                Claim::Blocked { reader } => {
+                    let bell = layout.news_bell(region);
+                    announce_skips(bell, p.writer.next(), &mut p.announced, &mut p.wakes);
+                    reader
+                }
+            };
+            let now = Instant::now();
+            let deadline = *self
+                .deadline
+                .get_or_insert_with(|| now.checked_add(p.timeout));
+            // As `claim`: a dead subscriber is reclaimed even past a very short deadline.
+            if reclaim_if_due(&mut p.last_check, &p.shared, reader, now) {
+                continue;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Some(Err(SendError::Timeout(p.timeout)));
+            }
+            let nap = deadline.map_or(self.backoff, |d| (d - now).min(self.backoff));
+            let n = layout.capacity as u64;
+            let writer = &mut p.writer;
+            let keep = || p.shared.clone() as Arc<dyn Send + Sync>;
+            // The publisher half of the room handshake, as `claim`'s `sleep_unless`, with the
+            // waiter watching the word instead of a blocked thread: a subscriber moves its
+            // cursor, then rings.
+            let room = self.parking.park(
+                layout.room_bell(region),
+                p.index,
+                nap,
+                keep,
+                waker,
+                || {
+                    writer
+                        .lagging_reader(&cells, writer.next() - n)
+                        .is_none()
+                        .then_some(())
+                },
+            );
+            if room.is_none() {
+                self.backoff = (self.backoff * 2).min(CHECK_INTERVAL);
+                return None;
+            }
+        }
+    }
+}
+
+/// Once per [`CHECK_INTERVAL`] (`last_check`: the publisher's last check): whether lagging
+/// subscriber `reader` was dead and is reclaimed now (then the ring may have room).
+fn reclaim_if_due(
+    last_check: &mut Option<Instant>,
+    shared: &TopicShared,
+    reader: usize,
+    now: Instant,
+) -> bool {
+    if last_check.is_some_and(|t| now < t + CHECK_INTERVAL) {
+        return false;
+    }
+    *last_check = Some(now);
+    shared.reclaim_subscriber_if_dead(reader)
+}
+
+impl<P: Payload + ?Sized> Future for Room<'_, P> {
+    type Output = Result<(u64, usize), SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.done, "Room polled after it returned");
+        match this.step(cx.waker()) {
+            None => Poll::Pending,
+            Some(got) => {
+                this.done = true;
+                let p = &*this.publisher;
+                this.parking
+                    .finish(p.shared.layout.room_bell(p.shared.region()), p.index);
+                Poll::Ready(got)
+            }
+        }
+    }
+}
+
+impl<P: Payload + ?Sized> Drop for Room<'_, P> {
+    fn drop(&mut self) {
+        if !self.done {
+            let p = &*self.publisher;
+            self.parking
+                .finish(p.shared.layout.room_bell(p.shared.region()), p.index);
+        }
     }
 }
 
@@ -325,6 +469,66 @@ impl<T: bytemuck::Pod> Publisher<T> {
         loan.send();
         Ok(())
     }
+
+    /// [`Publisher::loan`] without blocking a thread: under [`Policy::Block`], a future that
+    /// waits for room in the process's waiter ([`crate::topic`] module doc, "Async") until a
+    /// subscriber reads; under `DropOldest`, ready at once. The same errors as `loan`:
+    /// [`SendError::Timeout`] after the topic's send timeout (counted from the future's first
+    /// wait; a subscriber found dead meanwhile is reclaimed, as the blocking call does) and
+    /// [`SendError::AllSlotsHeld`]. It first spins 20 µs, as the blocking call does, without
+    /// holding its thread.
+    ///
+    /// Cancel-safe: the slot is claimed by the poll that returns the loan, so a future dropped
+    /// before holds no slot and no registration (and a loan dropped unsent gives its slot back).
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic::<u64>("doc-pod-loan-async").capacity(2);
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// // The subscriber reads slowly: the third loan waits for room.
+    /// let reader = std::thread::spawn(move || -> Result<u64, ringbus::ReceiveError> {
+    ///     let mut sum = 0;
+    ///     for _ in 0..3 {
+    ///         sum += *s.receive()?;
+    ///     }
+    ///     Ok(sum)
+    /// });
+    /// futures::executor::block_on(async {
+    ///     for n in 1..=3 {
+    ///         let mut loan = p.loan_async().await?;
+    ///         *loan = n;
+    ///         loan.send();
+    ///     }
+    ///     Ok::<(), ringbus::SendError>(())
+    /// })?;
+    /// assert_eq!(reader.join().unwrap()?, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan_async(&mut self) -> impl Future<Output = Result<Loan<'_, T>, SendError>> + '_ {
+        self.loan_raw_async(std::mem::size_of::<T>())
+    }
+
+    /// [`Publisher::send_copy`] without blocking a thread: [`Publisher::loan_async`], then the
+    /// copy and the send in the poll that claims the slot. The same errors and cancel safety
+    /// as `loan_async`: dropped before it completes, it sent nothing; once it returns `Ok`, the
+    /// message is sent.
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic::<[u32; 2]>("doc-pod-send-copy-async");
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// futures::executor::block_on(p.send_copy_async(&[1, 2]))?;
+    /// assert_eq!(*s.try_receive()?, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn send_copy_async(&mut self, value: &T) -> Result<(), SendError> {
+        let mut loan = self.loan_async().await?;
+        *loan = *value;
+        loan.send();
+        Ok(())
+    }
 }
 
 impl Publisher<Bytes> {
@@ -353,6 +557,55 @@ impl Publisher<Bytes> {
     /// Copies `bytes` into a slot and sends it.
     pub fn send_copy(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         let mut loan = self.loan(bytes.len())?;
+        loan.copy_from_slice(bytes);
+        loan.send();
+        Ok(())
+    }
+
+    /// [`Publisher::loan`] without blocking a thread, as [`Publisher::loan_async`]
+    /// (Pod topics) does, with the same errors and cancel safety; a `len` above the maximum
+    /// message size is [`SendError::TooLarge`] at the first poll.
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic_bytes("doc-bytes-loan-async").max_message_size(64);
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// futures::executor::block_on(async {
+    ///     let mut loan = p.loan_async(2).await?;
+    ///     loan.copy_from_slice(b"hi");
+    ///     loan.send();
+    ///     assert!(matches!(
+    ///         p.loan_async(65).await,
+    ///         Err(ringbus::SendError::TooLarge { len: 65, max: 64 })
+    ///     ));
+    ///     Ok::<(), ringbus::SendError>(())
+    /// })?;
+    /// assert_eq!(&*s.try_receive()?, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan_async(
+        &mut self,
+        len: usize,
+    ) -> impl Future<Output = Result<Loan<'_, Bytes>, SendError>> + '_ {
+        self.loan_raw_async(len)
+    }
+
+    /// [`Publisher::send_copy`] without blocking a thread: [`Publisher::loan_async`], then the
+    /// copy and the send in the poll that claims the slot. The same errors and cancel safety
+    /// as `loan_async`: dropped before it completes, it sent nothing.
+    ///
+    /// ```
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic_bytes("doc-bytes-send-copy-async").max_message_size(64);
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// futures::executor::block_on(p.send_copy_async(b"hello"))?;
+    /// assert_eq!(&*s.try_receive()?, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn send_copy_async(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.loan_async(bytes.len()).await?;
         loan.copy_from_slice(bytes);
         loan.send();
         Ok(())
@@ -389,15 +642,52 @@ where
     /// ```
     pub fn send(&mut self, value: &T) -> Result<(), SendError> {
         let max = self.max_message_size();
-        let mut loan = self.loan_raw(max, true)?;
-        let buf = rkyv::ser::writer::Buffer::from(loan.bytes_mut());
-        let written = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, buf)
-            .map_err(|e| SendError::Serialize(e.to_string()))?;
-        let len = written.len();
-        loan.len = len;
-        loan.send();
-        Ok(())
+        let loan = self.loan_raw(max, true)?;
+        serialize_into(loan, value)
     }
+
+    /// [`Publisher::send`] without blocking a thread: waits for room as
+    /// [`Publisher::loan_async`] does (Pod topics), then serialises and sends in the poll
+    /// that claims the slot. Errors: those of `send` ([`SendError::Serialize`], and
+    /// [`SendError::Timeout`] or [`SendError::AllSlotsHeld`] waiting for room). Cancel-safe:
+    /// dropped before it completes, it sent nothing and holds no slot or registration.
+    ///
+    /// ```
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// struct Tick { n: u32 }
+    ///
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic_rkyv::<Tick>("doc-rkyv-async");
+    /// let mut p = topic.publisher()?;
+    /// let s = topic.subscriber()?;
+    /// futures::executor::block_on(p.send_async(&Tick { n: 3 }))?;
+    /// assert_eq!(s.try_receive()?.n, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn send_async(&mut self, value: &T) -> Result<(), SendError> {
+        let max = self.max_message_size();
+        let loan = self.loan_raw_async(max).await?;
+        serialize_into(loan, value)
+    }
+}
+
+/// Serialises `value` into `loan` (a whole slot) and sends it; dropped unsent on an error.
+fn serialize_into<T, P: Payload + ?Sized>(mut loan: Loan<'_, P>, value: &T) -> Result<(), SendError>
+where
+    T: for<'b, 'c> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::ser::writer::Buffer<'b>,
+            rkyv::ser::allocator::ArenaHandle<'c>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    let buf = rkyv::ser::writer::Buffer::from(loan.bytes_mut());
+    let written = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, buf)
+        .map_err(|e| SendError::Serialize(e.to_string()))?;
+    loan.len = written.len();
+    loan.send();
+    Ok(())
 }
 
 impl<P: Payload + ?Sized> Drop for Publisher<P> {
