@@ -240,10 +240,28 @@ impl Parking {
         waker: &Waker,
         recheck: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
+        let got = self.park_sharing(bell, bit, nap, keep, waker, recheck);
+        if got.is_some() {
+            self.finish(bell, bit);
+        }
+        got
+    }
+
+    /// As [`Parking::park`], for a bit that futures of one process may share, except that a
+    /// recheck that finds something leaves the bit armed: the caller then ends with
+    /// [`Parking::finish_sharing`], which clears it only if no other future holds it.
+    pub(crate) fn park_sharing<T>(
+        &mut self,
+        bell: Doorbell<'_>,
+        bit: usize,
+        nap: Duration,
+        keep: impl FnOnce() -> Arc<dyn Send + Sync>,
+        waker: &Waker,
+        recheck: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
         let armed = bell.arm(bit, nap);
         self.armed = true;
         if let Some(got) = recheck() {
-            self.finish(bell, bit);
             return Some(got);
         }
         let reg = self.reg.get_or_insert_with(|| {
