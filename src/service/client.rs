@@ -820,6 +820,7 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
             slot: self.slot,
             pos: (!self.done).then_some(self.pos),
             wait: Some(ItemWait::new(timeout)),
+            _borrow: PhantomData,
             _r: PhantomData,
         }
     }
@@ -1007,7 +1008,9 @@ pub struct NextResponse<'p, R: Payload + ?Sized> {
     pos: Option<u64>,
     /// None once the future returned.
     wait: Option<ItemWait>,
-    _r: PhantomData<(&'p mut (), fn() -> Box<R>)>,
+    /// The `Pending`'s mutable borrow: one item awaited at a time.
+    _borrow: PhantomData<&'p mut ()>,
+    _r: PhantomData<fn() -> Box<R>>,
 }
 
 crate::debug_fields!(NextResponse<'_, R>: slot, pos, wait);
