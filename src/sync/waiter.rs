@@ -439,6 +439,29 @@ mod tests {
         assert!(!bell.has_sleepers());
     }
 
+    /// Two futures sharing bit 3: the one whose recheck finds its item leaves the bit armed,
+    /// so the other (still registered) is rung; the last to finish clears it. With `park`'s
+    /// disarming recheck here, the ring below finds no sleeper.
+    #[test]
+    fn a_recheck_that_finds_its_item_leaves_a_shared_bit_for_the_other_future() {
+        let w = words();
+        let bell = Doorbell::new(&w.0, &w.1);
+        let flag = Arc::new(Flag(AtomicBool::new(false), std::thread::current()));
+        let waker = Waker::from(flag.clone());
+        let keep = || w.clone() as Arc<dyn Send + Sync>;
+        let (mut waiting, mut lucky) = (Parking::default(), Parking::default());
+        assert!(waiting
+            .park_sharing(bell, 3, IDLE, keep, &waker, || None::<()>)
+            .is_none());
+        let got = lucky.park_sharing(bell, 3, IDLE, keep, &waker, || Some(7));
+        assert_eq!(got, Some(7));
+        lucky.finish_sharing(bell, 3, false);
+        assert!(bell.ring(1), "the other future's bit is still armed");
+        assert!(wait_flag(&flag, Duration::from_secs(10)), "and it is woken");
+        waiting.finish_sharing(bell, 3, true);
+        assert!(!bell.has_sleepers(), "the last one cleared it");
+    }
+
     #[test]
     fn waiter_fires_a_registration_whose_nap_passed() {
         let w = words();
