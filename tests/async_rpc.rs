@@ -1,7 +1,8 @@
-//! The async calls (`Server::receive_async`, `Client::call_async`, `Pending` awaited) in tokio
-//! tasks, with the peer in another process (child roles of this same test binary, see `common`):
-//! answers right, cancel safety (futures dropped at random points), a server killed while a call
-//! is awaited, and no registration left behind.
+//! The async calls (`Server::receive_async`, `Client::call_async`, `Pending` awaited, streamed
+//! responses awaited with `Pending::next_response_async`) in tokio tasks, with the peer in another
+//! process (child roles of this same test binary, see `common`): answers right, cancel safety
+//! (futures dropped at random points), a server killed while a call or a stream is awaited, and
+//! no registration left behind.
 
 mod common;
 
@@ -33,6 +34,11 @@ fn service(node: &Node, name: &str) -> ServiceBuilder<u64, u64> {
 
 fn answer(x: u64) -> u64 {
     x.wrapping_mul(3).wrapping_add(1)
+}
+
+/// Response `i` of the stream answering `x`.
+fn item(x: u64, i: u64) -> u64 {
+    x * 1_000_000 + i
 }
 
 /// Entry point of every child role; does nothing in a normal test run.
@@ -77,6 +83,48 @@ fn child_entry() {
             }
             tell("done");
             wait_parent();
+        }
+        "streamer" => {
+            // A blocking server answering each request `x` with a stream of `items` responses
+            // (`item(x, i)`), until the parent closes stdin.
+            let server = service(&node, &name).server().unwrap();
+            let items = get("items");
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopper = stop.clone();
+            std::thread::spawn(move || {
+                wait_parent();
+                stopper.store(true, Ordering::SeqCst);
+            });
+            tell("ready");
+            while !stop.load(Ordering::SeqCst) {
+                match server.receive_timeout(Duration::from_millis(20)) {
+                    Ok(req) => {
+                        let x = *req;
+                        let mut stream = req.stream();
+                        for i in 0..items {
+                            stream.send(&item(x, i)).unwrap();
+                        }
+                        stream.end().unwrap();
+                    }
+                    Err(ringbus::ReceiveError::Timeout(_)) => {}
+                    Err(e) => panic!("streamer: {e}"),
+                }
+            }
+        }
+        "stream-holder" => {
+            // Takes one call, streams `items` responses, says so, holds the stream open until
+            // killed.
+            let server = service(&node, &name).server().unwrap();
+            tell("ready");
+            let req = server.receive_timeout(HANG).unwrap();
+            let x = *req;
+            let mut stream = req.stream();
+            for i in 0..get("items") {
+                stream.send(&item(x, i)).unwrap();
+            }
+            tell("streamed");
+            wait_parent();
+            drop(stream);
         }
         "holder" => {
             // Takes one call, says so, holds it unanswered until killed.
@@ -310,4 +358,134 @@ fn a_server_killed_while_a_call_is_awaited_ends_it_as_the_blocking_wait_does() {
     // With no server left: NoServer at once, as `call`.
     let got = rt.block_on(client.call_async(&6));
     assert_eq!(got.err(), Some(CallError::NoServer));
+}
+
+#[test]
+fn streamed_responses_are_awaited_in_order_in_tokio_tasks_even_when_dropped_midway() {
+    let _serial = serial();
+    let root = test_root("async-rpc-stream");
+    let node = Node::with_root(&root).unwrap();
+    let client = Rc::new(service(&node, "async-rpc-stream").client().unwrap());
+    let items = 50u64;
+    let mut child = ChildRole::spawn(
+        "streamer",
+        &root,
+        &format!("name=async-rpc-stream items={items}"),
+    );
+    child.expect("ready");
+    let rt = current_thread();
+    let local = tokio::task::LocalSet::new();
+    // Three tasks read whole streams; a fourth drops its item futures at random points (a
+    // timeout of a few microseconds) and awaits again: no item is lost or repeated.
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let client = client.clone();
+            local.spawn_local(async move {
+                let mut rng = Rng(t + 1);
+                let mut dropped = 0u64;
+                for c in 0..40u64 {
+                    let x = t * 1000 + c;
+                    let mut pending = loop {
+                        match client.send(&x) {
+                            Ok(p) => break p,
+                            Err(CallError::Busy { .. }) => {
+                                tokio::time::sleep(Duration::from_millis(1)).await
+                            }
+                            Err(e) => panic!("send: {e}"),
+                        }
+                    };
+                    let mut next = 0u64;
+                    loop {
+                        let got = if t == 3 {
+                            match tokio::time::timeout(
+                                tiny(&mut rng),
+                                pending.next_response_async(),
+                            )
+                            .await
+                            {
+                                Ok(got) => got,
+                                Err(_) => {
+                                    dropped += 1;
+                                    continue;
+                                }
+                            }
+                        } else {
+                            pending.next_response_async().await
+                        };
+                        match got.unwrap() {
+                            Some(r) => {
+                                assert_eq!(*r, item(x, next), "in order, none lost");
+                                assert!(!r.is_last());
+                                next += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    assert_eq!(next, items, "every item of call {x}");
+                    // After the end: still None, as `next_response`.
+                    assert!(pending.next_response_async().await.unwrap().is_none());
+                }
+                dropped
+            })
+        })
+        .collect();
+    let dropped: Vec<u64> = rt.block_on(local.run_until(async {
+        tokio::time::timeout(HANG, futures::future::join_all(handles))
+            .await
+            .expect("no stuck future")
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    }));
+    assert!(dropped[3] > 0, "item futures were dropped while waiting");
+    assert_eq!(client.in_flight(), 0);
+    assert!(child.finish());
+    assert_eq!(live_registrations(), 0);
+}
+
+/// Reads the `items` responses a `stream-holder` sends for call `x`, then returns the error of the
+/// next read, made (awaited or blocking) after the holder is killed.
+fn next_after_kill(node: &Node, root: &std::path::PathBuf, name: &str, awaited: bool) -> CallError {
+    let items = 5u64;
+    let client = service(node, name).client().unwrap();
+    let mut victim = ChildRole::spawn("stream-holder", root, &format!("name={name} items={items}"));
+    victim.expect("ready");
+    let x = 9;
+    let mut pending = client.send(&x).unwrap();
+    let rt = current_thread();
+    let err = rt.block_on(async {
+        for i in 0..items {
+            let r = pending.next_response_async().await.unwrap().unwrap();
+            assert_eq!(*r, item(x, i));
+        }
+        victim.expect("streamed");
+        if !awaited {
+            victim.kill();
+            return pending.next_response().err();
+        }
+        let mut waiting = std::pin::pin!(pending.next_response_async());
+        // Registered and asleep when the server dies mid-stream.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        assert!(live_registrations() > 0, "the future is registered");
+        victim.kill();
+        let got = tokio::time::timeout(HANG, waiting).await.expect("not hung");
+        got.err()
+    });
+    assert_eq!(live_registrations(), 0);
+    err.expect("the stream ends in an error")
+}
+
+#[test]
+fn a_server_killed_mid_stream_ends_the_awaited_stream_as_the_blocking_one() {
+    let _serial = serial();
+    let root = test_root("async-rpc-stream-kill");
+    let node = Node::with_root(&root).unwrap();
+    let blocking = next_after_kill(&node, &root, "async-rpc-stream-kill-b", false);
+    let awaited = next_after_kill(&node, &root, "async-rpc-stream-kill-a", true);
+    assert_eq!(blocking, CallError::Disconnected);
+    assert_eq!(awaited, blocking, "the same typed error");
 }

@@ -240,6 +240,7 @@ mod tests {
             "ringbus-blocking",
             "tokio-uds",
             "ringbus-async",
+            "ringbus-async-parked",
             "x floor",
             "recovery",
             "--no-pin",

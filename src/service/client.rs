@@ -738,14 +738,9 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
 
     /// Like [`Pending::wait_async`] with an explicit timeout.
     pub fn wait_timeout_async(self, timeout: Duration) -> WaitResponse<'c, R> {
-        let now = Instant::now();
         WaitResponse {
             failed: None,
-            deadline: now.checked_add(timeout),
-            timeout,
-            last_check: now,
-            parking: Parking::new(self.core.spin),
-            bit_held: false,
+            wait: ItemWait::new(timeout, self.core.spin),
             pending: Some(self),
         }
     }
@@ -795,6 +790,61 @@ impl<'c, R: Payload + ?Sized> Pending<'c, R> {
         let item = self.core.wait_item(self.slot, timeout)?;
         self.core.deliver(self.slot, item, false)
     }
+
+    /// Awaits the next response of a streamed answer without blocking a thread, up to the
+    /// service's timeout (counted from this call): the same results as
+    /// [`Pending::next_response`]. `None` once the server has ended the stream;
+    /// [`CallError::Timeout`] at the deadline (the call goes on: await again to keep reading);
+    /// [`CallError::Disconnected`] if the server dies, noticed within [`crate::CHECK_INTERVAL`]
+    /// as by the blocking call. Waits as [`Pending::wait_async`] does.
+    ///
+    /// Cancel-safe: dropping the future loses no response (the next call returns the one it
+    /// was waiting for) and unregisters it; the call stays in flight.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-next-async");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let mut pending = client.send(&3)?;
+    /// let streaming = std::thread::spawn(move || {
+    ///     let request = server.receive().unwrap();
+    ///     let n = *request;
+    ///     let mut stream = request.stream();
+    ///     for i in 1..=n {
+    ///         stream.send(&(i * 10)).unwrap();
+    ///     }
+    ///     stream.end()
+    /// });
+    /// let got = futures::executor::block_on(async {
+    ///     let mut got = Vec::new();
+    ///     while let Some(item) = pending.next_response_async().await? {
+    ///         got.push(*item);
+    ///     }
+    ///     Ok::<_, ringbus::CallError>(got)
+    /// })?;
+    /// assert_eq!(got, [10, 20, 30]);
+    /// streaming.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_response_async(&mut self) -> NextResponse<'_, R> {
+        let timeout = self.core.timeout;
+        self.next_response_timeout_async(timeout)
+    }
+
+    /// Like [`Pending::next_response_async`] with an explicit timeout.
+    pub fn next_response_timeout_async(&mut self, timeout: Duration) -> NextResponse<'_, R> {
+        NextResponse {
+            core: self.core,
+            slot: self.slot,
+            pos: (!self.done).then_some(self.pos),
+            wait: Some(ItemWait::new(timeout, self.core.spin)),
+            _borrow: PhantomData,
+            _r: PhantomData,
+        }
+    }
 }
 
 impl<'c, R: Payload + ?Sized> IntoFuture for Pending<'c, R> {
@@ -807,6 +857,96 @@ impl<'c, R: Payload + ?Sized> IntoFuture for Pending<'c, R> {
     }
 }
 
+/// The wait of an awaited call for the next response item of its slot, shared by
+/// [`WaitResponse`] and [`NextResponse`]: the deadline, the server's liveness check and the
+/// registration with the waiter. One poll function ([`ItemWait::poll`]) for both futures.
+#[derive(Debug)]
+struct ItemWait {
+    /// None: no deadline (a timeout beyond what `Instant` holds).
+    deadline: Option<Instant>,
+    timeout: Duration,
+    /// When the call's server was last checked (or the wait began).
+    last_check: Instant,
+    parking: Parking,
+    /// Whether this wait counts among its bit's users (`ClientCore::bit_users`).
+    bit_held: bool,
+}
+
+impl ItemWait {
+    /// A wait of up to `timeout` from now.
+    fn new(timeout: Duration, spin: Duration) -> ItemWait {
+        let now = Instant::now();
+        ItemWait {
+            deadline: now.checked_add(timeout),
+            timeout,
+            last_check: now,
+            parking: Parking::new(spin),
+            bit_held: false,
+        }
+    }
+
+    /// The next item of `slot`'s call: Ready with it, or with `Timeout` at the deadline or the
+    /// error of a failed liveness check (as `wait_item_slow`); otherwise armed and registered to
+    /// wake `cx`'s waker, Pending. After Ready the caller calls [`ItemWait::finish`]. Never
+    /// takes the item: it stays at the head of the slot until the caller delivers it (cancel
+    /// safety).
+    fn poll(
+        &mut self,
+        core: &ClientCore,
+        slot: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Item, CallError>> {
+        if let Some(item) = core.poll_item(slot) {
+            return Poll::Ready(Ok(item));
+        }
+        // As `wait_item_slow`: the deadline, then now and then the server's liveness.
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Poll::Ready(Err(CallError::Timeout(self.timeout)));
+        }
+        if now >= self.last_check + CHECK_INTERVAL {
+            self.last_check = now;
+            core.check_call(slot)?;
+        }
+        let next_check = self.last_check + CHECK_INTERVAL;
+        let until = self.deadline.map_or(next_check, |d| d.min(next_check));
+        let nap = until.saturating_duration_since(now);
+        let bit = ClientCore::async_bit(slot);
+        let users = &core.bit_users[bit - 1];
+        if !self.bit_held {
+            self.bit_held = true;
+            users.set(users.get() + 1);
+        }
+        let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
+        // The client half of the response handshake, as `sleep_unless`'s, on this call's bit,
+        // with the waiter watching the word instead of a blocked thread.
+        let bell = core.ring.bell();
+        // A recheck that finds the item leaves the bit armed: `finish` clears it unless another
+        // awaited call of this client shares it.
+        match self
+            .parking
+            .park_sharing(bell, bit, nap, keep, cx.waker(), || core.poll_item(slot))
+        {
+            None => Poll::Pending,
+            Some(item) => Poll::Ready(Ok(item)),
+        }
+    }
+
+    /// Disarms and unregisters: the wait is over or dropped. Idempotent.
+    fn finish(&mut self, core: &ClientCore, slot: usize) {
+        let bit = ClientCore::async_bit(slot);
+        let bell = core.ring.bell();
+        let last = if std::mem::replace(&mut self.bit_held, false) {
+            let users = &core.bit_users[bit - 1];
+            users.set(users.get() - 1);
+            users.get() == 0
+        } else {
+            true
+        };
+        self.parking.finish_sharing(bell, bit, last);
+    }
+}
+
 /// The future of [`Pending::wait_async`] and [`Client::call_async`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct WaitResponse<'c, R: Payload + ?Sized> {
@@ -814,45 +954,18 @@ pub struct WaitResponse<'c, R: Payload + ?Sized> {
     pending: Option<Pending<'c, R>>,
     /// The send's error, returned at the first poll.
     failed: Option<CallError>,
-    /// None: no deadline (a timeout beyond what `Instant` holds).
-    deadline: Option<Instant>,
-    timeout: Duration,
-    /// When the call's server was last checked (or the wait began).
-    last_check: Instant,
-    parking: Parking,
-    /// Whether this future counts among its bit's users (`ClientCore::bit_users`).
-    bit_held: bool,
+    wait: ItemWait,
 }
 
-crate::debug_fields!(WaitResponse<'_, R>: pending, deadline, parking);
+crate::debug_fields!(WaitResponse<'_, R>: pending, wait);
 
 impl<'c, R: Payload + ?Sized> WaitResponse<'c, R> {
     fn failed(e: CallError) -> Self {
-        let now = Instant::now();
         WaitResponse {
             pending: None,
             failed: Some(e),
-            deadline: None,
-            timeout: Duration::ZERO,
-            last_check: now,
-            parking: Parking::default(),
-            bit_held: false,
+            wait: ItemWait::new(Duration::ZERO, Duration::ZERO),
         }
-    }
-
-    /// Disarms and unregisters: the future is done or dropped.
-    fn finish(&mut self) {
-        let Some(p) = &self.pending else { return };
-        let bit = ClientCore::async_bit(p.slot);
-        let bell = p.core.ring.bell();
-        let last = if std::mem::replace(&mut self.bit_held, false) {
-            let users = &p.core.bit_users[bit - 1];
-            users.set(users.get() - 1);
-            users.get() == 0
-        } else {
-            true
-        };
-        self.parking.finish_sharing(bell, bit, last);
     }
 
     /// Ends the future with `result`: unregisters, then hands the call to the response (or
@@ -861,8 +974,8 @@ impl<'c, R: Payload + ?Sized> WaitResponse<'c, R> {
         &mut self,
         result: impl FnOnce(Pending<'c, R>) -> Result<Response<'c, R>, CallError>,
     ) -> Poll<Result<Response<'c, R>, CallError>> {
-        self.finish();
         let p = self.pending.take().expect("checked by poll");
+        self.wait.finish(p.core, p.slot);
         Poll::Ready(result(p))
     }
 }
@@ -883,42 +996,16 @@ impl<'c, R: Payload + ?Sized> Future for WaitResponse<'c, R> {
         if p.done || !core.is_current(slot, p.pos) {
             return this.end(|_| Err(CallError::Finished));
         }
-        if let Some(item) = core.poll_item(slot) {
-            return this.end(|mut p| p.take(item));
-        }
-        // As `wait_item_slow`: the deadline, then now and then the server's liveness.
-        let now = Instant::now();
-        if this.deadline.is_some_and(|d| now >= d) {
-            let timeout = this.timeout;
-            // Abandoned (the `Pending` drops) and counted, as by `wait_timeout`.
-            core.count_timeout();
-            return this.end(|_| Err(CallError::Timeout(timeout)));
-        }
-        if now >= this.last_check + CHECK_INTERVAL {
-            this.last_check = now;
-            if let Err(e) = core.check_call(slot) {
-                return this.end(|_| Err(e));
+        match this.wait.poll(core, slot, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(item)) => this.end(|mut p| p.take(item)),
+            Poll::Ready(Err(e)) => {
+                if let CallError::Timeout(_) = e {
+                    // Abandoned (the `Pending` drops) and counted, as by `wait_timeout`.
+                    core.count_timeout();
+                }
+                this.end(|_| Err(e))
             }
-        }
-        let next_check = this.last_check + CHECK_INTERVAL;
-        let until = this.deadline.map_or(next_check, |d| d.min(next_check));
-        let nap = until.saturating_duration_since(now);
-        let bit = ClientCore::async_bit(slot);
-        if !this.bit_held {
-            this.bit_held = true;
-            let users = &core.bit_users[bit - 1];
-            users.set(users.get() + 1);
-        }
-        let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
-        // The client half of the response handshake, as `sleep_unless`'s, on this call's bit,
-        // with the waiter watching the word instead of a blocked thread.
-        let bell = core.ring.bell();
-        match this
-            .parking
-            .park(bell, bit, nap, keep, cx.waker(), || core.poll_item(slot))
-        {
-            None => Poll::Pending,
-            Some(item) => this.end(|mut p| p.take(item)),
         }
     }
 }
@@ -926,7 +1013,67 @@ impl<'c, R: Payload + ?Sized> Future for WaitResponse<'c, R> {
 impl<R: Payload + ?Sized> Drop for WaitResponse<'_, R> {
     fn drop(&mut self) {
         // Unregisters; the `Pending` drops after, abandoning the call.
-        self.finish();
+        if let Some(p) = &self.pending {
+            self.wait.finish(p.core, p.slot);
+        }
+    }
+}
+
+/// The future of [`Pending::next_response_async`]: the next response of a streamed answer,
+/// `None` after the last. It borrows the `Pending` mutably, so one item is awaited at a time.
+#[must_use = "futures do nothing unless awaited"]
+pub struct NextResponse<'p, R: Payload + ?Sized> {
+    core: &'p ClientCore,
+    slot: usize,
+    /// The call's position; None if the `Pending` was already done (`Finished`).
+    pos: Option<u64>,
+    /// None once the future returned.
+    wait: Option<ItemWait>,
+    /// The `Pending`'s mutable borrow: one item awaited at a time.
+    _borrow: PhantomData<&'p mut ()>,
+    _r: PhantomData<fn() -> Box<R>>,
+}
+
+crate::debug_fields!(NextResponse<'_, R>: slot, pos, wait);
+
+impl<'p, R: Payload + ?Sized> Future for NextResponse<'p, R> {
+    type Output = Result<Option<Response<'p, R>>, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (core, slot) = (this.core, this.slot);
+        let wait = this
+            .wait
+            .as_mut()
+            .expect("NextResponse polled after it returned");
+        // As `next_response_timeout`: a finished call, then the end of the stream, then the wait.
+        let result = match this.pos {
+            Some(pos) if core.is_current(slot, pos) => {
+                if core.ended(slot) {
+                    Ok(None)
+                } else {
+                    match wait.poll(core, slot, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        // A timeout here leaves the call going, uncounted.
+                        Poll::Ready(item) => item.and_then(|item| core.deliver(slot, item, false)),
+                    }
+                }
+            }
+            _ => Err(CallError::Finished),
+        };
+        if let Some(mut wait) = this.wait.take() {
+            wait.finish(core, slot);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<R: Payload + ?Sized> Drop for NextResponse<'_, R> {
+    fn drop(&mut self) {
+        // Unregisters; the item awaited (if it came meanwhile) stays for the next call.
+        if let Some(wait) = &mut self.wait {
+            wait.finish(self.core, self.slot);
+        }
     }
 }
 

@@ -8,12 +8,14 @@
 //!
 //! # Async
 //!
-//! [`Server::receive_async`] waits for a call, and [`Client::call_async`] or an awaited
-//! [`Pending`] ([`Pending::wait_async`]) for its response, without blocking a thread, in any
-//! executor (see [`crate::topic`]'s "Async" and ARCHITECTURE.md). The results, the timeout and
-//! the errors after a peer's death are those of the blocking calls; dropping a future at any
-//! point loses no call (a dropped call future abandons its call, as dropping the `Pending`
-//! does). A server's future is `Send`; a client's calls borrow the client, which is not `Sync`,
+//! [`Server::receive_async`] waits for a call, [`Client::call_async`] or an awaited
+//! [`Pending`] ([`Pending::wait_async`]) for its response, and [`Pending::next_response_async`]
+//! for the next response of a stream, without blocking a thread, in any executor (see
+//! [`crate::topic`]'s "Async" and ARCHITECTURE.md). The results, the timeout and the errors
+//! after a peer's death are those of the blocking calls; dropping a future at any point loses
+//! no call and no response (a dropped call future abandons its call, as dropping the `Pending`
+//! does; a dropped `next_response_async` leaves the call going, and the next one returns the
+//! response it was waiting for). A server's future is `Send`; a client's calls borrow the client, which is not `Sync`,
 //! so they are awaited in the thread that owns it (several at once if need be).
 
 mod client;
@@ -26,7 +28,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use client::ClientOptions;
-pub use client::{Client, Pending, RequestLoan, Response, WaitResponse};
+pub use client::{Client, NextResponse, Pending, RequestLoan, Response, WaitResponse};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
 pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
 

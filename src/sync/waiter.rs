@@ -259,6 +259,25 @@ impl Parking {
         waker: &Waker,
         recheck: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
+        let got = self.park_sharing(bell, bit, nap, keep, waker, recheck);
+        if got.is_some() {
+            self.finish(bell, bit);
+        }
+        got
+    }
+
+    /// As [`Parking::park`], for a bit that futures of one process may share, except that a
+    /// recheck that finds something leaves the bit armed: the caller then ends with
+    /// [`Parking::finish_sharing`], which clears it only if no other future holds it.
+    pub(crate) fn park_sharing<T>(
+        &mut self,
+        bell: Doorbell<'_>,
+        bit: usize,
+        nap: Duration,
+        keep: impl FnOnce() -> Arc<dyn Send + Sync>,
+        waker: &Waker,
+        recheck: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
         if !self.spin.is_zero() && !self.armed {
             let now = Instant::now();
             let until = *self
@@ -274,7 +293,6 @@ impl Parking {
         let armed = bell.arm(bit, nap);
         self.armed = true;
         if let Some(got) = recheck() {
-            self.finish(bell, bit);
             return Some(got);
         }
         let reg = self.reg.get_or_insert_with(|| {
@@ -470,6 +488,29 @@ mod tests {
         assert!(wait_flag(&flag, Duration::from_secs(10)), "woken");
         parking.finish(bell, 2);
         assert!(!bell.has_sleepers());
+    }
+
+    /// Two futures sharing bit 3: the one whose recheck finds its item leaves the bit armed,
+    /// so the other (still registered) is rung; the last to finish clears it. With `park`'s
+    /// disarming recheck here, the ring below finds no sleeper.
+    #[test]
+    fn a_recheck_that_finds_its_item_leaves_a_shared_bit_for_the_other_future() {
+        let w = words();
+        let bell = Doorbell::new(&w.0, &w.1);
+        let flag = Arc::new(Flag(AtomicBool::new(false), std::thread::current()));
+        let waker = Waker::from(flag.clone());
+        let keep = || w.clone() as Arc<dyn Send + Sync>;
+        let (mut waiting, mut lucky) = (Parking::default(), Parking::default());
+        assert!(waiting
+            .park_sharing(bell, 3, IDLE, keep, &waker, || None::<()>)
+            .is_none());
+        let got = lucky.park_sharing(bell, 3, IDLE, keep, &waker, || Some(7));
+        assert_eq!(got, Some(7));
+        lucky.finish_sharing(bell, 3, false);
+        assert!(bell.ring(1), "the other future's bit is still armed");
+        assert!(wait_flag(&flag, Duration::from_secs(10)), "and it is woken");
+        waiting.finish_sharing(bell, 3, true);
+        assert!(!bell.has_sleepers(), "the last one cleared it");
     }
 
     #[test]

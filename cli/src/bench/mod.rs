@@ -143,12 +143,14 @@ pub struct BenchArgs {
     /// Payload sizes in bytes, each at least 8 (default 8,64,1024,65536,1048576)
     #[arg(long, value_name = "L", value_delimiter = ',', value_parser = payload_size)]
     sizes: Option<Vec<usize>>,
-    /// floor,uds,tokio-uds,futex,iceoryx2,ringbus,ringbus-async,ringbus-blocking,crossbeam
-    /// (default all; floor is always measured: it is the reference for the ratio; tokio-uds
-    /// is the uds exchange through tokio's async UnixStream, a current-thread runtime per
-    /// end; ringbus-async awaits receive_async in such a runtime, pubsub only; futex is a
-    /// raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is in-process
-    /// pubsub streaming only)
+    /// floor,uds,tokio-uds,futex,iceoryx2,ringbus,ringbus-async,ringbus-async-parked,
+    /// ringbus-blocking,crossbeam (default all; floor is always measured: it is the reference
+    /// for the ratio; tokio-uds is the uds exchange through tokio's async UnixStream, a
+    /// current-thread runtime per end; ringbus-async awaits in such a runtime per end
+    /// (receive_async; rpc: Server::receive_async and awaited calls); ringbus-async-parked
+    /// is the same with spin_before_sleep(0) on every handle (both sides truly parked);
+    /// futex is a raw futex ping-pong, the kernel-wake floor, latency only; crossbeam is
+    /// in-process pubsub streaming only)
     #[arg(long, value_name = "L", value_delimiter = ',')]
     transports: Option<Vec<String>>,
     /// Do not pin ping and pong to separate CPUs (queue: the workers)
@@ -216,15 +218,6 @@ impl BenchArgs {
             .find(|n| !known.contains(&n.as_str()))
         {
             return Err(format!("unknown {} transport `{bad}`", pattern.as_str()));
-        }
-        if pattern == Pattern::Rpc {
-            if let Some(bad) = transports
-                .iter()
-                .flatten()
-                .find(|n| transport::PUBSUB_ONLY_TRANSPORTS.contains(&n.as_str()))
-            {
-                return Err(format!("transport `{bad}` measures pubsub only, not rpc"));
-            }
         }
         let (rounds, sizes) = match pattern {
             Pattern::Queue => {
@@ -946,38 +939,39 @@ mod tests {
     }
 
     #[test]
-    fn ringbus_async_is_selectable_in_pubsub_only() {
-        let o = parse(&["pubsub", "--transports", "ringbus-async"]).unwrap();
-        assert_eq!(
-            o.transports.as_deref(),
-            Some(&["ringbus-async".to_string()][..])
-        );
+    fn ringbus_async_rows_are_selectable_in_pubsub_and_rpc() {
         let all = transport::registry();
         let selected: Vec<&dyn Transport> = all.iter().map(|t| &**t).collect();
-        for mode in [Mode::Latency, Mode::Stream] {
-            let labels: Vec<String> = variants(&o, &selected, mode)
-                .iter()
-                .map(Variant::label)
-                .collect();
-            let ringbus = labels.iter().position(|n| n == "ringbus").unwrap();
-            assert_eq!(
-                labels.get(ringbus + 1).map(String::as_str),
-                Some("ringbus-async")
-            );
+        let rows = ["ringbus-async", "ringbus-async-parked"];
+        for pattern in ["pubsub", "rpc"] {
+            for row in rows {
+                let o = parse(&[pattern, "--transports", row]).unwrap();
+                assert_eq!(o.transports.as_deref(), Some(&[row.to_string()][..]));
+            }
+            let o = parse(&[
+                pattern,
+                "--transports",
+                "uds,ringbus-async,ringbus-async-parked",
+            ])
+            .unwrap();
+            assert_eq!(o.transports.as_ref().map(Vec::len), Some(3));
+            // In the default list too, right after ringbus, in both modes.
+            let o = parse(&[pattern]).unwrap();
+            for mode in [Mode::Latency, Mode::Stream] {
+                let labels: Vec<String> = variants(&o, &selected, mode)
+                    .iter()
+                    .map(Variant::label)
+                    .collect();
+                let ringbus = labels.iter().position(|n| n == "ringbus").unwrap();
+                assert_eq!(
+                    labels[ringbus + 1..ringbus + 3],
+                    rows.map(String::from),
+                    "{pattern} {mode}"
+                );
+            }
         }
-        for rejected in [
-            &["rpc", "--transports", "ringbus-async"][..],
-            &["rpc", "--transports", "uds,ringbus-async"][..],
-            &["queue", "--transports", "ringbus-async"][..],
-        ] {
-            assert!(parse(rejected).is_err(), "{rejected:?} was accepted");
-        }
-        // Without --transports, rpc rounds leave it out.
-        let o = parse(&["rpc"]).unwrap();
-        for mode in [Mode::Latency, Mode::Stream] {
-            assert!(!variants(&o, &selected, mode)
-                .iter()
-                .any(|v| v.label() == "ringbus-async"));
+        for row in rows {
+            assert!(parse(&["queue", "--transports", row]).is_err());
         }
     }
 

@@ -9,8 +9,12 @@
 //! * `ringbus`: receivers busy-poll `try_receive`.
 //! * `ringbus-blocking`: receivers call `receive_timeout` with zero spin before sleeping,
 //!   so every wait goes through the kernel (futex).
-//! * `ringbus-async` (`pubsub` only, the `async_pubsub` submodule): receivers await
-//!   `receive_async` in a tokio current-thread runtime.
+//! * `ringbus-async` (the `async_pubsub` and `async_rpc` submodules): each end awaits in a
+//!   tokio current-thread runtime of its own (`Subscriber::receive_async`; for `rpc`
+//!   `Server::receive_async` and the client's awaited calls), with the default
+//!   `spin_before_sleep`.
+//! * `ringbus-async-parked`: the same with `spin_before_sleep(Duration::ZERO)` on every
+//!   handle, so both sides are truly parked (no spin before a future registers).
 //!
 //! The pong loans its reply slot before waiting for the request, as for `iceoryx2`. The
 //! ping loans inside the timed round trip (a `Loan` borrows its publisher, so it cannot
@@ -30,9 +34,8 @@ use ringbus::{
 };
 
 mod async_pubsub;
+mod async_rpc;
 mod rpc;
-
-pub use async_pubsub::RingbusAsync;
 
 /// The library's topic transport: spinning `try_receive` loop, or blocking `receive`
 /// with zero spin time.
@@ -71,6 +74,54 @@ impl Transport for Ringbus {
             Pattern::Queue => return Err(no_queue(self.name())),
         })
     }
+}
+
+/// The library with async ends: each end awaits in a tokio current-thread runtime of its
+/// own (`async_pubsub`, `async_rpc`).
+pub struct RingbusAsync {
+    /// `ringbus-async-parked` when true: every handle built with `spin_before_sleep(ZERO)`.
+    pub parked: bool,
+}
+
+impl RingbusAsync {
+    fn name_of(&self) -> &'static str {
+        if self.parked {
+            "ringbus-async-parked"
+        } else {
+            "ringbus-async"
+        }
+    }
+}
+
+impl Transport for RingbusAsync {
+    fn name(&self) -> &'static str {
+        self.name_of()
+    }
+
+    fn ping(&self, setup: &Setup) -> Result<Box<dyn PingEnd>> {
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(async_pubsub::AsyncEnd::new(self, setup, Role::Ping)?),
+            Pattern::Rpc => Box::new(async_rpc::AsyncRpcPing::new(self, setup)?),
+            Pattern::Queue => return Err(no_queue(self.name())),
+        })
+    }
+
+    fn pong(&self, setup: &Setup) -> Result<Box<dyn PongEnd>> {
+        Ok(match setup.pattern {
+            Pattern::PubSub => Box::new(async_pubsub::AsyncEnd::new(self, setup, Role::Pong)?),
+            Pattern::Rpc => Box::new(async_rpc::AsyncRpcPong::new(self, setup)?),
+            Pattern::Queue => return Err(no_queue(self.name())),
+        })
+    }
+}
+
+/// The runtime of one async end: current-thread, with the time driver (for the timeouts; the
+/// wake-ups come from the library's waiter, not from tokio's I/O driver).
+fn runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| err(format!("{name}: cannot build a tokio runtime: {e}")))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -355,14 +355,12 @@ pub fn registry() -> Vec<Box<dyn Transport>> {
     #[cfg(feature = "peers")]
     all.push(Box::new(super::iceoryx2::Iceoryx2));
     all.push(Box::new(super::ringbus::Ringbus { blocking: false }));
-    all.push(Box::new(super::ringbus::RingbusAsync));
+    all.push(Box::new(super::ringbus::RingbusAsync { parked: false }));
+    all.push(Box::new(super::ringbus::RingbusAsync { parked: true }));
     all.push(Box::new(super::ringbus::Ringbus { blocking: true }));
     all.push(Box::new(super::crossbeam::Crossbeam));
     all
 }
-
-/// Names of [`KNOWN_TRANSPORTS`] that `rpc` refuses: they measure `pubsub` only.
-pub const PUBSUB_ONLY_TRANSPORTS: &[&str] = &["ringbus-async"];
 
 /// Names accepted by `--transports`, including ones this build may lack.
 pub const KNOWN_TRANSPORTS: &[&str] = &[
@@ -373,6 +371,7 @@ pub const KNOWN_TRANSPORTS: &[&str] = &[
     "iceoryx2",
     "ringbus",
     "ringbus-async",
+    "ringbus-async-parked",
     "ringbus-blocking",
     "crossbeam",
 ];

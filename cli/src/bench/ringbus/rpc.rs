@@ -31,20 +31,26 @@ use ringbus::{Bytes, Client, Node, OpenError, Pending, Server, ServiceBuilder};
 /// Call slots of the client in latency rounds: one call at a time, so one slot.
 const LATENCY_IN_FLIGHT: usize = 1;
 
-/// The service options, the same on both sides.
-fn service(node: &Node, t: &Ringbus, setup: &Setup) -> ServiceBuilder<Bytes, u64> {
+/// The service options of transport `name`, the same on both sides (also those of
+/// `ringbus-async`, see `async_rpc`); `parked`: `spin_before_sleep(ZERO)`.
+pub(super) fn service(
+    node: &Node,
+    name: &str,
+    parked: bool,
+    setup: &Setup,
+) -> ServiceBuilder<Bytes, u64> {
     let in_flight = match setup.mode {
         Mode::Latency => LATENCY_IN_FLIGHT,
         Mode::Stream => RPC_WINDOW,
     };
     let builder = node
-        .service::<Bytes, u64>(&setup.resource_name(t.name_of()))
+        .service::<Bytes, u64>(&setup.resource_name(name))
         .max_clients(1)
         .max_servers(1)
         .max_in_flight(in_flight)
         .max_request_size(setup.payload)
         .timeout(MSG_TIMEOUT);
-    if t.blocking {
+    if parked {
         builder.spin_before_sleep(Duration::ZERO)
     } else {
         builder
@@ -78,8 +84,8 @@ impl<P> RpcEnd<P> {
     ) -> Result<Self> {
         let name = t.name_of();
         let node = Node::new().map_err(|e| err(format!("{name} node: {e}")))?;
-        let port =
-            make(&service(&node, t, setup)).map_err(|e| err(format!("{name} {what}: {e}")))?;
+        let port = make(&service(&node, name, t.blocking, setup))
+            .map_err(|e| err(format!("{name} {what}: {e}")))?;
         Ok(Self {
             name,
             mode: setup.mode,
@@ -103,7 +109,7 @@ impl RpcPing {
 /// Loans a call slot of `payload` bytes, writes the header word (every byte with
 /// `touch`) and sends the request.
 #[inline(always)]
-fn send<'c>(
+pub(super) fn send<'c>(
     client: &'c Client<Bytes, u64>,
     name: &str,
     payload: usize,
