@@ -1133,7 +1133,11 @@ mod tests {
     #[test]
     fn awaited_calls_sharing_a_bit_keep_it_until_the_last_finishes() {
         let node = Node::in_process();
-        let svc = node.service::<u64, u64>("shared-bit").max_in_flight(128);
+        // Parked at their first poll (no spin): the bits are the point.
+        let svc = node
+            .service::<u64, u64>("shared-bit")
+            .max_in_flight(128)
+            .spin_before_sleep(std::time::Duration::ZERO);
         let server = svc.server().unwrap();
         let client = svc.client().unwrap();
         let mut calls: Vec<_> = (0..65).map(|x| Some(client.send(&x).unwrap())).collect();
