@@ -161,3 +161,36 @@ fn an_open_error_other_than_not_found_ends_the_wait() {
     );
     assert_eq!(live_registrations(), 0);
 }
+
+/// What a multi-threaded runtime needs: every handle moves into `tokio::spawn` (`Send`), and so
+/// do the futures of the handles borrowed mutably (`&mut self`). A client's calls borrow the
+/// client, which is not `Sync`: they are awaited in the task that owns it. Checked at compile
+/// time; the table in ARCHITECTURE.md ("Async") says the same.
+#[test]
+fn handles_and_their_futures_move_into_spawned_tasks() {
+    fn send<T: Send>(_: &T) {}
+    fn sync<T: Sync>() {}
+    sync::<Node>();
+    sync::<ringbus::Publisher<u64>>();
+    sync::<ringbus::Producer<u64>>();
+    sync::<ringbus::TopicBuilder<u64>>();
+    let node = Node::in_process();
+    let topic = node.topic::<u64>("send-check");
+    let svc = node.service::<u64, u64>("send-check");
+    let queue = node.queue::<u64>("send-check");
+    let (mut p, mut s) = (topic.publisher().unwrap(), topic.subscriber().unwrap());
+    let (mut server, mut client) = (svc.server().unwrap(), svc.client().unwrap());
+    let (mut producer, mut consumer) = (queue.producer().unwrap(), queue.consumer().unwrap());
+    send(&topic.subscriber_when_found());
+    send(&svc.server_when_found());
+    send(&queue.consumer_when_found());
+    send(&s.receive_async());
+    send(&server.receive_async());
+    send(&consumer.receive_async());
+    send(&p.wait_for_subscriber());
+    send(&client.wait_for_server());
+    send(&producer.wait_for_consumer());
+    send(&p.send_copy_async(&1));
+    send(&producer.send_async(&1));
+    send(&(p, s, server, client, producer, consumer));
+}
