@@ -32,9 +32,15 @@
 //! [`Consumer::receive_async`] waits for a message without blocking a thread, in any executor
 //! (only `std::task` is used): the future tries at once, then registers the queue's news
 //! doorbell with the process's waiter (a thread sleeping on every registered futex word at once
-//! with `futex_waitv`), which wakes it when a producer rings, or after the scan interval, so that
-//! a waiting consumer still takes back the deliveries of consumers that died. Dropping the future
-//! at any point loses no message. See ARCHITECTURE.md ("Async").
+//! with `futex_waitv`), which wakes it when a producer rings, or after the scan interval while
+//! anything is waiting or in flight, so that a waiting consumer still takes back the deliveries
+//! of consumers that died (a settled queue, every message acknowledged, has none to take back:
+//! its consumers nap 5 s). It first spins for the builder's `spin_before_sleep` without holding
+//! its thread. Dropping the future at any point loses no message. See ARCHITECTURE.md ("Async").
+//!
+//! Discovery: [`QueueBuilder::consumer_when_found`] and [`QueueBuilder::producer_when_found`]
+//! wait for another process to create the queue, [`Producer::wait_for_consumer`] for a first
+//! live consumer ([`crate::discovery`]).
 //!
 //! [`Producer::send_async`] and `loan_async` wait for room the same way under
 //! [`Policy::Block`]: on the queue's room doorbell, which a consumer rings when it frees a slot,

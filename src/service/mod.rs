@@ -17,6 +17,10 @@
 //! does; a dropped `next_response_async` leaves the call going, and the next one returns the
 //! response it was waiting for). A server's future is `Send`; a client's calls borrow the client, which is not `Sync`,
 //! so they are awaited in the thread that owns it (several at once if need be).
+//!
+//! Discovery: [`ServiceBuilder::server_when_found`] and [`ServiceBuilder::client_when_found`]
+//! wait for another process to create the service, [`Client::wait_for_server`] for a first live
+//! server ([`crate::discovery`]).
 
 mod client;
 #[doc(hidden)]

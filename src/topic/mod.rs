@@ -8,11 +8,16 @@
 //! # Async
 //!
 //! [`Subscriber::receive_async`] waits for a message without blocking a thread, in any executor
-//! (only `std::task` is used). The future tries at once; finding nothing, it arms the topic's
-//! news doorbell, rechecks, and registers the doorbell's futex word with the process's waiter,
-//! a thread that sleeps on every registered word at once (`futex_waitv`) and wakes the future
-//! when a publisher rings. Dropping the future at any point loses no message. See
-//! ARCHITECTURE.md ("Async").
+//! (only `std::task` is used). The future tries at once; finding nothing, it spins for the
+//! builder's `spin_before_sleep` without holding its thread (it wakes itself, so the executor
+//! polls it again after its other ready tasks), then arms the topic's news doorbell, rechecks,
+//! and registers the doorbell's futex word with the process's waiter, a thread that sleeps on
+//! every registered word at once (`futex_waitv`) and wakes the future when a publisher rings.
+//! Dropping the future at any point loses no message. See ARCHITECTURE.md ("Async").
+//!
+//! Discovery: [`TopicBuilder::subscriber_when_found`] and [`TopicBuilder::publisher_when_found`]
+//! wait for another process to create the topic, [`Publisher::wait_for_subscriber`] for a first
+//! live subscriber ([`crate::discovery`]).
 //!
 //! The sends have async forms too: [`Publisher::loan_async`], `send_copy_async` and (rkyv)
 //! `send_async`. Under [`Policy::Block`] they wait for room the same way, on the topic's room
