@@ -5,30 +5,9 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
-
 use common::*;
 use ringbus::testing::live_registrations;
 use ringbus::{Node, OpenError};
-
-/// The tests count the process's live registrations: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Long enough that only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Entry point of every child role; does nothing in a normal test run.
 #[test]

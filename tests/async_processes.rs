@@ -7,7 +7,6 @@
 mod common;
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::*;
@@ -16,22 +15,12 @@ use ringbus::queue::Policy;
 use ringbus::testing::live_registrations;
 use ringbus::Node;
 
-/// The tests count the process's live registrations: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Long enough that only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// A sender's pause of `micros` between messages (none at 0): paced senders leave the
+/// receiving futures waiting often, so that dropping them lands while they wait.
+fn pace(micros: u64) {
+    if micros > 0 {
+        std::thread::sleep(Duration::from_micros(micros));
+    }
 }
 
 /// Entry point of every child role; does nothing in a normal test run.
@@ -55,6 +44,7 @@ fn child_entry() {
             tell("ready");
             for seq in 0..get("count") {
                 p.send_copy(&seq).unwrap();
+                pace(get("pause"));
             }
             tell("done");
             wait_parent();
@@ -65,6 +55,7 @@ fn child_entry() {
             for seq in 0..get("count") {
                 // A full queue: wait for the consumer (the blocking send's own policy).
                 p.send(&seq).unwrap();
+                pace(get("pause"));
             }
             tell("done");
             wait_parent();
@@ -213,12 +204,12 @@ fn futures_dropped_at_random_points_lose_no_message_and_leave_no_registration() 
     let mut publisher = ChildRole::spawn(
         "publisher",
         &root,
-        &format!("name=async-cancel-topic count={count}"),
+        &format!("name=async-cancel-topic count={count} pause=30"),
     );
     let mut producer = ChildRole::spawn(
         "producer",
         &root,
-        &format!("name=async-cancel-queue count={count}"),
+        &format!("name=async-cancel-queue count={count} pause=30"),
     );
     publisher.expect("ready");
     producer.expect("ready");

@@ -8,22 +8,12 @@ mod common;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use ringbus::testing::live_registrations;
 use ringbus::{CallError, Client, Node, ServiceBuilder};
-
-/// The tests count the process's live registrations: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Long enough that only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
 
 /// The service every role opens: the same shape on both sides.
 fn service(node: &Node, name: &str) -> ServiceBuilder<u64, u64> {
@@ -139,22 +129,6 @@ fn child_entry() {
     }
 }
 
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The client's futures are not `Send` (a client is not `Sync`): one thread, many tasks.
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `call_async`, retried while every call slot is held (calls of other tasks, or abandoned
 /// ones whose answers are on their way).
 async fn call(client: &Client<u64, u64>, x: u64) -> Result<u64, CallError> {
@@ -179,7 +153,7 @@ fn an_async_server_in_a_tokio_task_answers_a_client_in_another_process() {
         &format!("name=async-rpc-server count={count}"),
     );
     child.expect("ready");
-    let rt = multi_thread();
+    let rt = runtime();
     // The server moves into a spawned task: the future is Send.
     let task = rt.spawn(async move {
         for _ in 0..count {

@@ -250,3 +250,32 @@ pub fn drain_acked(c: &ringbus::Consumer<u64>) -> Vec<u64> {
     })
     .collect()
 }
+
+/// Async tests count the process's live registrations: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs the caller alone among the tests of its binary that take it.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Long enough that only a hang reaches it.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A multi-threaded tokio runtime of two workers (a spawned task may move between threads).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A current-thread tokio runtime: a client's futures are not `Send` (a client is not `Sync`),
+/// so they run in one thread, many tasks at once.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
