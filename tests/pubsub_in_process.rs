@@ -165,3 +165,64 @@ fn wake_system_calls_only_when_a_subscriber_sleeps() {
         assert_eq!(p.wake_calls(), 1);
     }
 }
+
+/// A skipped position (here: loans dropped unsent) rings nobody, yet a `Block` writer must wait
+/// for a subscriber asleep before it to pass it. The writer that finds no room rings the news
+/// bell, so that subscriber wakes, passes the skips and makes room. (Without that ring both
+/// slept until the subscriber's nap: 100 ms for `receive`, 5 s for `receive_async`.)
+#[test]
+fn a_writer_without_room_wakes_a_subscriber_asleep_before_skipped_positions() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    struct Flag(AtomicBool, std::thread::Thread);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+            self.1.unpark();
+        }
+    }
+
+    for node in nodes("skip-wake") {
+        let t = node
+            .topic::<u32>("skip-wake")
+            .capacity(4)
+            .spin_before_sleep(Duration::ZERO);
+        let mut p = t.publisher().unwrap();
+        let mut s = t.subscriber().unwrap();
+        for i in 0..4 {
+            p.send_copy(&i).unwrap();
+            assert_eq!(*s.try_receive().unwrap(), i);
+        }
+        // The subscriber waits at position 4, parked in the waiter.
+        let flag = Arc::new(Flag(AtomicBool::new(false), std::thread::current()));
+        let waker = Waker::from(flag.clone());
+        let mut waiting = Box::pin(s.receive_async());
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        // Positions 4 to 7 are claimed and abandoned: skipped, no message, no ring.
+        for _ in 0..4 {
+            drop(p.try_loan().unwrap());
+        }
+        let rings = p.wake_calls();
+        // Position 8 reuses the slot of 4, which the subscriber has not passed: no room, and
+        // the writer rings the sleeping subscriber.
+        assert_eq!(p.try_loan().err(), Some(SendError::Full));
+        assert_eq!(p.wake_calls(), rings + 1, "the writer rang");
+        assert_eq!(p.try_loan().err(), Some(SendError::Full));
+        assert_eq!(p.wake_calls(), rings + 1, "once per position it stopped at");
+        // The subscriber is woken (by that ring; its own nap is 5 s).
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !flag.0.load(Ordering::SeqCst) && std::time::Instant::now() < end {
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        assert!(flag.0.load(Ordering::SeqCst), "the subscriber was woken");
+        // Polled, it passes the skips (still nothing to read) and so makes room.
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        drop(waiting);
+        p.send_copy(&8).unwrap();
+        assert_eq!(*s.try_receive().unwrap(), 8);
+    }
+}
