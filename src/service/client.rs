@@ -214,9 +214,11 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Client<Q, R> {
     /// client may be awaited at once in one thread (`join`, a `LocalSet`, a current-thread
     /// runtime); a task of a multi-threaded runtime should own its own client.
     ///
-    /// The send itself never waits, except on a client built with `wait_when_busy(true)`: its
-    /// send waits (blocking the executor's thread) for a call slot still held by an abandoned
-    /// call. Async callers leave that option off and get [`CallError::Busy`] at once instead.
+    /// The send itself never waits, except on a client built with `wait_when_busy(true)` or
+    /// `wait_for_server(true)`: its send waits, blocking the executor's thread, for a call slot
+    /// still held by an abandoned call, or for a first server. Async callers leave those options
+    /// off (the send then fails at once with [`CallError::Busy`] or [`CallError::NoServer`]) and
+    /// await [`Client::wait_for_server`] instead.
     ///
     /// ```
     /// use ringbus::Node;
