@@ -44,8 +44,13 @@ impl Backoff {
 /// [`crate::TopicBuilder::subscriber_when_found`]): opens the handle as soon as the segment
 /// exists, as [`crate::OpenMode::OpenExisting`] would, and until then waits (module doc:
 /// checked at least every [`DISCOVERY_NAP`]). Ends with the handle, or with the first error other
-/// than [`OpenError::NotFound`] (a type mismatch, a full table, ...). No deadline: compose it
-/// with the runtime's timeout.
+/// than [`OpenError::NotFound`] and [`OpenError::Busy`] (a type mismatch, a full table, ...). No
+/// deadline: compose it with the runtime's timeout.
+///
+/// Each try is an ordinary open, which takes the segment's file lock for the few system calls
+/// of a create or a join. Only if another process is stopped while holding that lock (SIGSTOP,
+/// a debugger) does a poll block its thread, for up to [`crate::LOCK_WAIT`]; it then naps and
+/// tries again rather than ending the wait.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Found<B, H> {
     builder: B,
@@ -54,7 +59,7 @@ pub struct Found<B, H> {
 }
 
 impl<B, H> Found<B, H> {
-    /// Retries `open(&builder)` while it fails with `NotFound`.
+    /// Retries `open(&builder)` while it fails with `NotFound` or `Busy`.
     pub(crate) fn new(builder: B, open: fn(&B) -> Result<H, OpenError>) -> Found<B, H> {
         Found {
             builder,
@@ -76,7 +81,8 @@ impl<B: Unpin, H> Future for Found<B, H> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match (this.open)(&this.builder) {
-            Err(OpenError::NotFound(_)) => {
+            // Not there yet, or its lock held by a stopped process: try again after a nap.
+            Err(OpenError::NotFound(_) | OpenError::Busy(_)) => {
                 this.backoff.sleep(cx);
                 Poll::Pending
             }

@@ -268,76 +268,145 @@ fn no_allocation_per_queue_message() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits (polls that returned `Pending`) of the futures run by [`wait`].
+static WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// The waker of [`wait`]: a flag and the thread to unpark.
+struct Woken {
+    flag: std::sync::atomic::AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl std::task::Wake for Woken {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+thread_local! {
+    /// Made at the first `wait` (in the uncounted warm-up), reused after.
+    static WAKER: (std::sync::Arc<Woken>, std::task::Waker) = {
+        let woken = std::sync::Arc::new(Woken {
+            flag: std::sync::atomic::AtomicBool::new(false),
+            thread: std::thread::current(),
+        });
+        (woken.clone(), std::task::Waker::from(woken))
+    };
+}
+
+/// Runs `f` to completion on this thread, parking between polls, and counts in [`WAITS`] the
+/// polls that returned `Pending`. The handles below spin 0, so a `Pending` of a ringbus future
+/// means it armed its doorbell and registered with the process's waiter, and only the waiter
+/// thread's wake (or its 5 s safety nap) resumes it.
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    WAKER.with(|(woken, waker)| {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(waker);
+        loop {
+            woken.flag.store(false, Ordering::SeqCst);
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            // Relaxed: a counter read by this thread.
+            WAITS.fetch_add(1, Ordering::Relaxed);
+            while !woken.flag.swap(false, Ordering::SeqCst) {
+                std::thread::park();
+            }
+        }
+    })
+}
+
+/// Asserts that `run(n)` allocates nothing after a warm-up and that each of its `per_cycle`
+/// futures per cycle registered (waited) at least once.
+fn assert_registered_without_allocating(what: &str, per_cycle: u64, mut run: impl FnMut(u64)) {
+    run(100);
+    // Relaxed: single-threaded test reads of counters.
+    let (before, waits) = (
+        ALLOCS.load(Ordering::Relaxed),
+        WAITS.load(Ordering::Relaxed),
+    );
+    run(2_000);
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations on {what}"
+    );
+    assert!(
+        WAITS.load(Ordering::Relaxed) - waits >= 2_000 * per_cycle,
+        "every future of {what} registered with the waiter"
+    );
+}
+
+const NO_SPIN: std::time::Duration = std::time::Duration::ZERO;
+
 /// Async receives that wait each time: the future registers with the waiter (its first wait
 /// takes a slot in the waiter's table), the send rings, the waiter wakes it. Counts this thread
 /// (the future's side: registering, re-arming, unregistering); the waiter thread's loop reuses
 /// its buffers.
 fn async_cycles(node: ringbus::Node, name: &str) {
-    let topic = node.topic::<[u64; 8]>(name).capacity(32);
+    let topic = node
+        .topic::<[u64; 8]>(name)
+        .capacity(32)
+        .spin_before_sleep(NO_SPIN);
     let mut p = topic.publisher().unwrap();
     let mut s = topic.subscriber().unwrap();
-    let queue = node.queue::<[u64; 8]>(&format!("{name}-q")).capacity(32);
+    let queue = node
+        .queue::<[u64; 8]>(&format!("{name}-q"))
+        .capacity(32)
+        .spin_before_sleep(NO_SPIN);
     let mut producer = queue.producer().unwrap();
     let mut c = queue.consumer().unwrap();
-    let mut run = |n: u64| {
+    assert_registered_without_allocating("the async hot path", 2, |n| {
         for i in 0..n {
-            futures::executor::block_on(async {
-                // `join!` polls in order: the receive waits (registered with this task's
-                // waker) before the send rings, and the waiter thread wakes the task.
-                let (got, ()) = futures::join!(s.receive_async(), async {
+            // `join!` polls in order: the receive waits (registered with this task's waker)
+            // before the send rings, and the waiter thread wakes the task.
+            let (got, ()) = wait(async {
+                futures::join!(s.receive_async(), async {
                     p.send_copy(&[i; 8]).unwrap();
-                });
-                assert_eq!(got.unwrap()[0], i);
-                let (got, ()) = futures::join!(c.receive_async(), async {
-                    producer.send(&[i; 8]).unwrap();
-                });
-                let d = got.unwrap();
-                assert_eq!(d[0], i);
-                d.ack().unwrap();
+                })
             });
+            assert_eq!(got.unwrap()[0], i);
+            let (got, ()) = wait(async {
+                futures::join!(c.receive_async(), async {
+                    producer.send(&[i; 8]).unwrap();
+                })
+            });
+            let d = got.unwrap();
+            assert_eq!(d[0], i);
+            d.ack().unwrap();
         }
-    };
-    run(100);
-    // Relaxed: single-threaded test reads of a counter.
-    let before = ALLOCS.load(Ordering::Relaxed);
-    run(2_000);
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed) - before,
-        0,
-        "allocations on the async hot path"
-    );
+    });
 }
 
 /// Async calls that wait each time, on both sides: the server's receive registers before the
 /// client posts, the awaited response registers before the server answers.
 fn async_rpc_cycles(node: ringbus::Node, name: &str) {
-    let svc = node.service::<[u64; 8], [u64; 8]>(name);
+    let svc = node
+        .service::<[u64; 8], [u64; 8]>(name)
+        .spin_before_sleep(NO_SPIN);
     let mut server = svc.server().unwrap();
     let client = svc.client().unwrap();
-    let mut run = |n: u64| {
+    assert_registered_without_allocating("the async rpc hot path", 2, |n| {
         for i in 0..n {
-            futures::executor::block_on(async {
-                let (req, pending) = futures::join!(server.receive_async(), async {
+            let (req, pending) = wait(async {
+                futures::join!(server.receive_async(), async {
                     client.send(&[i; 8]).unwrap()
-                });
-                let req = req.unwrap();
-                let x = req[0];
-                let (got, ()) = futures::join!(pending.wait_async(), async {
-                    req.respond(&[x + 1; 8]).unwrap();
-                });
-                assert_eq!(got.unwrap()[0], i + 1);
+                })
             });
+            let req = req.unwrap();
+            let x = req[0];
+            let (got, ()) = wait(async {
+                futures::join!(pending.wait_async(), async {
+                    req.respond(&[x + 1; 8]).unwrap();
+                })
+            });
+            assert_eq!(got.unwrap()[0], i + 1);
         }
-    };
-    run(100);
-    // Relaxed: single-threaded test reads of a counter.
-    let before = ALLOCS.load(Ordering::Relaxed);
-    run(2_000);
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed) - before,
-        0,
-        "allocations on the async rpc hot path"
-    );
+    });
 }
 
 /// Runs `f` without counting its allocations on this thread.
@@ -354,19 +423,24 @@ fn uncounted<R>(f: impl FnOnce() -> R) -> R {
 /// subscriber that wakes waiting publishers looks for dead ones once per 1,024 wakes (opening
 /// the segment's lock file allocates its path), for blocked publishers as for futures.
 fn async_room_cycles(node: ringbus::Node, name: &str) {
-    let topic = node.topic::<[u64; 8]>(name).capacity(2);
+    let topic = node
+        .topic::<[u64; 8]>(name)
+        .capacity(2)
+        .spin_before_sleep(NO_SPIN);
     let mut p = topic.publisher().unwrap();
     let s = topic.subscriber().unwrap();
     let bytes = node
         .topic_bytes(&format!("{name}-bytes"))
         .capacity(2)
-        .max_message_size(256);
+        .max_message_size(256)
+        .spin_before_sleep(NO_SPIN);
     let mut pb = bytes.publisher().unwrap();
     let sb = bytes.subscriber().unwrap();
     let queue = node
         .queue::<[u64; 8]>(&format!("{name}-q"))
         .capacity(2)
-        .prefetch(1);
+        .prefetch(1)
+        .spin_before_sleep(NO_SPIN);
     let mut producer = queue.producer().unwrap();
     let c = queue.consumer().unwrap();
     // Full to start with: every send below waits for the read beside it.
@@ -375,44 +449,41 @@ fn async_room_cycles(node: ringbus::Node, name: &str) {
         pb.send_copy(&[0xff; 64]).unwrap();
         producer.send(&[u64::MAX; 8]).unwrap();
     }
-    let mut run = |n: u64| {
+    assert_registered_without_allocating("the async room wait", 4, |n| {
         for i in 0..n {
             let v = [i; 8];
-            futures::executor::block_on(async {
-                let (sent, ()) = futures::join!(p.send_copy_async(&v), async {
+            let (sent, ()) = wait(async {
+                futures::join!(p.send_copy_async(&v), async {
                     uncounted(|| drop(s.try_receive().unwrap()));
-                });
-                sent.unwrap();
-                let (loan, ()) = futures::join!(pb.loan_async(64), async {
-                    uncounted(|| drop(sb.try_receive().unwrap()));
-                });
-                let mut loan = loan.unwrap();
-                loan[0] = i as u8;
-                loan.send();
-                let (sent, ()) = futures::join!(producer.send_async(&v), async {
-                    let d = c.try_receive().unwrap();
-                    d.ack().unwrap();
-                });
-                sent.unwrap();
-                let (loan, ()) = futures::join!(producer.loan_async(), async {
-                    let d = c.try_receive().unwrap();
-                    d.ack().unwrap();
-                });
-                let mut loan = loan.unwrap();
-                loan[0] = i;
-                loan.send().unwrap();
+                })
             });
+            sent.unwrap();
+            let (loan, ()) = wait(async {
+                futures::join!(pb.loan_async(64), async {
+                    uncounted(|| drop(sb.try_receive().unwrap()));
+                })
+            });
+            let mut loan = loan.unwrap();
+            loan[0] = i as u8;
+            loan.send();
+            let (sent, ()) = wait(async {
+                futures::join!(producer.send_async(&v), async {
+                    let d = c.try_receive().unwrap();
+                    d.ack().unwrap();
+                })
+            });
+            sent.unwrap();
+            let (loan, ()) = wait(async {
+                futures::join!(producer.loan_async(), async {
+                    let d = c.try_receive().unwrap();
+                    d.ack().unwrap();
+                })
+            });
+            let mut loan = loan.unwrap();
+            loan[0] = i;
+            loan.send().unwrap();
         }
-    };
-    run(100);
-    // Relaxed: single-threaded test reads of a counter.
-    let before = ALLOCS.load(Ordering::Relaxed);
-    run(2_000);
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed) - before,
-        0,
-        "allocations on the async room wait"
-    );
+    });
 }
 
 #[test]

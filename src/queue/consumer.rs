@@ -118,15 +118,17 @@ impl ConsumerCore {
         }
     }
 
-    /// One attempt: a buffered claim, or a new batch.
     /// Whether every message ever sent is acknowledged (head = tail): nothing waits, nothing is
-    /// in flight, so no scan can find anything to take back. Relaxed loads: a hint for the async
-    /// nap, rechecked at every poll.
+    /// in flight, so no scan can find anything to take back. The head moves only when a scan
+    /// passes acknowledged positions, so after the last acknowledgement the queue counts as
+    /// settled once the next scan has caught the head up with the tail. Relaxed loads: a hint
+    /// for the async nap, rechecked at every poll.
     fn settled(&self) -> bool {
         let r = self.shared.region();
         r.u64_at(CTRL_HEAD).load(Ordering::Relaxed) == r.u64_at(CTRL_TAIL).load(Ordering::Relaxed)
     }
 
+    /// One attempt: a buffered claim, or a new batch.
     fn try_once(&self) -> Result<Got, ReceiveError> {
         loop {
             let next = self.claims.borrow_mut().buffer.pop_front();

@@ -510,6 +510,10 @@ struct Room<'a> {
     /// reclaim.
     waiting: Option<(Option<Instant>, Instant)>,
     parking: Parking,
+    /// Polls made while spinning: as in `wait_for_room`, the tail itself is tried only when a
+    /// batch of room shows or on every eighth poll, so a spinning future does not take the
+    /// append lock (and the line of the slot its consumers acknowledge) on every poll.
+    polls: u32,
     /// Returned: the bit is disarmed already.
     done: bool,
 }
@@ -520,6 +524,7 @@ impl<'a> Room<'a> {
             parking: Parking::new(core.spin),
             core,
             waiting: None,
+            polls: 0,
             done: false,
         }
     }
@@ -527,7 +532,18 @@ impl<'a> Room<'a> {
     /// Reserves, or parks (`None`: pending).
     fn step(&mut self, waker: &Waker) -> Option<Result<u64, SendError>> {
         let core = &mut *self.core;
-        let reserved = match core.try_reserve() {
+        // The first poll, a poll after a wake (parked) and the gated spin polls try the tail.
+        let try_tail = self.polls == 0
+            || self.parking.is_armed()
+            || core.room_at_tail(core.batch_room)
+            || self.polls % 8 == 7;
+        self.polls = self.polls.wrapping_add(1);
+        let first = if try_tail {
+            core.try_reserve()
+        } else {
+            Ok(None)
+        };
+        let reserved = match first {
             Ok(None) => {
                 let timeout = match core.full {
                     Policy::Fail => return Some(Err(SendError::Full)),
@@ -658,6 +674,10 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// under [`SyncPolicy::Always`] syncs in that last poll, blocking the executor's thread for
     /// the `fsync`, as `send` blocks its caller. It first spins for the
     /// builder's `spin_before_sleep` without holding its thread (module doc, "Async").
+    /// A poll takes the queue's append lock, held by any producer for a few stores: only if
+    /// another process is stopped inside it (SIGSTOP, a debugger) does a poll block its thread,
+    /// for up to 1 s, and then end with [`SendError::Busy`] (the next poll waits only a
+    /// `CHECK_INTERVAL` on the same stuck holder), as `send` does.
     ///
     /// Cancel-safe: dropped before it completes, it sent nothing and holds no position and no
     /// registration; once it returns `Ok`, the message is in the queue.

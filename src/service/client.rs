@@ -80,7 +80,7 @@ pub(crate) struct ClientCore {
     last_check: Cell<Option<Instant>>,
     /// Responses that arrived for abandoned calls and were dropped unread.
     discarded: Cell<u64>,
-    /// Per async doorbell bit (`ASYNC_BITS`), the awaited calls of this client that armed it:
+    /// Per async doorbell bit (`ASYNC_BITS`), the awaited calls of this client that count on it:
     /// the last one to finish clears it.
     bit_users: [Cell<u32>; ASYNC_BITS],
 }
@@ -942,12 +942,13 @@ impl ItemWait {
     fn finish(&mut self, core: &ClientCore, slot: usize) {
         let bit = ClientCore::async_bit(slot);
         let bell = core.ring.bell();
-        let last = if std::mem::replace(&mut self.bit_held, false) {
+        // Only a wait that counted among the bit's users may clear it, and the last of them
+        // must, armed or not: a future that ended within its spin never armed the bit, but a
+        // user that armed it and finished before it left the clearing to the last one.
+        let last = std::mem::replace(&mut self.bit_held, false) && {
             let users = &core.bit_users[bit - 1];
             users.set(users.get() - 1);
             users.get() == 0
-        } else {
-            true
         };
         self.parking.finish_sharing(bell, bit, last);
     }
@@ -1168,6 +1169,40 @@ mod tests {
         drop(b);
         assert!(!bell().has_sleepers(), "the last one cleared it");
         drop(a);
+        drop(calls);
+    }
+
+    /// A call counted on a shared bit but still within its spin (so it never armed the bit)
+    /// finishes last, after the call that armed it: it must clear the bit, or the client's bell
+    /// stays armed for nobody and every later response rings the waiter in vain.
+    #[test]
+    fn the_last_call_on_a_shared_bit_clears_it_even_if_it_ended_within_its_spin() {
+        use super::ItemWait;
+        use std::time::Duration;
+        let hour = Duration::from_secs(3600);
+        let node = Node::in_process();
+        let svc = node.service::<u64, u64>("spin-bit").max_in_flight(128);
+        let server = svc.server().unwrap();
+        let client = svc.client().unwrap();
+        let calls: Vec<_> = (0..65).map(|x| client.send(&x).unwrap()).collect();
+        let core = &client.core;
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Slots 1 and 64 share bit 2: one parks at once, the other spins for an hour.
+        let (mut parked, mut spinning) = (ItemWait::new(hour, Duration::ZERO), ItemWait::new(hour, hour));
+        assert!(parked.poll(core, 1, &mut cx).is_pending());
+        assert!(spinning.poll(core, 64, &mut cx).is_pending());
+        assert!(core.ring.bell().has_sleepers(), "the parked call armed the bit");
+        while let Ok(req) = server.try_receive() {
+            let x = *req;
+            req.respond(&(x + 100)).unwrap();
+        }
+        assert!(matches!(parked.poll(core, 1, &mut cx), Poll::Ready(Ok(_))));
+        parked.finish(core, 1);
+        assert!(core.ring.bell().has_sleepers(), "the spinning call still counts on the bit");
+        assert!(matches!(spinning.poll(core, 64, &mut cx), Poll::Ready(Ok(_))));
+        spinning.finish(core, 64);
+        assert!(!core.ring.bell().has_sleepers(), "the last call cleared the bit it never armed");
         drop(calls);
     }
 }

@@ -304,16 +304,25 @@ impl Parking {
         None
     }
 
+    /// Whether the future is past its spin: armed and registered (its naps are real).
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
+    }
+
     /// The future is done or dropped: disarms the bit and unregisters (the slot is kept until
     /// `self` drops).
     pub(crate) fn finish(&mut self, bell: Doorbell<'_>, bit: usize) {
-        self.finish_sharing(bell, bit, true);
+        let armed = self.armed;
+        self.finish_sharing(bell, bit, armed);
     }
 
-    /// As [`Parking::finish`], but clears the bell's bit only if `last`: futures of one
-    /// process that share a bit (a client's calls) leave it set while another still waits.
+    /// As [`Parking::finish`], but clears the bell's bit if and only if `last`, whether or not
+    /// this future armed it: futures of one process that share a bit (a client's calls) leave it
+    /// set while another still counts on it, and the last of them clears it even if it never
+    /// armed it itself (it may have ended within its spin, after others armed the bit).
     pub(crate) fn finish_sharing(&mut self, bell: Doorbell<'_>, bit: usize, last: bool) {
-        if std::mem::replace(&mut self.armed, false) && last {
+        self.armed = false;
+        if last {
             bell.disarm(bit);
         }
         if let Some(reg) = &self.reg {

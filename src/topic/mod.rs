@@ -140,7 +140,8 @@ crate::options::options! { TopicOptions for [P: Payload + ?Sized] TopicBuilder<P
     /// How long a `Block` publisher waits for room before [`crate::SendError::Timeout`]
     /// (default 1 s).
     send_timeout(timeout: Duration) -> send_timeout: Duration = Duration::from_secs(1);
-    /// How long `receive` spins before sleeping in the kernel (default 20 µs; zero sleeps at once).
+    /// How long `receive`, and a send waiting for room under `Block`, spin before sleeping in
+    /// the kernel (default 20 µs; zero sleeps at once).
     spin_before_sleep(spin: Duration) -> common.spin;
     /// Whether handles may create the topic ([`OpenMode::OpenOrCreate`], the default), must find
     /// a live one ([`OpenMode::OpenExisting`]: else [`OpenError::NotFound`]) or must create it
@@ -186,7 +187,13 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
     pub fn publisher(&self) -> Result<Publisher<P>, OpenError> {
         match self.open(Role::Publisher)? {
             (shared, Joined::Publisher(index, writer)) => {
-                Ok(Publisher::new(shared, index, writer, self.options.send_timeout))
+                Ok(Publisher::new(
+                    shared,
+                    index,
+                    writer,
+                    self.options.send_timeout,
+                    self.options.common.spin,
+                ))
             }
             _ => unreachable!("joined as publisher"),
         }

@@ -19,8 +19,6 @@ use crate::ring::broadcast::{Claim, Writer};
 use crate::sync::doorbell::{Doorbell, ALL};
 use crate::sync::waiter::Parking;
 
-/// How long a blocked publisher spins before it sleeps in the kernel.
-const SPIN: Duration = Duration::from_micros(20);
 /// The first nap of a publisher waiting for room; it doubles up to [`CHECK_INTERVAL`].
 const FIRST_NAP: Duration = Duration::from_micros(100);
 /// A publisher whose pre-claim keeps failing looks for dead participants once per this many
@@ -45,6 +43,9 @@ pub struct Publisher<P: Payload + ?Sized> {
     wakes: u64,
     /// The position at which the writer last announced its skips (`announce_skips`).
     announced: u64,
+    /// How long a send waiting for room spins before it sleeps (the builder's
+    /// `spin_before_sleep`).
+    spin: Duration,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -64,6 +65,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         index: usize,
         writer: Writer,
         timeout: Duration,
+        spin: Duration,
     ) -> Self {
         Publisher {
             shared,
@@ -74,6 +76,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
             last_check: None,
             wakes: 0,
             announced: u64::MAX,
+            spin,
             _p: PhantomData,
         }
     }
@@ -169,7 +172,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 }
                 return Err(SendError::Timeout(self.timeout));
             }
-            if now < start + SPIN {
+            if now.saturating_duration_since(start) < self.spin {
                 std::hint::spin_loop();
                 continue;
             }
@@ -211,6 +214,9 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 *wakes += 1;
             }
         });
+        // The commit rang for the positions up to here: a later `Blocked` at the next position
+        // has no skip to announce (`announce_skips`), so backpressure costs no extra ring.
+        self.announced = pos + 1;
         if !self.writer.has_claim() {
             // A reader lags a whole ring behind (or pins the next slot). Under DropOldest nothing
             // else would notice if it died: look for dead participants now and then.
@@ -270,8 +276,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
 /// As the blocking wait: its own deadline, from its first wait for room, ends it with
 /// [`SendError::Timeout`]; its nap doubles from 100 µs to [`CHECK_INTERVAL`] (and never passes
 /// the deadline), and once per `CHECK_INTERVAL` it reclaims the lagging subscriber if that one
-/// died. It first spins [`SPIN`], as the blocking call does, but
-/// without holding its thread (`Parking`). Cancel-safe: its output is
+/// died. It first spins for the builder's `spin_before_sleep`, as the blocking call does, but
+/// without holding its thread (`Parking`); the nap doubles only once it is parked. Cancel-safe: its output is
 /// claimed by the poll that returns it; dropped before, it holds no claim and no registration.
 struct Room<'a, P: Payload + ?Sized> {
     publisher: &'a mut Publisher<P>,
@@ -287,11 +293,11 @@ struct Room<'a, P: Payload + ?Sized> {
 impl<'a, P: Payload + ?Sized> Room<'a, P> {
     fn new(publisher: &'a mut Publisher<P>) -> Self {
         Room {
+            // The blocking claim's spin, here cooperative (`Parking`).
+            parking: Parking::new(publisher.spin),
             publisher,
             deadline: None,
             backoff: FIRST_NAP,
-            // The blocking claim's spin, here cooperative (`Parking`).
-            parking: Parking::new(SPIN),
             done: false,
         }
     }
@@ -345,7 +351,10 @@ impl<'a, P: Payload + ?Sized> Room<'a, P> {
                 },
             );
             if room.is_none() {
-                self.backoff = (self.backoff * 2).min(CHECK_INTERVAL);
+                // Only a registered wait's nap grows: a spin poll is not a nap.
+                if self.parking.is_armed() {
+                    self.backoff = (self.backoff * 2).min(CHECK_INTERVAL);
+                }
                 return None;
             }
         }
@@ -475,7 +484,7 @@ impl<T: bytemuck::Pod> Publisher<T> {
     /// subscriber reads; under `DropOldest`, ready at once. The same errors as `loan`:
     /// [`SendError::Timeout`] after the topic's send timeout (counted from the future's first
     /// wait; a subscriber found dead meanwhile is reclaimed, as the blocking call does) and
-    /// [`SendError::AllSlotsHeld`]. It first spins 20 µs, as the blocking call does, without
+    /// [`SendError::AllSlotsHeld`]. It first spins (`spin_before_sleep`), as the blocking call does, without
     /// holding its thread.
     ///
     /// Cancel-safe: the slot is claimed by the poll that returns the loan, so a future dropped
