@@ -155,6 +155,7 @@ outside_loom! {
     mod options;
     pub mod queue;
     pub mod service;
+    mod shape;
     mod shm;
     pub mod topic;
 
@@ -167,6 +168,7 @@ outside_loom! {
         Client, Pending, Request, RequestLoan, Response, ResponseLoan, ResponseStream, Server,
         ServiceBuilder,
     };
+    pub use shape::Shape;
     pub use shm::{validate_name, OpenMode, LOCK_WAIT};
     pub use sync::{ProcessId, CHECK_INTERVAL};
     pub use topic::{Bytes, InPlace, Payload, Publisher, Rkyv, Sample, Subscriber, TopicBuilder};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::OpenError;
 use crate::queue::QueueBuilder;
 use crate::service::ServiceBuilder;
+use crate::shape::Shape;
 use crate::shm::{Backing, Root};
 use crate::sync::ProcessId;
 use crate::topic::{Bytes, Payload, Rkyv, TopicBuilder};
@@ -72,6 +73,40 @@ impl Node {
     /// A topic of variable-length byte messages.
     pub fn topic_bytes(&self, name: &str) -> TopicBuilder<Bytes> {
         self.builder(name)
+    }
+
+    /// A topic of exactly `shape` (read from another segment, possibly on another host:
+    /// [`Shape`]), whose messages are read and written as bytes whatever their type: what a
+    /// network bridge opens. The shape fixes the layout and the payload type, so the builder's
+    /// layout options (capacity, policy, sizes, participants, history) are ignored; its send
+    /// timeout, spin and open mode apply. Opening a segment of another shape is
+    /// [`OpenError::TypeMismatch`] or [`OpenError::ConfigMismatch`], as for typed handles.
+    /// A message of the wrong length for a fixed-size type is sent as it is; the typed
+    /// subscribers refuse it ([`crate::ReceiveError::Invalid`]), so a bridge checks lengths
+    /// against [`Shape::fixed_size`] first. [`OpenError::InvalidConfig`] if `shape` is a service's.
+    pub fn topic_shaped(&self, name: &str, shape: &Shape) -> Result<TopicBuilder<Bytes>, OpenError> {
+        if shape.kind() != crate::admin::Kind::Topic {
+            return Err(OpenError::InvalidConfig(format!("{name}: the shape is a service's")));
+        }
+        let b: TopicBuilder<Bytes> = self.builder(name);
+        Ok(b.with_shape(shape))
+    }
+
+    /// A service of exactly `shape` ([`Shape`]), whose requests and responses are read and
+    /// written as bytes whatever their types: what a network bridge opens. As
+    /// [`Node::topic_shaped`]: the shape fixes the layout and the types (the builder's layout
+    /// options are ignored; timeouts, spin, open mode and `wait_for_server` apply), and the
+    /// typed handles at the other end validate what they read. [`OpenError::InvalidConfig`] if
+    /// `shape` is a topic's.
+    pub fn service_shaped(
+        &self,
+        name: &str,
+        shape: &Shape,
+    ) -> Result<ServiceBuilder<Bytes, Bytes>, OpenError> {
+        if shape.kind() != crate::admin::Kind::Service {
+            return Err(OpenError::InvalidConfig(format!("{name}: the shape is a topic's")));
+        }
+        Ok(ServiceBuilder::<Bytes, Bytes>::new(self.backing.clone(), name).with_shape(shape))
     }
 
     /// A request/response service: requests of kind `Q`, responses of kind `R` (each a `Pod`

@@ -16,6 +16,9 @@ pub(crate) struct Common {
     pub(crate) name: String,
     pub(crate) spin: Duration,
     pub(crate) mode: OpenMode,
+    /// A shape given by `Node::topic_shaped` / `service_shaped`: it fixes the layout and the
+    /// payload type, in place of the builder's.
+    pub(crate) shape: Option<std::sync::Arc<crate::shape::Shape>>,
 }
 
 impl Common {
@@ -26,6 +29,7 @@ impl Common {
             name: name.to_string(),
             spin: Duration::from_micros(20),
             mode: OpenMode::OpenOrCreate,
+            shape: None,
         }
     }
 }

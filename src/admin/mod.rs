@@ -37,6 +37,7 @@
 mod clean;
 mod counters;
 mod observe;
+pub(crate) use observe::published;
 
 use std::path::{Path, PathBuf};
 
@@ -147,8 +148,8 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Participant {
-    /// Its role: `"publisher"`, `"subscriber"`, `"server"`, `"client"`, `"producer"` or
-    /// `"consumer"`.
+    /// Its role: `"publisher"`, `"subscriber"`, `"server"`, `"fallback server"` (a network
+    /// bridge's, `ServiceBuilder::fallback_server`), `"client"`, `"producer"` or `"consumer"`.
     pub role: &'static str,
     /// Its entry in the role's table (the index the counters of [`Details`] name).
     pub index: usize,

@@ -62,7 +62,7 @@ pub(super) fn observe(dir: &Path, kind: Kind, name: &str) -> SegmentInfo {
 /// Judges a mapped segment as `Segment::open` does: `Ok(None)` if it is empty or unpublished
 /// (its creator is initialising it, or died doing so), its header if published, the reason if
 /// it is not a segment at all.
-pub(super) fn published(r: &Region) -> Result<Option<Header>, String> {
+pub(crate) fn published(r: &Region) -> Result<Option<Header>, String> {
     if r.is_empty() {
         return Ok(None);
     }
@@ -108,6 +108,15 @@ fn read_layout(r: &Region, header: &Header, info: &mut SegmentInfo) -> Result<()
         Kind::Service => {
             let l = ServiceLayout::from_header(header, r.len()).map_err(err)?;
             info.participants = participants(&l, r);
+            // Relaxed: an observer's snapshot.
+            let fallbacks = r
+                .u64_at(crate::service::layout::CTRL_FALLBACKS)
+                .load(Ordering::Relaxed);
+            for p in &mut info.participants {
+                if p.role == "server" && p.index < 64 && fallbacks & (1u64 << p.index) != 0 {
+                    p.role = "fallback server";
+                }
+            }
             (l.kinds.0, Details::Service(counters::service(&l, r)))
         }
         Kind::Queue => {

@@ -140,8 +140,19 @@ crate::numbered! { u64:
 pub const DATA: u64 = 1;
 /// Item flag: the call's last item.
 pub const END: u64 = 2;
-/// Item flag: the server gave the call up (with END: the caller is told `Aborted`).
+/// Item flag: the server gave the call up (with END: the caller is told `Aborted`, or the
+/// failure its code names).
 pub const ABORTED: u64 = 4;
+/// Where an ABORTED item's failure code sits in its flags (8 bits): 0 aborted, then
+/// [`FAIL_TIMEOUT`], [`FAIL_NO_SERVER`], [`FAIL_DISCONNECTED`] (what a bridge relays from a
+/// server on another host); an unknown code reads as 0.
+pub const FAIL_SHIFT: u32 = 8;
+/// Failure code: the call timed out further on (a remote server's host).
+pub const FAIL_TIMEOUT: u64 = 1;
+/// Failure code: no server serves the service further on.
+pub const FAIL_NO_SERVER: u64 = 2;
+/// Failure code: the server further on (or the link to it) died during the call.
+pub const FAIL_DISCONNECTED: u64 = 3;
 
 /// Bit of a slot's `consumed` word: the client gave up on the slot's current call.
 pub const CONSUMED_ABANDONED: u64 = 1 << 62;

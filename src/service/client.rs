@@ -13,7 +13,10 @@ use super::layout::{CallRing, Role, ASYNC_BITS, CLIENT_BIT};
 use super::shared::{ClientEnv, ServiceShared};
 use crate::discovery::PeerJoined;
 use crate::error::{CallError, SendError};
-use crate::ring::call::{self, Caller, Check, Holder, Phase, ABORTED, DATA, END, MAX_POSITION};
+use crate::ring::call::{
+    self, Caller, Check, Holder, Phase, ABORTED, DATA, END, FAIL_DISCONNECTED, FAIL_NO_SERVER,
+    FAIL_SHIFT, FAIL_TIMEOUT, MAX_POSITION,
+};
 use crate::sync::waiter::Parking;
 use crate::sync::CHECK_INTERVAL;
 use crate::topic::{Bytes, Payload};
@@ -580,7 +583,13 @@ impl ClientCore {
         let last = item.flags & END != 0;
         if item.flags & ABORTED != 0 {
             self.consume(slot, last);
-            return Err(CallError::Aborted);
+            // A failure relayed from further on (a bridge's fallback server), else aborted.
+            return Err(match (item.flags >> FAIL_SHIFT) & 0xff {
+                FAIL_TIMEOUT => CallError::Timeout(self.timeout),
+                FAIL_NO_SERVER => CallError::NoServer,
+                FAIL_DISCONNECTED => CallError::Disconnected,
+                _ => CallError::Aborted,
+            });
         }
         if item.flags & DATA == 0 {
             self.consume(slot, last);

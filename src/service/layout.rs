@@ -1,4 +1,4 @@
-//! The byte layout of a service segment (layout version 3), every offset named and built in order
+//! The byte layout of a service segment (layout version 4), every offset named and built in order
 //! from named sizes. What the call ring's words mean and how they change is `ring::call`'s.
 //!
 //! ```text
@@ -7,8 +7,11 @@
 //!   +0   servers          u64  bitmap of registered servers                CTRL_SERVERS
 //!   +8   clients          u64  bitmap of registered clients (servers poll  CTRL_CLIENTS
 //!                              their call rings)
-//!   +16  servers_waiting  u64  servers' doorbell: sleeper bitmap          CTRL_SERVERS_WAITING
-//!   +24  request_seq      u32  servers' doorbell: futex word              CTRL_REQUEST_SEQ
+//!   +16  fallbacks        u64  bitmap of fallback servers (a subset of     CTRL_FALLBACKS
+//!                              servers: they take calls only while no
+//!                              other server is registered)
+//!   +24  servers_waiting  u64  servers' doorbell: sleeper bitmap          CTRL_SERVERS_WAITING
+//!   +32  request_seq      u32  servers' doorbell: futex word              CTRL_REQUEST_SEQ
 //! SERVER_TABLE = 384  S server entries of SERVER_ENTRY = 1 line
 //!   +0   state            u64  0 free, 1 active                           shm::entry
 //!   +8   owner            u64  pid << 32 | low 32 bits of start time      shm::entry
@@ -20,7 +23,10 @@
 //!   +16  waiting          u64  client's doorbell: sleeper bitmap (bit 0)  CLIENT_WAITING
 //!   +24  timeouts         u64  calls the client gave up on at their       CLIENT_TIMEOUTS
 //!                              timeout (for observers; written when one ends so: cold)
-//!   +32  wake             u32  client's doorbell: futex word              CLIENT_WAKE
+//!   +32  call timeout     u64  the client's call timeout in ns, written   CLIENT_CALL_TIMEOUT
+//!                              when it joins (0: none); a relaying
+//!                              server hands it on (Request::caller_timeout)
+//!   +40  wake             u32  client's doorbell: futex word              CLIENT_WAKE
 //!   line 1, written under the ring's claim lock (servers, at every take):
 //!   +64  head             u64  ring::call `head`                           CLIENT_HEAD
 //!   +72  lock             u64  ring::call `lock`                           CLIENT_LOCK_WORD
@@ -42,7 +48,8 @@
 //!   +0   stamp            u64  item number + 1 (0: never written)         ITEM_STAMP
 //!   +8   call             u64  position of the call the item answers      ITEM_CALL
 //!   +16  len              u64  payload length                             ITEM_LEN
-//!   +24  flags            u64  DATA | END | ABORTED                       ITEM_FLAGS
+//!   +24  flags            u64  DATA | END | ABORTED, and with ABORTED     ITEM_FLAGS
+//!                              a failure code << FAIL_SHIFT (ring::call)
 //!   +32  payload          R bytes (max response size), 32-aligned          ITEM_HEADER
 //! ```
 //!
@@ -68,7 +75,9 @@ pub const KIND_SERVICE: u32 = 2;
 /// of another version is refused with [`OpenError::VersionMismatch`]. 2: the layout built from
 /// named sizes, the call ring's protocol in `ring::call`, the sleep words used as doorbells
 /// (`sync::Doorbell`: the client's sleep flag is a bitmap). 3: the client's timeout count.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: the fallback-server bitmap, failure codes in an aborted item's flags, the client's call
+/// timeout in its entry.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The control block.
 pub const CTRL: usize = HEADER_LEN;
@@ -77,6 +86,8 @@ crate::shm::fields! { from CTRL;
     pub CTRL_SERVERS: U64,
     /// Bitmap of registered clients.
     pub CTRL_CLIENTS: U64,
+    /// Bitmap of registered fallback servers (`ServiceBuilder::fallback_server`).
+    pub CTRL_FALLBACKS: U64,
     /// Doorbell of servers waiting for a call: sleeper bitmap (bit = server).
     pub CTRL_SERVERS_WAITING: U64,
     /// Doorbell of servers waiting for a call: futex word (u32).
@@ -100,6 +111,8 @@ crate::shm::fields! { from ENTRY_HEADER;
     pub CLIENT_WAITING: U64,
     /// Client entry: calls the client abandoned at their timeout (read by observers).
     pub CLIENT_TIMEOUTS: U64,
+    /// Client entry: the client's call timeout in nanoseconds (0: none), written at its join.
+    pub CLIENT_CALL_TIMEOUT: U64,
     /// Client entry: doorbell of the client waiting for a response: futex word (u32).
     pub CLIENT_WAKE: U32,
     CLIENT_LINE0_USED,
@@ -484,6 +497,9 @@ impl ServiceLayout {
         }
         // SeqCst: bookkeeping under the segment lock; clients read it as a hint.
         r.u64_at(CTRL_SERVERS)
+            .fetch_and(!(1u64 << i), Ordering::SeqCst);
+        // SeqCst: as above; fallback servers read it (with the server bitmap) as a hint.
+        r.u64_at(CTRL_FALLBACKS)
             .fetch_and(!(1u64 << i), Ordering::SeqCst);
         self.request_bell(r).forget(i);
     }

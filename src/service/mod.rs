@@ -34,7 +34,9 @@ use std::time::Duration;
 use client::ClientOptions;
 pub use client::{Client, NextResponse, Pending, RequestLoan, Response, WaitResponse};
 pub use layout::{MAX_IN_FLIGHT, MAX_PARTICIPANTS, MAX_MESSAGE_SIZE, MAX_STREAM_DEPTH};
-pub use server::{ReceiveRequest, Request, ResponseLoan, ResponseStream, Server};
+pub use server::{
+    Failure, ReceiveRequest, ReceiveShared, Request, ResponseLoan, ResponseStream, Server,
+};
 
 use crate::discovery::Found;
 use crate::error::OpenError;
@@ -120,8 +122,24 @@ crate::options::options! { ServiceOptions for [Q: Payload + ?Sized, R: Payload +
 } }
 
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
+    /// Fixes the layout and payload types to `shape` (`Node::service_shaped`).
+    pub(crate) fn with_shape(mut self, shape: &crate::Shape) -> Self {
+        self.options.common.shape = Some(std::sync::Arc::new(shape.clone()));
+        self
+    }
+
     fn open(&self, role: Role) -> Result<(std::sync::Arc<ServiceShared>, usize), OpenError> {
         let o = &self.options;
+        if let Some(s) = &o.common.shape {
+            let h = &s.header;
+            let layout = ServiceLayout::from_header(h, h.segment_len as usize)?;
+            let types = Types {
+                request: h.ty.clone(),
+                response: h.config[crate::service::layout::CONFIG_RESPONSE_TYPE],
+            };
+            let c = &o.common;
+            return ServiceShared::open(&c.backing, &c.name, &layout, &types, role, c.mode);
+        }
         let request = payload_size::<Q>(o.max_request, MAX_ALIGN)?;
         let response = payload_size::<R>(o.max_response, MAX_ALIGN)?;
         let layout = ServiceLayout::new(
@@ -145,7 +163,45 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
     pub fn server(&self) -> Result<Server<Q, R>, OpenError> {
         let (shared, index) = self.open(Role::Server)?;
         let o = &self.options;
-        Ok(Server::new(shared, index, o.common.spin, o.timeout))
+        Ok(Server::new(shared, index, o.common.spin, o.timeout, false))
+    }
+
+    /// Opens (or creates) the service and registers a fallback server: one that takes calls
+    /// only while no other (ordinary) server is registered. What a network bridge registers
+    /// for servers on other hosts, so that a local server is preferred: while one is there,
+    /// every call goes to it (and waits for it when it is busy); once it leaves or is found
+    /// dead, the fallback takes the calls, within its nap ([`crate::CHECK_INTERVAL`]) for calls
+    /// already posted. Clients count a fallback server as a server (no `NoServer` while one is
+    /// registered). Several fallback servers share the calls as ordinary servers do.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-fallback");
+    /// let fallback = svc.fallback_server()?;
+    /// let local = svc.server()?;
+    /// let client = svc.client()?;
+    /// let pending = client.send(&1)?;
+    /// assert!(fallback.try_receive().is_err(), "the local server is preferred");
+    /// local.try_receive()?.respond(&2)?;
+    /// assert_eq!(*pending.wait()?, 2);
+    /// drop(local);
+    /// let pending = client.send(&3)?;
+    /// fallback.try_receive()?.respond(&4)?;
+    /// assert_eq!(*pending.wait()?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fallback_server(&self) -> Result<Server<Q, R>, OpenError> {
+        let (shared, index) = self.open(Role::Server)?;
+        // SeqCst: as the server bitmap; set before this server takes any call. Until it is
+        // set, another fallback server may defer to this one for a moment: a hint, not a lock.
+        shared
+            .region()
+            .u64_at(layout::CTRL_FALLBACKS)
+            .fetch_or(1u64 << index, std::sync::atomic::Ordering::SeqCst);
+        let o = &self.options;
+        Ok(Server::new(shared, index, o.common.spin, o.timeout, true))
     }
 
     /// Opens (or creates) the service and registers a client. A client that takes the entry of
@@ -153,6 +209,13 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ServiceBuilder<Q, R> {
     pub fn client(&self) -> Result<Client<Q, R>, OpenError> {
         let (shared, index) = self.open(Role::Client)?;
         let o = &self.options;
+        let nanos = u64::try_from(o.timeout.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed: read by a server only after it took a call this client posted (Release
+        // post, Acquire take), so after this store.
+        shared
+            .region()
+            .u64_at(shared.layout.client_entry(index) + layout::CLIENT_CALL_TIMEOUT)
+            .store(nanos, std::sync::atomic::Ordering::Relaxed);
         let options = ClientOptions {
             timeout: o.timeout,
             spin: o.common.spin,

@@ -11,10 +11,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::client::FIRST_POLLS;
-use super::layout::{CallRing, Role};
+use super::layout::{CallRing, Role, CTRL_FALLBACKS, CTRL_SERVERS};
 use super::shared::ServiceShared;
 use crate::error::{ReceiveError, SendError};
-use crate::ring::call::{self, Holder, Room, ServerLock, ABORTED, DATA, END};
+use crate::ring::call::{
+    self, Holder, Room, ServerLock, ABORTED, DATA, END, FAIL_DISCONNECTED, FAIL_NO_SERVER,
+    FAIL_SHIFT, FAIL_TIMEOUT,
+};
 use crate::sync::doorbell::ALL;
 use crate::sync::{barrier, ProcessId};
 use crate::sync::waiter::Parking;
@@ -64,6 +67,11 @@ pub(crate) struct ServerCore {
     owner: u64,
     spin: Duration,
     timeout: Duration,
+    /// A fallback server (`ServiceBuilder::fallback_server`): takes calls only while no other
+    /// server is registered.
+    fallback: bool,
+    /// A fallback server's last look for dead servers it deferred to.
+    last_reclaim: Cell<Option<Instant>>,
     next_client: Cell<usize>,
     wakes: Cell<u64>,
     /// Calls taken in the last batch and not handed out yet (a ring buffer of BATCH).
@@ -114,6 +122,7 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
         index: usize,
         spin: Duration,
         timeout: Duration,
+        fallback: bool,
     ) -> Self {
         Server {
             core: ServerCore {
@@ -125,6 +134,8 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
                 owner: ProcessId::current().pack(),
                 spin,
                 timeout,
+                fallback,
+                last_reclaim: Cell::new(None),
                 next_client: Cell::new(0),
                 wakes: Cell::new(0),
                 queue: Default::default(),
@@ -211,9 +222,38 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     /// ```
     pub fn receive_async(&mut self) -> ReceiveRequest<'_, Q, R> {
         ReceiveRequest {
-            parking: Parking::new(self.core.spin),
-            server: Some(self),
-            busy_rounds: 0,
+            inner: Receiving::new(self),
+            _exclusive: PhantomData,
+        }
+    }
+
+    /// As [`Server::receive_async`], but borrowing the server shared: the requests it returns
+    /// borrow it shared too, so one thread may hold many at once (answer one while awaiting the
+    /// next: a relay that has many calls in flight). The future is not `Send`: await it in a
+    /// single-threaded executor (a local task set), with the other tasks of that thread.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-receive-async-shared");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let (a, b) = (client.send(&1)?, client.send(&2)?);
+    /// futures::executor::block_on(async {
+    ///     let first = server.receive_async_shared().await?;
+    ///     let second = server.receive_async_shared().await?; // the first is still held
+    ///     let (x, y) = (*first, *second);
+    ///     second.respond(&(y * 10))?;
+    ///     first.respond(&(x * 10))?;
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// assert_eq!((*a.wait()?, *b.wait()?), (10, 20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_async_shared(&self) -> ReceiveShared<'_, Q, R> {
+        ReceiveShared {
+            inner: Receiving::new(self),
         }
     }
 
@@ -258,18 +298,60 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
 /// The future of [`Server::receive_async`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct ReceiveRequest<'a, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    inner: Receiving<'a, Q, R>,
+    /// The borrow it was made from: exclusive (see the `Send` impl).
+    _exclusive: PhantomData<&'a mut Server<Q, R>>,
+}
+
+// SAFETY: a `ReceiveRequest` is made only by `Server::receive_async` from `&'a mut Server`, so
+// for 'a no other reference to the server exists: the future (and the request it returns) is
+// the only way to the server's `Cell`s, and moving it to another thread moves that exclusive
+// access with it, as moving the `&mut` would (`Server` is `Send`).
+unsafe impl<Q: Payload + ?Sized, R: Payload + ?Sized> Send for ReceiveRequest<'_, Q, R> where
+    Server<Q, R>: Send
+{
+}
+
+/// The future of [`Server::receive_async_shared`]: as [`ReceiveRequest`], but made from a
+/// shared borrow, so it is not `Send`.
+#[must_use = "futures do nothing unless awaited"]
+pub struct ReceiveShared<'a, Q: Payload + ?Sized, R: Payload + ?Sized> {
+    inner: Receiving<'a, Q, R>,
+}
+
+/// The wait of both receive futures.
+struct Receiving<'a, Q: Payload + ?Sized, R: Payload + ?Sized> {
     /// None once the future returned.
-    server: Option<&'a mut Server<Q, R>>,
+    server: Option<&'a Server<Q, R>>,
     parking: Parking,
     /// Polls in a row that found a posted call behind a busy claim lock.
     busy_rounds: u32,
 }
 
+impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Receiving<'a, Q, R> {
+    fn new(server: &'a Server<Q, R>) -> Self {
+        Receiving {
+            parking: Parking::new(server.core.spin),
+            server: Some(server),
+            busy_rounds: 0,
+        }
+    }
+}
+
 impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ReceiveRequest<'_, Q, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiveRequest")
-            .field("server", &self.server)
-            .field("parking", &self.parking)
+            .field("server", &self.inner.server)
+            .field("parking", &self.inner.parking)
+            .finish()
+    }
+}
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> std::fmt::Debug for ReceiveShared<'_, Q, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveShared")
+            .field("server", &self.inner.server)
+            .field("parking", &self.inner.parking)
             .finish()
     }
 }
@@ -278,10 +360,23 @@ impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveRequest<'a,
     type Output = Result<Request<'a, Q, R>, ReceiveError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        self.get_mut().inner.poll(cx)
+    }
+}
+
+impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveShared<'a, Q, R> {
+    type Output = Result<Request<'a, Q, R>, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().inner.poll(cx)
+    }
+}
+
+impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Receiving<'a, Q, R> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Request<'a, Q, R>, ReceiveError>> {
+        let this = self;
         let server = this
             .server
-            .as_deref()
             .expect("ReceiveRequest polled after it returned");
         let core = &server.core;
         let bell = core.rings[0].request_bell();
@@ -299,7 +394,13 @@ impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveRequest<'a,
                     barrier::FALLBACK_NAP
                 } else {
                     this.busy_rounds = 0;
-                    QUIET_NAP
+                    // A fallback server naps short: calls posted while it deferred ring nobody
+                    // when the other servers leave.
+                    if core.fallback {
+                        CHECK_INTERVAL
+                    } else {
+                        QUIET_NAP
+                    }
                 };
                 let keep = || core.shared.clone() as Arc<dyn Send + Sync>;
                 // The sleeper's half of the servers' doorbell, as `wait`'s, with the waiter
@@ -325,14 +426,15 @@ impl<'a, Q: Payload + ?Sized, R: Payload + ?Sized> Future for ReceiveRequest<'a,
                 claim
             }
         };
-        let server: &'a Server<Q, R> = this.server.take().expect("checked above");
+        this.server = None;
         Poll::Ready(server.request(got))
     }
 }
 
-impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for ReceiveRequest<'_, Q, R> {
+
+impl<Q: Payload + ?Sized, R: Payload + ?Sized> Drop for Receiving<'_, Q, R> {
     fn drop(&mut self) {
-        if let Some(server) = self.server.as_deref() {
+        if let Some(server) = self.server {
             let bell = server.core.rings[0].request_bell();
             self.parking.finish(bell, server.core.index);
         }
@@ -356,6 +458,9 @@ impl ServerCore {
         if let Some(claim) = self.dequeue() {
             return Some(claim);
         }
+        if self.fallback && self.defers() {
+            return None;
+        }
         // Acquire: pairs with the SeqCst bit set when a client joins.
         let clients = self.rings[0].clients().load(Ordering::Acquire);
         if clients == 0 {
@@ -374,6 +479,35 @@ impl ServerCore {
             c += 1;
         }
         None
+    }
+
+    /// A fallback server's test: whether an ordinary server is registered, so that this one
+    /// leaves the calls to it. A registered server that died would keep it deferring: once per
+    /// `CHECK_INTERVAL` it reclaims dead servers.
+    #[cold]
+    fn defers(&self) -> bool {
+        let r = self.shared.region();
+        let primaries = || {
+            // Relaxed: hints, rechecked at every poll; the calls themselves are taken under
+            // the ring's claim lock.
+            r.u64_at(CTRL_SERVERS).load(Ordering::Relaxed)
+                & !r.u64_at(CTRL_FALLBACKS).load(Ordering::Relaxed)
+                != 0
+        };
+        if !primaries() {
+            return false;
+        }
+        let now = Instant::now();
+        if self
+            .last_reclaim
+            .get()
+            .map_or(true, |t| now >= t + CHECK_INTERVAL)
+        {
+            self.last_reclaim.set(Some(now));
+            self.shared.reclaim_dead();
+            return primaries();
+        }
+        true
     }
 
     #[inline]
@@ -544,6 +678,10 @@ impl ServerCore {
                 Some((d, _)) => (d - now).min(MAX_SLEEP),
                 None => MAX_SLEEP,
             };
+            if self.fallback {
+                // Calls posted while it deferred ring nobody when the other servers leave.
+                nap = nap.min(CHECK_INTERVAL);
+            }
             if self.busy.replace(false) {
                 busy_rounds += 1;
                 if busy_rounds <= BUSY_ROUNDS {
@@ -655,6 +793,28 @@ impl ServerCore {
     }
 }
 
+/// How a relayed call failed further on: what [`Request::fail`] hands to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The call timed out further on: the caller gets [`crate::CallError::Timeout`].
+    Timeout,
+    /// No server serves the service further on: [`crate::CallError::NoServer`].
+    NoServer,
+    /// The server further on, or the link to it, died: [`crate::CallError::Disconnected`].
+    Disconnected,
+}
+
+impl Failure {
+    fn code(self) -> u64 {
+        match self {
+            Failure::Timeout => FAIL_TIMEOUT,
+            Failure::NoServer => FAIL_NO_SERVER,
+            Failure::Disconnected => FAIL_DISCONNECTED,
+        }
+    }
+}
+
 /// A request taken by a server, read in place. Dereferences to the request. Answer it with
 /// [`Request::respond`], a loan ([`Request::loan`]) or a stream ([`Request::stream`]); dropping
 /// it unanswered tells the caller [`crate::CallError::Aborted`].
@@ -684,6 +844,44 @@ impl<'s, Q: Payload + ?Sized, R: Payload + ?Sized> Request<'s, Q, R> {
             .publish(&mut self.claim, DATA | END, false, |buf| {
                 R::encode(response, buf)
             })?;
+        self.answered = true;
+        Ok(())
+    }
+
+    /// The calling client's call timeout (`ServiceBuilder::timeout` of the client's handle):
+    /// how long the caller waits at most. A server that relays calls elsewhere (a network
+    /// bridge) gives the call there no longer than that. `None` if the client recorded none.
+    /// (A value another process wrote: a hint, never trusted for memory safety.)
+    pub fn caller_timeout(&self) -> Option<Duration> {
+        let shared = &self.core.shared;
+        let off = shared.layout.client_entry(self.claim.client) + super::layout::CLIENT_CALL_TIMEOUT;
+        // Relaxed: see the store in `ServiceBuilder::client`.
+        let nanos = shared.region().u64_at(off).load(Ordering::Relaxed);
+        (nanos != 0).then(|| Duration::from_nanos(nanos))
+    }
+
+    /// Ends the call with `failure`: the caller's wait returns the matching [`crate::CallError`]
+    /// (`Timeout`, `NoServer` or `Disconnected`) instead of `Aborted`. For a server that relays
+    /// calls elsewhere (a network bridge) to hand on what happened there; an ordinary server
+    /// answers or drops the request.
+    ///
+    /// ```
+    /// use ringbus::service::Failure;
+    /// use ringbus::{CallError, Node};
+    ///
+    /// let node = Node::in_process();
+    /// let svc = node.service::<u32, u32>("doc-fail");
+    /// let server = svc.server()?;
+    /// let client = svc.client()?;
+    /// let pending = client.send(&1)?;
+    /// server.try_receive()?.fail(Failure::NoServer)?;
+    /// assert!(matches!(pending.wait(), Err(CallError::NoServer)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fail(mut self, failure: Failure) -> Result<(), SendError> {
+        let flags = ABORTED | END | failure.code() << FAIL_SHIFT;
+        self.core
+            .publish(&mut self.claim, flags, self.streaming, |_| Ok(0))?;
         self.answered = true;
         Ok(())
     }
@@ -822,6 +1020,13 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> ResponseStream<'_, Q, R> {
         let req = &mut self.request;
         req.core
             .publish(&mut req.claim, DATA, true, |buf| R::encode(response, buf))
+    }
+
+    /// Ends the stream with `failure` after the responses sent so far: the caller's
+    /// [`crate::Pending::next_response`] returns them, then the matching error
+    /// ([`Request::fail`]).
+    pub fn fail(self, failure: Failure) -> Result<(), SendError> {
+        self.request.fail(failure)
     }
 
     /// Ends the stream: the caller's [`crate::Pending::next_response`] returns `None` after the responses

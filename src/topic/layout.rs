@@ -25,7 +25,7 @@
 //!   +0   stamp         u64  position << 2 | state (ring::broadcast)
 //!   +8   seq           u64  message number
 //!   +16  len           u64  payload length in bytes
-//!   +24  reserved      u64
+//!   +24  flags         u64  FLAG_RELAYED: sent by a network bridge for another host
 //!   +32  payload       max_message_size bytes, padded so stride is a multiple of 64
 //! ```
 //!
@@ -46,8 +46,9 @@ use std::sync::atomic::Ordering;
 /// Segment kind of a topic.
 pub const KIND_TOPIC: u32 = 1;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
-/// of another version is refused with [`OpenError::VersionMismatch`].
-pub const LAYOUT_VERSION: u32 = 2;
+/// of another version is refused with [`OpenError::VersionMismatch`]. 3: the slot's flags word
+/// ([`FLAG_RELAYED`]).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Control block: right after the header.
 pub const CTRL: usize = HEADER_LEN;
@@ -112,8 +113,14 @@ crate::shm::fields! { from 0;
     pub SLOT_SEQ: U64,
     /// A slot's payload length.
     pub SLOT_LEN: U64,
+    /// A slot's message flags ([`FLAG_RELAYED`]); other bits are ignored.
+    pub SLOT_FLAGS: U64,
 }
-const _: () = assert!(SLOT_LEN + U64 <= SLOT_HEADER);
+const _: () = assert!(SLOT_FLAGS + U64 <= SLOT_HEADER);
+/// Message flag: the message was relayed from another host by a network bridge (the publisher
+/// called [`crate::Publisher::set_relayed`]); bridges never forward such a message, so no
+/// message goes round a loop of hosts.
+pub const FLAG_RELAYED: u64 = 1;
 /// Largest payload alignment a topic supports (the payload offset within a 64-aligned slot).
 pub const MAX_ALIGN: usize = SLOT_HEADER;
 /// Largest capacity (slots per ring).
@@ -378,6 +385,13 @@ impl RingCells<'_> {
     pub(crate) fn len_word(&self, slot: usize) -> &AtomicU64 {
         self.region
             .u64_at(self.slot0 + self.layout.stride * slot + SLOT_LEN)
+    }
+
+    /// The flags word of `slot`.
+    #[inline]
+    pub(crate) fn flags_word(&self, slot: usize) -> &AtomicU64 {
+        self.region
+            .u64_at(self.slot0 + self.layout.stride * slot + SLOT_FLAGS)
     }
 }
 

@@ -161,8 +161,17 @@ crate::options::options! { TopicOptions for [P: Payload + ?Sized] TopicBuilder<P
 } }
 
 impl<P: Payload + ?Sized> TopicBuilder<P> {
+    /// Fixes the layout and payload type to `shape` (`Node::topic_shaped`).
+    pub(crate) fn with_shape(mut self, shape: &crate::Shape) -> Self {
+        self.options.common.shape = Some(std::sync::Arc::new(shape.clone()));
+        self
+    }
+
     fn layout(&self) -> Result<TopicLayout, OpenError> {
         let o = &self.options;
+        if let Some(s) = &o.common.shape {
+            return TopicLayout::from_header(&s.header, s.header.segment_len as usize);
+        }
         let size = payload_size::<P>(o.max_message_size, MAX_ALIGN)?;
         TopicLayout::new(
             o.policy,
@@ -178,8 +187,11 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
 
     fn open(&self, role: Role) -> Result<(std::sync::Arc<TopicShared>, Joined), OpenError> {
         let layout = self.layout()?;
-        let ty = P::identity(layout.max_message_size);
         let c = &self.options.common;
+        let ty = match &c.shape {
+            Some(s) => s.header.ty.clone(),
+            None => P::identity(layout.max_message_size),
+        };
         TopicShared::open(&c.backing, &c.name, &layout, &ty, role, c.mode)
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::layout::{Policy, Role};
+use super::layout::{Policy, Role, FLAG_RELAYED};
 use super::payload::{Bytes, Payload, Rkyv};
 use super::shared::TopicShared;
 use crate::sync::doorbell::Bells;
@@ -46,6 +46,8 @@ pub struct Publisher<P: Payload + ?Sized> {
     /// How long a send waiting for room spins before it sleeps (the builder's
     /// `spin_before_sleep`).
     spin: Duration,
+    /// The flags word of every message it sends ([`crate::layout::topic::FLAG_RELAYED`]).
+    flags: u64,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -77,6 +79,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
             wakes: 0,
             announced: u64::MAX,
             spin,
+            flags: 0,
             _p: PhantomData,
         }
     }
@@ -94,6 +97,27 @@ impl<P: Payload + ?Sized> Publisher<P> {
     /// Messages this publisher's ring has carried (including those of earlier owners of the ring).
     pub fn sent(&self) -> u64 {
         self.writer.messages()
+    }
+
+    /// Marks the messages this publisher sends from now on as relayed from another host
+    /// ([`Sample::is_relayed`](crate::Sample::is_relayed)), or not (the default). A network
+    /// bridge that injects messages received from another host marks them, and never forwards
+    /// a relayed message, so no message goes round a loop of hosts. Applications leave it off.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u32>("doc-relayed");
+    /// let mut relay = topic.publisher()?;
+    /// let subscriber = topic.subscriber()?;
+    /// relay.set_relayed(true);
+    /// relay.send_copy(&7)?;
+    /// assert!(subscriber.try_receive()?.is_relayed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_relayed(&mut self, relayed: bool) {
+        self.flags = if relayed { FLAG_RELAYED } else { 0 };
     }
 
     /// Wake-up system calls this publisher made: one per send that found a subscriber asleep,
@@ -205,6 +229,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
         let cells = self.shared.layout.cells(region, self.index);
         // Relaxed: published by the commit's Release stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
+        // Relaxed: as the length (the slot may hold an earlier owner's flags: always written).
+        cells.flags_word(slot).store(self.flags, Ordering::Relaxed);
         // The publisher half of the news handshake (sync::doorbell): commit, then ring, before
         // anything else.
         let bell = self.shared.layout.news_bell(region);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::layout::{Role, CTRL_RINGS_USED};
+use super::layout::{Role, CTRL_RINGS_USED, FLAG_RELAYED};
 use super::payload::Payload;
 use super::shared::TopicShared;
 use crate::sync::doorbell::Bells;
@@ -43,6 +43,8 @@ struct Hit {
     pin: usize,
     off: usize,
     len: usize,
+    /// The message's flags word has [`FLAG_RELAYED`].
+    relayed: bool,
 }
 
 /// Receives messages of kind `P` from a topic. Created by [`crate::TopicBuilder::subscriber`].
@@ -99,6 +101,14 @@ impl<P: Payload + ?Sized> Sample<'_, P> {
     /// Index of the publisher ring the message came from (messages of one ring arrive in order).
     pub fn publisher_index(&self) -> usize {
         self.hit.ring
+    }
+
+    /// Whether a network bridge relayed the message from another host
+    /// ([`crate::Publisher::set_relayed`]); false for messages sent on this host. A bridge
+    /// forwards only messages that are not relayed. (A flag another process writes: a hint for
+    /// routing, not an authentication.)
+    pub fn is_relayed(&self) -> bool {
+        self.hit.relayed
     }
 }
 
@@ -227,6 +237,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 pin,
                 off: cells.payload(slot),
                 len: len as usize,
+                // Relaxed: as the length.
+                relayed: cells.flags_word(slot).load(Ordering::Relaxed) & FLAG_RELAYED != 0,
             };
             if missed > 0 {
                 st.missed += missed;
