@@ -293,7 +293,7 @@ async fn relay(ctx: &Ctx, name: &str, req: Request<'_, Bytes, Bytes>, digest: u6
             let _ = tx.unbounded_send(r);
         })
         .wait();
-    let mut answer = Answer::Unsent(req);
+    let mut answer = Relayed(Some(Answer::Unsent(req)));
     if asked.is_err() {
         add(&c.calls_failed, 1);
         return answer.fail(Fail::Disconnected);
@@ -325,26 +325,54 @@ async fn relay(ctx: &Ctx, name: &str, req: Request<'_, Bytes, Bytes>, digest: u6
             return answer.fail(Fail::Disconnected);
         };
         seq += 1;
-        answer = match answer {
-            Answer::Unsent(req) if h.last && !h.nodata => {
+        let stream = match answer.0.take() {
+            Some(Answer::Unsent(req)) if h.last && !h.nodata => {
                 let _ = req.respond(&payload);
                 return;
             }
-            Answer::Unsent(req) => Answer::Stream(req.stream()),
-            stream => stream,
+            Some(Answer::Unsent(req)) => req.stream(),
+            Some(Answer::Stream(stream)) => stream,
+            None => return,
         };
-        let Answer::Stream(stream) = &mut answer else {
-            unreachable!("a stream from here on")
+        let stream = answer.0.insert(Answer::Stream(stream));
+        let Answer::Stream(stream) = stream else {
+            unreachable!("just inserted")
         };
         if !h.nodata && stream.send(&payload).is_err() {
             // The caller is gone or does not read: dropping the query stops the other side.
-            return;
+            return answer.forget();
         }
         if h.last {
-            if let Answer::Stream(s) = answer {
+            if let Some(Answer::Stream(s)) = answer.0.take() {
                 let _ = s.end();
             }
             return;
+        }
+    }
+}
+
+/// A relayed call not yet ended. Dropped unended (its import route stopped: the last host
+/// exporting the service went, or the bridge stops), it ends `Disconnected`: the caller learns
+/// that the serving side went away, rather than `Aborted`.
+struct Relayed<'s>(Option<Answer<'s>>);
+
+impl Relayed<'_> {
+    fn fail(mut self, fail: Fail) {
+        if let Some(a) = self.0.take() {
+            a.fail(fail);
+        }
+    }
+
+    /// Drops the call as it is (its caller is gone).
+    fn forget(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Relayed<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.fail(Fail::Disconnected);
         }
     }
 }
