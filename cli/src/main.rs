@@ -14,9 +14,10 @@ mod args;
 mod bench;
 mod completions;
 mod logging;
+mod net;
 mod talk;
 
-use bench::{async_waits, recovery, torture};
+use bench::{async_waits, net as bench_net, recovery, torture};
 
 /// The `ringbus` command line.
 #[derive(Parser, Debug)]
@@ -78,6 +79,10 @@ enum Command {
     Recv(talk::queue::RecvArgs),
     /// Call a byte service: each line of stdin is a request, each response is printed
     Call(talk::service::CallArgs),
+    // --- The network adapter (net/).
+    /// Run a network bridge (sidecar): the configured topics and services reach other hosts
+    /// through zenoh
+    Bridge(net::bridge::BridgeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(after_long_help = completions::AFTER_LONG_HELP)]
     Completions(completions::CompletionsArgs),
@@ -88,6 +93,9 @@ enum Command {
     /// A child process of `torture` (not meant to be run by hand).
     #[command(name = "torture-child", hide = true)]
     TortureChild(torture::ChildArgs),
+    /// Host B of `bench net` (not meant to be run by hand).
+    #[command(name = "bench-net-peer", hide = true)]
+    BenchNetPeer(bench_net::NetPeerArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +108,10 @@ enum BenchCommand {
     /// parked futures on 1,000 topics beside one
     #[command(name = "async", long_about = async_waits::LONG_ABOUT, args_override_self = true)]
     Async(async_waits::AsyncArgs),
+    /// The network adapter beside plain zenoh: pub/sub and rpc round trips and streaming
+    /// between two "hosts" on this machine (rows zenoh, ringbus-zenoh sidecar and embedded)
+    #[command(long_about = bench_net::LONG_ABOUT, args_override_self = true)]
+    Net(bench_net::NetArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
         Command::Send(args) => talk::queue::send_main(&args),
         Command::Recv(args) => talk::queue::recv_main(&args),
         Command::Call(args) => talk::service::call_main(&args),
+        Command::Bridge(args) => net::bridge::main(&args),
         Command::Completions(args) => completions::main(&args, Cli::command()),
         Command::List(args) => admin::list::main(&args),
         Command::Inspect(args) => admin::inspect::main(&args),
@@ -123,6 +136,10 @@ fn main() -> ExitCode {
             sub: Some(BenchCommand::Async(args)),
             ..
         } => async_waits::main(&args),
+        Command::Bench {
+            sub: Some(BenchCommand::Net(args)),
+            ..
+        } => bench_net::main(&args),
         Command::Bench { sub: None, args } => match args.options() {
             Ok(opts) => bench::bench_main(&opts),
             Err(msg) => usage_error("bench", &msg),
@@ -130,6 +147,7 @@ fn main() -> ExitCode {
         Command::Torture(args) => torture::torture_main(&args.options()),
         Command::BenchPeer(args) => bench::peer_main(&args),
         Command::TortureChild(args) => torture::child_main(&args),
+        Command::BenchNetPeer(args) => bench_net::peer_main(&args),
     }
 }
 

@@ -232,6 +232,10 @@ impl<Q: Payload + ?Sized, R: Payload + ?Sized> Server<Q, R> {
     /// next: a relay that has many calls in flight). The future is not `Send`: await it in a
     /// single-threaded executor (a local task set), with the other tasks of that thread.
     ///
+    /// Keep **one** receive future of a server pending at a time (await them one after the
+    /// other, as below): they all wait on the server's one doorbell bit, and a second pending
+    /// future may not be woken when the first one ends.
+    ///
     /// ```
     /// use ringbus::Node;
     ///

@@ -41,6 +41,7 @@ pub mod floor;
 pub mod futex;
 #[cfg(feature = "peers")]
 pub mod iceoryx2;
+pub mod net;
 pub mod peer;
 pub mod plot;
 pub mod process;
