@@ -27,7 +27,7 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
 /// segment of another shape).
 const RETRY: Duration = Duration::from_millis(200);
 /// How long a shape fetch waits for the exporting bridge.
-const SHAPE_WAIT: Duration = Duration::from_secs(2);
+const SHAPE_WAIT: Duration = Duration::from_secs(1);
 
 /// What every part of a bridge shares.
 pub(crate) struct Ctx {
@@ -81,14 +81,14 @@ impl Ctx {
     /// The shape bridge `zid` exports `name` of `kind` with (None: no answer, or a malformed
     /// one, counted).
     fn fetch_shape(&self, kind: Kind, name: &str, zid: &str) -> Option<Shape> {
-        let replies = self
-            .session
-            .get(self.keys.shape(kind, name, zid))
-            .timeout(SHAPE_WAIT)
-            .wait()
-            .ok()?;
+        let key = self.keys.shape(kind, name, zid);
+        let replies = self.session.get(&key).timeout(SHAPE_WAIT).wait().ok()?;
         while let Ok(reply) = replies.recv() {
             if let Ok(sample) = reply.result() {
+                if sample.key_expr().as_str() != key {
+                    crate::stats::add(&self.counters.dropped_malformed, 1);
+                    continue;
+                }
                 match Shape::from_bytes(&sample.payload().to_bytes()) {
                     Ok(shape) if shape.kind() == kind => return Some(shape),
                     _ => crate::stats::add(&self.counters.dropped_malformed, 1),
@@ -156,6 +156,7 @@ pub struct Bridge {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     _subscribers: Vec<zenoh::pubsub::Subscriber<()>>,
+    _liveliness: Option<zenoh::pubsub::Subscriber<()>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -211,38 +212,45 @@ impl Bridge {
             subscribers.push(sub);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        // From here an error drops `bridge`, which stops and joins what already runs.
+        let mut bridge = Bridge {
+            ctx: ctx.clone(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+            _subscribers: subscribers,
+            _liveliness: None,
+        };
         let (c, s) = (ctx.clone(), stop.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("ringbus-zenoh-scan".into())
-                .spawn(move || scan(&c, &s))
-                .map_err(|e| BridgeError::Io(e.to_string()))?,
-        );
+        let thread = std::thread::Builder::new()
+            .name("ringbus-zenoh-scan".into())
+            .spawn(move || scan(&c, &s))
+            .map_err(|e| BridgeError::Io(e.to_string()));
+        bridge.threads.push(thread?);
         let has_imports =
             !ctx.config.topics.import.is_empty() || !ctx.config.services.import.is_empty();
         if has_imports {
+            // Tokens go to a channel of our own, unbounded: zenoh's callback never waits for
+            // the discovery thread (which may be fetching a shape).
+            let (tx, tokens) = std::sync::mpsc::channel();
             let liveliness = ctx
                 .session
                 .liveliness()
                 .declare_subscriber(ctx.keys.live_all(None))
                 .history(true)
+                .callback(move |sample| {
+                    let _ = tx.send(sample);
+                })
                 .wait()
                 .map_err(BridgeError::zenoh)?;
             let (c, s) = (ctx.clone(), stop.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("ringbus-zenoh-discover".into())
-                    .spawn(move || discover(&c, &s, liveliness))
-                    .map_err(|e| BridgeError::Io(e.to_string()))?,
-            );
+            let thread = std::thread::Builder::new()
+                .name("ringbus-zenoh-discover".into())
+                .spawn(move || discover(&c, &s, &tokens))
+                .map_err(|e| BridgeError::Io(e.to_string()));
+            bridge.threads.push(thread?);
+            bridge._liveliness = Some(liveliness);
         }
-        Ok(Bridge {
-            ctx,
-            stop,
-            threads,
-            _subscribers: subscribers,
-        })
+        Ok(bridge)
     }
 
     /// The bridge's zenoh id (hex), as other hosts see it in `ringbus list --remote`.
@@ -264,6 +272,7 @@ impl Drop for Bridge {
             let _ = t.join();
         }
         self._subscribers.clear();
+        self._liveliness = None;
         let session = self.ctx.session.clone();
         // Closing blocks on zenoh's runtime: on a thread of its own, as opening.
         let _ = std::thread::spawn(move || session.close().wait()).join();
@@ -316,17 +325,19 @@ fn scan(ctx: &Arc<Ctx>, stop: &AtomicBool) {
 fn discover(
     ctx: &Arc<Ctx>,
     stop: &AtomicBool,
-    tokens: zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
+    tokens: &std::sync::mpsc::Receiver<zenoh::sample::Sample>,
 ) {
     // Per imported name, the bridges exporting it.
     let mut exporters: HashMap<(Kind, String), HashSet<String>> = HashMap::new();
     let mut services: HashMap<String, Route> = HashMap::new();
     let mut topics: HashSet<String> = HashSet::new();
+    // Imports that could not be set up (another shape here), counted once each.
+    let mut refused: HashSet<(Kind, String)> = HashSet::new();
     let mut next_retry = Instant::now();
     // Relaxed: a stop request; the bridge joins this thread.
     while !stop.load(Ordering::Relaxed) {
         let mut changed = false;
-        if let Ok(Some(sample)) = tokens.recv_timeout(RETRY) {
+        if let Ok(sample) = tokens.recv_timeout(RETRY) {
             if let Some((kind, name, zid)) = ctx.keys.parse_live(sample.key_expr().as_str()) {
                 let imported = match kind {
                     Kind::Topic => ctx.config.topics.imports(name),
@@ -352,7 +363,8 @@ fn discover(
                 Kind::Topic => topics.contains(name),
                 _ => services.get(name).is_some_and(|r| !r.is_finished()),
             };
-            if ready {
+            // Relaxed: a stop request. Checked before each fetch (which may wait SHAPE_WAIT).
+            if ready || stop.load(Ordering::Relaxed) {
                 continue;
             }
             let Some(shape) = zids.iter().find_map(|z| ctx.fetch_shape(*kind, name, z)) else {
@@ -362,7 +374,7 @@ fn discover(
                 Kind::Topic => {
                     if ctx.topics.add(ctx, name, &shape).is_ok() {
                         topics.insert(name.clone());
-                    } else {
+                    } else if refused.insert((*kind, name.clone())) {
                         crate::stats::add(&ctx.counters.dropped_mismatch, 1);
                     }
                 }
@@ -370,7 +382,11 @@ fn discover(
                     Ok(route) => {
                         services.insert(name.clone(), route);
                     }
-                    Err(_) => crate::stats::add(&ctx.counters.dropped_mismatch, 1),
+                    Err(_) => {
+                        if refused.insert((*kind, name.clone())) {
+                            crate::stats::add(&ctx.counters.dropped_mismatch, 1);
+                        }
+                    }
                 },
             }
         }

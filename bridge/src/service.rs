@@ -24,7 +24,7 @@
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
@@ -44,6 +44,10 @@ use crate::BridgeError;
 /// Added to the carried timeout for the zenoh query, so that the exporting side's own
 /// `Timeout` (or answer) arrives before zenoh gives up on the query.
 const GRACE: Duration = Duration::from_millis(200);
+/// A relayed call's zenoh query lives at most this many caller timeouts (plus [`GRACE`]): the
+/// exporting side waits one caller timeout per response, as a local caller does, so a stream
+/// of many responses may outlive one timeout, but not this many.
+const STREAM_SPAN: u32 = 64;
 
 /// Runs `work` on a new thread with a single-threaded executor until `stop` fires.
 fn spawn_local<F, W>(name: String, make: W) -> Result<Route, BridgeError>
@@ -161,7 +165,6 @@ async fn serve(ctx: &Ctx, client: &Client<Bytes, Bytes>, q: Query, digest: u64, 
         0 => None,
         ns => Some(Duration::from_nanos(ns)),
     };
-    let start = Instant::now();
     let mut pending = match client.send(&request) {
         Ok(p) => p,
         Err(e) => return refuse(fail_of(&e)),
@@ -169,7 +172,8 @@ async fn serve(ctx: &Ctx, client: &Client<Bytes, Bytes>, q: Query, digest: u64, 
     let mut seq = 0;
     loop {
         let next = match timeout {
-            Some(t) => pending.next_response_timeout_async(t.saturating_sub(start.elapsed())),
+            // Per response, as a local caller waits.
+            Some(t) => pending.next_response_timeout_async(t),
             None => pending.next_response_async(),
         };
         let (payload, header) = match next.await {
@@ -288,7 +292,7 @@ async fn relay(ctx: &Ctx, name: &str, req: Request<'_, Bytes, Bytes>, digest: u6
         // Never this host's own export (which would hand the call back to this relay).
         .allowed_destination(Locality::Remote)
         .consolidation(ConsolidationMode::None)
-        .timeout(timeout.saturating_add(GRACE))
+        .timeout(timeout.saturating_mul(STREAM_SPAN).saturating_add(GRACE))
         .callback(move |r| {
             let _ = tx.unbounded_send(r);
         })
@@ -338,9 +342,15 @@ async fn relay(ctx: &Ctx, name: &str, req: Request<'_, Bytes, Bytes>, digest: u6
         let Answer::Stream(stream) = stream else {
             unreachable!("just inserted")
         };
-        if !h.nodata && stream.send(&payload).is_err() {
-            // The caller is gone or does not read: dropping the query stops the other side.
-            return answer.forget();
+        if !h.nodata {
+            match stream.send(&payload) {
+                Ok(()) => {}
+                // The caller reads too slowly: it is told (the stream does not look
+                // complete), and dropping the query stops the other side.
+                Err(ringbus::SendError::Timeout(_)) => return answer.fail(Fail::Timeout),
+                // The caller is gone.
+                Err(_) => return answer.forget(),
+            }
         }
         if h.last {
             if let Some(Answer::Stream(s)) = answer.0.take() {

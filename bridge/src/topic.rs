@@ -13,21 +13,22 @@
 //! publisher marked relayed (`Publisher::set_relayed`) delivers each arriving message from the
 //! zenoh callback itself: no thread hop. A relayed message is never exported again, so no
 //! message goes round a loop of hosts. A message whose key, attachment, shape digest or length
-//! is wrong is dropped and counted. Under `Block` the injection waits for the local subscribers
-//! up to the topic's send timeout (default 1 s), holding zenoh's receive thread for that link,
-//! so the exporting host is slowed in turn; past the timeout the message is dropped and
-//! counted (`dropped_backpressure`), which also keeps a stuck local subscriber from stalling
-//! the link for longer than zenoh tolerates (5 s, then it closes the link).
+//! is wrong is dropped and counted. Under `Block` the injection waits for room in the local
+//! topic up to [`INJECT_WAIT`] (200 ms), holding zenoh's receive thread for that link, so the
+//! exporting host is slowed in turn; past it the message is dropped and counted
+//! (`dropped_backpressure`), and the topic is marked congested: later messages try once,
+//! without waiting, until one fits. A stuck local subscriber thus costs the link one wait, not
+//! one per message, and never the 5 s after which zenoh closes a stuck link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringbus::admin::Kind;
 use ringbus::{Bytes, OpenMode, Publisher, ReceiveError, SendError, Shape};
 use zenoh::qos::CongestionControl;
-use zenoh::sample::{Locality, Sample};
+use zenoh::sample::{Locality, Sample, SampleKind};
 use zenoh::Wait;
 
 use crate::bridge::{Ctx, Route};
@@ -99,12 +100,50 @@ pub(crate) fn export(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
     Ok(Route::new(stop, thread))
 }
 
+/// Longest an arriving message waits for room in a full `Block` topic here before it is
+/// dropped: it holds zenoh's receive thread of its link meanwhile, which slows the sender in
+/// turn (backpressure) but also every other message of that link.
+const INJECT_WAIT: Duration = Duration::from_millis(200);
+
 /// One imported topic: its shape and its relaying publisher.
 struct Injector {
     digest: u64,
     max: usize,
     fixed: Option<usize>,
-    publisher: Mutex<Publisher<Bytes>>,
+    publisher: Mutex<Relay>,
+}
+
+/// The relaying publisher, and whether its topic was found full for [`INJECT_WAIT`] (then
+/// each message tries once, without waiting, until one fits: a stuck subscriber here costs
+/// the link one wait, not one per message).
+struct Relay {
+    publisher: Publisher<Bytes>,
+    congested: bool,
+}
+
+impl Relay {
+    fn inject(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        let start = Instant::now();
+        let mut nap = Duration::from_micros(20);
+        loop {
+            match self.publisher.try_loan(payload.len()) {
+                Ok(mut loan) => {
+                    loan.bytes_mut().copy_from_slice(payload);
+                    loan.send();
+                    self.congested = false;
+                    return Ok(());
+                }
+                Err(SendError::Full) if !self.congested && start.elapsed() < INJECT_WAIT => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(2));
+                }
+                Err(e) => {
+                    self.congested |= matches!(e, SendError::Full);
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 /// The imported topics, fed by the zenoh subscribers of the import patterns.
@@ -129,7 +168,10 @@ impl Imports {
                 digest: shape.digest(),
                 max: shape.max_message_size(),
                 fixed: shape.fixed_size(),
-                publisher: Mutex::new(publisher),
+                publisher: Mutex::new(Relay {
+                    publisher,
+                    congested: false,
+                }),
             }),
         );
         Ok(())
@@ -146,6 +188,9 @@ impl Imports {
     /// Delivers a message that arrived from another host (a zenoh callback).
     pub(crate) fn deliver(&self, ctx: &Ctx, sample: &Sample) {
         let c = &ctx.counters;
+        if sample.kind() != SampleKind::Put {
+            return add(&c.dropped_malformed, 1);
+        }
         let Some(name) = ctx.keys.parse_data(Kind::Topic, sample.key_expr().as_str()) else {
             return add(&c.dropped_malformed, 1);
         };
@@ -170,13 +215,12 @@ impl Imports {
             return add(&c.dropped_malformed, 1);
         }
         add(&c.lost_upstream, header.lost);
-        let mut publisher = injector.publisher.lock().unwrap_or_else(|e| e.into_inner());
-        match publisher.send_copy(&payload) {
+        let mut relay = injector.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        match relay.inject(&payload) {
             Ok(()) => add(&c.imported, 1),
-            Err(SendError::Timeout(_) | SendError::Full | SendError::AllSlotsHeld) => {
-                add(&c.dropped_backpressure, 1)
-            }
-            Err(_) => add(&c.dropped_malformed, 1),
+            Err(SendError::TooLarge { .. }) => add(&c.dropped_malformed, 1),
+            // Full, every slot pinned, or the topic's segment gone: no room here.
+            Err(_) => add(&c.dropped_backpressure, 1),
         }
     }
 }

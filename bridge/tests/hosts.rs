@@ -119,12 +119,14 @@ fn child_entry() {
                 if line == "stats" {
                     let s = bridge.stats();
                     tell(&format!(
-                        "stats malformed={} mismatch={} imported={} exported={} skipped={}",
+                        "stats malformed={} mismatch={} imported={} exported={} skipped={} \
+                         backpressure={}",
                         s.dropped_malformed,
                         s.dropped_mismatch,
                         s.imported,
                         s.exported,
-                        s.skipped_relayed
+                        s.skipped_relayed,
+                        s.dropped_backpressure
                     ));
                 }
             }
@@ -199,6 +201,12 @@ fn child_entry() {
                     tell("quiet");
                 }
             }
+            wait_parent();
+        }
+        "stuck-subscriber" => {
+            // Joins the topic and never reads: a Block topic fills behind it.
+            let _subscriber = topic(&node, &name).subscriber().unwrap();
+            tell("ready");
             wait_parent();
         }
         "server" => {
@@ -817,4 +825,53 @@ fn link_cut_and_restored() {
         std::slice::from_mut(&mut sub),
         0,
     );
+}
+
+/// A subscriber on B of an imported `Block` topic that never reads: B's topic fills, the
+/// messages that do not fit are dropped and counted at B's bridge, and another topic on the
+/// same link still gets every message in order (the link is not stalled, nor closed).
+#[test]
+fn a_stuck_subscriber_does_not_stall_the_link() {
+    let _watchdog = watchdog("a_stuck_subscriber_does_not_stall_the_link");
+    let a = Host::new("stuck", 1, "peer", &[], ALL);
+    let b = Host::new("stuck", 2, "peer", &[a.port], ALL);
+    let _ba = a.bridge();
+    let mut bb = b.bridge();
+    let _stuck = b.spawn("stuck-subscriber", "name=t");
+    let pubs = [(1, 2)];
+    let mut sub = b.spawn(
+        "subscriber",
+        &format!("name=u {}", expect_list(&pubs, 2000)),
+    );
+    let mut flood = a.spawn("publisher", "name=t host=1 id=1 count=3000");
+    let mut publisher = a.spawn("publisher", "name=u host=1 id=2 count=2000");
+    assert_eq!(sub.expect("warm"), "1.2.0");
+    // The flood's warm-up messages (one per 5 ms) fill B's `t` (256 slots); then B drops.
+    let backpressure = |bb: &mut Proc| -> u64 {
+        bb.say("stats");
+        let stats = bb.expect("stats");
+        stats
+            .rsplit("backpressure=")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let start = Instant::now();
+    while backpressure(&mut bb) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing dropped behind the stuck subscriber"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Now the flood and the other topic at once: every message of `u` arrives, in order.
+    flood.say("go");
+    run_topic(
+        std::slice::from_mut(&mut publisher),
+        std::slice::from_mut(&mut sub),
+        0,
+    );
+    flood.expect("sent");
+    assert!(backpressure(&mut bb) > 0);
 }
