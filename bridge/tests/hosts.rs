@@ -203,6 +203,71 @@ fn child_entry() {
             }
             wait_parent();
         }
+        "pod-publisher" => {
+            // Typed messages [seq, seq * 3]: warm-ups (seq WARM) until "go", then `count`.
+            let mut publisher = node.topic::<[u64; 2]>(&name).publisher().unwrap();
+            let lines = stdin_lines();
+            tell("ready");
+            loop {
+                publisher.send_copy(&[WARM, 0]).unwrap();
+                match lines.recv_timeout(Duration::from_millis(5)) {
+                    Ok(l) if l == "go" => break,
+                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            for seq in 0..get("count") {
+                publisher.send_copy(&[seq, seq * 3]).unwrap();
+            }
+            tell("sent");
+            let _ = lines.recv();
+        }
+        "pod-subscriber" => {
+            let subscriber = node.topic::<[u64; 2]>(&name).subscriber().unwrap();
+            tell("ready");
+            let mut next = 0;
+            let mut warm = false;
+            while next < get("count") {
+                let m = *subscriber.receive_timeout(DEADLINE).unwrap();
+                if m[0] == WARM {
+                    if !std::mem::replace(&mut warm, true) {
+                        tell("warm");
+                    }
+                    continue;
+                }
+                assert_eq!(m, [next, next * 3], "typed message out of order or wrong");
+                next += 1;
+            }
+            tell("done");
+            wait_parent();
+        }
+        "pod-server" => {
+            // A typed service: u64 -> u64, doubling.
+            let server = node.service::<u64, u64>(&name).server().unwrap();
+            let lines = stdin_lines();
+            tell("ready");
+            while let Err(mpsc::TryRecvError::Empty) = lines.try_recv() {
+                if let Ok(req) = server.receive_timeout(Duration::from_millis(20)) {
+                    let x = *req;
+                    req.respond(&(x * 2)).unwrap();
+                }
+            }
+        }
+        "pod-client" => {
+            let client = node
+                .service::<u64, u64>(&name)
+                .timeout(Duration::from_secs(5))
+                .client()
+                .unwrap();
+            tell("ready");
+            while let Some(line) = wait_parent() {
+                let x: u64 = line.parse().unwrap();
+                match client.call(&x) {
+                    Ok(r) => tell(&format!("ok {}", *r)),
+                    Err(e) => tell(&format!("err {e:?}")),
+                }
+            }
+        }
         "stuck-subscriber" => {
             // Joins the topic and never reads: a Block topic fills behind it.
             let _subscriber = topic(&node, &name).subscriber().unwrap();
@@ -874,4 +939,24 @@ fn a_stuck_subscriber_does_not_stall_the_link() {
     );
     flood.expect("sent");
     assert!(backpressure(&mut bb) > 0);
+}
+
+/// Typed payloads cross as their bytes: a `Pod` topic (`[u64; 2]`) and a `u64 -> u64`
+/// service, opened on both hosts with their types, each checked at the local open as usual.
+#[test]
+fn typed_topics_and_services_cross_hosts() {
+    let _watchdog = watchdog("typed_topics_and_services_cross_hosts");
+    let a = Host::new("typed", 1, "peer", &[], ALL);
+    let b = Host::new("typed", 2, "peer", &[a.port], ALL);
+    let _ba = a.bridge();
+    let _bb = b.bridge();
+    let mut sub = b.spawn("pod-subscriber", "name=p count=1000");
+    let mut publisher = a.spawn("pod-publisher", "name=p count=1000");
+    sub.expect("warm");
+    publisher.say("go");
+    publisher.expect("sent");
+    sub.expect("done");
+    let _server = a.spawn("pod-server", "name=double");
+    let mut client = b.spawn("pod-client", "name=double");
+    assert_eq!(call_until(&mut client, "21", "ok"), "ok 42");
 }
