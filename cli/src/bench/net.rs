@@ -164,9 +164,30 @@ fn message(seq: u64, size: usize) -> Vec<u8> {
     m
 }
 
-/// The end of a stream: a message of 8 bytes (every message of the stream is longer).
-fn end_marker() -> Vec<u8> {
-    u64::MAX.to_le_bytes().to_vec()
+/// The end of a stream: a message of 8 bytes (every message of the stream is longer), a
+/// token B sends back with its count, so a count that comes back late (a probe's, while the
+/// routes were coming up) is never taken for another's.
+fn end_marker(token: u64) -> Vec<u8> {
+    token.to_le_bytes().to_vec()
+}
+
+/// A fresh token for [`end_marker`].
+fn next_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: a unique number; nothing is published with it.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// B's count of a stream: the count, then the end marker's token.
+fn count_reply(count: u64, end: &[u8]) -> Vec<u8> {
+    let mut v = count.to_le_bytes().to_vec();
+    v.extend_from_slice(end);
+    v
+}
+
+/// The (count, token) of B's reply.
+fn parse_count(b: &[u8]) -> (u64, u64) {
+    (seq_of(b), b.get(8..).map_or(0, seq_of))
 }
 
 // ---- Host A: the measuring side of each candidate.
@@ -180,6 +201,9 @@ trait PingSide {
     /// `n` messages, then the end; returns how many B counted and the time until its count
     /// came back.
     fn stream(&mut self, n: u64, size: usize) -> Result<(u64, Duration)>;
+    /// An empty stream (only its end), waiting at most `wait` for B's count: whether both
+    /// of the stream's routes are up.
+    fn stream_probe(&mut self, wait: Duration) -> Result<()>;
     /// Kernel wake-ups A's application publisher made so far (None for zenoh).
     fn wakes(&self) -> Option<u64>;
 }
@@ -214,6 +238,24 @@ impl ZenohPing {
             _session: session.clone(),
             session,
         })
+    }
+}
+
+impl ZenohPing {
+    /// B's count for the stream ended with `token`, waiting at most `wait`.
+    fn count(&mut self, token: u64, wait: Duration) -> Result<u64> {
+        let start = Instant::now();
+        loop {
+            let s = self
+                .done
+                .recv_timeout(wait.saturating_sub(start.elapsed()))
+                .map_err(|e| err(e.to_string()))?
+                .ok_or_else(|| err("zenoh: no stream count"))?;
+            let (count, t) = parse_count(&s.payload().to_bytes());
+            if t == token {
+                return Ok(count);
+            }
+        }
     }
 }
 
@@ -258,7 +300,17 @@ impl PingSide for ZenohPing {
         Ok(elapsed)
     }
 
+    fn stream_probe(&mut self, wait: Duration) -> Result<()> {
+        let token = next_token();
+        self.stream
+            .put(end_marker(token))
+            .wait()
+            .map_err(|e| err(e.to_string()))?;
+        self.count(token, wait).map(|_| ())
+    }
+
     fn stream(&mut self, n: u64, size: usize) -> Result<(u64, Duration)> {
+        let token = next_token();
         let start = Instant::now();
         for i in 0..n {
             self.stream
@@ -267,15 +319,10 @@ impl PingSide for ZenohPing {
                 .map_err(|e| err(e.to_string()))?;
         }
         self.stream
-            .put(end_marker())
+            .put(end_marker(token))
             .wait()
             .map_err(|e| err(e.to_string()))?;
-        let s = self
-            .done
-            .recv_timeout(ANSWER * 3)
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err("zenoh: no stream count"))?;
-        Ok((seq_of(&s.payload().to_bytes()), start.elapsed()))
+        Ok((self.count(token, ANSWER * 3)?, start.elapsed()))
     }
 
     fn wakes(&self) -> Option<u64> {
@@ -310,6 +357,22 @@ impl RingbusPing {
     }
 }
 
+impl RingbusPing {
+    /// B's count for the stream ended with `token`, waiting at most `wait`.
+    fn count(&mut self, token: u64, wait: Duration) -> Result<u64> {
+        let start = Instant::now();
+        loop {
+            let m = self
+                .done
+                .receive_timeout(wait.saturating_sub(start.elapsed()))?;
+            let (count, t) = parse_count(&m);
+            if t == token {
+                return Ok(count);
+            }
+        }
+    }
+}
+
 impl PingSide for RingbusPing {
     fn pubsub(&mut self, seq: u64, size: usize) -> Result<Duration> {
         let start = Instant::now();
@@ -334,14 +397,20 @@ impl PingSide for RingbusPing {
         Ok(elapsed)
     }
 
+    fn stream_probe(&mut self, wait: Duration) -> Result<()> {
+        let token = next_token();
+        self.stream.send_copy(&end_marker(token))?;
+        self.count(token, wait).map(|_| ())
+    }
+
     fn stream(&mut self, n: u64, size: usize) -> Result<(u64, Duration)> {
+        let token = next_token();
         let start = Instant::now();
         for i in 0..n {
             self.stream.send_copy(&message(i, size))?;
         }
-        self.stream.send_copy(&end_marker())?;
-        let m = self.done.receive_timeout(ANSWER * 3)?;
-        Ok((seq_of(&m), start.elapsed()))
+        self.stream.send_copy(&end_marker(token))?;
+        Ok((self.count(token, ANSWER * 3)?, start.elapsed()))
     }
 
     fn wakes(&self) -> Option<u64> {
@@ -412,7 +481,7 @@ fn peer(args: &NetPeerArgs) -> Result<()> {
             if s.payload().len() == 8 {
                 // Relaxed: only this callback (one link, one thread at a time) touches it.
                 let n = counted.swap(0, Ordering::Relaxed);
-                let _ = done.put(n.to_le_bytes().to_vec()).wait();
+                let _ = done.put(count_reply(n, &s.payload().to_bytes())).wait();
             } else {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
@@ -483,7 +552,7 @@ fn echo_apps(
             while !s3.load(Ordering::Relaxed) {
                 if let Ok(m) = stream.receive_timeout(POLL) {
                     if m.len() == 8 {
-                        let _ = done.send_copy(&std::mem::take(&mut n).to_le_bytes());
+                        let _ = done.send_copy(&count_reply(std::mem::take(&mut n), &m));
                     } else {
                         n += 1;
                     }
@@ -646,7 +715,11 @@ fn run(args: &NetArgs) -> Result<()> {
             seq += 1;
             side.rpc(seq, size)
         })?;
-        // A first stream warms every route's buffers.
+        // The stream's two routes (out, and the count back), then a first stream that warms
+        // their buffers.
+        until_up(&format!("{name} stream"), || {
+            side.stream_probe(Duration::from_millis(500))
+        })?;
         side.stream(args.messages.min(1000), size)?;
     }
     let mut rows: Vec<Row> = (0..3).map(|_| Row::default()).collect();
