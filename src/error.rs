@@ -125,6 +125,17 @@ pub enum SendError {
     /// (a process stopped inside it, or a corrupt lock word). Nothing was sent.
     #[error("the queue's append lock stayed held (a stopped process, or a corrupt lock word)")]
     Busy,
+    /// Queue owned by another host (a network bridge keeps its local copy): the message was
+    /// sent to the bridge's outbox, and the owner did not accept it within this time (the
+    /// producer's `Block` timeout, or 1 s under `Fail`). Its bridge, the link or the owner may
+    /// be down or slow: the message stays in the outbox and may still reach the owner later
+    /// (at least once), so a resend may duplicate it.
+    #[error("the owning host did not accept the message within {0:?}")]
+    Unconfirmed(Duration),
+    /// Queue owned by another host: the outbox of its bridge could not be opened or made
+    /// (the error says why). Nothing was sent.
+    #[error("the queue belongs to another host and its bridge's outbox could not be opened: {0}")]
+    NoBridge(String),
 }
 
 impl SendError {

@@ -86,7 +86,7 @@ impl Node {
     /// against [`Shape::fixed_size`] first. [`OpenError::InvalidConfig`] if `shape` is a service's.
     pub fn topic_shaped(&self, name: &str, shape: &Shape) -> Result<TopicBuilder<Bytes>, OpenError> {
         if shape.kind() != crate::admin::Kind::Topic {
-            return Err(OpenError::InvalidConfig(format!("{name}: the shape is a service's")));
+            return Err(OpenError::InvalidConfig(format!("{name}: the shape is not a topic's")));
         }
         let b: TopicBuilder<Bytes> = self.builder(name);
         Ok(b.with_shape(shape))
@@ -104,7 +104,7 @@ impl Node {
         shape: &Shape,
     ) -> Result<ServiceBuilder<Bytes, Bytes>, OpenError> {
         if shape.kind() != crate::admin::Kind::Service {
-            return Err(OpenError::InvalidConfig(format!("{name}: the shape is a topic's")));
+            return Err(OpenError::InvalidConfig(format!("{name}: the shape is not a service's")));
         }
         Ok(ServiceBuilder::<Bytes, Bytes>::new(self.backing.clone(), name).with_shape(shape))
     }
@@ -121,6 +121,19 @@ impl Node {
     /// A queue of fixed-size plain-old-data messages, each delivered to one consumer.
     pub fn queue<T: bytemuck::Pod>(&self, name: &str) -> QueueBuilder<T> {
         QueueBuilder::new(self.backing.clone(), name)
+    }
+
+    /// A queue of exactly the capacity, message size, participants and payload type of `shape`
+    /// ([`Shape`]), read and written as bytes whatever the type: what a network bridge opens.
+    /// Durability, the visibility timeout and the maximum deliveries are the builder's (the
+    /// bridge keeps in-memory copies of queues other hosts own). [`OpenError::InvalidConfig`]
+    /// if `shape` is not a queue's.
+    pub fn queue_shaped(&self, name: &str, shape: &Shape) -> Result<QueueBuilder<Bytes>, OpenError> {
+        if shape.kind() != crate::admin::Kind::Queue {
+            return Err(OpenError::InvalidConfig(format!("{name}: the shape is not a queue's")));
+        }
+        let b: QueueBuilder<Bytes> = QueueBuilder::new(self.backing.clone(), name);
+        Ok(b.with_shape(shape))
     }
 
     /// A queue of variable-length byte messages.

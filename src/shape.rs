@@ -1,7 +1,8 @@
 //! The shape of a segment: its kind, layout version, payload type and configuration words, as
 //! read from its header. A network bridge sends a shape to another host so that the bridge there
 //! can open (or create) a segment of exactly the same shape, and read and write its messages as
-//! bytes: [`crate::Node::topic_shaped`] and [`crate::Node::service_shaped`].
+//! bytes: [`crate::Node::topic_shaped`], [`crate::Node::service_shaped`] and
+//! [`crate::Node::queue_shaped`].
 //!
 //! On the wire a shape is a fixed little-endian encoding ([`Shape::to_bytes`]), every field
 //! named below; [`Shape::from_bytes`] validates all of it (a shape comes from the network:
@@ -9,7 +10,7 @@
 //!
 //! ```text
 //! 0    8   SHAPE_MAGIC = b"RBSHAPE1"
-//! 8    4   segment kind (1 topic, 2 service)
+//! 8    4   segment kind (1 topic, 2 service, 3 queue)
 //! 12   4   layout version of that kind
 //! 16   8   segment length in bytes
 //! 24   8   payload type size (0: variable length)
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use crate::admin::Kind;
 use crate::error::OpenError;
+use crate::queue::layout::{QueueLayout, KIND_QUEUE};
 use crate::service::layout::{ServiceLayout, KIND_SERVICE};
 use crate::shm::{Header, TypeIdentity, CONFIG_WORDS};
 use crate::topic::layout::{TopicLayout, KIND_TOPIC};
@@ -40,7 +42,7 @@ const OFF_NAME: usize = OFF_CONFIG + 8 * CONFIG_WORDS;
 /// Longest type name a shape carries (the header's).
 const NAME_CAP: usize = 128;
 
-/// The shape of a topic or service segment (module doc).
+/// The shape of a topic, service or queue segment (module doc).
 ///
 /// ```
 /// use ringbus::admin::Kind;
@@ -67,12 +69,9 @@ pub struct Shape {
 impl Shape {
     /// The shape of the existing segment `name` of `kind` under root `dir`, read without joining
     /// it (as `ringbus inspect` reads it). [`OpenError::NotFound`] if there is none (or it is not
-    /// finished yet); a queue has no shape ([`OpenError::InvalidConfig`]).
+    /// finished yet). A durable queue's shape is read from its directory.
     pub fn read(dir: &Path, kind: Kind, name: &str) -> Result<Shape, OpenError> {
         crate::shm::validate_name(name)?;
-        if kind == Kind::Queue {
-            return Err(OpenError::InvalidConfig("queues have no shape".into()));
-        }
         let path = dir.join(kind.file(name));
         let Some((region, _)) = crate::shm::map_read_only(&path)? else {
             return Err(OpenError::NotFound(name.to_string()));
@@ -84,12 +83,13 @@ impl Shape {
         }
     }
 
-    /// Validates `header` as the shape of a topic or service this build opens.
+    /// Validates `header` as the shape of a topic, service or queue this build opens.
     fn checked(header: Header) -> Result<Shape, OpenError> {
         let len = usize::try_from(header.segment_len).unwrap_or(usize::MAX);
         match header.kind {
             KIND_TOPIC => TopicLayout::from_header(&header, len).map(drop)?,
             KIND_SERVICE => ServiceLayout::from_header(&header, len).map(drop)?,
+            KIND_QUEUE => QueueLayout::from_header(&header, len).map(drop)?,
             k => return Err(OpenError::Corrupt(format!("no shape for segment kind {k}"))),
         }
         Ok(Shape { header })
@@ -97,10 +97,10 @@ impl Shape {
 
     /// The kind of segment it describes.
     pub fn kind(&self) -> Kind {
-        if self.header.kind == KIND_TOPIC {
-            Kind::Topic
-        } else {
-            Kind::Service
+        match self.header.kind {
+            KIND_TOPIC => Kind::Topic,
+            KIND_QUEUE => Kind::Queue,
+            _ => Kind::Service,
         }
     }
 
@@ -121,19 +121,39 @@ impl Shape {
         match self.kind() {
             Kind::Topic => TopicLayout::from_header(&self.header, len)
                 .map_or(0, |l| l.max_message_size),
+            Kind::Queue => QueueLayout::from_header(&self.header, len)
+                .map_or(0, |l| l.max_message_size),
             _ => ServiceLayout::from_header(&self.header, len).map_or(0, |l| l.max_request),
         }
     }
 
-    /// The largest response of a service in bytes (`None` for a topic).
+    /// The largest response of a service in bytes (`None` for a topic or queue).
     pub fn max_response_size(&self) -> Option<usize> {
         let len = self.header.segment_len as usize;
         match self.kind() {
-            Kind::Topic => None,
+            Kind::Topic | Kind::Queue => None,
             _ => ServiceLayout::from_header(&self.header, len)
                 .ok()
                 .map(|l| l.max_response),
         }
+    }
+
+    /// A queue's visibility timeout (`None` for a topic or service).
+    pub fn visibility_timeout(&self) -> Option<std::time::Duration> {
+        self.queue()
+            .map(|l| std::time::Duration::from_millis(l.visibility_ms))
+    }
+
+    /// Whether it is a durable queue's (kept in files: [`crate::QueueBuilder::durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.queue().is_some_and(|l| l.durable)
+    }
+
+    fn queue(&self) -> Option<QueueLayout> {
+        let len = self.header.segment_len as usize;
+        (self.kind() == Kind::Queue)
+            .then(|| QueueLayout::from_header(&self.header, len).ok())
+            .flatten()
     }
 
     /// A 64-bit digest of the encoding: equal shapes have equal digests (FNV-1a, the same in

@@ -934,3 +934,85 @@ fn segments_deleted_by_another_consumer_stay_mapped_for_ever() {
     drop((p, a, b));
     let _ = std::fs::remove_dir_all(&dir); // a background segment thread may still be at work
 }
+
+/// A forwarded queue (the local copy of another host's queue, as a network bridge keeps it),
+/// with this test as the bridge: a producer's send goes to the outbox and returns once the
+/// bridge acknowledges it there (the owner accepted it); unacknowledged, it fails
+/// `Unconfirmed` and the message stays in the outbox. Loans and async sends go the same way;
+/// the bridge's own producer writes the copy, which local consumers read, and learns which of
+/// its messages they acknowledged.
+#[test]
+fn a_forwarded_queue_sends_through_its_outbox_and_waits_for_the_owner() {
+    let (node, dir) = shm_node("forwarded");
+    let typed = || {
+        node.queue::<u64>("fwd")
+            .capacity(8)
+            .policy(Policy::Block(Duration::from_millis(300)))
+    };
+    // An application's handles, opened before the bridge: an ordinary queue for now.
+    let mut producer = typed().producer().unwrap();
+    let consumer = typed().consumer().unwrap();
+    assert!(!producer.forwarded());
+    producer.send(&1).unwrap();
+    let local = consumer.try_receive().unwrap();
+    assert_eq!(*local, 1, "not forwarded yet: local");
+    local.ack().unwrap();
+
+    let shape = ringbus::Shape::read(&dir, ringbus::admin::Kind::Queue, "fwd").unwrap();
+    let outbox = node
+        .queue_shaped("fwd--outbox", &shape)
+        .unwrap()
+        .consumer()
+        .unwrap();
+    let mut relay = node
+        .queue_shaped("fwd", &shape)
+        .unwrap()
+        .forwarded_copy(true)
+        .producer()
+        .unwrap();
+    assert!(producer.forwarded() && relay.forwarded());
+
+    // Nobody forwards: not confirmed, and the message waits in the outbox, not in the copy.
+    assert_eq!(
+        producer.send(&2),
+        Err(SendError::Unconfirmed(Duration::from_millis(300)))
+    );
+    assert_eq!(consumer.try_receive().err(), Some(ReceiveError::Empty));
+    let waiting = outbox.try_receive().unwrap();
+    assert_eq!(&*waiting, 2u64.to_le_bytes().as_slice());
+    waiting.ack().unwrap();
+
+    // The "bridge" acknowledges what reaches the outbox: sends, loans and async sends return.
+    let outbox = std::thread::scope(|s| {
+        let forwarder = s.spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let m = outbox.receive_timeout(Duration::from_secs(10)).unwrap();
+                got.push(u64::from_le_bytes(m.as_ref().try_into().unwrap()));
+                m.ack().unwrap();
+            }
+            (got, outbox)
+        });
+        producer.send(&3).unwrap();
+        let mut loan = producer.loan().unwrap();
+        *loan = 4;
+        loan.send().unwrap();
+        futures::executor::block_on(producer.send_async(&5)).unwrap();
+        let (got, outbox) = forwarder.join().unwrap();
+        assert_eq!(got, vec![3, 4, 5]);
+        outbox
+    });
+    assert_eq!(consumer.try_receive().err(), Some(ReceiveError::Empty));
+
+    // The owner's messages: written into the copy by the bridge's producer, read here; the
+    // bridge sees which were acknowledged.
+    let at = relay.send(&9u64.to_le_bytes()).unwrap();
+    assert!(relay.has_consumer() && !relay.acknowledged(at));
+    let m = consumer.try_receive().unwrap();
+    assert_eq!(*m, 9);
+    assert!(!relay.acknowledged(at));
+    m.ack().unwrap();
+    assert!(relay.acknowledged(at));
+    drop((producer, consumer, outbox, relay));
+    let _ = std::fs::remove_dir_all(&dir);
+}

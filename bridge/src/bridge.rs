@@ -19,7 +19,7 @@ use zenoh::{Session, Wait};
 use crate::config::BridgeConfig;
 use crate::keys::Keys;
 use crate::stats::{Counters, Stats};
-use crate::{service, topic, BridgeError};
+use crate::{queue, service, topic, BridgeError};
 
 /// How often the local root is scanned for segments to export (and for exports to withdraw).
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
@@ -226,8 +226,9 @@ impl Bridge {
             .spawn(move || scan(&c, &s))
             .map_err(|e| BridgeError::Io(e.to_string()));
         bridge.threads.push(thread?);
-        let has_imports =
-            !ctx.config.topics.import.is_empty() || !ctx.config.services.import.is_empty();
+        let has_imports = !ctx.config.topics.import.is_empty()
+            || !ctx.config.services.import.is_empty()
+            || !ctx.config.queues.import.is_empty();
         if has_imports {
             // Tokens go to a channel of our own, unbounded: zenoh's callback never waits for
             // the discovery thread (which may be fetching a shape).
@@ -285,18 +286,35 @@ fn scan(ctx: &Arc<Ctx>, stop: &AtomicBool) {
     let mut exports: HashMap<(Kind, String), Route> = HashMap::new();
     // Relaxed: a stop request; the bridge joins this thread.
     while !stop.load(Ordering::Relaxed) {
-        let listed = ringbus::admin::list(&ctx.root).unwrap_or_default();
+        let mut listed: Vec<_> = ringbus::admin::list(&ctx.root)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|info| (info, &ctx.root))
+            .collect();
+        if let Some(dir) = &ctx.config.queues.dir {
+            // Durable queues: their ring files are in their directory.
+            let durable = ringbus::admin::list(dir).unwrap_or_default();
+            listed.extend(
+                durable
+                    .into_iter()
+                    .filter(|i| i.kind == Kind::Queue)
+                    .map(|info| (info, dir)),
+            );
+        }
         let mut wanted = HashSet::new();
-        for info in &listed {
+        for (info, dir) in &listed {
             let key = (info.kind, info.name.clone());
             let export = match info.kind {
                 Kind::Topic => ctx.config.topics.exports(&info.name),
                 Kind::Service => {
                     ctx.config.services.exports(&info.name) && service::served_locally(info)
                 }
-                Kind::Queue => false,
+                Kind::Queue => queue::exportable(ctx, &info.name),
             };
-            if !export || info.status != Status::Live {
+            // A durable queue nobody has open is recovered by the bridge's own open.
+            let durable = *dir != &ctx.root;
+            let usable = info.status == Status::Live || (durable && info.status == Status::Dead);
+            if !export || !usable {
                 continue;
             }
             wanted.insert(key.clone());
@@ -304,11 +322,12 @@ fn scan(ctx: &Arc<Ctx>, stop: &AtomicBool) {
                 continue;
             }
             exports.remove(&key);
-            let Ok(shape) = Shape::read(&ctx.root, info.kind, &info.name) else {
+            let Ok(shape) = Shape::read(dir, info.kind, &info.name) else {
                 continue;
             };
             let route = match info.kind {
                 Kind::Topic => topic::export(ctx, &info.name, &shape),
+                Kind::Queue => queue::export(ctx, &info.name, &shape),
                 _ => service::export(ctx, &info.name, &shape),
             };
             if let Ok(route) = route {
@@ -329,7 +348,8 @@ fn discover(
 ) {
     // Per imported name, the bridges exporting it.
     let mut exporters: HashMap<(Kind, String), HashSet<String>> = HashMap::new();
-    let mut services: HashMap<String, Route> = HashMap::new();
+    // Imported services and queues: one route each.
+    let mut routes: HashMap<(Kind, String), Route> = HashMap::new();
     let mut topics: HashSet<String> = HashSet::new();
     // Imports that could not be set up (another shape here), counted once each.
     let mut refused: HashSet<(Kind, String)> = HashSet::new();
@@ -341,6 +361,7 @@ fn discover(
             if let Some((kind, name, zid)) = ctx.keys.parse_live(sample.key_expr().as_str()) {
                 let imported = match kind {
                     Kind::Topic => ctx.config.topics.imports(name),
+                    Kind::Queue => ctx.config.queues.imports(name),
                     _ => ctx.config.services.imports(name),
                 };
                 if imported && zid != ctx.zid {
@@ -361,7 +382,9 @@ fn discover(
         for ((kind, name), zids) in &exporters {
             let ready = match kind {
                 Kind::Topic => topics.contains(name),
-                _ => services.get(name).is_some_and(|r| !r.is_finished()),
+                _ => routes
+                    .get(&(*kind, name.clone()))
+                    .is_some_and(|r| !r.is_finished()),
             };
             // Relaxed: a stop request. Checked before each fetch (which may wait SHAPE_WAIT).
             if ready || stop.load(Ordering::Relaxed) {
@@ -378,9 +401,13 @@ fn discover(
                         crate::stats::add(&ctx.counters.dropped_mismatch, 1);
                     }
                 }
-                _ => match service::import(ctx, name, &shape) {
+                _ => match if *kind == Kind::Queue {
+                    queue::import(ctx, name, &shape)
+                } else {
+                    service::import(ctx, name, &shape)
+                } {
                     Ok(route) => {
-                        services.insert(name.clone(), route);
+                        routes.insert((*kind, name.clone()), route);
                     }
                     Err(_) => {
                         if refused.insert((*kind, name.clone())) {
@@ -397,6 +424,6 @@ fn discover(
             }
             keep
         });
-        services.retain(|name, _| exporters.contains_key(&(Kind::Service, name.clone())));
+        routes.retain(|key, _| exporters.contains_key(key));
     }
 }

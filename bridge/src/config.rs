@@ -13,6 +13,7 @@
 //!   },
 //!   topics:   { export: ["prices", "sensor-*"], import: ["*"] },
 //!   services: { export: ["quote"],             import: ["quote"] },
+//!   queues:   { export: ["jobs"], import: ["orders"], dir: "/var/lib/app/queues" },
 //! }
 //! ```
 
@@ -32,6 +33,9 @@ pub struct BridgeConfig {
     pub topics: Routes,
     /// Which services cross.
     pub services: Routes,
+    /// Which queues cross: exported queues are owned here, imported ones are owned by the
+    /// host that exports them.
+    pub queues: QueueRoutes,
     /// The first chunk of every key the bridge uses (default `"ringbus"`): bridges with
     /// different prefixes never see each other, as separate deployments on one network.
     pub prefix: Option<String>,
@@ -84,16 +88,46 @@ pub struct Routes {
     pub import: Vec<String>,
 }
 
-impl Routes {
+/// [`Routes`] of queues, and where this host's durable queues live.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueRoutes {
+    /// Local queues other hosts may send to and consume from (this host owns them).
+    pub export: Vec<String>,
+    /// Queues other hosts own, used here.
+    pub import: Vec<String>,
+    /// The directory of this host's durable queues (`QueueBuilder::durable(dir)`), exported
+    /// from there; without it, exported queues are the in-memory ones of the node's root.
+    pub dir: Option<PathBuf>,
+}
+
+impl QueueRoutes {
     /// Whether `name` is exported.
     pub fn exports(&self, name: &str) -> bool {
-        self.export.iter().any(|p| matches(p, name))
+        any_matches(&self.export, name)
     }
 
     /// Whether `name` is imported.
     pub fn imports(&self, name: &str) -> bool {
-        self.import.iter().any(|p| matches(p, name))
+        any_matches(&self.import, name)
     }
+}
+
+impl Routes {
+    /// Whether `name` is exported.
+    pub fn exports(&self, name: &str) -> bool {
+        any_matches(&self.export, name)
+    }
+
+    /// Whether `name` is imported.
+    pub fn imports(&self, name: &str) -> bool {
+        any_matches(&self.import, name)
+    }
+}
+
+/// Whether any of `patterns` matches `name`.
+fn any_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| matches(p, name))
 }
 
 impl BridgeConfig {
@@ -169,6 +203,24 @@ impl BridgeConfig {
         self
     }
 
+    /// Exports the local queues matching `pattern` (this host owns them).
+    pub fn export_queues(mut self, pattern: &str) -> Self {
+        self.queues.export.push(pattern.to_string());
+        self
+    }
+
+    /// Imports the queues other hosts own matching `pattern`.
+    pub fn import_queues(mut self, pattern: &str) -> Self {
+        self.queues.import.push(pattern.to_string());
+        self
+    }
+
+    /// Exports durable queues from `dir` (see [`QueueRoutes::dir`]).
+    pub fn queue_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.queues.dir = Some(dir.into());
+        self
+    }
+
     /// The key prefix.
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Some(prefix.to_string());
@@ -185,6 +237,7 @@ impl BridgeConfig {
         for p in [&self.topics, &self.services]
             .into_iter()
             .flat_map(|r| r.export.iter().chain(&r.import))
+            .chain(self.queues.export.iter().chain(&self.queues.import))
         {
             let ok = !p.is_empty()
                 && !p.contains("**")

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `P/topic/<name>` | a topic's messages, put by the exporting bridge |
 //! | `P/service/<name>` | a service's calls: the exporting bridge's queryable |
-//! | `P/live/<kind>/<name>/<zid>` | liveliness token: bridge `zid` exports `name` of `kind` (`topic`, `service`) |
+//! | `P/queue/<name>/send` | a queue's remote sends: the owning bridge's queryable |
+//! | `P/queue/<name>/pull` | a queue's remote deliveries (and `.../ack`, their acknowledgements) |
+//! | `P/live/<kind>/<name>/<zid>` | liveliness token: bridge `zid` exports `name` of `kind` (`topic`, `service`, `queue`) |
 //! | `P/shape/<kind>/<name>/<zid>` | queryable: the [`ringbus::Shape`] of that export |
 //!
 //! ringbus names (letters, digits, `_`, `-`) are valid key chunks as they are. Everything parsed
@@ -33,6 +35,11 @@ impl Keys {
     /// Calls of service `name`.
     pub(crate) fn service(&self, name: &str) -> String {
         format!("{}/service/{name}", self.prefix)
+    }
+
+    /// Operation `op` (`send`, `pull`, `ack`) of queue `name`.
+    pub(crate) fn queue(&self, name: &str, op: &str) -> String {
+        format!("{}/queue/{name}/{op}", self.prefix)
     }
 
     /// The key expression of the names matching `pattern` (a `*` within a chunk is zenoh's
@@ -81,6 +88,7 @@ impl Keys {
         let kind = match parts.next()? {
             "topic" => Kind::Topic,
             "service" => Kind::Service,
+            "queue" => Kind::Queue,
             _ => return None,
         };
         let name = parts.next()?;
@@ -112,7 +120,11 @@ mod tests {
             k.parse_live(&k.live(Kind::Service, "quote", "abc")),
             Some((Kind::Service, "quote", "abc"))
         );
-        assert_eq!(k.parse_live("ringbus/live/queue/a/b"), None);
+        assert_eq!(k.parse_live("ringbus/live/stream/a/b"), None);
+        assert_eq!(
+            k.parse_live(&k.live(Kind::Queue, "jobs", "abc")),
+            Some((Kind::Queue, "jobs", "abc"))
+        );
         assert_eq!(k.parse_live("ringbus/live/topic/a/b/c"), None);
         assert_eq!(
             k.data_pattern(Kind::Topic, "sensor-*"),

@@ -3,7 +3,7 @@
 //!
 //! A [`Bridge`] runs beside the local shared-memory segments of a [`ringbus::Node`] (embedded in
 //! an application, or as a sidecar: `ringbus bridge --config FILE`). It exports the local
-//! topics and services its [`BridgeConfig`] names, and imports those other hosts' bridges
+//! topics, services and queues its [`BridgeConfig`] names, and imports those other hosts' bridges
 //! export. Nothing crosses the network unless a pattern names it.
 //!
 //! - **Topics**: a subscriber on host B of topic `T` receives the messages of publishers on host
@@ -14,6 +14,12 @@
 //!   the caller's timeout carried across, streamed responses in order, and the same typed errors
 //!   (`Timeout`, `NoServer`, `Disconnected`). A local server is preferred; each call is answered
 //!   by exactly one server.
+//! - **Queues**: a queue is owned by the host whose bridge exports it; on other hosts the
+//!   bridge keeps a local copy that producers and consumers use with the ordinary API. A
+//!   `send` there returns `Ok` only once the owner accepted the message; a delivery is
+//!   acknowledged at the owner only once acknowledged there, and comes back at the owner after
+//!   its visibility timeout if that host's consumer, bridge or link dies (at least once;
+//!   [`queue`](crate#queues) module doc in the source).
 //! - Payloads cross as their bytes; a receiving bridge checks each message against the shape
 //!   of the local segment (type, sizes) and drops (and counts, [`Stats`]) what does not fit.
 //!
@@ -36,6 +42,7 @@
 mod bridge;
 mod config;
 mod keys;
+mod queue;
 mod remote;
 mod service;
 mod stats;
@@ -43,7 +50,7 @@ mod topic;
 mod wire;
 
 pub use bridge::{Bridge, SCAN_INTERVAL};
-pub use config::{BridgeConfig, Routes, Tls, ZenohSettings};
+pub use config::{BridgeConfig, QueueRoutes, Routes, Tls, ZenohSettings};
 pub use remote::{list_remote, RemoteExport};
 pub use stats::Stats;
 

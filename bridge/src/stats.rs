@@ -30,6 +30,19 @@ pub struct Stats {
     pub calls_relayed: u64,
     /// Relayed calls that ended in an error (timeout, no server, disconnected, aborted).
     pub calls_failed: u64,
+    /// Owned queues: messages other hosts sent, accepted here.
+    pub queue_accepted: u64,
+    /// Owned queues: deliveries handed to other hosts.
+    pub queue_lent: u64,
+    /// Owned queues: deliveries other hosts acknowledged.
+    pub queue_acked: u64,
+    /// Queues of other hosts: local sends forwarded to the owner and accepted there.
+    pub queue_forwarded: u64,
+    /// Queues of other hosts: the owner's messages put into the local copy.
+    pub queue_received: u64,
+    /// Queues of other hosts: messages the local copy had no room for (left to the owner's
+    /// visibility timeout, then delivered again).
+    pub queue_refused: u64,
 }
 
 /// The live counters behind [`Stats`]. Relaxed everywhere: independent event counts.
@@ -46,6 +59,12 @@ pub(crate) struct Counters {
     pub(crate) calls_served: AtomicU64,
     pub(crate) calls_relayed: AtomicU64,
     pub(crate) calls_failed: AtomicU64,
+    pub(crate) queue_accepted: AtomicU64,
+    pub(crate) queue_lent: AtomicU64,
+    pub(crate) queue_acked: AtomicU64,
+    pub(crate) queue_forwarded: AtomicU64,
+    pub(crate) queue_received: AtomicU64,
+    pub(crate) queue_refused: AtomicU64,
 }
 
 /// Adds `n` to counter `c`.
@@ -70,6 +89,12 @@ impl Counters {
             calls_served: g(&self.calls_served),
             calls_relayed: g(&self.calls_relayed),
             calls_failed: g(&self.calls_failed),
+            queue_accepted: g(&self.queue_accepted),
+            queue_lent: g(&self.queue_lent),
+            queue_acked: g(&self.queue_acked),
+            queue_forwarded: g(&self.queue_forwarded),
+            queue_received: g(&self.queue_received),
+            queue_refused: g(&self.queue_refused),
         }
     }
 }

@@ -28,6 +28,17 @@
 //! ```
 //! A failed call ends with an error reply whose payload's first byte names the failure
 //! ([`Fail`]).
+//!
+//! Queues use the call header on every query (`P/queue/<name>/send`, `pull`, `ack`: timeout
+//! 0, except a pull's, which is how long the owner may wait for a message), and on each
+//! message a pull returns (`DeliveryHeader`, 24 bytes):
+//! ```text
+//! 0   1  VERSION
+//! 1   1  flags: LAST (the pull's last message), NODATA (no message: the pull found none)
+//! 2   6  zero
+//! 8   8  the message's number in the pull (0, 1, 2, ...)
+//! 16  8  the delivery's token at the owning bridge (what an `ack` names)
+//! ```
 
 /// Version byte of every attachment.
 pub(crate) const VERSION: u8 = 1;
@@ -37,6 +48,8 @@ pub(crate) const MESSAGE_HEADER: usize = 40;
 pub(crate) const CALL_HEADER: usize = 24;
 /// Bytes of a response's attachment.
 pub(crate) const REPLY_HEADER: usize = 16;
+/// Bytes of a pulled queue message's attachment.
+pub(crate) const DELIVERY_HEADER: usize = 24;
 /// Response flag: the call's last message.
 pub(crate) const LAST: u8 = 1;
 /// Response flag: no response in this message (the end of a stream, after its responses).
@@ -131,6 +144,44 @@ impl ReplyHeader {
     }
 }
 
+/// The attachment of a message a queue pull returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeliveryHeader {
+    pub(crate) last: bool,
+    pub(crate) nodata: bool,
+    pub(crate) seq: u64,
+    pub(crate) token: u64,
+}
+
+impl DeliveryHeader {
+    pub(crate) fn encode(&self) -> [u8; DELIVERY_HEADER] {
+        let mut b = [0u8; DELIVERY_HEADER];
+        b[..REPLY_HEADER].copy_from_slice(
+            &ReplyHeader {
+                last: self.last,
+                nodata: self.nodata,
+                seq: self.seq,
+            }
+            .encode(),
+        );
+        b[16..24].copy_from_slice(&self.token.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<DeliveryHeader> {
+        if b.len() != DELIVERY_HEADER {
+            return None;
+        }
+        let r = ReplyHeader::decode(&b[..REPLY_HEADER])?;
+        Some(DeliveryHeader {
+            last: r.last,
+            nodata: r.nodata,
+            seq: r.seq,
+            token: u64_at(b, 16),
+        })
+    }
+}
+
 /// How a relayed call failed at the exporting host: the first byte of an error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -197,6 +248,14 @@ mod tests {
         let mut bad = r.encode();
         bad[1] = 4;
         assert_eq!(ReplyHeader::decode(&bad), None);
+        let d = DeliveryHeader {
+            last: false,
+            nodata: false,
+            seq: 8,
+            token: 9,
+        };
+        assert_eq!(DeliveryHeader::decode(&d.encode()), Some(d));
+        assert_eq!(DeliveryHeader::decode(&d.encode()[..16]), None);
         assert_eq!(Fail::decode(b"N"), Fail::NoServer);
         assert_eq!(Fail::decode(&[]), Fail::Aborted);
         assert_eq!(Fail::decode(b"?"), Fail::Aborted);

@@ -17,7 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringbus::{Bytes, CallError, Node, ServiceBuilder, TopicBuilder};
+use ringbus::queue::Policy;
+use ringbus::{Bytes, CallError, Node, QueueBuilder, ServiceBuilder, TopicBuilder};
 use ringbus_zenoh::{Bridge, BridgeConfig};
 
 /// Longest wait for one expected event before the test fails.
@@ -45,6 +46,16 @@ fn service(node: &Node, name: &str, timeout_ms: u64) -> ServiceBuilder<Bytes, By
         .max_request_size(24)
         .max_response_size(16)
         .timeout(Duration::from_millis(timeout_ms))
+}
+
+/// A queue of (host, sequence number) messages; `vis_ms` its visibility timeout (0: the
+/// default).
+fn queue(node: &Node, name: &str, vis_ms: u64) -> QueueBuilder<Bytes> {
+    let q = node.queue_bytes(name).max_message_size(16).capacity(64);
+    match vis_ms {
+        0 => q,
+        ms => q.visibility_timeout(Duration::from_millis(ms)),
+    }
 }
 
 const OP_ECHO: u64 = 0;
@@ -120,13 +131,20 @@ fn child_entry() {
                     let s = bridge.stats();
                     tell(&format!(
                         "stats malformed={} mismatch={} imported={} exported={} skipped={} \
-                         backpressure={}",
+                         backpressure={} q_accepted={} q_lent={} q_acked={} q_forwarded={} \
+                         q_received={} q_refused={}",
                         s.dropped_malformed,
                         s.dropped_mismatch,
                         s.imported,
                         s.exported,
                         s.skipped_relayed,
-                        s.dropped_backpressure
+                        s.dropped_backpressure,
+                        s.queue_accepted,
+                        s.queue_lent,
+                        s.queue_acked,
+                        s.queue_forwarded,
+                        s.queue_received,
+                        s.queue_refused
                     ));
                 }
             }
@@ -342,6 +360,89 @@ fn child_entry() {
                 }
             }
         }
+        "qproducer" => {
+            // Sends `send N` messages (host, seq) when told; `forward=1`: waits until the
+            // queue is the local copy of another host's first.
+            let host = get("host");
+            let mut producer = queue(&node, &name, get("vis_ms"))
+                .policy(Policy::Block(Duration::from_millis(
+                    get("timeout_ms").max(1),
+                )))
+                .producer()
+                .unwrap();
+            if get("forward") == 1 {
+                let start = Instant::now();
+                while !producer.forwarded() {
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "the queue never became forwarded"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            tell("ready");
+            let mut seq = 0;
+            while let Some(line) = wait_parent() {
+                let n: u64 = line.strip_prefix("send ").unwrap().parse().unwrap();
+                let mut failed = None;
+                for _ in 0..n {
+                    match producer.send(&bytes_of(&[host, seq])) {
+                        Ok(_) => seq += 1,
+                        Err(e) => {
+                            // Not confirmed is not lost: it may still arrive, so its number
+                            // is not reused.
+                            seq += 1;
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => tell(&format!("sent {n}")),
+                    Some(e) => tell(&format!("err {e:?}")),
+                }
+            }
+        }
+        "qconsumer" => {
+            // Receives and acknowledges (all but the first `hold`, kept unacknowledged);
+            // `report` answers with what it got: messages, duplicates, order breaks.
+            let consumer = queue(&node, &name, get("vis_ms")).consumer().unwrap();
+            let lines = stdin_lines();
+            tell("ready");
+            let mut seen = std::collections::HashSet::new();
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            let (mut dups, mut breaks) = (0, 0);
+            let mut held = Vec::new();
+            loop {
+                match lines.try_recv() {
+                    Ok(l) if l == "report" => tell(&format!(
+                        "report got={} dups={dups} breaks={breaks}",
+                        seen.len()
+                    )),
+                    Ok(_) | Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+                let Ok(d) = consumer.receive_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let [host, seq] = words::<2>(&d);
+                if !seen.insert((host, seq)) {
+                    dups += 1;
+                }
+                if last.get(&host).is_some_and(|&l| seq <= l) {
+                    breaks += 1;
+                }
+                last.insert(host, seq);
+                if (held.len() as u64) < get("hold") {
+                    held.push(d);
+                    if held.len() as u64 == get("hold") {
+                        tell("held");
+                    }
+                } else {
+                    d.ack().unwrap();
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -447,6 +548,23 @@ impl Drop for Host {
 /// Both directions of every topic and service.
 const ALL: &str = "topics: { export: [\"*\"], import: [\"*\"] }, \
                    services: { export: [\"*\"], import: [\"*\"] }";
+/// The owner of queue `jobs`, and a host that uses it.
+const OWNS_JOBS: &str = "queues: { export: [\"jobs\"] }";
+const USES_JOBS: &str = "queues: { import: [\"jobs\"] }";
+
+/// Asks `consumer` for its report until it has `want` messages; returns the last report.
+fn report_until(consumer: &mut Proc, want: usize) -> String {
+    let start = Instant::now();
+    loop {
+        consumer.say("report");
+        let r = consumer.expect("");
+        if r.starts_with(&format!("report got={want} ")) {
+            return r;
+        }
+        assert!(start.elapsed() < DEADLINE, "{r} (want {want})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Waits until every subscriber saw every publisher's warm-up message, then lets the
 /// publishers go and checks that every subscriber got every message once, in order.
@@ -916,8 +1034,8 @@ fn a_stuck_subscriber_does_not_stall_the_link() {
         bb.say("stats");
         let stats = bb.expect("stats");
         stats
-            .rsplit("backpressure=")
-            .next()
+            .split(' ')
+            .find_map(|w| w.strip_prefix("backpressure="))
             .unwrap()
             .parse()
             .unwrap()
@@ -959,4 +1077,148 @@ fn typed_topics_and_services_cross_hosts() {
     let _server = a.spawn("pod-server", "name=double");
     let mut client = b.spawn("pod-client", "name=double");
     assert_eq!(call_until(&mut client, "21", "ok"), "ok 42");
+}
+
+/// A queue owned by host A, used from host B: B's consumer receives A's messages, and B's
+/// producer's sends reach A's queue (each `Ok` only once A accepted it) and come back to B's
+/// consumer through it. Every message once, each producer's in order.
+#[test]
+fn queue_across_two_hosts() {
+    let _watchdog = watchdog("queue_across_two_hosts");
+    let a = Host::new("queue", 1, "peer", &[], OWNS_JOBS);
+    let b = Host::new("queue", 2, "peer", &[a.port], USES_JOBS);
+    let _ba = a.bridge();
+    let _bb = b.bridge();
+    // A's producer makes the queue; B's handles wait for its copy.
+    let mut pa = a.spawn("qproducer", "name=jobs host=1 timeout_ms=5000");
+    let mut pb = b.spawn("qproducer", "name=jobs host=2 timeout_ms=5000 forward=1");
+    let mut cb = b.spawn("qconsumer", "name=jobs");
+    pa.say("send 100");
+    assert_eq!(pa.expect(""), "sent 100");
+    assert_eq!(report_until(&mut cb, 100), "report got=100 dups=0 breaks=0");
+    pb.say("send 100");
+    assert_eq!(pb.expect(""), "sent 100", "a remote send failed");
+    assert_eq!(report_until(&mut cb, 200), "report got=200 dups=0 breaks=0");
+}
+
+/// B's consumer holds deliveries of A's queue unacknowledged when B's bridge is SIGKILLed: A
+/// takes them back after its visibility timeout and a consumer on A gets every message, none
+/// lost. A send on B while its bridge is down is `Unconfirmed`, and reaches A once the bridge
+/// is back (at least once).
+#[test]
+fn queue_bridge_killed_unacknowledged_come_back() {
+    let _watchdog = watchdog("queue_bridge_killed_unacknowledged_come_back");
+    let a = Host::new("qkill", 1, "peer", &[], OWNS_JOBS);
+    let b = Host::new("qkill", 2, "peer", &[a.port], USES_JOBS);
+    let _ba = a.bridge();
+    let bb = b.bridge();
+    let mut pa = a.spawn("qproducer", "name=jobs host=1 timeout_ms=5000 vis_ms=1500");
+    let mut pb = b.spawn("qproducer", "name=jobs host=2 timeout_ms=1000 forward=1");
+    let mut cb = b.spawn("qconsumer", "name=jobs hold=5");
+    pa.say("send 20");
+    assert_eq!(pa.expect(""), "sent 20");
+    cb.expect("held");
+    bb.kill();
+    // Every message of A reaches a consumer on A: those never lent, and those lent to B
+    // once A's visibility timeout took them back.
+    let mut ca = a.spawn("qconsumer", "name=jobs");
+    let r = report_until(&mut ca, 20);
+    assert!(r.contains("dups=0"), "{r}");
+    // B's consumer goes too (SIGKILL, holding its deliveries): from here every message is
+    // A's consumer's.
+    cb.kill();
+    // B's bridge is down: a send there is not confirmed...
+    pb.say("send 1");
+    assert_eq!(pb.expect(""), "err Unconfirmed(1s)");
+    // ... and arrives once it is back (from the outbox), then new sends go through.
+    let mut bb = b.bridge();
+    pb.say("send 1");
+    let sent = pb.expect("");
+    assert!(sent == "sent 1" || sent == "err Unconfirmed(1s)", "{sent}");
+    bb.say("stats");
+    let stats = bb.expect("stats");
+    assert!(
+        stats.contains("q_received=0"),
+        "B has no consumer left: {stats}"
+    );
+    let r = report_until(&mut ca, 22);
+    assert!(r.starts_with("report got=22"), "{r}");
+}
+
+/// Queries on an owned queue's keys from a foreign zenoh session: without an attachment, of
+/// another shape, too long, a pull for a malformed count, an ack of a broken token list. Each
+/// gets an error reply and is counted; nothing reaches the queue, whose consumer then gets
+/// exactly the owner's messages.
+#[test]
+fn malformed_queue_queries_are_refused_and_counted() {
+    let _watchdog = watchdog("malformed_queue_queries_are_refused_and_counted");
+    use zenoh::Wait;
+    let a = Host::new("qmalformed", 1, "peer", &[], OWNS_JOBS);
+    let mut ba = a.bridge();
+    let mut pa = a.spawn("qproducer", "name=jobs host=1 timeout_ms=5000");
+
+    let mut zc = zenoh::Config::default();
+    zc.insert_json5("mode", "\"peer\"").unwrap();
+    zc.insert_json5("scouting/multicast/enabled", "false")
+        .unwrap();
+    zc.insert_json5("connect/endpoints", &format!("[{:?}]", endpoint(a.port)))
+        .unwrap();
+    let session = std::thread::spawn(move || zenoh::open(zc).wait().unwrap())
+        .join()
+        .unwrap();
+    let digest = ringbus::Shape::read(&a.root, ringbus::admin::Kind::Queue, "jobs")
+        .unwrap()
+        .digest();
+    let header = |digest: u64, timeout_ns: u64| {
+        let mut h = vec![0u8; 24];
+        h[0] = 1;
+        h[8..16].copy_from_slice(&timeout_ns.to_le_bytes());
+        h[16..24].copy_from_slice(&digest.to_le_bytes());
+        h
+    };
+    // Whether a query got an error reply (None: no reply at all, the export not up yet).
+    let refused = |op: &str, payload: Vec<u8>, attachment: Option<Vec<u8>>| -> Option<bool> {
+        let g = session
+            .get(format!("ringbus/queue/jobs/{op}"))
+            .payload(payload)
+            .timeout(Duration::from_secs(5));
+        let replies = match attachment {
+            Some(a) => g.attachment(a).wait().unwrap(),
+            None => g.wait().unwrap(),
+        };
+        let mut got = None;
+        while let Ok(r) = replies.recv() {
+            got = Some(got.unwrap_or(false) | r.result().is_err());
+        }
+        got
+    };
+    let start = Instant::now();
+    while refused("send", bytes_of(&[9, 9]), None).is_none() {
+        assert!(start.elapsed() < DEADLINE, "no export of jobs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h = header(digest, 0);
+    assert_eq!(
+        refused("send", bytes_of(&[9, 9]), Some(header(digest ^ 1, 0))),
+        Some(true)
+    );
+    assert_eq!(
+        refused("send", vec![0u8; 4096], Some(h.clone())),
+        Some(true)
+    );
+    assert_eq!(refused("pull", vec![1, 2, 3], Some(h.clone())), Some(true));
+    assert_eq!(refused("ack", vec![1, 2, 3], Some(h.clone())), Some(true));
+    // An ack of a token never lent is answered and ignored.
+    assert_eq!(
+        refused("ack", 7u64.to_le_bytes().to_vec(), Some(h)),
+        Some(false)
+    );
+    ba.say("stats");
+    let stats = ba.expect("stats");
+    assert!(stats.starts_with("malformed=4 mismatch=1"), "{stats}");
+    assert!(stats.contains("q_accepted=0"), "{stats}");
+    pa.say("send 10");
+    assert_eq!(pa.expect(""), "sent 10");
+    let mut ca = a.spawn("qconsumer", "name=jobs");
+    assert_eq!(report_until(&mut ca, 10), "report got=10 dups=0 breaks=0");
 }

@@ -21,6 +21,10 @@
 //!   +288  recovered     u64  messages found waiting by the last recovery
 //!   +296  recoveries    u64  recoveries run (durable queues, opened with nobody alive)
 //!   +304  boot          u64  hash of the boot id the segment was last recovered under
+//!   +312  forwarded     u64  1: another host owns the queue, and this one is the local copy a
+//!                            network bridge keeps: producers send through the outbox queue
+//!                            `<name>--outbox` and wait for the owner's acceptance (0: an
+//!                            ordinary queue; written once, by the bridge's producer at join)
 //!   +384  room_waiters  u64  bitmap of producers (by entry) asleep on `room`
 //!   +392  ready_waiters u64  bitmap of consumers (by entry) asleep on `ready`
 //!   +400  room          u32  futex word producers sleep on (bumped by acks)
@@ -79,8 +83,19 @@ pub const KIND_QUEUE: u32 = 3;
 /// of another version is refused with [`OpenError::VersionMismatch`]. 3: the slot transitions
 /// moved to `ring::work` (same bytes; raised with the layout's rewrite, issue item 5). 4: each
 /// entry records what observers show of its member (a producer's sync policy, a consumer's
-/// prefetch).
-pub const LAYOUT_VERSION: u32 = 4;
+/// prefetch). 5: the `forwarded` word (queues of other hosts, through a network bridge).
+pub const LAYOUT_VERSION: u32 = 5;
+
+/// What the outbox of a forwarded queue is named after the queue: `<name>--outbox` (module
+/// doc of `ringbus-zenoh`). A queue name within 8 bytes of the 200-byte name limit has no
+/// outbox, so it cannot be forwarded.
+pub const OUTBOX_SUFFIX: &str = "--outbox";
+
+/// The outbox of forwarded queue `name` (None: the name is too long to have one).
+pub fn outbox_name(name: &str) -> Option<String> {
+    let out = format!("{name}{OUTBOX_SUFFIX}");
+    crate::shm::validate_name(&out).is_ok().then_some(out)
+}
 
 /// A cache line.
 pub const LINE: usize = 64;
@@ -127,6 +142,8 @@ crate::shm::fields! { from CTRL_CURSOR + BLOCK;
     pub CTRL_RECOVERIES: U64,
     /// Hash of the boot id the segment was last recovered under.
     pub CTRL_BOOT: U64,
+    /// 1: the local copy of a queue another host owns (sends go through its outbox).
+    pub CTRL_FORWARDED: U64,
     CTRL_COUNTERS_END,
 }
 crate::shm::fields! { from CTRL_DEAD_LETTERED + BLOCK;

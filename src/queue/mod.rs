@@ -97,6 +97,10 @@ use crate::options::payload_size;
 use crate::shm::{Backing, OpenMode, Root};
 use crate::topic::{Payload, MAX_ALIGN};
 use consumer::{ConsumerCore, DlqOpener};
+
+/// Opens a producer of another queue when first needed (a forwarded queue's outbox).
+pub(crate) type ProducerOpener =
+    Box<dyn Fn() -> Result<ProducerCore, OpenError> + Send + Sync>;
 use layout::QueueLayout;
 use layout::Role;
 use producer::ProducerCore;
@@ -210,11 +214,45 @@ crate::options::options! { QueueOptions for [P: Payload + ?Sized] QueueBuilder<P
     /// Whether handles may create the queue (default), must find it, or must create it; see
     /// [`OpenMode`].
     open_mode(mode: OpenMode) -> common.mode;
+    /// The local copy of a queue another host owns, kept by a network bridge: a producer
+    /// opened with this marks the queue *forwarded* (layout word `forwarded`), so that every
+    /// other producer of it sends through its outbox ([`layout::outbox_name`]) and waits for
+    /// the owner's acceptance ([`Producer::send`]); this producer itself writes the queue (the
+    /// owner's messages, for the consumers here).
+    #[doc(hidden)]
+    forwarded_copy(yes: bool) -> relay: bool = false;
 } }
 
 impl<P: Payload + ?Sized> QueueBuilder<P> {
+    /// Fixes capacity, sizes, participants and the payload type to `shape`
+    /// (`Node::queue_shaped`).
+    pub(crate) fn with_shape(mut self, shape: &crate::Shape) -> Self {
+        self.options.common.shape = Some(Arc::new(shape.clone()));
+        self
+    }
+
     fn layout(&self) -> Result<QueueLayout, OpenError> {
         let o = &self.options;
+        if let Some(s) = &o.common.shape {
+            let f = QueueLayout::from_header(&s.header, s.header.segment_len as usize)?;
+            let records = if o.log_records == 0 {
+                f.log_records.max(f.capacity as u64)
+            } else {
+                o.log_records
+            };
+            let ms = o.visibility.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            return QueueLayout::new(
+                f.capacity,
+                f.max_message_size,
+                f.producers,
+                f.consumers,
+                o.durable.is_some(),
+                f.kind,
+                o.max_deliveries,
+                ms,
+                records,
+            );
+        }
         let max_align = if o.durable.is_some() {
             crate::log::RECORD_ALIGN
         } else {
@@ -275,7 +313,10 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             Role::Consumer => o.prefetch.min(l.capacity) as u64,
         };
         let layout = self.layout()?;
-        let ty = P::identity(layout.max_message_size);
+        let ty = match &o.common.shape {
+            Some(s) => s.header.ty.clone(),
+            None => P::identity(layout.max_message_size),
+        };
         crate::shm::validate_name(&o.common.name)?;
         let (backing, log) = match &o.durable {
             None => (o.common.backing.clone(), None),
@@ -297,16 +338,40 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
     }
 
     /// Opens (or creates, or recovers) the queue and registers a producer.
+    ///
+    /// A queue another host owns (its local copy, which a network bridge keeps) is sent to
+    /// through the bridge's outbox: see [`Producer::send`].
     pub fn producer(&self) -> Result<Producer<P>, OpenError> {
         let (shared, index) = self.open(Role::Producer)?;
         let o = &self.options;
-        Ok(Producer::new(ProducerCore::new(
-            shared,
-            index,
-            o.full,
-            o.common.spin,
-            o.sync,
-        )))
+        let opener = if o.relay {
+            // Release: the bridge made the outbox before; a producer that sees the word
+            // (Acquire) finds it.
+            shared
+                .region()
+                .u64_at(layout::CTRL_FORWARDED)
+                .store(1, crate::loom::atomic::Ordering::Release);
+            None
+        } else {
+            layout::outbox_name(&o.common.name).map(|name| {
+                let mut b = self.clone();
+                b.options.common.name = name;
+                // Made here if the bridge's is gone (it died, and its outbox with it, or it
+                // has not started yet): the message waits there for a bridge to forward it.
+                b.options.common.mode = OpenMode::OpenOrCreate;
+                let opener: ProducerOpener = Box::new(move || {
+                    // The outbox has the queue's shape: what opened the queue opens it.
+                    let (s, i) = b.open(Role::Producer)?;
+                    let o = &b.options;
+                    Ok(ProducerCore::new(s, i, o.full, o.common.spin, o.sync))
+                });
+                opener
+            })
+        };
+        Ok(Producer::new(
+            ProducerCore::new(shared, index, o.full, o.common.spin, o.sync),
+            opener,
+        ))
     }
 
     /// Opens (or creates, or recovers) the queue and registers a consumer.

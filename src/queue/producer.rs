@@ -47,6 +47,12 @@ use crate::topic::{Bytes, Payload};
 /// ```
 pub struct Producer<P: Payload + ?Sized> {
     core: ProducerCore,
+    /// A queue owned by another host: the outbox's producer, once opened.
+    outbox: Option<ProducerCore>,
+    /// Opens the outbox (None: this producer is the bridge's own, which writes the queue).
+    opener: Option<super::ProducerOpener>,
+    /// How long a forwarded send waits for the owner's acceptance.
+    confirm: Duration,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -447,6 +453,55 @@ impl ProducerCore {
         SendError::Reclaimed
     }
 
+    /// A forwarded queue's send (this core is the outbox's): waits until the message published
+    /// at `pos` is acknowledged, which the bridge does once the owning host accepted it, or
+    /// `wait` passes ([`SendError::Unconfirmed`]). Sleeps on the room doorbell, which every
+    /// acknowledgement that frees a slot rings; rechecks at least every
+    /// [`lock::CHECK_INTERVAL`] (an acknowledgement that leaves stale readers does not ring).
+    #[cold]
+    pub(crate) fn confirm(&mut self, pos: u64, wait: Duration) -> Result<(), SendError> {
+        let shared = &self.shared;
+        let acked = || work::acknowledged(&shared.cells(), pos).then_some(());
+        let deadline = Instant::now().checked_add(wait);
+        loop {
+            if acked().is_some() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(SendError::Unconfirmed(wait));
+            }
+            let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
+                (d - now).min(lock::CHECK_INTERVAL)
+            });
+            let bell = shared.layout.room_bell(shared.region());
+            if bell.sleep_unless(self.index, nap, acked).is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An async wait's park on the room doorbell (bit: this producer's index), `recheck`ing
+    /// once armed ([`Parking::park`]).
+    fn park_on_room<T>(
+        &self,
+        parking: &mut Parking,
+        nap: Duration,
+        waker: &Waker,
+        recheck: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        let shared = &self.shared;
+        let keep = || shared.clone() as Arc<dyn Send + Sync>;
+        parking.park(
+            shared.layout.room_bell(shared.region()),
+            self.index,
+            nap,
+            keep,
+            waker,
+            recheck,
+        )
+    }
+
     /// Gives up reserved position `pos` without a message: consumers skip it.
     pub(crate) fn abandon(&mut self, pos: u64) {
         work::abandon(&self.shared.cells(), pos, self.index);
@@ -565,17 +620,13 @@ impl<'a> Room<'a> {
                 let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
                     (d - now).min(lock::CHECK_INTERVAL)
                 });
-                let shared = &core.shared;
-                let keep = || shared.clone() as Arc<dyn Send + Sync>;
                 let core = &*core;
                 // The producer half of the room handshake, as `wait_for_room`'s
                 // `sleep_unless`, with the waiter watching the word instead of a blocked
                 // thread: a consumer frees a slot, then rings.
-                self.parking.park(
-                    shared.layout.room_bell(shared.region()),
-                    core.index,
+                core.park_on_room(
+                    &mut self.parking,
                     nap,
-                    keep,
                     waker,
                     || match core.try_reserve() {
                         Ok(None) => None,
@@ -589,34 +640,90 @@ impl<'a> Room<'a> {
     }
 }
 
-impl Future for Room<'_> {
-    type Output = Result<u64, SendError>;
+/// The `Future` and `Drop` of a future that waits on the room doorbell (a `step` returning
+/// `None` while pending; fields `core`, `parking`, `done`): it disarms its bit once it returns
+/// or is dropped.
+macro_rules! room_bell_future {
+    ($name:ident, $out:ty) => {
+        impl Future for $name<'_> {
+            type Output = $out;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        assert!(!this.done, "Room polled after it returned");
-        match this.step(cx.waker()) {
-            None => Poll::Pending,
-            Some(got) => {
-                this.done = true;
-                let shared = &this.core.shared;
-                this.parking
-                    .finish(shared.layout.room_bell(shared.region()), this.core.index);
-                Poll::Ready(got)
+            fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+                let this = self.get_mut();
+                assert!(!this.done, concat!(stringify!($name), " polled after it returned"));
+                match this.step(cx.waker()) {
+                    None => Poll::Pending,
+                    Some(got) => {
+                        this.done = true;
+                        let shared = &this.core.shared;
+                        this.parking
+                            .finish(shared.layout.room_bell(shared.region()), this.core.index);
+                        Poll::Ready(got)
+                    }
+                }
             }
         }
+
+        impl Drop for $name<'_> {
+            fn drop(&mut self) {
+                if !self.done {
+                    let shared = &self.core.shared;
+                    self.parking
+                        .finish(shared.layout.room_bell(shared.region()), self.core.index);
+                }
+            }
+        }
+    };
+}
+
+room_bell_future!(Room, Result<u64, SendError>);
+
+/// [`ProducerCore::confirm`] as a future ([`Producer::send_async`] of a forwarded queue):
+/// parks on the room doorbell in the process's waiter until the message is acknowledged, or
+/// its wait (from the first poll) passes. Dropped, it unregisters; the message stays sent.
+struct Confirm<'a> {
+    core: &'a ProducerCore,
+    pos: u64,
+    wait: Duration,
+    /// Set at the first poll (None inside: beyond what `Instant` holds).
+    deadline: Option<Option<Instant>>,
+    parking: Parking,
+    done: bool,
+}
+
+impl<'a> Confirm<'a> {
+    fn new(core: &'a ProducerCore, pos: u64, wait: Duration) -> Self {
+        Confirm {
+            core,
+            pos,
+            wait,
+            deadline: None,
+            // No spin: the owner is another host, a network round trip away.
+            parking: Parking::new(Duration::ZERO),
+            done: false,
+        }
+    }
+
+    fn step(&mut self, waker: &Waker) -> Option<Result<(), SendError>> {
+        let (core, pos) = (self.core, self.pos);
+        let acked = || work::acknowledged(&core.shared.cells(), pos).then_some(Ok(()));
+        if let Some(done) = acked() {
+            return Some(done);
+        }
+        let now = Instant::now();
+        let wait = self.wait;
+        let deadline = *self.deadline.get_or_insert_with(|| now.checked_add(wait));
+        if deadline.is_some_and(|d| now >= d) {
+            return Some(Err(SendError::Unconfirmed(wait)));
+        }
+        let nap = deadline.map_or(lock::CHECK_INTERVAL, |d| {
+            (d - now).min(lock::CHECK_INTERVAL)
+        });
+        core.park_on_room(&mut self.parking, nap, waker, acked)
     }
 }
 
-impl Drop for Room<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let shared = &self.core.shared;
-            self.parking
-                .finish(shared.layout.room_bell(shared.region()), self.core.index);
-        }
-    }
-}
+room_bell_future!(Confirm, Result<(), SendError>);
 
 impl Drop for ProducerCore {
     fn drop(&mut self) {
@@ -645,11 +752,96 @@ impl<P: Payload + ?Sized> std::fmt::Debug for Producer<P> {
 }
 
 impl<P: Payload + ?Sized> Producer<P> {
-    pub(crate) fn new(core: ProducerCore) -> Self {
+    pub(crate) fn new(core: ProducerCore, opener: Option<super::ProducerOpener>) -> Self {
+        let confirm = match core.full {
+            Policy::Block(t) => t,
+            Policy::Fail => Duration::from_secs(1),
+        };
         Producer {
             core,
+            outbox: None,
+            opener,
+            confirm,
             _p: PhantomData,
         }
+    }
+
+    /// Whether this producer's sends go through the outbox of a queue another host owns
+    /// (opening the outbox the first time the queue says so). One Acquire load per send on a
+    /// line written once.
+    #[inline]
+    fn forwarding(&mut self) -> Result<bool, SendError> {
+        if self.outbox.is_some() {
+            return Ok(true);
+        }
+        if self.opener.is_none() {
+            return Ok(false);
+        }
+        // Acquire: pairs with the bridge's Release store, made after it created the outbox.
+        let word = self.core.shared.region().u64_at(CTRL_FORWARDED);
+        if word.load(Ordering::Acquire) == 0 {
+            return Ok(false);
+        }
+        self.open_outbox()
+    }
+
+    #[cold]
+    fn open_outbox(&mut self) -> Result<bool, SendError> {
+        let open = self.opener.as_ref().expect("checked by the caller");
+        let outbox = open().map_err(|e| SendError::NoBridge(e.to_string()))?;
+        self.outbox = Some(outbox);
+        Ok(true)
+    }
+
+    /// The producer core a send goes to (the outbox's when forwarding).
+    #[inline]
+    fn target(&mut self, forwarding: bool) -> &mut ProducerCore {
+        match (forwarding, self.outbox.as_mut()) {
+            (true, Some(outbox)) => outbox,
+            _ => &mut self.core,
+        }
+    }
+
+    /// Whether the message this producer sent at `position` has left the queue:
+    /// acknowledged by a consumer (or dropped, or moved to the dead-letter queue, after its
+    /// maximum deliveries). For a position this producer did not send, the answer means
+    /// nothing. What a network bridge asks to tell the owning host that a message it relayed
+    /// was acknowledged here.
+    ///
+    /// ```
+    /// use ringbus::Node;
+    ///
+    /// let node = Node::in_process();
+    /// let queue = node.queue::<u64>("doc-producer-acknowledged");
+    /// let mut producer = queue.producer()?;
+    /// let consumer = queue.consumer()?;
+    /// let at = producer.send(&5)?;
+    /// assert!(!producer.acknowledged(at));
+    /// consumer.try_receive()?.ack()?;
+    /// assert!(producer.acknowledged(at));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acknowledged(&self, position: u64) -> bool {
+        work::acknowledged(&self.core.shared.cells(), position)
+    }
+
+    /// Whether the queue is the local copy of a queue another host owns, kept by a network
+    /// bridge (`ringbus-zenoh`): then every send goes to the owner through the bridge, and
+    /// returns once the owner accepted it ([`Producer::send`]).
+    pub fn forwarded(&self) -> bool {
+        // Relaxed: a report; sends load it with Acquire.
+        self.core
+            .shared
+            .region()
+            .u64_at(CTRL_FORWARDED)
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Whether a live consumer is registered now.
+    pub fn has_consumer(&self) -> bool {
+        let shared = &*self.core.shared;
+        shared.layout.table(Role::Consumer).any_live(shared.region())
     }
 
     /// Copies (or serialises) `input` into the queue. Returns the message's position: positions
@@ -659,9 +851,22 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// ([`Policy::Block`]), [`SendError::TooLarge`], [`SendError::Serialize`], and for
     /// durable queues [`SendError::Storage`] (the log could not be written or synced: the
     /// message is not delivered).
+    ///
+    /// A queue another host owns ([`Producer::forwarded`]): the message goes to the outbox of
+    /// the local bridge, which sends it to the owner; `send` returns once the owner accepted it
+    /// (under its own durability), with the message's position in the outbox. If no
+    /// acceptance comes within the `Block` timeout (1 s under `Fail`), it fails with
+    /// [`SendError::Unconfirmed`]: the message may still arrive later. One message per
+    /// producer is in flight at a time, so each producer's messages reach the owner in order.
     #[inline]
     pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
-        self.core.send_with(|buf| P::encode(input, buf))
+        let forwarding = self.forwarding()?;
+        let pos = self.target(forwarding).send_with(|buf| P::encode(input, buf))?;
+        if forwarding {
+            let wait = self.confirm;
+            self.target(true).confirm(pos, wait)?;
+        }
+        Ok(pos)
     }
 
     /// [`Producer::send`] without blocking a thread: under [`Policy::Block`], a future that
@@ -709,9 +914,16 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn send_async(&mut self, input: &P::Input) -> Result<u64, SendError> {
-        let pos = Room::new(&mut self.core).await?;
+        let forwarding = self.forwarding()?;
+        let wait = self.confirm;
+        let core = self.target(forwarding);
+        let pos = Room::new(core).await?;
         // In the poll that reserved `pos`: no await between the reservation and the send.
-        self.core.fill(pos, |buf| P::encode(input, buf))
+        let pos = core.fill(pos, |buf| P::encode(input, buf))?;
+        if forwarding {
+            Confirm::new(core, pos, wait).await?;
+        }
+        Ok(pos)
     }
 
     /// Waits without a thread until a live consumer is registered (at once if one is):
@@ -759,6 +971,8 @@ impl<P: Payload + ?Sized> Producer<P> {
 /// Dropped unsent, it is given up (consumers skip it).
 pub struct Loan<'a, P: Payload + ?Sized> {
     producer: &'a mut ProducerCore,
+    /// A forwarded queue's loan: how long `send` waits for the owner's acceptance.
+    confirm: Option<Duration>,
     pos: u64,
     len: usize,
     ptr: *mut u8,
@@ -773,7 +987,11 @@ impl<P: Payload + ?Sized> Loan<'_, P> {
         let me = std::mem::ManuallyDrop::new(self);
         // SAFETY: `me` is never used or dropped again; the producer borrow moves out once.
         let producer = unsafe { std::ptr::read(&me.producer) };
-        producer.publish(me.pos, me.len)
+        let pos = producer.publish(me.pos, me.len)?;
+        if let Some(wait) = me.confirm {
+            producer.confirm(pos, wait)?;
+        }
+        Ok(pos)
     }
 
     /// The loaned bytes (the payload area of the slot, `len` bytes), as every loan has them.
@@ -795,27 +1013,32 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// [`SendError::TooLarge`] if `len` exceeds the area (whatever the segment's header says
     /// of the payload type).
     fn zeroed_loan(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
-        SendError::check_fits(len, self.core.max_payload())?;
-        let pos = self.core.reserve()?;
-        Ok(self.loan_at(pos, len))
+        let forwarding = self.forwarding()?;
+        SendError::check_fits(len, self.target(forwarding).max_payload())?;
+        let pos = self.target(forwarding).reserve()?;
+        Ok(self.loan_at(forwarding, pos, len))
     }
 
     /// [`Producer::zeroed_loan`] waiting for room as [`Producer::send_async`] does.
     async fn zeroed_loan_async(&mut self, len: usize) -> Result<Loan<'_, P>, SendError> {
-        SendError::check_fits(len, self.core.max_payload())?;
-        let pos = Room::new(&mut self.core).await?;
+        let forwarding = self.forwarding()?;
+        SendError::check_fits(len, self.target(forwarding).max_payload())?;
+        let pos = Room::new(self.target(forwarding)).await?;
         // In the poll that reserved `pos`: a future dropped before holds no position.
-        Ok(self.loan_at(pos, len))
+        Ok(self.loan_at(forwarding, pos, len))
     }
 
     /// The loan of reserved position `pos` for `len` ≤ `max_payload` bytes, zeroed.
-    fn loan_at(&mut self, pos: u64, len: usize) -> Loan<'_, P> {
-        let ptr = self.core.payload(pos);
+    fn loan_at(&mut self, forwarding: bool, pos: u64, len: usize) -> Loan<'_, P> {
+        let confirm = forwarding.then_some(self.confirm);
+        let producer = self.target(forwarding);
+        let ptr = producer.payload(pos);
         // SAFETY: the payload area of our reserved position holds `max_payload` bytes, at
         // least `len` (the callers check it), and is ours alone until published or given up.
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Loan {
-            producer: &mut self.core,
+            producer,
+            confirm,
             pos,
             len,
             ptr,

@@ -808,6 +808,19 @@ pub fn done_with(c: &impl Cells, pos: u64) -> bool {
     State(state_of(c, pos).load(Ordering::Relaxed)).is_after(pos)
 }
 
+/// Whether the message published at position `pos` has left the queue: acknowledged (its slot
+/// ACKED, or freed for a later lap), or dropped or moved to the dead-letter queue (freed). Asked
+/// by the producer that published `pos`, which therefore knows the slot held `pos` at least
+/// until then; once the slot shows a later lap, `pos` is done with for good.
+#[inline]
+pub fn acknowledged(c: &impl Cells, pos: u64) -> bool {
+    // Acquire: pairs with the Release of the acknowledgement, so a caller that sees it
+    // acknowledged also sees what the acknowledger wrote before (nothing it reads today; kept
+    // so that a confirmation always happens after the acknowledgement it reports).
+    let s = State(state_of(c, pos).load(Ordering::Acquire));
+    s.is_after(pos) || (s.is_for(pos) && s.kind() == ACKED)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recovery (no participant alive; the caller holds the segment lock).
 

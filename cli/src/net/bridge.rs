@@ -48,6 +48,12 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "calls_served": s.calls_served,
         "calls_relayed": s.calls_relayed,
         "calls_failed": s.calls_failed,
+        "queue_accepted": s.queue_accepted,
+        "queue_lent": s.queue_lent,
+        "queue_acked": s.queue_acked,
+        "queue_forwarded": s.queue_forwarded,
+        "queue_received": s.queue_received,
+        "queue_refused": s.queue_refused,
     })
 }
 
