@@ -226,3 +226,51 @@ fn a_writer_without_room_wakes_a_subscriber_asleep_before_skipped_positions() {
         assert_eq!(*s.try_receive().unwrap(), 8);
     }
 }
+
+/// Losses a relay reports (`Publisher::report_lost`) are added to each subscriber's lag, also
+/// when the message that carried a report was itself overwritten before the subscriber read
+/// it: every gap in what a subscriber reads equals the lag it was told.
+#[test]
+fn reported_upstream_losses_count_even_when_their_message_is_missed() {
+    for node in nodes("upstream-lost") {
+        let topic = node
+            .topic::<u64>("lost")
+            .capacity(4)
+            .policy(Policy::DropOldest);
+        let mut relay = topic.publisher().unwrap();
+        let subscriber = topic.subscriber().unwrap();
+        relay.send_copy(&0).unwrap();
+        assert_eq!(*subscriber.try_receive().unwrap(), 0);
+        // Upstream, 1 and 2 were lost; 3 reaches us.
+        relay.report_lost(2);
+        relay.send_copy(&3).unwrap();
+        assert_eq!(
+            subscriber.try_receive().err(),
+            Some(ReceiveError::Lagged(2))
+        );
+        assert_eq!(*subscriber.try_receive().unwrap(), 3);
+        // 4..=11 are sent with reports of 12..=19 lost in between; the subscriber, reading
+        // nothing meanwhile, misses the oldest of them here as well.
+        let mut seq = 4;
+        for _ in 0..8 {
+            relay.send_copy(&seq).unwrap();
+            relay.report_lost(1);
+            seq += 2;
+        }
+        relay.send_copy(&seq).unwrap();
+        let (mut expected, mut lag) = (4, 0);
+        loop {
+            match subscriber.try_receive() {
+                Err(ReceiveError::Lagged(n)) => lag += n,
+                Ok(m) => {
+                    assert_eq!(*m - expected, lag, "a gap before {}", *m);
+                    expected = *m + 1;
+                    lag = 0;
+                }
+                Err(ReceiveError::Empty) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(expected, seq + 1, "the last message read");
+    }
+}

@@ -18,7 +18,10 @@
 //! exporting host is slowed in turn; past it the message is dropped and counted
 //! (`dropped_backpressure`), and the topic is marked congested: later messages try once,
 //! without waiting, until one fits. A stuck local subscriber thus costs the link one wait, not
-//! one per message, and never the 5 s after which zenoh closes a stuck link.
+//! one per message, and never the 5 s after which zenoh closes a stuck link. Under
+//! `DropOldest`, the messages the exporting host lost before sending (its `lost`) are reported
+//! to the local subscribers with the next message (`Publisher::report_lost`): each is told
+//! `Lagged(n)` with them included, so lag counts stay exact across hosts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,6 +219,8 @@ impl Imports {
         }
         add(&c.lost_upstream, header.lost);
         let mut relay = injector.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        // The subscribers here are told, with the next message that reaches them.
+        relay.publisher.report_lost(header.lost);
         match relay.inject(&payload) {
             Ok(()) => add(&c.imported, 1),
             Err(SendError::TooLarge { .. }) => add(&c.dropped_malformed, 1),

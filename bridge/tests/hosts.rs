@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringbus::queue::Policy;
-use ringbus::{Bytes, CallError, Node, QueueBuilder, ServiceBuilder, TopicBuilder};
+use ringbus::{Bytes, CallError, Node, QueueBuilder, ReceiveError, ServiceBuilder, TopicBuilder};
 use ringbus_zenoh::{Bridge, BridgeConfig};
 
 /// Longest wait for one expected event before the test fails.
@@ -46,6 +46,14 @@ fn service(node: &Node, name: &str, timeout_ms: u64) -> ServiceBuilder<Bytes, By
         .max_request_size(24)
         .max_response_size(16)
         .timeout(Duration::from_millis(timeout_ms))
+}
+
+/// A small `DropOldest` topic of test messages: publishers never wait, slow readers lag.
+fn lossy_topic(node: &Node, name: &str) -> TopicBuilder<Bytes> {
+    node.topic_bytes(name)
+        .max_message_size(MSG)
+        .capacity(8)
+        .policy(ringbus::topic::Policy::DropOldest)
 }
 
 /// A queue of (host, sequence number) messages; `vis_ms` its visibility timeout (0: the
@@ -442,6 +450,90 @@ fn child_entry() {
                     d.ack().unwrap();
                 }
             }
+        }
+        "lossy-publisher" => {
+            // Warm-up messages until "go", then `count` messages as fast as it can, then one
+            // more every 5 ms (the sequence going on) until its stdin closes.
+            let mut publisher = lossy_topic(&node, &name).publisher().unwrap();
+            let lines = stdin_lines();
+            tell("ready");
+            loop {
+                publisher.send_copy(&message(1, 1, WARM)).unwrap();
+                match lines.recv_timeout(Duration::from_millis(5)) {
+                    Ok(l) if l == "go" => break,
+                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            let mut seq = 0;
+            while seq < get("count") {
+                publisher.send_copy(&message(1, 1, seq)).unwrap();
+                seq += 1;
+            }
+            loop {
+                publisher.send_copy(&message(1, 1, seq)).unwrap();
+                seq += 1;
+                if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                    lines.recv_timeout(Duration::from_millis(5))
+                {
+                    return;
+                }
+            }
+        }
+        "lossy-subscriber" => {
+            // Checks that every gap in the sequence is exactly the lag reported before it, until
+            // a message numbered `count` or more; reports what it got and lost.
+            let subscriber = lossy_topic(&node, &name).subscriber().unwrap();
+            tell("ready");
+            let (mut expected, mut lag, mut got, mut lost) = (None::<u64>, 0u64, 0u64, 0u64);
+            loop {
+                let m = match subscriber.receive_timeout(DEADLINE) {
+                    Ok(m) => m,
+                    Err(ReceiveError::Lagged(n)) => {
+                        lag += n;
+                        continue;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                };
+                let [_, _, seq, _] = words::<4>(&m);
+                if seq == WARM {
+                    if expected.is_none() {
+                        tell("warm");
+                    }
+                    // Losses among the warm-up messages are not counted.
+                    expected = Some(0);
+                    lag = 0;
+                    continue;
+                }
+                let Some(e) = expected else {
+                    continue;
+                };
+                if e == 0 && got == 0 {
+                    // The first counted message: the lag reported before it may include
+                    // warm-up messages too.
+                    assert!(
+                        seq <= lag,
+                        "{seq} lost before the first, only {lag} reported"
+                    );
+                    lost += seq;
+                } else {
+                    assert_eq!(
+                        seq - e,
+                        lag,
+                        "a gap of {} after #{e}, {lag} reported",
+                        seq - e
+                    );
+                    lost += lag;
+                }
+                got += 1;
+                lag = 0;
+                expected = Some(seq + 1);
+                if seq >= get("count") {
+                    tell(&format!("done got={got} lost={lost}"));
+                    break;
+                }
+            }
+            let _ = wait_parent();
         }
         other => panic!("unknown role {other}"),
     }
@@ -1221,4 +1313,26 @@ fn malformed_queue_queries_are_refused_and_counted() {
     assert_eq!(pa.expect(""), "sent 10");
     let mut ca = a.spawn("qconsumer", "name=jobs");
     assert_eq!(report_until(&mut ca, 10), "report got=10 dups=0 breaks=0");
+}
+
+/// A `DropOldest` topic published fast on A into 8 slots: A's exporting bridge lags, and so may
+/// B's subscriber. Every gap in the sequence B's subscriber reads is exactly the lag it was
+/// told before it, losses at A included.
+#[test]
+fn drop_oldest_lag_counts_are_exact_across_hosts() {
+    let _watchdog = watchdog("drop_oldest_lag_counts_are_exact_across_hosts");
+    let a = Host::new("lossy", 1, "peer", &[], ALL);
+    let b = Host::new("lossy", 2, "peer", &[a.port], ALL);
+    let mut ba = a.bridge();
+    let mut bb = b.bridge();
+    let mut publisher = a.spawn("lossy-publisher", "name=l count=20000");
+    let mut sub = b.spawn("lossy-subscriber", "name=l count=20000");
+    sub.expect("warm");
+    publisher.say("go");
+    let done = sub.expect("done");
+    eprintln!("B's subscriber: {done}");
+    ba.say("stats");
+    eprintln!("A: {}", ba.expect("stats"));
+    bb.say("stats");
+    eprintln!("B: {}", bb.expect("stats"));
 }

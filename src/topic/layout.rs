@@ -25,7 +25,9 @@
 //!   +0   stamp         u64  position << 2 | state (ring::broadcast)
 //!   +8   seq           u64  message number
 //!   +16  len           u64  payload length in bytes
-//!   +24  flags         u64  FLAG_RELAYED: sent by a network bridge for another host
+//!   +24  flags         u64  FLAG_RELAYED: sent by a network bridge for another host; bits
+//!                           8..63: its publisher's running total of messages lost upstream
+//!                           (LOST_SHIFT)
 //!   +32  payload       max_message_size bytes, padded so stride is a multiple of 64
 //! ```
 //!
@@ -47,8 +49,8 @@ use std::sync::atomic::Ordering;
 pub const KIND_TOPIC: u32 = 1;
 /// Version of this kind's byte layout (header word 8), raised on every change of it: a segment
 /// of another version is refused with [`OpenError::VersionMismatch`]. 3: the slot's flags word
-/// ([`FLAG_RELAYED`]).
-pub const LAYOUT_VERSION: u32 = 3;
+/// ([`FLAG_RELAYED`]). 4: its loss count ([`LOST_SHIFT`]).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Control block: right after the header.
 pub const CTRL: usize = HEADER_LEN;
@@ -113,7 +115,8 @@ crate::shm::fields! { from 0;
     pub SLOT_SEQ: U64,
     /// A slot's payload length.
     pub SLOT_LEN: U64,
-    /// A slot's message flags ([`FLAG_RELAYED`]); other bits are ignored.
+    /// A slot's message flags ([`FLAG_RELAYED`]) and upstream loss count ([`LOST_SHIFT`]);
+    /// other bits are ignored.
     pub SLOT_FLAGS: U64,
 }
 const _: () = assert!(SLOT_FLAGS + U64 <= SLOT_HEADER);
@@ -121,6 +124,14 @@ const _: () = assert!(SLOT_FLAGS + U64 <= SLOT_HEADER);
 /// called [`crate::Publisher::set_relayed`]); bridges never forward such a message, so no
 /// message goes round a loop of hosts.
 pub const FLAG_RELAYED: u64 = 1;
+/// The flags word above this bit is the publisher's running total (modulo 2^56) of messages
+/// reported lost upstream (`Publisher::report_lost`: a network bridge's report of what the
+/// exporting host lost). A subscriber adds the growth since the last message it read of that
+/// publisher to its lag ([`crate::ReceiveError::Lagged`]), so the reports of messages it
+/// missed count too.
+pub const LOST_SHIFT: u32 = 8;
+/// The mask of the running loss total.
+pub const MAX_LOST: u64 = u64::MAX >> LOST_SHIFT;
 /// Largest payload alignment a topic supports (the payload offset within a 64-aligned slot).
 pub const MAX_ALIGN: usize = SLOT_HEADER;
 /// Largest capacity (slots per ring).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::layout::{Policy, Role, FLAG_RELAYED};
+use super::layout::{Policy, Role, FLAG_RELAYED, LOST_SHIFT, MAX_LOST};
 use super::payload::{Bytes, Payload, Rkyv};
 use super::shared::TopicShared;
 use crate::sync::doorbell::Bells;
@@ -48,6 +48,9 @@ pub struct Publisher<P: Payload + ?Sized> {
     spin: Duration,
     /// The flags word of every message it sends ([`crate::layout::topic::FLAG_RELAYED`]).
     flags: u64,
+    /// The running total of messages reported lost upstream ([`Publisher::report_lost`]),
+    /// modulo 2^56, carried by every message it sends.
+    lost: u64,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -80,6 +83,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
             announced: u64::MAX,
             spin,
             flags: 0,
+            lost: 0,
             _p: PhantomData,
         }
     }
@@ -118,6 +122,33 @@ impl<P: Payload + ?Sized> Publisher<P> {
     /// ```
     pub fn set_relayed(&mut self, relayed: bool) {
         self.flags = if relayed { FLAG_RELAYED } else { 0 };
+    }
+
+    /// Reports that `n` messages were lost before the next one this publisher sends: each
+    /// subscriber that reads that message is first told [`crate::ReceiveError::Lagged`] with them added
+    /// to its own losses. What a network bridge reports when the exporting host's topic
+    /// (`DropOldest`) lost messages before they crossed, so that lag counts stay exact across
+    /// hosts. Every message carries the running total of the reports, so a subscriber that
+    /// misses messages still counts the losses they reported; the first message a subscriber
+    /// reads of this publisher sets its baseline (what was lost before is not counted).
+    ///
+    /// ```
+    /// use ringbus::{Node, ReceiveError};
+    ///
+    /// let node = Node::in_process();
+    /// let topic = node.topic::<u32>("doc-report-lost");
+    /// let mut relay = topic.publisher()?;
+    /// let subscriber = topic.subscriber()?;
+    /// relay.send_copy(&3)?;
+    /// assert_eq!(*subscriber.try_receive()?, 3);
+    /// relay.report_lost(3); // 4, 5 and 6 were lost upstream
+    /// relay.send_copy(&7)?;
+    /// assert_eq!(subscriber.try_receive().err(), Some(ReceiveError::Lagged(3)));
+    /// assert_eq!(*subscriber.try_receive()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn report_lost(&mut self, n: u64) {
+        self.lost = self.lost.wrapping_add(n) & MAX_LOST;
     }
 
     /// Wake-up system calls this publisher made: one per send that found a subscriber asleep,
@@ -230,7 +261,9 @@ impl<P: Payload + ?Sized> Publisher<P> {
         // Relaxed: published by the commit's Release stamp store.
         cells.len_word(slot).store(len as u64, Ordering::Relaxed);
         // Relaxed: as the length (the slot may hold an earlier owner's flags: always written).
-        cells.flags_word(slot).store(self.flags, Ordering::Relaxed);
+        cells
+            .flags_word(slot)
+            .store(self.flags | self.lost << LOST_SHIFT, Ordering::Relaxed);
         // The publisher half of the news handshake (sync::doorbell): commit, then ring, before
         // anything else.
         let bell = self.shared.layout.news_bell(region);

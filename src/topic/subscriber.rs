@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::layout::{Role, CTRL_RINGS_USED, FLAG_RELAYED};
+use super::layout::{Role, CTRL_RINGS_USED, FLAG_RELAYED, LOST_SHIFT};
 use super::payload::Payload;
 use super::shared::TopicShared;
 use crate::sync::doorbell::Bells;
@@ -31,6 +31,9 @@ struct State {
     /// A message already pinned whose loss report was returned first.
     pending: Option<Hit>,
     missed: u64,
+    /// Per ring, the upstream loss total of the last message read (`LOST_SHIFT`; None: none
+    /// read yet).
+    upstream: Vec<Option<u64>>,
     /// A cursor moved since this subscriber last fenced and checked for waiting publishers.
     unfenced: bool,
     /// Wakes sent to waiting publishers (housekeeping counter: a dead publisher's bit stays set).
@@ -132,6 +135,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             state: RefCell::new(State {
                 readers,
                 pins: vec![0; rings],
+                upstream: vec![None; rings],
                 held: 0,
                 next_ring: 0,
                 pending: None,
@@ -229,6 +233,19 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                     layout.max_message_size
                 )));
             }
+            // Relaxed: as the length. The loss total is another process's report: any value is
+            // only a count. It is a running total, so the losses reported by messages this
+            // subscriber missed are counted too; the first message read of a ring sets the
+            // baseline; a total that went down is a new publisher's.
+            let flags = cells.flags_word(slot).load(Ordering::Relaxed);
+            let total = flags >> LOST_SHIFT;
+            let upstream = match st.upstream[ring] {
+                Some(seen) if total >= seen => total - seen,
+                Some(_) => total,
+                None => 0,
+            };
+            st.upstream[ring] = Some(total);
+            let missed = missed.saturating_add(upstream);
             st.pins[ring] |= 1 << pin;
             st.held += 1;
             st.next_ring = if ring + 1 == rings { 0 } else { ring + 1 };
@@ -237,8 +254,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 pin,
                 off: cells.payload(slot),
                 len: len as usize,
-                // Relaxed: as the length.
-                relayed: cells.flags_word(slot).load(Ordering::Relaxed) & FLAG_RELAYED != 0,
+                relayed: flags & FLAG_RELAYED != 0,
             };
             if missed > 0 {
                 st.missed += missed;
