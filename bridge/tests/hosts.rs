@@ -539,13 +539,22 @@ fn child_entry() {
     }
 }
 
-/// A free TCP port on loopback (the bridge listens on it right after).
+/// A free TCP port on loopback (the bridge listens on it right after), below Linux's
+/// ephemeral range (32768-60999): a port that a bridge killed by a test gives up is then never
+/// taken meanwhile as the source port of some connection of a test running in parallel, so the
+/// restarted bridge can listen on it again.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Spread the test processes' starting points; walk on from there.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 1000 * 12;
+    loop {
+        // Relaxed: a counter.
+        let port = (20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn endpoint(port: u16) -> String {
@@ -617,6 +626,17 @@ impl Host {
 
     fn bridge(&self) -> Proc {
         let config = self.config.clone();
+        let mut b = ChildRole::spawn_with("bridge", &self.root, "", |c| {
+            c.env("RINGBUS_TEST_BRIDGE", config);
+        });
+        b.expect("ready");
+        Proc(b)
+    }
+
+    /// Its bridge again after a SIGKILL, listening on a new port: its old port may be held by a
+    /// connection the kill left in TIME_WAIT. Only for a host nobody connects to.
+    fn bridge_restarted(&self) -> Proc {
+        let config = self.config.replace(&endpoint(self.port), "tcp/127.0.0.1:0");
         let mut b = ChildRole::spawn_with("bridge", &self.root, "", |c| {
             c.env("RINGBUS_TEST_BRIDGE", config);
         });
@@ -1223,7 +1243,7 @@ fn queue_bridge_killed_unacknowledged_come_back() {
     pb.say("send 1");
     assert_eq!(pb.expect(""), "err Unconfirmed(1s)");
     // ... and arrives once it is back (from the outbox), then new sends go through.
-    let mut bb = b.bridge();
+    let mut bb = b.bridge_restarted();
     pb.say("send 1");
     let sent = pb.expect("");
     assert!(sent == "sent 1" || sent == "err Unconfirmed(1s)", "{sent}");

@@ -52,7 +52,8 @@
 //! - A cursor store is not fenced on its own: the reader's next fence (its next pin, or the topic
 //!   layer's fence when it finds nothing) orders it before the reader's check of the writers'
 //!   "waiting for room" word. A writer that announced it waits and fenced either sees the cursor,
-//!   or is seen (and woken) at that next fence; it also rechecks on a timeout.
+//!   or is seen (and woken) at a later check (the topic layer checks once per batch of reads and
+//!   whenever it finds nothing); it also rechecks on a timeout.
 //! - Unpin stores `NONE` with Release: the reader's reads of the payload happen before the writer,
 //!   having loaded `NONE` with Acquire, reuses the slot.
 //!

@@ -19,6 +19,17 @@ use crate::sync::doorbell::ALL;
 use crate::sync::waiter::Parking;
 use crate::sync::QUIET_NAP;
 
+/// Reads after which a subscriber rings the room doorbell (it also rings when it finds nothing
+/// to read): a sixteenth of the ring. A publisher blocked on a full ring (`Block`) is thus woken
+/// once room for a batch is free instead of once per slot, which would make it and a slower
+/// subscriber take turns sleeping and waking at every message. The message it waits to write is
+/// the newest, a whole ring behind what the subscriber reads, so the batch delays no delivery;
+/// a publisher whose subscriber stops reading within a batch rechecks at its own nap (bounded
+/// by its deadline, so room that appeared never ends in a spurious `Timeout`).
+fn room_batch(capacity: usize) -> u64 {
+    (capacity as u64 / 16).max(1)
+}
+
 /// Longest single sleep; the subscriber rechecks (and honours its deadline) at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
@@ -36,6 +47,8 @@ struct State {
     upstream: Vec<Option<u64>>,
     /// A cursor moved since this subscriber last fenced and checked for waiting publishers.
     unfenced: bool,
+    /// Messages read since this subscriber last rang the room doorbell ([`room_batch`]).
+    unrung: u64,
     /// Wakes sent to waiting publishers (housekeeping counter: a dead publisher's bit stays set).
     wakes: u32,
 }
@@ -141,6 +154,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 pending: None,
                 missed: 0,
                 unfenced: false,
+                unrung: 0,
                 wakes: 0,
             }),
             spin,
@@ -175,6 +189,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     /// blocked for room, if any announced itself.
     #[inline]
     fn ring_room(&self, st: &mut State) {
+        st.unrung = 0;
         if self.shared.layout.room_bell(self.shared.region()).ring(ALL) {
             self.woke_publishers(st);
         }
@@ -220,8 +235,13 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             let Read::Message { slot, missed, .. } = read else {
                 continue;
             };
-            // Our cursor moved: the room handshake (publisher.rs).
-            self.ring_room(&mut st);
+            // Our cursor moved: the room handshake (publisher.rs), once per batch of reads (or
+            // when we find nothing): a publisher blocked on a full ring is woken when a batch
+            // of room is free, not for every slot.
+            st.unrung += 1;
+            if st.unrung >= room_batch(layout.capacity) {
+                self.ring_room(&mut st);
+            }
             // Relaxed: written before the COMMITTED stamp the reader acquired; stable while pinned.
             let len = cells.len_word(slot).load(Ordering::Relaxed);
             let fixed = P::fixed_size();
