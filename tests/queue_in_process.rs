@@ -1016,3 +1016,32 @@ fn a_forwarded_queue_sends_through_its_outbox_and_waits_for_the_owner() {
     drop((producer, consumer, outbox, relay));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A consumer with `claim_batch(1)` claims one message per receive: the next waits in the
+/// queue for any consumer, instead of in the first one's buffer (the default claims as many as
+/// its prefetch has room for).
+#[test]
+fn claim_batch_one_leaves_the_rest_to_other_consumers() {
+    for node in nodes("claim-batch") {
+        let queue = node.queue::<u64>("claim-batch").prefetch(8);
+        let mut producer = queue.producer().unwrap();
+        let one = queue.clone().claim_batch(1).consumer().unwrap();
+        let other = queue.consumer().unwrap();
+        for n in 0..4 {
+            producer.send(&n).unwrap();
+        }
+        let first = one.try_receive().unwrap();
+        assert_eq!(*first, 0);
+        // The default consumer takes all the rest: none was left claimed by `one`.
+        let rest: Vec<u64> = (0..3)
+            .map(|_| {
+                let d = other.try_receive().unwrap();
+                let n = *d;
+                d.ack().unwrap();
+                n
+            })
+            .collect();
+        assert_eq!(rest, vec![1, 2, 3]);
+        assert_eq!(one.try_receive().err(), Some(ReceiveError::Empty));
+    }
+}

@@ -27,9 +27,12 @@
 //!   back and retries. A local producer's `send` to a forwarded queue writes the outbox and
 //!   returns once its message is acknowledged there ([`ringbus::Producer::send`]). So it
 //!   returns `Ok` only once the owner accepted the message.
-//! - The *fetch* thread pulls messages while the copy has a live consumer, at most [`WINDOW`]
-//!   unacknowledged at once. It puts them into the copy, and names each back in an `ack` once
-//!   its local delivery is acknowledged ([`ringbus::Producer::acknowledged`]).
+//! - The *fetch* thread pulls messages while the copy has a live consumer and every message in
+//!   it is claimed by one (`Producer::unclaimed` is 0), at most [`WINDOW`] unacknowledged here
+//!   at once. It puts them into the copy, and names each back in an `ack` once its local
+//!   delivery is acknowledged ([`ringbus::Producer::acknowledged`]). The owner lends each
+//!   message with a claim of its own (`claim_batch(1)`), so nothing waits at the owner with its
+//!   visibility timeout running.
 //!
 //! At least once: a message the owner lent is acknowledged there only after a consumer here
 //! acknowledged it. Everything else comes back to the owner's queue after its visibility
@@ -178,7 +181,9 @@ pub(crate) fn export(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
         .open_mode(OpenMode::OpenExisting)
         .policy(Policy::Fail)
         .sync_policy(SyncPolicy::Always)
-        .prefetch(LEND);
+        .prefetch(LEND)
+        // One claim per message lent: nothing waits in the bridge with its deadline running.
+        .claim_batch(1);
     if shape.is_durable() {
         let dir = ctx.config.queues.dir.clone().ok_or_else(|| {
             BridgeError::Config(format!("queue {name} is durable: set queues.dir"))
@@ -397,7 +402,7 @@ pub(crate) fn import(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
     let outbox = ctx
         .node
         .queue_shaped(&outbox_name, shape)?
-        .visibility_timeout(SEND_WAIT * 4)
+        .visibility_timeout(ringbus::layout::queue::OUTBOX_VISIBILITY)
         .prefetch(1)
         .consumer()?;
     let copy = ctx
@@ -416,7 +421,7 @@ pub(crate) fn import(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
         move |stop| forward(&c1, &n1, &outbox, stop, digest),
         move |stop| {
             let mut copy = copy;
-            fetch(&c2, &n2, &mut copy, stop, digest, limits, visibility)
+            fetch(&c2, &n2, &mut copy, stop, digest, limits)
         },
     )
 }
@@ -470,28 +475,27 @@ fn fetch(
     stop: &AtomicBool,
     digest: u64,
     limits: Limits,
-    visibility: Duration,
 ) {
     let c = &ctx.counters;
     let (pull_key, ack_key) = (ctx.keys.queue(name, "pull"), ctx.keys.queue(name, "ack"));
-    // Positions in the copy of messages pulled and not yet acknowledged here: (position,
-    // token, when pulled).
-    let mut inflight: Vec<(u64, u64, Instant)> = Vec::new();
+    // Positions in the copy of messages pulled and not yet acknowledged here, with their
+    // tokens.
+    let mut inflight: Vec<(u64, u64)> = Vec::new();
     // The pull in progress: its replies, and the number of the next one.
     let mut pulling: Option<(mpsc::Receiver<Reply>, u64)> = None;
     let mut next_pull = Instant::now();
     // Relaxed: a stop request; the route joins this thread.
     while !stop.load(Ordering::Relaxed) {
         let mut done = Vec::new();
-        inflight.retain(|&(pos, token, at)| {
-            if copy.acknowledged(pos) {
+        // Kept until acknowledged here, also past the owner's visibility timeout (its ack is
+        // then ignored there): a message still in the copy takes room in the window, so a slow
+        // consumer here is not sent more than it takes.
+        inflight.retain(|&(pos, token)| {
+            let acked = copy.acknowledged(pos);
+            if acked {
                 done.push(token);
-                false
-            } else {
-                // Past the owner's visibility timeout its delivery was taken back there: an
-                // ack could only fail.
-                at.elapsed() < visibility
             }
+            !acked
         });
         for tokens in done.chunks(MAX_ACKS) {
             let payload: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
@@ -518,7 +522,10 @@ fn fetch(
         let nap = if inflight.is_empty() { IDLE } else { POLL };
         let Some((replies, seq)) = pulling.as_mut() else {
             let room = WINDOW.saturating_sub(inflight.len());
-            if room == 0 || Instant::now() < next_pull || !copy.has_consumer() {
+            // Only while every message in the copy is in a consumer's hands: the owner's
+            // visibility timeout runs from the pull, so nothing should wait here unclaimed.
+            let wanted = room > 0 && copy.unclaimed() == 0 && copy.has_consumer();
+            if !wanted || Instant::now() < next_pull {
                 std::thread::sleep(nap.min(RETRY));
                 continue;
             }
@@ -593,7 +600,7 @@ fn fetch(
         match copy.send(&payload) {
             Ok(pos) => {
                 add(&c.queue_received, 1);
-                inflight.push((pos, h.token, Instant::now()));
+                inflight.push((pos, h.token));
             }
             Err(_) => add(&c.queue_refused, 1),
         }

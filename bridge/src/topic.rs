@@ -221,7 +221,12 @@ impl Imports {
         let mut relay = injector.publisher.lock().unwrap_or_else(|e| e.into_inner());
         // The subscribers here are told, with the next message that reaches them.
         relay.publisher.report_lost(header.lost);
-        match relay.inject(&payload) {
+        let injected = relay.inject(&payload);
+        if injected.is_err() {
+            // Lost here: the subscribers are told with the next message that fits.
+            relay.publisher.report_lost(1);
+        }
+        match injected {
             Ok(()) => add(&c.imported, 1),
             Err(SendError::TooLarge { .. }) => add(&c.dropped_malformed, 1),
             // Full, every slot pinned, or the topic's segment gone: no room here.

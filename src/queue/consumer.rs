@@ -67,6 +67,8 @@ pub(crate) struct ConsumerCore {
     /// Remembers a claim lock found stuck (see [`lock::Waiter`]).
     claim_waiter: lock::Waiter,
     prefetch: usize,
+    /// Most messages claimed at once (at most `prefetch`).
+    batch: usize,
     spin: Duration,
     held: Cell<usize>,
     /// More participants than CPUs (refreshed every scan interval): spinning waits yield.
@@ -88,6 +90,7 @@ impl ConsumerCore {
         shared: Arc<QueueShared>,
         index: usize,
         prefetch: usize,
+        batch: usize,
         spin: Duration,
         dlq_opener: Option<DlqOpener>,
     ) -> ConsumerCore {
@@ -98,6 +101,7 @@ impl ConsumerCore {
             me: ProcessId::current().pack(),
             claim_waiter: lock::Waiter::default(),
             prefetch,
+            batch,
             spin,
             held: Cell::new(0),
             oversubscribed: Cell::new(false),
@@ -143,7 +147,7 @@ impl ConsumerCore {
             if held >= self.prefetch {
                 return Err(ReceiveError::TooManyHeld(self.prefetch));
             }
-            if self.fill(self.prefetch - held)? == 0 {
+            if self.fill((self.prefetch - held).min(self.batch))? == 0 {
                 return Ok(Got::Nothing);
             }
         }

@@ -91,6 +91,9 @@ pub const LAYOUT_VERSION: u32 = 5;
 /// outbox, so it cannot be forwarded.
 pub const OUTBOX_SUFFIX: &str = "--outbox";
 
+/// The visibility timeout of an outbox (a bridge's forwarding attempt must end well within it).
+pub const OUTBOX_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The outbox of forwarded queue `name` (None: the name is too long to have one).
 pub fn outbox_name(name: &str) -> Option<String> {
     let out = format!("{name}{OUTBOX_SUFFIX}");

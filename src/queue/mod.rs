@@ -178,6 +178,11 @@ crate::options::options! { QueueOptions for [P: Payload + ?Sized] QueueBuilder<P
     /// their visibility timeout runs from the claim. [`Consumer::try_receive`] fails with
     /// [`crate::ReceiveError::TooManyHeld`] while it holds this many.
     prefetch(n: usize) -> prefetch: usize = 16;
+    /// Most messages a consumer claims at once (default 0: as many as its prefetch has room
+    /// for). Claims are cheaper in batches, but a batch waits for its consumer even if another
+    /// is idle, with its visibility timeout running: a consumer that takes messages one at a
+    /// time for others (a network bridge lending them to another host) claims 1.
+    claim_batch(n: usize) -> claim_batch: usize = 0;
     /// How long a delivery may stay unacknowledged before the queue takes it back and delivers
     /// it again (default 30 s; resolution a few milliseconds). The late consumer's
     /// [`Delivery::ack`] then fails with [`crate::AckError::Expired`]; what it reads stays
@@ -359,6 +364,12 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
                 // Made here if the bridge's is gone (it died, and its outbox with it, or it
                 // has not started yet): the message waits there for a bridge to forward it.
                 b.options.common.mode = OpenMode::OpenOrCreate;
+                // An outbox message leaves only when the owner accepted it: never dropped or
+                // dead-lettered (a producer must not take that for an acceptance), and not
+                // taken back while one forwarding attempt may still be answered.
+                b.options.max_deliveries = 0;
+                b.options.dead_letter = None;
+                b.options.visibility = layout::OUTBOX_VISIBILITY;
                 let opener: ProducerOpener = Box::new(move || {
                     // The outbox has the queue's shape: what opened the queue opens it.
                     let (s, i) = b.open(Role::Producer)?;
@@ -396,10 +407,15 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         });
         let o = &self.options;
         let prefetch = o.prefetch.min(shared.layout.capacity);
+        let batch = match o.claim_batch {
+            0 => prefetch,
+            n => n.min(prefetch),
+        };
         Ok(Consumer::new(ConsumerCore::new(
             shared,
             index,
             prefetch,
+            batch,
             o.common.spin,
             dlq,
         )))

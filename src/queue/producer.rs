@@ -838,6 +838,16 @@ impl<P: Payload + ?Sized> Producer<P> {
             != 0
     }
 
+    /// Messages sent to the queue that no consumer has claimed yet (a snapshot; messages
+    /// handed back for redelivery are not counted).
+    pub fn unclaimed(&self) -> u64 {
+        let r = self.core.shared.region();
+        // Relaxed: a snapshot, each word read once; the cursor never passes the tail.
+        let cursor = r.u64_at(CTRL_CURSOR).load(Ordering::Relaxed);
+        let tail = r.u64_at(CTRL_TAIL).load(Ordering::Relaxed);
+        tail.saturating_sub(cursor)
+    }
+
     /// Whether a live consumer is registered now.
     pub fn has_consumer(&self) -> bool {
         let shared = &*self.core.shared;
@@ -858,6 +868,8 @@ impl<P: Payload + ?Sized> Producer<P> {
     /// acceptance comes within the `Block` timeout (1 s under `Fail`), it fails with
     /// [`SendError::Unconfirmed`]: the message may still arrive later. One message per
     /// producer is in flight at a time, so each producer's messages reach the owner in order.
+    /// A loan's [`Loan::send`] waits the same way, blocking its thread (also for a loan made
+    /// by `loan_async`).
     #[inline]
     pub fn send(&mut self, input: &P::Input) -> Result<u64, SendError> {
         let forwarding = self.forwarding()?;

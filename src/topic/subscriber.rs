@@ -247,7 +247,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             let fixed = P::fixed_size();
             if len > layout.max_message_size as u64 || fixed.is_some_and(|f| f as u64 != len) {
                 Reader::release(&cells, self.index, pin);
-                st.missed += missed;
+                st.missed = st.missed.saturating_add(missed);
                 return Err(ReceiveError::Invalid(format!(
                     "message length {len} (maximum {})",
                     layout.max_message_size
@@ -277,7 +277,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 relayed: flags & FLAG_RELAYED != 0,
             };
             if missed > 0 {
-                st.missed += missed;
+                st.missed = st.missed.saturating_add(missed);
                 st.pending = Some(hit);
                 return Err(ReceiveError::Lagged(missed));
             }
