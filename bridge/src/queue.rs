@@ -22,9 +22,9 @@
 //! `<name>` (the owner's capacity, message size, participants and visibility timeout; in
 //! memory; no delivery limit). It also creates the outbox `<name>--outbox`, of the same shape,
 //! and marks the copy *forwarded*. Two threads run:
-//! - The *forward* thread consumes the outbox. It sends each message to the owner, one at a
-//!   time, and acknowledges it in the outbox once the owner replied `Ok`; otherwise it hands it
-//!   back and retries. A local producer's `send` to a forwarded queue writes the outbox and
+//! - The *forward* thread consumes the outbox. It sends each message to the owner (up to
+//!   [`FORWARDS`] at once), and acknowledges it in the outbox once the owner replied `Ok`;
+//!   otherwise it hands it back and retries after a pause. A local producer's `send` to a forwarded queue writes the outbox and
 //!   returns once its message is acknowledged there ([`ringbus::Producer::send`]). So it
 //!   returns `Ok` only once the owner accepted the message.
 //! - The *fetch* thread pulls messages while the copy has a live consumer and every message in
@@ -66,6 +66,10 @@ const LEND: usize = 64;
 const PULL_WAIT: Duration = Duration::from_millis(500);
 /// How long a forwarded send waits for the owner's reply before it is retried.
 const SEND_WAIT: Duration = Duration::from_secs(2);
+/// Most forwarded sends in flight at once (the outbox consumer's prefetch).
+const FORWARDS: usize = 16;
+/// How often the forward thread, with sends in flight, looks for new outbox messages.
+const FORWARD_POLL: Duration = Duration::from_millis(1);
 /// The pause before retrying after a failed send or an empty pull.
 const RETRY: Duration = Duration::from_millis(20);
 /// How often a thread with something in hand (a pull to serve, deliveries to settle) looks
@@ -403,7 +407,8 @@ pub(crate) fn import(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
         .node
         .queue_shaped(&outbox_name, shape)?
         .visibility_timeout(ringbus::layout::queue::OUTBOX_VISIBILITY)
-        .prefetch(1)
+        .prefetch(FORWARDS)
+        .claim_batch(1)
         .consumer()?;
     let copy = ctx
         .node
@@ -426,34 +431,75 @@ pub(crate) fn import(ctx: &Arc<Ctx>, name: &str, shape: &Shape) -> Result<Route,
     )
 }
 
-/// The forward thread: the outbox's messages to the owner, one at a time.
+/// The forward thread: the outbox's messages to the owner, up to [`FORWARDS`] at once (each
+/// waiting producer has one message in flight, so each producer's order is kept).
 fn forward(ctx: &Ctx, name: &str, outbox: &Consumer<Bytes>, stop: &AtomicBool, digest: u64) {
     let key = ctx.keys.queue(name, "send");
     let header = CallHeader {
         timeout_ns: 0,
         digest,
     };
+    let (tx, answers) = mpsc::channel::<(u64, bool)>();
+    let mut flying: HashMap<u64, (ringbus::Delivery<'_, Bytes>, Instant)> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut paused_until = Instant::now();
     // Relaxed: a stop request; the route joins this thread.
     while !stop.load(Ordering::Relaxed) {
-        let d = match outbox.receive_timeout(IDLE) {
-            Ok(d) => d,
-            Err(_) => continue,
+        if flying.len() < FORWARDS && Instant::now() >= paused_until {
+            let got = if flying.is_empty() {
+                outbox.receive_timeout(IDLE)
+            } else {
+                outbox.try_receive()
+            };
+            if let Ok(d) = got {
+                next_id += 1;
+                let answer = std::sync::Mutex::new(Answer {
+                    id: next_id,
+                    tx: tx.clone(),
+                    given: false,
+                });
+                let bytes: &[u8] = &d;
+                // The answer is given by the first reply, or (false) when the query ends
+                // without one: zenoh drops the callback then.
+                let _ = ctx
+                    .session
+                    .get(&key)
+                    .payload(bytes.to_vec())
+                    .attachment(header.encode().to_vec())
+                    .target(QueryTarget::BestMatching)
+                    .allowed_destination(Locality::Remote)
+                    .consolidation(ConsolidationMode::None)
+                    .timeout(SEND_WAIT)
+                    .callback(move |r: Reply| {
+                        let mut a = answer.lock().unwrap_or_else(|e| e.into_inner());
+                        a.give(r.result().is_ok());
+                    })
+                    .wait();
+                flying.insert(next_id, (d, Instant::now()));
+                continue;
+            }
+            if flying.is_empty() {
+                continue;
+            }
+        }
+        // A query zenoh never finalized (it does, at its timeout): handed back.
+        let before = flying.len();
+        flying.retain(|_, (_, at)| at.elapsed() < SEND_WAIT * 2);
+        if flying.len() < before {
+            paused_until = Instant::now() + RETRY;
+        }
+        let wait = if flying.is_empty() {
+            RETRY
+        } else {
+            FORWARD_POLL
         };
-        let bytes: &[u8] = &d;
-        let replies = ctx
-            .session
-            .get(&key)
-            .payload(bytes.to_vec())
-            .attachment(header.encode().to_vec())
-            .target(QueryTarget::BestMatching)
-            .allowed_destination(Locality::Remote)
-            .consolidation(ConsolidationMode::None)
-            .timeout(SEND_WAIT)
-            .wait();
-        let accepted = replies
-            .ok()
-            .and_then(|r| r.recv().ok())
-            .is_some_and(|r: Reply| r.result().is_ok());
+        let Ok((id, accepted)) = answers.recv_timeout(wait) else {
+            continue;
+        };
+        let Some((d, _)) = flying.remove(&id) else {
+            // Given up already (above).
+            continue;
+        };
         if accepted {
             add(&ctx.counters.queue_forwarded, 1);
             // The producer waiting for this acknowledgement returns Ok.
@@ -461,8 +507,31 @@ fn forward(ctx: &Ctx, name: &str, outbox: &Consumer<Bytes>, stop: &AtomicBool, d
         } else {
             // Back to the outbox, retried after a pause (the owner full, or unreachable).
             drop(d);
-            std::thread::sleep(RETRY);
+            paused_until = Instant::now() + RETRY;
         }
+    }
+}
+
+/// The outcome of one forwarded send, given once: by its first reply, or as a failure when its
+/// query ends without one (the callback holding it is dropped).
+struct Answer {
+    id: u64,
+    tx: mpsc::Sender<(u64, bool)>,
+    given: bool,
+}
+
+impl Answer {
+    fn give(&mut self, accepted: bool) {
+        if !self.given {
+            self.given = true;
+            let _ = self.tx.send((self.id, accepted));
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.give(false);
     }
 }
 

@@ -1219,6 +1219,23 @@ fn queue_across_two_hosts() {
     pb.say("send 100");
     assert_eq!(pb.expect(""), "sent 100", "a remote send failed");
     assert_eq!(report_until(&mut cb, 200), "report got=200 dups=0 breaks=0");
+    // Three more producers on B at once: their sends are forwarded side by side, each
+    // producer's in order.
+    let mut more: Vec<Proc> = (3..6)
+        .map(|h| {
+            b.spawn(
+                "qproducer",
+                &format!("name=jobs host={h} timeout_ms=5000 forward=1"),
+            )
+        })
+        .collect();
+    for p in more.iter_mut() {
+        p.say("send 50");
+    }
+    for p in more.iter_mut() {
+        assert_eq!(p.expect(""), "sent 50", "a remote send failed");
+    }
+    assert_eq!(report_until(&mut cb, 350), "report got=350 dups=0 breaks=0");
 }
 
 /// B's consumer holds deliveries of A's queue unacknowledged when B's bridge is SIGKILLed: A

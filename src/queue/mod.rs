@@ -338,6 +338,7 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
             ty: &ty,
             dlq: o.dead_letter.as_deref(),
             log: log.as_ref(),
+            forwarded: o.relay && role == Role::Producer,
         };
         QueueShared::open(&backing, &o.common.name, &spec, role, shown, o.common.mode)
     }
@@ -350,8 +351,10 @@ impl<P: Payload + ?Sized> QueueBuilder<P> {
         let (shared, index) = self.open(Role::Producer)?;
         let o = &self.options;
         let opener = if o.relay {
-            // Release: the bridge made the outbox before; a producer that sees the word
-            // (Acquire) finds it.
+            // A segment this open created has the word already (set before it was published);
+            // one that existed (made by a local handle first) gets it now: messages sent before
+            // stay local. Release: the bridge made the outbox before; a producer that sees the
+            // word (Acquire) finds it.
             shared
                 .region()
                 .u64_at(layout::CTRL_FORWARDED)

@@ -38,6 +38,9 @@ pub(crate) struct Spec<'a> {
     pub(crate) ty: &'a TypeIdentity,
     pub(crate) dlq: Option<&'a str>,
     pub(crate) log: Option<&'a LogDir>,
+    /// Created as the forwarded copy of another host's queue (the `forwarded` word set before
+    /// the segment is published, so no producer ever sees it unforwarded).
+    pub(crate) forwarded: bool,
 }
 
 /// A durable queue's log directory, opened with the shape of the ring it serves: the ring found
@@ -98,6 +101,8 @@ impl SegmentSpec for Spec<'_> {
             r.u64_at(CTRL_DLQ_NAME + 8 * i).store(w, Ordering::Relaxed);
         }
         r.u64_at(CTRL_BOOT).store(boot_hash(), Ordering::Relaxed);
+        r.u64_at(CTRL_FORWARDED)
+            .store(u64::from(self.forwarded), Ordering::Relaxed);
         if let Some(dir) = self.log {
             // A new ring over an existing log (its ring file was lost): the log is the truth.
             let log = dir.open(self.layout)?;
