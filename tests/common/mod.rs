@@ -56,7 +56,19 @@ impl ChildRole {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         adjust(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn child");
+        // ETXTBSY: an executable just copied (`exe_for_other_users`) may still be open for
+        // writing in a child another test thread forked meanwhile, until that child execs. A
+        // race of the test harness, not of the code under test: retry a moment later.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.expect("spawn child"),
+            }
+        };
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         ChildRole {
