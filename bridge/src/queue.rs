@@ -386,11 +386,13 @@ fn lend(
                 .reply(q.key_expr().clone(), bytes.to_vec())
                 .attachment(header.encode().to_vec())
                 .wait();
-            if sent.is_ok() {
-                add(&c.queue_lent, 1);
-                held.insert(next_token, (d, Instant::now()));
+            if sent.is_err() {
+                // The pull is gone (its querier, or the session): this delivery and the rest
+                // are handed back at once, dropped with `got`.
+                break;
             }
-            // Not sent: dropping the delivery hands it back at once.
+            add(&c.queue_lent, 1);
+            held.insert(next_token, (d, Instant::now()));
         }
     }
 }
