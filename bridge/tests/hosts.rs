@@ -569,6 +569,30 @@ fn endpoint(port: u16) -> String {
     format!("tcp/127.0.0.1:{port}")
 }
 
+/// A zenoh session of no bridge (a foreign peer) connected to the bridge listening on `port`.
+fn foreign_session(port: u16) -> zenoh::Session {
+    use zenoh::Wait;
+    let mut zc = zenoh::Config::default();
+    zc.insert_json5("mode", "\"peer\"").unwrap();
+    zc.insert_json5("scouting/multicast/enabled", "false")
+        .unwrap();
+    zc.insert_json5("connect/endpoints", &format!("[{:?}]", endpoint(port)))
+        .unwrap();
+    std::thread::spawn(move || zenoh::open(zc).wait().unwrap())
+        .join()
+        .unwrap()
+}
+
+/// Counter `key` of a bridge's `stats` line.
+fn stat(stats: &str, key: &str) -> u64 {
+    stats
+        .split(' ')
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {stats}"))
+        .parse()
+        .unwrap()
+}
+
 /// A child role that is told to finish (its stdin closed) and reaped when the test lets go
 /// of it, so that no child outlives its test or writes to a closed pipe.
 struct Proc(ChildRole);
@@ -633,18 +657,16 @@ impl Host {
     }
 
     fn bridge(&self) -> Proc {
-        let config = self.config.clone();
-        let mut b = ChildRole::spawn_with("bridge", &self.root, "", |c| {
-            c.env("RINGBUS_TEST_BRIDGE", config);
-        });
-        b.expect("ready");
-        Proc(b)
+        self.bridge_with(self.config.clone())
     }
 
-    /// Its bridge again after a SIGKILL, listening on a new port: its old port may be held by a
-    /// connection the kill left in TIME_WAIT. Only for a host nobody connects to.
+    /// Its bridge again after a SIGKILL, listening on a new port: its old port may have been
+    /// taken meanwhile. Only for a host nobody connects to.
     fn bridge_restarted(&self) -> Proc {
-        let config = self.config.replace(&endpoint(self.port), "tcp/127.0.0.1:0");
+        self.bridge_with(self.config.replace(&endpoint(self.port), "tcp/127.0.0.1:0"))
+    }
+
+    fn bridge_with(&self, config: String) -> Proc {
         let mut b = ChildRole::spawn_with("bridge", &self.root, "", |c| {
             c.env("RINGBUS_TEST_BRIDGE", config);
         });
@@ -962,15 +984,7 @@ fn malformed_network_messages_are_dropped_and_counted() {
     let mut publisher = a.spawn("publisher", "name=t host=1 id=1 count=10");
     sub.expect("warm");
 
-    let mut zc = zenoh::Config::default();
-    zc.insert_json5("mode", "\"peer\"").unwrap();
-    zc.insert_json5("scouting/multicast/enabled", "false")
-        .unwrap();
-    zc.insert_json5("connect/endpoints", &format!("[{:?}]", endpoint(b.port)))
-        .unwrap();
-    let session = std::thread::spawn(move || zenoh::open(zc).wait().unwrap())
-        .join()
-        .unwrap();
+    let session = foreign_session(b.port);
     let digest = ringbus::Shape::read(&b.root, ringbus::admin::Kind::Topic, "t")
         .unwrap()
         .digest();
@@ -1152,13 +1166,7 @@ fn a_stuck_subscriber_does_not_stall_the_link() {
     // The flood's warm-up messages (one per 5 ms) fill B's `t` (256 slots); then B drops.
     let backpressure = |bb: &mut Proc| -> u64 {
         bb.say("stats");
-        let stats = bb.expect("stats");
-        stats
-            .split(' ')
-            .find_map(|w| w.strip_prefix("backpressure="))
-            .unwrap()
-            .parse()
-            .unwrap()
+        stat(&bb.expect("stats"), "backpressure")
     };
     let start = Instant::now();
     while backpressure(&mut bb) == 0 {
@@ -1294,15 +1302,7 @@ fn malformed_queue_queries_are_refused_and_counted() {
     let mut ba = a.bridge();
     let mut pa = a.spawn("qproducer", "name=jobs host=1 timeout_ms=5000");
 
-    let mut zc = zenoh::Config::default();
-    zc.insert_json5("mode", "\"peer\"").unwrap();
-    zc.insert_json5("scouting/multicast/enabled", "false")
-        .unwrap();
-    zc.insert_json5("connect/endpoints", &format!("[{:?}]", endpoint(a.port)))
-        .unwrap();
-    let session = std::thread::spawn(move || zenoh::open(zc).wait().unwrap())
-        .join()
-        .unwrap();
+    let session = foreign_session(a.port);
     let digest = ringbus::Shape::read(&a.root, ringbus::admin::Kind::Queue, "jobs")
         .unwrap()
         .digest();
@@ -1380,12 +1380,7 @@ fn drop_oldest_lag_counts_are_exact_across_hosts() {
     eprintln!("B's subscriber: {done}; B's bridge: {stats}");
     // A's exporting subscriber (8 slots behind a publisher that never waits) lost messages:
     // the exact counts above include losses reported across the link.
-    let upstream: u64 = stats
-        .split(' ')
-        .find_map(|w| w.strip_prefix("lost_upstream="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let upstream = stat(&stats, "lost_upstream");
     assert!(
         upstream > 0,
         "nothing lost at A: the upstream reports went untested"
