@@ -59,6 +59,16 @@ pub enum OpenError {
     /// wait ([`crate::LOCK_WAIT`]).
     #[error("segment lock {0} stayed busy")]
     Busy(String),
+    /// A durable topic was asked for an offset retention already deleted.
+    #[error("partition {partition} offset {requested} is no longer retained; the earliest retained is {earliest}")]
+    NotRetained {
+        /// The partition.
+        partition: usize,
+        /// The offset asked for.
+        requested: u64,
+        /// The earliest offset the partition still holds.
+        earliest: u64,
+    },
     /// Any other I/O error.
     #[error("i/o error: {0}")]
     Io(#[source] io::Error),
@@ -178,6 +188,18 @@ pub enum ReceiveError {
     /// (a process stopped inside it, or a corrupt lock word). Nothing was received.
     #[error("the queue's claim lock stayed held (a stopped process, or a corrupt lock word)")]
     Busy,
+    /// A durable topic's retention deleted messages before this reader read them (for a
+    /// group: before the group committed them, when the topic's `max_bytes` forced it).
+    /// Reading goes on from offset `to`, the earliest retained.
+    #[error("partition {partition}: offsets {from}..{to} were deleted by retention before they were read")]
+    Lost {
+        /// The partition.
+        partition: usize,
+        /// The first offset lost.
+        from: u64,
+        /// The earliest retained offset, where reading goes on.
+        to: u64,
+    },
 }
 
 /// Acknowledging (or handing back) a queue delivery failed.

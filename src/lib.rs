@@ -149,6 +149,7 @@ mod sync;
 outside_loom! {
     pub mod admin;
     pub mod discovery;
+    pub mod durable;
     pub mod error;
     mod log;
     mod node;
@@ -180,6 +181,7 @@ outside_loom! {
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod layout {
+    pub use crate::durable::layout as durable;
     pub use crate::log::layout as log;
     pub use crate::queue::layout as queue;
     pub use crate::service::layout as service;

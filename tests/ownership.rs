@@ -1,5 +1,6 @@
 //! Directories and files another user owns (or may write) are refused: roots, durable
-//! directories, log directories, segment files, lock files and log segment files.
+//! directories, log directories, segment files, lock files, log segment files, and a durable
+//! topic's control, group and partition files.
 //!
 //! Planting needs another uid: the tests chown as root, or run a child as `nobody` (65534). Run as
 //! another user they only check what needs no privilege.
@@ -170,6 +171,49 @@ fn durable_and_log_directories_of_another_user_are_refused() {
         "chmod go-w",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn durable_topic_files_of_another_user_are_refused() {
+    if !as_root() {
+        return;
+    }
+    let dir = data_dir("own-dtopic");
+    let t = Node::in_process().topic::<u64>("t").durable(&dir);
+    {
+        let mut p = t.publisher().unwrap();
+        p.send(&7).unwrap();
+        let _g = t.subscriber().unwrap().group("g").unwrap();
+    }
+    let top = dir.join("topic_t");
+    // The control file, a group file and a partition's directory, each planted by another user
+    // or writable by others: refused, naming the file, and left alone.
+    for path in [
+        top.join("control"),
+        top.join("groups").join("g"),
+        top.join("p000"),
+    ] {
+        chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        let opened = t
+            .subscriber_at(ringbus::durable::StartAt::Earliest)
+            .and_then(|s| s.group("g"));
+        assert_refused(opened, &path, "chown it");
+        chown(&path, Some(0), Some(0)).unwrap();
+        let mode = if path.is_dir() { 0o777 } else { 0o666 };
+        set_mode(&path, mode);
+        let opened = t
+            .subscriber_at(ringbus::durable::StartAt::Earliest)
+            .and_then(|s| s.group("g"));
+        assert_refused(opened, &path, "chmod go-w");
+        set_mode(&path, if path.is_dir() { 0o700 } else { 0o600 });
+    }
+    // Repaired: the message is still there.
+    let mut s = t
+        .subscriber_at(ringbus::durable::StartAt::Earliest)
+        .unwrap();
+    assert_eq!(*s.try_receive().unwrap(), 7);
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod logging;
 mod net;
 mod talk;
 
-use bench::{async_waits, net as bench_net, recovery, torture};
+use bench::{async_waits, durable as bench_durable, net as bench_net, recovery, torture};
 
 /// The `ringbus` command line.
 #[derive(Parser, Debug)]
@@ -68,6 +68,11 @@ enum Command {
     Inspect(admin::inspect::InspectArgs),
     /// Remove segments (and lock files) whose participants are all dead
     Clean(admin::clean::CleanArgs),
+    /// Consumer groups of durable topics: `group reset` sets where a group resumes
+    Group {
+        #[command(subcommand)]
+        sub: admin::durable::GroupCommand,
+    },
     // --- Talking: byte topics, queues and services from a terminal or a script (talk/).
     /// Publish messages (lines of stdin, a file, or -m) to a byte topic
     Pub(talk::topic::PubArgs),
@@ -96,6 +101,9 @@ enum Command {
     /// Host B of `bench net` (not meant to be run by hand).
     #[command(name = "bench-net-peer", hide = true)]
     BenchNetPeer(bench_net::NetPeerArgs),
+    /// A group member of `bench durable` (not meant to be run by hand).
+    #[command(name = "bench-durable-member", hide = true)]
+    BenchDurableMember(bench_durable::MemberArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +120,10 @@ enum BenchCommand {
     /// between two "hosts" on this machine (rows zenoh, ringbus-zenoh sidecar and embedded)
     #[command(long_about = bench_net::LONG_ABOUT, args_override_self = true)]
     Net(bench_net::NetArgs),
+    /// Durable topics: append and replay speed, live latency beside an in-memory topic, and
+    /// the time to rebalance a consumer group after a member dies
+    #[command(long_about = bench_durable::LONG_ABOUT, args_override_self = true)]
+    Durable(bench_durable::DurableArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +140,7 @@ fn main() -> ExitCode {
         Command::List(args) => admin::list::main(&args),
         Command::Inspect(args) => admin::inspect::main(&args),
         Command::Clean(args) => admin::clean::main(&args),
+        Command::Group { sub } => admin::durable::main(&sub),
         Command::Bench {
             sub: Some(BenchCommand::Recovery(args)),
             ..
@@ -140,6 +153,10 @@ fn main() -> ExitCode {
             sub: Some(BenchCommand::Net(args)),
             ..
         } => bench_net::main(&args),
+        Command::Bench {
+            sub: Some(BenchCommand::Durable(args)),
+            ..
+        } => bench_durable::main(&args),
         Command::Bench { sub: None, args } => match args.options() {
             Ok(opts) => bench::bench_main(&opts),
             Err(msg) => usage_error("bench", &msg),
@@ -148,6 +165,7 @@ fn main() -> ExitCode {
         Command::BenchPeer(args) => bench::peer_main(&args),
         Command::TortureChild(args) => torture::child_main(&args),
         Command::BenchNetPeer(args) => bench_net::peer_main(&args),
+        Command::BenchDurableMember(args) => bench_durable::member_main(&args),
     }
 }
 
@@ -197,7 +215,7 @@ mod tests {
         let o = args.options();
         assert_eq!(
             (o.scenarios.len(), o.trials, o.seed, o.json),
-            (4, 50, 1, true)
+            (5, 50, 1, true)
         );
         let Command::Bench {
             sub: Some(BenchCommand::Recovery(_)),

@@ -404,3 +404,78 @@ fn clean_leaves_no_lock_file_beside_a_file_it_keeps() {
     drop(publisher);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `inspect NAME --dir DIR` shows a durable topic's offsets and groups; `group reset` moves a
+/// stopped group's commits, and is refused while a member lives.
+#[test]
+fn durable_topics_are_inspected_and_their_groups_reset() {
+    let dir = root("durable");
+    let topic = Node::in_process().topic::<u64>("events").durable(&dir);
+    let mut p = topic.publisher().unwrap();
+    for i in 0..10u64 {
+        p.send(&i).unwrap();
+    }
+    let mut member = topic
+        .subscriber_at(ringbus::durable::StartAt::Earliest)
+        .unwrap()
+        .group("billing")
+        .unwrap();
+    for _ in 0..4 {
+        member.try_receive().unwrap();
+    }
+    member.commit().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ringbus"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let d = dir.to_str().unwrap();
+    let out = run(&["inspect", "events", "--dir", d, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "durable-topic");
+    assert_eq!(v["partitions"][0]["end"], 10);
+    assert_eq!(v["partitions"][0]["earliest"], 0);
+    assert_eq!(v["groups"][0]["name"], "billing");
+    assert_eq!(v["groups"][0]["committed"][0], 4);
+    assert_eq!(v["groups"][0]["lag"], 6);
+    assert_eq!(v["groups"][0]["members"], 1);
+    let reset = ["group", "reset", "billing", "--topic", "events", "--dir", d];
+    // A live member: refused, nothing changed.
+    let out = run(&[&reset[..], &["--to", "earliest"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("live member"));
+    drop(member);
+    let out = run(&[&reset[..], &["--to", "2", "--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["committed"][0], 2);
+    let out = run(&[&reset[..], &["--to", "-1h", "--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["committed"][0], 0);
+    // A bad --to is a usage error; an unknown topic an error naming it.
+    assert_eq!(
+        run(&[&reset[..], &["--to", "soon"]].concat()).status.code(),
+        Some(2)
+    );
+    let out = run(&[
+        "group", "reset", "billing", "--topic", "nope", "--dir", d, "--to", "latest",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

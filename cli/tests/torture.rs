@@ -82,7 +82,13 @@ fn a_short_seeded_torture_run_finds_nothing() {
         "not one JSON object: {json}\nstderr: {stderr}"
     );
     assert!(json.contains("\"seed\":1,"), "{json}");
-    for scenario in ["topic", "service", "queue", "durable-queue"] {
+    for scenario in [
+        "topic",
+        "service",
+        "queue",
+        "durable-queue",
+        "durable-topic",
+    ] {
         let s = section(json, scenario);
         assert!(field(s, "trials") >= 20, "{scenario}: too few trials: {s}");
         assert!(field(s, "kills") >= 20, "{scenario}: too few kills: {s}");

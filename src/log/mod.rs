@@ -33,6 +33,7 @@
 //! two processes creating the same segment one wins and the other opens the winner's file.
 //! Nothing existing is ever overwritten: a file with a bad header is an error at open.
 
+mod flush;
 pub mod layout;
 mod segment;
 
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub(crate) use flush::Flusher;
 use segment::SegmentFile;
 pub use segment::{LogSegment, Record};
 
@@ -282,8 +284,16 @@ impl Log {
     /// milliseconds (the file system drops their cached pages).
     pub(crate) fn remove_below(&self, o: u64) -> usize {
         let (reused, _) = self.reuse_below(o);
+        reused + self.delete_below(o)
+    }
+
+    /// Deletes the segment files that hold only offsets below `o`, reusing none: for logs
+    /// whose readers read old records in place for as long as they like (durable topics),
+    /// since a reused file is written over while a deleted one stays whole in every mapping
+    /// of it until unmapped. Returns how many files were deleted.
+    pub(crate) fn delete_below(&self, o: u64) -> usize {
         let Ok(bases) = self.bases() else {
-            return reused;
+            return 0;
         };
         let mut removed = 0;
         let mut map = self.map();
@@ -301,7 +311,7 @@ impl Log {
         if removed > 0 {
             let _ = sync_dir(&self.dir);
         }
-        reused + removed
+        removed
     }
 
     /// Reuses segment files that hold only offsets below `o` as the next segments, while fewer

@@ -9,10 +9,9 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::layout::Role;
@@ -23,7 +22,7 @@ use crate::sync::doorbell::Bells;
 use crate::discovery::PeerJoined;
 use crate::error::{OpenError, SendError};
 use crate::shm::entry::Tables;
-use crate::log::{LogSegment, SyncPolicy};
+use crate::log::{Flusher, LogSegment, SyncPolicy};
 use crate::ring::work;
 use crate::sync::waiter::Parking;
 use crate::sync::{lock, ProcessId};
@@ -61,91 +60,6 @@ struct Durable {
     seg: Option<Arc<LogSegment>>,
     policy: SyncPolicy,
     flusher: Option<Flusher>,
-}
-
-/// `SyncPolicy::Batch`: a thread that syncs what this producer wrote, every interval.
-struct Flusher {
-    state: Arc<FlushState>,
-    thread: Option<JoinHandle<()>>,
-}
-
-struct FlushState {
-    /// Position + 1 of the last record the producer wrote (0: none). Written by the producer
-    /// only.
-    last: AtomicU64,
-    /// Segments written since the last sync (the producer pushes one when it moves on).
-    dirty: Mutex<Vec<Arc<LogSegment>>>,
-    stop: AtomicBool,
-}
-
-impl FlushState {
-    fn flush(&self, synced: &mut u64) {
-        // Acquire: pairs with the producer's Release store, so the records up to `last` are
-        // written before our sync starts.
-        let last = self.last.load(Ordering::Acquire);
-        if last == *synced {
-            return;
-        }
-        let segs: Vec<_> = {
-            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            let current = d.last().cloned();
-            // Keep the current segment listed: it is written on.
-            std::mem::replace(&mut *d, current.into_iter().collect())
-        };
-        let upto = last - 1;
-        let ok = segs
-            .iter()
-            .filter(|s| s.base() <= upto)
-            .all(|s| s.sync_covering(upto.min(s.last())).is_ok());
-        if ok {
-            *synced = last;
-        } else {
-            // Try again next time, older segments included.
-            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            let current = std::mem::take(&mut *d);
-            *d = segs;
-            for s in current {
-                if !d.iter().any(|x| Arc::ptr_eq(x, &s)) {
-                    d.push(s);
-                }
-            }
-        }
-    }
-}
-
-impl Flusher {
-    fn start(interval: Duration) -> Flusher {
-        let state = Arc::new(FlushState {
-            last: AtomicU64::new(0),
-            dirty: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
-        let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("ringbus-flush".into())
-            .spawn(move || {
-                let mut synced = 0;
-                // Relaxed: a stop request; the final flush below runs whatever we read.
-                while !st.stop.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(interval);
-                    st.flush(&mut synced);
-                }
-                st.flush(&mut synced);
-            })
-            .ok();
-        Flusher { state, thread }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        // Relaxed: the thread is unparked next, and joined.
-        self.state.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
 }
 
 /// The payload-independent producer.
@@ -245,11 +159,7 @@ impl ProducerCore {
         match log.segment(pos, true) {
             Ok(seg) => {
                 if let Some(f) = &d.flusher {
-                    f.state
-                        .dirty
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(seg.clone());
+                    f.moved_to(&seg);
                 }
                 // Older segments are done with here: drop the log's cached mappings of them.
                 log.forget_below(seg.base());
@@ -404,8 +314,7 @@ impl ProducerCore {
             flusher: Some(f), ..
         }) = &self.durable
         {
-            // Release: the flusher that reads this position sees the records written.
-            f.state.last.store(pos + 1, Ordering::Release);
+            f.written(pos);
         }
         Ok(pos)
     }

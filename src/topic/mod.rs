@@ -195,6 +195,31 @@ impl<P: Payload + ?Sized> TopicBuilder<P> {
         TopicShared::open(&c.backing, &c.name, &layout, &ty, role, c.mode)
     }
 
+    /// Makes the topic durable: a retained, replayable log in directory `dir` (created 0700
+    /// if missing; see [`crate::durable`]). The topic's name, message size and spin carry over;
+    /// the ring options (capacity, policy, history...) do not apply to a durable topic.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("doc-durable-builder-{}", std::process::id()));
+    /// let node = ringbus::Node::in_process();
+    /// let topic = node.topic::<u32>("events").durable(&dir);
+    /// let mut publisher = topic.publisher()?;
+    /// let mut subscriber = topic.subscriber()?;
+    /// publisher.send(&9)?;
+    /// assert_eq!(*subscriber.try_receive()?, 9);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn durable(&self, dir: impl Into<std::path::PathBuf>) -> crate::durable::DurableTopicBuilder<P> {
+        let o = &self.options;
+        crate::durable::DurableTopicBuilder::new(
+            dir.into(),
+            o.common.name.clone(),
+            o.max_message_size,
+            o.common.spin,
+        )
+    }
+
     /// Opens (or creates) the topic and registers a publisher.
     pub fn publisher(&self) -> Result<Publisher<P>, OpenError> {
         match self.open(Role::Publisher)? {

@@ -28,7 +28,8 @@ pub struct InspectArgs {
     pub name: String,
     #[command(flatten)]
     pub root: RootArgs,
-    /// Look in this directory instead of the root (a durable queue's directory)
+    /// Look in this directory instead of the root (a durable queue's or durable topic's
+    /// directory)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Redraw every --interval until interrupted, like `top` (with --json: one JSON line each)
@@ -54,6 +55,12 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 /// Runs `ringbus inspect`.
 pub fn main(args: &InspectArgs) -> ExitCode {
     let dir = args.dir.clone().unwrap_or_else(|| args.root.dir());
+    if super::durable::exists(&dir, &args.name) {
+        if args.watch {
+            crate::usage_error("inspect", "--watch does not apply to a durable topic");
+        }
+        return super::durable::inspect(&dir, &args.name, args.json);
+    }
     let read = || admin::inspect(&dir, &args.name);
     let mut before = match read() {
         Ok(found) => found,

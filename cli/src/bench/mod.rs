@@ -37,6 +37,7 @@
 
 pub mod async_waits;
 pub mod crossbeam;
+pub mod durable;
 pub mod floor;
 pub mod futex;
 #[cfg(feature = "peers")]

@@ -235,6 +235,8 @@ fn run_child(args: &ChildArgs) -> Result<()> {
         (Scenario::Queue | Scenario::DurableQueue, "consumer") => {
             queue::consumer(&a, &ctl, scenario == Scenario::DurableQueue)
         }
+        (Scenario::DurableTopic, "publisher") => super::dtopic::publisher(&a, &ctl),
+        (Scenario::DurableTopic, "member") => super::dtopic::member(&a, &ctl),
         (s, r) => Err(err(format!("unknown role {r} for {}", s.name()))),
     }
 }

@@ -675,3 +675,54 @@ impl Harness<'_> {
         ok
     }
 }
+
+impl Harness<'_> {
+    /// The trial loop of the scenarios whose children send and receive (the queues, the durable
+    /// topic): `slots[..receivers]` receive, the rest send. Each trial lets them run for up to
+    /// `max_delay`, then kills every child (one trial in four) or one at random, restarts the
+    /// victims, and requires `sends` from every sender and `receipts` from some receiver.
+    /// Returns how many trials killed every child.
+    pub fn kill_trials(
+        &mut self,
+        slots: &mut [Slot],
+        trials: u64,
+        receivers: usize,
+        max_delay: Duration,
+        (sends, receipts): (u64, u64),
+    ) -> Result<u64> {
+        self.fill(slots)?;
+        let mut all_killed = 0u64;
+        for _ in 0..trials {
+            self.begin_trial();
+            self.fill(slots)?;
+            let delay = Duration::from_micros(self.rng.below(max_delay.as_micros() as u64));
+            self.pump_until(Instant::now() + delay);
+            let victims: Vec<usize> = if self.rng.one_in(4) {
+                all_killed += 1;
+                (0..slots.len()).collect()
+            } else {
+                vec![self.rng.below(slots.len() as u64) as usize]
+            };
+            for &v in &victims {
+                self.kill_slot(&mut slots[v]);
+            }
+            for &v in &victims {
+                self.start(&mut slots[v])?;
+            }
+            let (receiving, sending) = slots.split_at(receivers);
+            self.verify(sending, sends, receiving, receipts);
+            match self.end_trial() {
+                AfterTrial::Next => {}
+                AfterTrial::Stop => break,
+                AfterTrial::Restart => {
+                    for s in slots.iter_mut() {
+                        self.kill_slot(s);
+                    }
+                    self.fill(slots)?;
+                }
+            }
+        }
+        self.shutdown();
+        Ok(all_killed)
+    }
+}

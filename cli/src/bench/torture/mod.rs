@@ -5,7 +5,7 @@
 //!
 //! 1. let the children run for a random time (0 to 20 ms, drawn from a seeded splitmix64);
 //! 2. SIGKILL the chosen victim (one child at random; for topics, one trial in 16 kills every
-//!    child and one a publisher and a subscriber, for queues one in four kills every child at
+//!    child and one a publisher and a subscriber, for queues and the durable topic one in four kills every child at
 //!    once, and for services one in eight kills both servers);
 //! 3. start a replacement for every killed child (one replacement in eight is itself killed
 //!    within its first 3 ms, during start-up or while joining, and started again) and wait until
@@ -31,6 +31,7 @@
 //! for the report of a child that exits on its own (anything but our SIGKILL).
 
 mod child;
+mod dtopic;
 mod harness;
 mod queue;
 mod service;
@@ -75,14 +76,18 @@ kills every child; services: 1 in 8 kills both servers); each killed child is re
 replacement in 8 is itself killed within 3 ms, during start-up or join, and replaced again);
 the trial ends when each replacement has opened its handle and the flow has resumed: every
 live child progressed (topic: a publisher sent 512 messages, a subscriber received 512;
-service: each client got 8 Ok responses; queue: each producer sent 8, a consumer acked 4)
+service: each client got 8 Ok responses; queue: each producer sent 8, a consumer acked 4;
+durable topic: each publisher sent 8, a group member committed 2)
 within 10 s, else a hang is counted and every child is restarted. Topics: half the subscriber
 kills first stall that subscriber until every publisher reports a full ring (it waits on the
 subscriber), kill it within 5 ms (half of these start the replacement at once, while the
 publishers still wait) and require every publisher to send 512 more messages within 10 s of
 the kill (\"freed\"; the table notes the time it took when nobody joined meanwhile).
 Queues: at the end every child is killed, the parent drains the queue and checks that every
-message whose send returned Ok was delivered at least once.
+message whose send returned Ok was delivered at least once. Durable topic: at the end the
+parent reads the whole log (every sent message there, whole, each publisher's in order) and
+joins the group (it must resume exactly at the commits, and every sent message must have
+been received by some member).
 
 Columns: kills = SIGKILLs sent; verified = messages checked (topic: received by subscribers,
 counted in steps of 256; service: Ok responses, same; queues: every delivery); torn = payloads
@@ -109,7 +114,10 @@ enum Which {
     /// the same on disk (SyncPolicy::Always, 64-record log segments, so the log rotates
     /// often); "every child killed" kills every process of the queue
     DurableQueue,
-    /// all four, one after the other (default)
+    /// 2 keyed publishers and a consumer group of 2 members on a durable topic of 2
+    /// partitions (SyncPolicy::Always, 64-record segments, a commit after every message)
+    DurableTopic,
+    /// all five, one after the other (default)
     All,
 }
 
@@ -143,15 +151,18 @@ pub enum Scenario {
     Queue,
     /// Work queue on disk, `SyncPolicy::Always`.
     DurableQueue,
+    /// Durable topic with a consumer group, `SyncPolicy::Always`.
+    DurableTopic,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Topic,
         Scenario::Service,
         Scenario::Queue,
         Scenario::DurableQueue,
+        Scenario::DurableTopic,
     ];
 
     /// The command-line name.
@@ -161,6 +172,7 @@ impl Scenario {
             Scenario::Service => "service",
             Scenario::Queue => "queue",
             Scenario::DurableQueue => "durable-queue",
+            Scenario::DurableTopic => "durable-topic",
         }
     }
 }
@@ -186,6 +198,7 @@ impl TortureArgs {
             Which::Service => vec![Scenario::Service],
             Which::Queue => vec![Scenario::Queue],
             Which::DurableQueue => vec![Scenario::DurableQueue],
+            Which::DurableTopic => vec![Scenario::DurableTopic],
             Which::All => Scenario::ALL.to_vec(),
         };
         Options {
@@ -522,6 +535,7 @@ pub fn torture_main(opts: &Options) -> ExitCode {
                 Scenario::Service => service::run(&ctx, &mut tally),
                 Scenario::Queue => queue::run(&ctx, &mut tally, false),
                 Scenario::DurableQueue => queue::run(&ctx, &mut tally, true),
+                Scenario::DurableTopic => dtopic::run(&ctx, &mut tally),
             }
         });
         if let Err(e) = result {

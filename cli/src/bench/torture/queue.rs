@@ -18,17 +18,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::child::{read_records, ready, say, Args, Ctl, Records};
-use super::harness::{AfterTrial, Harness, Slot};
+use super::harness::{Harness, Slot};
 use super::{fnv, Ctx, Kind, Rng, Scenario, Tally, FNV_START, HANG_BOUND};
 use crate::bench::util::{err, Result};
 use ringbus::{queue::Policy, Node, QueueBuilder, ReceiveError, SendError, SyncPolicy};
 
-type Msg = [u64; 8];
+pub(super) type Msg = [u64; 8];
 
 const CAPACITY: usize = 256;
 const SEGMENT_RECORDS: u64 = 64;
 /// Flag of a producer record whose send failed.
-const FAILED: u64 = 1 << 63;
+pub(super) const FAILED: u64 = 1 << 63;
 const SEQ_BITS: u32 = 40;
 /// Sends asked of every producer after a restart.
 const PROGRESS_SENDS: u64 = 8;
@@ -59,7 +59,8 @@ fn builder(node: &Node, durable: Option<&Path>) -> QueueBuilder<Msg> {
     }
 }
 
-fn checksum(m: &Msg) -> u64 {
+/// The checksum of a message's first seven words (shared with the durable-topic scenario).
+pub(super) fn checksum(m: &Msg) -> u64 {
     let mut h = FNV_START;
     for w in &m[..7] {
         h = fnv(h, &w.to_le_bytes());
@@ -67,7 +68,8 @@ fn checksum(m: &Msg) -> u64 {
     h
 }
 
-fn message(inc: u64, seq: u64, rng: &mut Rng) -> Msg {
+/// Message `seq` of producer incarnation `inc` (shared with the durable-topic scenario).
+pub(super) fn message(inc: u64, seq: u64, rng: &mut Rng) -> Msg {
     let mut m = [0u64; 8];
     m[0] = inc << SEQ_BITS | seq;
     for w in &mut m[1..7] {
@@ -77,7 +79,8 @@ fn message(inc: u64, seq: u64, rng: &mut Rng) -> Msg {
     m
 }
 
-fn split(id: u64) -> (u64, u64) {
+/// The incarnation and seq of an id (shared with the durable-topic scenario).
+pub(super) fn split(id: u64) -> (u64, u64) {
     ((id & !FAILED) >> SEQ_BITS, id & ((1 << SEQ_BITS) - 1))
 }
 
@@ -207,39 +210,14 @@ pub fn run(ctx: &Ctx, tally: &mut Tally, durable: bool) -> Result<()> {
         Slot::new("producer", 0),
         Slot::new("producer", 1),
     ];
-    h.fill(&mut slots)?;
-    let mut all_killed = 0u64;
-    for _ in 0..ctx.trials {
-        h.begin_trial();
-        h.fill(&mut slots)?;
-        let delay = Duration::from_micros(h.rng.below(MAX_DELAY_US));
-        h.pump_until(Instant::now() + delay);
-        let victims: Vec<usize> = if h.rng.one_in(4) {
-            all_killed += 1;
-            (0..slots.len()).collect()
-        } else {
-            vec![h.rng.below(slots.len() as u64) as usize]
-        };
-        for &v in &victims {
-            h.kill_slot(&mut slots[v]);
-        }
-        for &v in &victims {
-            h.start(&mut slots[v])?;
-        }
-        // Every producer sends, and at least one consumer acks.
-        h.verify(&slots[2..], PROGRESS_SENDS, &slots[..2], PROGRESS_ACKS);
-        match h.end_trial() {
-            AfterTrial::Next => {}
-            AfterTrial::Stop => break,
-            AfterTrial::Restart => {
-                for s in &mut slots {
-                    h.kill_slot(s);
-                }
-                h.fill(&mut slots)?;
-            }
-        }
-    }
-    h.shutdown();
+    // Every producer sends, and at least one consumer acks.
+    let all_killed = h.kill_trials(
+        &mut slots,
+        ctx.trials,
+        2,
+        Duration::from_micros(MAX_DELAY_US),
+        (PROGRESS_SENDS, PROGRESS_ACKS),
+    )?;
     drop(h);
     tally.note("every_child_killed", all_killed);
     verify_delivery(ctx, tally, &node, data)?;
