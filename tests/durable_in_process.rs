@@ -177,7 +177,7 @@ fn a_group_protects_what_it_has_not_committed_until_max_bytes_forces_it() {
 }
 
 #[test]
-fn a_corrupt_record_is_reported_and_passed_over_and_a_truncated_file_refused() {
+fn a_corrupt_record_is_reported_and_passed_over_and_so_is_a_truncated_file() {
     let d = dir("corrupt");
     let t = topic(&d, "corrupt");
     let mut p = t.publisher().unwrap();
@@ -203,13 +203,20 @@ fn a_corrupt_record_is_reported_and_passed_over_and_a_truncated_file_refused() {
     assert!(bad[0].contains("offset 3"), "{bad:?}");
     assert_eq!(got, (0..20).filter(|&v| v != 3).collect::<Vec<_>>());
     drop(s);
-    // A file cut short (not by ringbus, which never truncates) is refused, naming it.
+    // A file cut short (not by ringbus, which never truncates) is reported once, naming it and
+    // the offsets it held, and passed over whole: the next file is read.
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(4096 + 100).unwrap();
-    match t.subscriber_at(StartAt::Earliest) {
-        Err(OpenError::Corrupt(why)) => assert!(why.contains("00000000000000000000.seg"), "{why}"),
-        other => panic!("{other:?}"),
+    let mut s = t.subscriber_at(StartAt::Earliest).unwrap();
+    match s.try_receive() {
+        Err(ReceiveError::Invalid(why)) => {
+            assert!(why.contains("00000000000000000000.seg"), "{why}");
+            assert!(why.contains("offsets 0..16"), "{why}");
+        }
+        Ok(m) => panic!("delivered {} from a truncated file", *m),
+        Err(e) => panic!("{e}"),
     }
+    assert_eq!(drain(&mut s), (16..20).map(|v| (v, v)).collect::<Vec<_>>());
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -374,6 +381,84 @@ fn a_sealed_record_a_dead_publisher_left_is_read_and_published_as_it_is() {
     let mut p = t.publisher().unwrap();
     assert_eq!(p.send(&5).unwrap(), (0, 4));
     assert_eq!(durable::inspect(&d, "sealed").unwrap().partitions[0].end, 5);
-    assert_eq!(drain(&mut at_end), [(4, 5)]);
+    {
+        // Timestamps never go backwards in a partition, past an adopted record too.
+        let m = at_end.try_receive().unwrap();
+        assert_eq!((m.offset(), *m), (4, 5));
+        assert_eq!(m.timestamp_ns(), u64::MAX);
+    }
+    assert_eq!(drain(&mut at_end), []);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A hole below the published end (a record that never reached the disk before a machine
+/// crash, written here as zeros) in partitions a subscriber is already reading in place is
+/// reported and passed over by a blocking receive: it never waits on it, nor returns `Empty`.
+#[test]
+fn a_hole_below_the_end_is_reported_by_a_blocking_receive_in_every_partition() {
+    let d = dir("hole");
+    let t = topic(&d, "hole").partitions(2);
+    let mut p = t.publisher().unwrap();
+    let mut s = t.subscriber_at(StartAt::Earliest).unwrap();
+    // Offset 0 of each partition, read: the subscriber maps both segments.
+    p.send(&0).unwrap();
+    p.send(&1).unwrap();
+    for _ in 0..2 {
+        s.receive_timeout(Duration::from_secs(10)).unwrap();
+    }
+    // Offset 1 of each partition, then unwritten again (crc, length, offset: 16 bytes).
+    p.send(&10).unwrap();
+    p.send(&11).unwrap();
+    for k in 0..2 {
+        let seg = d.join(format!("topic_hole/p00{k}/00000000000000000000.seg"));
+        patch(&seg, 4096 + 48, &[0; 16]);
+    }
+    p.send(&20).unwrap();
+    p.send(&21).unwrap();
+    let (mut got, mut holes) = (Vec::new(), Vec::new());
+    while got.len() < 2 {
+        match s.receive_timeout(Duration::from_secs(10)) {
+            Ok(m) => got.push((m.partition(), m.offset(), *m)),
+            Err(ReceiveError::Invalid(why)) => holes.push(why),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    got.sort();
+    holes.sort();
+    assert_eq!(got, [(0, 2, 20), (1, 2, 21)]);
+    assert_eq!(holes.len(), 2, "{holes:?}");
+    assert!(holes[0].contains("partition 0 offset 1"), "{holes:?}");
+    assert!(holes[1].contains("partition 1 offset 1"), "{holes:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A handle that joins a second group leaves the first: the first has no member left, and a
+/// new member of it reads every partition.
+#[test]
+fn joining_another_group_leaves_the_first() {
+    let d = dir("regroup");
+    let t = topic(&d, "regroup").partitions(2);
+    let mut p = t.publisher().unwrap();
+    for v in 0..4u64 {
+        p.send(&v).unwrap();
+    }
+    let s = t
+        .subscriber_at(StartAt::Earliest)
+        .unwrap()
+        .group("a")
+        .unwrap();
+    assert_eq!(s.assigned(), [0, 1]);
+    let mut s = s.group("b").unwrap();
+    assert_eq!(s.assigned(), [0, 1]);
+    let info = durable::inspect(&d, "regroup").unwrap();
+    let members = |g: &str| info.groups.iter().find(|x| x.name == g).unwrap().members;
+    assert_eq!((members("a"), members("b")), (0, 1));
+    assert_eq!(drain(&mut s).len(), 4);
+    let a = t
+        .subscriber_at(StartAt::Earliest)
+        .unwrap()
+        .group("a")
+        .unwrap();
+    assert_eq!(a.assigned(), [0, 1]);
     std::fs::remove_dir_all(&d).unwrap();
 }

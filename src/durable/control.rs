@@ -12,6 +12,9 @@ use crate::log::{Log, LogShape, Record};
 use crate::shm::Region;
 use crate::sync::ProcessId;
 
+/// Longest wait for the control file's lock (see [`Control::exclusive`]).
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a handle asks of a topic it opens (and creates it with, if missing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Spec {
@@ -108,13 +111,29 @@ impl Control {
     }
 
     /// Runs `f` holding the file's `flock` (opens, recoveries and resets exclude each other;
-    /// the kernel drops the lock of a process that dies).
+    /// the kernel drops the lock of a process that dies). Waits at most [`LOCK_WAIT`] for it
+    /// (a process of the same user may hold it as long as it likes): [`OpenError::Busy`].
     pub(crate) fn exclusive<T>(
         &self,
         f: impl FnOnce() -> Result<T, OpenError>,
     ) -> Result<T, OpenError> {
-        rustix::fs::flock(&self.file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| OpenError::Io(e.into()))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match rustix::fs::flock(&self.file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    // Held for an open or a recovery, which take milliseconds: poll.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(OpenError::Busy(format!(
+                        "the control file's lock has been held by another process for {LOCK_WAIT:?}"
+                    )))
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(OpenError::Io(e.into())),
+            }
+        }
         let r = f();
         let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
         r
@@ -129,9 +148,24 @@ impl Control {
         if self.region.u64_at(OFF_BOOT).load(Ordering::Relaxed) == boot() {
             return Ok(());
         }
+        let groups = super::group::GroupFile::all(dir, self.spec.partitions)?;
         for (k, log) in logs.iter().enumerate() {
-            let (end, ts) = recovered_end(log)?;
+            let (mut end, ts) = recovered_end(log)?;
+            // Never below the first retained file: offsets below it were deleted, not lost
+            // (a log whose retained files lost every record resumes after the deleted ones).
+            if let Some(&first) = log.bases()?.first() {
+                end = end.max(first);
+            }
             clear_tail(log, end)?;
+            // A commit past the end (records not on disk when the machine stopped, their
+            // commit was) is moved back to it: the offsets past it will name new messages,
+            // which the group must not skip.
+            for g in &groups {
+                let c = g.committed(k);
+                if c != NO_COMMIT && c > end {
+                    g.commit(k, end);
+                }
+            }
             // Relaxed: nobody of this boot uses the words before `boot` is stored (SeqCst) below.
             self.word(k, P_PUBLISHED).store(end, Ordering::Relaxed);
             self.word(k, P_LAST_TS).store(ts, Ordering::Relaxed);
@@ -149,8 +183,9 @@ impl Control {
         self.region
             .u64_at(OFF_NEWS_SLEEPERS)
             .store(0, Ordering::Relaxed);
-        for group in super::group::GroupFile::all(dir, self.spec.partitions)? {
+        for group in &groups {
             group.forget_members();
+            group.sync().map_err(OpenError::Io)?;
         }
         // SeqCst: the reset words are written before any handle of this boot sees its boot.
         self.region.u64_at(OFF_BOOT).store(boot(), Ordering::SeqCst);
@@ -162,23 +197,35 @@ impl Control {
     /// subscriber's doorbell bit.
     pub(crate) fn join_subscriber(&self) -> Result<usize, OpenError> {
         let me = ProcessId::current().pack();
-        for pass in 0..2 {
-            for i in 0..MAX_SUBSCRIBERS {
-                let w = self.region.u64_at(OFF_SUBSCRIBERS + i * 8);
-                // Relaxed: the CAS decides.
-                let cur = w.load(Ordering::Relaxed);
-                let free = cur == 0 || (pass == 1 && cur != me && !ProcessId::unpack(cur).is_alive());
-                // AcqRel: an entry is taken by one handle.
-                if free
-                    && w.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    if cur != 0 {
-                        self.news_bell().forget(i);
-                    }
-                    return Ok(i);
-                }
+        // Every entry of a dead handle is reclaimed, not just the one taken: a dead sleeper's
+        // doorbell bit would make every publisher ring the kernel until the entry is reused.
+        // A reclaimed entry is held (ours) while its bit is cleared, so the bit of a handle
+        // that takes the entry next is never cleared by mistake.
+        let mut mine = None;
+        for i in 0..MAX_SUBSCRIBERS {
+            let w = self.region.u64_at(OFF_SUBSCRIBERS + i * 8);
+            // Relaxed: the CAS decides.
+            let cur = w.load(Ordering::Relaxed);
+            let dead = cur != 0 && cur != me && !ProcessId::unpack(cur).is_alive();
+            if !(dead || (cur == 0 && mine.is_none())) {
+                continue;
             }
+            // AcqRel: an entry is taken by one handle.
+            if w.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            if cur != 0 {
+                self.news_bell().forget(i);
+            }
+            if mine.is_none() {
+                mine = Some(i);
+            } else {
+                // Release: a plain hand-back, as `leave_subscriber`.
+                w.store(0, Ordering::Release);
+            }
+        }
+        if let Some(i) = mine {
+            return Ok(i);
         }
         Err(OpenError::NoFreeEntry {
             role: "subscriber",
@@ -355,7 +402,9 @@ fn clear_tail(log: &Log, end: u64) -> Result<(), OpenError> {
             Err(e) => return Err(e),
         };
         for o in base.max(end)..=seg.last() {
-            if seg.read(o) != Record::Empty {
+            // Any record words written (a seal, or a length or offset without one): reset, so
+            // that the file's untouched pages stay untouched.
+            if seg.sealed(o) || seg.read(o) != Record::Empty {
                 seg.unseal(o);
             }
         }
@@ -375,8 +424,11 @@ fn recovered_end(log: &Log) -> Result<(u64, u64), OpenError> {
         };
         let mut last = None;
         for o in base..=seg.last() {
-            if let Record::Valid(bytes) = seg.read(o) {
-                last = Some((o, super::timestamp_of(bytes)));
+            match seg.read(o) {
+                Record::Valid(bytes) if bytes.len() >= PREFIX => {
+                    last = Some((o, super::timestamp_of(bytes)));
+                }
+                _ => {}
             }
         }
         if let Some((o, ts)) = last {

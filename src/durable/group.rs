@@ -3,15 +3,20 @@
 //!
 //! # Membership and assignment
 //! A member takes a free entry (its owner word, by compare-and-swap) and a token unique in the
-//! file, and bumps `generation`. Every member computes the same assignment from the live
-//! entries: partition `k` goes to the `k mod n`-th live member in entry order. A partition is
-//! read by the member whose token is in its `owner` word, and only that one:
+//! file, and bumps `generation`. Every member computes its share from the live entries (sticky
+//! shares, see `Subscriber::rebalance_group`: the member of rank `r` of `n` reads `P/n`
+//! partitions, one more if `r < P mod n`, keeping those it has). A partition is read by the
+//! member whose token is in its `owner` word, and only that one:
 //! - a member lets go of a partition no longer assigned to it (storing 0 with Release, after
 //!   its commit), and takes an assigned one only from 0 (compare-and-swap, Acquire), then
 //!   reads from the committed offset;
 //! - a member found dead (its process gone) has its partitions freed first (`owner` from its
 //!   token to 0, by compare-and-swap, so a later owner is never freed by mistake: tokens are
-//!   unique), then its entry.
+//!   unique), then its entry. The reaper reads the token between two reads of the owner
+//!   word that both name the dead process, so the token is the dead member's and not that of
+//!   a member that took the entry after another reaper freed it;
+//! - a tool resetting the group's offsets joins as a member and takes every partition first
+//!   (or gives up), so no member reads a committed offset half way through the reset.
 //!
 //! So a partition has at most one reader at any time, and each new reader starts where the
 //! last one committed: messages past the last commit are delivered again (at least once).
@@ -83,7 +88,9 @@ impl GroupFile {
         }
     }
 
-    /// Every group file of a topic (for recovery, retention and tools).
+    /// Every valid group file of a topic (for recovery, retention and tools). A stray file, or
+    /// one that fails its checks, is passed over (and logged): it is no group; whoever opens
+    /// it by name is told why.
     pub(crate) fn all(topic_dir: &Path, partitions: usize) -> Result<Vec<GroupFile>, OpenError> {
         let dir = groups_dir(topic_dir);
         let entries = match std::fs::read_dir(&dir) {
@@ -95,14 +102,16 @@ impl GroupFile {
         for entry in entries {
             let entry = entry.map_err(|e| OpenError::from_io(e, &dir.display().to_string()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            if name.starts_with('.') || crate::shm::validate_name(&name).is_err() {
                 continue;
             }
             match GroupFile::open(topic_dir, &name, partitions, false) {
                 Ok(g) => out.push(g),
                 // Removed meanwhile.
                 Err(OpenError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    crate::log_rare!(warn, group = name.as_str(), error = %e, "passed over an invalid group file");
+                }
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -174,9 +183,12 @@ impl GroupFile {
                     .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
-                    // Relaxed: unique by the fetch_add; published by the bump's Release.
+                    // Relaxed: unique by the fetch_add.
                     let token = self.word(G_JOINS).fetch_add(1, Ordering::Relaxed) + 1;
-                    self.word(member_at(i) + 8).store(token, Ordering::Relaxed);
+                    // Release: a reaper that reads this token (Acquire) then sees the owner
+                    // word this entry's CAS wrote, not the dead owner before it (see
+                    // `reap_dead`); a reader of a partition owned by this token sees it here.
+                    self.word(member_at(i) + 8).store(token, Ordering::Release);
                     self.bump();
                     return Ok((i, token));
                 }
@@ -223,6 +235,13 @@ impl GroupFile {
                 continue;
             }
             let token = self.word(member_at(i) + 8).load(Ordering::Acquire);
+            // The token is the dead member's only if the entry still names it: another reaper
+            // may have freed the entry and a new member taken it, storing its own token (whose
+            // Release store, read above with Acquire, makes the new owner visible here).
+            // Acquire: as above.
+            if self.word(member_at(i)).load(Ordering::Acquire) != owner {
+                continue;
+            }
             // Partitions first: while the entry still names the dead owner, no member can hold
             // a token of this entry other than the dead one's.
             self.free_partitions_of(token);
@@ -267,6 +286,14 @@ impl GroupFile {
         reaped
     }
 
+    /// Whether entry `i` is still the member of `token` (an entry freed by a tool or a
+    /// recovery may have been taken by another member since).
+    pub(crate) fn holds(&self, i: usize, token: u64) -> bool {
+        // Acquire: as in `reap_dead`.
+        self.word(member_at(i)).load(Ordering::Acquire) != 0
+            && self.word(member_at(i) + 8).load(Ordering::Acquire) == token
+    }
+
     /// Entry indices of the members, in order (live or not yet reaped).
     pub(crate) fn members(&self) -> Vec<usize> {
         (0..MAX_MEMBERS)
@@ -295,11 +322,14 @@ impl GroupFile {
 
     /// Takes partition `k` for `token` if nobody owns it.
     pub(crate) fn take(&self, k: usize, token: u64) -> bool {
-        // Acquire: the previous owner's commit (stored before its Release free) is seen.
+        // AcqRel: Acquire, the previous owner's commit (stored before its Release free) is
+        // seen; Release, a reaper that reads this owner word sees our entry's token (stored
+        // before), so it never frees a partition of a live member as an orphan's.
         self.word(group_partition_at(k) + GP_OWNER)
-            .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, token, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
+
 
     /// Lets go of partition `k` if `token` owns it.
     pub(crate) fn release(&self, k: usize, token: u64) {

@@ -301,7 +301,10 @@ impl<P: Payload + ?Sized> Message<'_, P> {
 
 /// The timestamp in a record's prefix (`bytes` holds at least [`PREFIX`] bytes).
 pub(crate) fn timestamp_of(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes[R_TIMESTAMP..][..8].try_into().expect("8 bytes"))
+    // A record shorter than the prefix is refused before it is read; 0 if one gets here.
+    bytes
+        .get(R_TIMESTAMP..R_TIMESTAMP + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// What [`inspect`] reports of one partition.
@@ -427,22 +430,37 @@ pub fn reset_group(dir: &Path, name: &str, group: &str, to: StartAt) -> Result<V
     shared.ctl.exclusive(|| {
         g.reap_dead(0);
         let live = g.live_members();
-        if live > 0 {
-            return Err(OpenError::Busy(format!(
+        let busy = |live: usize| {
+            OpenError::Busy(format!(
                 "group {group} of topic {name} has {live} live member(s): stop them first"
-            )));
+            ))
+        };
+        if live > 0 {
+            return Err(busy(live));
         }
-        let mut set = Vec::with_capacity(n);
-        for k in 0..n {
-            let o = match to {
-                // Past the end: clamp, as Kafka does.
-                StartAt::Offset(o) => o.max(shared.earliest(k)?).min(shared.published(k)),
-                other => subscriber::start_offset(&shared, k, other)?,
-            };
-            g.commit(k, o);
-            set.push(o);
-        }
-        g.sync().map_err(OpenError::Io)?;
-        Ok(set)
+        // The reset holds every partition as a member would, so that a member joining now
+        // reads the new offsets (its take, after our release, sees our commits), not the old.
+        let (entry, token) = g.join()?;
+        let held: Vec<bool> = (0..n).map(|k| g.take(k, token)).collect();
+        let result = if held.iter().all(|&h| h) {
+            (|| {
+                let mut set = Vec::with_capacity(n);
+                for k in 0..n {
+                    let o = match to {
+                        // Past the end: clamp, as Kafka does.
+                        StartAt::Offset(o) => o.max(shared.earliest(k)?).min(shared.published(k)),
+                        other => subscriber::start_offset(&shared, k, other)?,
+                    };
+                    g.commit(k, o);
+                    set.push(o);
+                }
+                g.sync().map_err(OpenError::Io)?;
+                Ok(set)
+            })()
+        } else {
+            Err(busy(g.live_members().saturating_sub(1).max(1)))
+        };
+        g.leave(entry, token);
+        result
     })
 }

@@ -19,9 +19,11 @@ use crate::topic::Payload;
 ///
 /// Messages without a key go to the partitions in turn; [`Publisher::send_keyed`] sends every
 /// message of one key to the same partition, so they keep their order for every reader.
-/// Publishers of one partition take turns through its append lock (a few stores long); one
-/// that dies holding it is detected and the lock taken over within
-/// [`crate::CHECK_INTERVAL`], and whatever it half wrote is written over.
+/// Publishers of one partition take turns through its append lock, held while one message is
+/// written in place and published (no system call: syncs, new segment files and retention
+/// happen after it is let go, except a file the writer reaches before it was made ahead); one
+/// that dies holding it is detected and the lock taken over within [`crate::CHECK_INTERVAL`],
+/// and whatever it half wrote is written over.
 ///
 /// A publisher never waits for subscribers: the log keeps every message until retention
 /// deletes it.
@@ -52,6 +54,10 @@ pub struct Publisher<P: Payload + ?Sized> {
     next_partition: usize,
     sent: u64,
     stamper: Stamper,
+    /// Work an append found to do once its lock is let go: the base of a segment file to make
+    /// ahead, and whether retention is due.
+    make_ahead: Option<u64>,
+    retain_due: bool,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -77,6 +83,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
             next_partition: 0,
             sent: 0,
             stamper: Stamper::new(),
+            make_ahead: None,
+            retain_due: false,
             _p: PhantomData,
         }
     }
@@ -138,13 +146,31 @@ impl<P: Payload + ?Sized> Publisher<P> {
         }
         let res = self.append_locked(k, key, write);
         lock::unlock(self.shared.ctl.word(k, P_LOCK));
-        // Also after a failed sync: the record was published all the same.
+        // Also after a failure: a dead publisher's record may have been published.
         self.shared.ctl.news_bell().ring(ALL);
         let o = res?;
         self.sent += 1;
+        // Published, and readable already: under `Always`, written to disk before we return
+        // (a failed sync is reported, but the message stays published).
+        let synced = match self.policy {
+            SyncPolicy::Always => {
+                let seg = self.segs[k].as_ref().expect("mapped by the append");
+                seg.sync_covering(o)
+            }
+            _ => Ok(()),
+        };
         if let Some(f) = &self.flushers[k] {
             f.written(o);
         }
+        if let Some(base) = self.make_ahead.take() {
+            // Best effort: a failure here is met again, and reported, at the boundary.
+            let _ = self.shared.logs[k].segment(base, true);
+        }
+        if std::mem::take(&mut self.retain_due) {
+            self.shared
+                .retain(k, &self.retention, super::clock::realtime_ns());
+        }
+        synced.map_err(|e| SendError::Storage(format!("partition {k} offset {o}: {e}")))?;
         Ok((k, o))
     }
 
@@ -164,6 +190,15 @@ impl<P: Payload + ?Sized> Publisher<P> {
             // whole (the seal is written last), and a reader may have taken the seal for
             // publication already. Published as it is; ours goes next.
             crate::log_rare!(info, partition = k, offset = o, "published a dead publisher's sealed record");
+            // Its timestamp bounds ours: timestamps never go backwards in a partition.
+            if let crate::log::Record::Valid(b) = self.segs[k].as_ref().expect("mapped").read(o) {
+                if b.len() >= PREFIX {
+                    let ts = super::timestamp_of(b);
+                    // Relaxed: under the lock, as `published`.
+                    let last = self.shared.ctl.word(k, P_LAST_TS);
+                    last.store(last.load(Ordering::Relaxed).max(ts), Ordering::Relaxed);
+                }
+            }
             self.shared
                 .ctl
                 .word(k, P_PUBLISHED)
@@ -195,22 +230,18 @@ impl<P: Payload + ?Sized> Publisher<P> {
         unsafe { std::ptr::copy_nonoverlapping(prefix.as_ptr(), area, PREFIX) };
         seg.commit(o, PREFIX + len);
         // Sealed, the record may be read already (readers take a seal for publication): it
-        // is published whatever the sync below says.
-        let synced = match self.policy {
-            SyncPolicy::Always => seg.sync_covering(o),
-            _ => Ok(()),
-        };
+        // is published at once, and synced (under `Always`) after the lock is let go.
         self.last[k] = Some(o);
         ctl.word(k, P_LAST_TS).store(ts, Ordering::Relaxed);
         // Release: the record (sealed above) is visible to a reader that Acquires the end.
         ctl.word(k, P_PUBLISHED).store(o + 1, Ordering::Release);
-        synced.map_err(|e| SendError::Storage(format!("partition {k} offset {o}: {e}")))?;
         Ok(o)
     }
 
-    /// Maps (as `segs[k]`) the segment of partition `k` holding offset `o`, created if missing. Moving into a new
-    /// segment applies retention; half way through one, the next is created ahead, so that a
-    /// send rarely waits for a file to be made.
+    /// Maps (as `segs[k]`) the segment of partition `k` holding offset `o`, created if
+    /// missing. Moving into a new segment makes retention due; half way through one, the next
+    /// is due to be made ahead, so that a send rarely waits for a file to be made (both done
+    /// by `append` after it lets the lock go).
     #[inline]
     fn segment(&mut self, k: usize, o: u64) -> Result<(), SendError> {
         let log = &self.shared.logs[k];
@@ -218,8 +249,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         if let Some(s) = &self.segs[k] {
             if s.contains(o) {
                 if o - s.base() == records / 2 {
-                    // Best effort: a failure here is met again, and reported, at the boundary.
-                    let _ = log.segment(s.base() + records, true);
+                    self.make_ahead = Some(s.base() + records);
                 }
                 return Ok(());
             }
@@ -234,7 +264,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
                 .moved_to(&seg);
         }
         self.segs[k] = Some(seg);
-        self.shared.retain(k, &self.retention, super::clock::realtime_ns());
+        self.retain_due = true;
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub(crate) enum Read<'a> {
     Valid(&'a [u8]),
     /// Missing or failing its checks: the reason.
     Bad(String),
+    /// Its segment file fails its checks (a header of another shape, version, or garbage).
+    BadSegment(String),
     /// Its segment file is gone (retention).
     Gone,
 }
@@ -55,7 +57,7 @@ impl Shared {
             remove_dead_tmps(&dir);
             remove_dead_tmps(&groups_dir(&dir));
             let logs = (0..spec.partitions)
-                .map(|k| Log::open(dir.join(format!("p{k:03}")), spec.log_shape()))
+                .map(|k| Log::open_on_demand(dir.join(format!("p{k:03}")), spec.log_shape()))
                 .collect::<Result<Vec<_>, _>>()?;
             ctl.recover_if_needed(&logs, &dir)?;
             Ok(logs)
@@ -117,6 +119,11 @@ impl Shared {
                     *cache = Some(s);
                 }
                 Err(OpenError::NotFound(_)) => return Ok(Read::Gone),
+                Err(
+                    e @ (OpenError::Corrupt(_)
+                    | OpenError::VersionMismatch { .. }
+                    | OpenError::TypeMismatch { .. }),
+                ) => return Ok(Read::BadSegment(e.to_string())),
                 Err(e) => return Err(e),
             }
         }
@@ -200,15 +207,19 @@ impl Shared {
             }
             soft += 1;
         }
-        // Groups protect what they have not committed.
-        let committed = GroupFile::all(&self.dir, self.partitions())
-            .map(|gs| {
-                gs.iter()
-                    .map(|g| g.committed(k))
-                    .filter(|&c| c != NO_COMMIT)
-                    .min()
-            })
-            .unwrap_or(Some(0));
+        // Groups protect what they have not committed; if their files cannot be listed, they
+        // protect everything (only `max_bytes` deletes).
+        let committed = match GroupFile::all(&self.dir, self.partitions()) {
+            Ok(gs) => gs
+                .iter()
+                .map(|g| g.committed(k))
+                .filter(|&c| c != NO_COMMIT)
+                .min(),
+            Err(e) => {
+                crate::log_rare!(warn, partition = k, error = %e, "retention could not read the groups' commits");
+                Some(0)
+            }
+        };
         let mut delete = full[..soft]
             .iter()
             .take_while(|&&b| committed.map_or(true, |c| b + records <= c))

@@ -59,8 +59,8 @@ pub struct Subscriber<P: Payload + ?Sized> {
     /// Per partition, whether this handle reads it (all, or a group's share).
     mine: Vec<bool>,
     next_partition: usize,
-    /// Polls that found the next record unsealed (see `try_receive`).
-    unsealed_polls: u32,
+    /// Per partition, polls that found the next record unsealed (see `poll`).
+    unsealed_polls: Vec<u32>,
     /// Per partition, the offset last found unsealed in a mapped segment (`u64::MAX`: none).
     watching: Vec<u64>,
     start: StartAt,
@@ -80,10 +80,20 @@ enum Poll {
     Ready(*const u8, usize),
     /// A record that fails its checks: passed over.
     Bad(String),
+    /// Its segment file fails its checks (header): the file is passed over whole.
+    BadSegment(String),
     /// Its segment file is gone (retention).
     Gone,
     /// The log could not be read.
     Failed(OpenError),
+}
+
+/// A record `Subscriber::next_record` found: where, and its payload in the handle's mapping.
+struct Found {
+    partition: usize,
+    offset: u64,
+    ptr: *const u8,
+    len: usize,
 }
 
 /// When a group member commits on its own.
@@ -141,7 +151,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             segs: vec![None; n],
             mine: vec![true; n],
             next_partition: 0,
-            unsealed_polls: 0,
+            unsealed_polls: vec![0; n],
             watching: vec![u64::MAX; n],
             start,
             spin,
@@ -190,7 +200,13 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     ///
     /// At least once: a member that takes a partition over reads it from the last commit, so
     /// the messages received after that commit are delivered again, and nothing before it.
+    ///
+    /// A member lets go of a partition that is no longer its share inside a receive call (or
+    /// [`Subscriber::try_receive`]); one that stops calling them keeps its partitions until it
+    /// does, or drops the handle, or dies. A handle is in one group at a time: joining another
+    /// leaves the first, as dropping the handle would.
     pub fn group(mut self, group: &str) -> Result<Subscriber<P>, OpenError> {
+        self.leave_group();
         let file = GroupFile::open(&self.shared.dir, group, self.shared.partitions(), true)?;
         let (index, token) = file.join()?;
         self.mine.iter_mut().for_each(|m| *m = false);
@@ -254,6 +270,19 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         Ok(())
     }
 
+    /// Leaves the group this handle is in, if any: commits (under auto-commit) and frees its
+    /// partitions and entry.
+    fn leave_group(&mut self) {
+        if self.group.as_ref().is_some_and(|m| m.auto.is_some()) {
+            let _ = self.commit();
+        }
+        if let Some(m) = self.group.take() {
+            m.file.leave(m.index, m.token);
+            self.shared.ctl.news_bell().wake(ALL);
+            self.mine.iter_mut().for_each(|x| *x = true);
+        }
+    }
+
     /// Messages the group lost to forced retention (0 outside a group).
     pub fn group_lost(&self) -> u64 {
         self.group.as_ref().map_or(0, |m| m.file.lost())
@@ -282,7 +311,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
         }
         m.generation = m.file.generation();
         let members = m.file.members();
-        let Some(rank) = members.iter().position(|&i| i == m.index) else {
+        let rank = members.iter().position(|&i| i == m.index);
+        let Some(rank) = rank.filter(|_| m.file.holds(m.index, m.token)) else {
             // Our entry was freed (a reboot's recovery, or a tool): join again.
             if let Ok((index, token)) = m.file.join() {
                 m.index = index;
@@ -410,7 +440,16 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     }
 
     /// Reads the next record of the partitions this handle reads now.
+    #[inline]
     fn read_next(&mut self) -> Result<Message<'_, P>, ReceiveError> {
+        match self.next_record()? {
+            Some(found) => self.message(found),
+            None => Err(ReceiveError::Empty),
+        }
+    }
+
+    /// Finds the next record of the partitions this handle reads now and moves past it.
+    fn next_record(&mut self) -> Result<Option<Found>, ReceiveError> {
         let n = self.next.len();
         for i in 0..n {
             let k = (self.next_partition + i) % n;
@@ -429,39 +468,61 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                         "partition {k} offset {o}: {why}"
                     )));
                 }
+                Poll::BadSegment(why) => {
+                    let to = self.shared.logs[k].shape().base_of(o) + self.shared.spec().records;
+                    self.next[k] = to;
+                    crate::log_rare!(warn, partition = k, offset = o, "passed over a bad segment file");
+                    return Err(ReceiveError::Invalid(format!(
+                        "partition {k} offsets {o}..{to}: {why}"
+                    )));
+                }
                 Poll::Gone => return Err(self.lost(k, o)),
             };
             self.next[k] = o + 1;
             self.next_partition = (k + 1) % n;
-            // SAFETY: `ptr` is valid for `len` bytes (a record `read` checked against its
-            // mapping), and `len >= PREFIX`.
-            let prefix = unsafe { std::slice::from_raw_parts(ptr, PREFIX) };
-            let timestamp = super::timestamp_of(prefix);
-            let key = u64::from_le_bytes(prefix[R_KEY..][..8].try_into().expect("8 bytes"));
             if let Some(m) = &mut self.group {
                 m.received += 1;
             }
-            // SAFETY: the message follows the prefix in the record: `len - PREFIX` bytes, 16-
-            // aligned (log payloads are 16-aligned, PREFIX is a multiple of 16, and payload types
-            // of durable topics align to at most 16, checked by the builder). The mapping is
-            // held by `self.segs[k]`, which the returned message borrows (through `&mut self`), and
-            // a published record is never written again (segment files are deleted whole, never
-            // reused, and a deleted file stays mapped).
-            let view = unsafe { P::view(ptr.add(PREFIX), len - PREFIX) };
-            return match view {
-                Ok(view) => Ok(Message {
-                    view,
-                    partition: k,
-                    offset: o,
-                    timestamp,
-                    key,
-                }),
-                Err(why) => Err(ReceiveError::Invalid(format!(
-                    "partition {k} offset {o}: {why}"
-                ))),
-            };
+            return Ok(Some(Found {
+                partition: k,
+                offset: o,
+                ptr,
+                len,
+            }));
         }
-        Err(ReceiveError::Empty)
+        Ok(None)
+    }
+
+    /// The message of a record `next_record` found (borrowing this handle, which holds its
+    /// mapping).
+    #[inline]
+    fn message(&self, f: Found) -> Result<Message<'_, P>, ReceiveError> {
+        let (k, o) = (f.partition, f.offset);
+        // SAFETY: `f.ptr` is valid for `f.len` bytes (a record `poll` checked against its
+        // mapping, held by `self.segs[k]` until this handle reads partition `k` again, which
+        // needs `&mut self`), and `f.len >= PREFIX`.
+        let prefix = unsafe { std::slice::from_raw_parts(f.ptr, PREFIX) };
+        let timestamp = super::timestamp_of(prefix);
+        let key = u64::from_le_bytes(prefix[R_KEY..][..8].try_into().expect("8 bytes"));
+        // SAFETY: the message follows the prefix in the record: `len - PREFIX` bytes, 16-
+        // aligned (log payloads are 16-aligned, PREFIX is a multiple of 16, and payload types
+        // of durable topics align to at most 16, checked by the builder). The mapping is
+        // held by `self.segs[k]`, which the returned message borrows (through `&self`, while
+        // the caller's `&mut self` is borrowed), and a published record is never written again
+        // (segment files are deleted whole, never reused, and a deleted file stays mapped).
+        let view = unsafe { P::view(f.ptr.add(PREFIX), f.len - PREFIX) };
+        match view {
+            Ok(view) => Ok(Message {
+                view,
+                partition: k,
+                offset: o,
+                timestamp,
+                key,
+            }),
+            Err(why) => Err(ReceiveError::Invalid(format!(
+                "partition {k} offset {o}: {why}"
+            ))),
+        }
     }
 
     /// Looks at offset `o` of partition `k`: ready when sealed in the segment this handle
@@ -492,8 +553,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 // line the publisher stores to at every send, is read only at every 16th such
                 // poll: a hole is rare, and polling two lines would slow noticing a seal.
                 self.watching[k] = o;
-                self.unsealed_polls = self.unsealed_polls.wrapping_add(1);
-                if self.unsealed_polls % 16 != 0 {
+                self.unsealed_polls[k] = self.unsealed_polls[k].wrapping_add(1);
+                if self.unsealed_polls[k] % 16 != 0 {
                     return Poll::NotYet;
                 }
             }
@@ -503,8 +564,8 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             // same (its writer died between seal and publication; the next writer publishes it
             // as it is), and every reader must see it alike. Mapped at every 16th such poll: a
             // failed open when the file does not exist yet is a system call.
-            self.unsealed_polls = self.unsealed_polls.wrapping_add(1);
-            if self.unsealed_polls % 16 == 0 {
+            self.unsealed_polls[k] = self.unsealed_polls[k].wrapping_add(1);
+            if self.unsealed_polls[k] % 16 == 0 {
                 self.map_head(k);
             }
             return Poll::NotYet;
@@ -513,6 +574,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             Err(e) => Poll::Failed(e),
             Ok(Read::Valid(b)) => Poll::Ready(b.as_ptr(), b.len()),
             Ok(Read::Bad(why)) => Poll::Bad(why),
+            Ok(Read::BadSegment(why)) => Poll::BadSegment(why),
             Ok(Read::Gone) => Poll::Gone,
         }
     }
@@ -548,22 +610,33 @@ impl<P: Payload + ?Sized> Subscriber<P> {
 
     /// Waits for the next message (spinning first, then sleeping on the topic's doorbell).
     pub fn receive(&mut self) -> Result<Message<'_, P>, ReceiveError> {
-        self.wait(None)?;
-        self.read_next()
+        loop {
+            self.wait(None, Duration::ZERO)?;
+            if let Some(found) = self.next_record()? {
+                return self.message(found);
+            }
+        }
     }
 
     /// Waits at most `timeout` for the next message ([`ReceiveError::Timeout`]).
     pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Message<'_, P>, ReceiveError> {
-        self.wait(Some(timeout))?;
-        self.read_next()
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            // No deadline (too far to represent): as `receive`.
+            self.wait(deadline, timeout)?;
+            if let Some(found) = self.next_record()? {
+                return self.message(found);
+            }
+        }
     }
 
-    /// Waits until a partition this handle reads has a record (then the caller's `read_next`,
-    /// with no rebalance in between, finds it: a message, or the error it is), or the timeout
-    /// passes. Membership changes and liveness checks are handled meanwhile.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), ReceiveError> {
+    /// Waits until a partition this handle reads has a record (then the caller's
+    /// `next_record`, with no rebalance in between, finds it, or the error it is; at worst, for
+    /// a hole below the published end, after a few more rounds), or `deadline` passes
+    /// ([`ReceiveError::Timeout`] of `timeout`). Membership changes and liveness checks are
+    /// handled meanwhile.
+    fn wait(&mut self, deadline: Option<Instant>, timeout: Duration) -> Result<(), ReceiveError> {
         let start = Instant::now();
-        let deadline = timeout.and_then(|t| start.checked_add(t));
         loop {
             self.rebalance();
             // A member waiting for messages still commits what it received, when it is time.
@@ -573,7 +646,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Err(ReceiveError::Timeout(timeout.unwrap_or_default()));
+                return Err(ReceiveError::Timeout(timeout));
             }
             if now < start + self.spin {
                 std::hint::spin_loop();
@@ -628,13 +701,7 @@ pub(crate) fn start_offset(shared: &Shared, k: usize, start: StartAt) -> Result<
 
 impl<P: Payload + ?Sized> Drop for Subscriber<P> {
     fn drop(&mut self) {
-        if self.group.as_ref().is_some_and(|m| m.auto.is_some()) {
-            let _ = self.commit();
-        }
-        if let Some(m) = &self.group {
-            m.file.leave(m.index, m.token);
-            self.shared.ctl.news_bell().wake(ALL);
-        }
+        self.leave_group();
         self.shared.ctl.leave_subscriber(self.entry);
     }
 }

@@ -198,11 +198,7 @@ impl Log {
         // Owned by us and writable by nobody else, like a root (see `shm::Root`); a new
         // directory's entry is synced.
         crate::shm::private_dir(&dir, "log directory")?;
-        let log = Log {
-            dir,
-            shape,
-            maps: Mutex::new(Maps::default()),
-        };
+        let log = Log::open_on_demand(dir, shape)?;
         for base in log.bases()? {
             // Validates the header (and maps the file; kept for the first reads). A file that
             // is gone by now was renamed or deleted by a live process rotating the log (its
@@ -213,6 +209,22 @@ impl Log {
             }
         }
         Ok(log)
+    }
+
+    /// Opens the log in `dir` as [`Log::open`] does, but validates (and maps) each segment
+    /// file only when it is first asked for: for logs of many files, most of which are never
+    /// read by a given handle (a durable topic's retained history).
+    pub(crate) fn open_on_demand(dir: impl Into<PathBuf>, shape: LogShape) -> Result<Log, OpenError> {
+        shape.check()?;
+        let dir = dir.into();
+        // Owned by us and writable by nobody else, like a root (see `shm::Root`); a new
+        // directory's entry is synced.
+        crate::shm::private_dir(&dir, "log directory")?;
+        Ok(Log {
+            dir,
+            shape,
+            maps: Mutex::new(Maps::default()),
+        })
     }
 
     /// The log's shape.

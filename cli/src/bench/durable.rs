@@ -595,14 +595,16 @@ fn run(args: &DurableArgs) -> Result<()> {
         d.display(),
         disk.fs
     );
-    println!("append (one publisher):");
+    println!("append (one publisher; x: msgs/s / the in-memory topic's streaming msgs/s):");
+    let streaming = median(rates[0].clone()).unwrap_or(f64::NAN);
     for a in &appends {
         println!(
-            "  {:>5} B {:<7} {:>12.0} msgs/s {:>9.1} MB/s",
+            "  {:>5} B {:<7} {:>12.0} msgs/s {:>9.1} MB/s  x{:.2}",
             a.size,
             policy_name(a.policy),
             a.msgs_per_s,
-            mb(a.msgs_per_s * a.size as f64, 1.0)
+            mb(a.msgs_per_s * a.size as f64, 1.0),
+            a.msgs_per_s / streaming
         );
     }
     println!(
