@@ -16,6 +16,10 @@ fn dir(test: &str) -> PathBuf {
     d
 }
 
+/// Bytes per record of a `u64` topic: header 16, prefix 16, message 8, rounded up to a cache
+/// line (ARCHITECTURE.md, "Durable topics").
+const STRIDE: u64 = 64;
+
 fn topic(dir: &Path, name: &str) -> durable::DurableTopicBuilder<u64> {
     Node::in_process()
         .topic::<u64>(name)
@@ -93,10 +97,7 @@ fn replay_from_earliest_latest_an_offset_and_a_time() {
 #[test]
 fn retention_deletes_whole_old_files_and_an_old_offset_is_a_typed_error() {
     let d = dir("retention");
-    let file_len = {
-        let shape = 4096 + 16 * (16 + 16 + 16); // header + records × stride (u64 message)
-        shape as u64
-    };
+    let file_len = 4096 + 16 * STRIDE; // header + records × stride
     let t = topic(&d, "ret").retention(Retention {
         bytes: Some(3 * file_len),
         ..Retention::default()
@@ -129,7 +130,7 @@ fn retention_deletes_whole_old_files_and_an_old_offset_is_a_typed_error() {
 #[test]
 fn a_group_protects_what_it_has_not_committed_until_max_bytes_forces_it() {
     let d = dir("protect");
-    let file_len = 4096 + 16 * 48u64;
+    let file_len = 4096 + 16 * STRIDE;
     let t = topic(&d, "protect").retention(Retention {
         bytes: Some(2 * file_len),
         max_bytes: Some(6 * file_len),
@@ -186,8 +187,8 @@ fn a_corrupt_record_is_reported_and_passed_over_and_so_is_a_truncated_file() {
     }
     drop(p);
     let seg = d.join("topic_corrupt/p000/00000000000000000000.seg");
-    // Offset 3's message bytes: header page, 3 records of 48 bytes, record header, prefix.
-    patch(&seg, 4096 + 3 * 48 + 16 + 16, &[0xff]);
+    // Offset 3's message bytes: header page, 3 records, record header, prefix.
+    patch(&seg, 4096 + 3 * STRIDE + 16 + 16, &[0xff]);
     let mut s = t.subscriber_at(StartAt::Earliest).unwrap();
     let mut got = Vec::new();
     let mut bad = Vec::new();
@@ -356,7 +357,7 @@ fn a_sealed_record_a_dead_publisher_left_is_read_and_published_as_it_is() {
         p.send(&v).unwrap();
     }
     drop(p);
-    // Record 3: crc | len | offset | timestamp | key | message (u64), stride 48.
+    // Record 3: crc | len | offset | timestamp | key | message (u64).
     let mut rec = Vec::new();
     let len = 16u32 + 8;
     rec.extend_from_slice(&len.to_le_bytes());
@@ -366,8 +367,8 @@ fn a_sealed_record_a_dead_publisher_left_is_read_and_published_as_it_is() {
     rec.extend_from_slice(&77u64.to_le_bytes());
     let crc = crc32c::crc32c(&rec);
     let seg = d.join("topic_sealed/p000/00000000000000000000.seg");
-    patch(&seg, 4096 + 3 * 48 + 4, &rec);
-    patch(&seg, 4096 + 3 * 48, &crc.to_le_bytes());
+    patch(&seg, 4096 + 3 * STRIDE + 4, &rec);
+    patch(&seg, 4096 + 3 * STRIDE, &crc.to_le_bytes());
     // Readers starting anywhere see it, though the published end is still 3.
     assert_eq!(durable::inspect(&d, "sealed").unwrap().partitions[0].end, 3);
     let mut from_start = t.subscriber_at(StartAt::Earliest).unwrap();
@@ -411,7 +412,7 @@ fn a_hole_below_the_end_is_reported_by_a_blocking_receive_in_every_partition() {
     p.send(&11).unwrap();
     for k in 0..2 {
         let seg = d.join(format!("topic_hole/p00{k}/00000000000000000000.seg"));
-        patch(&seg, 4096 + 48, &[0; 16]);
+        patch(&seg, 4096 + STRIDE, &[0; 16]);
     }
     p.send(&20).unwrap();
     p.send(&21).unwrap();
@@ -460,5 +461,40 @@ fn joining_another_group_leaves_the_first() {
         .group("a")
         .unwrap();
     assert_eq!(a.assigned(), [0, 1]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Records have room to the end of a cache line; a record whose message is longer than the
+/// topic's limit (written here into the file, as a foreign writer could) is reported and passed
+/// over, never delivered.
+#[test]
+fn a_record_longer_than_the_topic_allows_is_refused() {
+    let d = dir("toolong");
+    let t = Node::in_process()
+        .topic_bytes("toolong")
+        .max_message_size(100)
+        .durable(&d)
+        .sync_policy(SyncPolicy::Never);
+    let mut p = t.publisher().unwrap();
+    p.send(b"first").unwrap();
+    drop(p);
+    // Record 1 (stride: 16 + 16 + 100 rounded up to 64 = 192): a 120-byte message.
+    let mut rec = Vec::new();
+    rec.extend_from_slice(&(16u32 + 120).to_le_bytes());
+    rec.extend_from_slice(&1u64.to_le_bytes());
+    rec.extend_from_slice(&[0; 16]); // prefix: timestamp 0, no key
+    rec.extend_from_slice(&[7; 120]);
+    let crc = crc32c::crc32c(&rec);
+    let seg = d.join("topic_toolong/p000/00000000000000000000.seg");
+    patch(&seg, 4096 + 192 + 4, &rec);
+    patch(&seg, 4096 + 192, &crc.to_le_bytes());
+    let mut s = t.subscriber_at(StartAt::Earliest).unwrap();
+    assert_eq!(&*s.try_receive().unwrap(), b"first");
+    match s.try_receive() {
+        Err(ReceiveError::Invalid(why)) => assert!(why.contains("limit is 100"), "{why}"),
+        Ok(m) => panic!("delivered {} bytes", m.len()),
+        Err(e) => panic!("{e}"),
+    }
+    assert!(matches!(s.try_receive(), Err(ReceiveError::Empty)));
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use super::layout::*;
 use crate::error::OpenError;
-use crate::log::{Log, LogShape, Record};
+use crate::log::{Log, LogShape, Record, RECORD_HEADER};
 use crate::shm::Region;
 use crate::sync::ProcessId;
 
@@ -25,13 +25,22 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
-    /// The shape of each partition's log.
+    /// The shape of each partition's log: room for the prefix and the largest message, padded
+    /// so that records start on cache lines (the stride, header included, is a multiple of
+    /// 64, as the in-memory topic's slots): a record's header, prefix and the first 32 bytes
+    /// of its message are then on one line, which a live reader polls for the seal.
     pub(crate) fn log_shape(&self) -> LogShape {
         LogShape {
-            max_payload: PREFIX + self.max_message,
+            max_payload: record_stride(self.max_message) - RECORD_HEADER,
             records: self.records,
         }
     }
+}
+
+/// Bytes from one record to the next in a topic of messages up to `max_message` bytes: header,
+/// prefix and message, rounded up to a cache line (see [`Spec::log_shape`]).
+pub(crate) fn record_stride(max_message: usize) -> usize {
+    (RECORD_HEADER + PREFIX + max_message).next_multiple_of(crate::shm::CACHE_LINE)
 }
 
 /// The control file, mapped.

@@ -109,8 +109,8 @@ impl GroupFile {
                 Ok(g) => out.push(g),
                 // Removed meanwhile.
                 Err(OpenError::NotFound(_)) => {}
-                Err(e) => {
-                    crate::log_rare!(warn, group = name.as_str(), error = %e, "passed over an invalid group file");
+                Err(_e) => {
+                    crate::log_rare!(warn, group = name.as_str(), error = %_e, "passed over an invalid group file");
                 }
             }
         }

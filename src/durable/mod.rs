@@ -222,7 +222,7 @@ impl<P: Payload + ?Sized> DurableTopicBuilder<P> {
                 .chain(id.size.to_le_bytes())
                 .chain(id.align.to_le_bytes()),
         );
-        let stride = (crate::log::RECORD_HEADER + PREFIX + max_message).next_multiple_of(16);
+        let stride = control::record_stride(max_message);
         let records = self
             .segment_records
             .unwrap_or((SEGMENT_BYTES / stride).clamp(16, 1 << 20) as u64);

@@ -9,7 +9,7 @@ use super::layout::*;
 use super::shared::Shared;
 use super::Retention;
 use crate::error::SendError;
-use crate::log::{Flusher, LogSegment, SyncPolicy};
+use crate::log::{Ahead, Flusher, LogSegment, Pretouch, SyncPolicy};
 use crate::sync::doorbell::ALL;
 use crate::sync::{lock, ProcessId};
 use crate::topic::Payload;
@@ -54,10 +54,14 @@ pub struct Publisher<P: Payload + ?Sized> {
     next_partition: usize,
     sent: u64,
     stamper: Stamper,
-    /// Work an append found to do once its lock is let go: the base of a segment file to make
-    /// ahead, and whether retention is due.
+    /// Work an append found to do once its lock is let go: a chunk to populate, the base of a
+    /// segment file to make ahead (both handed to `ahead`), and whether retention is due.
+    pretouch: Option<Pretouch>,
     make_ahead: Option<u64>,
     retain_due: bool,
+    /// The helper thread that populates and makes files ahead of this publisher (started at
+    /// its first job; `Err(())` if it could not be, and this publisher does that work itself).
+    ahead: Result<Option<Ahead>, ()>,
     _p: PhantomData<fn(&P)>,
 }
 
@@ -83,8 +87,10 @@ impl<P: Payload + ?Sized> Publisher<P> {
             next_partition: 0,
             sent: 0,
             stamper: Stamper::new(),
+            pretouch: None,
             make_ahead: None,
             retain_due: false,
+            ahead: Ok(None),
             _p: PhantomData,
         }
     }
@@ -112,7 +118,8 @@ impl<P: Payload + ?Sized> Publisher<P> {
     /// Sends `msg` without a key (partitions in turn). Returns its partition and offset.
     pub fn send(&mut self, msg: &P::Input) -> Result<(usize, u64), SendError> {
         let k = self.next_partition;
-        self.next_partition = (k + 1) % self.shared.partitions();
+        // Wrapped by a comparison, not a division.
+        self.next_partition = if k + 1 == self.shared.partitions() { 0 } else { k + 1 };
         self.append(k, KEY_NONE, |buf| P::encode(msg, buf))
     }
 
@@ -162,9 +169,21 @@ impl<P: Payload + ?Sized> Publisher<P> {
         if let Some(f) = &self.flushers[k] {
             f.written(o);
         }
+        if let Some(p) = self.pretouch.take() {
+            match self.ahead() {
+                Some(a) => a.populate(p),
+                None => p.run(),
+            }
+        }
         if let Some(base) = self.make_ahead.take() {
-            // Best effort: a failure here is met again, and reported, at the boundary.
-            let _ = self.shared.logs[k].segment(base, true);
+            let log = self.shared.logs[k].clone();
+            match self.ahead() {
+                Some(a) => a.make(log, base),
+                // Best effort: a failure here is met again, and reported, at the boundary.
+                None => {
+                    let _ = log.segment(base, true);
+                }
+            }
         }
         if std::mem::take(&mut self.retain_due) {
             self.shared
@@ -228,7 +247,7 @@ impl<P: Payload + ?Sized> Publisher<P> {
         prefix[R_KEY..][..8].copy_from_slice(&key.to_le_bytes());
         // SAFETY: as above; the prefix is the first PREFIX bytes of the area.
         unsafe { std::ptr::copy_nonoverlapping(prefix.as_ptr(), area, PREFIX) };
-        seg.commit(o, PREFIX + len);
+        self.pretouch = seg.seal(o, PREFIX + len);
         // Sealed, the record may be read already (readers take a seal for publication): it
         // is published at once, and synced (under `Always`) after the lock is let go.
         self.last[k] = Some(o);
@@ -236,6 +255,14 @@ impl<P: Payload + ?Sized> Publisher<P> {
         // Release: the record (sealed above) is visible to a reader that Acquires the end.
         ctl.word(k, P_PUBLISHED).store(o + 1, Ordering::Release);
         Ok(o)
+    }
+
+    /// The helper thread, started at the first call.
+    fn ahead(&mut self) -> Option<&Ahead> {
+        if let Ok(None) = self.ahead {
+            self.ahead = Ahead::start().map(Some).ok_or(());
+        }
+        self.ahead.as_ref().ok().and_then(Option::as_ref)
     }
 
     /// Maps (as `segs[k]`) the segment of partition `k` holding offset `o`, created if

@@ -18,7 +18,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) name: String,
     pub(crate) ctl: Control,
-    pub(crate) logs: Vec<Log>,
+    /// Shared with the publisher's helper thread (`log::Ahead`), which makes files ahead.
+    pub(crate) logs: Vec<Arc<Log>>,
 }
 
 /// What reading an offset found.
@@ -60,7 +61,7 @@ impl Shared {
                 .map(|k| Log::open_on_demand(dir.join(format!("p{k:03}")), spec.log_shape()))
                 .collect::<Result<Vec<_>, _>>()?;
             ctl.recover_if_needed(&logs, &dir)?;
-            Ok(logs)
+            Ok(logs.into_iter().map(Arc::new).collect())
         })?;
         Ok(Shared {
             dir,
@@ -215,8 +216,8 @@ impl Shared {
                 .map(|g| g.committed(k))
                 .filter(|&c| c != NO_COMMIT)
                 .min(),
-            Err(e) => {
-                crate::log_rare!(warn, partition = k, error = %e, "retention could not read the groups' commits");
+            Err(_e) => {
+                crate::log_rare!(warn, partition = k, error = %_e, "retention could not read the groups' commits");
                 Some(0)
             }
         };

@@ -451,8 +451,11 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     /// Finds the next record of the partitions this handle reads now and moves past it.
     fn next_record(&mut self) -> Result<Option<Found>, ReceiveError> {
         let n = self.next.len();
+        // Round robin from `next_partition` (below `n`), wrapped by a subtraction: a division
+        // per message costs more than the rest of reading a replayed record.
         for i in 0..n {
-            let k = (self.next_partition + i) % n;
+            let k = self.next_partition + i;
+            let k = if k >= n { k - n } else { k };
             if !self.mine[k] {
                 continue;
             }
@@ -479,7 +482,7 @@ impl<P: Payload + ?Sized> Subscriber<P> {
                 Poll::Gone => return Err(self.lost(k, o)),
             };
             self.next[k] = o + 1;
-            self.next_partition = (k + 1) % n;
+            self.next_partition = if k + 1 == n { 0 } else { k + 1 };
             if let Some(m) = &mut self.group {
                 m.received += 1;
             }
@@ -498,6 +501,15 @@ impl<P: Payload + ?Sized> Subscriber<P> {
     #[inline]
     fn message(&self, f: Found) -> Result<Message<'_, P>, ReceiveError> {
         let (k, o) = (f.partition, f.offset);
+        // The log's records have room to the end of a cache line; a message is refused past
+        // the topic's own limit (a record no publisher of this topic wrote).
+        let max = self.shared.spec().max_message;
+        if f.len - PREFIX > max {
+            return Err(ReceiveError::Invalid(format!(
+                "partition {k} offset {o}: message of {} bytes, the topic's limit is {max}",
+                f.len - PREFIX
+            )));
+        }
         // SAFETY: `f.ptr` is valid for `f.len` bytes (a record `poll` checked against its
         // mapping, held by `self.segs[k]` until this handle reads partition `k` again, which
         // needs `&mut self`), and `f.len >= PREFIX`.

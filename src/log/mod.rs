@@ -33,6 +33,8 @@
 //! two processes creating the same segment one wins and the other opens the winner's file.
 //! Nothing existing is ever overwritten: a file with a bad header is an error at open.
 
+mod ahead;
+mod crc;
 mod flush;
 pub mod layout;
 mod segment;
@@ -42,7 +44,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub(crate) use ahead::Ahead;
 pub(crate) use flush::Flusher;
+pub(crate) use segment::Pretouch;
 use segment::SegmentFile;
 pub use segment::{LogSegment, Record};
 
@@ -72,6 +76,11 @@ pub enum SyncPolicy {
     /// unless the disk also failed the second sync (a dying disk): then the sealed record may
     /// have reached the disk without its unseal, and a rebuild delivers it. So treat `Storage`
     /// as "not sent, unless the disk is failing", as with any at-least-once sender.
+    ///
+    /// Durable topics differ: their live subscribers read a record as soon as it is sealed,
+    /// before its sync, so a failed sync cannot take the message back. The send still returns
+    /// `Storage`, but the message stays published (it may be delivered, and a machine crash may
+    /// lose it); see `ringbus::durable`.
     Always,
     /// Records are synced at this interval by a background thread of each sending process, and
     /// when a producer is dropped: a machine crash loses at most the sends of the last interval

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use memmap2::MmapOptions;
 
+use super::crc::record_crc;
 use super::layout::*;
 use super::LogShape;
 use crate::error::OpenError;
@@ -81,6 +82,26 @@ fn populate_range(region: &Region, at: usize, len: usize, write: bool) {
     let _ = unsafe { rustix::mm::madvise(region.ptr(at, len).cast(), len, advice) };
 }
 
+/// A chunk of a segment file its writer is about to reach: populating it (writable) spares the
+/// writer a page fault every page. Holds the file mapped until done.
+pub(crate) struct Pretouch {
+    f: Arc<SegmentFile>,
+    at: usize,
+}
+
+impl Pretouch {
+    /// Populates the chunk (best effort, see `populate_range`).
+    pub(crate) fn run(self) {
+        populate_range(&self.f.region, self.at, POPULATE_CHUNK, true);
+    }
+}
+
+impl std::fmt::Debug for Pretouch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pretouch").field("at", &self.at).finish()
+    }
+}
+
 /// Bytes a writer populates at a time, one chunk ahead of where it writes: the kernel zeroes
 /// them just before the writer stores into them, so its stores find the lines in cache.
 const POPULATE_CHUNK: usize = 256 << 10;
@@ -138,36 +159,6 @@ fn fail_sync_for_test() -> bool {
 /// How far ahead of the record it seals a writer prefetches one (at least 4 records ahead), and
 /// the most of a record it prefetches.
 const PREFETCH_BYTES: usize = 2048;
-
-/// CRC-32C (Castagnoli) of `bytes`, the same value as `crc32c::crc32c`: for the short
-/// records of a log, a plain loop of the SSE 4.2 instruction over 8-byte words, with none of
-/// the crate's set-up for long buffers (measured: a 92-byte record's check in half the
-/// instructions); longer ones, and CPUs without the instruction, go to the crate.
-#[inline(always)]
-fn record_crc(bytes: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if bytes.len() <= 512 && std::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: the CPU has SSE 4.2 (checked just above).
-        return unsafe { crc_sse42(bytes) };
-    }
-    crc32c::crc32c(bytes)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc_sse42(bytes: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut crc = u64::from(!0u32);
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        crc = _mm_crc32_u64(crc, u64::from_le_bytes(w.try_into().expect("8 bytes")));
-    }
-    let mut c = crc as u32;
-    for &b in words.remainder() {
-        c = _mm_crc32_u8(c, b);
-    }
-    !c
-}
 
 impl LogSegment {
     /// Opens and validates `path`; `Ok(None)` if there is no such file. A file mapped already
@@ -444,17 +435,27 @@ impl LogSegment {
 
     /// Seals record `o` whose `len` payload bytes were written through
     /// [`LogSegment::payload_ptr`]: writes its length, offset and crc. `len` must not exceed
-    /// the maximum payload (asserted: a caller bug, not input).
+    /// the maximum payload (asserted: a caller bug, not input). A record that starts a new
+    /// chunk of the file populates the chunk after it first.
     #[inline]
     pub(crate) fn commit(&self, o: u64, len: usize) {
+        if let Some(p) = self.seal(o, len) {
+            p.run();
+        }
+    }
+
+    /// As [`LogSegment::commit`], but a chunk to populate is handed back to the caller (to
+    /// populate on another thread, see `log::Ahead`) instead of populated here.
+    #[inline]
+    pub(crate) fn seal(&self, o: u64, len: usize) -> Option<Pretouch> {
         assert!(len <= self.f.shape.max_payload);
         let at = self.place(o);
-        // Crossing into a new chunk: populate the one after it.
+        // Crossing into a new chunk: the one after it is due.
         let rel = at - SEGMENT_HEADER;
-        if rel % POPULATE_CHUNK < self.f.stride {
-            let next = SEGMENT_HEADER + (rel / POPULATE_CHUNK + 2) * POPULATE_CHUNK;
-            populate_range(&self.f.region, next & !4095, POPULATE_CHUNK, true);
-        }
+        let due = (rel % POPULATE_CHUNK < self.f.stride).then(|| Pretouch {
+            f: self.f.clone(),
+            at: (SEGMENT_HEADER + (rel / POPULATE_CHUNK + 2) * POPULATE_CHUNK) & !4095,
+        });
         self.prefetch_write(o + (PREFETCH_BYTES / self.f.stride).max(4) as u64);
         let rec = self.f.region.ptr(at, RECORD_HEADER + len);
         let mut head = [0u8; 12];
@@ -474,6 +475,7 @@ impl LogSegment {
             .region
             .u32_at(at + REC_CRC)
             .store(crc, Ordering::Release);
+        due
     }
 
     /// Reads record `o` if it carries a seal (a non-zero crc, loaded with Acquire: a seal
@@ -745,19 +747,5 @@ impl LogSegment {
         let dst = self.f.region.ptr(b, self.f.stride);
         // SAFETY: both records are inside the mapping and distinct (different offsets).
         unsafe { std::ptr::copy_nonoverlapping(src, dst, self.f.stride) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_record_crc_is_the_crates_crc32c() {
-        let data: Vec<u8> = (0..700u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for start in 0..8 {
-            for len in 0..600 {
-                let b = &data[start..start + len];
-                assert_eq!(super::record_crc(b), crc32c::crc32c(b), "{start} {len}");
-            }
-        }
     }
 }
