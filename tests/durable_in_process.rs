@@ -498,3 +498,45 @@ fn a_record_longer_than_the_topic_allows_is_refused() {
     assert!(matches!(s.try_receive(), Err(ReceiveError::Empty)));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A publisher's helper thread populates the chunks ahead and makes the next file half way
+/// through each (ARCHITECTURE.md, "The log"); with it on or off, every message arrives whole
+/// and in order, and once the publisher drops, the directory holds exactly the segment files
+/// the offsets need (no file made after the drop, no temporary file left).
+#[test]
+fn the_helper_thread_changes_no_message_and_leaves_only_the_files_needed() {
+    for helper in [true, false] {
+        let d = dir(&format!("helper-{helper}"));
+        let t = Node::in_process()
+            .topic::<[u64; 8]>("helper")
+            .durable(&d)
+            .sync_policy(SyncPolicy::Never)
+            .segment_records(4096)
+            .helper_thread(helper);
+        let mut s = t.subscriber_at(StartAt::Earliest).unwrap();
+        let mut p = t.publisher().unwrap();
+        // 10,000 records of 128 bytes: five 256 KiB chunks, three files (the second one's
+        // half way point makes the third ahead).
+        for i in 0..10_000u64 {
+            assert_eq!(p.send(&[i; 8]).unwrap(), (0, i));
+        }
+        drop(p);
+        for i in 0..10_000u64 {
+            let m = s.try_receive().unwrap();
+            assert_eq!((m.offset(), *m), (i, [i; 8]), "helper {helper}");
+        }
+        assert!(matches!(s.try_receive(), Err(ReceiveError::Empty)));
+        let mut names: Vec<String> = std::fs::read_dir(d.join("topic_helper").join("p000"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let want: Vec<String> = [0u64, 4096, 8192]
+            .iter()
+            .map(|b| format!("{b:020}.seg"))
+            .collect();
+        assert_eq!(names, want, "helper {helper}");
+        drop(s);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

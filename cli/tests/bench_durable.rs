@@ -5,8 +5,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn a_short_durable_bench_reports_every_figure() {
+/// A short run's JSON object, with `extra` flags.
+fn short_run(extra: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_ringbus"))
         .args([
             "bench",
@@ -21,6 +21,7 @@ fn a_short_durable_bench_reports_every_figure() {
             "--trials",
             "3",
         ])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -28,8 +29,14 @@ fn a_short_durable_bench_reports_every_figure() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_short_durable_bench_reports_every_figure() {
+    let v = short_run(&[]);
     assert_eq!(v["pattern"], "durable");
+    assert_eq!(v["helper_thread"], true);
     let rows: Vec<&str> = v["results"]
         .as_array()
         .unwrap()
@@ -63,4 +70,12 @@ fn a_short_durable_bench_reports_every_figure() {
     assert!(
         v["rebalance"]["max_ms"].as_f64().unwrap() >= v["rebalance"]["p50_ms"].as_f64().unwrap()
     );
+}
+
+#[test]
+fn publishers_run_without_their_helper_thread_when_asked() {
+    let v = short_run(&["--no-helper-thread"]);
+    assert_eq!(v["helper_thread"], false);
+    assert_eq!(v["results"].as_array().unwrap().len(), 4);
+    assert_eq!(v["replay"]["messages"], 2000);
 }

@@ -59,13 +59,23 @@ pub struct Publisher<P: Payload + ?Sized> {
     pretouch: Option<Pretouch>,
     make_ahead: Option<u64>,
     retain_due: bool,
-    /// The helper thread that populates and makes files ahead of this publisher (started at
-    /// its first job; `Err(())` if it could not be, and this publisher does that work itself).
-    ahead: Result<Option<Ahead>, ()>,
+    /// The helper thread that populates and makes files ahead of this publisher.
+    helper: Helper,
     _p: PhantomData<fn(&P)>,
 }
 
 crate::debug_fields!(Publisher<P>: policy, retention, sent);
+
+/// A publisher's helper thread (see [`DurableTopicBuilder::helper_thread`]).
+///
+/// [`DurableTopicBuilder::helper_thread`]: super::DurableTopicBuilder::helper_thread
+enum Helper {
+    /// Not wanted, or it could not be started.
+    Off,
+    /// Wanted, started at the first job.
+    NotStarted,
+    Running(Ahead),
+}
 
 /// The key digest a message sent with `key` carries (never [`KEY_NONE`]).
 pub fn key_digest(key: &[u8]) -> u64 {
@@ -73,7 +83,12 @@ pub fn key_digest(key: &[u8]) -> u64 {
 }
 
 impl<P: Payload + ?Sized> Publisher<P> {
-    pub(crate) fn new(shared: Shared, policy: SyncPolicy, retention: Retention) -> Publisher<P> {
+    pub(crate) fn new(
+        shared: Shared,
+        policy: SyncPolicy,
+        retention: Retention,
+        helper_thread: bool,
+    ) -> Publisher<P> {
         let n = shared.partitions();
         Publisher {
             shared,
@@ -90,7 +105,11 @@ impl<P: Payload + ?Sized> Publisher<P> {
             pretouch: None,
             make_ahead: None,
             retain_due: false,
-            ahead: Ok(None),
+            helper: if helper_thread {
+                Helper::NotStarted
+            } else {
+                Helper::Off
+            },
             _p: PhantomData,
         }
     }
@@ -257,12 +276,16 @@ impl<P: Payload + ?Sized> Publisher<P> {
         Ok(o)
     }
 
-    /// The helper thread, started at the first call.
+    /// The helper thread, started at the first call (`None`: off, or it could not be started;
+    /// this publisher then does the work itself).
     fn ahead(&mut self) -> Option<&Ahead> {
-        if let Ok(None) = self.ahead {
-            self.ahead = Ahead::start().map(Some).ok_or(());
+        if let Helper::NotStarted = self.helper {
+            self.helper = Ahead::start().map_or(Helper::Off, Helper::Running);
         }
-        self.ahead.as_ref().ok().and_then(Option::as_ref)
+        match &self.helper {
+            Helper::Running(a) => Some(a),
+            _ => None,
+        }
     }
 
     /// Maps (as `segs[k]`) the segment of partition `k` holding offset `o`, created if

@@ -67,6 +67,10 @@ pub struct DurableArgs {
     #[arg(long, value_name = "MS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     detect_ms: u64,
+    /// Publishers without their helper thread (`DurableTopicBuilder::helper_thread(false)`):
+    /// each populates its pages and makes its files itself
+    #[arg(long)]
+    no_helper_thread: bool,
 }
 
 /// The hidden child of the rebalance trials.
@@ -110,12 +114,18 @@ fn fresh(disk: &Path, what: &str) -> PathBuf {
     d
 }
 
-fn bytes_topic(dir: &Path, size: usize, sync: SyncPolicy) -> durable::DurableTopicBuilder<Bytes> {
+fn bytes_topic(
+    dir: &Path,
+    size: usize,
+    sync: SyncPolicy,
+    helper: bool,
+) -> durable::DurableTopicBuilder<Bytes> {
     Node::in_process()
         .topic_bytes(TOPIC)
         .max_message_size(size)
         .durable(dir)
         .sync_policy(sync)
+        .helper_thread(helper)
 }
 
 struct Append {
@@ -125,9 +135,9 @@ struct Append {
 }
 
 /// Append throughput of one publisher, one round.
-fn append_round(disk: &Path, size: usize, policy: SyncPolicy) -> Result<f64> {
+fn append_round(disk: &Path, size: usize, policy: SyncPolicy, helper: bool) -> Result<f64> {
     let dir = fresh(disk, "append");
-    let t = bytes_topic(&dir, size, policy);
+    let t = bytes_topic(&dir, size, policy, helper);
     let mut p = t.publisher().map_err(|e| err(e.to_string()))?;
     let msg = vec![0x5au8; size];
     let n = match policy {
@@ -152,9 +162,9 @@ struct Replay {
     page_cache_s: Vec<f64>,
 }
 
-fn replay(disk: &Path, messages: u64, rounds: usize) -> Result<Replay> {
+fn replay(disk: &Path, messages: u64, rounds: usize, helper: bool) -> Result<Replay> {
     let dir = fresh(disk, "replay");
-    let t = bytes_topic(&dir, 64, SyncPolicy::Never);
+    let t = bytes_topic(&dir, 64, SyncPolicy::Never, helper);
     {
         let mut p = t.publisher().map_err(|e| err(e.to_string()))?;
         let mut msg = [0u8; 64];
@@ -271,6 +281,7 @@ fn live_round(
     row: Live,
     samples: usize,
     cpus: &[usize],
+    helper: bool,
 ) -> Result<(Histogram<u64>, f64)> {
     let dir = fresh(disk, "live");
     let node = Node::in_process();
@@ -286,7 +297,8 @@ fn live_round(
             let t = node
                 .topic::<[u64; 8]>(&name)
                 .durable(&dir)
-                .sync_policy(policy);
+                .sync_policy(policy)
+                .helper_thread(helper);
             let s = t.subscriber().map_err(|e| err(e.to_string()))?;
             let p = t.publisher().map_err(|e| err(e.to_string()))?;
             (Box::new(DurPub(p)), Box::new(DurSub(s)))
@@ -471,6 +483,7 @@ fn run(args: &DurableArgs) -> Result<()> {
     let d = disk.path().to_path_buf();
     // The CPUs this process may use, read before any thread is pinned.
     let cpus = allowed_cpus();
+    let helper = !args.no_helper_thread;
     let rows = [
         Live::Memory,
         Live::Durable(SyncPolicy::Never),
@@ -488,7 +501,7 @@ fn run(args: &DurableArgs) -> Result<()> {
         for (_, policy) in POLICIES {
             let mut rates = Vec::new();
             for _ in 0..args.rounds {
-                rates.push(append_round(&d, size, policy)?);
+                rates.push(append_round(&d, size, policy, helper)?);
                 progress.inc(1);
             }
             appends.push(Append {
@@ -499,7 +512,7 @@ fn run(args: &DurableArgs) -> Result<()> {
         }
     }
     // Replay.
-    let rp = replay(&d, args.messages, args.rounds)?;
+    let rp = replay(&d, args.messages, args.rounds, helper)?;
     progress.inc(args.rounds as u64);
     // Live rows, rounds alternating the rows.
     let mut hists: Vec<Histogram<u64>> = rows.iter().map(|_| new_histogram()).collect();
@@ -507,7 +520,7 @@ fn run(args: &DurableArgs) -> Result<()> {
     let mut rates = vec![Vec::new(); rows.len()];
     for _ in 0..args.rounds {
         for (i, &row) in rows.iter().enumerate() {
-            let (h, rate) = live_round(&d, row, args.samples, &cpus)?;
+            let (h, rate) = live_round(&d, row, args.samples, &cpus, helper)?;
             // Unpinned again: the next round's threads, and the rebalance trials' children,
             // get every CPU.
             unpin(&cpus)?;
@@ -568,6 +581,7 @@ fn run(args: &DurableArgs) -> Result<()> {
                 "latency": "one_way",
                 "disk": disk.fs,
                 "rounds": args.rounds,
+                "helper_thread": helper,
                 "results": results,
                 "append": append,
                 "replay": {
@@ -590,10 +604,11 @@ fn run(args: &DurableArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "ringbus bench durable: {} rounds on {} ({})",
+        "ringbus bench durable: {} rounds on {} ({}), publishers' helper threads {}",
         args.rounds,
         d.display(),
-        disk.fs
+        disk.fs,
+        if helper { "on" } else { "off" }
     );
     println!("append (one publisher; x: msgs/s / the in-memory topic's streaming msgs/s):");
     let streaming = median(rates[0].clone()).unwrap_or(f64::NAN);
