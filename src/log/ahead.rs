@@ -4,10 +4,10 @@
 //! allocates and zeroes a page-cache page, the file system reserves its block, and the page is
 //! mapped. About 3 µs a 4 KiB page here, so a writer of 128-byte records spends most of an
 //! append in the kernel (measured with `ringbus bench durable`: 64 B appends at 6.2 M msgs/s
-//! with the writer populating its own chunks, 8 M and more with this thread doing it). The
-//! writer hands two kinds of work to this thread instead:
-//! - **populate** a chunk of the current segment file, the one after the chunk it just entered
-//!   ([`Pretouch`], from `LogSegment::seal`);
+//! with the writer populating its own chunks, 9 to 10 M with this thread doing it). The writer
+//! hands two kinds of work to this thread instead:
+//! - **populate** a chunk of the current segment file, the one after the chunk that follows the
+//!   one it just entered ([`Pretouch`], from `LogSegment::seal`);
 //! - **make** the next segment file, once half of the current one is written.
 //!
 //! Both are hints. A chunk not populated yet when the writer gets there is faulted in by the
@@ -18,7 +18,9 @@
 //! One thread per writer handle, started at its first job and joined when the handle drops, so
 //! no work outlives the handle (a caller that drops its publisher and removes the directory
 //! does not race a file being made in it). It inherits the CPU affinity of the thread that
-//! started it. A job is a push under a mutex and a condition-variable notify, once per
+//! started it. On a machine with no spare CPU it runs in the time of busy threads, a context
+//! switch each time it wakes, which shows in their latency tails: a durable topic turns it off
+//! with `DurableTopicBuilder::helper_thread(false)`. A job is a push under a mutex and a condition-variable notify, once per
 //! chunk (256 KiB of records) and once per segment file: not per message. Pending jobs are
 //! bounded ([`PENDING`]); one more is run by the writer itself (it never queues without bound
 //! and never allocates after the start).

@@ -6,8 +6,8 @@
 //! about 3 cycles, so a plain loop over a 76-byte record (a 64-byte message) waits about 30
 //! cycles on one chain. Split in two halves, the chains run side by side, and the first
 //! half's value is moved past the second half's length with one carry-less multiply
-//! (`pclmulqdq`) by a constant from [`SHIFT`]. A replay checks every record this way, so the
-//! chain's length is the replay's speed.
+//! (`pclmulqdq`) by a constant from [`SHIFT`]. A writer computes it before every seal, on a
+//! live message's path, and a replay checks every record with it.
 //!
 //! The algebra, in the reflected bit order of the instruction (bit `i` of a 32-bit value is
 //! the coefficient of `x^(31-i)`, and of a 64-bit word of `x^(63-i)`), modulo the Castagnoli
@@ -83,7 +83,7 @@ unsafe fn crc_short(bytes: &[u8]) -> u32 {
     };
     let (n, p) = (bytes.len(), bytes.as_ptr());
     // The first chain takes words 0..half, the second words half..2*half, then any odd word
-    // and the last 0 to 7 bytes; with fewer than two words each, one chain takes it all.
+    // and the last 0 to 7 bytes; below two whole words in all, one chain takes everything.
     let half = if n >= 16 { n / 16 } else { 0 };
     // SAFETY: every read lies inside `bytes`: words `i` and `half + i` for `i < half` end by
     // byte `16 * half <= n`, and each read of the tail checks `at + width <= n`; they are

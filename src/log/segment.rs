@@ -102,8 +102,9 @@ impl std::fmt::Debug for Pretouch {
     }
 }
 
-/// Bytes a writer populates at a time, one chunk ahead of where it writes: the kernel zeroes
-/// them just before the writer stores into them, so its stores find the lines in cache.
+/// Bytes a writer populates at a time, one chunk ahead of where it writes (on its own thread:
+/// the kernel zeroes them shortly before the writer stores into them, so its stores find the
+/// lines in cache; or on its helper's, see `log::Ahead`, to overlap that work).
 const POPULATE_CHUNK: usize = 256 << 10;
 
 /// Prefetches the line at `p` for writing (`prefetchw`, where the CPU has it: the line comes
@@ -436,7 +437,7 @@ impl LogSegment {
     /// Seals record `o` whose `len` payload bytes were written through
     /// [`LogSegment::payload_ptr`]: writes its length, offset and crc. `len` must not exceed
     /// the maximum payload (asserted: a caller bug, not input). A record that starts a new
-    /// chunk of the file populates the chunk after it first.
+    /// chunk of the file then populates the chunk after the next.
     #[inline]
     pub(crate) fn commit(&self, o: u64, len: usize) {
         if let Some(p) = self.seal(o, len) {
