@@ -220,13 +220,13 @@ impl<P: Payload + ?Sized> DurableTopicBuilder<P> {
     /// which gets the segment file ready ahead of it: it maps the pages of the next 256 KiB
     /// chunk (a fresh page costs the kernel about 3 µs to provide, most of an append's time
     /// otherwise) and creates the next file half way through the current one. With it, 64 B
-    /// appends ran about 1.6 times as fast here (`ringbus bench durable`).
+    /// appends ran 1.3 to 1.7 times as fast here (`ringbus bench durable`).
     ///
     /// The thread is started at the publisher's first chunk and joined when it drops, and a
     /// publisher never waits for it. On a machine whose every CPU is busy (for example a
     /// publisher and a subscriber spinning on the only two), it takes its time from them, a
     /// context switch each time it wakes: measured here, the live one-way p99.9 of a durable
-    /// topic rose from about 0.6 µs to about 3.5 µs (p50 unchanged). Turn it off there, and
+    /// topic rose from about 1.2 µs to about 4 µs (p50 unchanged). Turn it off there, and
     /// the publisher populates its chunks and makes its files itself, in its sends.
     ///
     /// ```

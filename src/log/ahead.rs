@@ -3,8 +3,8 @@
 //! A record written into a page the file has not got yet costs a page fault: the kernel
 //! allocates and zeroes a page-cache page, the file system reserves its block, and the page is
 //! mapped. About 3 µs a 4 KiB page here, so a writer of 128-byte records spends most of an
-//! append in the kernel (measured with `ringbus bench durable`: 64 B appends at 6.2 M msgs/s
-//! with the writer populating its own chunks, 9 to 10 M with this thread doing it). The writer
+//! append in the kernel (measured with `ringbus bench durable`: 64 B appends at 5.9 M msgs/s
+//! with the writer populating its own chunks, 7.8 to 10.2 M with this thread doing it). The writer
 //! hands two kinds of work to this thread instead:
 //! - **populate** a chunk of the current segment file, the one after the chunk that follows the
 //!   one it just entered ([`Pretouch`], from `LogSegment::seal`);
